@@ -1,0 +1,122 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "floodgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Create a default fully qualified app name.
+Truncated at 63 chars because some Kubernetes name fields are limited to this
+(by the DNS naming spec). If the release name contains the chart name it is
+used as the full name.
+*/}}
+{{- define "floodgate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version as used by the chart label.
+*/}}
+{{- define "floodgate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "floodgate.labels" -}}
+helm.sh/chart: {{ include "floodgate.chart" . }}
+{{ include "floodgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "floodgate.imageTag" . | quote }}
+app.kubernetes.io/component: server
+app.kubernetes.io/part-of: floodgate
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels.
+*/}}
+{{- define "floodgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "floodgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Name of the service account to use.
+*/}}
+{{- define "floodgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "floodgate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image tag: values override, else the chart's appVersion.
+*/}}
+{{- define "floodgate.imageTag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full image reference; a digest, when given, pins the image.
+*/}}
+{{- define "floodgate.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (include "floodgate.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Path at which the rendered TOML configuration is mounted.
+*/}}
+{{- define "floodgate.configDir" -}}/etc/floodgate{{- end }}
+{{- define "floodgate.configFile" -}}floodgate.toml{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: explicit value, or preStop sleep + shutdown
+timeout + 10s margin. The pod must outlive the server's own drain deadline,
+otherwise the kubelet SIGKILLs requests that are still being answered.
+*/}}
+{{- define "floodgate.terminationGracePeriodSeconds" -}}
+{{- $shutdown := int .Values.config.server.shutdownTimeoutSeconds }}
+{{- $preStop := int .Values.lifecycle.preStopSleepSeconds }}
+{{- $minimum := add $shutdown $preStop }}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add $minimum 10 }}
+{{- else }}
+{{- $grace := int .Values.terminationGracePeriodSeconds }}
+{{- if le $grace $minimum }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than lifecycle.preStopSleepSeconds + config.server.shutdownTimeoutSeconds (%d)" $grace $minimum) }}
+{{- end }}
+{{- $grace }}
+{{- end }}
+{{- end }}
+
+{{/*
+OTEL_RESOURCE_ATTRIBUTES: Kubernetes identity (expanded by the kubelet from the
+POD_NAME / POD_NAMESPACE variables), the service version, then user attributes.
+*/}}
+{{- define "floodgate.otelResourceAttributes" -}}
+{{- $attrs := list "k8s.pod.name=$(POD_NAME)" "k8s.namespace.name=$(POD_NAMESPACE)" (printf "service.version=%s" (include "floodgate.imageTag" .)) }}
+{{- range $key, $value := .Values.otel.resourceAttributes }}
+{{- $attrs = append $attrs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $attrs }}
+{{- end }}
