@@ -1,0 +1,424 @@
+//! Command-line options. Every option has an environment fallback
+//! (`FLOODGATE_LOAD_<NAME>`), so CI can configure a run without flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use http::Method;
+
+/// Smallest and largest `number` the floodgate compute endpoints accept.
+pub const NUMBER_MIN: u64 = 0;
+pub const NUMBER_MAX: u64 = 1_000_000;
+
+/// Requests in the default "fast" scenario.
+pub const FAST_REQUESTS: u64 = 1_000_000;
+/// Requests in the default "intensive" scenario.
+pub const INTENSIVE_REQUESTS: u64 = 100_000;
+
+/// Exit status when the run finished and every threshold held.
+pub const EXIT_OK: i32 = 0;
+/// Exit status for runtime failures: server unhealthy or unreachable, report not writable.
+pub const EXIT_ERROR: i32 = 1;
+/// Exit status for invalid arguments (also clap's own status for usage errors).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status when `--fail-under-success-rate` or `--fail-over-p99` was violated.
+pub const EXIT_THRESHOLD: i32 = 3;
+/// Exit status when `--fail-on-mismatch` is set and the server's counters disagree.
+pub const EXIT_MISMATCH: i32 = 4;
+/// Exit status after Ctrl-C (the report of what ran is still printed).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+const EXIT_CODES_HELP: &str = "\
+Exit status:
+  0    run finished, all thresholds held
+  1    error: server unhealthy or unreachable, report file not writable
+  2    invalid arguments
+  3    a threshold (--fail-under-success-rate, --fail-over-p99) was violated
+  4    the server's counters disagree with the client's (--fail-on-mismatch)
+  130  interrupted by Ctrl-C (the report of what ran is still printed)";
+
+/// Load-testing client for floodgate: closed-loop (fixed concurrency) or
+/// open-loop (fixed rate, coordinated-omission corrected) HTTP/1.1 load, HDR
+/// latency percentiles, and a check of the server's own request counters.
+///
+/// Without arguments it runs the standard test plan against
+/// http://localhost:8080: health check, warmup, scenario "fast" (1,000,000
+/// requests) and scenario "intensive" (100,000 requests), 500 connections each.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "floodgate-load", version, after_help = EXIT_CODES_HELP)]
+pub struct Opts {
+    /// Base URL of the server (http only).
+    #[arg(
+        long,
+        env = "FLOODGATE_LOAD_URL",
+        default_value = "http://localhost:8080"
+    )]
+    pub url: String,
+
+    /// Requests per scenario [default: 1000000 for fast and custom paths, 100000 for intensive].
+    #[arg(short = 'n', long, env = "FLOODGATE_LOAD_REQUESTS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+
+    /// Connections, i.e. the maximum number of requests in flight (closed and open loop).
+    #[arg(short = 'c', long, env = "FLOODGATE_LOAD_CONCURRENCY", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+
+    /// Open loop: send this many requests per second on a fixed schedule and
+    /// measure latency from each request's scheduled time. Without it the
+    /// load is closed loop (each connection sends as fast as answers come).
+    #[arg(short = 'r', long, env = "FLOODGATE_LOAD_RATE", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// Per-request timeout (e.g. 30s, 500ms).
+    #[arg(long, env = "FLOODGATE_LOAD_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+
+    /// Maximum duration of each scenario; it stops at whichever of
+    /// --requests and --duration comes first.
+    #[arg(short = 'd', long, env = "FLOODGATE_LOAD_DURATION", default_value = "5m", value_parser = parse_positive_duration)]
+    pub duration: Duration,
+
+    /// Requests sent before each scenario and not counted (0 to skip).
+    #[arg(long, env = "FLOODGATE_LOAD_WARMUP", default_value_t = 1000)]
+    pub warmup: u64,
+
+    /// Interval between progress lines when stderr is not a terminal.
+    #[arg(long, env = "FLOODGATE_LOAD_REPORT_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
+    pub report_interval: Duration,
+
+    /// Which scenario(s) of the test plan to run.
+    #[arg(short = 's', long, env = "FLOODGATE_LOAD_SCENARIO", value_enum, default_value_t = ScenarioArg::All)]
+    pub scenario: ScenarioArg,
+
+    /// Custom target path (replaces the scenarios with one custom scenario).
+    #[arg(long, env = "FLOODGATE_LOAD_PATH", conflicts_with = "scenario", value_parser = parse_path)]
+    pub path: Option<String>,
+
+    /// HTTP method.
+    #[arg(short = 'm', long, env = "FLOODGATE_LOAD_METHOD", default_value = "POST", value_parser = parse_method)]
+    pub method: Method,
+
+    /// Literal request body, sent as-is with every request. Without it,
+    /// POST/PUT/PATCH requests send {"number": n} with n from --number-range
+    /// and other methods send no body.
+    #[arg(long, env = "FLOODGATE_LOAD_BODY", conflicts_with = "number_range")]
+    pub body: Option<String>,
+
+    /// Inclusive range the `number` of each request body is drawn from
+    /// uniformly, as LO..=HI or LO-HI; must lie within 0..=1000000.
+    #[arg(long, env = "FLOODGATE_LOAD_NUMBER_RANGE", default_value = "0..=1000000", value_parser = parse_number_range)]
+    pub number_range: NumberRange,
+
+    /// Runtime worker threads [default: number of CPUs]; 1 runs everything on
+    /// the main thread (useful with taskset).
+    #[arg(short = 't', long, env = "FLOODGATE_LOAD_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+
+    /// Report format.
+    #[arg(short = 'o', long, env = "FLOODGATE_LOAD_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Write the report to this file instead of stdout.
+    #[arg(long, env = "FLOODGATE_LOAD_OUTPUT_FILE")]
+    pub output_file: Option<PathBuf>,
+
+    /// No progress output on stderr.
+    #[arg(long, env = "FLOODGATE_LOAD_QUIET")]
+    pub quiet: bool,
+
+    /// Exit with status 3 when any scenario's success rate (percent) is below this.
+    #[arg(long, env = "FLOODGATE_LOAD_FAIL_UNDER_SUCCESS_RATE", value_name = "PCT", value_parser = parse_percent)]
+    pub fail_under_success_rate: Option<f64>,
+
+    /// Exit with status 3 when any scenario's p99 latency (milliseconds) is above this.
+    #[arg(long, env = "FLOODGATE_LOAD_FAIL_OVER_P99", value_name = "MS", value_parser = parse_non_negative)]
+    pub fail_over_p99: Option<f64>,
+
+    /// Exit with status 4 when the server's /metrics counters disagree with
+    /// the client's counts (only meaningful when nothing else calls the server).
+    #[arg(long, env = "FLOODGATE_LOAD_FAIL_ON_MISMATCH")]
+    pub fail_on_mismatch: bool,
+
+    /// Skip the initial GET /health check.
+    #[arg(long, env = "FLOODGATE_LOAD_NO_HEALTH_CHECK")]
+    pub no_health_check: bool,
+
+    /// Do not read the server's /metrics before and after each scenario.
+    #[arg(long, env = "FLOODGATE_LOAD_NO_SERVER_METRICS")]
+    pub no_server_metrics: bool,
+}
+
+/// The scenarios of the test plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScenarioArg {
+    /// POST /api/v1/compute/fast, 1,000,000 requests.
+    Fast,
+    /// POST /api/v1/compute/intensive, 100,000 requests.
+    Intensive,
+    /// Fast, then intensive.
+    All,
+}
+
+/// Report format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Inclusive range of body numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NumberRange {
+    pub lo: u64,
+    pub hi: u64,
+}
+
+/// One scenario to run, resolved from the options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub method: Method,
+    pub path: String,
+    pub requests: u64,
+}
+
+impl Opts {
+    /// The scenarios this invocation runs, in order.
+    pub fn scenarios(&self) -> Vec<Scenario> {
+        let make = |name: &str, path: &str, default_requests: u64| Scenario {
+            name: name.to_owned(),
+            method: self.method.clone(),
+            path: path.to_owned(),
+            requests: self.requests.unwrap_or(default_requests),
+        };
+        if let Some(path) = &self.path {
+            return vec![make("custom", path, FAST_REQUESTS)];
+        }
+        let fast = || make("fast", "/api/v1/compute/fast", FAST_REQUESTS);
+        let intensive = || make("intensive", "/api/v1/compute/intensive", INTENSIVE_REQUESTS);
+        match self.scenario {
+            ScenarioArg::Fast => vec![fast()],
+            ScenarioArg::Intensive => vec![intensive()],
+            ScenarioArg::All => vec![fast(), intensive()],
+        }
+    }
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 500ms, 1m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !(r.is_finite() && r > 0.0) {
+        return Err("must be a positive number of requests per second".into());
+    }
+    Ok(r)
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !(0.0..=100.0).contains(&p) {
+        return Err("must be between 0 and 100".into());
+    }
+    Ok(p)
+}
+
+fn parse_non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err("must be a non-negative number".into());
+    }
+    Ok(v)
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    Method::from_bytes(s.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("`{s}` is not an HTTP method"))
+}
+
+fn parse_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err("must start with `/`".into());
+    }
+    http::uri::PathAndQuery::try_from(s).map_err(|e| format!("invalid path: {e}"))?;
+    Ok(s.to_owned())
+}
+
+/// Parses `LO..=HI` or `LO-HI` (both inclusive) within 0..=1000000.
+pub fn parse_number_range(s: &str) -> Result<NumberRange, String> {
+    let (lo, hi) = s
+        .split_once("..=")
+        .or_else(|| s.split_once('-'))
+        .ok_or_else(|| format!("`{s}` is not a range; use LO..=HI or LO-HI"))?;
+    let num = |v: &str| {
+        v.trim()
+            .replace('_', "")
+            .parse::<u64>()
+            .map_err(|_| format!("`{}` is not a non-negative integer", v.trim()))
+    };
+    let (lo, hi) = (num(lo)?, num(hi)?);
+    if lo > hi {
+        return Err(format!("empty range: {lo} > {hi}"));
+    }
+    if hi > NUMBER_MAX {
+        return Err(format!(
+            "the server only accepts numbers in {NUMBER_MIN}..={NUMBER_MAX}; use --body to send other payloads"
+        ));
+    }
+    Ok(NumberRange { lo, hi })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Opts, clap::Error> {
+        Opts::try_parse_from(std::iter::once("floodgate-load").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Opts::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_reproduce_the_test_plan() {
+        let o = parse(&[]).unwrap();
+        assert_eq!(o.url, "http://localhost:8080");
+        assert_eq!(o.concurrency, 500);
+        assert_eq!(o.duration, Duration::from_secs(300));
+        assert_eq!(o.timeout, Duration::from_secs(30));
+        assert_eq!(o.warmup, 1000);
+        assert_eq!(o.report_interval, Duration::from_secs(5));
+        assert_eq!(o.method, Method::POST);
+        assert_eq!(
+            o.number_range,
+            NumberRange {
+                lo: 0,
+                hi: 1_000_000
+            }
+        );
+        assert!(o.rate.is_none());
+        assert_eq!(o.output, OutputFormat::Text);
+        let s = o.scenarios();
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[0].name.as_str(), s[0].path.as_str(), s[0].requests),
+            ("fast", "/api/v1/compute/fast", 1_000_000)
+        );
+        assert_eq!(
+            (s[1].name.as_str(), s[1].path.as_str(), s[1].requests),
+            ("intensive", "/api/v1/compute/intensive", 100_000)
+        );
+    }
+
+    #[test]
+    fn durations_accept_human_forms() {
+        let o = parse(&[
+            "--timeout",
+            "500ms",
+            "--duration",
+            "1m",
+            "--report-interval",
+            "30s",
+        ])
+        .unwrap();
+        assert_eq!(o.timeout, Duration::from_millis(500));
+        assert_eq!(o.duration, Duration::from_secs(60));
+        assert_eq!(o.report_interval, Duration::from_secs(30));
+        assert!(parse(&["--timeout", "0s"]).is_err());
+        assert!(parse(&["--duration", "soon"]).is_err());
+    }
+
+    #[test]
+    fn requests_apply_to_every_scenario() {
+        let o = parse(&["-n", "10", "-s", "all"]).unwrap();
+        assert!(o.scenarios().iter().all(|s| s.requests == 10));
+        let o = parse(&["--scenario", "intensive"]).unwrap();
+        assert_eq!(o.scenarios().len(), 1);
+        assert_eq!(o.scenarios()[0].name, "intensive");
+        assert!(parse(&["-n", "0"]).is_err());
+    }
+
+    #[test]
+    fn custom_target() {
+        let o = parse(&["--method", "get", "--path", "/"]).unwrap();
+        let s = o.scenarios();
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].name.as_str(), s[0].path.as_str()), ("custom", "/"));
+        assert_eq!(s[0].method, Method::GET);
+        assert!(parse(&["--path", "no-slash"]).is_err());
+        let e = parse(&["--path", "/x", "--scenario", "fast"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn number_range_forms_and_limits() {
+        assert_eq!(
+            parse_number_range("1..=10"),
+            Ok(NumberRange { lo: 1, hi: 10 })
+        );
+        assert_eq!(parse_number_range("5-5"), Ok(NumberRange { lo: 5, hi: 5 }));
+        assert_eq!(
+            parse_number_range("0..=1_000_000"),
+            Ok(NumberRange {
+                lo: 0,
+                hi: 1_000_000
+            })
+        );
+        assert!(parse_number_range("10..=1").is_err());
+        assert!(parse_number_range("0..=1000001").is_err());
+        assert!(parse_number_range("-1..=5").is_err());
+        assert!(parse_number_range("7").is_err());
+        let e = parse(&["--body", "{}", "--number-range", "1-2"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn open_loop_and_thresholds() {
+        let o = parse(&[
+            "--rate",
+            "200",
+            "--fail-under-success-rate",
+            "99.5",
+            "--fail-over-p99",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(o.rate, Some(200.0));
+        assert_eq!(o.fail_under_success_rate, Some(99.5));
+        assert_eq!(o.fail_over_p99, Some(50.0));
+        assert!(parse(&["--rate", "0"]).is_err());
+        assert!(parse(&["--rate", "-3"]).is_err());
+        assert!(parse(&["--fail-under-success-rate", "101"]).is_err());
+        assert!(parse(&["-c", "0"]).is_err());
+    }
+
+    #[test]
+    fn output_options() {
+        let o = parse(&[
+            "-o",
+            "json",
+            "--output-file",
+            "/tmp/r.json",
+            "--quiet",
+            "-t",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(o.output, OutputFormat::Json);
+        assert_eq!(o.output_file, Some(PathBuf::from("/tmp/r.json")));
+        assert!(o.quiet);
+        assert_eq!(o.threads, Some(1));
+        assert!(parse(&["-o", "xml"]).is_err());
+    }
+}

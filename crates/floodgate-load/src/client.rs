@@ -1,0 +1,422 @@
+//! HTTP/1.1 keep-alive connections and request execution.
+//!
+//! Each worker owns one [`Conn`]. The hyper connection future is polled by
+//! the worker's own task together with the request (see [`drive`]), so a
+//! request costs no task hop between the worker and a connection task.
+
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::cli::NumberRange;
+use crate::stats::TransportError;
+
+type ConnFuture = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+
+/// Largest error body read to find its JSON `code`.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Where requests go.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub host: HeaderValue,
+}
+
+/// Parses an `http://host[:port][/prefix]` base URL; returns host, port and
+/// the path prefix (without a trailing slash).
+pub fn parse_base_url(url: &str) -> Result<(String, u16, String), String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL `{url}`: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(format!(
+                "unsupported URL scheme `{other}` in `{url}`: only http is supported"
+            ))
+        }
+        None => return Err(format!("URL `{url}` has no scheme; use http://host:port")),
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("URL `{url}` has no host"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    if uri.query().is_some() {
+        return Err(format!("URL `{url}` must not have a query; use --path"));
+    }
+    let prefix = uri.path().trim_end_matches('/').to_owned();
+    Ok((host, port, prefix))
+}
+
+/// Resolves `host:port` and returns the first address that accepts a TCP
+/// connection (so `localhost` works whether the server listens on IPv4 or IPv6).
+pub async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    let mut last_error = format!("{host} resolved to no address");
+    for addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => return Ok(addr),
+            Ok(Err(e)) => last_error = format!("cannot connect to {addr}: {e}"),
+            Err(_) => last_error = format!("cannot connect to {addr}: timed out after {timeout:?}"),
+        }
+    }
+    Err(last_error)
+}
+
+/// How each request's body is made.
+#[derive(Debug, Clone)]
+pub enum BodySpec {
+    Empty,
+    Fixed(Bytes),
+    /// `{"number": n}` with `n` uniform in the range.
+    Number(NumberRange),
+}
+
+/// Everything needed to build the requests of one scenario.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    pub method: Method,
+    pub uri: Uri,
+    pub host: HeaderValue,
+    pub body: BodySpec,
+}
+
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+impl RequestTemplate {
+    /// A request with a fresh `X-Request-ID` and, for [`BodySpec::Number`], a
+    /// fresh number.
+    pub fn build(&self, rng: &mut fastrand::Rng) -> Request<Full<Bytes>> {
+        let body = match &self.body {
+            BodySpec::Empty => Bytes::new(),
+            BodySpec::Fixed(b) => b.clone(),
+            BodySpec::Number(range) => number_body(rng.u64(range.lo..=range.hi)),
+        };
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        let headers = req.headers_mut();
+        headers.insert(HOST, self.host.clone());
+        headers.insert(CONTENT_TYPE, JSON.clone());
+        headers.insert("x-request-id", request_id(rng));
+        req
+    }
+}
+
+/// `{"number": n}`.
+pub fn number_body(n: u64) -> Bytes {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n);
+    let mut body = BytesMut::with_capacity(12 + digits.len());
+    body.extend_from_slice(b"{\"number\": ");
+    body.extend_from_slice(digits.as_bytes());
+    body.extend_from_slice(b"}");
+    body.freeze()
+}
+
+/// A random UUIDv4 as a header value.
+pub fn request_id(rng: &mut fastrand::Rng) -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(rng.u128(..).to_ne_bytes()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let s = id.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).expect("a UUID is a valid header value")
+}
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    /// The connection future; `None` once it has finished.
+    io: Option<Pin<Box<ConnFuture>>>,
+}
+
+impl Conn {
+    /// Opens a TCP connection (TCP_NODELAY set) and performs the HTTP/1 handshake.
+    pub async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok(Conn {
+            sender,
+            io: Some(Box::pin(conn)),
+        })
+    }
+
+    /// Whether the connection can still carry requests.
+    pub fn is_open(&self) -> bool {
+        self.io.is_some() && !self.sender.is_closed()
+    }
+
+    /// Waits until the connection can take a request; `false` if it closed
+    /// meanwhile (the server ended the keep-alive connection).
+    pub async fn ready(&mut self) -> bool {
+        let Conn { sender, io } = self;
+        drive(io, sender.ready()).await.is_ok() && io.is_some()
+    }
+
+    /// Sends `req` and reads the whole response. The body is kept only for
+    /// non-2xx responses (to find the error code).
+    pub async fn exchange(&mut self, req: Request<Full<Bytes>>) -> Result<Answer, hyper::Error> {
+        let Conn { sender, io } = self;
+        let response = drive(io, sender.send_request(req)).await?;
+        let status = response.status().as_u16();
+        let keep = !(200..300).contains(&status);
+        let body = drive(io, read_body(response.into_body(), keep)).await?;
+        Ok(Answer { status, body })
+    }
+}
+
+/// Polls the connection future alongside `fut` until `fut` completes.
+async fn drive<F: Future>(io: &mut Option<Pin<Box<ConnFuture>>>, fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if let Some(conn) = io.as_mut() {
+            if conn.as_mut().poll(cx).is_ready() {
+                // Dropping the connection fails any request still queued on it,
+                // so `fut` resolves with an error instead of hanging.
+                *io = None;
+            }
+        }
+        fut.as_mut().poll(cx)
+    })
+    .await
+}
+
+async fn read_body(mut body: Incoming, keep: bool) -> Result<Bytes, hyper::Error> {
+    let mut kept = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if keep && kept.len() < MAX_ERROR_BODY {
+                let room = MAX_ERROR_BODY - kept.len();
+                kept.extend_from_slice(&data[..data.len().min(room)]);
+            }
+        }
+    }
+    Ok(kept.freeze())
+}
+
+/// An HTTP response: status and, for non-2xx, the (truncated) body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// The JSON `code` of an error body, if any.
+pub fn error_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        code: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Envelope>(body).ok()?.code? {
+        serde_json::Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Outcome of one request.
+pub enum Outcome {
+    Answer(Answer),
+    Failed(TransportError),
+}
+
+/// A worker's connection slot: connects lazily and reconnects after errors.
+pub struct Slot {
+    endpoint_addr: SocketAddr,
+    conn: Option<Conn>,
+}
+
+impl Slot {
+    pub fn new(endpoint_addr: SocketAddr, conn: Option<Conn>) -> Self {
+        Self {
+            endpoint_addr,
+            conn,
+        }
+    }
+
+    pub fn into_conn(self) -> Option<Conn> {
+        self.conn
+    }
+
+    /// Executes one request within `deadline` (connecting first if needed).
+    pub async fn execute(
+        &mut self,
+        req: Request<Full<Bytes>>,
+        timeout: Pin<&mut tokio::time::Sleep>,
+    ) -> Outcome {
+        let attempt = async {
+            // A connection the server closed while idle is replaced without
+            // counting an error: no request was sent on it.
+            if let Some(conn) = self.conn.as_mut() {
+                if !(conn.is_open() && conn.ready().await) {
+                    self.conn = None;
+                }
+            }
+            if self.conn.is_none() {
+                match Conn::connect(self.endpoint_addr).await {
+                    Ok(c) => self.conn = Some(c),
+                    Err(_) => return Outcome::Failed(TransportError::Connect),
+                }
+            }
+            let conn = self.conn.as_mut().expect("connected above");
+            match conn.exchange(req).await {
+                Ok(answer) => Outcome::Answer(answer),
+                Err(e) => {
+                    self.conn = None;
+                    if e.is_timeout() {
+                        Outcome::Failed(TransportError::Timeout)
+                    } else {
+                        Outcome::Failed(TransportError::Io)
+                    }
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            biased;
+            outcome = attempt => Some(outcome),
+            () = timeout => None,
+        };
+        match outcome {
+            Some(outcome) => outcome,
+            None => {
+                // The connection is mid-request; it cannot be reused.
+                self.conn = None;
+                Outcome::Failed(TransportError::Timeout)
+            }
+        }
+    }
+}
+
+/// A one-off request for the health check and /metrics.
+pub async fn get(
+    addr: SocketAddr,
+    host: &HeaderValue,
+    path: &str,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    let attempt = async {
+        let mut conn = Conn::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = path
+            .parse()
+            .map_err(|e| format!("invalid path {path}: {e}"))?;
+        req.headers_mut().insert(HOST, host.clone());
+        req.headers_mut().insert(http::header::ACCEPT, JSON.clone());
+        let Conn { sender, io } = &mut conn;
+        let response = drive(io, sender.send_request(req))
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = drive(io, response.into_body().collect())
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?
+            .to_bytes();
+        Ok(Answer { status, body })
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("GET {path}: no answer within {timeout:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(
+            parse_base_url("http://localhost:8080"),
+            Ok(("localhost".into(), 8080, String::new()))
+        );
+        assert_eq!(
+            parse_base_url("http://127.0.0.1"),
+            Ok(("127.0.0.1".into(), 80, String::new()))
+        );
+        assert_eq!(
+            parse_base_url("http://h:1/base/"),
+            Ok(("h".into(), 1, "/base".into()))
+        );
+        assert_eq!(
+            parse_base_url("http://[::1]:9"),
+            Ok(("::1".into(), 9, String::new()))
+        );
+        assert!(parse_base_url("https://h")
+            .unwrap_err()
+            .contains("only http"));
+        assert!(parse_base_url("localhost:8080").is_err());
+        assert!(parse_base_url("http://h/?q=1").is_err());
+    }
+
+    #[test]
+    fn bodies_and_ids() {
+        assert_eq!(&number_body(0)[..], b"{\"number\": 0}");
+        assert_eq!(&number_body(1_000_000)[..], b"{\"number\": 1000000}");
+        let mut rng = fastrand::Rng::with_seed(7);
+        let a = request_id(&mut rng);
+        let b = request_id(&mut rng);
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(s.as_bytes()[14], b'4', "version 4: {s}");
+    }
+
+    #[test]
+    fn requests_carry_json_type_id_and_a_valid_number() {
+        let t = RequestTemplate {
+            method: Method::POST,
+            uri: Uri::from_static("/api/v1/compute/fast"),
+            host: HeaderValue::from_static("localhost:8080"),
+            body: BodySpec::Number(NumberRange { lo: 5, hi: 9 }),
+        };
+        let mut rng = fastrand::Rng::with_seed(1);
+        for _ in 0..100 {
+            let req = t.build(&mut rng);
+            assert_eq!(req.headers()[CONTENT_TYPE], "application/json");
+            assert_eq!(req.headers()[HOST], "localhost:8080");
+            assert!(req.headers().contains_key("x-request-id"));
+            let body = futures_body(req.into_body());
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let n = v["number"].as_u64().unwrap();
+            assert!((5..=9).contains(&n));
+        }
+    }
+
+    fn futures_body(body: Full<Bytes>) -> Bytes {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(body.collect()).unwrap().to_bytes()
+    }
+
+    #[test]
+    fn error_codes_from_bodies() {
+        let body =
+            br#"{"request_id":"x","error":"slow down","code":"RATE_LIMIT_EXCEEDED","timestamp":1}"#;
+        assert_eq!(error_code(body).as_deref(), Some("RATE_LIMIT_EXCEEDED"));
+        assert_eq!(error_code(br#"{"code":429}"#).as_deref(), Some("429"));
+        assert_eq!(error_code(b"<html>oops</html>"), None);
+        assert_eq!(error_code(br#"{"error":"no code"}"#), None);
+        assert_eq!(error_code(b""), None);
+    }
+}

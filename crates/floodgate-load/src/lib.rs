@@ -1,0 +1,364 @@
+//! floodgate-load: a load-testing client for floodgate.
+//!
+//! [`run`] executes the scenarios an [`Opts`] describes and returns a
+//! [`RunReport`]; [`execute`] wraps it for the command line (runtime, Ctrl-C,
+//! progress, report output and exit status).
+
+pub mod cli;
+pub mod client;
+pub mod progress;
+pub mod report;
+pub mod run;
+pub mod schedule;
+pub mod server;
+pub mod stats;
+
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Uri};
+use tokio::sync::watch;
+
+pub use cli::Opts;
+use cli::{
+    OutputFormat, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_OK, EXIT_THRESHOLD, EXIT_USAGE,
+};
+use client::{BodySpec, RequestTemplate};
+use progress::{note, Mode, Progress};
+pub use report::RunReport;
+use report::{ScenarioReport, ServerMetrics};
+use run::{LoadModel, PhasePlan, StopReason};
+use server::ClientCounts;
+
+/// Why a run could not produce a report.
+#[derive(Debug)]
+pub enum Error {
+    /// Invalid arguments (exit status 2).
+    Usage(String),
+    /// Server unhealthy or unreachable, I/O failures (exit status 1).
+    Runtime(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Usage(m) | Error::Runtime(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// How long to wait for the server's counters to settle after a phase.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// Runs the health check and every scenario of `opts`. Progress goes to
+/// stderr according to `mode`; `interrupt` turning true stops the run and
+/// returns the report of what ran.
+pub async fn run(
+    opts: &Opts,
+    mode: Mode,
+    interrupt: watch::Receiver<bool>,
+) -> Result<RunReport, Error> {
+    let (host, port, prefix) = client::parse_base_url(&opts.url).map_err(Error::Usage)?;
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let host_header = HeaderValue::from_str(&authority)
+        .map_err(|_| Error::Usage(format!("invalid host in {}", opts.url)))?;
+    let control_timeout = opts.timeout.min(Duration::from_secs(10));
+    let base = opts.url.trim_end_matches('/');
+
+    let addr = client::resolve(&host, port, control_timeout)
+        .await
+        .map_err(|e| Error::Runtime(format!("server at {base} is not reachable: {e}")))?;
+    if !opts.no_health_check {
+        server::check_health(
+            addr,
+            &host_header,
+            &format!("{prefix}/health"),
+            control_timeout,
+        )
+        .await
+        .map_err(|e| Error::Runtime(format!("server at {base} is not healthy: {e}")))?;
+        note(mode, &format!("Health check passed: {base}/health"));
+    }
+
+    let threads = current_threads();
+    let metrics_path = format!("{prefix}/metrics");
+    let model = match opts.rate {
+        Some(rate) => LoadModel::Open {
+            rate,
+            concurrency: opts.concurrency,
+        },
+        None => LoadModel::Closed {
+            concurrency: opts.concurrency,
+        },
+    };
+    let mut reports = Vec::new();
+    let mut interrupted = false;
+    for scenario in opts.scenarios() {
+        let path = format!("{prefix}{}", scenario.path);
+        let uri: Uri = path
+            .parse()
+            .map_err(|e| Error::Usage(format!("invalid path {path}: {e}")))?;
+        let body = match (&opts.body, &scenario.method) {
+            (Some(b), _) => BodySpec::Fixed(Bytes::from(b.clone())),
+            (None, m) if *m == Method::POST || *m == Method::PUT || *m == Method::PATCH => {
+                BodySpec::Number(opts.number_range)
+            }
+            (None, _) => BodySpec::Empty,
+        };
+        let template = RequestTemplate {
+            method: scenario.method.clone(),
+            uri,
+            host: host_header.clone(),
+            body,
+        };
+        let url = format!("http://{authority}{path}");
+        let mut pool = Vec::new();
+
+        if opts.warmup > 0 {
+            note(
+                mode,
+                &format!(
+                    "Warmup {}: {} requests (not counted)",
+                    scenario.name,
+                    report::thousands(opts.warmup)
+                ),
+            );
+            let warm_plan = PhasePlan {
+                model: LoadModel::Closed {
+                    concurrency: opts
+                        .concurrency
+                        .min(opts.warmup.min(u64::from(u32::MAX)) as u32),
+                },
+                max_requests: opts.warmup,
+                max_duration: opts.duration,
+                timeout: opts.timeout,
+                threads,
+                record_window: false,
+            };
+            let (warm, kept) = run::run_phase(
+                addr,
+                template.clone(),
+                &warm_plan,
+                pool,
+                |_| {},
+                interrupt.clone(),
+            )
+            .await;
+            pool = kept;
+            if warm.stop_reason == StopReason::Interrupted {
+                interrupted = true;
+                break;
+            }
+            if warm.stats.failed() > 0 {
+                note(
+                    mode,
+                    &format!(
+                        "Warmup {}: {} of {} requests failed",
+                        scenario.name,
+                        report::thousands(warm.stats.failed()),
+                        report::thousands(warm.stats.total())
+                    ),
+                );
+            }
+        }
+
+        let before = if opts.no_server_metrics {
+            None
+        } else {
+            Some(server::snapshot(addr, &host_header, &metrics_path, control_timeout).await)
+        };
+
+        let plan = PhasePlan {
+            model,
+            max_requests: scenario.requests,
+            max_duration: opts.duration,
+            timeout: opts.timeout,
+            threads,
+            record_window: mode != Mode::Off,
+        };
+        let load = match model {
+            LoadModel::Closed { concurrency } => format!("closed loop, {concurrency} connections"),
+            LoadModel::Open { rate, concurrency } => {
+                format!("open loop, {rate} req/s, at most {concurrency} in flight")
+            }
+        };
+        note(
+            mode,
+            &format!(
+                "Scenario {}: {} {url} | {} requests, at most {} | {load}",
+                scenario.name,
+                scenario.method,
+                report::thousands(scenario.requests),
+                humantime::format_duration(opts.duration)
+            ),
+        );
+        let mut progress = Progress::none();
+        let (result, _pool) = run::run_phase(
+            addr,
+            template,
+            &plan,
+            pool,
+            |live| progress = Progress::start(mode, live, opts.report_interval, &scenario.name),
+            interrupt.clone(),
+        )
+        .await;
+        progress.finish();
+
+        let cancelled = result.cancelled;
+        let server_metrics = match before {
+            None => ServerMetrics::skipped(),
+            Some(Err(reason)) => ServerMetrics::unavailable(reason),
+            Some(Ok(before)) => {
+                let client = ClientCounts::from_stats(&result.stats, cancelled);
+                let settle = if client.abandoned > 0 {
+                    SETTLE.max(opts.timeout.min(Duration::from_secs(10)))
+                } else {
+                    SETTLE
+                };
+                match server::settled_snapshot(
+                    addr,
+                    &host_header,
+                    &metrics_path,
+                    control_timeout,
+                    &before,
+                    client,
+                    settle,
+                )
+                .await
+                {
+                    Ok((after, check)) => ServerMetrics::checked(before, after, check),
+                    Err(reason) => ServerMetrics::unavailable(format!("after the run: {reason}")),
+                }
+            }
+        };
+        reports.push(ScenarioReport::new(
+            &scenario.name,
+            scenario.method.as_str(),
+            &url,
+            model,
+            &result,
+            server_metrics,
+            (opts.fail_under_success_rate, opts.fail_over_p99),
+        ));
+        if result.stop_reason == StopReason::Interrupted {
+            interrupted = true;
+            break;
+        }
+    }
+    Ok(RunReport::new(reports, interrupted))
+}
+
+fn current_threads() -> usize {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => 1,
+        _ => tokio::runtime::Handle::current().metrics().num_workers(),
+    }
+}
+
+/// Builds the runtime `--threads` asks for.
+pub fn build_runtime(threads: Option<u32>) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        |t| t as usize,
+    );
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
+/// The exit status a finished run maps to.
+pub fn exit_status(report: &RunReport, opts: &Opts) -> i32 {
+    if report.interrupted {
+        EXIT_INTERRUPTED
+    } else if !report.thresholds_passed {
+        EXIT_THRESHOLD
+    } else if opts.fail_on_mismatch && !report.counts_consistent {
+        EXIT_MISMATCH
+    } else {
+        EXIT_OK
+    }
+}
+
+/// The whole command: runs, writes the report, returns the exit status.
+pub fn execute(opts: Opts) -> i32 {
+    let mode = Mode::detect(opts.quiet);
+    let runtime = match build_runtime(opts.threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("floodgate-load: cannot start the runtime: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let result = runtime.block_on(async {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "\nInterrupted: stopping and reporting (press Ctrl-C again to quit at once)"
+                );
+                let _ = tx.send(true);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(EXIT_INTERRUPTED);
+                }
+            }
+        });
+        run(&opts, mode, rx).await
+    });
+    // Workers still parked on the runtime are not waited for.
+    runtime.shutdown_background();
+    let report = match result {
+        Ok(report) => report,
+        Err(Error::Usage(m)) => {
+            eprintln!("floodgate-load: {m}");
+            return EXIT_USAGE;
+        }
+        Err(Error::Runtime(m)) => {
+            eprintln!("floodgate-load: {m}");
+            return EXIT_ERROR;
+        }
+    };
+    let rendered = match opts.output {
+        OutputFormat::Text => report.to_text(),
+        OutputFormat::Json => report.to_json(),
+    };
+    match &opts.output_file {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &rendered) {
+                eprintln!(
+                    "floodgate-load: cannot write the report to {}: {e}",
+                    path.display()
+                );
+                return EXIT_ERROR;
+            }
+            note(mode, &format!("Report written to {}", path.display()));
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(rendered.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return EXIT_ERROR;
+            }
+        }
+    }
+    if !report.counts_consistent {
+        eprintln!("floodgate-load: MISMATCH between the server's /metrics counters and the client's counts");
+    }
+    exit_status(&report, &opts)
+}

@@ -1,0 +1,671 @@
+//! Reports: one per scenario, as text or JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::run::{LoadModel, PhaseResult, StopReason};
+use crate::server::CountCheck;
+use crate::stats::{rate_per_second, LatencySummary};
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub scenarios: Vec<ScenarioReport>,
+    /// `true` when every threshold held in every scenario.
+    pub thresholds_passed: bool,
+    /// `true` when every server count check that ran matched.
+    pub counts_consistent: bool,
+    pub interrupted: bool,
+}
+
+/// The report of one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub method: String,
+    pub url: String,
+    pub load_model: LoadModel,
+    pub stop_reason: StopReason,
+    pub requests: RequestCounts,
+    pub duration_secs: f64,
+    pub rps: f64,
+    /// Over all HTTP responses (any status); `null` when there were none.
+    pub latency_ms: Option<LatencySummary>,
+    pub status_codes: BTreeMap<String, u64>,
+    pub error_codes: BTreeMap<String, u64>,
+    pub server_metrics: ServerMetrics,
+    pub thresholds: Vec<ThresholdResult>,
+}
+
+/// Request counts of a scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestCounts {
+    /// Requests that finished: responses + timeouts + connection errors.
+    pub total: u64,
+    /// 2xx responses.
+    pub successful: u64,
+    /// Everything else, transport errors included.
+    pub failed: u64,
+    /// `successful / total` in percent.
+    pub success_rate: f64,
+    /// HTTP responses of any status.
+    pub responses: u64,
+    /// 429 responses.
+    pub rate_limited: u64,
+    /// No response within `--timeout`.
+    pub timeouts: u64,
+    /// Connect failures plus connections that broke mid-request.
+    pub connection_errors: u64,
+    pub connect_failures: u64,
+    pub broken_connections: u64,
+    /// In flight when the run was interrupted; not in `total`.
+    pub cancelled: u64,
+    /// Open loop: due before the deadline but never sent (all connections busy); not in `total`.
+    pub unsent: u64,
+}
+
+/// The server's `/metrics` before and after, and the count check.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerMetrics {
+    /// `match` (deltas equal the client's counts), `consistent` (differences
+    /// explained by requests the client abandoned), `mismatch`,
+    /// `unavailable` or `skipped`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CountCheck>,
+}
+
+impl ServerMetrics {
+    pub fn skipped() -> Self {
+        Self::without_check("skipped", None)
+    }
+
+    pub fn unavailable(reason: String) -> Self {
+        Self::without_check("unavailable", Some(reason))
+    }
+
+    fn without_check(status: &str, reason: Option<String>) -> Self {
+        Self {
+            status: status.to_owned(),
+            reason,
+            before: None,
+            after: None,
+            check: None,
+        }
+    }
+
+    pub fn checked(
+        before: Map<String, Value>,
+        after: Map<String, Value>,
+        check: CountCheck,
+    ) -> Self {
+        let status = if check.exact {
+            "match"
+        } else if check.ok {
+            "consistent"
+        } else {
+            "mismatch"
+        };
+        Self {
+            status: status.to_owned(),
+            reason: None,
+            before: Some(before),
+            after: Some(after),
+            check: Some(check),
+        }
+    }
+
+    pub fn is_mismatch(&self) -> bool {
+        self.status == "mismatch"
+    }
+}
+
+/// One CI threshold and whether it held.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThresholdResult {
+    /// `success_rate` (minimum, percent) or `p99_ms` (maximum).
+    pub name: String,
+    pub limit: f64,
+    pub actual: Option<f64>,
+    pub passed: bool,
+}
+
+/// Evaluates the thresholds; a missing p99 (no responses) fails its threshold.
+pub fn evaluate_thresholds(
+    success_rate: f64,
+    p99_ms: Option<f64>,
+    min_success_rate: Option<f64>,
+    max_p99_ms: Option<f64>,
+) -> Vec<ThresholdResult> {
+    let mut out = Vec::new();
+    if let Some(limit) = min_success_rate {
+        out.push(ThresholdResult {
+            name: "success_rate".into(),
+            limit,
+            actual: Some(success_rate),
+            passed: success_rate >= limit,
+        });
+    }
+    if let Some(limit) = max_p99_ms {
+        out.push(ThresholdResult {
+            name: "p99_ms".into(),
+            limit,
+            actual: p99_ms,
+            passed: p99_ms.is_some_and(|p| p <= limit),
+        });
+    }
+    out
+}
+
+impl ScenarioReport {
+    /// Builds the report of a measured phase.
+    pub fn new(
+        name: &str,
+        method: &str,
+        url: &str,
+        model: LoadModel,
+        result: &PhaseResult,
+        server_metrics: ServerMetrics,
+        thresholds: (Option<f64>, Option<f64>),
+    ) -> Self {
+        let s = &result.stats;
+        let latency = s.latency();
+        let requests = RequestCounts {
+            total: s.total(),
+            successful: s.successful(),
+            failed: s.failed(),
+            success_rate: s.success_rate(),
+            responses: s.responses(),
+            rate_limited: s.status_count(429),
+            timeouts: s.timeouts(),
+            connection_errors: s.connect_errors() + s.io_errors(),
+            connect_failures: s.connect_errors(),
+            broken_connections: s.io_errors(),
+            cancelled: result.cancelled,
+            unsent: result.unsent,
+        };
+        let thresholds = evaluate_thresholds(
+            requests.success_rate,
+            latency.map(|l| l.p99_ms),
+            thresholds.0,
+            thresholds.1,
+        );
+        ScenarioReport {
+            name: name.to_owned(),
+            method: method.to_owned(),
+            url: url.to_owned(),
+            load_model: model,
+            stop_reason: result.stop_reason,
+            requests,
+            duration_secs: result.elapsed.as_secs_f64(),
+            rps: rate_per_second(s.total(), result.elapsed),
+            latency_ms: latency,
+            status_codes: s
+                .status_codes()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            error_codes: s.error_codes(),
+            server_metrics,
+            thresholds,
+        }
+    }
+}
+
+impl RunReport {
+    pub fn new(scenarios: Vec<ScenarioReport>, interrupted: bool) -> Self {
+        let thresholds_passed = scenarios
+            .iter()
+            .flat_map(|s| &s.thresholds)
+            .all(|t| t.passed);
+        let counts_consistent = !scenarios.iter().any(|s| s.server_metrics.is_mismatch());
+        RunReport {
+            scenarios,
+            thresholds_passed,
+            counts_consistent,
+            interrupted,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("report serializes");
+        s.push('\n');
+        s
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for (i, s) in self.scenarios.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            write_scenario(&mut out, s);
+        }
+        if self.interrupted {
+            out.push_str(
+                "\nInterrupted: the run was stopped by Ctrl-C; remaining scenarios were skipped.\n",
+            );
+        }
+        out
+    }
+}
+
+fn write_scenario(out: &mut String, s: &ScenarioReport) {
+    let r = &s.requests;
+    let _ = writeln!(out, "Scenario {}: {} {}", s.name, s.method, s.url);
+    let model = match s.load_model {
+        LoadModel::Closed { concurrency } => format!("closed loop, {} connections", thousands(u64::from(concurrency))),
+        LoadModel::Open { rate, concurrency } => format!(
+            "open loop, {} req/s scheduled, at most {} in flight (latency from scheduled send time)",
+            fmt_rate(rate),
+            thousands(u64::from(concurrency))
+        ),
+    };
+    let _ = writeln!(out, "  Load model:         {model}");
+    let stopped = match s.stop_reason {
+        StopReason::Requests => "all requests sent",
+        StopReason::Duration => "duration limit reached",
+        StopReason::Interrupted => "interrupted (Ctrl-C)",
+    };
+    let _ = writeln!(out, "  Stopped:            {stopped}");
+    let _ = writeln!(out, "  Total requests:     {}", thousands(r.total));
+    let _ = writeln!(
+        out,
+        "  Successful:         {} ({}%)",
+        thousands(r.successful),
+        fmt_percent(r.success_rate)
+    );
+    let _ = writeln!(out, "  Failed:             {}", thousands(r.failed));
+    let _ = writeln!(out, "  Duration:           {:.3}s", s.duration_secs);
+    let _ = writeln!(out, "  Requests/sec:       {}", fmt_rate(s.rps));
+    if r.cancelled > 0 {
+        let _ = writeln!(
+            out,
+            "  Cancelled:          {} (in flight at Ctrl-C, not counted)",
+            thousands(r.cancelled)
+        );
+    }
+    if r.unsent > 0 {
+        let _ = writeln!(
+            out,
+            "  Unsent:             {} (due before the deadline but every connection was busy: the server fell behind the rate)",
+            thousands(r.unsent)
+        );
+    }
+    match &s.latency_ms {
+        Some(l) => {
+            let _ = writeln!(out, "  Latency ({} responses):", thousands(r.responses));
+            let _ = writeln!(
+                out,
+                "    min {}   mean {}   max {}",
+                fmt_latency(l.min_ms),
+                fmt_latency(l.mean_ms),
+                fmt_latency(l.max_ms)
+            );
+            for (label, v) in [
+                ("p50", l.p50_ms),
+                ("p90", l.p90_ms),
+                ("p95", l.p95_ms),
+                ("p99", l.p99_ms),
+                ("p99.9", l.p99_9_ms),
+                ("p99.99", l.p99_99_ms),
+            ] {
+                let _ = writeln!(out, "    {label:<8}{}", fmt_latency(v));
+            }
+            if r.timeouts > 0 {
+                let _ = writeln!(
+                    out,
+                    "    ({} timed-out requests are not in these figures; each took longer than the timeout)",
+                    thousands(r.timeouts)
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(out, "  Latency:            no responses");
+        }
+    }
+    let _ = writeln!(out, "  Status codes:");
+    if s.status_codes.is_empty() {
+        let _ = writeln!(out, "    (none)");
+    }
+    for (code, n) in &s.status_codes {
+        let _ = writeln!(out, "    {code:<28}{}", thousands(*n));
+    }
+    if !s.error_codes.is_empty() {
+        let _ = writeln!(out, "  Error codes:");
+        for (code, n) in &s.error_codes {
+            let _ = writeln!(out, "    {code:<28}{}", thousands(*n));
+        }
+    }
+    let _ = writeln!(out, "  Rate-limit hits:    {}", thousands(r.rate_limited));
+    let _ = writeln!(out, "  Timeouts:           {}", thousands(r.timeouts));
+    let _ = writeln!(
+        out,
+        "  Connection errors:  {} ({} connect, {} broken)",
+        thousands(r.connection_errors),
+        thousands(r.connect_failures),
+        thousands(r.broken_connections)
+    );
+    write_server_metrics(out, &s.server_metrics);
+    for t in &s.thresholds {
+        let actual = t
+            .actual
+            .map_or_else(|| "n/a".to_owned(), |a| format!("{a:.3}"));
+        let (rel, verdict) = match (t.name.as_str(), t.passed) {
+            ("success_rate", true) => (">=", "PASS"),
+            ("success_rate", false) => (">=", "FAIL"),
+            (_, true) => ("<=", "PASS"),
+            (_, false) => ("<=", "FAIL"),
+        };
+        let _ = writeln!(
+            out,
+            "  Threshold {}: {actual} (required {rel} {}) {verdict}",
+            t.name, t.limit
+        );
+    }
+}
+
+fn write_server_metrics(out: &mut String, m: &ServerMetrics) {
+    match (&m.check, m.status.as_str()) {
+        (Some(check), status) => {
+            let verdict = match status {
+                "match" => "counts match".to_owned(),
+                "consistent" => {
+                    "counts consistent (the server also counted requests the client abandoned)"
+                        .to_owned()
+                }
+                _ => "MISMATCH".to_owned(),
+            };
+            let _ = writeln!(out, "  Server /metrics:    {verdict}");
+            let _ = writeln!(
+                out,
+                "    {:<16}{:>14}{:>14}{:>12}{:>12}",
+                "counter", "before", "after", "delta", "client"
+            );
+            for c in &check.counters {
+                let _ = writeln!(
+                    out,
+                    "    {:<16}{:>14}{:>14}{:>12}{:>12}{}",
+                    c.counter,
+                    c.before,
+                    c.after,
+                    c.delta,
+                    c.client,
+                    if c.ok { "" } else { "  MISMATCH" }
+                );
+            }
+            if status == "mismatch" {
+                for c in check.counters.iter().filter(|c| !c.ok) {
+                    let _ = writeln!(
+                        out,
+                        "  MISMATCH: server {} grew by {}, client received {} (accepted up to {} with abandoned requests)",
+                        c.counter, c.delta, c.client, c.accepted_max
+                    );
+                }
+                if check.counters.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "  MISMATCH: /metrics has none of the compared counters"
+                    );
+                }
+            }
+        }
+        (None, "skipped") => {
+            let _ = writeln!(out, "  Server /metrics:    not read (--no-server-metrics)");
+        }
+        (None, _) => {
+            let _ = writeln!(
+                out,
+                "  Server /metrics:    unavailable ({})",
+                m.reason.as_deref().unwrap_or("unknown reason")
+            );
+        }
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 1.0 {
+        let tenths = (r * 10.0).round() as u64;
+        format!("{}.{}", thousands(tenths / 10), tenths % 10)
+    } else {
+        format!("{r:.3}")
+    }
+}
+
+fn fmt_percent(p: f64) -> String {
+    if p == 100.0 || p == 0.0 {
+        format!("{p:.0}")
+    } else {
+        format!("{p:.3}")
+    }
+}
+
+/// Latency in milliseconds for the report table (`0.213 ms`).
+pub fn fmt_latency(ms: f64) -> String {
+    format!("{ms:>10.3} ms")
+}
+
+/// Short latency for progress lines (`850µs`, `3.1ms`, `250ms`, `1.25s`).
+pub fn fmt_latency_short(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0}µs", ms * 1000.0)
+    } else if ms < 10.0 {
+        format!("{ms:.1}ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{compare, ClientCounts};
+    use crate::stats::{Stats, TransportError};
+    use std::time::Duration;
+
+    fn phase() -> PhaseResult {
+        let mut stats = Stats::new();
+        for i in 0..90 {
+            stats.record_response(200, Duration::from_micros(100 + i), None);
+        }
+        for _ in 0..5 {
+            stats.record_response(429, Duration::from_micros(50), Some("RATE_LIMIT_EXCEEDED"));
+        }
+        for _ in 0..3 {
+            stats.record_response(500, Duration::from_micros(70), Some("INTERNAL_ERROR"));
+        }
+        stats.record_transport_error(TransportError::Timeout);
+        stats.record_transport_error(TransportError::Connect);
+        PhaseResult {
+            stats,
+            elapsed: Duration::from_secs(2),
+            stop_reason: StopReason::Requests,
+            cancelled: 0,
+            unsent: 0,
+        }
+    }
+
+    fn report(metrics: ServerMetrics, thresholds: (Option<f64>, Option<f64>)) -> ScenarioReport {
+        ScenarioReport::new(
+            "fast",
+            "POST",
+            "http://127.0.0.1:1/api/v1/compute/fast",
+            LoadModel::Closed { concurrency: 4 },
+            &phase(),
+            metrics,
+            thresholds,
+        )
+    }
+
+    #[test]
+    fn json_report_shape_and_counts() {
+        let run = RunReport::new(vec![report(ServerMetrics::skipped(), (None, None))], false);
+        let v: Value = serde_json::from_str(&run.to_json()).unwrap();
+        let s = &v["scenarios"][0];
+        assert_eq!(s["name"], "fast");
+        assert_eq!(s["load_model"]["type"], "closed");
+        assert_eq!(s["load_model"]["concurrency"], 4);
+        assert_eq!(s["stop_reason"], "requests");
+        let r = &s["requests"];
+        assert_eq!(r["total"], 100);
+        assert_eq!(r["successful"], 90);
+        assert_eq!(r["failed"], 10);
+        assert_eq!(r["responses"], 98);
+        assert_eq!(r["rate_limited"], 5);
+        assert_eq!(r["timeouts"], 1);
+        assert_eq!(r["connection_errors"], 1);
+        assert_eq!(r["success_rate"], 90.0);
+        assert_eq!(s["rps"], 50.0);
+        assert_eq!(s["status_codes"]["200"], 90);
+        assert_eq!(s["status_codes"]["429"], 5);
+        assert_eq!(s["error_codes"]["RATE_LIMIT_EXCEEDED"], 5);
+        assert_eq!(s["error_codes"]["INTERNAL_ERROR"], 3);
+        for key in [
+            "min_ms",
+            "mean_ms",
+            "max_ms",
+            "p50_ms",
+            "p90_ms",
+            "p95_ms",
+            "p99_ms",
+            "p99_9_ms",
+            "p99_99_ms",
+        ] {
+            assert!(s["latency_ms"][key].as_f64().unwrap() > 0.0, "{key}");
+        }
+        assert_eq!(s["server_metrics"]["status"], "skipped");
+        assert_eq!(v["thresholds_passed"], true);
+        assert_eq!(v["counts_consistent"], true);
+        assert_eq!(v["interrupted"], false);
+    }
+
+    #[test]
+    fn open_loop_model_serializes_its_rate() {
+        let v = serde_json::to_value(LoadModel::Open {
+            rate: 200.0,
+            concurrency: 8,
+        })
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "open", "rate": 200.0, "concurrency": 8})
+        );
+    }
+
+    #[test]
+    fn thresholds() {
+        let t = evaluate_thresholds(99.0, Some(12.0), Some(99.5), Some(10.0));
+        assert_eq!(t.len(), 2);
+        assert!(!t[0].passed && !t[1].passed);
+        let t = evaluate_thresholds(99.5, Some(10.0), Some(99.5), Some(10.0));
+        assert!(t.iter().all(|t| t.passed));
+        let t = evaluate_thresholds(100.0, None, None, Some(10.0));
+        assert!(!t[0].passed, "no responses cannot pass a latency threshold");
+        assert!(evaluate_thresholds(0.0, None, None, None).is_empty());
+        let run = RunReport::new(
+            vec![report(ServerMetrics::skipped(), (Some(95.0), None))],
+            false,
+        );
+        assert!(!run.thresholds_passed);
+        assert!(run
+            .to_text()
+            .contains("Threshold success_rate: 90.000 (required >= 95) FAIL"));
+    }
+
+    #[test]
+    fn mismatch_is_reported() {
+        let before = serde_json::json!({"total_requests": 0, "success_count": 0, "error_count": 0});
+        let after =
+            serde_json::json!({"total_requests": 97, "success_count": 89, "error_count": 8});
+        let (Value::Object(before), Value::Object(after)) = (before, after) else {
+            unreachable!()
+        };
+        let client = ClientCounts {
+            responses: 98,
+            successes: 90,
+            errors: 8,
+            abandoned: 1,
+        };
+        let check = compare(&before, &after, client);
+        let run = RunReport::new(
+            vec![report(
+                ServerMetrics::checked(before, after, check),
+                (None, None),
+            )],
+            false,
+        );
+        assert!(!run.counts_consistent);
+        let text = run.to_text();
+        assert!(
+            text.contains("MISMATCH: server total_requests grew by 97, client received 98"),
+            "{text}"
+        );
+        let v: Value = serde_json::from_str(&run.to_json()).unwrap();
+        assert_eq!(v["scenarios"][0]["server_metrics"]["status"], "mismatch");
+    }
+
+    #[test]
+    fn text_report_has_the_key_lines() {
+        let text = RunReport::new(
+            vec![report(
+                ServerMetrics::unavailable("404".into()),
+                (None, None),
+            )],
+            true,
+        )
+        .to_text();
+        for needle in [
+            "Scenario fast: POST http://127.0.0.1:1/api/v1/compute/fast",
+            "Total requests:     100",
+            "Successful:         90 (90.000%)",
+            "Requests/sec:       50.0",
+            "p99.99",
+            "RATE_LIMIT_EXCEEDED",
+            "Rate-limit hits:    5",
+            "Timeouts:           1",
+            "Connection errors:  1 (1 connect, 0 broken)",
+            "Server /metrics:    unavailable (404)",
+            "Interrupted",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn number_formatting() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(fmt_rate(45_234.26), "45,234.3");
+        assert_eq!(fmt_rate(0.5), "0.500");
+        assert_eq!(fmt_latency_short(0.85), "850µs");
+        assert_eq!(fmt_latency_short(3.12), "3.1ms");
+        assert_eq!(fmt_latency_short(250.0), "250ms");
+        assert_eq!(fmt_latency_short(1250.0), "1.25s");
+    }
+}
