@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Static validation of everything under deploy/, dashboards/ and the Dockerfile.
+# No cluster, Docker engine or Grafana is needed: rendering and validating with
+# the real tools is the bar. Install the tools with scripts/install-test-tools.sh.
+#
+#   scripts/validate-deploy.sh
+#
+# Environment:
+#   KUBERNETES_VERSION   schema version for kubernetes-validate (default 1.33.0)
+#   FLOODGATE_TOOLS      where install-test-tools.sh put helm and the venv
+#
+# Ends with "N passed, M failed" and exits non-zero if anything failed.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=scripts/tools-env.sh
+. "$ROOT/scripts/tools-env.sh"
+
+CHART=deploy/helm/floodgate
+RELEASE=floodgate
+NAMESPACE=floodgate
+KUBERNETES_VERSION="${KUBERNETES_VERSION:-1.33.0}"
+PY="$FLOODGATE_TOOLS/venv/bin/python"
+
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+mkdir -p "$TMP/render" "$TMP/core" "$TMP/crd" "$TMP/rules"
+
+passed=0
+failed=0
+failures=()
+
+# check DESCRIPTION COMMAND...: run one check, show its output on failure.
+check() {
+  local desc="$1"
+  shift
+  printf -- '--- %s\n' "$desc"
+  if "$@" >"$TMP/out" 2>&1; then
+    passed=$((passed + 1))
+    printf 'PASS  %s\n' "$desc"
+  else
+    failed=$((failed + 1))
+    failures+=("$desc")
+    sed 's/^/      /' "$TMP/out"
+    printf 'FAIL  %s\n' "$desc"
+  fi
+}
+
+# expect_failure DESCRIPTION PATTERN COMMAND...: the command must fail and print PATTERN.
+expect_failure() {
+  local desc="$1" pattern="$2"
+  shift 2
+  printf -- '--- %s\n' "$desc"
+  if "$@" >"$TMP/out" 2>&1; then
+    failed=$((failed + 1))
+    failures+=("$desc")
+    printf '      command succeeded but should have been rejected: %s\n' "$*"
+    printf 'FAIL  %s\n' "$desc"
+  elif grep -q -- "$pattern" "$TMP/out"; then
+    passed=$((passed + 1))
+    printf 'PASS  %s (rejected: %s)\n' "$desc" "$(grep -m1 -- "$pattern" "$TMP/out" | sed 's/^[[:space:]-]*//')"
+  else
+    failed=$((failed + 1))
+    failures+=("$desc")
+    sed 's/^/      /' "$TMP/out"
+    printf '      failed, but without the expected message %q\n' "$pattern"
+    printf 'FAIL  %s\n' "$desc"
+  fi
+}
+
+# Every tool is checked up front; a missing tool is a failure, never a skip.
+missing=()
+tool() {
+  local name="$1"
+  if command -v "$name" >/dev/null 2>&1; then
+    printf '      %-20s %s\n' "$name" "$(command -v "$name")"
+  else
+    printf '      %-20s MISSING\n' "$name"
+    missing+=("$name")
+  fi
+}
+echo "=== tools"
+for t in helm kubernetes-validate yamllint hadolint promtool docker-compose diff cmp; do tool "$t"; done
+if [ ! -x "$PY" ] || ! "$PY" -c 'import yaml, jsonschema' >/dev/null 2>&1; then
+  printf '      %-20s MISSING (%s with PyYAML and jsonschema)\n' "tools venv" "$PY"
+  missing+=("tools venv")
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  failed=$((failed + 1))
+  failures+=("tools present")
+  echo "FAIL  tools present: missing ${missing[*]} -- run scripts/install-test-tools.sh"
+  echo "$passed passed, $failed failed"
+  exit 1
+fi
+passed=$((passed + 1))
+echo "PASS  tools present"
+
+values_files=("$CHART/values.yaml")
+for f in "$CHART"/ci/*-values.yaml; do values_files+=("$f"); done
+
+echo "=== Helm chart"
+check "helm lint (default values)" helm lint --strict "$CHART"
+for f in "$CHART"/ci/*-values.yaml; do
+  check "helm lint -f $f" helm lint --strict "$CHART" -f "$f"
+done
+
+render() {
+  local name="$1"
+  shift
+  helm template "$RELEASE" "$CHART" --namespace "$NAMESPACE" "$@" >"$TMP/render/$name.yaml"
+}
+check "helm template (default values)" render default
+for f in "$CHART"/ci/*-values.yaml; do
+  check "helm template -f $f" render "$(basename "$f" .yaml)" -f "$f"
+done
+
+echo "=== values.schema.json rejects bad values"
+expect_failure "schema: replicaCount as a string" "Invalid type" \
+  helm template "$RELEASE" "$CHART" --set-string replicaCount=two
+expect_failure "schema: shutdownTimeoutSeconds as a string" "Invalid type" \
+  helm template "$RELEASE" "$CHART" --set-string config.server.shutdownTimeoutSeconds=30s
+expect_failure "schema: otel.enabled as a string" "Invalid type" \
+  helm template "$RELEASE" "$CHART" --set-string otel.enabled=yes
+expect_failure "schema: unknown OTLP protocol" "otel.protocol" \
+  helm template "$RELEASE" "$CHART" --set otel.protocol=udp
+expect_failure "schema: unknown top-level key (typo)" "Additional property" \
+  helm template "$RELEASE" "$CHART" --set replicas=3
+expect_failure "template: grace period not above the shutdown timeout" "must be greater than" \
+  helm template "$RELEASE" "$CHART" --set terminationGracePeriodSeconds=30
+expect_failure "template: otel enabled without an endpoint" "otel.endpoint is required" \
+  helm template "$RELEASE" "$CHART" --set otel.enabled=true
+
+echo "=== Kubernetes $KUBERNETES_VERSION schemas (kubernetes-validate --strict)"
+for r in "$TMP"/render/*.yaml; do
+  name="$(basename "$r" .yaml)"
+  "$PY" scripts/deploy-checks.py split "$r" "$TMP/core/$name.yaml" "$TMP/crd/$name.yaml" >/dev/null
+  check "kubernetes-validate --strict: $name" \
+    kubernetes-validate --strict --quiet -k "$KUBERNETES_VERSION" "$TMP/core/$name.yaml"
+done
+check "kubernetes-validate --strict: deploy/kubernetes" \
+  kubernetes-validate --strict --quiet -k "$KUBERNETES_VERSION" \
+  $(ls deploy/kubernetes/*.yaml | grep -v kustomization.yaml)
+
+echo "=== Prometheus Operator objects (structure + promtool on the PrometheusRule)"
+check "ServiceMonitor/PrometheusRule structure (monitoring-values)" \
+  "$PY" scripts/deploy-checks.py crds "$TMP/crd/monitoring-values.yaml" "$TMP/rules"
+check "promtool check rules on the rendered PrometheusRule" \
+  bash -c 'ls "$1"/*.yaml >/dev/null && promtool check rules "$1"/*.yaml' _ "$TMP/rules"
+check "dashboard ConfigMaps carry dashboards/ intact (dashboards-values)" \
+  "$PY" scripts/deploy-checks.py embedded-dashboards "$TMP/render/dashboards-values.yaml" dashboards
+
+echo "=== YAML lint"
+check "yamllint chart values, Chart.yaml and ci values" \
+  yamllint --strict "$CHART/Chart.yaml" "${values_files[@]}"
+check "yamllint rendered manifests" yamllint --strict "$TMP/render"
+check "yamllint deploy/kubernetes, deploy/prometheus, deploy/compose" \
+  yamllint --strict deploy/kubernetes deploy/prometheus deploy/compose .yamllint
+
+echo "=== Dockerfile"
+check "hadolint Dockerfile" hadolint Dockerfile
+
+echo "=== Prometheus rules and configs"
+check "promtool check rules deploy/prometheus/floodgate-rules.yaml" \
+  promtool check rules deploy/prometheus/floodgate-rules.yaml
+check "promtool test rules deploy/prometheus/tests/*.yaml" \
+  promtool test rules deploy/prometheus/tests/*.yaml
+check "promtool check config deploy/prometheus/prometheus.yml (compose)" \
+  promtool check config deploy/prometheus/prometheus.yml
+check "promtool check config deploy/prometheus/ci-scrape.yml (PORT templated)" \
+  bash -c 'sed "s/127\.0\.0\.1:PORT/127.0.0.1:8080/" deploy/prometheus/ci-scrape.yml >deploy/prometheus/.ci-scrape.check.yml \
+    && promtool check config deploy/prometheus/.ci-scrape.check.yml; rc=$?; rm -f deploy/prometheus/.ci-scrape.check.yml; exit $rc'
+
+echo "=== Dashboards"
+check "dashboard lint (uids, variables, selectors, units)" \
+  "$PY" scripts/deploy-checks.py dashboards dashboards/*.json
+check "chart dashboards are byte-identical to dashboards/" \
+  diff -r dashboards "$CHART/dashboards"
+check "chart rules are byte-identical to deploy/prometheus/floodgate-rules.yaml" \
+  cmp deploy/prometheus/floodgate-rules.yaml "$CHART/rules/floodgate-rules.yaml"
+
+echo "=== Plain manifests"
+check "deploy/kubernetes matches a fresh render (scripts/render-manifests.sh)" \
+  bash -c 'scripts/render-manifests.sh "$1/k8s" >/dev/null && diff -r deploy/kubernetes "$1/k8s"' _ "$TMP"
+
+echo "=== Compose"
+check "docker-compose config -q deploy/compose/docker-compose.yml" \
+  docker-compose -f deploy/compose/docker-compose.yml config -q
+
+echo
+if [ "$failed" -gt 0 ]; then
+  echo "Failed checks:"
+  printf '  - %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
