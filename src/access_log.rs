@@ -1,0 +1,183 @@
+//! One line per request, formatted without the general-purpose log machinery.
+//!
+//! The access log is the hottest logging path: formatting through a generic subscriber
+//! (span fields, `Debug`, allocations) costs more than the request itself. Here a line is
+//! written into a reused thread-local buffer with fixed fields and handed to a writer thread
+//! that drops lines rather than block when it falls behind.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+
+use crate::config::LogFormat;
+
+/// What one access-log line says.
+pub struct AccessRecord<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub latency: Duration,
+    pub client_ip: Option<IpAddr>,
+    /// Hex trace and span IDs when the request is traced.
+    pub trace: Option<(&'a str, &'a str)>,
+}
+
+/// The access-log writer.
+#[derive(Clone)]
+pub struct AccessLog {
+    writer: NonBlocking,
+    format: LogFormat,
+}
+
+thread_local! {
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
+impl AccessLog {
+    /// Log to `path`, or standard output when `None`.
+    pub fn open(
+        path: Option<&std::path::Path>,
+        format: LogFormat,
+    ) -> std::io::Result<(Self, WorkerGuard)> {
+        let builder = NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(64 * 1024)
+            .thread_name("floodgate-access-log");
+        let (writer, guard) = match path {
+            Some(p) => builder.finish(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+            None => builder.finish(std::io::stdout()),
+        };
+        Ok((Self { writer, format }, guard))
+    }
+
+    /// Write one line; never blocks.
+    pub fn write(&self, r: &AccessRecord<'_>) {
+        LINE.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            match self.format {
+                LogFormat::Json => format_json(&mut buf, r, SystemTime::now()),
+                LogFormat::Pretty => format_pretty(&mut buf, r, SystemTime::now()),
+            }
+            let _ = self.writer.clone().write_all(&buf);
+        });
+    }
+}
+
+/// `{"time":…,"level":"INFO","msg":"request completed",…}` plus a newline.
+pub fn format_json(buf: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime) {
+    let mut int = itoa::Buffer::new();
+    buf.extend_from_slice(b"{\"time\":\"");
+    let _ = write!(buf, "{}", humantime::format_rfc3339_micros(now));
+    buf.extend_from_slice(b"\",\"level\":\"INFO\",\"msg\":\"request completed\",\"request_id\":\"");
+    escape_into(buf, r.request_id);
+    buf.extend_from_slice(b"\",\"method\":\"");
+    escape_into(buf, r.method);
+    buf.extend_from_slice(b"\",\"path\":\"");
+    escape_into(buf, r.path);
+    buf.extend_from_slice(b"\",\"status\":");
+    buf.extend_from_slice(int.format(r.status).as_bytes());
+    buf.extend_from_slice(b",\"latency_ms\":");
+    write_millis(buf, r.latency);
+    buf.extend_from_slice(b",\"client_ip\":");
+    match r.client_ip {
+        Some(ip) => {
+            let _ = write!(buf, "\"{ip}\"");
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    if let Some((trace_id, span_id)) = r.trace {
+        buf.extend_from_slice(b",\"trace_id\":\"");
+        buf.extend_from_slice(trace_id.as_bytes());
+        buf.extend_from_slice(b"\",\"span_id\":\"");
+        buf.extend_from_slice(span_id.as_bytes());
+        buf.push(b'"');
+    }
+    buf.extend_from_slice(b"}\n");
+}
+
+/// A human-readable line for development.
+pub fn format_pretty(buf: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime) {
+    let _ = write!(
+        buf,
+        "{}  INFO request completed request_id={} method={} path={} status={} latency_ms=",
+        humantime::format_rfc3339_micros(now),
+        r.request_id,
+        r.method,
+        r.path.escape_debug(),
+        r.status
+    );
+    write_millis(buf, r.latency);
+    if let Some(ip) = r.client_ip {
+        let _ = write!(buf, " client_ip={ip}");
+    }
+    if let Some((trace_id, _)) = r.trace {
+        let _ = write!(buf, " trace_id={trace_id}");
+    }
+    buf.push(b'\n');
+}
+
+/// Milliseconds with three decimals, without going through floating-point formatting.
+fn write_millis(buf: &mut Vec<u8>, d: Duration) {
+    let us = d.as_micros().min(u64::MAX as u128) as u64;
+    let mut int = itoa::Buffer::new();
+    buf.extend_from_slice(int.format(us / 1000).as_bytes());
+    let frac = us % 1000;
+    buf.push(b'.');
+    buf.push(b'0' + (frac / 100) as u8);
+    buf.push(b'0' + (frac / 10 % 10) as u8);
+    buf.push(b'0' + (frac % 10) as u8);
+}
+
+fn escape_into(buf: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => buf.extend_from_slice(b"\\\""),
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            0..=0x1f => {
+                let _ = write!(buf, "\\u{:04x}", b);
+            }
+            _ => buf.push(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_line_is_valid_json_with_the_documented_fields() {
+        let mut buf = Vec::new();
+        let r = AccessRecord {
+            request_id: "a\"b\\c",
+            method: "POST",
+            path: "/api/v1/compute/fast\n",
+            status: 200,
+            latency: Duration::from_micros(1_234),
+            client_ip: Some("127.0.0.1".parse().unwrap()),
+            trace: Some(("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")),
+        };
+        format_json(&mut buf, &r, SystemTime::UNIX_EPOCH);
+        assert_eq!(*buf.last().unwrap(), b'\n');
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000000Z");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["msg"], "request completed");
+        assert_eq!(v["request_id"], "a\"b\\c");
+        assert_eq!(v["path"], "/api/v1/compute/fast\n");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["latency_ms"], 1.234);
+        assert_eq!(v["client_ip"], "127.0.0.1");
+        assert_eq!(v["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    }
+}

@@ -1,0 +1,274 @@
+//! Building and running the application: the only module that wires the others together.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpSocket};
+use tracing_appender::non_blocking::WorkerGuard;
+
+use crate::access_log::AccessLog;
+use crate::config::Settings;
+use crate::health::{HealthCheck, HealthRegistry, WorkerPoolCheck};
+use crate::metrics::{self as m, Metrics};
+use crate::middleware::{self, ContextConfig, ContextLayer, RateLimiter};
+use crate::pool::{PoolMetrics, WorkerPool};
+use crate::routes;
+use crate::server::{ConnectionLimits, Server};
+use crate::state::{AppState, Inner, Kernel, Readiness};
+
+/// A built application whose listeners are already bound.
+pub struct Application {
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    service: middleware::RequestContext<axum::Router>,
+    admin_service: Option<middleware::RequestContext<axum::Router>>,
+    state: AppState,
+    limiter: Option<RateLimiter>,
+    _access_log: Option<WorkerGuard>,
+}
+
+/// Totals reported when the application stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub total_requests: u64,
+    pub success_count: u64,
+    pub error_count: u64,
+    /// Whether every connection and job finished within the shutdown timeout.
+    pub drained: bool,
+}
+
+/// Options beyond [`Settings`]: extra health checks, and the workload (replaceable in tests).
+pub struct ApplicationBuilder {
+    settings: Settings,
+    checks: Vec<Box<dyn FnOnce(&mut HealthRegistry)>>,
+    kernel: Kernel,
+}
+
+impl ApplicationBuilder {
+    /// Register an additional health check.
+    pub fn with_health_check(mut self, check: impl HealthCheck + 'static) -> Self {
+        self.checks.push(Box::new(move |r| r.register(check)));
+        self
+    }
+
+    /// Replace the intensive workload.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// Bind the listeners and assemble state, routes and layers.
+    pub async fn build(self) -> std::io::Result<Application> {
+        let settings = Arc::new(self.settings);
+        let listener = bind(settings.server.address)?;
+        let admin_listener = settings.server.admin_address.map(bind).transpose()?;
+        let port = listener.local_addr()?.port();
+
+        let metrics = Arc::new(Metrics::new());
+        let pool = WorkerPool::start(
+            settings.pool.effective_workers(),
+            settings.pool.queue_size,
+            pool_metrics(&metrics),
+        );
+        let mut health = HealthRegistry::default();
+        health.register(WorkerPoolCheck(pool.clone()));
+        for add in self.checks {
+            add(&mut health);
+        }
+        let state = AppState::new(Inner {
+            settings: Arc::clone(&settings),
+            pool,
+            metrics: Arc::clone(&metrics),
+            health,
+            readiness: Readiness::default(),
+            kernel: self.kernel,
+        });
+
+        let (access_log, guard) = if settings.log.access_log_enabled() {
+            let (log, guard) = AccessLog::open(
+                settings.log.access_log_path.as_deref(),
+                settings.log.effective_format(settings.environment),
+            )?;
+            (Some(log), Some(guard))
+        } else {
+            (None, None)
+        };
+        let context = ContextLayer::new(ContextConfig {
+            metrics,
+            access_log,
+            trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
+            server_port: port,
+        });
+        let limiter = RateLimiter::from_settings(&settings.rate_limit);
+        let service = middleware::stack(
+            state.clone(),
+            routes::api_routes(),
+            context.clone(),
+            limiter.clone(),
+            settings.server.request_timeout,
+        );
+        // The admin listener serves health and metrics only, with the same context layer.
+        let admin_service = admin_listener.as_ref().map(|_| {
+            middleware::stack(
+                state.clone(),
+                axum::Router::new(),
+                context.clone(),
+                None,
+                settings.server.request_timeout,
+            )
+        });
+        Ok(Application {
+            listener,
+            admin_listener,
+            service,
+            admin_service,
+            state,
+            limiter,
+            _access_log: guard,
+        })
+    }
+}
+
+impl Application {
+    /// Start from settings with the default checks and workload.
+    pub fn builder(settings: Settings) -> ApplicationBuilder {
+        ApplicationBuilder {
+            settings,
+            checks: Vec::new(),
+            kernel: crate::pool::intensive_digest,
+        }
+    }
+
+    /// Shorthand for `builder(settings).build()`.
+    pub async fn build(settings: Settings) -> std::io::Result<Application> {
+        Self::builder(settings).build().await
+    }
+
+    /// The bound API address (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The bound admin address, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Shared state (for tests and embedding).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` resolves, then drain: readiness turns 503 at once, listeners
+    /// close, in-flight requests and queued jobs finish within the shutdown timeout.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<Summary> {
+        let settings = Arc::clone(&self.state.settings);
+        let limits = ConnectionLimits {
+            max_connections: settings.server.max_connections,
+            header_read_timeout: settings.server.header_read_timeout,
+            keep_alive_timeout: settings.server.keep_alive_timeout,
+            max_header_bytes: settings.server.max_header_bytes,
+        };
+        tracing::info!(
+            address = %self.local_addr(),
+            admin_address = ?self.admin_addr(),
+            workers = self.state.pool.status().workers,
+            queue_size = settings.pool.queue_size,
+            environment = settings.environment.as_str(),
+            version = crate::VERSION,
+            "listening"
+        );
+        let server = Server::start(self.listener, self.service, limits);
+        let admin = match (self.admin_listener, self.admin_service) {
+            (Some(l), Some(s)) => Some(Server::start(l, s, limits)),
+            _ => None,
+        };
+        let upkeep = tokio::spawn(upkeep(
+            Arc::clone(&self.state.metrics),
+            self.limiter.clone(),
+        ));
+
+        shutdown.await;
+        let started = Instant::now();
+        let timeout = settings.server.shutdown_timeout;
+        self.state.readiness.start_draining();
+        tracing::info!(timeout = ?timeout, "shutting down: draining connections and jobs");
+        let mut drained = server.shutdown(timeout).await;
+        let pool = self.state.pool.clone();
+        let remaining = timeout.saturating_sub(started.elapsed());
+        drained &= tokio::task::spawn_blocking(move || pool.shutdown(remaining))
+            .await
+            .unwrap_or(false);
+        if let Some(admin) = admin {
+            admin.shutdown(Duration::from_millis(100)).await;
+        }
+        upkeep.abort();
+        let stats = self.state.metrics.stats();
+        let summary = Summary {
+            total_requests: stats.total_requests,
+            success_count: stats.success_count,
+            error_count: stats.error_count,
+            drained,
+        };
+        tracing::info!(
+            total_requests = stats.total_requests,
+            success_count = stats.success_count,
+            error_count = stats.error_count,
+            rate_limited_count = stats.rate_limited_count,
+            overloaded_count = stats.overloaded_count,
+            drained,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "stopped"
+        );
+        Ok(summary)
+    }
+}
+
+/// Periodic maintenance: fold histogram samples, forget idle rate-limit buckets.
+async fn upkeep(metrics: Arc<Metrics>, limiter: Option<RateLimiter>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        metrics.run_upkeep();
+        if let Some(l) = &limiter {
+            l.housekeeping();
+        }
+    }
+}
+
+fn pool_metrics(metrics: &Metrics) -> PoolMetrics {
+    let outcome = |o: &'static str| metrics.counter(m::JOBS_TOTAL, &[("outcome", o)]);
+    PoolMetrics {
+        completed: outcome("completed"),
+        rejected_full: outcome("rejected_full"),
+        cancelled: outcome("cancelled"),
+        failed: outcome("failed"),
+        queue_wait_seconds: metrics.histogram(m::JOB_QUEUE_WAIT),
+        duration_seconds: metrics.histogram(m::JOB_DURATION),
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    socket.listen(4096)
+}

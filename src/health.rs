@@ -1,0 +1,84 @@
+//! Pluggable health checks.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// The boxed future a check returns.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// One named check; `Err` carries the message `/health` reports.
+pub trait HealthCheck: Send + Sync {
+    fn name(&self) -> &str;
+    fn check(&self) -> CheckFuture<'_>;
+}
+
+/// The result of running every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    /// `(name, "healthy" | failure message)` in registration order.
+    pub checks: Vec<(String, String)>,
+    pub healthy: bool,
+}
+
+/// The set of registered checks.
+#[derive(Clone, Default)]
+pub struct HealthRegistry {
+    checks: Vec<Arc<dyn HealthCheck>>,
+}
+
+impl HealthRegistry {
+    pub fn register(&mut self, check: impl HealthCheck + 'static) {
+        self.checks.push(Arc::new(check));
+    }
+
+    /// Run every check concurrently.
+    pub async fn run(&self) -> HealthReport {
+        let results = futures_util::future::join_all(self.checks.iter().map(|c| c.check())).await;
+        let mut healthy = true;
+        let checks = self
+            .checks
+            .iter()
+            .zip(results)
+            .map(|(c, r)| {
+                let status = match r {
+                    Ok(()) => "healthy".to_owned(),
+                    Err(msg) => {
+                        healthy = false;
+                        msg
+                    }
+                };
+                (c.name().to_owned(), status)
+            })
+            .collect();
+        HealthReport { checks, healthy }
+    }
+}
+
+/// Unhealthy when the queue is over 90% full or a worker has died.
+pub struct WorkerPoolCheck(pub crate::pool::WorkerPool);
+
+impl HealthCheck for WorkerPoolCheck {
+    fn name(&self) -> &str {
+        "worker_pool"
+    }
+
+    fn check(&self) -> CheckFuture<'_> {
+        let s = self.0.status();
+        Box::pin(async move {
+            if s.alive < s.workers {
+                return Err(format!(
+                    "unhealthy: {} of {} workers alive",
+                    s.alive, s.workers
+                ));
+            }
+            if s.queue_depth * 10 > s.queue_capacity * 9 {
+                return Err(format!(
+                    "unhealthy: job queue {} of {} full",
+                    s.queue_depth, s.queue_capacity
+                ));
+            }
+            Ok(())
+        })
+    }
+}

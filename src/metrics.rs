@@ -1,0 +1,537 @@
+//! Metric names, one recorder per application, and the request statistics behind `/metrics`.
+//!
+//! Each [`Metrics`] owns a local `PrometheusRecorder` instead of installing a global one, so
+//! several applications can live in one process (tests do this). Per-request recording goes
+//! through [`Metrics::record_request`], which updates the Prometheus series and the JSON
+//! statistics in the same call, so the two always agree; label sets are resolved once and
+//! cached, so the hot path allocates nothing.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+/// Histogram bucket bounds (seconds) shared by every duration histogram: 50 µs to 30 s,
+/// with 0.25 s present for the latency SLO.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+pub const HTTP_REQUESTS_TOTAL: &str = "http_server_requests_total";
+pub const HTTP_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+pub const HTTP_ACTIVE_REQUESTS: &str = "http_server_active_requests";
+pub const RATE_LIMITED_TOTAL: &str = "floodgate_rate_limited_total";
+pub const JOBS_TOTAL: &str = "floodgate_jobs_total";
+pub const JOB_QUEUE_DEPTH: &str = "floodgate_job_queue_depth";
+pub const JOB_QUEUE_CAPACITY: &str = "floodgate_job_queue_capacity";
+pub const WORKERS: &str = "floodgate_workers";
+pub const WORKERS_BUSY: &str = "floodgate_workers_busy";
+pub const JOB_QUEUE_WAIT: &str = "floodgate_job_queue_wait_seconds";
+pub const JOB_DURATION: &str = "floodgate_job_duration_seconds";
+pub const BUILD_INFO: &str = "floodgate_build_info";
+pub const SPANS_DROPPED: &str = "floodgate_otel_spans_dropped_total";
+pub const TOKIO_WORKERS: &str = "tokio_runtime_workers";
+pub const TOKIO_ALIVE_TASKS: &str = "tokio_runtime_alive_tasks";
+pub const TOKIO_GLOBAL_QUEUE_DEPTH: &str = "tokio_runtime_global_queue_depth";
+
+/// Content type of the Prometheus text exposition.
+pub const EXPOSITION_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// HTTP methods kept as label values; others are reported as `_OTHER`, as OpenTelemetry asks.
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "_OTHER",
+];
+/// Status codes whose series are cached; any other status is registered on use.
+const STATUSES: [u16; 14] = [
+    200, 400, 404, 405, 408, 413, 415, 429, 431, 500, 503, 401, 403, 422,
+];
+/// Upper bound on distinct routes (route templates are a small fixed set).
+pub const MAX_ROUTES: usize = 16;
+
+/// A route as metrics see it: a template label and whether it counts as API traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLabel {
+    /// Dense index below [`MAX_ROUTES`], used to find cached series.
+    pub index: usize,
+    /// The matched route template, or `unmatched`.
+    pub template: &'static str,
+    /// Counted in the JSON statistics (`total_requests` etc.).
+    pub api: bool,
+    /// Recorded at all (metrics scrapes are not).
+    pub recorded: bool,
+}
+
+/// How a request ended, beyond its status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    RateLimited,
+    Overloaded,
+}
+
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+}
+
+/// The JSON statistics: atomics updated with the Prometheus series in one call.
+#[derive(Default)]
+pub struct RequestStats {
+    total: AtomicU64,
+    success: AtomicU64,
+    error: AtomicU64,
+    rate_limited: AtomicU64,
+    overloaded: AtomicU64,
+    latency_sum_us: AtomicU64,
+    active: AtomicI64,
+    latency: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+/// A consistent-enough snapshot of [`RequestStats`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatsSnapshot {
+    pub total_requests: u64,
+    pub success_count: u64,
+    pub error_count: u64,
+    pub rate_limited_count: u64,
+    pub overloaded_count: u64,
+    pub active_requests: i64,
+    pub avg_latency_us: u64,
+    pub latency_p50_us: u64,
+    pub latency_p95_us: u64,
+    pub latency_p99_us: u64,
+}
+
+impl RequestStats {
+    fn record(&self, status: u16, refusal: Option<Refusal>, latency: Duration) {
+        let us = latency.as_micros().min(u64::MAX as u128) as u64;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if (200..300).contains(&status) {
+            self.success.fetch_add(1, Ordering::Relaxed);
+        } else if status >= 400 {
+            self.error.fetch_add(1, Ordering::Relaxed);
+        }
+        match refusal {
+            Some(Refusal::RateLimited) => {
+                self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Refusal::Overloaded) => {
+                self.overloaded.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {}
+        }
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        let mut hist = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let hist = hist.get_or_insert_with(|| {
+            hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds")
+        });
+        hist.saturating_record(us.max(1));
+    }
+
+    /// Read every counter now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let total = self.total.load(Ordering::Relaxed);
+        let sum = self.latency_sum_us.load(Ordering::Relaxed);
+        let (p50, p95, p99) = {
+            let hist = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+            match hist.as_ref() {
+                Some(h) if !h.is_empty() => (
+                    h.value_at_quantile(0.50),
+                    h.value_at_quantile(0.95),
+                    h.value_at_quantile(0.99),
+                ),
+                _ => (0, 0, 0),
+            }
+        };
+        StatsSnapshot {
+            total_requests: total,
+            success_count: self.success.load(Ordering::Relaxed),
+            error_count: self.error.load(Ordering::Relaxed),
+            rate_limited_count: self.rate_limited.load(Ordering::Relaxed),
+            overloaded_count: self.overloaded.load(Ordering::Relaxed),
+            active_requests: self.active.load(Ordering::Relaxed).max(0),
+            avg_latency_us: sum.checked_div(total).unwrap_or(0),
+            latency_p50_us: p50,
+            latency_p95_us: p95,
+            latency_p99_us: p99,
+        }
+    }
+}
+
+/// One application's metrics.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+    series: Vec<OnceLock<Series>>,
+    rate_limited: Counter,
+    active: Gauge,
+    stats: RequestStats,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh recorder with every metric described and `floodgate_build_info` set.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(DURATION_BUCKETS)
+            .expect("bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let process = metrics_process::Collector::default();
+        metrics::with_local_recorder(&recorder, || process.describe());
+        describe(&recorder);
+        let reg =
+            |name: &'static str| recorder.register_counter(&Key::from_name(name), &metadata());
+        let rate_limited = reg(RATE_LIMITED_TOTAL);
+        // Register zero-valued series up front so dashboards and alerts see them from the start.
+        let _ = reg(SPANS_DROPPED);
+        let active = recorder.register_gauge(&Key::from_name(HTTP_ACTIVE_REQUESTS), &metadata());
+        recorder
+            .register_gauge(
+                &Key::from_parts(
+                    BUILD_INFO,
+                    vec![
+                        Label::new("version", crate::VERSION),
+                        Label::new("git_sha", crate::GIT_SHA),
+                    ],
+                ),
+                &metadata(),
+            )
+            .set(1.0);
+        let series = (0..MAX_ROUTES * METHODS.len() * STATUSES.len())
+            .map(|_| OnceLock::new())
+            .collect();
+        Self {
+            recorder,
+            handle,
+            process,
+            series,
+            rate_limited,
+            active,
+            stats: RequestStats::default(),
+        }
+    }
+
+    /// A counter in this application's registry.
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
+        self.recorder
+            .register_counter(&key(name, labels), &metadata())
+    }
+
+    /// A gauge in this application's registry.
+    pub fn gauge(&self, name: &'static str) -> Gauge {
+        self.recorder
+            .register_gauge(&Key::from_name(name), &metadata())
+    }
+
+    /// A histogram in this application's registry.
+    pub fn histogram(&self, name: &'static str) -> Histogram {
+        self.recorder
+            .register_histogram(&Key::from_name(name), &metadata())
+    }
+
+    /// A request started; pair with [`Metrics::record_request`].
+    pub fn request_started(&self, route: RouteLabel) {
+        if route.recorded {
+            self.stats.active.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A request finished: count it in the Prometheus series and the JSON statistics.
+    pub fn record_request(
+        &self,
+        route: RouteLabel,
+        method: &http::Method,
+        status: u16,
+        refusal: Option<Refusal>,
+        elapsed: Duration,
+    ) {
+        if !route.recorded {
+            return;
+        }
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        let method_index = method_index(method);
+        let secs = elapsed.as_secs_f64();
+        match STATUSES.iter().position(|s| *s == status) {
+            Some(status_index) if route.index < MAX_ROUTES => {
+                let slot =
+                    (route.index * METHODS.len() + method_index) * STATUSES.len() + status_index;
+                let series = self.series[slot]
+                    .get_or_init(|| self.register_series(route.template, method_index, status));
+                series.requests.increment(1);
+                series.duration.record(secs);
+            }
+            _ => {
+                let series = self.register_series(route.template, method_index, status);
+                series.requests.increment(1);
+                series.duration.record(secs);
+            }
+        }
+        if refusal == Some(Refusal::RateLimited) {
+            self.rate_limited.increment(1);
+        }
+        if route.api {
+            self.stats.record(status, refusal, elapsed);
+        }
+    }
+
+    fn register_series(&self, route: &'static str, method_index: usize, status: u16) -> Series {
+        let labels = vec![
+            Label::new("method", METHODS[method_index]),
+            Label::new("route", route),
+            Label::new("status", status.to_string()),
+        ];
+        Series {
+            requests: self.recorder.register_counter(
+                &Key::from_parts(HTTP_REQUESTS_TOTAL, labels.clone()),
+                &metadata(),
+            ),
+            duration: self
+                .recorder
+                .register_histogram(&Key::from_parts(HTTP_REQUEST_DURATION, labels), &metadata()),
+        }
+    }
+
+    /// The JSON statistics.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Prometheus text exposition; refreshes process and runtime gauges first.
+    pub fn render(&self) -> String {
+        metrics::with_local_recorder(&self.recorder, || self.process.collect());
+        let rt = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|h| h.metrics());
+        if let Some(rt) = rt {
+            self.gauge(TOKIO_WORKERS).set(rt.num_workers() as f64);
+            self.gauge(TOKIO_ALIVE_TASKS)
+                .set(rt.num_alive_tasks() as f64);
+            self.gauge(TOKIO_GLOBAL_QUEUE_DEPTH)
+                .set(rt.global_queue_depth() as f64);
+        }
+        self.active
+            .set(self.stats.active.load(Ordering::Relaxed).max(0) as f64);
+        self.handle.render()
+    }
+
+    /// Fold buffered histogram samples into their buckets; run periodically so memory
+    /// does not grow with the request rate between scrapes.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}
+
+/// Live tokio tasks (reported as `goroutines` for existing clients).
+pub fn live_tasks() -> usize {
+    tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_alive_tasks())
+        .unwrap_or(0)
+}
+
+fn method_index(method: &http::Method) -> usize {
+    match *method {
+        http::Method::GET => 0,
+        http::Method::POST => 1,
+        http::Method::PUT => 2,
+        http::Method::DELETE => 3,
+        http::Method::PATCH => 4,
+        http::Method::HEAD => 5,
+        http::Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+    Key::from_parts(
+        name,
+        labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, *v))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn metadata() -> Metadata<'static> {
+    static META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
+    META.clone()
+}
+
+fn describe(r: &PrometheusRecorder) {
+    let d = |name: &'static str, unit: Option<Unit>, help: &'static str, kind: u8| {
+        let name = metrics::KeyName::from(name);
+        match kind {
+            0 => r.describe_counter(name, unit, help.into()),
+            1 => r.describe_gauge(name, unit, help.into()),
+            _ => r.describe_histogram(name, unit, help.into()),
+        }
+    };
+    d(
+        HTTP_REQUESTS_TOTAL,
+        Some(Unit::Count),
+        "HTTP requests completed, by method, route template and status code.",
+        0,
+    );
+    d(
+        HTTP_REQUEST_DURATION,
+        Some(Unit::Seconds),
+        "Time from receiving a request to producing its response.",
+        2,
+    );
+    d(
+        HTTP_ACTIVE_REQUESTS,
+        Some(Unit::Count),
+        "Requests being processed now.",
+        1,
+    );
+    d(
+        RATE_LIMITED_TOTAL,
+        Some(Unit::Count),
+        "Requests refused by the rate limiter (429).",
+        0,
+    );
+    d(
+        JOBS_TOTAL,
+        Some(Unit::Count),
+        "Worker-pool jobs by outcome: completed, rejected_full, cancelled, failed.",
+        0,
+    );
+    d(
+        JOB_QUEUE_DEPTH,
+        Some(Unit::Count),
+        "Jobs waiting in the worker-pool queue.",
+        1,
+    );
+    d(
+        JOB_QUEUE_CAPACITY,
+        Some(Unit::Count),
+        "Capacity of the worker-pool queue.",
+        1,
+    );
+    d(WORKERS, Some(Unit::Count), "Live worker threads.", 1);
+    d(
+        WORKERS_BUSY,
+        Some(Unit::Count),
+        "Worker threads running a job now.",
+        1,
+    );
+    d(
+        JOB_QUEUE_WAIT,
+        Some(Unit::Seconds),
+        "Time jobs spent queued before a worker took them.",
+        2,
+    );
+    d(
+        JOB_DURATION,
+        Some(Unit::Seconds),
+        "Time workers spent running jobs.",
+        2,
+    );
+    d(
+        BUILD_INFO,
+        None,
+        "Always 1; labels carry the version and commit.",
+        1,
+    );
+    d(
+        SPANS_DROPPED,
+        Some(Unit::Count),
+        "Spans dropped because the export buffer was full or the exporter failed.",
+        0,
+    );
+    d(
+        TOKIO_WORKERS,
+        Some(Unit::Count),
+        "Async runtime worker threads.",
+        1,
+    );
+    d(TOKIO_ALIVE_TASKS, Some(Unit::Count), "Live async tasks.", 1);
+    d(
+        TOKIO_GLOBAL_QUEUE_DEPTH,
+        Some(Unit::Count),
+        "Tasks waiting in the async runtime's global queue.",
+        1,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const API: RouteLabel = RouteLabel {
+        index: 1,
+        template: "/api/v1/compute/fast",
+        api: true,
+        recorded: true,
+    };
+    const HEALTH: RouteLabel = RouteLabel {
+        index: 2,
+        template: "/health",
+        api: false,
+        recorded: true,
+    };
+
+    #[test]
+    fn json_statistics_and_exposition_agree() {
+        let m = Metrics::new();
+        for status in [200, 200, 400, 429] {
+            m.request_started(API);
+            let refusal = (status == 429).then_some(Refusal::RateLimited);
+            m.record_request(
+                API,
+                &http::Method::POST,
+                status,
+                refusal,
+                Duration::from_micros(100),
+            );
+        }
+        m.request_started(HEALTH);
+        m.record_request(
+            HEALTH,
+            &http::Method::GET,
+            200,
+            None,
+            Duration::from_micros(10),
+        );
+        let s = m.stats();
+        assert_eq!(s.total_requests, 4);
+        assert_eq!(s.success_count, 2);
+        assert_eq!(s.error_count, 2);
+        assert_eq!(s.rate_limited_count, 1);
+        assert_eq!(s.avg_latency_us, 100);
+        assert_eq!(s.active_requests, 0);
+        let text = m.render();
+        assert!(text.contains(r#"http_server_requests_total{method="POST",route="/api/v1/compute/fast",status="200"} 2"#), "{text}");
+        assert!(text.contains(
+            r#"http_server_requests_total{method="GET",route="/health",status="200"} 1"#
+        ));
+        assert!(text.contains("floodgate_rate_limited_total 1"));
+        assert!(text.contains(r#"http_server_request_duration_seconds_bucket{method="POST",route="/api/v1/compute/fast",status="400",le="0.00025"} 1"#), "{text}");
+        assert!(text.contains("floodgate_build_info{"));
+    }
+
+    #[test]
+    fn two_instances_do_not_share_counts() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.request_started(API);
+        a.record_request(
+            API,
+            &http::Method::POST,
+            200,
+            None,
+            Duration::from_micros(5),
+        );
+        assert_eq!(a.stats().total_requests, 1);
+        assert_eq!(b.stats().total_requests, 0);
+        assert!(!b.render().contains("route=\"/api/v1/compute/fast\""));
+    }
+}

@@ -1,0 +1,112 @@
+//! Token-bucket admission control (`governor`): over the limit, 429 `RATE_LIMIT_EXCEEDED`
+//! with `Retry-After`, before any work is done.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use tower::{Layer, Service};
+
+use super::ClientIp;
+use crate::config::RateLimitSettings;
+use crate::error::ApiError;
+
+/// One bucket for the service, or one per client address.
+#[derive(Clone)]
+pub enum RateLimiter {
+    Global(Arc<DefaultDirectRateLimiter>),
+    PerClient(Arc<DefaultKeyedRateLimiter<IpAddr>>),
+}
+
+impl RateLimiter {
+    /// Build from settings; `None` when the limiter is disabled.
+    pub fn from_settings(s: &RateLimitSettings) -> Option<Self> {
+        if !s.enabled {
+            return None;
+        }
+        let rate = NonZeroU32::new(s.requests_per_second)?;
+        let burst = NonZeroU32::new(s.effective_burst()).unwrap_or(rate);
+        let quota = Quota::per_second(rate).allow_burst(burst);
+        Some(if s.per_client {
+            RateLimiter::PerClient(Arc::new(governor::RateLimiter::keyed(quota)))
+        } else {
+            RateLimiter::Global(Arc::new(governor::RateLimiter::direct(quota)))
+        })
+    }
+
+    /// Take a token, or say how long until one is available.
+    fn check(&self, client: Option<IpAddr>) -> Result<(), std::time::Duration> {
+        let clock = DefaultClock::default();
+        let result = match self {
+            RateLimiter::Global(l) => l.check(),
+            RateLimiter::PerClient(l) => l.check_key(&client.unwrap_or(IpAddr::from([0, 0, 0, 0]))),
+        };
+        result.map_err(|not_until| not_until.wait_time_from(clock.now()))
+    }
+
+    /// Forget idle per-client buckets so memory stays bounded by active clients.
+    pub fn housekeeping(&self) {
+        if let RateLimiter::PerClient(l) = self {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+/// Applies [`RateLimit`].
+#[derive(Clone)]
+pub struct RateLimitLayer(RateLimiter);
+
+impl RateLimitLayer {
+    pub fn new(limiter: RateLimiter) -> Self {
+        Self(limiter)
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            limiter: self.0.clone(),
+        }
+    }
+}
+
+/// See [`RateLimitLayer`].
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    limiter: RateLimiter,
+}
+
+impl<S> Service<Request> for RateLimit<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, Ready<Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let client = req.extensions().get::<ClientIp>().and_then(|c| c.0);
+        match self.limiter.check(client) {
+            Ok(()) => Either::Left(self.inner.call(req)),
+            Err(wait) => Either::Right(ready(Ok(
+                ApiError::RateLimited { retry_after: wait }.into_response()
+            ))),
+        }
+    }
+}

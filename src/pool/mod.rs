@@ -1,0 +1,371 @@
+//! The worker pool: a bounded MPMC queue drained by dedicated OS threads.
+//!
+//! CPU-bound work never runs on the async runtime's threads, so health checks and cheap
+//! requests stay fast while every worker is busy. The pool knows nothing of HTTP: callers
+//! submit a closure and await its result; a caller that has gone away (timeout, disconnect)
+//! has its job skipped rather than computed.
+
+mod kernel;
+
+pub use kernel::intensive_digest;
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::sync::oneshot;
+
+/// Handles the pool records into; built by the metrics module and passed in, so the pool
+/// stays independent of how metrics are exported.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    pub completed: metrics::Counter,
+    pub rejected_full: metrics::Counter,
+    pub cancelled: metrics::Counter,
+    pub failed: metrics::Counter,
+    pub queue_wait_seconds: metrics::Histogram,
+    pub duration_seconds: metrics::Histogram,
+}
+
+impl Default for PoolMetrics {
+    /// Handles that record nothing.
+    fn default() -> Self {
+        Self {
+            completed: metrics::Counter::noop(),
+            rejected_full: metrics::Counter::noop(),
+            cancelled: metrics::Counter::noop(),
+            failed: metrics::Counter::noop(),
+            queue_wait_seconds: metrics::Histogram::noop(),
+            duration_seconds: metrics::Histogram::noop(),
+        }
+    }
+}
+
+/// Why a job produced no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// The job panicked; its worker was replaced.
+    #[error("job failed: {0}")]
+    Failed(String),
+    /// The pool stopped before the job ran.
+    #[error("worker pool stopped")]
+    Stopped,
+}
+
+/// The queue is full; the caller should refuse the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("job queue full")]
+pub struct QueueFull;
+
+type Task = Box<dyn FnOnce() -> Outcome + Send>;
+
+enum Outcome {
+    Completed,
+    Cancelled,
+    Failed,
+}
+
+struct Job {
+    enqueued: Instant,
+    /// Lives while the job waits, so the trace shows queue time as its own span.
+    wait_span: tracing::Span,
+    parent: tracing::Span,
+    id: u64,
+    task: Task,
+}
+
+struct Shared {
+    rx: Receiver<Job>,
+    workers: usize,
+    capacity: usize,
+    alive: AtomicUsize,
+    busy: AtomicUsize,
+    restarts: AtomicU64,
+    stopping: AtomicBool,
+    next_id: AtomicU64,
+    metrics: PoolMetrics,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A cheap handle to the pool; clones share it.
+#[derive(Clone)]
+pub struct WorkerPool {
+    tx: Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+/// A snapshot of the pool's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub workers: usize,
+    pub alive: usize,
+    pub busy: usize,
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
+    pub restarts: u64,
+}
+
+impl WorkerPool {
+    /// Start `workers` threads draining a queue of `capacity` jobs.
+    pub fn start(workers: usize, capacity: usize, metrics: PoolMetrics) -> Self {
+        let workers = workers.max(1);
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let shared = Arc::new(Shared {
+            rx,
+            workers,
+            capacity: capacity.max(1),
+            alive: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            restarts: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            metrics,
+            threads: Mutex::new(Vec::new()),
+        });
+        for index in 0..workers {
+            spawn_worker(&shared, index);
+        }
+        Self { tx, shared }
+    }
+
+    /// Queue `f`; fails at once when the queue is full. The job is parented to the current span.
+    pub fn submit<T, F>(&self, f: F) -> Result<JobHandle<T>, QueueFull>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        if self.shared.stopping.load(Ordering::Relaxed) {
+            return Err(QueueFull);
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        let task: Task = Box::new(move || {
+            if reply.is_closed() {
+                return Outcome::Cancelled;
+            }
+            match catch_unwind(AssertUnwindSafe(f)) {
+                Ok(value) => {
+                    // A caller that left after the job started simply never reads it.
+                    let _ = reply.send(Ok(value));
+                    Outcome::Completed
+                }
+                Err(payload) => {
+                    let _ = reply.send(Err(JobError::Failed(panic_message(&payload))));
+                    Outcome::Failed
+                }
+            }
+        });
+        let parent = tracing::Span::current();
+        let wait_span = tracing::info_span!(parent: &parent, "job.queue_wait", job_id = id);
+        let job = Job {
+            enqueued: Instant::now(),
+            wait_span,
+            parent,
+            id,
+            task,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(JobHandle { id, rx }),
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.shared.metrics.rejected_full.increment(1);
+                Err(QueueFull)
+            }
+        }
+    }
+
+    /// Live state, read at the moment of the call.
+    pub fn status(&self) -> PoolStatus {
+        PoolStatus {
+            workers: self.shared.workers,
+            alive: self.shared.alive.load(Ordering::Relaxed),
+            busy: self.shared.busy.load(Ordering::Relaxed),
+            queue_depth: self.tx.len(),
+            queue_capacity: self.shared.capacity,
+            restarts: self.shared.restarts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Refuse new jobs, let workers finish what is queued, and wait for them up to `timeout`.
+    /// Returns whether every worker exited in time.
+    pub fn shutdown(&self, timeout: Duration) -> bool {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let threads = std::mem::take(&mut *self.shared.threads.lock().expect("pool lock"));
+            if threads.is_empty() {
+                return true;
+            }
+            for handle in threads {
+                while !handle.is_finished() {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// The pending result of a submitted job.
+pub struct JobHandle<T> {
+    id: u64,
+    rx: oneshot::Receiver<Result<T, JobError>>,
+}
+
+impl<T> JobHandle<T> {
+    /// Unique, increasing id of the job.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl<T> Future for JobHandle<T> {
+    type Output = Result<T, JobError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(JobError::Stopped)))
+    }
+}
+
+fn spawn_worker(shared: &Arc<Shared>, index: usize) {
+    let worker_shared = Arc::clone(shared);
+    shared.alive.fetch_add(1, Ordering::SeqCst);
+    let handle = std::thread::Builder::new()
+        .name(format!("floodgate-worker-{index}"))
+        .spawn(move || worker_loop(worker_shared, index))
+        .expect("spawning a worker thread");
+    shared.threads.lock().expect("pool lock").push(handle);
+}
+
+fn worker_loop(shared: Arc<Shared>, index: usize) {
+    loop {
+        let job = if shared.stopping.load(Ordering::Relaxed) {
+            match shared.rx.try_recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        } else {
+            match shared.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(job) => job,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+        };
+        let started = Instant::now();
+        let m = &shared.metrics;
+        m.queue_wait_seconds
+            .record(started.duration_since(job.enqueued).as_secs_f64());
+        drop(job.wait_span);
+        shared.busy.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!(parent: &job.parent, "job.execute", job_id = job.id, worker = index);
+        let outcome = span.in_scope(job.task);
+        shared.busy.fetch_sub(1, Ordering::Relaxed);
+        match outcome {
+            Outcome::Completed => {
+                m.duration_seconds.record(started.elapsed().as_secs_f64());
+                m.completed.increment(1);
+            }
+            Outcome::Cancelled => m.cancelled.increment(1),
+            Outcome::Failed => {
+                m.failed.increment(1);
+                shared.restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    worker = index,
+                    job_id = job.id,
+                    "job panicked; replacing its worker"
+                );
+                // A panic may have left thread-local state poisoned: retire this thread.
+                shared.alive.fetch_sub(1, Ordering::SeqCst);
+                if !shared.stopping.load(Ordering::Relaxed) {
+                    spawn_worker(&shared, index);
+                }
+                return;
+            }
+        }
+    }
+    shared.alive.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn panic_message(payload: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "job panicked".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_jobs_and_returns_each_its_own_result() {
+        let pool = WorkerPool::start(2, 64, PoolMetrics::default());
+        let handles: Vec<_> = (0..50u64)
+            .map(|n| pool.submit(move || n * n).unwrap())
+            .collect();
+        let mut last_id = 0;
+        for (n, h) in handles.into_iter().enumerate() {
+            assert!(h.id() > last_id);
+            last_id = h.id();
+            assert_eq!(h.await.unwrap(), (n * n) as u64);
+        }
+        assert!(pool.shutdown(Duration::from_secs(5)));
+    }
+
+    #[tokio::test]
+    async fn full_queue_is_refused_immediately() {
+        let pool = WorkerPool::start(1, 1, PoolMetrics::default());
+        let (block_tx, block_rx) = std::sync::mpsc::channel::<()>();
+        let first = pool.submit(move || block_rx.recv().ok()).unwrap();
+        // Wait until the worker holds the first job so the queue is empty again.
+        while pool.status().busy == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let _queued = pool.submit(|| ()).unwrap();
+        assert_eq!(pool.submit(|| ()).err(), Some(QueueFull));
+        block_tx.send(()).unwrap();
+        first.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_its_worker_is_replaced() {
+        let pool = WorkerPool::start(1, 8, PoolMetrics::default());
+        let bad = pool.submit(|| -> u32 { panic!("boom") }).unwrap();
+        assert_eq!(bad.await, Err(JobError::Failed("boom".into())));
+        let good = pool.submit(|| 7u32).unwrap();
+        assert_eq!(good.await.unwrap(), 7);
+        let status = pool.status();
+        assert_eq!(status.alive, 1);
+        assert_eq!(status.restarts, 1);
+    }
+
+    #[tokio::test]
+    async fn abandoned_jobs_are_skipped() {
+        let pool = WorkerPool::start(1, 8, PoolMetrics::default());
+        let (block_tx, block_rx) = std::sync::mpsc::channel::<()>();
+        let first = pool.submit(move || block_rx.recv().ok()).unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let abandoned = pool
+            .submit(move || flag.store(true, Ordering::SeqCst))
+            .unwrap();
+        drop(abandoned);
+        block_tx.send(()).unwrap();
+        first.await.unwrap();
+        pool.submit(|| ()).unwrap().await.unwrap();
+        assert!(!ran.load(Ordering::SeqCst));
+    }
+}

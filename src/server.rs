@@ -1,0 +1,272 @@
+//! The HTTP/1 accept loop: connection limit, header-read and keep-alive timeouts,
+//! `TCP_NODELAY`, and graceful draining.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::response::Response;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tower::Service;
+
+/// Connection-level limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// A listener being served; resolves when every connection has closed after `stop`.
+pub struct Server {
+    stop_tx: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Server {
+    /// Serve `service` on `listener` until [`Server::shutdown`].
+    pub fn start<S>(listener: TcpListener, service: S, limits: ConnectionLimits) -> Server
+    where
+        S: Service<axum::extract::Request, Response = Response, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            service,
+            limits,
+            Arc::clone(&permits),
+            stop_rx,
+        ));
+        Server {
+            stop_tx,
+            task,
+            permits,
+            max: limits.max_connections,
+        }
+    }
+
+    /// Stop accepting, ask every connection to finish its in-flight request and close, and
+    /// wait up to `timeout` for them. Returns whether all closed in time.
+    pub async fn shutdown(self, timeout: Duration) -> bool {
+        let _ = self.stop_tx.send(true);
+        let _ = self.task.await;
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        tokio::time::timeout(timeout, self.permits.acquire_many(all))
+            .await
+            .is_ok()
+    }
+}
+
+async fn accept_loop<S>(
+    listener: TcpListener,
+    service: S,
+    limits: ConnectionLimits,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: Service<axum::extract::Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    loop {
+        // At the connection limit, stop accepting: new clients wait in the kernel backlog
+        // instead of taking memory and file descriptors from the ones being served.
+        let permit = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let http = http.clone();
+        let service = service.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            serve_connection(http, stream, peer, service, limits.keep_alive_timeout, stop).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection<S>(
+    http: hyper::server::conn::http1::Builder,
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    keep_alive: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: Service<axum::extract::Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(ActivityIo {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    });
+    let hyper_service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        service.clone().call(req)
+    });
+    let conn = http.serve_connection(io, hyper_service);
+    tokio::pin!(conn);
+    let mut draining = *stop.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    let idle_check = tokio::time::sleep(keep_alive);
+    tokio::pin!(idle_check);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = &mut idle_check, if !draining => {
+                let idle = activity.idle_for();
+                if idle >= keep_alive {
+                    // Finishes a request in progress, then closes.
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    idle_check.as_mut().reset((Instant::now() + keep_alive - idle).into());
+                }
+            }
+        }
+    }
+}
+
+/// Last time the connection read or wrote, in milliseconds since it opened.
+struct Activity {
+    opened: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+    fn touch(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        let now = self.opened.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct ActivityIo {
+        #[pin]
+        inner: TcpStream,
+        activity: Arc<Activity>,
+    }
+}
+
+impl tokio::io::AsyncRead for ActivityIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        result
+    }
+}
+
+impl tokio::io::AsyncWrite for ActivityIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let result = this.inner.poll_write(cx, buf);
+        if matches!(result, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        result
+    }
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let result = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(result, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        result
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}

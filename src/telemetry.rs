@@ -1,0 +1,228 @@
+//! Process-wide telemetry: the log subscriber, the OTLP tracer and the W3C propagator.
+//!
+//! [`init`] installs them once; the returned [`TelemetryGuard`] flushes buffered log lines and
+//! spans when dropped, so `main` keeps it alive until the very end.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+};
+use opentelemetry_sdk::Resource;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{Environment, LogFormat, OtelSettings, OtlpProtocol, Settings};
+
+/// Spans lost because export failed; read into `floodgate_otel_spans_dropped_total`.
+static SPANS_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Spans dropped by the exporter since start.
+pub fn spans_dropped() -> u64 {
+    SPANS_DROPPED.load(Ordering::Relaxed)
+}
+
+/// Keeps the log writer and tracer provider alive; flushes both on drop.
+pub struct TelemetryGuard {
+    _log: Option<WorkerGuard>,
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Flush and stop span export now (also done on drop).
+    pub fn shutdown(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.force_flush();
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Whether a request-scoped OpenTelemetry context is being recorded.
+pub fn otel_active() -> bool {
+    OTEL_ON.load(Ordering::Relaxed) != 0
+}
+static OTEL_ON: AtomicU64 = AtomicU64::new(0);
+
+/// Install the global subscriber and, when configured, the OTLP exporter.
+///
+/// Must run inside a tokio runtime when gRPC export is on. Installing twice is harmless
+/// (the second subscriber is ignored), which lets tests call it freely.
+pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(v),
+        _ => EnvFilter::try_new(settings.log.effective_level()),
+    }
+    .map_err(|e| format!("invalid log filter: {e}"))?;
+
+    let (writer, log_guard) = stdout_writer();
+    let fmt_layer = match settings.log.effective_format(settings.environment) {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(false)
+            .boxed(),
+    };
+
+    let provider = if settings.otel.exporting() {
+        Some(tracer_provider(&settings.otel, settings.environment)?)
+    } else {
+        None
+    };
+    let otel_layer = provider.as_ref().map(|p| {
+        OTEL_ON.store(1, Ordering::Relaxed);
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("floodgate"))
+            .with_tracked_inactivity(false)
+    });
+
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init();
+    if let Some(p) = &provider {
+        opentelemetry::global::set_tracer_provider(p.clone());
+    }
+    Ok(TelemetryGuard {
+        _log: Some(log_guard),
+        provider,
+    })
+}
+
+/// A non-blocking writer to standard output; lines are dropped rather than block a request.
+pub fn stdout_writer() -> (NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(64 * 1024)
+        .thread_name("floodgate-log")
+        .finish(std::io::stdout())
+}
+
+fn tracer_provider(otel: &OtelSettings, env: Environment) -> Result<SdkTracerProvider, String> {
+    let exporter = match otel.protocol {
+        OtlpProtocol::Grpc => {
+            use opentelemetry_otlp::WithExportConfig;
+            let endpoint = otel
+                .traces_endpoint
+                .clone()
+                .or_else(|| otel.endpoint.clone())
+                .unwrap_or_else(|| "http://localhost:4317".to_owned());
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(Duration::from_secs(5))
+                .build()
+        }
+        OtlpProtocol::HttpProtobuf => {
+            use opentelemetry_otlp::WithExportConfig;
+            let endpoint = otel.traces_endpoint.clone().unwrap_or_else(|| {
+                let base = otel
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| "http://localhost:4318".to_owned());
+                format!("{}/v1/traces", base.trim_end_matches('/'))
+            });
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(endpoint)
+                .with_timeout(Duration::from_secs(5))
+                .build()
+        }
+    }
+    .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+
+    let processor = BatchSpanProcessor::builder(CountingExporter(Arc::new(exporter)))
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(otel.max_queue_size)
+                .with_scheduled_delay(Duration::from_millis(500))
+                .build(),
+        )
+        .build();
+
+    let mut attributes = vec![
+        KeyValue::new("service.version", crate::VERSION),
+        KeyValue::new("deployment.environment", env.as_str()),
+    ];
+    if let Some(raw) = &otel.resource_attributes {
+        for pair in raw.split(',') {
+            if let Some((k, v)) = pair.split_once('=') {
+                attributes.push(KeyValue::new(k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+    }
+    let resource = Resource::builder_empty()
+        .with_attributes(attributes)
+        .with_service_name(otel.service_name.clone())
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(sampler(otel))
+        .with_resource(resource)
+        .build())
+}
+
+fn sampler(otel: &OtelSettings) -> Sampler {
+    let ratio = Sampler::TraceIdRatioBased(otel.sampler_arg);
+    match otel.sampler.as_str() {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => ratio,
+        "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        _ => Sampler::ParentBased(Box::new(ratio)),
+    }
+}
+
+/// Counts spans in batches that failed to export.
+#[derive(Debug)]
+struct CountingExporter<E>(Arc<E>);
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.0.export(batch).await;
+        if result.is_err() {
+            SPANS_DROPPED.fetch_add(n, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.set_resource(resource);
+        }
+    }
+}
