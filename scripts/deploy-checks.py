@@ -10,6 +10,9 @@ both in the tools venv from scripts/install-test-tools.sh).
       PrometheusRule spec to RULES_OUT_DIR for `promtool check rules`.
   deploy-checks.py embedded-dashboards RENDERED.yaml DASHBOARD_DIR
       Check that the dashboard ConfigMaps carry the dashboards byte for byte.
+  deploy-checks.py runbooks RULES.yaml README.md
+      Check that every alert has a runbook_url README.md#anchor whose
+      heading exists in README.md.
   deploy-checks.py dashboards DASHBOARD.json...
       Lint Grafana dashboards: fixed unique uids, $datasource/$namespace/$pod
       variables, every target on ${datasource}, every expr filtered by
@@ -214,6 +217,25 @@ def cmd_dashboards(paths):
     return 1 if errors else 0
 
 
+def cmd_runbooks(rules, readme):
+    text = open(readme).read()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.+)$", text, re.M)}
+    errors = 0
+    for group in yaml.safe_load(open(rules))["groups"]:
+        for rule in group["rules"]:
+            if "alert" not in rule:
+                continue
+            url = rule.get("annotations", {}).get("runbook_url", "")
+            doc, _, anchor = url.partition("#")
+            if not doc.endswith(os.path.basename(readme)) or anchor not in anchors:
+                errors += 1
+                print(f"FAIL {rule['alert']}: runbook_url {url!r} has no heading in {readme}")
+            else:
+                print(f"ok   {rule['alert']}: {url}")
+    return 1 if errors else 0
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__)
@@ -225,6 +247,8 @@ def main(argv):
         return cmd_crds(*args)
     if cmd == "embedded-dashboards" and len(args) == 2:
         return cmd_embedded_dashboards(*args)
+    if cmd == "runbooks" and len(args) == 2:
+        return cmd_runbooks(*args)
     if cmd == "dashboards" and args:
         return cmd_dashboards(args)
     print(__doc__)

@@ -171,6 +171,9 @@ check "promtool check config deploy/prometheus/ci-scrape.yml (PORT templated)" \
   bash -c 'sed "s/127\.0\.0\.1:PORT/127.0.0.1:8080/" deploy/prometheus/ci-scrape.yml >deploy/prometheus/.ci-scrape.check.yml \
     && promtool check config deploy/prometheus/.ci-scrape.check.yml; rc=$?; rm -f deploy/prometheus/.ci-scrape.check.yml; exit $rc'
 
+check "every alert's runbook_url has a heading in deploy/README.md" \
+  "$PY" scripts/deploy-checks.py runbooks deploy/prometheus/floodgate-rules.yaml deploy/README.md
+
 echo "=== Dashboards"
 check "dashboard lint (uids, variables, selectors, units)" \
   "$PY" scripts/deploy-checks.py dashboards dashboards/*.json
