@@ -44,6 +44,7 @@ pub struct ApplicationBuilder {
     settings: Settings,
     checks: Vec<Box<dyn FnOnce(&mut HealthRegistry)>>,
     kernel: Kernel,
+    extra_routes: axum::Router<AppState>,
 }
 
 impl ApplicationBuilder {
@@ -56,6 +57,13 @@ impl ApplicationBuilder {
     /// Replace the intensive workload.
     pub fn with_kernel(mut self, kernel: Kernel) -> Self {
         self.kernel = kernel;
+        self
+    }
+
+    /// Serve additional API routes behind the same layers as the built-in ones. Their
+    /// metrics carry the `unmatched` route label unless added to [`crate::routes::Route`].
+    pub fn with_routes(mut self, routes: axum::Router<AppState>) -> Self {
+        self.extra_routes = self.extra_routes.merge(routes);
         self
     }
 
@@ -104,7 +112,7 @@ impl ApplicationBuilder {
         let limiter = RateLimiter::from_settings(&settings.rate_limit);
         let service = middleware::stack(
             state.clone(),
-            routes::api_routes(),
+            routes::api_routes().merge(self.extra_routes),
             context.clone(),
             limiter.clone(),
             settings.server.request_timeout,
@@ -138,6 +146,7 @@ impl Application {
             settings,
             checks: Vec::new(),
             kernel: crate::pool::intensive_digest,
+            extra_routes: axum::Router::new(),
         }
     }
 

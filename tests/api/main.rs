@@ -1,1 +1,16 @@
-fn main(){}
+//! The integration suite: one binary, one module per concern. Every test starts the real
+//! application (or the real binary) on 127.0.0.1 and talks to it over TCP.
+
+mod helpers;
+
+mod compute;
+mod config;
+mod errors;
+mod health;
+mod load_client;
+mod metrics;
+mod pool;
+mod rate_limit;
+mod request_id;
+mod shutdown;
+mod timeout;

@@ -1,0 +1,101 @@
+use crate::helpers::*;
+use floodgate::Application;
+use serde_json::Value;
+
+#[tokio::test]
+async fn fast_squares_the_number() {
+    let app = spawn_app().await;
+    for path in ["/api/v1/compute/fast", "/api/v1/compute"] {
+        let r = app.post_json(path, r#"{"number": 42}"#).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["result"], 1764);
+        assert_eq!(body["job_id"], 0);
+        assert_eq!(body["request_id"], id.as_str());
+        assert!(body["latency_us"].is_u64());
+        assert!(body["timestamp"].as_u64().unwrap() > 1_600_000_000);
+        assert!(body.get("digest").is_none());
+    }
+    let body: Value = app.compute("fast", 1_000_000).await.json().await.unwrap();
+    assert_eq!(body["result"], 1_000_000_000_000u64);
+}
+
+#[tokio::test]
+async fn intensive_runs_on_the_pool_with_increasing_job_ids() {
+    let app = spawn_app().await;
+    let a: Value = app.compute("intensive", 42).await.json().await.unwrap();
+    let b: Value = app.compute("intensive", 42).await.json().await.unwrap();
+    assert_eq!(a["result"], 1764);
+    assert_eq!(a["digest"], 600_042);
+    assert!(b["job_id"].as_u64().unwrap() > a["job_id"].as_u64().unwrap());
+    assert!(a["job_id"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn rounds_are_configurable() {
+    let app = spawn_with(|s| s.compute.intensive_rounds = 3).await;
+    let body: Value = app.compute("intensive", 7).await.json().await.unwrap();
+    assert_eq!(body["digest"], 7 * 31 * 31 * 31 % 1_000_000);
+}
+
+#[tokio::test]
+async fn hundreds_of_concurrent_intensive_requests_each_get_their_own_result() {
+    let app = spawn_app().await;
+    let app = std::sync::Arc::new(app);
+    let tasks: Vec<_> = (0..400u64)
+        .map(|i| {
+            let app = std::sync::Arc::clone(&app);
+            tokio::spawn(async move {
+                let n = i * 2_500 + 1;
+                let r = app.compute("intensive", n).await;
+                assert_eq!(r.status(), 200);
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(body["result"], n * n, "request {i}");
+                assert_eq!(body["digest"], floodgate::pool::intensive_digest(n, 10_000), "request {i}");
+                body["job_id"].as_u64().unwrap()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 400, "job ids are unique");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_becomes_500_and_the_server_keeps_serving() {
+    use axum::routing::get;
+    let routes = axum::Router::new().route("/api/v1/boom", get(boom));
+    let app = spawn_builder(Application::builder(test_settings()).with_routes(routes)).await;
+    let r = app.get("/api/v1/boom").await;
+    let body = assert_envelope(r, 500, "INTERNAL_ERROR").await;
+    assert!(!body["error"].as_str().unwrap().contains("kaboom"), "panic text is not leaked");
+    assert_eq!(app.compute("fast", 3).await.status(), 200);
+}
+
+fn panics_on_13(n: u64, rounds: u32) -> u64 {
+    assert!(n != 13, "unlucky number");
+    floodgate::pool::intensive_digest(n, rounds)
+}
+
+#[tokio::test]
+async fn a_panicking_job_is_a_processing_error_for_that_request_only() {
+    let app = spawn_builder(Application::builder(test_settings()).with_kernel(panics_on_13)).await;
+    assert_envelope(app.compute("intensive", 13).await, 500, "PROCESSING_ERROR").await;
+    for n in [1, 2, 3, 4] {
+        assert_eq!(app.compute("intensive", n).await.status(), 200);
+    }
+    let health: Value = app.get("/health").await.json().await.unwrap();
+    assert_eq!(health["status"]["worker_pool"], "healthy", "the worker was replaced");
+    let text = app.exposition().await;
+    assert_eq!(sum_series(&text, "floodgate_jobs_total", |l| l.contains("failed")), 1.0);
+}
+
+async fn boom() -> &'static str {
+    panic!("kaboom")
+}

@@ -1,0 +1,66 @@
+use std::process::Command;
+
+fn floodgate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_floodgate"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FLOODGATE") || k.starts_with("OTEL_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn invalid_settings_exit_64_naming_setting_source_and_value() {
+    for (var, value, setting) in [
+        ("WORKER_COUNT", "abc", "pool.workers"),
+        ("QUEUE_SIZE", "0", "pool.queue_size"),
+        ("RATE_LIMIT", "-1", "rate_limit.requests_per_second"),
+        ("REQUEST_TIMEOUT", "forever", "server.request_timeout"),
+        ("SERVER_PORT", "nowhere", "server.address"),
+    ] {
+        let out = floodgate().env(var, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{var}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(setting), "{err}");
+        assert!(err.contains(var), "{err}");
+        assert!(err.contains(value), "{err}");
+    }
+}
+
+#[test]
+fn unknown_keys_in_a_config_file_are_rejected() {
+    let dir = std::env::temp_dir().join(format!("floodgate-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[server]\nrequest_timout = \"5s\"\n").unwrap();
+    let out = floodgate().arg("--config").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("request_timout"), "{err}");
+}
+
+#[test]
+fn print_config_shows_the_effective_layers() {
+    let dir = std::env::temp_dir().join(format!("floodgate-test-pc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("extra.toml");
+    std::fs::write(&file, "[pool]\nqueue_size = 123\nworkers = 3\n").unwrap();
+    let out = floodgate()
+        .arg("--config")
+        .arg(&file)
+        .arg("--print-config")
+        .env("ENVIRONMENT", "production")
+        .env("WORKER_COUNT", "5")
+        .env("FLOODGATE__COMPUTE__INTENSIVE_ROUNDS", "77")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("environment = \"production\""), "{text}");
+    assert!(text.contains("queue_size = 123"), "file layer: {text}");
+    assert!(text.contains("workers = 5"), "environment beats the file: {text}");
+    assert!(text.contains("intensive_rounds = 77"), "{text}");
+    assert!(text.contains("format = \"json\""), "config/production.toml applies: {text}");
+}

@@ -1,0 +1,182 @@
+//! `spawn_app` and friends.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+
+use floodgate::app::{ApplicationBuilder, Summary};
+use floodgate::config::Settings;
+use floodgate::Application;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running application on a loopback port.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<Summary>>>,
+}
+
+/// Settings for tests: loopback port 0, no access log, documented defaults otherwise.
+pub fn test_settings() -> Settings {
+    let mut s = Settings::default();
+    s.server.address = "127.0.0.1:0".parse().unwrap();
+    s.log.access_log = Some(false);
+    s.pool.workers = 2;
+    s
+}
+
+static TRACING: Once = Once::new();
+
+/// Logs only when `TEST_LOG` is set, so test output stays readable.
+pub fn init_test_logging() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber_init();
+        }
+    });
+}
+
+fn tracing_subscriber_init() -> Result<(), ()> {
+    let mut s = Settings::default();
+    s.log.level = Some("debug".into());
+    std::mem::forget(floodgate::telemetry::init(&s).map_err(|_| ())?);
+    Ok(())
+}
+
+/// Start the application with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+/// Start the application after adjusting its settings.
+pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    adjust(&mut settings);
+    spawn_builder(Application::builder(settings)).await
+}
+
+/// Start an application from a builder (custom kernel, routes or checks).
+pub async fn spawn_builder(builder: ApplicationBuilder) -> TestApp {
+    init_test_logging();
+    let app = builder.build().await.expect("application builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        client: client(),
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// A client with no connection pool limits worth mentioning and a generous timeout.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(512)
+        .build()
+        .unwrap()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn compute(&self, endpoint: &str, number: u64) -> reqwest::Response {
+        self.post_json(&format!("/api/v1/compute/{endpoint}"), &format!("{{\"number\":{number}}}"))
+            .await
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.get("/api/v1/stats").await.json().await.unwrap()
+    }
+
+    pub async fn exposition(&self) -> String {
+        self.get("/metrics/prometheus").await.text().await.unwrap()
+    }
+
+    /// Trigger graceful shutdown and wait for the summary.
+    pub async fn stop(mut self) -> Summary {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Assert `body` is the error envelope with `code`, and that its request ID matches the header.
+pub async fn assert_envelope(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert_eq!(
+        response.headers()["content-type"], "application/json",
+        "error responses are JSON"
+    );
+    let header_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["request_id"], header_id.as_str(), "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    assert!(body["timestamp"].as_u64().is_some_and(|t| t > 1_600_000_000), "{body}");
+    assert_eq!(body.as_object().unwrap().len(), 4, "exactly the envelope keys: {body}");
+    body
+}
+
+/// Sum a counter family in an exposition, over series whose labels satisfy `keep`.
+pub fn sum_series(exposition: &str, name: &str, keep: impl Fn(&str) -> bool) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let labels = series.strip_prefix(name)?;
+            if !(labels.is_empty() || labels.starts_with('{')) {
+                return None;
+            }
+            keep(labels).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// A kernel that takes `n` milliseconds, for tests that need slow jobs.
+pub fn sleepy_kernel(n: u64, _rounds: u32) -> u64 {
+    std::thread::sleep(Duration::from_millis(n));
+    n
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

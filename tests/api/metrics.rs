@@ -1,0 +1,98 @@
+use crate::helpers::*;
+use serde_json::Value;
+
+#[tokio::test]
+async fn json_metrics_have_exactly_the_documented_keys() {
+    let app = spawn_app().await;
+    for path in ["/metrics", "/api/v1/stats"] {
+        let body: Value = app.get(path).await.json().await.unwrap();
+        let mut keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        let mut expected = vec![
+            "total_requests", "success_count", "error_count", "active_requests", "rejected_count",
+            "success_rate", "avg_latency_us", "queue_depth", "worker_count", "goroutines", "timestamp",
+            "rate_limited_count", "overloaded_count", "latency_p50_us", "latency_p95_us", "latency_p99_us",
+        ];
+        expected.sort();
+        assert_eq!(keys, expected);
+    }
+}
+
+#[tokio::test]
+async fn json_counts_agree_with_the_exposition() {
+    let app = spawn_app().await;
+    for n in 0..30 {
+        assert_eq!(app.compute("fast", n).await.status(), 200);
+    }
+    for n in 0..10 {
+        assert_eq!(app.compute("intensive", n).await.status(), 200);
+    }
+    for _ in 0..7 {
+        app.post_json("/api/v1/compute/fast", "{}").await;
+    }
+    for _ in 0..3 {
+        app.get("/no/such/path").await;
+    }
+    for _ in 0..5 {
+        app.get("/health").await;
+        app.get("/metrics").await;
+    }
+    let stats = app.stats().await;
+    assert_eq!(stats["total_requests"], 50);
+    assert_eq!(stats["success_count"], 40);
+    assert_eq!(stats["error_count"], 10);
+    assert_eq!(stats["success_rate"], 80.0);
+    assert_eq!(stats["active_requests"], 0);
+    assert_eq!(stats["worker_count"], 2);
+    assert!(stats["avg_latency_us"].as_u64().unwrap() > 0);
+    assert!(stats["latency_p99_us"].as_u64().unwrap() >= stats["latency_p50_us"].as_u64().unwrap());
+
+    let text = app.exposition().await;
+    let api_total = sum_series(&text, "http_server_requests_total", |l| !l.contains("route=\"/health"));
+    assert_eq!(api_total, 50.0, "{text}");
+    // Scrapes are not traffic; health probes are counted under their own route.
+    assert!(!text.contains("route=\"/metrics"));
+    assert_eq!(sum_series(&text, "http_server_requests_total", |l| l.contains("route=\"/health\"")), 5.0);
+    assert_eq!(sum_series(&text, "http_server_request_duration_seconds_count", |l| !l.contains("route=\"/health")), 50.0);
+    assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
+    assert!(text.contains("le=\"0.00005\""));
+}
+
+#[tokio::test]
+async fn metrics_negotiates_the_exposition_for_prometheus() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = r.text().await.unwrap();
+    assert!(text.contains("floodgate_build_info{"));
+    let r = app.client.get(app.url("/metrics")).header("accept", "*/*").send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn unmatched_paths_share_one_label() {
+    let app = spawn_app().await;
+    for i in 0..20 {
+        app.get(&format!("/scan/{i}")).await;
+    }
+    let text = app.exposition().await;
+    assert!(!text.contains("/scan/"));
+    assert_eq!(sum_series(&text, "http_server_requests_total", |l| l.contains("route=\"unmatched\"")), 20.0);
+}
+
+#[tokio::test]
+async fn two_applications_in_one_process_keep_separate_counts() {
+    let a = spawn_app().await;
+    let b = spawn_app().await;
+    for _ in 0..3 {
+        a.compute("fast", 1).await;
+    }
+    assert_eq!(a.stats().await["total_requests"], 3);
+    assert_eq!(b.stats().await["total_requests"], 0);
+}

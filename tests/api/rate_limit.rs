@@ -1,0 +1,57 @@
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_limiter_admits_its_configured_rate() {
+    let app = spawn_with(|s| {
+        s.rate_limit.requests_per_second = 50;
+        s.rate_limit.burst = 5;
+    })
+    .await;
+    let started = Instant::now();
+    let (mut ok, mut limited) = (0u32, 0u32);
+    let mut retry_after_seen = false;
+    while started.elapsed() < Duration::from_secs(2) {
+        let r = app.compute("fast", 1).await;
+        match r.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                if !retry_after_seen {
+                    let secs: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                    assert!(secs >= 1);
+                    assert_envelope(r, 429, "RATE_LIMIT_EXCEEDED").await;
+                    retry_after_seen = true;
+                }
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    // 50/s for 2 s, plus the initial burst of 5; allow a little for timing at the edges.
+    assert!((100..=108).contains(&ok), "admitted {ok}, refused {limited}");
+    assert!(limited > 0 && retry_after_seen);
+    // Operational endpoints are never limited.
+    for _ in 0..20 {
+        assert_eq!(app.get("/health").await.status(), 200);
+        assert_eq!(app.get("/metrics").await.status(), 200);
+    }
+    let stats = app.stats().await;
+    assert_eq!(stats["rate_limited_count"], limited);
+    assert_eq!(stats["rejected_count"], limited);
+    assert_eq!(stats["overloaded_count"], 0);
+    let text = app.exposition().await;
+    assert_eq!(sum_series(&text, "floodgate_rate_limited_total", |_| true), f64::from(limited));
+}
+
+#[tokio::test]
+async fn the_limiter_can_be_turned_off() {
+    let app = spawn_with(|s| {
+        s.rate_limit.enabled = false;
+        s.rate_limit.requests_per_second = 1;
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(app.compute("fast", 1).await.status(), 200);
+    }
+}
