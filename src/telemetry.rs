@@ -72,17 +72,21 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
     .map_err(|e| format!("invalid log filter: {e}"))?;
 
     let (writer, log_guard) = stdout_writer();
+    // The log level filters log output only: traces keep their own filter, so a quiet
+    // `LOG_LEVEL=warn` does not switch span export off.
     let fmt_layer = match settings.log.effective_format(settings.environment) {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .with_writer(writer)
+            .with_filter(filter)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(writer)
             .with_ansi(false)
+            .with_filter(filter)
             .boxed(),
     };
 
@@ -96,10 +100,13 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("floodgate"))
             .with_tracked_inactivity(false)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("floodgate", tracing::Level::INFO),
+            )
     });
 
     let _ = tracing_subscriber::registry()
-        .with(filter)
         .with(fmt_layer)
         .with(otel_layer)
         .try_init();

@@ -203,7 +203,7 @@ impl Finish {
         if !label.recorded {
             return response;
         }
-        span.record("http.response.status_code", status);
+        span.record("http.response.status_code", i64::from(status));
         if status >= 500 {
             span.record("otel.status_code", "ERROR");
         }
@@ -263,9 +263,11 @@ fn server_span(
         http.route = route.template(),
         url.path = req.uri().path(),
         client.address = client.map(tracing::field::display),
-        server.port = port,
+        server.port = i64::from(port),
         request_id = id.to_str().unwrap_or_default(),
         http.response.status_code = Empty,
+        trace_id = Empty,
+        span_id = Empty,
     );
     if crate::telemetry::otel_active() && !span.is_disabled() {
         let parent = opentelemetry::global::get_text_map_propagator(|p| {
@@ -273,6 +275,14 @@ fn server_span(
         });
         if parent.span().span_context().is_valid() {
             let _ = span.set_parent(parent);
+        }
+        // Recorded on the span so every log line inside the request carries them.
+        let cx = span.context();
+        let otel_span = cx.span();
+        let sc = otel_span.span_context();
+        if sc.is_valid() {
+            span.record("trace_id", tracing::field::display(sc.trace_id()));
+            span.record("span_id", tracing::field::display(sc.span_id()));
         }
     }
     span
@@ -322,6 +332,9 @@ struct HeaderInjector<'a>(&'a mut HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() {
+            return;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(key.as_bytes()),
             HeaderValue::from_str(&value),

@@ -92,7 +92,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request sent")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     pub async fn post_json(&self, path: &str, body: &str) -> reqwest::Response {
@@ -106,8 +110,11 @@ impl TestApp {
     }
 
     pub async fn compute(&self, endpoint: &str, number: u64) -> reqwest::Response {
-        self.post_json(&format!("/api/v1/compute/{endpoint}"), &format!("{{\"number\":{number}}}"))
-            .await
+        self.post_json(
+            &format!("/api/v1/compute/{endpoint}"),
+            &format!("{{\"number\":{number}}}"),
+        )
+        .await
     }
 
     pub async fn stats(&self) -> Value {
@@ -137,16 +144,32 @@ impl Drop for TestApp {
 pub async fn assert_envelope(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");
     assert_eq!(
-        response.headers()["content-type"], "application/json",
+        response.headers()["content-type"],
+        "application/json",
         "error responses are JSON"
     );
-    let header_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let header_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body: Value = response.json().await.expect("JSON body");
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["request_id"], header_id.as_str(), "{body}");
-    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
-    assert!(body["timestamp"].as_u64().is_some_and(|t| t > 1_600_000_000), "{body}");
-    assert_eq!(body.as_object().unwrap().len(), 4, "exactly the envelope keys: {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["timestamp"]
+            .as_u64()
+            .is_some_and(|t| t > 1_600_000_000),
+        "{body}"
+    );
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        4,
+        "exactly the envelope keys: {body}"
+    );
     body
 }
 
@@ -179,4 +202,76 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Find an external tool on PATH or where `scripts/install-test-tools.sh` puts it; fail with
+/// the way to install it otherwise (a test that needs a real tool never passes without it).
+pub fn tool(name: &str) -> std::path::PathBuf {
+    let tools = std::env::var_os("FLOODGATE_TOOLS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::Path::new(&h).join(".cache/floodgate-tools"))
+        });
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(t) = tools {
+        dirs.push(t.join("bin"));
+        dirs.push(t.join("venv/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("`{name}` is required by this test and was not found; install the test tools with scripts/install-test-tools.sh")
+        })
+}
+
+/// A child process killed when dropped.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real `floodgate` binary on a free loopback port, with extra environment.
+pub struct BinaryApp {
+    pub child: ChildGuard,
+    pub base: String,
+    pub port: u16,
+}
+
+/// Start the real binary and wait until `/health` answers.
+pub async fn spawn_binary(envs: &[(&str, &str)], stdout: std::process::Stdio) -> BinaryApp {
+    let port = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SERVER_PORT", format!("127.0.0.1:{port}"))
+        .env("LOG_LEVEL", "warn")
+        .stdout(stdout)
+        .stderr(std::process::Stdio::inherit());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_") || k.starts_with("FLOODGATE__") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let child = ChildGuard(cmd.spawn().expect("floodgate binary starts"));
+    let base = format!("http://127.0.0.1:{port}");
+    let c = client();
+    let started = std::time::Instant::now();
+    while c.get(format!("{base}/health")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "floodgate did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    BinaryApp { child, base, port }
 }

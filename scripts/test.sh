@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run every test: formatting and lints, the Rust suites (unit tests and the integration
+# suite, which starts real Prometheus and OpenTelemetry collectors), then the deployment
+# validation (Helm, Kubernetes schemas, promtool, hadolint, dashboards).
+#
+# Missing tools are installed first by scripts/install-test-tools.sh (apt-get and a venv
+# under ${FLOODGATE_TOOLS:-~/.cache/floodgate-tools}); set FLOODGATE_NO_INSTALL=1 to skip that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -z "${FLOODGATE_NO_INSTALL:-}" ]]; then
+  scripts/install-test-tools.sh
+fi
+# shellcheck source=scripts/tools-env.sh
+. scripts/tools-env.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace --locked
+
+step "deployment validation"
+scripts/validate-deploy.sh

@@ -1,0 +1,341 @@
+//! Traces checked by a real OpenTelemetry collector (`rotel-agent`), over gRPC and HTTP.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const PARENT_ID: &str = "b7ad6b7169203331";
+
+#[derive(Debug, Default, Clone)]
+struct Span {
+    trace_id: String,
+    parent_id: String,
+    id: String,
+    name: String,
+    kind: String,
+    status: String,
+    attributes: HashMap<String, String>,
+}
+
+/// Parse rotel's detailed debug log of spans.
+fn parse_spans(log: &str) -> Vec<Span> {
+    let mut spans = Vec::new();
+    let mut current: Option<Span> = None;
+    let mut in_attributes = false;
+    for line in log.lines() {
+        let t = line.trim();
+        if t.starts_with("Span #") {
+            spans.extend(current.take());
+            current = Some(Span::default());
+            in_attributes = false;
+            continue;
+        }
+        let Some(span) = current.as_mut() else {
+            continue;
+        };
+        if t.starts_with("ResourceSpans #") || t.starts_with("ScopeSpans #") {
+            spans.extend(current.take());
+            continue;
+        }
+        if t == "Attributes:" {
+            in_attributes = true;
+            continue;
+        }
+        if in_attributes {
+            if let Some(kv) = t.strip_prefix("-> ") {
+                if let Some((k, v)) = kv.split_once(": ") {
+                    let v = v
+                        .trim_start_matches(|c: char| c.is_alphabetic())
+                        .trim_start_matches('(')
+                        .trim_end_matches(')');
+                    span.attributes.insert(k.to_owned(), v.to_owned());
+                }
+                continue;
+            }
+            in_attributes = false;
+        }
+        if let Some((k, v)) = t.split_once(':') {
+            let v = v.trim().to_owned();
+            match k.trim() {
+                "Trace ID" => span.trace_id = v,
+                "Parent ID" => span.parent_id = v,
+                "ID" => span.id = v,
+                "Name" => span.name = v,
+                "Kind" => span.kind = v,
+                "Status code" => span.status = v,
+                _ => {}
+            }
+        }
+    }
+    spans.extend(current);
+    spans
+}
+
+struct Collector {
+    _child: ChildGuard,
+    log: std::path::PathBuf,
+    grpc: u16,
+    http: u16,
+}
+
+fn start_collector() -> Collector {
+    let (grpc, http) = (free_port(), free_port());
+    let log = std::env::temp_dir().join(format!("floodgate-rotel-{grpc}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(tool("rotel-agent"))
+        .args([
+            "start",
+            "--otlp-grpc-endpoint",
+            &format!("127.0.0.1:{grpc}"),
+            "--otlp-http-endpoint",
+            &format!("127.0.0.1:{http}"),
+            "--exporter",
+            "blackhole",
+            "--debug-log",
+            "traces",
+            "--debug-log-verbosity",
+            "detailed",
+        ])
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("rotel-agent starts");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", http)).is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "collector did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Collector {
+        _child: ChildGuard(child),
+        log,
+        grpc,
+        http,
+    }
+}
+
+async fn wait_for_spans(log: &std::path::Path, want: impl Fn(&[Span]) -> bool) -> Vec<Span> {
+    let started = Instant::now();
+    loop {
+        let spans = parse_spans(&std::fs::read_to_string(log).unwrap_or_default());
+        if want(&spans) {
+            return spans;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "spans never arrived: {spans:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn traced_request_reaches_the_collector(protocol: &str) {
+    let collector = start_collector();
+    let endpoint = match protocol {
+        "grpc" => format!("http://127.0.0.1:{}", collector.grpc),
+        _ => format!("http://127.0.0.1:{}", collector.http),
+    };
+    let stdout_path = collector.log.with_extension("stdout");
+    let stdout = std::fs::File::create(&stdout_path).unwrap();
+    let app = spawn_binary(
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_SERVICE_NAME", "floodgate-test"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "team=platform"),
+            ("ENVIRONMENT", "production"),
+            ("LOG_LEVEL", "info"),
+        ],
+        Stdio::from(stdout),
+    )
+    .await;
+    let c = client();
+    let r = c
+        .post(format!("{}/api/v1/compute/intensive", app.base))
+        .header("content-type", "application/json")
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .header("x-request-id", "trace-me-1")
+        .body(r#"{"number": 42}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let traceparent = r.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+        "{traceparent}"
+    );
+    let server_span_id = traceparent.split('-').nth(2).unwrap().to_owned();
+
+    let spans = wait_for_spans(&collector.log, |s| {
+        s.iter().filter(|s| s.trace_id == TRACE_ID).count() >= 3
+    })
+    .await;
+    let in_trace: Vec<_> = spans.iter().filter(|s| s.trace_id == TRACE_ID).collect();
+    let server = in_trace
+        .iter()
+        .find(|s| s.name == "POST /api/v1/compute/intensive")
+        .unwrap_or_else(|| panic!("server span: {in_trace:#?}"));
+    assert_eq!(server.kind, "SPAN_KIND_SERVER");
+    assert_eq!(server.parent_id, PARENT_ID, "continues the caller's trace");
+    assert_eq!(
+        server.id, server_span_id,
+        "the traceparent response header names the server span"
+    );
+    let a = &server.attributes;
+    assert_eq!(a["http.request.method"], "POST");
+    assert_eq!(a["http.route"], "/api/v1/compute/intensive");
+    assert_eq!(a["url.path"], "/api/v1/compute/intensive");
+    assert_eq!(a["http.response.status_code"], "200");
+    assert_eq!(a["client.address"], "127.0.0.1");
+    assert_eq!(a["server.port"], app.port.to_string());
+    assert_eq!(a["request_id"], "trace-me-1");
+    for child in ["job.queue_wait", "job.execute"] {
+        let s = in_trace
+            .iter()
+            .find(|s| s.name == child)
+            .unwrap_or_else(|| panic!("{child}: {in_trace:#?}"));
+        assert_eq!(
+            s.parent_id, server.id,
+            "{child} is a child of the server span"
+        );
+    }
+    let exec = in_trace.iter().find(|s| s.name == "job.execute").unwrap();
+    assert!(
+        exec.attributes["thread.name"].starts_with("floodgate-worker"),
+        "ran on a worker thread"
+    );
+
+    // The access-log line is joined to the trace.
+    let access = std::fs::read_to_string(&stdout_path).unwrap();
+    let line = access
+        .lines()
+        .find(|l| l.contains("\"request_id\":\"trace-me-1\""))
+        .unwrap_or_else(|| panic!("access log line: {access}"));
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["trace_id"], TRACE_ID);
+    assert_eq!(line["span_id"], server.id.as_str());
+    let _ = std::fs::remove_file(&stdout_path);
+
+    let log = std::fs::read_to_string(&collector.log).unwrap();
+    assert!(
+        log.contains("service.name: Str(floodgate-test)"),
+        "resource"
+    );
+    assert!(log.contains("deployment.environment: Str(production)"));
+    assert!(log.contains("team: Str(platform)"));
+    assert!(log.contains(&format!("service.version: Str({})", floodgate::VERSION)));
+}
+
+#[tokio::test]
+async fn traces_are_exported_over_grpc() {
+    traced_request_reaches_the_collector("grpc").await;
+}
+
+#[tokio::test]
+async fn traces_are_exported_over_http_protobuf() {
+    traced_request_reaches_the_collector("http/protobuf").await;
+}
+
+#[tokio::test]
+async fn server_errors_mark_the_span_as_error() {
+    let collector = start_collector();
+    let endpoint = format!("http://127.0.0.1:{}", collector.grpc);
+    let app = spawn_binary(
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("WORKER_COUNT", "1"),
+            ("QUEUE_SIZE", "1"),
+            ("INTENSIVE_ROUNDS", "20000000"),
+        ],
+        Stdio::null(),
+    )
+    .await;
+    let c = client();
+    let sends: Vec<_> = (0..6)
+        .map(|_| {
+            let c = c.clone();
+            let url = format!("{}/api/v1/compute/intensive", app.base);
+            tokio::spawn(async move {
+                c.post(url)
+                    .header("content-type", "application/json")
+                    .body(r#"{"number":1}"#)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for s in sends {
+        statuses.push(s.await.unwrap());
+    }
+    assert!(statuses.contains(&503), "{statuses:?}");
+    let spans = wait_for_spans(&collector.log, |s| {
+        s.iter().any(|s| {
+            s.attributes
+                .get("http.response.status_code")
+                .is_some_and(|c| c == "503")
+        })
+    })
+    .await;
+    let failed = spans
+        .iter()
+        .find(|s| {
+            s.attributes
+                .get("http.response.status_code")
+                .is_some_and(|c| c == "503")
+        })
+        .unwrap();
+    assert_eq!(failed.status, "STATUS_CODE_ERROR");
+}
+
+#[tokio::test]
+async fn requests_are_unaffected_when_the_collector_is_down() {
+    // Nothing listens on this port: every export fails.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let app = spawn_binary(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &dead)], Stdio::null()).await;
+    let c = client();
+    let started = Instant::now();
+    for n in 0..200u64 {
+        let r = c
+            .post(format!("{}/api/v1/compute/fast", app.base))
+            .header("content-type", "application/json")
+            .body(format!("{{\"number\":{n}}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let elapsed = started.elapsed();
+    // 200 sequential requests on loopback; an exporter on the request path would add seconds.
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    let dropped = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = c
+                .get(format!("{}/metrics/prometheus", app.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let n = sum_series(&text, "floodgate_otel_spans_dropped_total", |_| true);
+            if n > 0.0 || Instant::now() > deadline {
+                break n;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(dropped > 0.0, "failed exports are counted");
+}
