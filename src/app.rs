@@ -42,7 +42,7 @@ pub struct Summary {
 /// Options beyond [`Settings`]: extra health checks, and the workload (replaceable in tests).
 pub struct ApplicationBuilder {
     settings: Settings,
-    checks: Vec<Box<dyn FnOnce(&mut HealthRegistry)>>,
+    health: HealthRegistry,
     kernel: Kernel,
     extra_routes: axum::Router<AppState>,
 }
@@ -50,7 +50,7 @@ pub struct ApplicationBuilder {
 impl ApplicationBuilder {
     /// Register an additional health check.
     pub fn with_health_check(mut self, check: impl HealthCheck + 'static) -> Self {
-        self.checks.push(Box::new(move |r| r.register(check)));
+        self.health.register(check);
         self
     }
 
@@ -80,11 +80,8 @@ impl ApplicationBuilder {
             settings.pool.queue_size,
             pool_metrics(&metrics),
         );
-        let mut health = HealthRegistry::default();
+        let mut health = self.health;
         health.register(WorkerPoolCheck(pool.clone()));
-        for add in self.checks {
-            add(&mut health);
-        }
         let state = AppState::new(Inner {
             settings: Arc::clone(&settings),
             pool,
@@ -144,7 +141,7 @@ impl Application {
     pub fn builder(settings: Settings) -> ApplicationBuilder {
         ApplicationBuilder {
             settings,
-            checks: Vec::new(),
+            health: HealthRegistry::default(),
             kernel: crate::pool::intensive_digest,
             extra_routes: axum::Router::new(),
         }

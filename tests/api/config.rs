@@ -60,7 +60,13 @@ fn print_config_shows_the_effective_layers() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("environment = \"production\""), "{text}");
     assert!(text.contains("queue_size = 123"), "file layer: {text}");
-    assert!(text.contains("workers = 5"), "environment beats the file: {text}");
+    assert!(
+        text.contains("workers = 5"),
+        "environment beats the file: {text}"
+    );
     assert!(text.contains("intensive_rounds = 77"), "{text}");
-    assert!(text.contains("format = \"json\""), "config/production.toml applies: {text}");
+    assert!(
+        text.contains("format = \"json\""),
+        "config/production.toml applies: {text}"
+    );
 }

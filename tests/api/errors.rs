@@ -13,7 +13,10 @@ async fn invalid_bodies_are_400_with_a_reason() {
         (r#"{"number": 1.5}"#, "between 0 and 1000000"),
         (r#"{"number": -1}"#, "between 0 and 1000000"),
         (r#"{"number": 1000001}"#, "between 0 and 1000000"),
-        (r#"{"number": 99999999999999999999999}"#, "between 0 and 1000000"),
+        (
+            r#"{"number": 99999999999999999999999}"#,
+            "between 0 and 1000000",
+        ),
         ("{\"number\": 1", "JSON"),
         ("not json", "JSON"),
         ("", "empty"),
@@ -22,10 +25,15 @@ async fn invalid_bodies_are_400_with_a_reason() {
     ];
     for endpoint in ["fast", "intensive"] {
         for (body, reason) in cases {
-            let r = app.post_json(&format!("/api/v1/compute/{endpoint}"), body).await;
+            let r = app
+                .post_json(&format!("/api/v1/compute/{endpoint}"), body)
+                .await;
             let env = assert_envelope(r, 400, "INVALID_REQUEST").await;
             let msg = env["error"].as_str().unwrap();
-            assert!(msg.contains(reason), "{body:?}: {msg:?} should mention {reason:?}");
+            assert!(
+                msg.contains(reason),
+                "{body:?}: {msg:?} should mention {reason:?}"
+            );
         }
     }
 }
@@ -56,7 +64,12 @@ async fn content_type_must_be_json() {
 async fn oversized_bodies_are_413() {
     let app = spawn_with(|s| s.server.max_body_bytes = 1024).await;
     let big = format!(r#"{{"number": 1, "pad": "{}"}}"#, "x".repeat(2000));
-    assert_envelope(app.post_json("/api/v1/compute/fast", &big).await, 413, "PAYLOAD_TOO_LARGE").await;
+    assert_envelope(
+        app.post_json("/api/v1/compute/fast", &big).await,
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -86,7 +99,12 @@ async fn a_huge_declared_body_is_refused_without_being_read() {
 async fn unknown_routes_and_wrong_methods() {
     let app = spawn_app().await;
     assert_envelope(app.get("/nope").await, 404, "NOT_FOUND").await;
-    assert_envelope(app.get("/api/v1/compute/fast").await, 405, "METHOD_NOT_ALLOWED").await;
+    assert_envelope(
+        app.get("/api/v1/compute/fast").await,
+        405,
+        "METHOD_NOT_ALLOWED",
+    )
+    .await;
     let r = app.client.delete(app.url("/health")).send().await.unwrap();
     assert_envelope(r, 405, "METHOD_NOT_ALLOWED").await;
 }

@@ -21,7 +21,10 @@ async fn liveness_and_readiness() {
     assert_eq!(app.get("/health/live").await.status(), 200);
     let r = app.get("/health/ready").await;
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["status"], "ready");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["status"],
+        "ready"
+    );
 }
 
 struct Failing;

@@ -9,9 +9,22 @@ async fn json_metrics_have_exactly_the_documented_keys() {
         let mut keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
         keys.sort();
         let mut expected = vec![
-            "total_requests", "success_count", "error_count", "active_requests", "rejected_count",
-            "success_rate", "avg_latency_us", "queue_depth", "worker_count", "goroutines", "timestamp",
-            "rate_limited_count", "overloaded_count", "latency_p50_us", "latency_p95_us", "latency_p99_us",
+            "total_requests",
+            "success_count",
+            "error_count",
+            "active_requests",
+            "rejected_count",
+            "success_rate",
+            "avg_latency_us",
+            "queue_depth",
+            "worker_count",
+            "goroutines",
+            "timestamp",
+            "rate_limited_count",
+            "overloaded_count",
+            "latency_p50_us",
+            "latency_p95_us",
+            "latency_p99_us",
         ];
         expected.sort();
         assert_eq!(keys, expected);
@@ -48,12 +61,22 @@ async fn json_counts_agree_with_the_exposition() {
     assert!(stats["latency_p99_us"].as_u64().unwrap() >= stats["latency_p50_us"].as_u64().unwrap());
 
     let text = app.exposition().await;
-    let api_total = sum_series(&text, "http_server_requests_total", |l| !l.contains("route=\"/health"));
+    let api_total = sum_series(&text, "http_server_requests_total", |l| {
+        !l.contains("route=\"/health")
+    });
     assert_eq!(api_total, 50.0, "{text}");
     // Scrapes are not traffic; health probes are counted under their own route.
     assert!(!text.contains("route=\"/metrics"));
-    assert_eq!(sum_series(&text, "http_server_requests_total", |l| l.contains("route=\"/health\"")), 5.0);
-    assert_eq!(sum_series(&text, "http_server_request_duration_seconds_count", |l| !l.contains("route=\"/health")), 50.0);
+    assert_eq!(
+        sum_series(&text, "http_server_requests_total", |l| l
+            .contains("route=\"/health\"")),
+        5.0
+    );
+    assert_eq!(
+        sum_series(&text, "http_server_request_duration_seconds_count", |l| !l
+            .contains("route=\"/health")),
+        50.0
+    );
     assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
     assert!(text.contains("le=\"0.00005\""));
 }
@@ -64,14 +87,26 @@ async fn metrics_negotiates_the_exposition_for_prometheus() {
     let r = app
         .client
         .get(app.url("/metrics"))
-        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
         .send()
         .await
         .unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
     let text = r.text().await.unwrap();
     assert!(text.contains("floodgate_build_info{"));
-    let r = app.client.get(app.url("/metrics")).header("accept", "*/*").send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .header("accept", "*/*")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-type"], "application/json");
 }
 
@@ -83,7 +118,11 @@ async fn unmatched_paths_share_one_label() {
     }
     let text = app.exposition().await;
     assert!(!text.contains("/scan/"));
-    assert_eq!(sum_series(&text, "http_server_requests_total", |l| l.contains("route=\"unmatched\"")), 20.0);
+    assert_eq!(
+        sum_series(&text, "http_server_requests_total", |l| l
+            .contains("route=\"unmatched\"")),
+        20.0
+    );
 }
 
 #[tokio::test]

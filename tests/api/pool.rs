@@ -9,7 +9,8 @@ async fn a_full_queue_is_refused_at_once_with_503() {
     let mut settings = test_settings();
     settings.pool.workers = 1;
     settings.pool.queue_size = 2;
-    let app = Arc::new(spawn_builder(Application::builder(settings).with_kernel(sleepy_kernel)).await);
+    let app =
+        Arc::new(spawn_builder(Application::builder(settings).with_kernel(sleepy_kernel)).await);
     // One running, two queued: the rest must be refused immediately.
     let tasks: Vec<_> = (0..8)
         .map(|_| {
@@ -28,7 +29,10 @@ async fn a_full_queue_is_refused_at_once_with_503() {
             200 => ok += 1,
             503 => {
                 refused += 1;
-                assert!(elapsed < Duration::from_millis(250), "refusal took {elapsed:?}");
+                assert!(
+                    elapsed < Duration::from_millis(250),
+                    "refusal took {elapsed:?}"
+                );
                 assert_eq!(r.headers()["retry-after"], "1");
                 assert_envelope(r, 503, "SERVICE_OVERLOADED").await;
             }
@@ -46,7 +50,8 @@ async fn a_full_queue_is_refused_at_once_with_503() {
 async fn health_stays_fast_while_every_worker_is_busy() {
     let mut settings = test_settings();
     settings.pool.workers = 2;
-    let app = Arc::new(spawn_builder(Application::builder(settings).with_kernel(sleepy_kernel)).await);
+    let app =
+        Arc::new(spawn_builder(Application::builder(settings).with_kernel(sleepy_kernel)).await);
     let busy: Vec<_> = (0..6)
         .map(|_| {
             let app = Arc::clone(&app);
@@ -55,12 +60,19 @@ async fn health_stays_fast_while_every_worker_is_busy() {
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stats = app.stats().await;
-    assert!(stats["queue_depth"].as_u64().unwrap() >= 1, "queue depth is live: {stats}");
+    assert!(
+        stats["queue_depth"].as_u64().unwrap() >= 1,
+        "queue depth is live: {stats}"
+    );
     for _ in 0..10 {
         let started = Instant::now();
         let r = app.get("/health").await;
         assert_eq!(r.status(), 200);
-        assert!(started.elapsed() < Duration::from_millis(100), "health took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "health took {:?}",
+            started.elapsed()
+        );
     }
     for t in busy {
         assert_eq!(t.await.unwrap(), 200);
@@ -72,7 +84,8 @@ async fn health_turns_unhealthy_when_the_queue_is_nearly_full() {
     let mut settings = test_settings();
     settings.pool.workers = 1;
     settings.pool.queue_size = 10;
-    let app = Arc::new(spawn_builder(Application::builder(settings).with_kernel(sleepy_kernel)).await);
+    let app =
+        Arc::new(spawn_builder(Application::builder(settings).with_kernel(sleepy_kernel)).await);
     let busy: Vec<_> = (0..11)
         .map(|_| {
             let app = Arc::clone(&app);
@@ -83,7 +96,13 @@ async fn health_turns_unhealthy_when_the_queue_is_nearly_full() {
     let r = app.get("/health").await;
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["status"]["worker_pool"].as_str().unwrap().contains("queue"), "{body}");
+    assert!(
+        body["status"]["worker_pool"]
+            .as_str()
+            .unwrap()
+            .contains("queue"),
+        "{body}"
+    );
     for t in busy {
         t.await.unwrap();
     }

@@ -19,7 +19,11 @@ async fn the_limiter_admits_its_configured_rate() {
             429 => {
                 limited += 1;
                 if !retry_after_seen {
-                    let secs: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                    let secs: u64 = r.headers()["retry-after"]
+                        .to_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
                     assert!(secs >= 1);
                     assert_envelope(r, 429, "RATE_LIMIT_EXCEEDED").await;
                     retry_after_seen = true;
@@ -29,7 +33,10 @@ async fn the_limiter_admits_its_configured_rate() {
         }
     }
     // 50/s for 2 s, plus the initial burst of 5; allow a little for timing at the edges.
-    assert!((100..=108).contains(&ok), "admitted {ok}, refused {limited}");
+    assert!(
+        (100..=108).contains(&ok),
+        "admitted {ok}, refused {limited}"
+    );
     assert!(limited > 0 && retry_after_seen);
     // Operational endpoints are never limited.
     for _ in 0..20 {
@@ -41,7 +48,10 @@ async fn the_limiter_admits_its_configured_rate() {
     assert_eq!(stats["rejected_count"], limited);
     assert_eq!(stats["overloaded_count"], 0);
     let text = app.exposition().await;
-    assert_eq!(sum_series(&text, "floodgate_rate_limited_total", |_| true), f64::from(limited));
+    assert_eq!(
+        sum_series(&text, "floodgate_rate_limited_total", |_| true),
+        f64::from(limited)
+    );
 }
 
 #[tokio::test]

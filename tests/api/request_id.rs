@@ -21,7 +21,11 @@ async fn a_valid_incoming_id_is_echoed() {
 #[tokio::test]
 async fn invalid_ids_are_replaced_by_a_uuid() {
     let app = spawn_app().await;
-    for bad in ["has space".to_owned(), "x".repeat(129), "tab\tchar".to_owned()] {
+    for bad in [
+        "has space".to_owned(),
+        "x".repeat(129),
+        "tab\tchar".to_owned(),
+    ] {
         let r = app
             .client
             .get(app.url("/nope"))
@@ -41,7 +45,15 @@ async fn invalid_ids_are_replaced_by_a_uuid() {
 #[tokio::test]
 async fn every_response_carries_an_id() {
     let app = spawn_app().await;
-    for path in ["/health", "/health/live", "/health/ready", "/metrics", "/metrics/prometheus", "/api/v1/stats", "/x"] {
+    for path in [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/metrics/prometheus",
+        "/api/v1/stats",
+        "/x",
+    ] {
         let r = app.get(path).await;
         assert!(r.headers().contains_key("x-request-id"), "{path}");
     }

@@ -23,13 +23,19 @@ async fn sigterm_during_load_completes_every_in_flight_request() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let lines = std::thread::spawn(move || {
-        BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
     });
     let client = client();
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     while client.get(format!("{base}/health")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let n = 40u64;
@@ -53,15 +59,29 @@ async fn sigterm_during_load_completes_every_in_flight_request() {
         .collect();
     // Let every request reach the server before signalling.
     loop {
-        let stats: serde_json::Value = client.get(format!("{base}/api/v1/stats")).send().await.unwrap().json().await.unwrap();
+        let stats: serde_json::Value = client
+            .get(format!("{base}/api/v1/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if stats["active_requests"].as_u64() == Some(n) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "requests did not arrive: {stats}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "requests did not arrive: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     // Readiness turns 503 at once (on an existing connection), then the listener closes.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut completed = 0;
@@ -74,13 +94,23 @@ async fn sigterm_during_load_completes_every_in_flight_request() {
     assert_eq!(completed, n);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(client.get(format!("{base}/health")).send().await.is_err(), "listener closed");
+    assert!(
+        client.get(format!("{base}/health")).send().await.is_err(),
+        "listener closed"
+    );
     let lines = lines.join().unwrap();
-    let last = lines.iter().rev().find(|l| l.contains("\"stopped\"")).expect("final log line");
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("\"stopped\""))
+        .expect("final log line");
     let v: serde_json::Value = serde_json::from_str(last).unwrap();
     assert_eq!(v["total_requests"], n, "{last}");
     assert_eq!(v["drained"], true);
-    let access = lines.iter().filter(|l| l.contains("request completed") && l.contains("/api/v1/compute/intensive")).count();
+    let access = lines
+        .iter()
+        .filter(|l| l.contains("request completed") && l.contains("/api/v1/compute/intensive"))
+        .count();
     assert_eq!(access as u64, n, "one access-log line per request");
 }
 
@@ -88,13 +118,23 @@ async fn sigterm_during_load_completes_every_in_flight_request() {
 async fn readiness_is_503_while_draining() {
     let mut settings = test_settings();
     settings.pool.workers = 1;
-    let app = std::sync::Arc::new(spawn_builder(floodgate::Application::builder(settings).with_kernel(sleepy_kernel)).await);
+    let app = std::sync::Arc::new(
+        spawn_builder(floodgate::Application::builder(settings).with_kernel(sleepy_kernel)).await,
+    );
     let state_app = std::sync::Arc::clone(&app);
     let slow = tokio::spawn(async move { state_app.compute("intensive", 500).await.status() });
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Keep a connection open and ask for readiness after shutdown began.
     let probe_client = client();
-    assert_eq!(probe_client.get(app.url("/health/ready")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        probe_client
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let app = std::sync::Arc::try_unwrap(app).ok();
     assert!(app.is_none(), "still shared with the slow request");
     assert_eq!(slow.await.unwrap(), 200);
