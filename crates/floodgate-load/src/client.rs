@@ -152,7 +152,10 @@ impl Conn {
     pub async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        // Requests are small: one flattened write is cheaper than writev.
+        let (sender, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(std::io::Error::other)?;
         Ok(Conn {
@@ -169,6 +172,9 @@ impl Conn {
     /// Waits until the connection can take a request; `false` if it closed
     /// meanwhile (the server ended the keep-alive connection).
     pub async fn ready(&mut self) -> bool {
+        if self.sender.is_ready() {
+            return true;
+        }
         let Conn { sender, io } = self;
         drive(io, sender.ready()).await.is_ok() && io.is_some()
     }
@@ -290,18 +296,60 @@ impl Slot {
                 }
             }
         };
-        let outcome = tokio::select! {
-            biased;
-            outcome = attempt => Some(outcome),
-            () = timeout => None,
+        let result = {
+            let attempt = pin!(attempt);
+            WithDeadline {
+                fut: attempt,
+                deadline: timeout,
+                armed: false,
+            }
+            .await
         };
-        match outcome {
+        match result {
             Some(outcome) => outcome,
             None => {
                 // The connection is mid-request; it cannot be reused.
                 self.conn = None;
                 Outcome::Failed(TransportError::Timeout)
             }
+        }
+    }
+}
+
+/// Runs `fut` until it completes (`Some`) or `deadline` passes (`None`).
+///
+/// Unlike `tokio::time::timeout`, the timer is polled once per request (to
+/// register the task's waker) and afterwards only checked with
+/// `is_elapsed`: a request's future is polled several times, and polling the
+/// timer each time costs a waker clone and atomic operations per poll. All
+/// polls of a task carry the same task waker, so one registration suffices.
+struct WithDeadline<'a, F> {
+    fut: Pin<&'a mut F>,
+    deadline: Pin<&'a mut tokio::time::Sleep>,
+    armed: bool,
+}
+
+impl<F: Future> Future for WithDeadline<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        if let std::task::Poll::Ready(out) = this.fut.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(out));
+        }
+        let elapsed = if this.armed {
+            this.deadline.is_elapsed()
+        } else {
+            this.armed = true;
+            this.deadline.as_mut().poll(cx).is_ready()
+        };
+        if elapsed {
+            std::task::Poll::Ready(None)
+        } else {
+            std::task::Poll::Pending
         }
     }
 }

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Is floodgate-load fast enough not to be the bottleneck?
+#
+# Builds floodgate-load and the bare hyper reference server
+# (crates/floodgate-load/examples/hello_server.rs) in release mode, pins the
+# server to core 0 and the load generators to core 1, then drives the server
+# alternately with wrk and with floodgate-load (single-threaded runtime), same
+# connection count and duration, three rounds each. Prints the median
+# requests/s of each and the ratio floodgate-load / wrk (target: >= 0.8).
+# Finally it measures floodgate-load's peak RSS for 10x more requests to show
+# memory does not grow with the request count.
+#
+# Usage: scripts/bench-load-client.sh [--quick]
+#   --quick   2 s per measurement instead of 10 s, smaller RSS runs
+# Env: CONNECTIONS (default 64), ROUNDS (default 3), CARGO_TARGET_DIR.
+# Needs: wrk, taskset (util-linux), /usr/bin/time (Debian package `time`),
+# at least 2 CPU cores.
+set -euo pipefail
+
+duration=10
+rss_small=100000
+rss_large=1000000
+case "${1:-}" in
+    --quick) duration=2; rss_small=50000; rss_large=500000 ;;
+    "") ;;
+    *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+esac
+connections=${CONNECTIONS:-64}
+rounds=${ROUNDS:-3}
+
+for tool in wrk taskset /usr/bin/time cargo; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk util-linux time)" >&2; exit 1; }
+done
+if [ "$(nproc)" -lt 2 ]; then
+    echo "needs at least 2 CPU cores (server on core 0, load generator on core 1)" >&2
+    exit 1
+fi
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+echo "== building (release) =="
+cargo build --release -p floodgate-load --bin floodgate-load --example hello_server
+load=$target_dir/release/floodgate-load
+hello=$target_dir/release/examples/hello_server
+
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+taskset -c 0 "$hello" 127.0.0.1:0 >"$work/server.out" &
+server_pid=$!
+for _ in $(seq 100); do
+    grep -q '^listening on ' "$work/server.out" 2>/dev/null && break
+    sleep 0.05
+done
+addr=$(sed -n 's/^listening on //p' "$work/server.out")
+[ -n "$addr" ] || { echo "reference server did not start" >&2; exit 1; }
+url=http://$addr
+echo "== reference server on $url (core 0); load generators on core 1; $connections connections, ${duration}s each =="
+
+run_wrk() {
+    taskset -c 1 wrk -t1 -c"$connections" -d"${duration}s" "$url/" | awk '/^Requests\/sec:/ {print $2}'
+}
+
+run_load() {
+    taskset -c 1 "$load" --url "$url" --method GET --path / --threads 1 \
+        --concurrency "$connections" --duration "${duration}s" --requests 1000000000 \
+        --warmup 0 --no-health-check --no-server-metrics --quiet --output json |
+        sed -n 's/^ *"rps": \([0-9.]*\),\{0,1\}$/\1/p' | head -n1
+}
+
+median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+: >"$work/wrk"
+: >"$work/load"
+for round in $(seq "$rounds"); do
+    w=$(run_wrk)
+    echo "$w" >>"$work/wrk"
+    l=$(run_load)
+    echo "$l" >>"$work/load"
+    printf 'round %d: wrk %10.0f req/s   floodgate-load %10.0f req/s\n' "$round" "$w" "$l"
+done
+wrk_median=$(median <"$work/wrk")
+load_median=$(median <"$work/load")
+ratio=$(awk -v a="$load_median" -v b="$wrk_median" 'BEGIN {printf "%.2f", a / b}')
+printf 'median: wrk %.0f req/s, floodgate-load %.0f req/s\n' "$wrk_median" "$load_median"
+echo "ratio floodgate-load / wrk: $ratio (target >= 0.80)"
+
+peak_rss() {
+    /usr/bin/time -v taskset -c 1 "$load" --url "$url" --method GET --path / --threads 1 \
+        --concurrency "$connections" --requests "$1" --duration 10m \
+        --warmup 0 --no-health-check --no-server-metrics --quiet --output json \
+        2>"$work/time.txt" >/dev/null
+    awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt"
+}
+echo "== peak RSS of floodgate-load =="
+small=$(peak_rss "$rss_small")
+large=$(peak_rss "$rss_large")
+printf '%10d requests: %6d KiB\n%10d requests: %6d KiB\n' "$rss_small" "$small" "$rss_large" "$large"
+awk -v s="$small" -v l="$large" 'BEGIN {printf "growth for 10x the requests: %+.1f%%\n", (l - s) * 100 / s}'
+awk -v r="$ratio" 'BEGIN {exit !(r >= 0.8)}' || { echo "floodgate-load is below 0.8x wrk" >&2; exit 3; }
