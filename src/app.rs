@@ -78,6 +78,7 @@ impl ApplicationBuilder {
         let pool = WorkerPool::start(
             settings.pool.effective_workers(),
             settings.pool.queue_size,
+            settings.pool.worker_niceness,
             pool_metrics(&metrics),
         );
         let mut health = self.health;
@@ -167,6 +168,11 @@ impl Application {
         self.admin_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The complete service (routes and layers), for driving without a socket.
+    pub fn service(&self) -> middleware::RequestContext<axum::Router> {
+        self.service.clone()
     }
 
     /// Shared state (for tests and embedding).

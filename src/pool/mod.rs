@@ -90,6 +90,7 @@ struct Shared {
     restarts: AtomicU64,
     stopping: AtomicBool,
     next_id: AtomicU64,
+    niceness: i32,
     metrics: PoolMetrics,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -114,7 +115,10 @@ pub struct PoolStatus {
 
 impl WorkerPool {
     /// Start `workers` threads draining a queue of `capacity` jobs.
-    pub fn start(workers: usize, capacity: usize, metrics: PoolMetrics) -> Self {
+    ///
+    /// Workers run at `niceness` (0–19) so that, with every core busy with jobs, the async
+    /// runtime still gets the CPU first and health checks and cheap requests stay fast.
+    pub fn start(workers: usize, capacity: usize, niceness: i32, metrics: PoolMetrics) -> Self {
         let workers = workers.max(1);
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
         let shared = Arc::new(Shared {
@@ -126,6 +130,7 @@ impl WorkerPool {
             restarts: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            niceness,
             metrics,
             threads: Mutex::new(Vec::new()),
         });
@@ -248,6 +253,7 @@ fn spawn_worker(shared: &Arc<Shared>, index: usize) {
 }
 
 fn worker_loop(shared: Arc<Shared>, index: usize) {
+    lower_priority(shared.niceness);
     loop {
         let job = if shared.stopping.load(Ordering::Relaxed) {
             match shared.rx.try_recv() {
@@ -296,6 +302,18 @@ fn worker_loop(shared: Arc<Shared>, index: usize) {
     shared.alive.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// Raise this thread's nice value; on Linux, priority is per thread.
+fn lower_priority(niceness: i32) {
+    if niceness <= 0 {
+        return;
+    }
+    // SAFETY: setpriority has no memory-safety preconditions; `who = 0` is the calling thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, niceness) };
+    if rc != 0 {
+        tracing::debug!(niceness, "could not lower the worker's priority");
+    }
+}
+
 fn panic_message(payload: &Box<dyn Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -312,7 +330,7 @@ mod tests {
 
     #[tokio::test]
     async fn runs_jobs_and_returns_each_its_own_result() {
-        let pool = WorkerPool::start(2, 64, PoolMetrics::default());
+        let pool = WorkerPool::start(2, 64, 0, PoolMetrics::default());
         let handles: Vec<_> = (0..50u64)
             .map(|n| pool.submit(move || n * n).unwrap())
             .collect();
@@ -327,7 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_is_refused_immediately() {
-        let pool = WorkerPool::start(1, 1, PoolMetrics::default());
+        let pool = WorkerPool::start(1, 1, 0, PoolMetrics::default());
         let (block_tx, block_rx) = std::sync::mpsc::channel::<()>();
         let first = pool.submit(move || block_rx.recv().ok()).unwrap();
         // Wait until the worker holds the first job so the queue is empty again.
@@ -342,7 +360,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_job_fails_alone_and_its_worker_is_replaced() {
-        let pool = WorkerPool::start(1, 8, PoolMetrics::default());
+        let pool = WorkerPool::start(1, 8, 0, PoolMetrics::default());
         let bad = pool.submit(|| -> u32 { panic!("boom") }).unwrap();
         assert_eq!(bad.await, Err(JobError::Failed("boom".into())));
         let good = pool.submit(|| 7u32).unwrap();
@@ -354,7 +372,7 @@ mod tests {
 
     #[tokio::test]
     async fn abandoned_jobs_are_skipped() {
-        let pool = WorkerPool::start(1, 8, PoolMetrics::default());
+        let pool = WorkerPool::start(1, 8, 0, PoolMetrics::default());
         let (block_tx, block_rx) = std::sync::mpsc::channel::<()>();
         let first = pool.submit(move || block_rx.recv().ok()).unwrap();
         let ran = Arc::new(AtomicBool::new(false));

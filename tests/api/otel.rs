@@ -339,3 +339,56 @@ async fn requests_are_unaffected_when_the_collector_is_down() {
     };
     assert!(dropped > 0.0, "failed exports are counted");
 }
+
+#[tokio::test]
+async fn requests_are_unaffected_when_the_collector_hangs() {
+    // A collector that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(15) {
+            if let Ok((c, _)) = listener.accept() {
+                conns.push(c);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    for protocol in ["grpc", "http/protobuf"] {
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let app = spawn_binary(
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ],
+            Stdio::null(),
+        )
+        .await;
+        let c = client();
+        let started = Instant::now();
+        for n in 0..200u64 {
+            let t = Instant::now();
+            let r = c
+                .post(format!("{}/api/v1/compute/fast", app.base))
+                .header("content-type", "application/json")
+                .body(format!("{{\"number\":{n}}}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(
+                t.elapsed() < Duration::from_millis(250),
+                "{protocol}: request took {:?}",
+                t.elapsed()
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{protocol}: {:?}",
+            started.elapsed()
+        );
+    }
+    drop(held);
+}
