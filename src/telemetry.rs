@@ -162,13 +162,14 @@ fn tracer_provider(otel: &OtelSettings, env: Environment) -> Result<SdkTracerPro
     }
     .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
 
+    // `BatchConfigBuilder::default()` reads the standard OTEL_BSP_* variables; the delay
+    // default is shortened from 5 s so traces show up promptly.
+    let mut batch = BatchConfigBuilder::default().with_max_queue_size(otel.max_queue_size);
+    if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+        batch = batch.with_scheduled_delay(Duration::from_secs(1));
+    }
     let processor = BatchSpanProcessor::builder(CountingExporter(Arc::new(exporter)))
-        .with_batch_config(
-            BatchConfigBuilder::default()
-                .with_max_queue_size(otel.max_queue_size)
-                .with_scheduled_delay(Duration::from_millis(500))
-                .build(),
-        )
+        .with_batch_config(batch.build())
         .build();
 
     let mut attributes = vec![

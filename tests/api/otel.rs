@@ -392,3 +392,68 @@ async fn requests_are_unaffected_when_the_collector_hangs() {
     }
     drop(held);
 }
+
+#[tokio::test]
+async fn the_sampler_variables_apply() {
+    let collector = start_collector();
+    let endpoint = format!("http://127.0.0.1:{}", collector.grpc);
+    let app = spawn_binary(
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+        ],
+        Stdio::null(),
+    )
+    .await;
+    let c = client();
+    for _ in 0..20 {
+        let r = c
+            .post(format!("{}/api/v1/compute/fast", app.base))
+            .header("content-type", "application/json")
+            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+            .body(r#"{"number":1}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spans = parse_spans(&std::fs::read_to_string(&collector.log).unwrap_or_default());
+    assert!(spans.is_empty(), "always_off exports nothing: {spans:#?}");
+}
+
+#[tokio::test]
+async fn buffered_spans_are_flushed_at_shutdown() {
+    let collector = start_collector();
+    let endpoint = format!("http://127.0.0.1:{}", collector.grpc);
+    // A long batch delay: only the shutdown flush can deliver the span in time.
+    let mut app = spawn_binary(
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+        ],
+        Stdio::null(),
+    )
+    .await;
+    let r = client()
+        .post(format!("{}/api/v1/compute/fast", app.base))
+        .header("content-type", "application/json")
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .body(r#"{"number":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pid = app.child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(app.child.0.wait().unwrap().code(), Some(0));
+    wait_for_spans(&collector.log, |s| {
+        s.iter()
+            .any(|s| s.trace_id == TRACE_ID && s.kind == "SPAN_KIND_SERVER")
+    })
+    .await;
+}

@@ -65,3 +65,54 @@ async fn the_limiter_can_be_turned_off() {
         assert_eq!(app.compute("fast", 1).await.status(), 200);
     }
 }
+
+#[tokio::test]
+async fn per_client_buckets_key_on_forwarded_for_only_from_trusted_proxies() {
+    let app = spawn_with(|s| {
+        s.rate_limit.requests_per_second = 1;
+        s.rate_limit.burst = 3;
+        s.rate_limit.per_client = true;
+        s.rate_limit.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let send = |client_ip: &'static str| {
+        app.client
+            .post(app.url("/api/v1/compute/fast"))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", client_ip)
+            .body(r#"{"number": 1}"#)
+            .send()
+    };
+    // Each forwarded client has its own bucket of 3.
+    for ip in ["198.51.100.1", "198.51.100.2"] {
+        for _ in 0..3 {
+            assert_eq!(send(ip).await.unwrap().status(), 200, "{ip}");
+        }
+        assert_eq!(send(ip).await.unwrap().status(), 429, "{ip}");
+    }
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let app = spawn_with(|s| {
+        s.rate_limit.requests_per_second = 1;
+        s.rate_limit.burst = 3;
+        s.rate_limit.per_client = true;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let r = app
+            .client
+            .post(app.url("/api/v1/compute/fast"))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .body(r#"{"number": 1}"#)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    // A client cannot pick a fresh bucket by forging the header.
+    assert_eq!(statuses, [200, 200, 200, 429]);
+}
