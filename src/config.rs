@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use config::{Map, Source, Value, ValueKind};
@@ -609,11 +609,7 @@ impl Source for AliasEnv {
         for (var, key, raw) in &self.values {
             let origin = format!("environment variable {var}");
             let (section, field) = key.split_once('.').expect("aliases are section.key");
-            let kind = match *key {
-                // An endpoint variable also turns export on, as the OpenTelemetry spec intends.
-                "otel.endpoint" | "otel.traces_endpoint" => ValueKind::String(raw.clone()),
-                _ => ValueKind::String(raw.trim().to_owned()),
-            };
+            let kind = ValueKind::String(raw.trim().to_owned());
             let entry = root
                 .entry(section.to_owned())
                 .or_insert_with(|| Value::new(Some(&origin), ValueKind::Table(Map::new())));
@@ -790,13 +786,6 @@ mod opt_listen_addr {
                 .map_err(serde::de::Error::custom),
         }
     }
-}
-
-/// Used by `--config`: resolve relative to the current directory for clear messages.
-pub fn absolute(path: &Path) -> PathBuf {
-    std::env::current_dir()
-        .map(|d| d.join(path))
-        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 #[cfg(test)]
