@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -209,7 +209,12 @@ async fn drive<F: Future>(io: &mut Option<Pin<Box<ConnFuture>>>, fut: F) -> F::O
 
 async fn read_body(mut body: Incoming, keep: bool) -> Result<Bytes, hyper::Error> {
     let mut kept = BytesMut::new();
-    while let Some(frame) = body.frame().await {
+    // `is_end_stream` spares a last poll of the body channel once the
+    // announced Content-Length has arrived.
+    while !body.is_end_stream() {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
         if let Ok(data) = frame?.into_data() {
             if keep && kept.len() < MAX_ERROR_BODY {
                 let room = MAX_ERROR_BODY - kept.len();

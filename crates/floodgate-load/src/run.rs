@@ -305,7 +305,11 @@ async fn worker(shared: Arc<Shared>, shard: usize, mut slot: Slot) -> Option<Con
         };
         shared.started.fetch_add(1, Ordering::Relaxed);
         let req = shared.template.build(&mut rng);
-        timeout.as_mut().reset(Instant::now() + shared.timeout);
+        let sent = match shared.model {
+            LoadModel::Closed { .. } => base,
+            LoadModel::Open { .. } => Instant::now(),
+        };
+        timeout.as_mut().reset(sent + shared.timeout);
         let outcome = slot.execute(req, timeout.as_mut()).await;
         let latency = base.elapsed();
         match outcome {
