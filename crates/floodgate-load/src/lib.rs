@@ -192,11 +192,25 @@ pub async fn run(
         note(
             mode,
             &format!(
-                "Scenario {}: {} {url} | {} requests, at most {} | {load}",
+                "Scenario {}: {} {url} | {} | {load}",
                 scenario.name,
                 scenario.method,
-                report::thousands(scenario.requests),
-                humantime::format_duration(opts.duration)
+                match model {
+                    LoadModel::Closed { .. } => format!(
+                        "{} requests, at most {}",
+                        report::thousands(scenario.requests),
+                        humantime::format_duration(opts.duration)
+                    ),
+                    LoadModel::Open { rate, .. } => format!(
+                        "{} requests scheduled over {}",
+                        report::thousands(schedule::planned_requests(
+                            rate,
+                            opts.duration,
+                            scenario.requests
+                        )),
+                        humantime::format_duration(opts.duration)
+                    ),
+                }
             ),
         );
         let mut progress = Progress::none();
