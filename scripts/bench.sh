@@ -214,6 +214,10 @@ run_floodgate_load() { # METHOD PATH CONNECTIONS
 cases=(health fast intensive)
 declare -A method=([health]=GET [fast]=POST [intensive]=POST)
 declare -A path=([health]=/health [fast]=/api/v1/compute/fast [intensive]=/api/v1/compute/intensive)
+# The many-connections run of the fast case.
+big_case=fast-c$big_connections
+method[$big_case]=POST
+path[$big_case]=${path[fast]}
 declare -A servers=([health]="bare-hyper bare-axum floodgate" [fast]="bare-hyper bare-axum floodgate" [intensive]="bare-axum floodgate")
 generators=(wrk)
 [ "$have_load" = 1 ] && generators+=(floodgate-load)
@@ -242,7 +246,7 @@ measure() {
     hwm=$(proc_kib VmHWM)
     stop_server
     cpu_us=$(awk -v t=$((ticks1 - ticks0)) -v hz="$clk_tck" -v n="$r_requests" \
-        'BEGIN {printf "%.1f", n > 0 ? t / hz * 1e6 / n : 0}')
+        'BEGIN {printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0)}')
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$g" "$c" "$s" "$round" "$conns" \
         "$r_rps" "$r_p50_us" "$r_p99_us" "$r_non2xx" "$r_errors" "$hwm" "$cpu_us" >>"$results"
     log "      $(printf '%.0f' "$r_rps") req/s, p99 $((r_p99_us / 1000)).$(printf '%03d' $((r_p99_us % 1000))) ms, peak RSS $((hwm / 1024)) MiB, non-2xx $r_non2xx, socket errors $r_errors"
@@ -271,12 +275,20 @@ for i in $(seq "$starts"); do
 done
 
 progress "fast: floodgate with $big_connections connections (wrk)"
-measure wrk fast-c$big_connections floodgate 1 "$big_connections"
+measure wrk "$big_case" floodgate 1 "$big_connections"
 progress "fast: bare-axum with $big_connections connections (wrk)"
-measure wrk fast-c$big_connections bare-axum 1 "$big_connections"
+measure wrk "$big_case" bare-axum 1 "$big_connections"
 
 # ---------------------------------------------------------------- report
 mkdir -p "$out_dir"
+{
+    printf 'generator\tcase\tserver\tround\tconnections\trps\tp50_us\tp99_us\tnon2xx\tsocket_errors\tpeak_rss_kib\tcpu_us_per_req\n'
+    cat "$results"
+} >"$out_dir/runs.tsv"
+{
+    printf 'startup_ms\tidle_rss_kib\n'
+    cat "$startup_file"
+} >"$out_dir/startup.tsv"
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git -C "$root" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock config 2>/dev/null | head -n1)
 [ -n "$dirty" ] && commit="$commit (+ uncommitted changes)"
@@ -341,7 +353,7 @@ END {
                 if (!(k in seen)) continue
                 r = median(rps[k])
                 printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %.1f µs | %d |\n", c[ci], s[si], r,
-                    ax > 0 ? sprintf("%.2f", r / ax) : "–", hy > 0 ? sprintf("%.2f", r / hy) : "–",
+                    (ax > 0 ? sprintf("%.2f", r / ax) : "–"), (hy > 0 ? sprintf("%.2f", r / hy) : "–"),
                     ms(median(p50[k])), ms(median(p99[k])), mib(hwm[k]), median(cpu_us[k]), bad[k] + err[k]
             }
         }
@@ -357,8 +369,4 @@ END {
     printf "\n%d CPUs (%s), %s, floodgate %s. floodgate in production configuration: JSON logs, access log to a file, metrics, request IDs, timeouts, rate limiter on.\n", nproc, cpu, date, commit
 }' "$results" | tee "$out_dir/results.md"
 
-log "report written to $out_dir/results.md; raw runs in $out_dir/runs.tsv"
-{
-    printf 'generator\tcase\tserver\tround\tconnections\trps\tp50_us\tp99_us\tnon2xx\tsocket_errors\tpeak_rss_kib\tcpu_us_per_req\n'
-    cat "$results"
-} >"$out_dir/runs.tsv"
+log "report written to $out_dir/results.md; raw runs in $out_dir/runs.tsv, starts in $out_dir/startup.tsv"
