@@ -2,17 +2,16 @@
 //!
 //! The access log is the hottest logging path: formatting through a generic subscriber
 //! (span fields, `Debug`, allocations) costs more than the request itself. Here a line is
-//! written into a reused thread-local buffer with fixed fields and handed to a writer thread
-//! that drops lines rather than block when it falls behind.
+//! written into a reused thread-local buffer with fixed fields and handed to a batching
+//! [`LogSink`] that drops lines rather than block when it falls behind.
 
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
-
 use crate::config::LogFormat;
+use crate::log_sink::LogSink;
 
 /// What one access-log line says.
 pub struct AccessRecord<'a> {
@@ -29,7 +28,7 @@ pub struct AccessRecord<'a> {
 /// The access-log writer.
 #[derive(Clone)]
 pub struct AccessLog {
-    writer: NonBlocking,
+    sink: LogSink,
     format: LogFormat,
 }
 
@@ -39,24 +38,17 @@ thread_local! {
 
 impl AccessLog {
     /// Log to `path`, or standard output when `None`.
-    pub fn open(
-        path: Option<&std::path::Path>,
-        format: LogFormat,
-    ) -> std::io::Result<(Self, WorkerGuard)> {
-        let builder = NonBlockingBuilder::default()
-            .lossy(true)
-            .buffered_lines_limit(64 * 1024)
-            .thread_name("floodgate-access-log");
-        let (writer, guard) = match path {
-            Some(p) => builder.finish(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            ),
-            None => builder.finish(std::io::stdout()),
+    pub fn open(path: Option<&std::path::Path>, format: LogFormat) -> std::io::Result<Self> {
+        let sink = match path {
+            Some(p) => LogSink::file(p)?,
+            None => LogSink::stdout(),
         };
-        Ok((Self { writer, format }, guard))
+        Ok(Self { sink, format })
+    }
+
+    /// Write out buffered lines now (at shutdown).
+    pub fn flush(&self) {
+        self.sink.flush();
     }
 
     /// Write one line; never blocks.
@@ -68,7 +60,7 @@ impl AccessLog {
                 LogFormat::Json => format_json(&mut buf, r, SystemTime::now()),
                 LogFormat::Pretty => format_pretty(&mut buf, r, SystemTime::now()),
             }
-            let _ = self.writer.clone().write_all(&buf);
+            self.sink.write_line(&buf);
         });
     }
 }
@@ -77,7 +69,7 @@ impl AccessLog {
 pub fn format_json(buf: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime) {
     let mut int = itoa::Buffer::new();
     buf.extend_from_slice(b"{\"time\":\"");
-    let _ = write!(buf, "{}", humantime::format_rfc3339_micros(now));
+    write_time(buf, now);
     buf.extend_from_slice(b"\",\"level\":\"INFO\",\"msg\":\"request completed\",\"request_id\":\"");
     escape_into(buf, r.request_id);
     buf.extend_from_slice(b"\",\"method\":\"");
@@ -126,6 +118,39 @@ pub fn format_pretty(buf: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime) {
     buf.push(b'\n');
 }
 
+thread_local! {
+    /// The formatted `YYYY-MM-DDTHH:MM:SS.` of the last second seen on this thread.
+    static SECOND: RefCell<(u64, [u8; 20])> = const { RefCell::new((u64::MAX, [0; 20])) };
+}
+
+/// RFC 3339 UTC with microseconds; the date part is formatted once per second per thread.
+fn write_time(buf: &mut Vec<u8>, now: SystemTime) {
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != secs {
+            let full = humantime::format_rfc3339_seconds(now).to_string();
+            // "YYYY-MM-DDTHH:MM:SSZ" → keep the first 19 bytes and add the decimal point.
+            cache.1[..19].copy_from_slice(&full.as_bytes()[..19]);
+            cache.1[19] = b'.';
+            cache.0 = secs;
+        }
+        buf.extend_from_slice(&cache.1);
+    });
+    let micros = since.subsec_micros();
+    let mut digits = [b'0'; 6];
+    let mut m = micros;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (m % 10) as u8;
+        m /= 10;
+    }
+    buf.extend_from_slice(&digits);
+    buf.push(b'Z');
+}
+
 /// Milliseconds with three decimals, without going through floating-point formatting.
 fn write_millis(buf: &mut Vec<u8>, d: Duration) {
     let us = d.as_micros().min(u64::MAX as u128) as u64;
@@ -167,10 +192,25 @@ mod tests {
             client_ip: Some("127.0.0.1".parse().unwrap()),
             trace: Some(("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")),
         };
-        format_json(&mut buf, &r, SystemTime::UNIX_EPOCH);
+        format_json(
+            &mut buf,
+            &r,
+            SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_736_830_123_456),
+        );
         assert_eq!(*buf.last().unwrap(), b'\n');
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
-        assert_eq!(v["time"], "1970-01-01T00:00:00.000000Z");
+        assert_eq!(v["time"], "2026-11-26T23:47:10.123456Z");
+        buf.clear();
+        format_json(
+            &mut buf,
+            &r,
+            SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_736_831_000_007),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            v["time"], "2026-11-26T23:47:11.000007Z",
+            "the cached second is refreshed"
+        );
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["msg"], "request completed");
         assert_eq!(v["request_id"], "a\"b\\c");

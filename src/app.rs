@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket};
-use tracing_appender::non_blocking::WorkerGuard;
 
 use crate::access_log::AccessLog;
 use crate::config::Settings;
@@ -26,7 +25,7 @@ pub struct Application {
     admin_service: Option<middleware::RequestContext<axum::Router>>,
     state: AppState,
     limiter: Option<RateLimiter>,
-    _access_log: Option<WorkerGuard>,
+    access_log: Option<AccessLog>,
 }
 
 /// Totals reported when the application stops.
@@ -92,18 +91,17 @@ impl ApplicationBuilder {
             kernel: self.kernel,
         });
 
-        let (access_log, guard) = if settings.log.access_log_enabled() {
-            let (log, guard) = AccessLog::open(
+        let access_log = if settings.log.access_log_enabled() {
+            Some(AccessLog::open(
                 settings.log.access_log_path.as_deref(),
                 settings.log.effective_format(settings.environment),
-            )?;
-            (Some(log), Some(guard))
+            )?)
         } else {
-            (None, None)
+            None
         };
         let context = ContextLayer::new(ContextConfig {
             metrics,
-            access_log,
+            access_log: access_log.clone(),
             trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
             server_port: port,
         });
@@ -132,7 +130,7 @@ impl ApplicationBuilder {
             admin_service,
             state,
             limiter,
-            _access_log: guard,
+            access_log,
         })
     }
 }
@@ -227,6 +225,9 @@ impl Application {
             admin.shutdown(Duration::from_millis(100)).await;
         }
         upkeep.abort();
+        if let Some(log) = &self.access_log {
+            log.flush();
+        }
         let stats = self.state.metrics.stats();
         let summary = Summary {
             total_requests: stats.total_requests,

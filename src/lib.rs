@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod log_sink;
 pub mod metrics;
 pub mod middleware;
 pub mod pool;

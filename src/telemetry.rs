@@ -14,12 +14,13 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
 };
 use opentelemetry_sdk::Resource;
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::filter::{filter_fn, FilterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{Environment, LogFormat, OtelSettings, OtlpProtocol, Settings};
+use crate::log_sink::LogSink;
 
 /// Spans lost because export failed; read into `floodgate_otel_spans_dropped_total`.
 static SPANS_DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -31,7 +32,7 @@ pub fn spans_dropped() -> u64 {
 
 /// Keeps the log writer and tracer provider alive; flushes both on drop.
 pub struct TelemetryGuard {
-    _log: Option<WorkerGuard>,
+    log: LogSink,
     provider: Option<SdkTracerProvider>,
 }
 
@@ -42,6 +43,7 @@ impl TelemetryGuard {
             let _ = provider.force_flush();
             let _ = provider.shutdown();
         }
+        self.log.flush();
     }
 }
 
@@ -71,16 +73,27 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
     }
     .map_err(|e| format!("invalid log filter: {e}"))?;
 
-    let (writer, log_guard) = stdout_writer();
+    let provider = if settings.otel.exporting() {
+        Some(tracer_provider(&settings.otel, settings.environment)?)
+    } else {
+        None
+    };
+    let writer = LogSink::stdout();
     // The log level filters log output only: traces keep their own filter, so a quiet
-    // `LOG_LEVEL=warn` does not switch span export off.
+    // `LOG_LEVEL=warn` does not switch span export off. Without export, the per-request span
+    // is kept out of the log formatter: formatting its fields on every request would cost
+    // more than the request, and the access log already carries them.
+    let exporting = provider.is_some();
+    let filter = filter.and(filter_fn(move |meta| {
+        exporting || !(meta.is_span() && meta.target() == crate::middleware::HTTP_SPAN_TARGET)
+    }));
     let fmt_layer = match settings.log.effective_format(settings.environment) {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(true)
-            .with_writer(writer)
+            .with_writer(writer.clone())
             .with_filter(filter)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
@@ -90,11 +103,6 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
             .boxed(),
     };
 
-    let provider = if settings.otel.exporting() {
-        Some(tracer_provider(&settings.otel, settings.environment)?)
-    } else {
-        None
-    };
     let otel_layer = provider.as_ref().map(|p| {
         OTEL_ON.store(1, Ordering::Relaxed);
         tracing_opentelemetry::layer()
@@ -114,18 +122,9 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
         opentelemetry::global::set_tracer_provider(p.clone());
     }
     Ok(TelemetryGuard {
-        _log: Some(log_guard),
+        log: LogSink::stdout(),
         provider,
     })
-}
-
-/// A non-blocking writer to standard output; lines are dropped rather than block a request.
-pub fn stdout_writer() -> (NonBlocking, WorkerGuard) {
-    NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(64 * 1024)
-        .thread_name("floodgate-log")
-        .finish(std::io::stdout())
 }
 
 fn tracer_provider(otel: &OtelSettings, env: Environment) -> Result<SdkTracerProvider, String> {

@@ -171,7 +171,11 @@ where
             Ok(Ok(response)) => response,
             Ok(Err(never)) => match never {},
             Err(panic) => {
-                tracing::error!(panic = %panic_message(&panic), "handler panicked");
+                tracing::error!(
+                    request_id = done.id.to_str().unwrap_or_default(),
+                    panic = %panic_message(&panic),
+                    "handler panicked"
+                );
                 ApiError::Internal.into_response()
             }
         };
@@ -254,7 +258,7 @@ fn server_span(
     port: u16,
 ) -> Span {
     let span = tracing::info_span!(
-        target: "floodgate::http",
+        target: super::HTTP_SPAN_TARGET,
         "request",
         otel.name = tracing::field::display(span_name(req.method(), route)),
         otel.kind = "server",

@@ -18,6 +18,9 @@ use tower::Layer;
 use crate::routes;
 use crate::state::AppState;
 
+/// Target of the per-request server span.
+pub const HTTP_SPAN_TARGET: &str = "floodgate::http";
+
 /// Seconds since the Unix epoch, for `timestamp` fields.
 pub fn unix_now() -> u64 {
     SystemTime::now()

@@ -52,7 +52,7 @@ pub async fn intensive(
     let job_id = job.id();
     let (result, digest) = job.await.map_err(|e| match e {
         JobError::Failed(msg) => {
-            tracing::error!(job_id, error = %msg, "intensive job failed");
+            tracing::error!(job_id, request_id = info.id(), error = %msg, "intensive job failed");
             ApiError::Processing(format!("job {job_id} failed while processing"))
         }
         JobError::Stopped => ApiError::Overloaded {
