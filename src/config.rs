@@ -131,7 +131,7 @@ pub struct PoolSettings {
     /// 0 means the available parallelism (cgroup-aware).
     pub workers: usize,
     pub queue_size: usize,
-    /// Nice value (0–19) of worker threads, so the async runtime wins the CPU from jobs.
+    /// Nice value (0–19) of worker threads; above 0 the async runtime wins the CPU from jobs.
     pub worker_niceness: i32,
 }
 
@@ -140,7 +140,7 @@ impl Default for PoolSettings {
         Self {
             workers: 0,
             queue_size: 10_000,
-            worker_niceness: 10,
+            worker_niceness: 0,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::response::Response;
@@ -154,8 +154,11 @@ async fn serve_connection<S>(
     if draining {
         conn.as_mut().graceful_shutdown();
     }
+    // Checked every `keep_alive`: a connection with no I/O since the previous check has been
+    // idle for at least that long.
     let idle_check = tokio::time::sleep(keep_alive);
     tokio::pin!(idle_check);
+    let mut seen = activity.count();
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -169,39 +172,33 @@ async fn serve_connection<S>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = &mut idle_check, if !draining => {
-                let idle = activity.idle_for();
-                if idle >= keep_alive {
+                let now = activity.count();
+                if now == seen {
                     // Finishes a request in progress, then closes.
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 } else {
-                    idle_check.as_mut().reset((Instant::now() + keep_alive - idle).into());
+                    seen = now;
+                    idle_check.as_mut().reset(tokio::time::Instant::now() + keep_alive);
                 }
             }
         }
     }
 }
 
-/// Last time the connection read or wrote, in milliseconds since it opened.
-struct Activity {
-    opened: Instant,
-    last_ms: AtomicU64,
-}
+/// Counts reads and writes that moved bytes; the idle check compares counts rather than
+/// reading the clock on every I/O call.
+struct Activity(AtomicU64);
 
 impl Activity {
     fn new() -> Self {
-        Self {
-            opened: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
+        Self(AtomicU64::new(0))
     }
     fn touch(&self) {
-        let ms = self.opened.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
-    fn idle_for(&self) -> Duration {
-        let now = self.opened.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 

@@ -116,8 +116,8 @@ pub struct PoolStatus {
 impl WorkerPool {
     /// Start `workers` threads draining a queue of `capacity` jobs.
     ///
-    /// Workers run at `niceness` (0–19) so that, with every core busy with jobs, the async
-    /// runtime still gets the CPU first and health checks and cheap requests stay fast.
+    /// Workers run at `niceness` (0–19); above 0, the async runtime gets the CPU before jobs
+    /// when every core is busy, at some cost in job throughput.
     pub fn start(workers: usize, capacity: usize, niceness: i32, metrics: PoolMetrics) -> Self {
         let workers = workers.max(1);
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
