@@ -621,29 +621,41 @@ impl Source for AliasEnv {
     }
 }
 
-/// Which layer last set `key` (dotted), for error messages.
-fn origin_of(key: &str, layers: &[(String, Box<dyn Source + Send + Sync>)]) -> String {
-    for (name, source) in layers.iter().rev() {
-        let Ok(map) = source.collect() else { continue };
+/// The highest layer that sets `key` (dotted), with the value it sets.
+fn lookup<'a>(
+    key: &str,
+    layers: &'a [(String, Box<dyn Source + Send + Sync>)],
+) -> Option<(&'a str, Value)> {
+    layers.iter().rev().find_map(|(name, source)| {
+        let map = source.collect().ok()?;
         let mut parts = key.split('.');
-        let mut current = parts.next().and_then(|p| map.get(p)).cloned();
+        let mut current = map.get(parts.next()?).cloned();
         for part in parts {
-            current = match current {
-                Some(Value {
+            current = match current? {
+                Value {
                     kind: ValueKind::Table(t),
                     ..
-                }) => t.get(part).cloned(),
+                } => t.get(part).cloned(),
                 _ => None,
             };
         }
-        if let Some(v) = current {
-            return v
-                .origin()
-                .map(str::to_owned)
-                .unwrap_or_else(|| name.clone());
-        }
+        current.map(|v| (name.as_str(), v))
+    })
+}
+
+/// Which layer last set `key`, for error messages.
+fn origin_of(key: &str, layers: &[(String, Box<dyn Source + Send + Sync>)]) -> String {
+    match lookup(key, layers) {
+        Some((name, v)) => v.origin().unwrap_or(name).to_owned(),
+        None => "built-in defaults".to_owned(),
     }
-    "built-in defaults".to_owned()
+}
+
+/// The value `key` was given, for error messages.
+fn value_of(key: &str, layers: &[(String, Box<dyn Source + Send + Sync>)]) -> String {
+    lookup(key, layers)
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default()
 }
 
 fn from_config_error(
@@ -695,27 +707,6 @@ fn from_config_error(
             reason: other.to_string(),
         },
     }
-}
-
-fn value_of(key: &str, layers: &[(String, Box<dyn Source + Send + Sync>)]) -> String {
-    for (_, source) in layers.iter().rev() {
-        let Ok(map) = source.collect() else { continue };
-        let mut parts = key.split('.');
-        let mut current = parts.next().and_then(|p| map.get(p)).cloned();
-        for part in parts {
-            current = match current {
-                Some(Value {
-                    kind: ValueKind::Table(t),
-                    ..
-                }) => t.get(part).cloned(),
-                _ => None,
-            };
-        }
-        if let Some(v) = current {
-            return v.to_string();
-        }
-    }
-    String::new()
 }
 
 /// Parse `:8080`, `8080`, `host:port`, `[v6]:port`.

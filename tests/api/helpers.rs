@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 /// A running application on a loopback port.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin listener, when configured.
+    pub admin: Option<SocketAddr>,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<Summary>>>,
@@ -65,12 +67,14 @@ pub async fn spawn_builder(builder: ApplicationBuilder) -> TestApp {
     init_test_logging();
     let app = builder.build().await.expect("application builds");
     let addr = app.local_addr();
+    let admin = app.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
     TestApp {
         addr,
+        admin,
         client: client(),
         stop: Some(stop),
         task: Some(task),

@@ -138,16 +138,9 @@ async fn two_applications_in_one_process_keep_separate_counts() {
 
 #[tokio::test]
 async fn the_admin_listener_serves_health_and_metrics_only() {
-    let mut settings = test_settings();
-    settings.server.admin_address = Some("127.0.0.1:0".parse().unwrap());
-    let app = floodgate::Application::build(settings).await.unwrap();
-    let admin = app.admin_addr().expect("admin listener bound");
-    let main = app.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    let c = client();
+    let app = spawn_with(|s| s.server.admin_address = Some("127.0.0.1:0".parse().unwrap())).await;
+    let admin = app.admin.expect("admin listener bound");
+    let c = &app.client;
     let text = c
         .get(format!("http://{admin}/metrics/prometheus"))
         .send()
@@ -173,14 +166,6 @@ async fn the_admin_listener_serves_health_and_metrics_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "no API on the admin listener");
-    let r = c
-        .post(format!("http://{main}/api/v1/compute/fast"))
-        .header("content-type", "application/json")
-        .body(r#"{"number":1}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    assert_eq!(app.compute("fast", 1).await.status(), 200);
+    app.stop().await;
 }
