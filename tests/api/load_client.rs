@@ -297,8 +297,9 @@ async fn load_client_counts_statuses_and_error_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_client_runs_both_scenarios_with_warmup_excluded() {
     let (url, stub) = spawn_stub(Stub::default()).await;
-    let mut args = quick_args(&url, &["-n", "50", "-c", "2"]);
-    args[3] = "30"; // --warmup 30
+    let args = [
+        "--url", &url, "--warmup", "30", "--quiet", "--output", "json", "-n", "50", "-c", "2",
+    ];
     let run = run_load(&args, &[]).await;
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
     let report = run.json();
@@ -652,29 +653,50 @@ async fn load_client_prints_progress_lines_when_not_on_a_terminal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_client_reports_what_ran_when_interrupted() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
     let (url, _stub) = spawn_stub(Stub::default()).await;
-    let mut cmd = tokio::process::Command::new(load_bin());
-    cmd.args(quick_args(
-        &url,
-        &["--path", "/paced", "-n", "100000", "-c", "4"],
-    ))
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    let child = cmd.spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut child = tokio::process::Command::new(load_bin())
+        .args([
+            "--url", &url, "--warmup", "0", "--output", "json", "--path", "/paced", "-n", "100000",
+            "-c", "4",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Interrupt only once the measured phase has begun.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = tokio::time::timeout(RUN_LIMIT, async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            if line.starts_with("Scenario custom") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(started, "the scenario never started");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()
         .unwrap();
     assert!(status.success());
-    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(130));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut stdout = Vec::new();
+    let mut out = child.stdout.take().unwrap();
+    let status = tokio::time::timeout(RUN_LIMIT, async {
+        out.read_to_end(&mut stdout).await.unwrap();
+        while stderr.next_line().await.unwrap().is_some() {}
+        child.wait().await.unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(130));
+    let report: Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(report["interrupted"], true);
     let s = &report["scenarios"][0];
     assert_eq!(s["stop_reason"], "interrupted");
