@@ -205,10 +205,7 @@ impl Application {
             (Some(l), Some(s)) => Some(Server::start(l, s, limits)),
             _ => None,
         };
-        let upkeep = tokio::spawn(upkeep(
-            Arc::clone(&self.state.metrics),
-            self.limiter.clone(),
-        ));
+        let upkeep = Upkeep::start(Arc::clone(&self.state.metrics), self.limiter.clone());
 
         shutdown.await;
         let started = Instant::now();
@@ -224,7 +221,7 @@ impl Application {
         if let Some(admin) = admin {
             admin.shutdown(Duration::from_millis(100)).await;
         }
-        upkeep.abort();
+        drop(upkeep);
         if let Some(log) = &self.access_log {
             log.flush();
         }
@@ -249,15 +246,33 @@ impl Application {
     }
 }
 
-/// Periodic maintenance: fold histogram samples, forget idle rate-limit buckets.
-async fn upkeep(metrics: Arc<Metrics>, limiter: Option<RateLimiter>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tick.tick().await;
-        metrics.run_upkeep();
-        if let Some(l) = &limiter {
-            l.housekeeping();
-        }
+/// Periodic maintenance — fold buffered histogram samples into buckets, forget idle
+/// rate-limit buckets — on its own thread: folding a second's samples takes long enough that
+/// doing it on a runtime thread would stall the requests queued behind it. Stops when dropped.
+struct Upkeep(Option<std::sync::mpsc::Sender<()>>);
+
+impl Upkeep {
+    fn start(metrics: Arc<Metrics>, limiter: Option<RateLimiter>) -> Upkeep {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let _ = std::thread::Builder::new()
+            .name("floodgate-upkeep".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Duration::from_secs(1))
+                {
+                    metrics.run_upkeep();
+                    if let Some(l) = &limiter {
+                        l.housekeeping();
+                    }
+                }
+            });
+        Upkeep(Some(stop))
+    }
+}
+
+impl Drop for Upkeep {
+    fn drop(&mut self) {
+        self.0.take();
     }
 }
 
