@@ -29,7 +29,7 @@ RUN cargo chef cook --release --locked --recipe-path recipe.json --bin floodgate
 COPY . .
 # Exposed to the build so the binary can report it in floodgate_build_info.
 ARG GIT_SHA=unknown
-ENV GIT_SHA=${GIT_SHA}
+ENV FLOODGATE_GIT_SHA=${GIT_SHA}
 RUN cargo build --release --locked --bin floodgate \
     && strip --strip-debug --output-file /floodgate target/release/floodgate
 
