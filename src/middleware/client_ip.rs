@@ -6,10 +6,6 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::ConnectInfo;
 use http::Request;
 
-/// The resolved client address, stored in request extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIp(pub Option<IpAddr>);
-
 /// Resolve the client address of `req`.
 pub fn client_ip<B>(req: &Request<B>, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
     let peer = req

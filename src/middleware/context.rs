@@ -26,7 +26,7 @@ use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::client_ip::{client_ip, ClientIp};
+use super::client_ip::client_ip;
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::error::{self, ApiError};
 use crate::metrics::{Metrics, Refusal};
@@ -35,12 +35,15 @@ use crate::routes::Route;
 /// `X-Request-ID`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What handlers may know about their request.
+/// What handlers and inner layers may know about their request (one extension, so one
+/// insertion per request).
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
     /// Always 1–128 visible ASCII characters.
     id: HeaderValue,
     pub start: Instant,
+    /// The client address (see [`client_ip`]).
+    pub client: Option<IpAddr>,
 }
 
 impl RequestInfo {
@@ -109,12 +112,11 @@ where
         } else {
             Span::none()
         };
-        let extensions = req.extensions_mut();
-        extensions.insert(RequestInfo {
+        req.extensions_mut().insert(RequestInfo {
             id: id.clone(),
             start,
+            client,
         });
-        extensions.insert(ClientIp(client));
         self.config.metrics.request_started(route.label());
         let inner = {
             let _entered = span.enter();

@@ -5,7 +5,7 @@ mod context;
 mod rate_limit;
 mod timeout;
 
-pub use client_ip::{client_ip, ClientIp};
+pub use client_ip::client_ip;
 pub use context::{ContextConfig, ContextLayer, RequestContext, RequestInfo, X_REQUEST_ID};
 pub use rate_limit::{RateLimitLayer, RateLimiter};
 pub use timeout::TimeoutLayer;

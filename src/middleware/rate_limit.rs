@@ -15,7 +15,7 @@ use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use tower::{Layer, Service};
 
-use super::ClientIp;
+use super::RequestInfo;
 use crate::config::RateLimitSettings;
 use crate::error::ApiError;
 
@@ -104,7 +104,7 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let client = req.extensions().get::<ClientIp>().and_then(|c| c.0);
+        let client = req.extensions().get::<RequestInfo>().and_then(|i| i.client);
         match self.limiter.check(client) {
             Ok(()) => Either::Left(self.inner.call(req)),
             Err(wait) => Either::Right(ready(Ok(
