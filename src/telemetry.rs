@@ -80,13 +80,11 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
     };
     let writer = LogSink::stdout();
     // The log level filters log output only: traces keep their own filter, so a quiet
-    // `LOG_LEVEL=warn` does not switch span export off. Without export, the per-request span
-    // is kept out of the log formatter: formatting its fields on every request would cost
-    // more than the request, and the access log already carries them.
+    // `LOG_LEVEL=warn` does not switch span export off. Without export, spans (the request's,
+    // the job's) are kept out of the log formatter: formatting their fields for every request
+    // would cost more than the request, and the access log already carries them.
     let exporting = provider.is_some();
-    let filter = filter.and(filter_fn(move |meta| {
-        exporting || !(meta.is_span() && meta.target() == crate::middleware::HTTP_SPAN_TARGET)
-    }));
+    let filter = filter.and(filter_fn(move |meta| exporting || !meta.is_span()));
     let fmt_layer = match settings.log.effective_format(settings.environment) {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
