@@ -58,12 +58,15 @@ async fn health_stays_fast_while_every_worker_is_busy() {
             tokio::spawn(async move { app.compute("intensive", 400).await.status() })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let stats = app.stats().await;
-    assert!(
-        stats["queue_depth"].as_u64().unwrap() >= 1,
-        "queue depth is live: {stats}"
-    );
+    // Both workers busy and jobs waiting: the queue depth is read live.
+    let started = Instant::now();
+    while app.stats().await["queue_depth"].as_u64().unwrap() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "jobs did not queue up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for _ in 0..10 {
         let started = Instant::now();
         let r = app.get("/health").await;
@@ -89,10 +92,18 @@ async fn health_turns_unhealthy_when_the_queue_is_nearly_full() {
     let busy: Vec<_> = (0..11)
         .map(|_| {
             let app = Arc::clone(&app);
-            tokio::spawn(async move { app.compute("intensive", 60).await.status() })
+            tokio::spawn(async move { app.compute("intensive", 200).await.status() })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // One job running and ten queued: wait until all have arrived, then the queue is full.
+    let started = Instant::now();
+    while app.stats().await["queue_depth"] != 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "jobs did not queue up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let r = app.get("/health").await;
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
