@@ -5,7 +5,6 @@
 //! in one hand-written service (no boxing, one span enter per poll, labels resolved once)
 //! costs a fraction of a stack of separate middleware.
 
-use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
@@ -175,7 +174,7 @@ where
             Err(panic) => {
                 tracing::error!(
                     request_id = done.id.to_str().unwrap_or_default(),
-                    panic = %panic_message(&panic),
+                    panic = %crate::pool::panic_message(&panic),
                     "handler panicked"
                 );
                 ApiError::Internal.into_response()
@@ -313,14 +312,6 @@ fn span_name(method: &Method, route: Route) -> std::borrow::Cow<'static, str> {
         POST ComputeIntensive => "POST /api/v1/compute/intensive",
     }
     format!("{} {}", method, route.template()).into()
-}
-
-fn panic_message(payload: &Box<dyn Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);

@@ -314,13 +314,14 @@ fn lower_priority(niceness: i32) {
     }
 }
 
-fn panic_message(payload: &Box<dyn Any + Send>) -> String {
+/// The message of a panic payload (`panic!` with a string or a format), for logs.
+pub fn panic_message(payload: &Box<dyn Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
-        "job panicked".to_owned()
+        "panic with a non-string payload".to_owned()
     }
 }
 
