@@ -1,15 +1,4 @@
-use std::process::Command;
-
-fn floodgate() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_floodgate"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("FLOODGATE") || k.starts_with("OTEL_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use crate::helpers::floodgate_command as floodgate;
 
 #[test]
 fn invalid_settings_exit_64_naming_setting_source_and_value() {

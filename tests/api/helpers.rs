@@ -249,20 +249,46 @@ pub struct BinaryApp {
     pub port: u16,
 }
 
-/// Start the real binary and wait until `/health` answers.
-pub async fn spawn_binary(envs: &[(&str, &str)], stdout: std::process::Stdio) -> BinaryApp {
-    let port = free_port();
+/// The real binary, run from the repository root with none of the caller's floodgate or
+/// OpenTelemetry variables leaking in.
+pub fn floodgate_command() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("SERVER_PORT", format!("127.0.0.1:{port}"))
-        .env("LOG_LEVEL", "warn")
-        .stdout(stdout)
-        .stderr(std::process::Stdio::inherit());
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("OTEL_") || k.starts_with("FLOODGATE__") {
+        if k.starts_with("FLOODGATE") || k.starts_with("OTEL_") {
             cmd.env_remove(k);
         }
     }
+    cmd
+}
+
+impl BinaryApp {
+    /// `POST /api/v1/compute/fast`, optionally with a `traceparent`.
+    pub async fn compute_fast(
+        &self,
+        client: &reqwest::Client,
+        number: u64,
+        traceparent: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = client
+            .post(format!("{}/api/v1/compute/fast", self.base))
+            .header("content-type", "application/json")
+            .body(format!("{{\"number\":{number}}}"));
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
+        req.send().await.expect("request sent")
+    }
+}
+
+/// Start the real binary and wait until `/health` answers.
+pub async fn spawn_binary(envs: &[(&str, &str)], stdout: std::process::Stdio) -> BinaryApp {
+    let port = free_port();
+    let mut cmd = floodgate_command();
+    cmd.env("SERVER_PORT", format!("127.0.0.1:{port}"))
+        .env("LOG_LEVEL", "warn")
+        .stdout(stdout)
+        .stderr(std::process::Stdio::inherit());
     for (k, v) in envs {
         cmd.env(k, v);
     }

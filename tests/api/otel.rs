@@ -307,13 +307,7 @@ async fn requests_are_unaffected_when_the_collector_is_down() {
     let c = client();
     let started = Instant::now();
     for n in 0..200u64 {
-        let r = c
-            .post(format!("{}/api/v1/compute/fast", app.base))
-            .header("content-type", "application/json")
-            .body(format!("{{\"number\":{n}}}"))
-            .send()
-            .await
-            .unwrap();
+        let r = app.compute_fast(&c, n, None).await;
         assert_eq!(r.status(), 200);
     }
     let elapsed = started.elapsed();
@@ -370,13 +364,7 @@ async fn requests_are_unaffected_when_the_collector_hangs() {
         let started = Instant::now();
         for n in 0..200u64 {
             let t = Instant::now();
-            let r = c
-                .post(format!("{}/api/v1/compute/fast", app.base))
-                .header("content-type", "application/json")
-                .body(format!("{{\"number\":{n}}}"))
-                .send()
-                .await
-                .unwrap();
+            let r = app.compute_fast(&c, n, None).await;
             assert_eq!(r.status(), 200);
             assert!(
                 t.elapsed() < Duration::from_millis(250),
@@ -407,14 +395,9 @@ async fn the_sampler_variables_apply() {
     .await;
     let c = client();
     for _ in 0..20 {
-        let r = c
-            .post(format!("{}/api/v1/compute/fast", app.base))
-            .header("content-type", "application/json")
-            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
-            .body(r#"{"number":1}"#)
-            .send()
-            .await
-            .unwrap();
+        let r = app
+            .compute_fast(&c, 1, Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01")))
+            .await;
         assert_eq!(r.status(), 200);
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -435,14 +418,9 @@ async fn buffered_spans_are_flushed_at_shutdown() {
         Stdio::null(),
     )
     .await;
-    let r = client()
-        .post(format!("{}/api/v1/compute/fast", app.base))
-        .header("content-type", "application/json")
-        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
-        .body(r#"{"number":1}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = app
+        .compute_fast(&client(), 1, Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01")))
+        .await;
     assert_eq!(r.status(), 200);
     let pid = app.child.0.id().to_string();
     assert!(Command::new("kill")

@@ -8,20 +8,18 @@ use crate::helpers::*;
 /// every accepted request completes, readiness flips, and the process exits 0.
 #[tokio::test]
 async fn sigterm_during_load_completes_every_in_flight_request() {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("SERVER_PORT", format!("127.0.0.1:{port}"))
-        .env("ENVIRONMENT", "production")
-        .env("WORKER_COUNT", "2")
-        .env("INTENSIVE_ROUNDS", "3000000")
-        .env("SHUTDOWN_TIMEOUT", "60s")
-        .env("LOG_LEVEL", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut app = spawn_binary(
+        &[
+            ("ENVIRONMENT", "production"),
+            ("WORKER_COUNT", "2"),
+            ("INTENSIVE_ROUNDS", "3000000"),
+            ("SHUTDOWN_TIMEOUT", "60s"),
+            ("LOG_LEVEL", "info"),
+        ],
+        Stdio::piped(),
+    )
+    .await;
+    let stdout = app.child.0.stdout.take().unwrap();
     let lines = std::thread::spawn(move || {
         BufReader::new(stdout)
             .lines()
@@ -29,15 +27,8 @@ async fn sigterm_during_load_completes_every_in_flight_request() {
             .collect::<Vec<_>>()
     });
     let client = client();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = app.base.clone();
     let started = Instant::now();
-    while client.get(format!("{base}/health")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let n = 40u64;
     let tasks: Vec<_> = (0..n)
         .map(|i| {
@@ -76,7 +67,7 @@ async fn sigterm_during_load_completes_every_in_flight_request() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pid = child.id().to_string();
+    let pid = app.child.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -92,7 +83,7 @@ async fn sigterm_during_load_completes_every_in_flight_request() {
         completed += 1;
     }
     assert_eq!(completed, n);
-    let status = child.wait().unwrap();
+    let status = app.child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(
         client.get(format!("{base}/health")).send().await.is_err(),
