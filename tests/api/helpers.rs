@@ -129,6 +129,46 @@ impl TestApp {
         self.get("/metrics/prometheus").await.text().await.unwrap()
     }
 
+    /// Poll `/api/v1/stats` until `done` holds (10 s at most) and return the stats it saw.
+    pub async fn wait_for_stats(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let stats = self.stats().await;
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{what} did not happen: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Poll the exposition until `done` holds (10 s at most) and return the text it saw.
+    pub async fn wait_for_exposition(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            let text = self.exposition().await;
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{what} did not happen:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Wait until exactly `n` workers are running a job.
+    pub async fn wait_for_busy_workers(&self, n: usize) {
+        self.wait_for_exposition(&format!("{n} busy workers"), |text| {
+            sum_series(text, "floodgate_workers_busy", |_| true) == n as f64
+        })
+        .await;
+    }
+
     /// Trigger graceful shutdown and wait for the summary.
     pub async fn stop(mut self) -> Summary {
         let _ = self.stop.take().unwrap().send(());
@@ -193,9 +233,41 @@ pub fn sum_series(exposition: &str, name: &str, keep: impl Fn(&str) -> bool) -> 
         .sum()
 }
 
-/// A kernel that takes `n` milliseconds, for tests that need slow jobs.
-pub fn sleepy_kernel(n: u64, _rounds: u32) -> u64 {
-    std::thread::sleep(Duration::from_millis(n));
+/// Jobs run by [`gated_kernel`] block while their `number` is held by a live [`Gate`], so a
+/// test can hold the pool in a known state for as long as it needs, however slow the machine.
+pub struct Gate(u64);
+
+static HELD: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+static RELEASED: std::sync::Condvar = std::sync::Condvar::new();
+
+impl Gate {
+    /// Hold a number no other gate uses; jobs for it wait until the gate is dropped.
+    pub fn hold() -> Gate {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(900_000);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HELD.lock().unwrap().push(n);
+        Gate(n)
+    }
+
+    /// The number to send so the job waits on this gate.
+    pub fn number(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        HELD.lock().unwrap().retain(|&n| n != self.0);
+        RELEASED.notify_all();
+    }
+}
+
+/// A kernel that waits while its number is held by a [`Gate`] (other numbers return at once).
+pub fn gated_kernel(n: u64, _rounds: u32) -> u64 {
+    let mut held = HELD.lock().unwrap();
+    while held.contains(&n) {
+        held = RELEASED.wait(held).unwrap();
+    }
     n
 }
 

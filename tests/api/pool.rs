@@ -4,24 +4,42 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 use floodgate::Application;
 
+/// Send `count` intensive requests that wait on `gate`; each task returns the response and
+/// how long it took.
+fn send_gated(
+    app: &Arc<TestApp>,
+    gate: &Gate,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<(reqwest::Response, Duration)>> {
+    (0..count)
+        .map(|_| {
+            let (app, number) = (Arc::clone(app), gate.number());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let r = app.compute("intensive", number).await;
+                (r, started.elapsed())
+            })
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_full_queue_is_refused_at_once_with_503() {
     let mut settings = test_settings();
     settings.pool.workers = 1;
     settings.pool.queue_size = 2;
     let app =
-        Arc::new(spawn_builder(Application::builder(settings).with_kernel(sleepy_kernel)).await);
-    // One running, two queued: the rest must be refused immediately.
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let app = Arc::clone(&app);
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let r = app.compute("intensive", 300).await;
-                (r, started.elapsed())
-            })
-        })
-        .collect();
+        Arc::new(spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await);
+    // One job running and two queued, all held by the gate: the other five are refused at once.
+    let gate = Gate::hold();
+    let mut tasks = send_gated(&app, &gate, 1);
+    app.wait_for_busy_workers(1).await;
+    tasks.extend(send_gated(&app, &gate, 7));
+    app.wait_for_stats("five refusals", |s| {
+        s["overloaded_count"] == 5 && s["queue_depth"] == 2
+    })
+    .await;
+    drop(gate);
     let (mut ok, mut refused) = (0, 0);
     for t in tasks {
         let (r, elapsed) = t.await.unwrap();
@@ -29,18 +47,15 @@ async fn a_full_queue_is_refused_at_once_with_503() {
             200 => ok += 1,
             503 => {
                 refused += 1;
-                assert!(
-                    elapsed < Duration::from_millis(250),
-                    "refusal took {elapsed:?}"
-                );
+                // Refused while the gate still held the accepted ones: never queued behind them.
+                assert!(elapsed < Duration::from_secs(1), "refusal took {elapsed:?}");
                 assert_eq!(r.headers()["retry-after"], "1");
                 assert_envelope(r, 503, "SERVICE_OVERLOADED").await;
             }
             s => panic!("unexpected {s}"),
         }
     }
-    assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
-    assert_eq!(ok + refused, 8);
+    assert_eq!((ok, refused), (3, 5));
     let stats = app.stats().await;
     assert_eq!(stats["overloaded_count"], refused);
     assert_eq!(stats["rejected_count"], refused);
@@ -51,22 +66,13 @@ async fn health_stays_fast_while_every_worker_is_busy() {
     let mut settings = test_settings();
     settings.pool.workers = 2;
     let app =
-        Arc::new(spawn_builder(Application::builder(settings).with_kernel(sleepy_kernel)).await);
-    let busy: Vec<_> = (0..6)
-        .map(|_| {
-            let app = Arc::clone(&app);
-            tokio::spawn(async move { app.compute("intensive", 400).await.status() })
-        })
-        .collect();
+        Arc::new(spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await);
+    let gate = Gate::hold();
+    let busy = send_gated(&app, &gate, 6);
     // Both workers busy and jobs waiting: the queue depth is read live.
-    let started = Instant::now();
-    while app.stats().await["queue_depth"].as_u64().unwrap() < 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "jobs did not queue up"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    app.wait_for_stats("queueing", |s| s["queue_depth"] == 4)
+        .await;
+    app.wait_for_busy_workers(2).await;
     for _ in 0..10 {
         let started = Instant::now();
         let r = app.get("/health").await;
@@ -77,8 +83,9 @@ async fn health_stays_fast_while_every_worker_is_busy() {
             started.elapsed()
         );
     }
+    drop(gate);
     for t in busy {
-        assert_eq!(t.await.unwrap(), 200);
+        assert_eq!(t.await.unwrap().0.status(), 200);
     }
 }
 
@@ -88,22 +95,14 @@ async fn health_turns_unhealthy_when_the_queue_is_nearly_full() {
     settings.pool.workers = 1;
     settings.pool.queue_size = 10;
     let app =
-        Arc::new(spawn_builder(Application::builder(settings).with_kernel(sleepy_kernel)).await);
-    let busy: Vec<_> = (0..11)
-        .map(|_| {
-            let app = Arc::clone(&app);
-            tokio::spawn(async move { app.compute("intensive", 200).await.status() })
-        })
-        .collect();
-    // One job running and ten queued: wait until all have arrived, then the queue is full.
-    let started = Instant::now();
-    while app.stats().await["queue_depth"] != 10 {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "jobs did not queue up"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        Arc::new(spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await);
+    // Every job waits on the gate, so the pool stays exactly as full as the test makes it.
+    let gate = Gate::hold();
+    let mut busy = send_gated(&app, &gate, 1);
+    app.wait_for_busy_workers(1).await;
+    busy.extend(send_gated(&app, &gate, 10));
+    app.wait_for_stats("a full queue", |s| s["queue_depth"] == 10)
+        .await;
     let r = app.get("/health").await;
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
@@ -114,8 +113,9 @@ async fn health_turns_unhealthy_when_the_queue_is_nearly_full() {
             .contains("queue"),
         "{body}"
     );
+    drop(gate);
     for t in busy {
-        t.await.unwrap();
+        assert_eq!(t.await.unwrap().0.status(), 200);
     }
     assert_eq!(app.get("/health").await.status(), 200);
 }

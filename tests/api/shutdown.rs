@@ -109,24 +109,61 @@ async fn sigterm_during_load_completes_every_in_flight_request() {
 async fn readiness_is_503_while_draining() {
     let mut settings = test_settings();
     settings.pool.workers = 1;
-    let app = std::sync::Arc::new(
-        spawn_builder(floodgate::Application::builder(settings).with_kernel(sleepy_kernel)).await,
-    );
-    let state_app = std::sync::Arc::clone(&app);
-    let slow = tokio::spawn(async move { state_app.compute("intensive", 500).await.status() });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // Keep a connection open and ask for readiness after shutdown began.
-    let probe_client = client();
-    assert_eq!(
-        probe_client
-            .get(app.url("/health/ready"))
+    settings.server.admin_address = Some("127.0.0.1:0".parse().unwrap());
+    let app =
+        spawn_builder(floodgate::Application::builder(settings).with_kernel(gated_kernel)).await;
+    let admin = app.admin.expect("admin listener bound");
+    let ready = format!("http://{admin}/health/ready");
+    let probe = client();
+    assert_eq!(probe.get(&ready).send().await.unwrap().status(), 200);
+
+    // A request in flight keeps the drain going for as long as the gate is held.
+    let gate = Gate::hold();
+    let (url, number) = (app.url("/api/v1/compute/intensive"), gate.number());
+    let slow = tokio::spawn(async move {
+        client()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(format!("{{\"number\":{number}}}"))
             .send()
             .await
-            .unwrap()
-            .status(),
-        200
+            .map(|r| r.status().as_u16())
+    });
+    app.wait_for_busy_workers(1).await;
+    let api = app.addr;
+    let stopping = tokio::spawn(app.stop());
+
+    // The admin listener stays up while draining and reports not ready; the API listener
+    // takes no new connections.
+    let started = Instant::now();
+    loop {
+        let status = probe.get(&ready).send().await.unwrap().status();
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "readiness never turned 503"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(api).await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "API listener still open"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !stopping.is_finished(),
+        "stopped before the request finished"
     );
-    let app = std::sync::Arc::try_unwrap(app).ok();
-    assert!(app.is_none(), "still shared with the slow request");
-    assert_eq!(slow.await.unwrap(), 200);
+
+    drop(gate);
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+    let summary = stopping.await.unwrap();
+    assert!(summary.drained);
+    assert_eq!(summary.success_count, summary.total_requests);
 }
