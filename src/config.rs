@@ -24,6 +24,10 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("INTENSIVE_ROUNDS", "compute.intensive_rounds"),
     ("RATE_LIMIT", "rate_limit.requests_per_second"),
     ("LOG_LEVEL", "log.level"),
+    ("ADMIN_PORT", "server.admin_address"),
+    ("API_KEY_HASHES", "auth.api_key_hashes"),
+    ("TLS_CERT_FILE", "tls.cert_path"),
+    ("TLS_KEY_FILE", "tls.key_path"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "otel.endpoint"),
     ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otel.traces_endpoint"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "otel.protocol"),
@@ -32,6 +36,13 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("OTEL_RESOURCE_ATTRIBUTES", "otel.resource_attributes"),
     ("OTEL_TRACES_SAMPLER", "otel.sampler"),
     ("OTEL_TRACES_SAMPLER_ARG", "otel.sampler_arg"),
+];
+
+/// Settings that are lists; their environment variables are comma-separated.
+const LIST_SETTINGS: &[&str] = &[
+    "rate_limit.trusted_proxies",
+    "auth.api_key_hashes",
+    "cors.allowed_origins",
 ];
 
 /// Deployment environment; selects `config/<environment>.toml` and logging defaults.
@@ -79,6 +90,10 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub log: LogSettings,
     pub otel: OtelSettings,
+    pub tls: TlsSettings,
+    pub auth: AuthSettings,
+    pub cors: CorsSettings,
+    pub cache: CacheSettings,
 }
 
 /// Listener, timeouts and connection limits.
@@ -88,9 +103,15 @@ pub struct ServerSettings {
     /// `:8080`, `8080`, `127.0.0.1:0` or `[::1]:8080`.
     #[serde(with = "listen_addr")]
     pub address: SocketAddr,
-    /// Optional second listener serving only health and metrics.
+    /// Optional second listener for health, readiness, metrics, the OpenAPI document and
+    /// profiling (`ADMIN_PORT`).
     #[serde(with = "opt_listen_addr")]
     pub admin_address: Option<SocketAddr>,
+    /// Serve health, metrics and the API documents on the public listener too. Turn off
+    /// with an admin listener so the public port exposes only the API.
+    pub public_operational_routes: bool,
+    /// `GET /debug/pprof/profile` on the admin listener.
+    pub profiling: bool,
     #[serde(with = "duration")]
     pub request_timeout: Duration,
     #[serde(with = "duration")]
@@ -113,6 +134,8 @@ impl Default for ServerSettings {
         Self {
             address: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_address: None,
+            public_operational_routes: true,
+            profiling: false,
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
@@ -299,6 +322,112 @@ impl OtelSettings {
     }
 }
 
+/// HTTPS on the public listener (HTTP/1.1 and HTTP/2 by ALPN). On when both paths are set;
+/// the files are read again on SIGHUP.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Whether the public listener speaks TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert_path.is_some() || self.key_path.is_some()
+    }
+}
+
+/// Authentication of the compute API (health and metrics stay open).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub enabled: bool,
+    /// SHA-256 hashes (hex) of accepted API keys (`API_KEY_HASHES`, comma-separated).
+    /// Keys themselves never appear in configuration.
+    pub api_key_hashes: Vec<String>,
+    /// A file of SHA-256 hashes, one per line, optionally `name:hash`; `#` starts a comment.
+    pub api_keys_file: Option<PathBuf>,
+    /// HS256 shared secret, read from this file (trailing newline ignored).
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// JSON Web Key Set with RS256/ES256 public keys.
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Required `iss`, when set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "duration")]
+    pub jwt_leeway: Duration,
+    /// A scope every token must carry (`scope` or `scp` claim); missing gives 403.
+    pub jwt_required_scope: Option<String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            api_key_hashes: Vec::new(),
+            api_keys_file: None,
+            jwt_hs256_secret_file: None,
+            jwt_jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway: Duration::from_secs(60),
+            jwt_required_scope: None,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Whether JWTs are accepted.
+    pub fn jwt_configured(&self) -> bool {
+        self.jwt_hs256_secret_file.is_some() || self.jwt_jwks_file.is_some()
+    }
+}
+
+/// Cross-origin requests; off while no origin is listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSettings {
+    /// Exact origins (`https://app.example.com`), or `*` for any.
+    pub allowed_origins: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    #[serde(with = "duration")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsSettings {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// In-memory cache of intensive results, keyed by `(number, rounds)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    pub max_entries: u64,
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_entries: 100_000,
+            ttl: Duration::from_secs(300),
+        }
+    }
+}
+
 /// A setting that could not be used, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingsError {
@@ -394,6 +523,8 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("rate_limit.trusted_proxies")
+                    .with_list_parse_key("auth.api_key_hashes")
+                    .with_list_parse_key("cors.allowed_origins")
                     .try_parsing(true)
                     .source(Some(
                         all_vars
@@ -517,6 +648,69 @@ impl Settings {
             &self.otel.sampler,
             "must be one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio",
         )?;
+        check(
+            self.tls.cert_path.is_some() == self.tls.key_path.is_some(),
+            if self.tls.cert_path.is_some() {
+                "tls.key_path"
+            } else {
+                "tls.cert_path"
+            },
+            "",
+            "TLS needs both tls.cert_path and tls.key_path",
+        )?;
+        check(
+            !self.server.profiling || self.server.admin_address.is_some(),
+            "server.profiling",
+            true,
+            "profiling is served only on the admin listener; set server.admin_address (ADMIN_PORT)",
+        )?;
+        check(
+            self.server.public_operational_routes || self.server.admin_address.is_some(),
+            "server.public_operational_routes",
+            false,
+            "health and metrics would be unreachable; set server.admin_address (ADMIN_PORT)",
+        )?;
+        for (i, hash) in self.auth.api_key_hashes.iter().enumerate() {
+            // Never echo the value: a plaintext key pasted here must not reach the logs.
+            check(
+                is_sha256_hex(hash),
+                &format!("auth.api_key_hashes[{i}]"),
+                "(redacted)",
+                "must be the SHA-256 of the key as 64 hex digits (e.g. `printf %s \"$KEY\" | sha256sum`)",
+            )?;
+        }
+        check(
+            !self.auth.enabled
+                || !self.auth.api_key_hashes.is_empty()
+                || self.auth.api_keys_file.is_some()
+                || self.auth.jwt_configured(),
+            "auth.enabled",
+            true,
+            "authentication needs API key hashes, an API keys file or a JWT key",
+        )?;
+        for origin in &self.cors.allowed_origins {
+            check(
+                origin == "*"
+                    || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                        && !origin.ends_with('/')
+                        && http::HeaderValue::from_str(origin).is_ok()),
+                "cors.allowed_origins",
+                origin,
+                "must be `*` or an origin like `https://app.example.com` (scheme and host, no path)",
+            )?;
+        }
+        check(
+            self.cache.max_entries >= 1,
+            "cache.max_entries",
+            self.cache.max_entries,
+            "must be at least 1",
+        )?;
+        check(
+            !self.cache.ttl.is_zero(),
+            "cache.ttl",
+            d(&self.cache.ttl),
+            "must be longer than zero",
+        )?;
         if let Some(level) = &self.log.level {
             check(
                 tracing_subscriber_filter_ok(level),
@@ -555,6 +749,11 @@ fn toml_string(settings: &Settings) -> String {
         }
     }
     out
+}
+
+/// 64 hex digits: the form API keys are configured in.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn tracing_subscriber_filter_ok(level: &str) -> bool {
@@ -609,7 +808,17 @@ impl Source for AliasEnv {
         for (var, key, raw) in &self.values {
             let origin = format!("environment variable {var}");
             let (section, field) = key.split_once('.').expect("aliases are section.key");
-            let kind = ValueKind::String(raw.trim().to_owned());
+            let kind = if LIST_SETTINGS.contains(key) {
+                ValueKind::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| Value::new(Some(&origin), ValueKind::String(v.to_owned())))
+                        .collect(),
+                )
+            } else {
+                ValueKind::String(raw.trim().to_owned())
+            };
             let entry = root
                 .entry(section.to_owned())
                 .or_insert_with(|| Value::new(Some(&origin), ValueKind::Table(Map::new())));

@@ -54,6 +54,16 @@ where
     }
 }
 
+/// The request body of the compute endpoints, as the API document describes it (decoding is
+/// done by [`parse_compute_body`], which accepts exactly this).
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(example = json!({"number": 42}))]
+pub struct ComputeRequest {
+    /// The number to square.
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    pub number: u64,
+}
+
 /// The body-size limit in force, taken from the state so the extractor can name it.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
@@ -82,6 +92,17 @@ struct RawCompute {
 
 const RANGE_MESSAGE: &str = "number must be an integer between 0 and 1000000";
 
+/// The number's value when it is a whole number. JSON (and JSON Schema's `integer`) do not
+/// distinguish `42`, `42.0` and `4.2e1`; all three are forty-two.
+fn integer(n: &serde_json::Number) -> Option<u64> {
+    if let Some(n) = n.as_u64() {
+        return Some(n);
+    }
+    let f = n.as_f64()?;
+    (f.is_finite() && f.fract() == 0.0 && (0.0..=MAX_NUMBER as f64).contains(&f))
+        .then_some(f as u64)
+}
+
 /// Decode a compute body; every failure says what was wrong.
 pub fn parse_compute_body(body: &[u8]) -> Result<ComputeInput, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -109,7 +130,7 @@ pub fn parse_compute_body(body: &[u8]) -> Result<ComputeInput, ApiError> {
         None | Some(serde_json::Value::Null) => Err(ApiError::InvalidRequest(format!(
             "number is required; {RANGE_MESSAGE}"
         ))),
-        Some(serde_json::Value::Number(n)) => match n.as_u64() {
+        Some(serde_json::Value::Number(n)) => match integer(&n) {
             Some(n) if n <= MAX_NUMBER => Ok(ComputeInput { number: n }),
             _ => Err(ApiError::InvalidRequest(format!(
                 "{RANGE_MESSAGE} (got {n})"
@@ -144,6 +165,15 @@ mod tests {
     fn accepts_the_valid_range() {
         assert_eq!(parse_compute_body(br#"{"number": 42}"#).unwrap().number, 42);
         assert_eq!(parse_compute_body(br#"{"number":0}"#).unwrap().number, 0);
+        // Whole numbers written as floats are still whole numbers (JSON Schema agrees).
+        assert_eq!(
+            parse_compute_body(br#"{"number":42.0}"#).unwrap().number,
+            42
+        );
+        assert_eq!(
+            parse_compute_body(br#"{"number":4.2e1}"#).unwrap().number,
+            42
+        );
         assert_eq!(
             parse_compute_body(br#" {"number":1000000} "#)
                 .unwrap()
@@ -165,7 +195,8 @@ mod tests {
         assert!(err(r#"{"number": "42"}"#).contains("(got a string)"));
         assert!(err(r#"{"number": true}"#).contains(RANGE_MESSAGE));
         assert!(err(r#"{"number": 4.5}"#).contains(RANGE_MESSAGE));
-        assert!(err(r#"{"number": 42.0}"#).contains(RANGE_MESSAGE));
+        assert!(err(r#"{"number": -0.5}"#).contains(RANGE_MESSAGE));
+        assert!(err(r#"{"number": 1000000.5}"#).contains(RANGE_MESSAGE));
         assert!(err(r#"{"number": -1}"#).contains(RANGE_MESSAGE));
         assert!(err(r#"{"number": 1000001}"#).contains(RANGE_MESSAGE));
         assert!(err(r#"{"number": 1e400}"#).contains("JSON"));
