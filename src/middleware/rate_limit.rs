@@ -1,5 +1,6 @@
 //! Token-bucket admission control (`governor`): over the limit, 429 `RATE_LIMIT_EXCEEDED`
-//! with `Retry-After`, before any work is done.
+//! with `Retry-After`, before any work is done. Per-client buckets are keyed by the
+//! authenticated principal (so each API key or token subject has its own), else by address.
 
 use std::convert::Infallible;
 use std::future::{ready, Ready};
@@ -16,14 +17,23 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use tower::{Layer, Service};
 
 use super::RequestInfo;
+use crate::auth::Principal;
 use crate::config::RateLimitSettings;
 use crate::error::ApiError;
 
-/// One bucket for the service, or one per client address.
+/// Whom a per-client bucket belongs to: the authenticated principal when there is one,
+/// otherwise the client address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    Address(IpAddr),
+    Principal(Principal),
+}
+
+/// One bucket for the service, or one per client.
 #[derive(Clone)]
 pub enum RateLimiter {
     Global(Arc<DefaultDirectRateLimiter>),
-    PerClient(Arc<DefaultKeyedRateLimiter<IpAddr>>),
+    PerClient(Arc<DefaultKeyedRateLimiter<ClientKey>>),
 }
 
 impl RateLimiter {
@@ -43,15 +53,25 @@ impl RateLimiter {
     }
 
     /// Take a token, or say how long until one is available.
-    fn check(&self, client: Option<IpAddr>) -> Result<(), std::time::Duration> {
+    fn check(&self, req: &Request) -> Result<(), std::time::Duration> {
         // The limiter's own clock: building a clock calibrates it, far too slow per request.
         match self {
             RateLimiter::Global(l) => l
                 .check()
                 .map_err(|not_until| not_until.wait_time_from(l.clock().now())),
-            RateLimiter::PerClient(l) => l
-                .check_key(&client.unwrap_or(IpAddr::from([0, 0, 0, 0])))
-                .map_err(|not_until| not_until.wait_time_from(l.clock().now())),
+            RateLimiter::PerClient(l) => {
+                let key = match req.extensions().get::<Principal>() {
+                    Some(p) => ClientKey::Principal(p.clone()),
+                    None => ClientKey::Address(
+                        req.extensions()
+                            .get::<RequestInfo>()
+                            .and_then(|i| i.client)
+                            .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                    ),
+                };
+                l.check_key(&key)
+                    .map_err(|not_until| not_until.wait_time_from(l.clock().now()))
+            }
         }
     }
 
@@ -104,8 +124,7 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let client = req.extensions().get::<RequestInfo>().and_then(|i| i.client);
-        match self.limiter.check(client) {
+        match self.limiter.check(&req) {
             Ok(()) => Either::Left(self.inner.call(req)),
             Err(wait) => Either::Right(ready(Ok(
                 ApiError::RateLimited { retry_after: wait }.into_response()

@@ -1,0 +1,357 @@
+//! Credentials for the compute API: API keys, configured only as SHA-256 hashes and compared
+//! in constant time, and JWTs (HS256 with a shared secret, or RS256/ES256 from a JWKS file).
+//!
+//! Nothing here logs or returns a credential: failures carry fixed reasons only.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::{is_sha256_hex, AuthSettings};
+use crate::error::ApiError;
+
+/// `X-API-Key`.
+pub static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
+/// Who a request authenticated as: `key:<name>` or `jwt:<sub>`. Used as the rate-limit key
+/// when limits are per client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Principal(pub Arc<str>);
+
+struct ApiKey {
+    name: Arc<str>,
+    hash: [u8; 32],
+}
+
+struct JwtKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// Verifies the credentials a request carries.
+pub struct Authenticator {
+    keys: Vec<ApiKey>,
+    jwt_keys: Vec<JwtKey>,
+    validation: Validation,
+    required_scope: Option<String>,
+}
+
+impl Authenticator {
+    /// Read key hashes and JWT keys; `None` when authentication is off. Errors name the file
+    /// or setting at fault, never a key.
+    pub fn from_settings(s: &AuthSettings) -> Result<Option<Authenticator>, String> {
+        if !s.enabled {
+            return Ok(None);
+        }
+        let mut keys = Vec::new();
+        for hash in &s.api_key_hashes {
+            keys.push(api_key(None, hash).ok_or("auth.api_key_hashes: not a SHA-256 hash")?);
+        }
+        if let Some(path) = &s.api_keys_file {
+            keys.extend(read_keys_file(path)?);
+        }
+        let mut jwt_keys = Vec::new();
+        if let Some(path) = &s.jwt_hs256_secret_file {
+            let secret = read(path)?;
+            let secret = secret.trim_end_matches(['\r', '\n']);
+            if secret.len() < 32 {
+                return Err(format!(
+                    "{}: an HS256 secret must be at least 32 bytes",
+                    path.display()
+                ));
+            }
+            jwt_keys.push(JwtKey {
+                kid: None,
+                algorithm: Algorithm::HS256,
+                key: DecodingKey::from_secret(secret.as_bytes()),
+            });
+        }
+        if let Some(path) = &s.jwt_jwks_file {
+            let set: JwkSet = serde_json::from_str(&read(path)?)
+                .map_err(|e| format!("{}: not a JSON Web Key Set: {e}", path.display()))?;
+            for jwk in &set.keys {
+                let algorithm = match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                    _ => {
+                        return Err(format!(
+                            "{}: only RSA (RS256) and EC P-256 (ES256) keys are supported",
+                            path.display()
+                        ))
+                    }
+                };
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| format!("{}: unusable key: {e}", path.display()))?;
+                jwt_keys.push(JwtKey {
+                    kid: jwk.common.key_id.clone(),
+                    algorithm,
+                    key,
+                });
+            }
+        }
+        if keys.is_empty() && jwt_keys.is_empty() {
+            return Err("auth.enabled is set but no API key or JWT key was found".into());
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = jwt_keys.iter().map(|k| k.algorithm).collect();
+        validation.leeway = s.jwt_leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        if let Some(iss) = &s.jwt_issuer {
+            validation.set_issuer(&[iss]);
+        }
+        match &s.jwt_audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Some(Authenticator {
+            keys,
+            jwt_keys,
+            validation,
+            required_scope: s.jwt_required_scope.clone(),
+        }))
+    }
+
+    /// The principal the request's credentials prove, or the 401/403 to answer with.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        if let Some(key) = headers.get(&X_API_KEY) {
+            // Two credentials are ambiguous (RFC 6750 §2 allows one method per request);
+            // accepting the valid one would hide that the other is wrong.
+            if headers.contains_key(http::header::AUTHORIZATION) {
+                return Err(unauthorized(
+                    "send one credential: `Authorization` or `X-API-Key`, not both",
+                    true,
+                ));
+            }
+            return self.api_key(key.as_bytes());
+        }
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Err(unauthorized(
+                "missing credentials: send `Authorization: Bearer <key or token>` or `X-API-Key`",
+                false,
+            ));
+        };
+        let value = value.as_bytes();
+        let credential = match value.split_at_checked(7) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
+            _ => {
+                return Err(unauthorized(
+                    "unsupported authorization scheme; use Bearer",
+                    true,
+                ))
+            }
+        };
+        let looks_like_jwt = credential.iter().filter(|&&b| b == b'.').count() == 2;
+        if looks_like_jwt && !self.jwt_keys.is_empty() {
+            let token = std::str::from_utf8(credential)
+                .map_err(|_| unauthorized("invalid token: malformed", true))?;
+            self.jwt(token)
+        } else {
+            self.api_key(credential)
+        }
+    }
+
+    fn api_key(&self, presented: &[u8]) -> Result<Principal, ApiError> {
+        if self.keys.is_empty() {
+            return Err(unauthorized("API keys are not accepted; send a JWT", true));
+        }
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        // Compare against every key without stopping early, so timing reveals nothing.
+        let mut found = None;
+        for key in &self.keys {
+            if bool::from(key.hash.ct_eq(&digest)) {
+                found = Some(&key.name);
+            }
+        }
+        match found {
+            Some(name) => Ok(Principal(format!("key:{name}").into())),
+            None => Err(unauthorized("invalid API key", true)),
+        }
+    }
+
+    fn jwt(&self, token: &str) -> Result<Principal, ApiError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthorized("invalid token: malformed", true))?;
+        let key = self
+            .jwt_keys
+            .iter()
+            .filter(|k| k.algorithm == header.alg)
+            .find(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
+            .ok_or_else(|| unauthorized("invalid token: unknown key or algorithm", true))?;
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![key.algorithm];
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key.key, &validation)
+            .map_err(|e| unauthorized(jwt_reason(e.kind()), true))?;
+        let claims = data.claims;
+        if let Some(scope) = &self.required_scope {
+            if !has_scope(&claims, scope) {
+                return Err(ApiError::Forbidden(scope.clone()));
+            }
+        }
+        let sub = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("-");
+        Ok(Principal(format!("jwt:{sub}").into()))
+    }
+}
+
+fn unauthorized(reason: &'static str, invalid: bool) -> ApiError {
+    ApiError::Unauthorized { reason, invalid }
+}
+
+fn jwt_reason(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ExpiredSignature => "invalid token: expired",
+        ErrorKind::ImmatureSignature => "invalid token: not yet valid",
+        ErrorKind::InvalidIssuer => "invalid token: wrong issuer",
+        ErrorKind::InvalidAudience => "invalid token: wrong audience",
+        ErrorKind::InvalidSignature => "invalid token: bad signature",
+        ErrorKind::MissingRequiredClaim(_) => "invalid token: missing a required claim",
+        ErrorKind::InvalidAlgorithm => "invalid token: wrong algorithm",
+        _ => "invalid token: malformed",
+    }
+}
+
+/// `scope` as a space-separated string (RFC 8693) or `scp` as a string or list.
+fn has_scope(claims: &serde_json::Value, wanted: &str) -> bool {
+    let in_str = |v: &serde_json::Value| {
+        v.as_str()
+            .is_some_and(|s| s.split_ascii_whitespace().any(|s| s == wanted))
+    };
+    let in_list = |v: &serde_json::Value| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|s| s.as_str() == Some(wanted)))
+    };
+    ["scope", "scp"]
+        .iter()
+        .filter_map(|k| claims.get(*k))
+        .any(|v| in_str(v) || in_list(v))
+}
+
+fn api_key(name: Option<&str>, hash: &str) -> Option<ApiKey> {
+    let hash = hash.trim();
+    if !is_sha256_hex(hash) {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(hash, &mut bytes).ok()?;
+    let name = match name {
+        Some(n) if !n.trim().is_empty() => n.trim().to_owned(),
+        _ => hash[..8].to_ascii_lowercase(),
+    };
+    Some(ApiKey {
+        name: name.into(),
+        hash: bytes,
+    })
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// One hash per line, optionally `name:hash`; blank lines and `#` comments are skipped.
+fn read_keys_file(path: &Path) -> Result<Vec<ApiKey>, String> {
+    let text = read(path)?;
+    let mut keys = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (name, hash) = match line.rsplit_once(':') {
+            Some((name, hash)) => (Some(name), hash),
+            None => (None, line),
+        };
+        keys.push(api_key(name, hash).ok_or_else(|| {
+            format!(
+                "{} line {}: expected a SHA-256 hash (64 hex digits), optionally `name:hash`",
+                path.display(),
+                n + 1
+            )
+        })?);
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(hashes: &[&str]) -> AuthSettings {
+        AuthSettings {
+            enabled: true,
+            api_key_hashes: hashes.iter().map(|s| s.to_string()).collect(),
+            ..AuthSettings::default()
+        }
+    }
+
+    fn sha(s: &str) -> String {
+        hex::encode(Sha256::digest(s.as_bytes()))
+    }
+
+    fn headers(name: &str, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn api_keys_are_checked_against_their_hashes() {
+        let auth = Authenticator::from_settings(&settings(&[&sha("s3cret")]))
+            .unwrap()
+            .unwrap();
+        assert!(auth.authenticate(&headers("x-api-key", "s3cret")).is_ok());
+        assert!(auth
+            .authenticate(&headers("authorization", "Bearer s3cret"))
+            .is_ok());
+        assert!(auth
+            .authenticate(&headers("authorization", "bearer  s3cret "))
+            .is_ok());
+        let err = auth
+            .authenticate(&headers("x-api-key", "wrong"))
+            .unwrap_err();
+        assert_eq!(err.code(), "UNAUTHORIZED");
+        assert!(!err.to_string().contains("wrong"));
+        let err = auth
+            .authenticate(&headers("authorization", "Basic czNjcmV0"))
+            .unwrap_err();
+        assert_eq!(err.code(), "UNAUTHORIZED");
+        assert!(auth.authenticate(&HeaderMap::new()).is_err());
+        let mut both = headers("x-api-key", "s3cret");
+        both.insert(
+            http::header::AUTHORIZATION,
+            "Bearer s3cret".parse().unwrap(),
+        );
+        assert!(
+            auth.authenticate(&both).is_err(),
+            "one credential per request"
+        );
+    }
+
+    #[test]
+    fn scopes_are_read_from_scope_or_scp() {
+        let claims = serde_json::json!({"scope": "read compute"});
+        assert!(has_scope(&claims, "compute"));
+        assert!(!has_scope(&claims, "comp"));
+        assert!(has_scope(
+            &serde_json::json!({"scp": ["compute"]}),
+            "compute"
+        ));
+        assert!(!has_scope(&serde_json::json!({}), "compute"));
+    }
+
+    #[test]
+    fn disabled_means_no_authenticator() {
+        assert!(Authenticator::from_settings(&AuthSettings::default())
+            .unwrap()
+            .is_none());
+    }
+}
