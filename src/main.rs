@@ -66,9 +66,16 @@ async fn run(settings: Settings) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "startup failed");
             eprintln!("floodgate: {e}");
-            return ExitCode::FAILURE;
+            return if e.kind() == std::io::ErrorKind::InvalidInput {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
+    if let Some(cert) = app.tls_cert() {
+        tokio::spawn(floodgate::tls::reload_on_sighup(cert));
+    }
     let result = app.run_until_stopped(shutdown_signal()).await;
     telemetry.shutdown();
     match result {

@@ -1,5 +1,6 @@
-//! The HTTP/1 accept loop: connection limit, header-read and keep-alive timeouts,
-//! `TCP_NODELAY`, and graceful draining.
+//! The accept loop: connection limit, header-read and keep-alive timeouts, `TCP_NODELAY`,
+//! graceful draining, and optionally TLS (HTTP/2 or HTTP/1.1 by ALPN). Plain connections
+//! speak HTTP/1.1 only, through hyper's HTTP/1 connection directly: the cheapest path.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,10 +11,13 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::response::Response;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tower::Service;
+
+use crate::tls::Tls;
 
 /// Connection-level limits.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +38,12 @@ pub struct Server {
 
 impl Server {
     /// Serve `service` on `listener` until [`Server::shutdown`].
-    pub fn start<S>(listener: TcpListener, service: S, limits: ConnectionLimits) -> Server
+    pub fn start<S>(
+        listener: TcpListener,
+        service: S,
+        limits: ConnectionLimits,
+        tls: Option<Tls>,
+    ) -> Server
     where
         S: Service<axum::extract::Request, Response = Response, Error = Infallible>
             + Clone
@@ -48,6 +57,7 @@ impl Server {
             listener,
             service,
             limits,
+            tls,
             Arc::clone(&permits),
             stop_rx,
         ));
@@ -71,10 +81,14 @@ impl Server {
     }
 }
 
+/// At most this many concurrent requests on one HTTP/2 connection.
+const MAX_CONCURRENT_STREAMS: u32 = 128;
+
 async fn accept_loop<S>(
     listener: TcpListener,
     service: S,
     limits: ConnectionLimits,
+    tls: Option<Tls>,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -89,6 +103,18 @@ async fn accept_loop<S>(
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
         .max_buf_size(limits.max_header_bytes.max(8192));
+    let mut negotiated = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    negotiated
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    negotiated
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     loop {
         // At the connection limit, stop accepting: new clients wait in the kernel backlog
         // instead of taking memory and file descriptors from the ones being served.
@@ -114,41 +140,62 @@ async fn accept_loop<S>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let http = http.clone();
         let service = service.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
-            serve_connection(http, stream, peer, service, limits.keep_alive_timeout, stop).await;
-            drop(permit);
+        let activity = Arc::new(Activity::new());
+        let io = ActivityIo {
+            inner: stream,
+            activity: Arc::clone(&activity),
+        };
+        let hyper_service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            service.clone().call(req)
         });
+        match &tls {
+            None => {
+                let conn = http.serve_connection(TokioIo::new(io), hyper_service);
+                tokio::spawn(async move {
+                    drive(conn, peer, activity, limits.keep_alive_timeout, stop).await;
+                    drop(permit);
+                });
+            }
+            Some(tls) => {
+                let acceptor = tls.acceptor.clone();
+                let negotiated = negotiated.clone();
+                tokio::spawn(async move {
+                    // The handshake counts against the header-read deadline: a client that
+                    // opens a socket and says nothing is cut off either way.
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let conn =
+                                negotiated.serve_connection(TokioIo::new(stream), hyper_service);
+                            drive(conn, peer, activity, limits.keep_alive_timeout, stop).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
 }
 
-async fn serve_connection<S>(
-    http: hyper::server::conn::http1::Builder,
-    stream: TcpStream,
+/// Run a connection to completion: closed when idle for `keep_alive`, and asked to finish
+/// its in-flight requests and close when `stop` fires.
+async fn drive<C>(
+    conn: C,
     peer: SocketAddr,
-    service: S,
+    activity: Arc<Activity>,
     keep_alive: Duration,
     mut stop: watch::Receiver<bool>,
 ) where
-    S: Service<axum::extract::Request, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
 {
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(ActivityIo {
-        inner: stream,
-        activity: Arc::clone(&activity),
-    });
-    let hyper_service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let mut req = req.map(axum::body::Body::new);
-        req.extensions_mut().insert(ConnectInfo(peer));
-        service.clone().call(req)
-    });
-    let conn = http.serve_connection(io, hyper_service);
     tokio::pin!(conn);
     let mut draining = *stop.borrow();
     if draining {
