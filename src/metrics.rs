@@ -33,6 +33,9 @@ pub const JOB_QUEUE_WAIT: &str = "floodgate_job_queue_wait_seconds";
 pub const JOB_DURATION: &str = "floodgate_job_duration_seconds";
 pub const BUILD_INFO: &str = "floodgate_build_info";
 pub const SPANS_DROPPED: &str = "floodgate_otel_spans_dropped_total";
+pub const CACHE_REQUESTS: &str = "floodgate_cache_requests_total";
+pub const CACHE_EVICTIONS: &str = "floodgate_cache_evictions_total";
+pub const CACHE_ENTRIES: &str = "floodgate_cache_entries";
 pub const TOKIO_WORKERS: &str = "tokio_runtime_workers";
 pub const TOKIO_ALIVE_TASKS: &str = "tokio_runtime_alive_tasks";
 pub const TOKIO_GLOBAL_QUEUE_DEPTH: &str = "tokio_runtime_global_queue_depth";
@@ -446,6 +449,24 @@ fn describe(r: &PrometheusRecorder) {
         Some(Unit::Count),
         "Spans dropped because the export buffer was full or the exporter failed.",
         0,
+    );
+    d(
+        CACHE_REQUESTS,
+        Some(Unit::Count),
+        "Result-cache look-ups by result: hit or miss.",
+        0,
+    );
+    d(
+        CACHE_EVICTIONS,
+        Some(Unit::Count),
+        "Result-cache entries removed, by cause: size or expired.",
+        0,
+    );
+    d(
+        CACHE_ENTRIES,
+        Some(Unit::Count),
+        "Entries in the result cache.",
+        1,
     );
     d(
         TOKIO_WORKERS,

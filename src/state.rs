@@ -4,6 +4,7 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::cache::ResultCache;
 use crate::config::Settings;
 use crate::health::HealthRegistry;
 use crate::metrics::Metrics;
@@ -24,6 +25,10 @@ pub struct Inner {
     pub health: HealthRegistry,
     pub readiness: Readiness,
     pub kernel: Kernel,
+    /// Intensive results, when the cache is on.
+    pub cache: Option<ResultCache>,
+    /// The serialized OpenAPI document.
+    pub openapi: bytes::Bytes,
 }
 
 impl AppState {

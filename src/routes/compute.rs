@@ -8,13 +8,14 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::extract::ComputeInput;
+use crate::extract::{ComputeInput, ComputeRequest};
 use crate::middleware::RequestInfo;
+use crate::openapi::ComputeErrors;
 use crate::pool::JobError;
 use crate::state::AppState;
 
 /// A successful compute response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ComputeResponse<'a> {
     pub request_id: &'a str,
     pub job_id: u64,
@@ -24,17 +25,44 @@ pub struct ComputeResponse<'a> {
     /// The intensive workload's output; absent for the fast endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<u64>,
+    /// Present and true when the result came from the result cache (no job ran; `job_id` 0).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
-/// `POST /api/v1/compute/fast` (and `/api/v1/compute`): `number²`, computed inline.
+/// `POST /api/v1/compute/fast`: `number²`, computed inline.
+#[utoipa::path(post, path = "/api/v1/compute/fast", tag = "compute",
+    request_body = ComputeRequest,
+    responses((status = 200, description = "`result` is `number²`; `job_id` is 0.", body = ComputeResponse), ComputeErrors),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
 pub async fn fast(
     Extension(info): Extension<RequestInfo>,
     input: ComputeInput,
 ) -> axum::response::Response {
-    respond(&info, 0, input.number * input.number, None)
+    respond(&info, 0, input.number * input.number, None, false)
 }
 
-/// `POST /api/v1/compute/intensive`: `number²` plus the CPU-bound digest, on the worker pool.
+/// `POST /api/v1/compute`: the documented alias of the fast endpoint.
+#[utoipa::path(post, path = "/api/v1/compute", tag = "compute",
+    request_body = ComputeRequest,
+    responses((status = 200, description = "Same as `/api/v1/compute/fast`.", body = ComputeResponse), ComputeErrors),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
+pub async fn compute(
+    info: Extension<RequestInfo>,
+    input: ComputeInput,
+) -> axum::response::Response {
+    fast(info, input).await
+}
+
+/// `POST /api/v1/compute/intensive`: `number²` plus the CPU-bound digest, on the worker pool
+/// (or from the result cache when it is on).
+#[utoipa::path(post, path = "/api/v1/compute/intensive", tag = "compute",
+    request_body = ComputeRequest,
+    responses((status = 200, description = "`result` is `number²`, `digest` the workload's output, `job_id` the pool job that computed it.", body = ComputeResponse), ComputeErrors),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
 pub async fn intensive(
     State(state): State<AppState>,
     Extension(info): Extension<RequestInfo>,
@@ -42,6 +70,9 @@ pub async fn intensive(
 ) -> Result<axum::response::Response, ApiError> {
     let n = input.number;
     let rounds = state.settings.compute.intensive_rounds;
+    if let Some((result, digest)) = state.cache.as_ref().and_then(|c| c.get(n, rounds)) {
+        return Ok(respond(&info, 0, result, Some(digest), true));
+    }
     let kernel = state.kernel;
     let job = state
         .pool
@@ -59,7 +90,10 @@ pub async fn intensive(
             retry_after: Duration::from_secs(1),
         },
     })?;
-    Ok(respond(&info, job_id, result, Some(digest)))
+    if let Some(cache) = &state.cache {
+        cache.insert(n, rounds, (result, digest));
+    }
+    Ok(respond(&info, job_id, result, Some(digest), false))
 }
 
 fn respond(
@@ -67,6 +101,7 @@ fn respond(
     job_id: u64,
     result: u64,
     digest: Option<u64>,
+    cached: bool,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     Json(ComputeResponse {
@@ -76,6 +111,7 @@ fn respond(
         latency_us: info.start.elapsed().as_micros() as u64,
         timestamp: crate::middleware::unix_now(),
         digest,
+        cached,
     })
     .into_response()
 }

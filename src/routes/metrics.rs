@@ -10,7 +10,7 @@ use crate::metrics::{self as m, EXPOSITION_CONTENT_TYPE};
 use crate::state::AppState;
 
 /// The documented keys, plus refusals split by cause and latency percentiles.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatsBody {
     pub total_requests: u64,
     pub success_count: u64,
@@ -32,6 +32,10 @@ pub struct StatsBody {
 }
 
 /// `GET /metrics`: JSON, unless the client prefers the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    responses((status = 200, description = "The request statistics as JSON, or the Prometheus text exposition when `Accept` prefers `text/plain;version=0.0.4` or OpenMetrics.",
+        content((StatsBody = "application/json"), (String = "text/plain"))))
+)]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if prefers_exposition(&headers) {
         exposition(&state)
@@ -41,11 +45,17 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
 }
 
 /// `GET /metrics/prometheus`: always the text exposition.
+#[utoipa::path(get, path = "/metrics/prometheus", tag = "metrics",
+    responses((status = 200, description = "Prometheus text exposition (version 0.0.4).", body = String, content_type = "text/plain"))
+)]
 pub async fn prometheus(State(state): State<AppState>) -> Response {
     exposition(&state)
 }
 
 /// `GET /api/v1/stats`: always JSON.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "metrics",
+    responses((status = 200, description = "The request statistics.", body = StatsBody))
+)]
 pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
     Json(snapshot(&state))
 }
@@ -93,6 +103,9 @@ fn exposition(state: &AppState) -> Response {
     metrics
         .counter(m::SPANS_DROPPED, &[])
         .absolute(crate::telemetry::spans_dropped());
+    if let Some(cache) = &state.cache {
+        cache.publish();
+    }
     (
         [(
             header::CONTENT_TYPE,
