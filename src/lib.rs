@@ -6,6 +6,8 @@
 
 pub mod access_log;
 pub mod app;
+pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -13,11 +15,13 @@ pub mod health;
 pub mod log_sink;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod pool;
 pub mod routes;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::Application;
 pub use config::Settings;

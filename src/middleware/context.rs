@@ -194,7 +194,9 @@ impl Finish {
                 ApiError::Overloaded { .. } => Some(Refusal::Overloaded),
                 _ => None,
             };
+            let inner_headers = std::mem::take(response.headers_mut());
             response = error::render(&err, id_str, super::unix_now());
+            keep_headers(response.headers_mut(), inner_headers);
         }
         response
             .headers_mut()
@@ -235,6 +237,29 @@ impl Finish {
             });
         }
         response
+    }
+}
+
+/// Carry headers that inner layers set (CORS, `Cache-Control`) onto the rendered envelope,
+/// except those the envelope defines itself.
+fn keep_headers(rendered: &mut HeaderMap, inner: HeaderMap) {
+    use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+    let mut last = None;
+    for (name, value) in inner {
+        let name = match name {
+            Some(name) => {
+                last = Some(name.clone());
+                name
+            }
+            None => match &last {
+                Some(name) => name.clone(),
+                None => continue,
+            },
+        };
+        if [CONTENT_TYPE, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE].contains(&name) {
+            continue;
+        }
+        rendered.append(name, value);
     }
 }
 

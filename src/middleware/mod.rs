@@ -1,22 +1,52 @@
 //! Cross-cutting behaviour as tower layers, and the one function that orders them.
 
+mod auth;
 mod client_ip;
 mod context;
 mod rate_limit;
 mod timeout;
 
+pub use auth::AuthLayer;
 pub use client_ip::client_ip;
 pub use context::{ContextConfig, ContextLayer, RequestContext, RequestInfo, X_REQUEST_ID};
-pub use rate_limit::{RateLimitLayer, RateLimiter};
+pub use rate_limit::{ClientKey, RateLimitLayer, RateLimiter};
 pub use timeout::TimeoutLayer;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
+use http::{header, HeaderValue};
 use tower::Layer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
 
+use crate::auth::Authenticator;
+use crate::config::CorsSettings;
 use crate::routes;
 use crate::state::AppState;
+
+/// The assembled service: routes and every layer.
+pub type Stack = SetResponseHeader<RequestContext<Router>, HeaderValue>;
+
+/// What one listener serves, and its optional layers.
+pub struct StackOptions {
+    /// The compute API; `None` on the admin listener.
+    pub api: Option<Router<AppState>>,
+    /// Health, metrics and the API documents.
+    pub operational: bool,
+    /// `GET /debug/pprof/profile`.
+    pub profiling: bool,
+    pub limiter: Option<RateLimiter>,
+    pub auth: Option<Arc<Authenticator>>,
+    pub cors: Option<CorsLayer>,
+    pub request_timeout: Duration,
+}
+
+/// Responses larger than this are gzip-compressed for clients that accept it.
+const COMPRESS_ABOVE_BYTES: u64 = 1024;
 
 /// Target of the per-request server span.
 pub const HTTP_SPAN_TARGET: &str = "floodgate::http";
@@ -30,30 +60,87 @@ pub fn unix_now() -> u64 {
 
 /// Assemble routes and layers, outermost first:
 ///
-/// 1. [`ContextLayer`] — request ID, span, panic guard, metrics, access log, and the JSON
-///    error envelope. Outermost so it sees every response, including refusals made by the
-///    layers below and 404/405 from routing.
-/// 2. Routing. Operational routes (health, readiness, metrics) stop here: probes and scrapes
-///    are never rate limited or timed out.
-/// 3. [`RateLimitLayer`] — on API routes only, before the timeout so a refusal costs nothing.
-/// 4. [`TimeoutLayer`] — innermost, so the deadline covers exactly the handler's work, and
+/// 1. `X-Content-Type-Options: nosniff` on every response, errors included.
+/// 2. [`ContextLayer`] — request ID, span, panic guard, metrics, access log, and the JSON
+///    error envelope. Outside everything else so it sees every response, including refusals
+///    made by the layers below and 404/405 from routing.
+/// 3. CORS, when configured: answers preflights before routing or authentication.
+/// 4. Routing. Operational routes (health, metrics, documents, profiling) stop here: they
+///    are never authenticated, rate limited or timed out; their large bodies are compressed.
+/// 5. `Cache-Control: no-store` on API responses.
+/// 6. [`AuthLayer`] — when configured; before the limiter so per-client buckets can key on
+///    the authenticated principal.
+/// 7. [`RateLimitLayer`] — before the timeout so a refusal costs nothing.
+/// 8. [`TimeoutLayer`] — innermost, so the deadline covers exactly the handler's work, and
 ///    dropping the handler's future cancels it (its queued job is then skipped).
-pub fn stack(
-    state: AppState,
-    api: Router<AppState>,
-    context: ContextLayer,
-    limiter: Option<RateLimiter>,
-    request_timeout: Duration,
-) -> RequestContext<Router> {
-    let api = api.layer(TimeoutLayer::new(request_timeout));
-    let api = match limiter {
-        Some(limiter) => api.layer(RateLimitLayer::new(limiter)),
-        None => api,
-    };
-    let router = routes::operational_routes()
-        .merge(api)
+pub fn stack(state: AppState, context: ContextLayer, options: StackOptions) -> Stack {
+    let mut router = Router::new();
+    if let Some(api) = options.api {
+        let api = api.layer(TimeoutLayer::new(options.request_timeout));
+        let api = match options.limiter {
+            Some(limiter) => api.layer(RateLimitLayer::new(limiter)),
+            None => api,
+        };
+        let api = match options.auth {
+            Some(auth) => api.layer(AuthLayer::new(auth)),
+            None => api,
+        };
+        router = router.merge(api.layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        )));
+    }
+    let mut operational = Router::new();
+    if options.operational {
+        operational = operational
+            .merge(routes::operational_routes())
+            .merge(routes::doc_routes());
+    }
+    if options.profiling {
+        operational = operational.merge(routes::profiling_routes());
+    }
+    let compress = CompressionLayer::new()
+        .compress_when(SizeAbove::new(COMPRESS_ABOVE_BYTES).and(NotForContentType::IMAGES));
+    let mut router = router
+        .merge(operational.layer(compress))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state);
-    context.layer(router)
+    if let Some(cors) = options.cors {
+        router = router.layer(cors);
+    }
+    SetResponseHeaderLayer::if_not_present(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    )
+    .layer(context.layer(router))
+}
+
+/// The CORS layer for the configured origins; `None` when none are.
+pub fn cors_layer(s: &CorsSettings) -> Option<CorsLayer> {
+    if s.allowed_origins.is_empty() {
+        return None;
+    }
+    let origins = if s.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            s.allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([http::Method::GET, http::Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                crate::auth::X_API_KEY.clone(),
+                X_REQUEST_ID.clone(),
+            ])
+            .expose_headers([X_REQUEST_ID.clone(), header::RETRY_AFTER])
+            .max_age(s.max_age),
+    )
 }

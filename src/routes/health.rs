@@ -10,16 +10,34 @@ use serde::Serialize;
 
 use crate::state::AppState;
 
-#[derive(Serialize)]
-struct HealthBody {
-    status: BTreeMap<String, String>,
-    timestamp: u64,
+/// `/health`: each registered check's verdict (`healthy` or why not).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HealthBody {
+    #[schema(example = json!({"worker_pool": "healthy"}))]
+    pub status: BTreeMap<String, String>,
+    pub timestamp: u64,
     /// Live tokio tasks; the name is kept for clients of the documented API.
-    goroutines: usize,
-    version: &'static str,
+    pub goroutines: usize,
+    pub version: &'static str,
+}
+
+/// `/health/live` and `/health/ready`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProbeBody {
+    /// `alive`, `ready`, `draining` or `unhealthy`.
+    pub status: &'static str,
+    /// The failing checks, when unhealthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<BTreeMap<String, String>>,
 }
 
 /// `GET /health`: every registered check; 503 with the failing check's message.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses(
+        (status = 200, description = "Every check passes.", body = HealthBody),
+        (status = 503, description = "A check fails; its entry says why.", body = HealthBody),
+    )
+)]
 pub async fn health(State(state): State<AppState>) -> Response {
     let report = state.health.run().await;
     let code = if report.healthy {
@@ -37,22 +55,42 @@ pub async fn health(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /health/live`: the process is up and serving.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "The process is serving.", body = ProbeBody))
+)]
 pub async fn live() -> Response {
-    Json(serde_json::json!({ "status": "alive" })).into_response()
+    Json(ProbeBody {
+        status: "alive",
+        checks: None,
+    })
+    .into_response()
 }
 
 /// `GET /health/ready`: 503 while draining at shutdown or while a check fails.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready for traffic.", body = ProbeBody),
+        (status = 503, description = "Draining at shutdown, or a check fails.", body = ProbeBody),
+    )
+)]
 pub async fn ready(State(state): State<AppState>) -> Response {
     if state.readiness.is_draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "draining" })),
+            Json(ProbeBody {
+                status: "draining",
+                checks: None,
+            }),
         )
             .into_response();
     }
     let report = state.health.run().await;
     if report.healthy {
-        Json(serde_json::json!({ "status": "ready" })).into_response()
+        Json(ProbeBody {
+            status: "ready",
+            checks: None,
+        })
+        .into_response()
     } else {
         let failing: BTreeMap<_, _> = report
             .checks
@@ -61,7 +99,10 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             .collect();
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "unhealthy", "checks": failing })),
+            Json(ProbeBody {
+                status: "unhealthy",
+                checks: Some(failing),
+            }),
         )
             .into_response()
     }

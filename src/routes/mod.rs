@@ -1,8 +1,10 @@
 //! The route table and its handlers.
 
 pub mod compute;
+pub mod docs;
 pub mod health;
 pub mod metrics;
+pub mod profile;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -24,12 +26,16 @@ pub enum Route {
     ComputeFast,
     Compute,
     ComputeIntensive,
+    OpenApi,
+    /// The API reference page and its files (`/docs/...`).
+    Docs,
+    Profile,
     /// Any path not above; one label value so scanners cannot explode cardinality.
     Unmatched,
 }
 
 impl Route {
-    pub const ALL: [Route; 10] = [
+    pub const ALL: [Route; 13] = [
         Route::Health,
         Route::Live,
         Route::Ready,
@@ -39,6 +45,9 @@ impl Route {
         Route::ComputeFast,
         Route::Compute,
         Route::ComputeIntensive,
+        Route::OpenApi,
+        Route::Docs,
+        Route::Profile,
         Route::Unmatched,
     ];
 
@@ -53,6 +62,9 @@ impl Route {
             Route::ComputeFast => "/api/v1/compute/fast",
             Route::Compute => "/api/v1/compute",
             Route::ComputeIntensive => "/api/v1/compute/intensive",
+            Route::OpenApi => "/openapi.json",
+            Route::Docs => "/docs",
+            Route::Profile => "/debug/pprof/profile",
             Route::Unmatched => "unmatched",
         }
     }
@@ -69,21 +81,25 @@ impl Route {
             "/api/v1/compute/fast" => Route::ComputeFast,
             "/api/v1/compute" => Route::Compute,
             "/api/v1/compute/intensive" => Route::ComputeIntensive,
+            "/openapi.json" => Route::OpenApi,
+            "/debug/pprof/profile" => Route::Profile,
+            p if p == "/docs" || p.starts_with("/docs/") => Route::Docs,
             _ => Route::Unmatched,
         }
     }
 
-    /// Health, readiness, liveness and metrics: never rate limited or timed out.
+    /// Health, readiness, liveness, metrics, documents and profiling: never rate limited,
+    /// timed out or authenticated.
     pub const fn is_operational(self) -> bool {
-        matches!(
+        !matches!(
             self,
-            Route::Health
-                | Route::Live
-                | Route::Ready
-                | Route::Metrics
-                | Route::MetricsPrometheus
-                | Route::Stats
+            Route::ComputeFast | Route::Compute | Route::ComputeIntensive | Route::Unmatched
         )
+    }
+
+    /// In the OpenAPI document (profiling is an admin tool, not part of the API).
+    pub const fn documented(self) -> bool {
+        !matches!(self, Route::Profile | Route::Unmatched)
     }
 
     /// How metrics see this route: scrapes are not traffic; API routes (and unmatched
@@ -99,6 +115,20 @@ impl Route {
             ),
         }
     }
+}
+
+/// The OpenAPI document and the reference page.
+pub fn doc_routes() -> Router<AppState> {
+    Router::new()
+        .route(Route::OpenApi.template(), get(docs::openapi_json))
+        .route(Route::Docs.template(), get(docs::docs))
+        .route("/docs/", get(docs::docs))
+        .route("/docs/{*file}", get(docs::asset))
+}
+
+/// CPU profiling (admin listener only).
+pub fn profiling_routes() -> Router<AppState> {
+    Router::new().route(Route::Profile.template(), get(profile::profile))
 }
 
 /// Health and metrics routes.
@@ -119,7 +149,7 @@ pub fn operational_routes() -> Router<AppState> {
 pub fn api_routes() -> Router<AppState> {
     Router::new()
         .route(Route::ComputeFast.template(), post(compute::fast))
-        .route(Route::Compute.template(), post(compute::fast))
+        .route(Route::Compute.template(), post(compute::compute))
         .route(Route::ComputeIntensive.template(), post(compute::intensive))
 }
 

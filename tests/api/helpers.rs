@@ -19,6 +19,8 @@ pub struct TestApp {
     /// The admin listener, when configured.
     pub admin: Option<SocketAddr>,
     pub client: reqwest::Client,
+    /// The public listener's certificate, when serving TLS.
+    pub tls_cert: Option<std::sync::Arc<floodgate::tls::ReloadableCert>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<Summary>>>,
 }
@@ -68,6 +70,7 @@ pub async fn spawn_builder(builder: ApplicationBuilder) -> TestApp {
     let app = builder.build().await.expect("application builds");
     let addr = app.local_addr();
     let admin = app.admin_addr();
+    let tls_cert = app.tls_cert();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -76,6 +79,7 @@ pub async fn spawn_builder(builder: ApplicationBuilder) -> TestApp {
         addr,
         admin,
         client: client(),
+        tls_cert,
         stop: Some(stop),
         task: Some(task),
     }
@@ -119,6 +123,15 @@ impl TestApp {
             &format!("{{\"number\":{number}}}"),
         )
         .await
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{}",
+            self.admin.expect("admin listener bound"),
+            path
+        )
     }
 
     pub async fn stats(&self) -> Value {
@@ -376,4 +389,10 @@ pub async fn spawn_binary(envs: &[(&str, &str)], stdout: std::process::Stdio) ->
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     BinaryApp { child, base, port }
+}
+
+/// The SHA-256 of `key` as hex: the form API keys are configured in.
+pub fn sha256_hex(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }

@@ -10,6 +10,7 @@ mod fuzz;
 mod health;
 mod load_client;
 mod metrics;
+mod openapi;
 mod otel;
 mod pool;
 mod prometheus;

@@ -1,0 +1,76 @@
+//! `/openapi.json` and the browser view of it at `/docs` (Swagger UI, its files compiled into
+//! the binary so it works without network access).
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{header, HeaderValue};
+use utoipa_swagger_ui::Config;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The document for these settings, serialized once at startup.
+pub fn document_json(settings: &crate::config::Settings) -> Bytes {
+    serde_json::to_vec(&crate::openapi::document(settings.auth.enabled))
+        .expect("the document serializes")
+        .into()
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "docs",
+    responses((status = 200, description = "This OpenAPI 3.1 document.", body = Object, content_type = "application/json"))
+)]
+pub async fn openapi_json(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        state.openapi.clone(),
+    )
+        .into_response()
+}
+
+/// `GET /docs`: the API reference page.
+#[utoipa::path(get, path = "/docs", tag = "docs",
+    responses((status = 200, description = "The API reference (Swagger UI), served from the binary.", body = String, content_type = "text/html"))
+)]
+pub async fn docs() -> Response {
+    serve("")
+}
+
+fn config() -> Arc<Config<'static>> {
+    static CONFIG: OnceLock<Arc<Config<'static>>> = OnceLock::new();
+    Arc::clone(CONFIG.get_or_init(|| Arc::new(Config::from("/openapi.json"))))
+}
+
+/// `GET /docs/{file}`: the page's scripts and styles.
+pub async fn asset(uri: http::Uri) -> Response {
+    serve(uri.path().strip_prefix("/docs/").unwrap_or(""))
+}
+
+fn serve(file: &str) -> Response {
+    match utoipa_swagger_ui::serve(file, config()) {
+        Ok(Some(found)) => {
+            let mut body = found.bytes.into_owned();
+            if found.content_type.starts_with("text/html") {
+                // The page links its files relatively; anchor them under /docs/ so the page
+                // also works at /docs (no trailing slash).
+                body = String::from_utf8_lossy(&body)
+                    .replacen("<head>", "<head><base href=\"/docs/\">", 1)
+                    .into_bytes();
+            }
+            let content_type = HeaderValue::from_str(&found.content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        Ok(None) => ApiError::NotFound(format!("/docs/{file}")).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve the API reference page");
+            ApiError::Internal.into_response()
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The OpenAPI document, the offline reference page, and schemathesis checking the running
+//! service against the document.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_document_covers_every_route_and_error() {
+    let app = spawn_app().await;
+    let r = app.get("/openapi.json").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    for path in [
+        "/api/v1/compute/fast",
+        "/api/v1/compute",
+        "/api/v1/compute/intensive",
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/metrics/prometheus",
+        "/api/v1/stats",
+        "/openapi.json",
+        "/docs",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+    }
+    let fast = &doc["paths"]["/api/v1/compute/fast"]["post"];
+    assert_eq!(
+        fast["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ComputeRequest"
+    );
+    let number = &doc["components"]["schemas"]["ComputeRequest"]["properties"]["number"];
+    assert_eq!(number["maximum"], 1_000_000);
+    assert!(
+        fast["responses"].get("401").is_none(),
+        "no 401 while authentication is off"
+    );
+    assert!(fast["responses"]["503"]["headers"]
+        .get("Retry-After")
+        .is_some());
+}
+
+#[tokio::test]
+async fn the_reference_page_is_served_from_the_binary() {
+    let app = spawn_app().await;
+    for path in ["/docs", "/docs/"] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let html = r.text().await.unwrap();
+        assert!(html.contains("<base href=\"/docs/\">"), "{html}");
+        assert!(html.contains("swagger-ui-bundle.js"));
+    }
+    // The page's own files: no CDN involved.
+    let init = app.get("/docs/swagger-initializer.js").await;
+    assert_eq!(init.status(), 200);
+    assert!(init.text().await.unwrap().contains("/openapi.json"));
+    let bundle = app.get("/docs/swagger-ui-bundle.js").await;
+    assert_eq!(bundle.status(), 200);
+    assert!(bundle.bytes().await.unwrap().len() > 100_000);
+    assert_envelope(app.get("/docs/nope.js").await, 404, "NOT_FOUND").await;
+}
+
+/// Run schemathesis's standard checks (every check it has: no 5xx, status codes, content
+/// types, headers and bodies as documented, negative data rejected, positive data accepted,
+/// undocumented methods refused) against a running service.
+fn schemathesis(base: &str, extra: &[&str]) {
+    let out = Command::new(tool("st"))
+        .current_dir(std::env::temp_dir())
+        .args([
+            "run",
+            &format!("{base}/openapi.json"),
+            "--checks",
+            "all",
+            "--max-examples",
+            "50",
+            "--seed",
+            "7",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "10",
+            "--no-color",
+        ])
+        .args(extra)
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .expect("schemathesis runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("No issues found"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing() {
+    let app = spawn_app().await;
+    let base = format!("http://{}", app.addr);
+    tokio::task::spawn_blocking(move || schemathesis(&base, &[]))
+        .await
+        .unwrap();
+    // The run really reached the service.
+    assert!(app.stats().await["total_requests"].as_u64().unwrap() > 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_with_authentication_on() {
+    let key = "schemathesis-test-key";
+    let app = spawn_with(|s| {
+        s.auth.enabled = true;
+        s.auth.api_key_hashes = vec![sha256_hex(key)];
+    })
+    .await;
+    let base = format!("http://{}", app.addr);
+    let header = format!("X-API-Key: {key}");
+    tokio::task::spawn_blocking(move || schemathesis(&base, &["-H", &header]))
+        .await
+        .unwrap();
+    let text = app.exposition().await;
+    let unauthorized = sum_series(&text, "http_server_requests_total", |l| {
+        l.contains("status=\"401\"")
+    });
+    assert!(
+        unauthorized > 0.0,
+        "the ignored-auth check sent no request without the key"
+    );
+}
