@@ -122,7 +122,17 @@ fn take(duration: Duration, format: Format) -> Result<Vec<u8>, String> {
             let profile = report.pprof().map_err(|e| e.to_string())?;
             profile.encode(&mut out).map_err(|e| e.to_string())?;
         }
-        Format::Flamegraph => report.flamegraph(&mut out).map_err(|e| e.to_string())?,
+        Format::Flamegraph => {
+            if report.data.is_empty() {
+                // An idle process takes no samples; say so instead of an empty body.
+                return Ok(format!(
+                    "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"40\"><text x=\"10\" y=\"25\">no CPU samples in {} s</text></svg>\n",
+                    duration.as_secs()
+                )
+                .into_bytes());
+            }
+            report.flamegraph(&mut out).map_err(|e| e.to_string())?
+        }
     }
     Ok(out)
 }

@@ -3,11 +3,15 @@
 
 mod helpers;
 
+mod admin;
+mod auth;
+mod cache;
 mod compute;
 mod config;
 mod errors;
 mod fuzz;
 mod health;
+mod hygiene;
 mod load_client;
 mod metrics;
 mod openapi;
@@ -19,3 +23,4 @@ mod request_id;
 mod resilience;
 mod shutdown;
 mod timeout;
+mod tls;

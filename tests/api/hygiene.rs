@@ -1,0 +1,150 @@
+//! HTTP hygiene: security headers on every response, no caching of API answers, no server
+//! banner, CORS only when configured, compression of large bodies.
+
+use std::io::Read;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let app = spawn_with(|s| {
+        s.rate_limit.requests_per_second = 1;
+        s.rate_limit.burst = 1;
+    })
+    .await;
+    let ok = app.compute("fast", 2).await;
+    let limited = app.compute("fast", 2).await;
+    assert_eq!(limited.status(), 429);
+    let invalid = app.post_json("/api/v1/compute/fast", "{").await;
+    let missing = app.get("/nope").await;
+    let health = app.get("/health").await;
+    for r in [&ok, &limited, &invalid, &missing, &health] {
+        assert_eq!(
+            r.headers()["x-content-type-options"],
+            "nosniff",
+            "{}",
+            r.url()
+        );
+        assert!(r.headers().get("server").is_none(), "no server banner");
+    }
+    for r in [&ok, &limited, &invalid] {
+        assert_eq!(r.headers()["cache-control"], "no-store");
+    }
+    assert!(health.headers().get("cache-control").is_none());
+}
+
+#[tokio::test]
+async fn cors_is_off_unless_configured() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/api/v1/compute/fast"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    assert_envelope(r, 405, "METHOD_NOT_ALLOWED").await;
+}
+
+#[tokio::test]
+async fn cors_answers_preflights_and_marks_responses_for_allowed_origins() {
+    let app = spawn_with(|s| {
+        s.cors.allowed_origins = vec!["https://app.example.com".into()];
+        s.auth.enabled = true;
+        s.auth.api_key_hashes = vec![sha256_hex("k")];
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/compute/fast"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,x-api-key")
+            .send()
+    };
+    // Preflights are answered before authentication.
+    let r = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    let allowed = h["access-control-allow-headers"].to_str().unwrap();
+    assert!(allowed.contains("x-api-key") && allowed.contains("content-type"));
+    assert_eq!(h["access-control-max-age"], "600");
+    let r = preflight("https://evil.example.com").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    let r = app
+        .client
+        .post(app.url("/api/v1/compute/fast"))
+        .header("origin", "https://app.example.com")
+        .header("content-type", "application/json")
+        .header("x-api-key", "k")
+        .body(r#"{"number":3}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("x-request-id"));
+    // Errors rendered by the envelope keep the CORS headers, so browsers can read them.
+    let r = app
+        .client
+        .post(app.url("/api/v1/compute/fast"))
+        .header("origin", "https://app.example.com")
+        .header("content-type", "application/json")
+        .body(r#"{"number":3}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_envelope(r, 401, "UNAUTHORIZED").await;
+}
+
+#[tokio::test]
+async fn large_bodies_are_compressed_for_clients_that_accept_gzip() {
+    let app = spawn_app().await;
+    let plain = app.exposition().await;
+    let r = app
+        .client
+        .get(app.url("/metrics/prometheus"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let zipped = r.bytes().await.unwrap();
+    assert!(
+        zipped.len() * 3 < plain.len(),
+        "{} vs {}",
+        zipped.len(),
+        plain.len()
+    );
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(text.contains("floodgate_build_info"));
+    // Small API answers are not worth it.
+    let r = app
+        .client
+        .post(app.url("/api/v1/compute/fast"))
+        .header("content-type", "application/json")
+        .header("accept-encoding", "gzip")
+        .body(r#"{"number":3}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("content-encoding").is_none());
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["result"], 9);
+}
