@@ -821,3 +821,43 @@ async fn load_client_open_loop_against_floodgate() {
     assert_eq!(s["requests"]["successful"], total);
     assert_eq!(s["server_metrics"]["status"], "match");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_client_sends_extra_headers_such_as_an_api_key() {
+    let app = crate::helpers::spawn_with(|s| {
+        s.auth.enabled = true;
+        s.auth.api_key_hashes = vec![crate::helpers::sha256_hex("load-key")];
+    })
+    .await;
+    let url = format!("http://{}", app.addr);
+    let with_key = run_load(
+        &quick_args(
+            &url,
+            &[
+                "--scenario",
+                "fast",
+                "-n",
+                "200",
+                "-c",
+                "4",
+                "-H",
+                "X-API-Key: load-key",
+            ],
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(with_key.code, 0, "{}", with_key.stderr);
+    assert_eq!(
+        with_key.json()["scenarios"][0]["status_codes"],
+        json!({"200": 200})
+    );
+    let without = run_load(
+        &quick_args(&url, &["--scenario", "fast", "-n", "50", "-c", "2"]),
+        &[],
+    )
+    .await;
+    let s = &without.json()["scenarios"][0];
+    assert_eq!(s["status_codes"], json!({"401": 50}), "{s}");
+    assert_eq!(s["error_codes"]["UNAUTHORIZED"], 50, "{s}");
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use http::Method;
+use http::{HeaderName, HeaderValue, Method};
 
 /// Smallest and largest `number` the floodgate compute endpoints accept.
 pub const NUMBER_MIN: u64 = 0;
@@ -99,6 +99,11 @@ pub struct Opts {
     /// HTTP method.
     #[arg(short = 'm', long, env = "FLOODGATE_LOAD_METHOD", default_value = "POST", value_parser = parse_method)]
     pub method: Method,
+
+    /// Extra header sent with every request, as `NAME: VALUE`; repeatable
+    /// (e.g. `-H "X-API-Key: $KEY"` against a server with authentication on).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 
     /// Literal request body, sent as-is with every request. Without it,
     /// POST/PUT/PATCH requests send {"number": n} with n from --number-range
@@ -241,6 +246,17 @@ fn parse_non_negative(s: &str) -> Result<f64, String> {
 fn parse_method(s: &str) -> Result<Method, String> {
     Method::from_bytes(s.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("`{s}` is not an HTTP method"))
+}
+
+fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not `NAME: VALUE`"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("`{}` is not a header name", name.trim()))?;
+    let value = HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("the value of `{name}` is not a valid header value"))?;
+    Ok((name, value))
 }
 
 fn parse_path(s: &str) -> Result<String, String> {

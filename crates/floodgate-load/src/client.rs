@@ -97,6 +97,8 @@ pub struct RequestTemplate {
     pub uri: Uri,
     pub host: HeaderValue,
     pub body: BodySpec,
+    /// Sent with every request (`--header`).
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -117,6 +119,9 @@ impl RequestTemplate {
         headers.insert(HOST, self.host.clone());
         headers.insert(CONTENT_TYPE, JSON.clone());
         headers.insert("x-request-id", request_id(rng));
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
         req
     }
 }
@@ -441,6 +446,10 @@ mod tests {
             uri: Uri::from_static("/api/v1/compute/fast"),
             host: HeaderValue::from_static("localhost:8080"),
             body: BodySpec::Number(NumberRange { lo: 5, hi: 9 }),
+            headers: vec![(
+                http::HeaderName::from_static("x-api-key"),
+                HeaderValue::from_static("k"),
+            )],
         };
         let mut rng = fastrand::Rng::with_seed(1);
         for _ in 0..100 {
@@ -448,6 +457,7 @@ mod tests {
             assert_eq!(req.headers()[CONTENT_TYPE], "application/json");
             assert_eq!(req.headers()[HOST], "localhost:8080");
             assert!(req.headers().contains_key("x-request-id"));
+            assert_eq!(req.headers()["x-api-key"], "k");
             let body = futures_body(req.into_body());
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
             let n = v["number"].as_u64().unwrap();

@@ -117,6 +117,7 @@ pub async fn run(
             uri,
             host: host_header.clone(),
             body,
+            headers: opts.headers.clone(),
         };
         let url = format!("http://{authority}{path}");
         let mut pool = Vec::new();
