@@ -85,7 +85,8 @@ impl Prometheus {
 
 #[tokio::test]
 async fn prometheus_scrapes_exactly_the_workload_sent() {
-    let app = spawn_app().await;
+    // The cache is on so the dashboards' cache panels have series to query.
+    let app = spawn_with(|s| s.cache.enabled = true).await;
     let prom = start_prometheus(app.addr);
     prom.wait_for("up{job=\"floodgate\"}", 1.0).await;
 
