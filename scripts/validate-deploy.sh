@@ -130,6 +130,10 @@ expect_failure "template: grace period not above the shutdown timeout" "must be 
   helm template "$RELEASE" "$CHART" --set terminationGracePeriodSeconds=30
 expect_failure "template: otel enabled without an endpoint" "otel.endpoint is required" \
   helm template "$RELEASE" "$CHART" --set otel.enabled=true
+expect_failure "template: TLS without the admin port for probes" "tls.secretName needs admin.enabled" \
+  helm template "$RELEASE" "$CHART" --set tls.secretName=floodgate-tls
+expect_failure "template: admin port equal to the API port" "admin.port must differ" \
+  helm template "$RELEASE" "$CHART" --set admin.enabled=true --set admin.port=8080
 
 echo "=== Kubernetes $KUBERNETES_VERSION schemas (kubernetes-validate --strict)"
 for r in "$TMP"/render/*.yaml; do

@@ -52,7 +52,7 @@ impl Authenticator {
         }
         let mut keys = Vec::new();
         for hash in &s.api_key_hashes {
-            keys.push(api_key(None, hash).ok_or("auth.api_key_hashes: not a SHA-256 hash")?);
+            keys.push(parse_key(None, hash).ok_or("auth.api_key_hashes: not a SHA-256 hash")?);
         }
         if let Some(path) = &s.api_keys_file {
             keys.extend(read_keys_file(path)?);
@@ -130,7 +130,7 @@ impl Authenticator {
                     true,
                 ));
             }
-            return self.api_key(key.as_bytes());
+            return self.verify_key(key.as_bytes());
         }
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Err(unauthorized(
@@ -152,13 +152,13 @@ impl Authenticator {
         if looks_like_jwt && !self.jwt_keys.is_empty() {
             let token = std::str::from_utf8(credential)
                 .map_err(|_| unauthorized("invalid token: malformed", true))?;
-            self.jwt(token)
+            self.verify_jwt(token)
         } else {
-            self.api_key(credential)
+            self.verify_key(credential)
         }
     }
 
-    fn api_key(&self, presented: &[u8]) -> Result<Principal, ApiError> {
+    fn verify_key(&self, presented: &[u8]) -> Result<Principal, ApiError> {
         if self.keys.is_empty() {
             return Err(unauthorized("API keys are not accepted; send a JWT", true));
         }
@@ -176,7 +176,7 @@ impl Authenticator {
         }
     }
 
-    fn jwt(&self, token: &str) -> Result<Principal, ApiError> {
+    fn verify_jwt(&self, token: &str) -> Result<Principal, ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthorized("invalid token: malformed", true))?;
         let key = self
@@ -233,7 +233,7 @@ fn has_scope(claims: &serde_json::Value, wanted: &str) -> bool {
         .any(|v| in_str(v) || in_list(v))
 }
 
-fn api_key(name: Option<&str>, hash: &str) -> Option<ApiKey> {
+fn parse_key(name: Option<&str>, hash: &str) -> Option<ApiKey> {
     let hash = hash.trim();
     if !is_sha256_hex(hash) {
         return None;
@@ -267,7 +267,7 @@ fn read_keys_file(path: &Path) -> Result<Vec<ApiKey>, String> {
             Some((name, hash)) => (Some(name), hash),
             None => (None, line),
         };
-        keys.push(api_key(name, hash).ok_or_else(|| {
+        keys.push(parse_key(name, hash).ok_or_else(|| {
             format!(
                 "{} line {}: expected a SHA-256 hash (64 hex digits), optionally `name:hash`",
                 path.display(),

@@ -323,7 +323,7 @@ impl OtelSettings {
 }
 
 /// HTTPS on the public listener (HTTP/1.1 and HTTP/2 by ALPN). On when both paths are set;
-/// the files are read again on SIGHUP.
+/// the files are read again when they change and on SIGHUP.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {

@@ -205,6 +205,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_code_is_listed_for_the_document() {
+        let d = Duration::ZERO;
+        for err in [
+            ApiError::InvalidRequest(String::new()),
+            ApiError::Unauthorized {
+                reason: "",
+                invalid: true,
+            },
+            ApiError::Forbidden(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::MethodNotAllowed(String::new()),
+            ApiError::Timeout,
+            ApiError::PayloadTooLarge(0),
+            ApiError::UnsupportedMediaType,
+            ApiError::RateLimited { retry_after: d },
+            ApiError::Overloaded { retry_after: d },
+            ApiError::ProfilerBusy { retry_after: d },
+            ApiError::Processing(String::new()),
+            ApiError::Internal,
+        ] {
+            assert!(ApiError::CODES.contains(&err.code()), "{}", err.code());
+        }
+    }
+
+    #[test]
     fn retry_after_is_rounded_up_to_whole_seconds() {
         let r = render(
             &ApiError::RateLimited {

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio_rustls::rustls::crypto::ring::default_provider;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -84,6 +85,36 @@ impl Tls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             cert,
         }))
+    }
+}
+
+/// Reload the certificate when either file changes (checked every `interval`), so rotations
+/// by cert-manager or a Secret update take effect without a signal or a restart.
+pub async fn reload_when_changed(cert: Arc<ReloadableCert>, interval: Duration) {
+    let stamp = |cert: &ReloadableCert| {
+        [&cert.cert_path, &cert.key_path].map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len()))
+        })
+    };
+    let mut seen = stamp(&cert);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = stamp(&cert);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match cert.reload() {
+            Ok(()) => tracing::info!("TLS certificate files changed; reloaded"),
+            // Often a half-written pair: the next change completes it.
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS certificate files changed but do not load yet")
+            }
+        }
     }
 }
 

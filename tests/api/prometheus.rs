@@ -105,7 +105,7 @@ async fn prometheus_scrapes_exactly_the_workload_sent() {
     app.get("/not/here").await;
 
     prom.wait_for(
-        "sum(http_server_requests_total{route!~\"/health.*\"})",
+        "sum(http_server_requests_total{route=~\"/api/v1/compute.*|unmatched\"})",
         54.0,
     )
     .await;

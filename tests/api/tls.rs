@@ -170,6 +170,39 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
 }
 
 #[tokio::test]
+async fn changed_files_are_picked_up_without_a_signal() {
+    let mut files = CertFiles::new();
+    let app = spawn_tls(&files).await;
+    let port = app.addr.port();
+    let cert = app.tls_cert.clone().expect("TLS is on");
+    let watcher = tokio::spawn(floodgate::tls::reload_when_changed(
+        cert,
+        Duration::from_millis(50),
+    ));
+    // Let the watcher take its first look before the files change.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    files.rotate();
+    let started = Instant::now();
+    loop {
+        let fresh = tls_client(app.addr, &[&files.pem], false);
+        if let Ok(r) = fresh
+            .get(format!("https://{HOST}:{port}/health/live"))
+            .send()
+            .await
+        {
+            assert_eq!(peer_cert(&r), files.der);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the changed files were not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watcher.abort();
+}
+
+#[tokio::test]
 async fn sighup_reloads_the_certificate_of_the_real_binary() {
     let mut files = CertFiles::new();
     let port = free_port();

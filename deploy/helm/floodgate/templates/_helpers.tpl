@@ -86,6 +86,25 @@ Full image reference; a digest, when given, pins the image.
 {{/*
 Path at which the rendered TOML configuration is mounted.
 */}}
+{{/*
+The port name probes and scrapes use: the admin listener when enabled.
+*/}}
+{{- define "floodgate.opsPort" -}}
+{{- if .Values.admin.enabled }}admin{{ else }}http{{ end }}
+{{- end }}
+
+{{/*
+A probe from values, pointed at the operational port.
+Usage: include "floodgate.probe" (dict "probe" .Values.livenessProbe "root" .)
+*/}}
+{{- define "floodgate.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- if and $probe.httpGet (eq (toString $probe.httpGet.port) "http") }}
+{{- $_ := set $probe.httpGet "port" (include "floodgate.opsPort" .root) }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
+
 {{- define "floodgate.configDir" -}}/etc/floodgate{{- end }}
 {{- define "floodgate.configFile" -}}floodgate.toml{{- end }}
 
