@@ -100,7 +100,7 @@ impl ApplicationBuilder {
             readiness: Readiness::default(),
             kernel: self.kernel,
             cache: ResultCache::from_settings(&settings.cache, &metrics),
-            openapi: routes::docs::document_json(&settings),
+            openapi: std::sync::OnceLock::new(),
         });
 
         let access_log = if settings.log.access_log_enabled() {

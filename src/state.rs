@@ -27,8 +27,9 @@ pub struct Inner {
     pub kernel: Kernel,
     /// Intensive results, when the cache is on.
     pub cache: Option<ResultCache>,
-    /// The serialized OpenAPI document.
-    pub openapi: bytes::Bytes,
+    /// The serialized OpenAPI document, built on first request (building it at start would
+    /// add its code and allocations to every instance's idle footprint).
+    pub openapi: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl AppState {

@@ -1,5 +1,5 @@
 //! The request's lifecycle, in one layer: request ID, server span, panic guard, metrics,
-//! access log and the JSON error envelope.
+//! access log, the JSON error envelope and the security headers every response carries.
 //!
 //! These run for every request and each needs the same start time, route and ID; doing them
 //! in one hand-written service (no boxing, one span enter per poll, labels resolved once)
@@ -17,7 +17,7 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::{CatchUnwind, FutureExt};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt;
 use tower::{Layer, Service};
@@ -33,6 +33,9 @@ use crate::routes::Route;
 
 /// `X-Request-ID`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// What handlers and inner layers may know about their request (one extension, so one
 /// insertion per request).
@@ -198,12 +201,16 @@ impl Finish {
             response = error::render(&err, id_str, super::unix_now());
             keep_headers(response.headers_mut(), inner_headers);
         }
-        response
-            .headers_mut()
-            .insert(X_REQUEST_ID.clone(), self.id.clone());
+        let label = self.route.label();
+        let headers = response.headers_mut();
+        headers.insert(X_REQUEST_ID.clone(), self.id.clone());
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
+        if label.api {
+            // Computed per request: no cache or proxy may keep or replay it.
+            headers.insert(header::CACHE_CONTROL, NO_STORE.clone());
+        }
         let status = response.status().as_u16();
         let elapsed = self.start.elapsed();
-        let label = self.route.label();
         self.config
             .metrics
             .record_request(label, &self.method, status, refusal, elapsed);

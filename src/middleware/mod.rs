@@ -21,7 +21,6 @@ use tower::Layer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
 
 use crate::auth::Authenticator;
 use crate::config::CorsSettings;
@@ -29,7 +28,7 @@ use crate::routes;
 use crate::state::AppState;
 
 /// The assembled service: routes and every layer.
-pub type Stack = SetResponseHeader<RequestContext<Router>, HeaderValue>;
+pub type Stack = RequestContext<Router>;
 
 /// What one listener serves, and its optional layers.
 pub struct StackOptions {
@@ -60,18 +59,19 @@ pub fn unix_now() -> u64 {
 
 /// Assemble routes and layers, outermost first:
 ///
-/// 1. `X-Content-Type-Options: nosniff` on every response, errors included.
-/// 2. [`ContextLayer`] — request ID, span, panic guard, metrics, access log, and the JSON
-///    error envelope. Outside everything else so it sees every response, including refusals
-///    made by the layers below and 404/405 from routing.
-/// 3. CORS, when configured: answers preflights before routing or authentication.
-/// 4. Routing. Operational routes (health, metrics, documents, profiling) stop here: they
-///    are never authenticated, rate limited or timed out; their large bodies are compressed.
-/// 5. `Cache-Control: no-store` on API responses.
-/// 6. [`AuthLayer`] — when configured; before the limiter so per-client buckets can key on
+/// 1. [`ContextLayer`] — request ID, span, panic guard, metrics, access log, the JSON error
+///    envelope, and the security headers (`X-Content-Type-Options: nosniff` on every
+///    response, `Cache-Control: no-store` on API responses). Outside everything else so it
+///    sees every response, including refusals made by the layers below and 404/405 from
+///    routing.
+/// 2. CORS, when configured: answers preflights before routing or authentication.
+/// 3. Routing. Operational routes (health, metrics, documents, profiling) stop here: they
+///    are never authenticated, rate limited or timed out; the metrics and documents, whose
+///    bodies are large, are compressed.
+/// 4. [`AuthLayer`] — when configured; before the limiter so per-client buckets can key on
 ///    the authenticated principal.
-/// 7. [`RateLimitLayer`] — before the timeout so a refusal costs nothing.
-/// 8. [`TimeoutLayer`] — innermost, so the deadline covers exactly the handler's work, and
+/// 5. [`RateLimitLayer`] — before the timeout so a refusal costs nothing.
+/// 6. [`TimeoutLayer`] — innermost, so the deadline covers exactly the handler's work, and
 ///    dropping the handler's future cancels it (its queued job is then skipped).
 pub fn stack(state: AppState, context: ContextLayer, options: StackOptions) -> Stack {
     let mut router = Router::new();
@@ -85,35 +85,30 @@ pub fn stack(state: AppState, context: ContextLayer, options: StackOptions) -> S
             Some(auth) => api.layer(AuthLayer::new(auth)),
             None => api,
         };
-        router = router.merge(api.layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        )));
+        router = router.merge(api);
     }
-    let mut operational = Router::new();
+    // Probes stay on the shortest path; only the large bodies go through compression.
+    let mut large = Router::new();
     if options.operational {
-        operational = operational
-            .merge(routes::operational_routes())
+        router = router.merge(routes::probe_routes());
+        large = large
+            .merge(routes::metrics_routes())
             .merge(routes::doc_routes());
     }
     if options.profiling {
-        operational = operational.merge(routes::profiling_routes());
+        router = router.merge(routes::profiling_routes());
     }
     let compress = CompressionLayer::new()
         .compress_when(SizeAbove::new(COMPRESS_ABOVE_BYTES).and(NotForContentType::IMAGES));
     let mut router = router
-        .merge(operational.layer(compress))
+        .merge(large.layer(compress))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state);
     if let Some(cors) = options.cors {
         router = router.layer(cors);
     }
-    SetResponseHeaderLayer::if_not_present(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    )
-    .layer(context.layer(router))
+    context.layer(router)
 }
 
 /// The CORS layer for the configured origins; `None` when none are.

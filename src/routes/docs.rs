@@ -29,7 +29,10 @@ pub async fn openapi_json(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        state.openapi.clone(),
+        state
+            .openapi
+            .get_or_init(|| document_json(&state.settings))
+            .clone(),
     )
         .into_response()
 }

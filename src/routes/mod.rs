@@ -131,12 +131,17 @@ pub fn profiling_routes() -> Router<AppState> {
     Router::new().route(Route::Profile.template(), get(profile::profile))
 }
 
-/// Health and metrics routes.
-pub fn operational_routes() -> Router<AppState> {
+/// Health, liveness and readiness.
+pub fn probe_routes() -> Router<AppState> {
     Router::new()
         .route(Route::Health.template(), get(health::health))
         .route(Route::Live.template(), get(health::live))
         .route(Route::Ready.template(), get(health::ready))
+}
+
+/// The statistics and the exposition.
+pub fn metrics_routes() -> Router<AppState> {
+    Router::new()
         .route(Route::Metrics.template(), get(metrics::metrics))
         .route(
             Route::MetricsPrometheus.template(),
