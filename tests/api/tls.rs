@@ -173,7 +173,6 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
 async fn changed_files_are_picked_up_without_a_signal() {
     let mut files = CertFiles::new();
     let app = spawn_tls(&files).await;
-    let port = app.addr.port();
     let cert = app.tls_cert.clone().expect("TLS is on");
     let watcher = tokio::spawn(floodgate::tls::reload_when_changed(
         cert,
@@ -182,23 +181,7 @@ async fn changed_files_are_picked_up_without_a_signal() {
     // Let the watcher take its first look before the files change.
     tokio::time::sleep(Duration::from_millis(100)).await;
     files.rotate();
-    let started = Instant::now();
-    loop {
-        let fresh = tls_client(app.addr, &[&files.pem], false);
-        if let Ok(r) = fresh
-            .get(format!("https://{HOST}:{port}/health/live"))
-            .send()
-            .await
-        {
-            assert_eq!(peer_cert(&r), files.der);
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the changed files were not picked up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_certificate(app.addr, &files, "the changed files were not picked up").await;
     watcher.abort();
 }
 
@@ -226,23 +209,7 @@ async fn sighup_reloads_the_certificate_of_the_real_binary() {
         .status()
         .unwrap()
         .success());
-    let started = Instant::now();
-    loop {
-        let fresh = tls_client(addr, &[&files.pem], false);
-        if let Ok(r) = fresh
-            .get(format!("https://{HOST}:{port}/health/live"))
-            .send()
-            .await
-        {
-            assert_eq!(peer_cert(&r), files.der);
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "SIGHUP did not reload the certificate"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_certificate(addr, &files, "SIGHUP did not reload the certificate").await;
     assert!(
         child.0.try_wait().unwrap().is_none(),
         "SIGHUP must not stop the process"
@@ -260,6 +227,25 @@ async fn a_missing_key_file_is_a_configuration_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.key"));
+}
+
+/// Wait (5 s at most) until a new connection to `addr` is served the certificate in `files`;
+/// a client trusting only that certificate cannot connect before.
+async fn wait_for_certificate(addr: SocketAddr, files: &CertFiles, failure: &str) {
+    let started = Instant::now();
+    loop {
+        let fresh = tls_client(addr, &[&files.pem], false);
+        if let Ok(r) = fresh
+            .get(format!("https://{HOST}:{}/health/live", addr.port()))
+            .send()
+            .await
+        {
+            assert_eq!(peer_cert(&r), files.der);
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{failure}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_for(url: &str) {
