@@ -59,7 +59,7 @@ need_pip=()
 for pkg in "${PY_PACKAGES[@]}"; do
   name=${pkg%%==*}
   want=${pkg#"$name"}
-  have=$("$VENV/bin/python" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
+  have=$("$VENV/bin/python" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p' || true)
   if [ -z "$have" ] || { [ -n "$want" ] && [ "==$have" != "$want" ]; }; then
     need_pip+=("$pkg")
   fi
