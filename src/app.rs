@@ -7,27 +7,31 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::access_log::AccessLog;
-use crate::auth::Authenticator;
-use crate::cache::ResultCache;
+use crate::admission::{Admission, Authenticator, RateLimiter};
 use crate::config::Settings;
+use crate::domain::cache::ResultCache;
+use crate::domain::{Compute, Kernel};
 use crate::health::{HealthCheck, HealthRegistry, WorkerPoolCheck};
-use crate::metrics::{self as m, Metrics};
-use crate::middleware::{self, ContextConfig, ContextLayer, RateLimiter, StackOptions};
+use crate::http::routes::docs::Document;
+use crate::http::{self, ContextConfig, ContextLayer, RouteSpec, RouteTable, StackOptions};
+use crate::observability::access_log::AccessLog;
+use crate::observability::metrics::{self as m, Metrics};
 use crate::pool::{PoolMetrics, WorkerPool};
-use crate::routes;
-use crate::server::{ConnectionLimits, Server};
-use crate::state::{AppState, Inner, Kernel, Readiness};
-use crate::tls::Tls;
+use crate::state::{AppState, Inner, Readiness};
+use crate::transport::tls::{self, ReloadableCert};
+use crate::transport::{ConnectionLimits, Server, Tls};
+
+/// How often the TLS certificate files are checked for changes.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A built application whose listeners are already bound.
 pub struct Application {
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
-    service: middleware::Stack,
-    admin_service: Option<middleware::Stack>,
+    service: http::Stack,
+    admin_service: Option<http::Stack>,
     state: AppState,
-    limiter: Option<RateLimiter>,
+    admission: Admission,
     access_log: Option<AccessLog>,
     tls: Option<Tls>,
 }
@@ -47,7 +51,7 @@ pub struct ApplicationBuilder {
     settings: Settings,
     health: HealthRegistry,
     kernel: Kernel,
-    extra_routes: axum::Router<AppState>,
+    routes: Vec<RouteSpec>,
 }
 
 impl ApplicationBuilder {
@@ -63,10 +67,10 @@ impl ApplicationBuilder {
         self
     }
 
-    /// Serve additional API routes behind the same layers as the built-in ones. Their
-    /// metrics carry the `unmatched` route label unless added to [`crate::routes::Route`].
-    pub fn with_routes(mut self, routes: axum::Router<AppState>) -> Self {
-        self.extra_routes = self.extra_routes.merge(routes);
+    /// Serve an additional route, behind the layers of its surface; it gets its own metric
+    /// label and span name, and its operation in the API document when it has one.
+    pub fn with_route(mut self, route: RouteSpec) -> Self {
+        self.routes.push(route);
         self
     }
 
@@ -92,17 +96,7 @@ impl ApplicationBuilder {
         );
         let mut health = self.health;
         health.register(WorkerPoolCheck(pool.clone()));
-        let state = AppState::new(Inner {
-            settings: Arc::clone(&settings),
-            pool,
-            metrics: Arc::clone(&metrics),
-            health,
-            readiness: Readiness::default(),
-            kernel: self.kernel,
-            cache: ResultCache::from_settings(&settings.cache, &metrics),
-            openapi: std::sync::OnceLock::new(),
-        });
-
+        let cache = ResultCache::from_settings(&settings.cache, &metrics);
         let access_log = if settings.log.access_log_enabled() {
             Some(AccessLog::open(
                 settings.log.access_log_path.as_deref(),
@@ -111,39 +105,69 @@ impl ApplicationBuilder {
         } else {
             None
         };
+        let state = AppState::new(Inner {
+            settings: Arc::clone(&settings),
+            compute: Compute::new(
+                pool.clone(),
+                cache.clone(),
+                self.kernel,
+                settings.compute.intensive_rounds,
+            ),
+            pool,
+            metrics: Arc::clone(&metrics),
+            health,
+            readiness: Readiness::default(),
+            cache,
+            access_log_sink: access_log
+                .as_ref()
+                .filter(|_| settings.log.access_log_path.is_some())
+                .map(|log| log.sink().clone()),
+        });
+
+        let routes = self.routes;
+        let table = Arc::new(RouteTable::new(&routes));
         let context = ContextLayer::new(ContextConfig {
+            routes: Arc::clone(&table),
             metrics,
             access_log: access_log.clone(),
             trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
             server_port: port,
         });
-        let limiter = RateLimiter::from_settings(&settings.rate_limit);
-        let service = middleware::stack(
+        let auth_enabled = settings.auth.enabled;
+        let document = Arc::new(Document::new(move || {
+            serde_json::to_vec(&http::openapi::document(table.paths(), auth_enabled))
+                .expect("the document serializes")
+                .into()
+        }));
+        let admission = Admission::new(auth, RateLimiter::from_settings(&settings.rate_limit));
+        let service = http::stack(
             state.clone(),
             context.clone(),
+            &routes,
             StackOptions {
-                api: Some(routes::api_routes().merge(self.extra_routes)),
+                api: true,
                 operational: settings.server.public_operational_routes,
                 profiling: false,
-                limiter: limiter.clone(),
-                auth,
-                cors: middleware::cors_layer(&settings.cors),
+                admission: admission.clone(),
+                cors: http::cors_layer(&settings.cors),
                 request_timeout: settings.server.request_timeout,
+                document: Arc::clone(&document),
             },
         );
         // The admin listener: health, metrics, documents and profiling, never the API.
         let admin_service = admin_listener.as_ref().map(|_| {
-            middleware::stack(
+            http::stack(
                 state.clone(),
                 context.clone(),
+                &routes,
                 StackOptions {
-                    api: None,
+                    api: false,
                     operational: true,
                     profiling: settings.server.profiling,
-                    limiter: None,
-                    auth: None,
+                    admission: Admission::default(),
                     cors: None,
                     request_timeout: settings.server.request_timeout,
+                    document,
                 },
             )
         });
@@ -153,7 +177,7 @@ impl ApplicationBuilder {
             service,
             admin_service,
             state,
-            limiter,
+            admission,
             access_log,
             tls,
         })
@@ -167,7 +191,7 @@ impl Application {
             settings,
             health: HealthRegistry::default(),
             kernel: crate::pool::intensive_digest,
-            extra_routes: axum::Router::new(),
+            routes: http::routes::builtin(),
         }
     }
 
@@ -194,12 +218,12 @@ impl Application {
     }
 
     /// The complete service (routes and layers), for driving without a socket.
-    pub fn service(&self) -> middleware::Stack {
+    pub fn service(&self) -> http::Stack {
         self.service.clone()
     }
 
-    /// The public listener's certificate, when serving TLS; reload it on SIGHUP.
-    pub fn tls_cert(&self) -> Option<Arc<crate::tls::ReloadableCert>> {
+    /// The public listener's certificate, when serving TLS.
+    pub fn tls_cert(&self) -> Option<Arc<ReloadableCert>> {
         self.tls.as_ref().map(|t| Arc::clone(&t.cert))
     }
 
@@ -209,7 +233,8 @@ impl Application {
     }
 
     /// Serve until `shutdown` resolves, then drain: readiness turns 503 at once, listeners
-    /// close, in-flight requests and queued jobs finish within the shutdown timeout.
+    /// close, in-flight requests and queued jobs finish within the shutdown timeout. A TLS
+    /// certificate is reloaded on SIGHUP and when its files change.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()>,
@@ -230,12 +255,18 @@ impl Application {
             version = crate::VERSION,
             "listening"
         );
+        let reloaders = self.tls_cert().map(|cert| {
+            [
+                tokio::spawn(tls::reload_on_sighup(Arc::clone(&cert))),
+                tokio::spawn(tls::reload_when_changed(cert, CERT_CHECK_INTERVAL)),
+            ]
+        });
         let server = Server::start(self.listener, self.service, limits, self.tls);
         let admin = match (self.admin_listener, self.admin_service) {
             (Some(l), Some(s)) => Some(Server::start(l, s, limits, None)),
             _ => None,
         };
-        let upkeep = Upkeep::start(Arc::clone(&self.state.metrics), self.limiter.clone());
+        let upkeep = Upkeep::start(Arc::clone(&self.state.metrics), self.admission.clone());
 
         shutdown.await;
         let started = Instant::now();
@@ -252,6 +283,9 @@ impl Application {
             admin.shutdown(Duration::from_millis(100)).await;
         }
         drop(upkeep);
+        for task in reloaders.into_iter().flatten() {
+            task.abort();
+        }
         if let Some(log) = &self.access_log {
             log.flush();
         }
@@ -282,7 +316,7 @@ impl Application {
 struct Upkeep(Option<std::sync::mpsc::Sender<()>>);
 
 impl Upkeep {
-    fn start(metrics: Arc<Metrics>, limiter: Option<RateLimiter>) -> Upkeep {
+    fn start(metrics: Arc<Metrics>, admission: Admission) -> Upkeep {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let _ = std::thread::Builder::new()
             .name("floodgate-upkeep".into())
@@ -291,9 +325,7 @@ impl Upkeep {
                     stopped.recv_timeout(Duration::from_secs(1))
                 {
                     metrics.run_upkeep();
-                    if let Some(l) = &limiter {
-                        l.housekeeping();
-                    }
+                    admission.housekeeping();
                 }
             });
         Upkeep(Some(stop))

@@ -11,6 +11,12 @@ pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Sen
 pub trait HealthCheck: Send + Sync {
     fn name(&self) -> &str;
     fn check(&self) -> CheckFuture<'_>;
+    /// Whether a failure takes the instance out of the load balancer (`/health/ready`): true
+    /// for what the instance cannot serve without; false for conditions another replica
+    /// would share, such as load, or a dependency with a fallback.
+    fn gates_readiness(&self) -> bool {
+        true
+    }
 }
 
 /// The result of running every check.
@@ -34,11 +40,20 @@ impl HealthRegistry {
 
     /// Run every check concurrently.
     pub async fn run(&self) -> HealthReport {
-        let results = futures_util::future::join_all(self.checks.iter().map(|c| c.check())).await;
+        Self::run_checks(self.checks.iter()).await
+    }
+
+    /// Run the checks that gate readiness.
+    pub async fn run_readiness(&self) -> HealthReport {
+        Self::run_checks(self.checks.iter().filter(|c| c.gates_readiness())).await
+    }
+
+    async fn run_checks<'a>(
+        checks: impl Iterator<Item = &'a Arc<dyn HealthCheck>> + Clone,
+    ) -> HealthReport {
+        let results = futures_util::future::join_all(checks.clone().map(|c| c.check())).await;
         let mut healthy = true;
-        let checks = self
-            .checks
-            .iter()
+        let checks = checks
             .zip(results)
             .map(|(c, r)| {
                 let status = match r {
@@ -55,12 +70,17 @@ impl HealthRegistry {
     }
 }
 
-/// Unhealthy when the queue is over 90% full or a worker has died.
+/// Unhealthy when the queue is over 90% full or a worker has died. It does not gate
+/// readiness: a full queue already answers fast 503s, and a dead worker is replaced.
 pub struct WorkerPoolCheck(pub crate::pool::WorkerPool);
 
 impl HealthCheck for WorkerPoolCheck {
     fn name(&self) -> &str {
         "worker_pool"
+    }
+
+    fn gates_readiness(&self) -> bool {
+        false
     }
 
     fn check(&self) -> CheckFuture<'_> {

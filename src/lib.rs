@@ -1,27 +1,22 @@
 //! floodgate: an HTTP compute service with a bounded worker pool, admission control,
 //! Prometheus metrics and OTLP traces.
 //!
-//! Data flows one way: [`config`] → [`telemetry`] → [`state`] → [`middleware`] and
-//! [`routes`] → [`pool`]. Only [`app`] wires the pieces together.
+//! Data flows one way: [`config`] → [`observability`] → [`state`] → [`http`] (a transport) →
+//! [`admission`] → [`domain`] → [`pool`]. [`transport`] carries connections to a service it
+//! is given; [`error`] is the one error type every layer returns. Only [`app`] wires the
+//! pieces together. `admission`, `domain` and `pool` know nothing of axum.
 
-pub mod access_log;
+pub mod admission;
 pub mod app;
-pub mod auth;
-pub mod cache;
 pub mod config;
+pub mod domain;
 pub mod error;
-pub mod extract;
 pub mod health;
-pub mod log_sink;
-pub mod metrics;
-pub mod middleware;
-pub mod openapi;
+pub mod http;
+pub mod observability;
 pub mod pool;
-pub mod routes;
-pub mod server;
 pub mod state;
-pub mod telemetry;
-pub mod tls;
+pub mod transport;
 
 pub use app::Application;
 pub use config::Settings;

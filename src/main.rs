@@ -9,9 +9,6 @@ use floodgate::config::{LoadOptions, Settings};
 /// EX_USAGE: the configuration is invalid.
 const EXIT_CONFIG: u8 = 64;
 
-/// How often the TLS certificate files are checked for changes.
-const CERT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// An HTTP compute service with a bounded worker pool.
 #[derive(Parser)]
 #[command(version, about)]
@@ -57,7 +54,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> ExitCode {
-    let mut telemetry = match floodgate::telemetry::init(&settings) {
+    let mut telemetry = match floodgate::observability::telemetry::init(&settings) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("floodgate: {e}");
@@ -76,13 +73,6 @@ async fn run(settings: Settings) -> ExitCode {
             };
         }
     };
-    if let Some(cert) = app.tls_cert() {
-        tokio::spawn(floodgate::tls::reload_on_sighup(cert.clone()));
-        tokio::spawn(floodgate::tls::reload_when_changed(
-            cert,
-            CERT_CHECK_INTERVAL,
-        ));
-    }
     let result = app.run_until_stopped(shutdown_signal()).await;
     telemetry.shutdown();
     match result {

@@ -1,17 +1,17 @@
-//! Shared application state handed to handlers.
+//! The state every transport's handlers share.
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::cache::ResultCache;
 use crate::config::Settings;
+use crate::domain::cache::ResultCache;
+use crate::domain::Compute;
 use crate::health::HealthRegistry;
-use crate::metrics::Metrics;
+use crate::observability::log_sink::LogSink;
+use crate::observability::metrics::{self as m, Metrics};
+use crate::observability::telemetry;
 use crate::pool::WorkerPool;
-
-/// The CPU-bound workload run for intensive requests: `(number, rounds) -> digest`.
-pub type Kernel = fn(u64, u32) -> u64;
 
 /// Cheap to clone; every clone sees the same state.
 #[derive(Clone)]
@@ -20,27 +20,56 @@ pub struct AppState(Arc<Inner>);
 /// What handlers can reach.
 pub struct Inner {
     pub settings: Arc<Settings>,
+    pub compute: Compute,
     pub pool: WorkerPool,
     pub metrics: Arc<Metrics>,
     pub health: HealthRegistry,
     pub readiness: Readiness,
-    pub kernel: Kernel,
     /// Intensive results, when the cache is on.
     pub cache: Option<ResultCache>,
-    /// The serialized OpenAPI document, built on first request (building it at start would
-    /// add its code and allocations to every instance's idle footprint).
-    pub openapi: std::sync::OnceLock<bytes::Bytes>,
+    /// The access log's own sink, when it writes to a file (its losses are counted apart).
+    pub access_log_sink: Option<LogSink>,
 }
 
 impl AppState {
     pub fn new(inner: Inner) -> Self {
         Self(Arc::new(inner))
     }
-}
 
-impl axum::extract::FromRef<AppState> for crate::extract::BodyLimit {
-    fn from_ref(state: &AppState) -> Self {
-        crate::extract::BodyLimit(state.settings.server.max_body_bytes)
+    /// The Prometheus exposition, with the gauges read from live state first.
+    pub fn render_metrics(&self) -> String {
+        let pool = self.pool.status();
+        let metrics = &self.metrics;
+        metrics
+            .gauge(m::JOB_QUEUE_DEPTH)
+            .set(pool.queue_depth as f64);
+        metrics
+            .gauge(m::JOB_QUEUE_CAPACITY)
+            .set(pool.queue_capacity as f64);
+        metrics.gauge(m::WORKERS).set(pool.alive as f64);
+        metrics.gauge(m::WORKERS_BUSY).set(pool.busy as f64);
+        let (queue_full, export_failed) = telemetry::spans_dropped();
+        for (reason, n) in [("queue_full", queue_full), ("export_failed", export_failed)] {
+            metrics
+                .counter(m::SPANS_DROPPED, &[("reason", reason)])
+                .absolute(n);
+        }
+        let access_log_dropped = self.access_log_sink.as_ref().map_or(0, LogSink::dropped);
+        for (sink, n) in [
+            (
+                "stdout",
+                LogSink::stdout_if_started().map_or(0, |s| s.dropped()),
+            ),
+            ("access_log", access_log_dropped),
+        ] {
+            metrics
+                .counter(m::LOG_LINES_DROPPED, &[("sink", sink)])
+                .absolute(n);
+        }
+        if let Some(cache) = &self.cache {
+            cache.publish();
+        }
+        metrics.render()
     }
 }
 

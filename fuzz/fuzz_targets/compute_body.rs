@@ -3,7 +3,8 @@
 #![no_main]
 
 use floodgate::error::ApiError;
-use floodgate::extract::{parse_compute_body, MAX_NUMBER};
+use floodgate::domain::MAX_NUMBER;
+use floodgate::http::extract::parse_compute_body;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -59,10 +59,16 @@ pub enum JobError {
     Stopped,
 }
 
-/// The queue is full; the caller should refuse the request.
+/// Why a job was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("job queue full")]
-pub struct QueueFull;
+pub enum SubmitError {
+    /// The queue is full; the caller should refuse the request as overload.
+    #[error("job queue full")]
+    Full,
+    /// The pool is draining for shutdown and takes no new jobs.
+    #[error("worker pool shutting down")]
+    ShuttingDown,
+}
 
 type Task = Box<dyn FnOnce() -> Outcome + Send>;
 
@@ -141,13 +147,13 @@ impl WorkerPool {
     }
 
     /// Queue `f`; fails at once when the queue is full. The job is parented to the current span.
-    pub fn submit<T, F>(&self, f: F) -> Result<JobHandle<T>, QueueFull>
+    pub fn submit<T, F>(&self, f: F) -> Result<JobHandle<T>, SubmitError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
         if self.shared.stopping.load(Ordering::Relaxed) {
-            return Err(QueueFull);
+            return Err(SubmitError::ShuttingDown);
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
@@ -178,10 +184,11 @@ impl WorkerPool {
         };
         match self.tx.try_send(job) {
             Ok(()) => Ok(JobHandle { id, rx }),
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Full(_)) => {
                 self.shared.metrics.rejected_full.increment(1);
-                Err(QueueFull)
+                Err(SubmitError::Full)
             }
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::ShuttingDown),
         }
     }
 
@@ -354,7 +361,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let _queued = pool.submit(|| ()).unwrap();
-        assert_eq!(pool.submit(|| ()).err(), Some(QueueFull));
+        assert_eq!(pool.submit(|| ()).err(), Some(SubmitError::Full));
         block_tx.send(()).unwrap();
         first.await.unwrap();
     }
@@ -369,6 +376,13 @@ mod tests {
         let status = pool.status();
         assert_eq!(status.alive, 1);
         assert_eq!(status.restarts, 1);
+    }
+
+    #[tokio::test]
+    async fn a_draining_pool_says_so_instead_of_full() {
+        let pool = WorkerPool::start(1, 8, 0, PoolMetrics::default());
+        assert!(pool.shutdown(Duration::from_secs(5)));
+        assert_eq!(pool.submit(|| ()).err(), Some(SubmitError::ShuttingDown));
     }
 
     #[tokio::test]

@@ -74,8 +74,9 @@ async fn hundreds_of_concurrent_intensive_requests_each_get_their_own_result() {
 #[tokio::test]
 async fn a_panicking_handler_becomes_500_and_the_server_keeps_serving() {
     use axum::routing::get;
-    let routes = axum::Router::new().route("/api/v1/boom", get(boom));
-    let app = spawn_builder(Application::builder(test_settings()).with_routes(routes)).await;
+    use floodgate::http::{RouteSpec, Surface};
+    let route = RouteSpec::new(http::Method::GET, "/api/v1/boom", Surface::Api, get(boom));
+    let app = spawn_builder(Application::builder(test_settings()).with_route(route)).await;
     let r = app.get("/api/v1/boom").await;
     let body = assert_envelope(r, 500, "INTERNAL_ERROR").await;
     assert!(
@@ -83,6 +84,12 @@ async fn a_panicking_handler_becomes_500_and_the_server_keeps_serving() {
         "panic text is not leaked"
     );
     assert_eq!(app.compute("fast", 3).await.status(), 200);
+    // An embedder's route is labelled as itself, not lumped in with unknown paths.
+    let exposition = app.exposition().await;
+    assert!(
+        exposition.contains(r#"route="/api/v1/boom",status="500""#),
+        "{exposition}"
+    );
 }
 
 fn panics_on_13(n: u64, rounds: u32) -> u64 {

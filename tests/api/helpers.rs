@@ -20,7 +20,7 @@ pub struct TestApp {
     pub admin: Option<SocketAddr>,
     pub client: reqwest::Client,
     /// The public listener's certificate, when serving TLS.
-    pub tls_cert: Option<std::sync::Arc<floodgate::tls::ReloadableCert>>,
+    pub tls_cert: Option<std::sync::Arc<floodgate::transport::tls::ReloadableCert>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<Summary>>>,
 }
@@ -48,7 +48,7 @@ pub fn init_test_logging() {
 fn tracing_subscriber_init() -> Result<(), ()> {
     let mut s = Settings::default();
     s.log.level = Some("debug".into());
-    std::mem::forget(floodgate::telemetry::init(&s).map_err(|_| ())?);
+    std::mem::forget(floodgate::observability::telemetry::init(&s).map_err(|_| ())?);
     Ok(())
 }
 

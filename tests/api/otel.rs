@@ -246,8 +246,9 @@ async fn traces_are_exported_over_http_protobuf() {
 
 #[tokio::test]
 async fn server_errors_mark_the_span_as_error() {
+    // No protocol set: the specification's default, http/protobuf, is what is spoken.
     let collector = start_collector();
-    let endpoint = format!("http://127.0.0.1:{}", collector.grpc);
+    let endpoint = format!("http://127.0.0.1:{}", collector.http);
     let app = spawn_binary(
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
@@ -384,7 +385,7 @@ async fn requests_are_unaffected_when_the_collector_hangs() {
 #[tokio::test]
 async fn the_sampler_variables_apply() {
     let collector = start_collector();
-    let endpoint = format!("http://127.0.0.1:{}", collector.grpc);
+    let endpoint = format!("http://127.0.0.1:{}", collector.http);
     let app = spawn_binary(
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
@@ -408,7 +409,7 @@ async fn the_sampler_variables_apply() {
 #[tokio::test]
 async fn buffered_spans_are_flushed_at_shutdown() {
     let collector = start_collector();
-    let endpoint = format!("http://127.0.0.1:{}", collector.grpc);
+    let endpoint = format!("http://127.0.0.1:{}", collector.http);
     // A long batch delay: only the shutdown flush can deliver the span in time.
     let mut app = spawn_binary(
         &[

@@ -174,7 +174,7 @@ async fn changed_files_are_picked_up_without_a_signal() {
     let mut files = CertFiles::new();
     let app = spawn_tls(&files).await;
     let cert = app.tls_cert.clone().expect("TLS is on");
-    let watcher = tokio::spawn(floodgate::tls::reload_when_changed(
+    let watcher = tokio::spawn(floodgate::transport::tls::reload_when_changed(
         cert,
         Duration::from_millis(50),
     ));

@@ -3,36 +3,46 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use http::{header, HeaderValue};
 use utoipa_swagger_ui::Config;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
-/// The document for these settings, serialized once at startup.
-pub fn document_json(settings: &crate::config::Settings) -> Bytes {
-    serde_json::to_vec(&crate::openapi::document(settings.auth.enabled))
-        .expect("the document serializes")
-        .into()
+/// The served OpenAPI document, serialized on first request: building it at start would add
+/// its code and allocations to every instance's idle footprint.
+pub struct Document {
+    json: OnceLock<Bytes>,
+    build: Box<dyn Fn() -> Bytes + Send + Sync>,
+}
+
+impl Document {
+    /// A document that `build` makes when first asked for.
+    pub fn new(build: impl Fn() -> Bytes + Send + Sync + 'static) -> Self {
+        Self {
+            json: OnceLock::new(),
+            build: Box::new(build),
+        }
+    }
+
+    fn json(&self) -> Bytes {
+        self.json.get_or_init(|| (self.build)()).clone()
+    }
 }
 
 /// `GET /openapi.json`.
 #[utoipa::path(get, path = "/openapi.json", tag = "docs",
     responses((status = 200, description = "This OpenAPI 3.1 document.", body = Object, content_type = "application/json"))
 )]
-pub async fn openapi_json(State(state): State<AppState>) -> Response {
+pub async fn openapi_json(Extension(document): Extension<Arc<Document>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        state
-            .openapi
-            .get_or_init(|| document_json(&state.settings))
-            .clone(),
+        document.json(),
     )
         .into_response()
 }
@@ -73,7 +83,7 @@ fn serve(file: &str) -> Response {
         Ok(None) => ApiError::NotFound(format!("/docs/{file}")).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot serve the API reference page");
-            ApiError::Internal.into_response()
+            ApiError::InternalError.into_response()
         }
     }
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use http::{header, HeaderMap, HeaderValue};
 use serde::Serialize;
 
-use crate::metrics::{self as m, EXPOSITION_CONTENT_TYPE};
+use crate::observability::metrics::{self as m, EXPOSITION_CONTENT_TYPE};
 use crate::state::AppState;
 
 /// The documented keys, plus refusals split by cause and latency percentiles.
@@ -80,7 +80,7 @@ pub fn snapshot(state: &AppState) -> StatsBody {
         queue_depth: pool.queue_depth,
         worker_count: pool.alive,
         goroutines: m::live_tasks(),
-        timestamp: crate::middleware::unix_now(),
+        timestamp: crate::http::unix_now(),
         rate_limited_count: s.rate_limited_count,
         overloaded_count: s.overloaded_count,
         latency_p50_us: s.latency_p50_us,
@@ -90,28 +90,12 @@ pub fn snapshot(state: &AppState) -> StatsBody {
 }
 
 fn exposition(state: &AppState) -> Response {
-    let pool = state.pool.status();
-    let metrics = &state.metrics;
-    metrics
-        .gauge(m::JOB_QUEUE_DEPTH)
-        .set(pool.queue_depth as f64);
-    metrics
-        .gauge(m::JOB_QUEUE_CAPACITY)
-        .set(pool.queue_capacity as f64);
-    metrics.gauge(m::WORKERS).set(pool.alive as f64);
-    metrics.gauge(m::WORKERS_BUSY).set(pool.busy as f64);
-    metrics
-        .counter(m::SPANS_DROPPED, &[])
-        .absolute(crate::telemetry::spans_dropped());
-    if let Some(cache) = &state.cache {
-        cache.publish();
-    }
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static(EXPOSITION_CONTENT_TYPE),
         )],
-        metrics.render(),
+        state.render_metrics(),
     )
         .into_response()
 }

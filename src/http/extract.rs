@@ -1,20 +1,14 @@
-//! Request extractors whose rejections are [`ApiError`]s.
+//! Request extractors whose rejections are [`ApiError`]s, and the JSON body rules.
 
 use axum::extract::{FromRef, FromRequest, Request};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
+use crate::domain::{ComputeInput, MAX_NUMBER};
 use crate::error::ApiError;
+use crate::state::AppState;
 
-/// Largest accepted `number`.
-pub const MAX_NUMBER: u64 = 1_000_000;
-
-/// A compute request: `{"number": n}` with `n` an integer in `0..=1_000_000`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ComputeInput {
-    pub number: u64,
-}
-
+/// A compute request: `{"number": n}` with `n` an integer in `0..=1_000_000`, read from a JSON body.
 impl<S> FromRequest<S> for ComputeInput
 where
     S: Send + Sync,
@@ -67,6 +61,12 @@ pub struct ComputeRequest {
 /// The body-size limit in force, taken from the state so the extractor can name it.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
+
+impl FromRef<AppState> for BodyLimit {
+    fn from_ref(state: &AppState) -> Self {
+        BodyLimit(state.settings.server.max_body_bytes)
+    }
+}
 
 fn is_json(headers: &http::HeaderMap) -> bool {
     let Some(ct) = headers

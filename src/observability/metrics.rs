@@ -33,6 +33,7 @@ pub const JOB_QUEUE_WAIT: &str = "floodgate_job_queue_wait_seconds";
 pub const JOB_DURATION: &str = "floodgate_job_duration_seconds";
 pub const BUILD_INFO: &str = "floodgate_build_info";
 pub const SPANS_DROPPED: &str = "floodgate_otel_spans_dropped_total";
+pub const LOG_LINES_DROPPED: &str = "floodgate_log_lines_dropped_total";
 pub const CACHE_REQUESTS: &str = "floodgate_cache_requests_total";
 pub const CACHE_EVICTIONS: &str = "floodgate_cache_evictions_total";
 pub const CACHE_ENTRIES: &str = "floodgate_cache_entries";
@@ -43,16 +44,43 @@ pub const TOKIO_GLOBAL_QUEUE_DEPTH: &str = "tokio_runtime_global_queue_depth";
 /// Content type of the Prometheus text exposition.
 pub const EXPOSITION_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// HTTP methods kept as label values; others are reported as `_OTHER`, as OpenTelemetry asks.
-const METHODS: [&str; 8] = [
-    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "_OTHER",
-];
+/// A request method as a label value: the common HTTP methods, others as `_OTHER` (as
+/// OpenTelemetry asks). Transports map their own method type onto it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodLabel {
+    Get,
+    Post,
+    Put,
+    Delete,
+    Patch,
+    Head,
+    Options,
+    Other,
+}
+
+impl MethodLabel {
+    const COUNT: usize = 8;
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MethodLabel::Get => "GET",
+            MethodLabel::Post => "POST",
+            MethodLabel::Put => "PUT",
+            MethodLabel::Delete => "DELETE",
+            MethodLabel::Patch => "PATCH",
+            MethodLabel::Head => "HEAD",
+            MethodLabel::Options => "OPTIONS",
+            MethodLabel::Other => "_OTHER",
+        }
+    }
+}
 /// Status codes whose series are cached; any other status is registered on use.
 const STATUSES: [u16; 14] = [
     200, 400, 404, 405, 408, 413, 415, 429, 431, 500, 503, 401, 403, 422,
 ];
-/// Upper bound on distinct routes (route templates are a small fixed set).
-pub const MAX_ROUTES: usize = 16;
+/// Routes whose series are cached; a route table larger than this still works, its extra
+/// routes registering their series on use.
+pub const MAX_ROUTES: usize = 32;
 
 /// A route as metrics see it: a template label and whether it counts as API traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,11 +95,21 @@ pub struct RouteLabel {
     pub recorded: bool,
 }
 
-/// How a request ended, beyond its status code.
+/// Refusals counted on their own in the statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum Refused {
     RateLimited,
     Overloaded,
+}
+
+/// How a request ended, in terms every transport can state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub method: MethodLabel,
+    /// The HTTP status, or its equivalent for other transports.
+    pub status: u16,
+    pub refused: Option<Refused>,
+    pub elapsed: Duration,
 }
 
 struct Series {
@@ -108,7 +146,7 @@ pub struct StatsSnapshot {
 }
 
 impl RequestStats {
-    fn record(&self, status: u16, refusal: Option<Refusal>, latency: Duration) {
+    fn record(&self, status: u16, refused: Option<Refused>, latency: Duration) {
         let us = latency.as_micros().min(u64::MAX as u128) as u64;
         self.total.fetch_add(1, Ordering::Relaxed);
         if (200..300).contains(&status) {
@@ -116,11 +154,11 @@ impl RequestStats {
         } else if status >= 400 {
             self.error.fetch_add(1, Ordering::Relaxed);
         }
-        match refusal {
-            Some(Refusal::RateLimited) => {
+        match refused {
+            Some(Refused::RateLimited) => {
                 self.rate_limited.fetch_add(1, Ordering::Relaxed);
             }
-            Some(Refusal::Overloaded) => {
+            Some(Refused::Overloaded) => {
                 self.overloaded.fetch_add(1, Ordering::Relaxed);
             }
             None => {}
@@ -195,7 +233,15 @@ impl Metrics {
             |name: &'static str| recorder.register_counter(&Key::from_name(name), &metadata());
         let rate_limited = reg(RATE_LIMITED_TOTAL);
         // Register zero-valued series up front so dashboards and alerts see them from the start.
-        let _ = reg(SPANS_DROPPED);
+        for (name, label, values) in [
+            (SPANS_DROPPED, "reason", ["queue_full", "export_failed"]),
+            (LOG_LINES_DROPPED, "sink", ["stdout", "access_log"]),
+        ] {
+            for value in values {
+                let key = Key::from_parts(name, vec![Label::new(label, value)]);
+                let _ = recorder.register_counter(&key, &metadata());
+            }
+        }
         let active = recorder.register_gauge(&Key::from_name(HTTP_ACTIVE_REQUESTS), &metadata());
         recorder
             .register_gauge(
@@ -209,7 +255,7 @@ impl Metrics {
                 &metadata(),
             )
             .set(1.0);
-        let series = (0..MAX_ROUTES * METHODS.len() * STATUSES.len())
+        let series = (0..MAX_ROUTES * MethodLabel::COUNT * STATUSES.len())
             .map(|_| OnceLock::new())
             .collect();
         Self {
@@ -249,46 +295,44 @@ impl Metrics {
     }
 
     /// A request finished: count it in the Prometheus series and the JSON statistics.
-    pub fn record_request(
-        &self,
-        route: RouteLabel,
-        method: &http::Method,
-        status: u16,
-        refusal: Option<Refusal>,
-        elapsed: Duration,
-    ) {
+    pub fn record_request(&self, route: RouteLabel, outcome: Outcome) {
         if !route.recorded {
             return;
         }
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
-        let method_index = method_index(method);
+        let Outcome {
+            method,
+            status,
+            refused,
+            elapsed,
+        } = outcome;
         let secs = elapsed.as_secs_f64();
         match STATUSES.iter().position(|s| *s == status) {
             Some(status_index) if route.index < MAX_ROUTES => {
-                let slot =
-                    (route.index * METHODS.len() + method_index) * STATUSES.len() + status_index;
+                let slot = (route.index * MethodLabel::COUNT + method as usize) * STATUSES.len()
+                    + status_index;
                 let series = self.series[slot]
-                    .get_or_init(|| self.register_series(route.template, method_index, status));
+                    .get_or_init(|| self.register_series(route.template, method, status));
                 series.requests.increment(1);
                 series.duration.record(secs);
             }
             _ => {
-                let series = self.register_series(route.template, method_index, status);
+                let series = self.register_series(route.template, method, status);
                 series.requests.increment(1);
                 series.duration.record(secs);
             }
         }
-        if refusal == Some(Refusal::RateLimited) {
+        if refused == Some(Refused::RateLimited) {
             self.rate_limited.increment(1);
         }
         if route.api {
-            self.stats.record(status, refusal, elapsed);
+            self.stats.record(status, refused, elapsed);
         }
     }
 
-    fn register_series(&self, route: &'static str, method_index: usize, status: u16) -> Series {
+    fn register_series(&self, route: &'static str, method: MethodLabel, status: u16) -> Series {
         let labels = vec![
-            Label::new("method", METHODS[method_index]),
+            Label::new("method", method.as_str()),
             Label::new("route", route),
             Label::new("status", status.to_string()),
         ];
@@ -340,19 +384,6 @@ pub fn live_tasks() -> usize {
         .unwrap_or(0)
 }
 
-fn method_index(method: &http::Method) -> usize {
-    match *method {
-        http::Method::GET => 0,
-        http::Method::POST => 1,
-        http::Method::PUT => 2,
-        http::Method::DELETE => 3,
-        http::Method::PATCH => 4,
-        http::Method::HEAD => 5,
-        http::Method::OPTIONS => 6,
-        _ => 7,
-    }
-}
-
 fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
     Key::from_parts(
         name,
@@ -368,119 +399,146 @@ fn metadata() -> Metadata<'static> {
     META.clone()
 }
 
-fn describe(r: &PrometheusRecorder) {
-    let d = |name: &'static str, unit: Option<Unit>, help: &'static str, kind: u8| {
-        let name = metrics::KeyName::from(name);
-        match kind {
-            0 => r.describe_counter(name, unit, help.into()),
-            1 => r.describe_gauge(name, unit, help.into()),
-            _ => r.describe_histogram(name, unit, help.into()),
-        }
-    };
-    d(
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric's type, unit and help text.
+const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
+    (
         HTTP_REQUESTS_TOTAL,
+        Kind::Counter,
         Some(Unit::Count),
         "HTTP requests completed, by method, route template and status code.",
-        0,
-    );
-    d(
+    ),
+    (
         HTTP_REQUEST_DURATION,
+        Kind::Histogram,
         Some(Unit::Seconds),
         "Time from receiving a request to producing its response.",
-        2,
-    );
-    d(
+    ),
+    (
         HTTP_ACTIVE_REQUESTS,
+        Kind::Gauge,
         Some(Unit::Count),
         "Requests being processed now.",
-        1,
-    );
-    d(
+    ),
+    (
         RATE_LIMITED_TOTAL,
+        Kind::Counter,
         Some(Unit::Count),
         "Requests refused by the rate limiter (429).",
-        0,
-    );
-    d(
+    ),
+    (
         JOBS_TOTAL,
+        Kind::Counter,
         Some(Unit::Count),
         "Worker-pool jobs by outcome: completed, rejected_full, cancelled, failed.",
-        0,
-    );
-    d(
+    ),
+    (
         JOB_QUEUE_DEPTH,
+        Kind::Gauge,
         Some(Unit::Count),
         "Jobs waiting in the worker-pool queue.",
-        1,
-    );
-    d(
+    ),
+    (
         JOB_QUEUE_CAPACITY,
+        Kind::Gauge,
         Some(Unit::Count),
         "Capacity of the worker-pool queue.",
-        1,
-    );
-    d(WORKERS, Some(Unit::Count), "Live worker threads.", 1);
-    d(
+    ),
+    (
+        WORKERS,
+        Kind::Gauge,
+        Some(Unit::Count),
+        "Live worker threads.",
+    ),
+    (
         WORKERS_BUSY,
+        Kind::Gauge,
         Some(Unit::Count),
         "Worker threads running a job now.",
-        1,
-    );
-    d(
+    ),
+    (
         JOB_QUEUE_WAIT,
+        Kind::Histogram,
         Some(Unit::Seconds),
         "Time jobs spent queued before a worker took them.",
-        2,
-    );
-    d(
+    ),
+    (
         JOB_DURATION,
+        Kind::Histogram,
         Some(Unit::Seconds),
         "Time workers spent running jobs.",
-        2,
-    );
-    d(
+    ),
+    (
         BUILD_INFO,
+        Kind::Gauge,
         None,
         "Always 1; labels carry the version and commit.",
-        1,
-    );
-    d(
+    ),
+    (
         SPANS_DROPPED,
+        Kind::Counter,
         Some(Unit::Count),
-        "Spans dropped because the export buffer was full or the exporter failed.",
-        0,
-    );
-    d(
+        "Spans not exported, by reason: queue_full (the export buffer was full) or export_failed.",
+    ),
+    (
         CACHE_REQUESTS,
+        Kind::Counter,
         Some(Unit::Count),
         "Result-cache look-ups by result: hit or miss.",
-        0,
-    );
-    d(
+    ),
+    (
         CACHE_EVICTIONS,
+        Kind::Counter,
         Some(Unit::Count),
         "Result-cache entries removed, by cause: size or expired.",
-        0,
-    );
-    d(
+    ),
+    (
         CACHE_ENTRIES,
+        Kind::Gauge,
         Some(Unit::Count),
         "Entries in the result cache.",
-        1,
-    );
-    d(
+    ),
+    (
         TOKIO_WORKERS,
+        Kind::Gauge,
         Some(Unit::Count),
         "Async runtime worker threads.",
-        1,
-    );
-    d(TOKIO_ALIVE_TASKS, Some(Unit::Count), "Live async tasks.", 1);
-    d(
+    ),
+    (
+        TOKIO_ALIVE_TASKS,
+        Kind::Gauge,
+        Some(Unit::Count),
+        "Live async tasks.",
+    ),
+    (
         TOKIO_GLOBAL_QUEUE_DEPTH,
+        Kind::Gauge,
         Some(Unit::Count),
         "Tasks waiting in the async runtime's global queue.",
-        1,
-    );
+    ),
+    (
+        LOG_LINES_DROPPED,
+        Kind::Counter,
+        Some(Unit::Count),
+        "Log lines dropped because the log writer fell behind, by sink: stdout or access_log.",
+    ),
+];
+
+fn describe(r: &PrometheusRecorder) {
+    for &(name, kind, unit, help) in DESCRIPTIONS {
+        let name = metrics::KeyName::from(name);
+        match kind {
+            Kind::Counter => r.describe_counter(name, unit, help.into()),
+            Kind::Gauge => r.describe_gauge(name, unit, help.into()),
+            Kind::Histogram => r.describe_histogram(name, unit, help.into()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -505,22 +563,26 @@ mod tests {
         let m = Metrics::new();
         for status in [200, 200, 400, 429] {
             m.request_started(API);
-            let refusal = (status == 429).then_some(Refusal::RateLimited);
+            let refused = (status == 429).then_some(Refused::RateLimited);
             m.record_request(
                 API,
-                &http::Method::POST,
-                status,
-                refusal,
-                Duration::from_micros(100),
+                Outcome {
+                    method: MethodLabel::Post,
+                    status,
+                    refused,
+                    elapsed: Duration::from_micros(100),
+                },
             );
         }
         m.request_started(HEALTH);
         m.record_request(
             HEALTH,
-            &http::Method::GET,
-            200,
-            None,
-            Duration::from_micros(10),
+            Outcome {
+                method: MethodLabel::Get,
+                status: 200,
+                refused: None,
+                elapsed: Duration::from_micros(10),
+            },
         );
         let s = m.stats();
         assert_eq!(s.total_requests, 4);
@@ -546,10 +608,12 @@ mod tests {
         a.request_started(API);
         a.record_request(
             API,
-            &http::Method::POST,
-            200,
-            None,
-            Duration::from_micros(5),
+            Outcome {
+                method: MethodLabel::Post,
+                status: 200,
+                refused: None,
+                elapsed: Duration::from_micros(5),
+            },
         );
         assert_eq!(a.stats().total_requests, 1);
         assert_eq!(b.stats().total_requests, 0);

@@ -24,6 +24,8 @@ struct Inner {
     dropped: AtomicU64,
 }
 
+static STDOUT: OnceLock<LogSink> = OnceLock::new();
+
 /// A cheap handle to a sink; clones share it.
 #[derive(Clone)]
 pub struct LogSink(Arc<Inner>);
@@ -31,10 +33,14 @@ pub struct LogSink(Arc<Inner>);
 impl LogSink {
     /// The process-wide standard-output sink (one, so lines from all writers never interleave).
     pub fn stdout() -> LogSink {
-        static STDOUT: OnceLock<LogSink> = OnceLock::new();
         STDOUT
             .get_or_init(|| LogSink::start(Box::new(std::io::stdout()), "floodgate-stdout"))
             .clone()
+    }
+
+    /// The standard-output sink, if anything has started it.
+    pub fn stdout_if_started() -> Option<LogSink> {
+        STDOUT.get().cloned()
     }
 
     /// A sink appending to `path`.

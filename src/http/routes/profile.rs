@@ -48,10 +48,10 @@ pub async fn profile(uri: Uri) -> Result<Response, ApiError> {
         take(Duration::from_secs(seconds), format)
     })
     .await
-    .map_err(|_| ApiError::Internal)?;
+    .map_err(|_| ApiError::InternalError)?;
     let body = result.map_err(|e| {
         tracing::error!(error = %e, "profiling failed");
-        ApiError::Internal
+        ApiError::InternalError
     })?;
     let content_type = match format {
         Format::Pprof => "application/octet-stream",

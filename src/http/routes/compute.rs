@@ -1,17 +1,16 @@
-//! The compute endpoints.
-
-use std::time::Duration;
+//! The compute endpoints: HTTP in and out; the work is [`crate::domain::Compute`]'s.
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 
+use crate::domain::{ComputeInput, Computed};
 use crate::error::ApiError;
-use crate::extract::{ComputeInput, ComputeRequest};
-use crate::middleware::RequestInfo;
-use crate::openapi::ComputeErrors;
-use crate::pool::JobError;
+use crate::http::context::{unix_now, RequestInfo};
+use crate::http::error::ComputeErrors;
+use crate::http::extract::ComputeRequest;
 use crate::state::AppState;
 
 /// A successful compute response.
@@ -37,10 +36,11 @@ pub struct ComputeResponse<'a> {
     security((), ("bearer" = []), ("api_key" = [])),
 )]
 pub async fn fast(
+    State(state): State<AppState>,
     Extension(info): Extension<RequestInfo>,
     input: ComputeInput,
-) -> axum::response::Response {
-    respond(&info, 0, input.number * input.number, None, false)
+) -> Response {
+    respond(&info, state.compute.fast(input))
 }
 
 /// `POST /api/v1/compute`: the documented alias of the fast endpoint.
@@ -50,10 +50,11 @@ pub async fn fast(
     security((), ("bearer" = []), ("api_key" = [])),
 )]
 pub async fn compute(
+    state: State<AppState>,
     info: Extension<RequestInfo>,
     input: ComputeInput,
-) -> axum::response::Response {
-    fast(info, input).await
+) -> Response {
+    fast(state, info, input).await
 }
 
 /// `POST /api/v1/compute/intensive`: `number²` plus the CPU-bound digest, on the worker pool
@@ -67,51 +68,20 @@ pub async fn intensive(
     State(state): State<AppState>,
     Extension(info): Extension<RequestInfo>,
     input: ComputeInput,
-) -> Result<axum::response::Response, ApiError> {
-    let n = input.number;
-    let rounds = state.settings.compute.intensive_rounds;
-    if let Some((result, digest)) = state.cache.as_ref().and_then(|c| c.get(n, rounds)) {
-        return Ok(respond(&info, 0, result, Some(digest), true));
-    }
-    let kernel = state.kernel;
-    let job = state
-        .pool
-        .submit(move || (n * n, kernel(n, rounds)))
-        .map_err(|_| ApiError::Overloaded {
-            retry_after: Duration::from_secs(1),
-        })?;
-    let job_id = job.id();
-    let (result, digest) = job.await.map_err(|e| match e {
-        JobError::Failed(msg) => {
-            tracing::error!(job_id, request_id = info.id(), error = %msg, "intensive job failed");
-            ApiError::Processing(format!("job {job_id} failed while processing"))
-        }
-        JobError::Stopped => ApiError::Overloaded {
-            retry_after: Duration::from_secs(1),
-        },
-    })?;
-    if let Some(cache) = &state.cache {
-        cache.insert(n, rounds, (result, digest));
-    }
-    Ok(respond(&info, job_id, result, Some(digest), false))
+) -> Result<Response, ApiError> {
+    let computed = state.compute.intensive(input).await?;
+    Ok(respond(&info, computed))
 }
 
-fn respond(
-    info: &RequestInfo,
-    job_id: u64,
-    result: u64,
-    digest: Option<u64>,
-    cached: bool,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
+fn respond(info: &RequestInfo, c: Computed) -> Response {
     Json(ComputeResponse {
         request_id: info.id(),
-        job_id,
-        result,
+        job_id: c.job_id,
+        result: c.result,
         latency_us: info.start.elapsed().as_micros() as u64,
-        timestamp: crate::middleware::unix_now(),
-        digest,
-        cached,
+        timestamp: unix_now(),
+        digest: c.digest,
+        cached: c.cached,
     })
     .into_response()
 }

@@ -12,7 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -26,16 +26,25 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::client_ip::client_ip;
-use crate::access_log::{AccessLog, AccessRecord};
-use crate::error::{self, ApiError};
-use crate::metrics::{Metrics, Refusal};
-use crate::routes::Route;
+use super::error;
+use super::table::{RouteId, RouteTable};
+use crate::error::ApiError;
+use crate::observability::access_log::{AccessLog, AccessRecord};
+use crate::observability::metrics::{MethodLabel, Metrics, Outcome, Refused};
+use crate::observability::telemetry;
 
 /// `X-Request-ID`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+/// Seconds since the Unix epoch, for `timestamp` fields.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// What handlers and inner layers may know about their request (one extension, so one
 /// insertion per request).
@@ -57,6 +66,7 @@ impl RequestInfo {
 
 /// What the layer needs, shared by every request.
 pub struct ContextConfig {
+    pub routes: Arc<RouteTable>,
     pub metrics: Arc<Metrics>,
     pub access_log: Option<AccessLog>,
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -104,13 +114,13 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let start = Instant::now();
-        let route = Route::from_path(req.uri().path());
+        let route = self.config.routes.classify(req.uri().path());
         let id = request_id(req.headers());
         let client = client_ip(&req, &self.config.trusted_proxies);
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let span = if route.label().recorded {
-            server_span(&req, route, &id, client, self.config.server_port)
+        let span = if self.config.routes.label(route).recorded {
+            server_span(&req, &self.config, route, &id, client)
         } else {
             Span::none()
         };
@@ -119,7 +129,9 @@ where
             start,
             client,
         });
-        self.config.metrics.request_started(route.label());
+        self.config
+            .metrics
+            .request_started(self.config.routes.label(route));
         let inner = {
             let _entered = span.enter();
             AssertUnwindSafe(self.inner.call(req)).catch_unwind()
@@ -153,7 +165,7 @@ pin_project_lite::pin_project! {
 struct Finish {
     config: Arc<ContextConfig>,
     start: Instant,
-    route: Route,
+    route: RouteId,
     id: HeaderValue,
     method: Method,
     uri: Uri,
@@ -180,7 +192,7 @@ where
                     panic = %crate::pool::panic_message(&panic),
                     "handler panicked"
                 );
-                ApiError::Internal.into_response()
+                ApiError::InternalError.into_response()
             }
         };
         Poll::Ready(Ok(done.finish(response, this.span)))
@@ -190,18 +202,18 @@ where
 impl Finish {
     fn finish(self, mut response: Response, span: &Span) -> Response {
         let id_str = self.id.to_str().unwrap_or_default();
-        let mut refusal = None;
+        let mut refused = None;
         if let Some(err) = response.extensions_mut().remove::<ApiError>() {
-            refusal = match err {
-                ApiError::RateLimited { .. } => Some(Refusal::RateLimited),
-                ApiError::Overloaded { .. } => Some(Refusal::Overloaded),
+            refused = match err {
+                ApiError::RateLimitExceeded { .. } => Some(Refused::RateLimited),
+                ApiError::ServiceOverloaded { .. } => Some(Refused::Overloaded),
                 _ => None,
             };
             let inner_headers = std::mem::take(response.headers_mut());
-            response = error::render(&err, id_str, super::unix_now());
+            response = error::render(&err, id_str, unix_now());
             keep_headers(response.headers_mut(), inner_headers);
         }
-        let label = self.route.label();
+        let label = self.config.routes.label(self.route);
         let headers = response.headers_mut();
         headers.insert(X_REQUEST_ID.clone(), self.id.clone());
         headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
@@ -211,9 +223,15 @@ impl Finish {
         }
         let status = response.status().as_u16();
         let elapsed = self.start.elapsed();
-        self.config
-            .metrics
-            .record_request(label, &self.method, status, refusal, elapsed);
+        self.config.metrics.record_request(
+            label,
+            Outcome {
+                method: method_label(&self.method),
+                status,
+                refused,
+                elapsed,
+            },
+        );
         if !label.recorded {
             return response;
         }
@@ -222,7 +240,7 @@ impl Finish {
             span.record("otel.status_code", "ERROR");
         }
         let mut trace_ids = None;
-        if crate::telemetry::otel_active() {
+        if telemetry::otel_active() {
             let cx = span.context();
             let sc = cx.span().span_context().clone();
             if sc.is_valid() {
@@ -250,7 +268,7 @@ impl Finish {
 /// Carry headers that inner layers set (CORS, `Cache-Control`) onto the rendered envelope,
 /// except those the envelope defines itself.
 fn keep_headers(rendered: &mut HeaderMap, inner: HeaderMap) {
-    use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+    use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
     let mut last = None;
     for (name, value) in inner {
         let name = match name {
@@ -263,7 +281,15 @@ fn keep_headers(rendered: &mut HeaderMap, inner: HeaderMap) {
                 None => continue,
             },
         };
-        if [CONTENT_TYPE, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE].contains(&name) {
+        if [
+            CONTENT_TYPE,
+            CONTENT_LENGTH,
+            RETRY_AFTER,
+            WWW_AUTHENTICATE,
+            CONNECTION,
+        ]
+        .contains(&name)
+        {
             continue;
         }
         rendered.append(name, value);
@@ -285,28 +311,29 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 fn server_span(
     req: &Request,
-    route: Route,
+    config: &ContextConfig,
+    route: RouteId,
     id: &HeaderValue,
     client: Option<IpAddr>,
-    port: u16,
 ) -> Span {
+    let routes = &config.routes;
     let span = tracing::info_span!(
         target: super::HTTP_SPAN_TARGET,
         "request",
-        otel.name = tracing::field::display(span_name(req.method(), route)),
+        otel.name = tracing::field::display(routes.span_name(route, req.method())),
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = req.method().as_str(),
-        http.route = route.template(),
+        http.route = routes.label(route).template,
         url.path = req.uri().path(),
         client.address = client.map(tracing::field::display),
-        server.port = i64::from(port),
+        server.port = i64::from(config.server_port),
         request_id = id.to_str().unwrap_or_default(),
         http.response.status_code = Empty,
         trace_id = Empty,
         span_id = Empty,
     );
-    if crate::telemetry::otel_active() && !span.is_disabled() {
+    if telemetry::otel_active() && !span.is_disabled() {
         let parent = opentelemetry::global::get_text_map_propagator(|p| {
             p.extract(&HeaderExtractor(req.headers()))
         });
@@ -325,25 +352,18 @@ fn server_span(
     span
 }
 
-/// `METHOD /route`, without allocating for the routes and methods that matter.
-fn span_name(method: &Method, route: Route) -> std::borrow::Cow<'static, str> {
-    macro_rules! names {
-        ($($m:ident $r:ident => $s:literal),* $(,)?) => {
-            match (method, route) {
-                $((m, Route::$r) if *m == Method::$m => return $s.into(),)*
-                _ => {}
-            }
-        };
+/// The method as a metric label.
+fn method_label(method: &Method) -> MethodLabel {
+    match *method {
+        Method::GET => MethodLabel::Get,
+        Method::POST => MethodLabel::Post,
+        Method::PUT => MethodLabel::Put,
+        Method::DELETE => MethodLabel::Delete,
+        Method::PATCH => MethodLabel::Patch,
+        Method::HEAD => MethodLabel::Head,
+        Method::OPTIONS => MethodLabel::Options,
+        _ => MethodLabel::Other,
     }
-    names! {
-        GET Health => "GET /health",
-        GET Live => "GET /health/live",
-        GET Ready => "GET /health/ready",
-        POST ComputeFast => "POST /api/v1/compute/fast",
-        POST Compute => "POST /api/v1/compute",
-        POST ComputeIntensive => "POST /api/v1/compute/intensive",
-    }
-    format!("{} {}", method, route.template()).into()
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);

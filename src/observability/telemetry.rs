@@ -3,15 +3,17 @@
 //! [`init`] installs them once; the returned [`TelemetryGuard`] flushes buffered log lines and
 //! spans when dropped, so `main` keeps it alive until the very end.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::Context;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData,
+    SpanExporter, SpanProcessor,
 };
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::filter::{filter_fn, FilterExt};
@@ -19,15 +21,21 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{Environment, LogFormat, OtelSettings, OtlpProtocol, Settings};
-use crate::log_sink::LogSink;
+use super::log_sink::LogSink;
+use crate::config::{Environment, LogFormat, OtelSettings, OtlpProtocol, SamplerKind, Settings};
 
-/// Spans lost because export failed; read into `floodgate_otel_spans_dropped_total`.
-static SPANS_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Spans refused because the export buffer was full.
+static SPANS_QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
+/// Spans in batches the exporter failed to deliver.
+static SPANS_EXPORT_FAILED: AtomicU64 = AtomicU64::new(0);
 
-/// Spans dropped by the exporter since start.
-pub fn spans_dropped() -> u64 {
-    SPANS_DROPPED.load(Ordering::Relaxed)
+/// Spans lost since start, `(queue_full, export_failed)`; read into
+/// `floodgate_otel_spans_dropped_total{reason}`.
+pub fn spans_dropped() -> (u64, u64) {
+    (
+        SPANS_QUEUE_FULL.load(Ordering::Relaxed),
+        SPANS_EXPORT_FAILED.load(Ordering::Relaxed),
+    )
 }
 
 /// Keeps the log writer and tracer provider alive; flushes both on drop.
@@ -165,9 +173,17 @@ fn tracer_provider(otel: &OtelSettings, env: Environment) -> Result<SdkTracerPro
     if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
         batch = batch.with_scheduled_delay(Duration::from_secs(1));
     }
-    let processor = BatchSpanProcessor::builder(CountingExporter(Arc::new(exporter)))
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let processor = Bounded {
+        inner: BatchSpanProcessor::builder(CountingExporter {
+            inner: Arc::new(exporter),
+            in_flight: Arc::clone(&in_flight),
+        })
         .with_batch_config(batch.build())
-        .build();
+        .build(),
+        in_flight,
+        capacity: otel.max_queue_size,
+    };
 
     let mut attributes = vec![
         KeyValue::new("service.version", crate::VERSION),
@@ -193,40 +209,94 @@ fn tracer_provider(otel: &OtelSettings, env: Environment) -> Result<SdkTracerPro
 
 fn sampler(otel: &OtelSettings) -> Sampler {
     let ratio = Sampler::TraceIdRatioBased(otel.sampler_arg);
-    match otel.sampler.as_str() {
-        "always_on" => Sampler::AlwaysOn,
-        "always_off" => Sampler::AlwaysOff,
-        "traceidratio" => ratio,
-        "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-        _ => Sampler::ParentBased(Box::new(ratio)),
+    match otel.sampler {
+        SamplerKind::AlwaysOn => Sampler::AlwaysOn,
+        SamplerKind::AlwaysOff => Sampler::AlwaysOff,
+        SamplerKind::TraceIdRatio => ratio,
+        SamplerKind::ParentbasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerKind::ParentbasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerKind::ParentbasedTraceIdRatio => Sampler::ParentBased(Box::new(ratio)),
     }
 }
 
-/// Counts spans in batches that failed to export.
+/// Holds the batch processor to `capacity` spans between a span's end and its export, so a
+/// span that would not fit is refused here and counted: the batch processor itself drops
+/// spans from a full queue without saying how many.
 #[derive(Debug)]
-struct CountingExporter<E>(Arc<E>);
+struct Bounded {
+    inner: BatchSpanProcessor,
+    /// Spans handed to `inner` and not yet through the exporter.
+    in_flight: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            SPANS_QUEUE_FULL.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Counts spans in batches that failed to export, and releases their room in [`Bounded`].
+#[derive(Debug)]
+struct CountingExporter<E> {
+    inner: Arc<E>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+struct Release<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
+    }
+}
 
 impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len() as u64;
-        let result = self.0.export(batch).await;
+        let n = batch.len();
+        // Released however the export ends, even if its future is dropped half-way.
+        let _release = Release(&self.in_flight, n);
+        let result = self.inner.export(batch).await;
         if result.is_err() {
-            SPANS_DROPPED.fetch_add(n, Ordering::Relaxed);
+            SPANS_EXPORT_FAILED.fetch_add(n as u64, Ordering::Relaxed);
         }
         result
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
+        self.inner.shutdown_with_timeout(timeout)
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.0.force_flush()
+        self.inner.force_flush()
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        if let Some(inner) = Arc::get_mut(&mut self.0) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.set_resource(resource);
         }
     }

@@ -47,8 +47,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
     };
     let body = HealthBody {
         status: report.checks.into_iter().collect(),
-        timestamp: crate::middleware::unix_now(),
-        goroutines: crate::metrics::live_tasks(),
+        timestamp: crate::http::unix_now(),
+        goroutines: crate::observability::metrics::live_tasks(),
         version: crate::VERSION,
     };
     (code, Json(body)).into_response()
@@ -66,11 +66,13 @@ pub async fn live() -> Response {
     .into_response()
 }
 
-/// `GET /health/ready`: 503 while draining at shutdown or while a check fails.
+/// `GET /health/ready`: 503 while draining at shutdown or while a check that gates readiness
+/// fails. Load on the service (a full queue) is not one: every replica is loaded alike, so
+/// taking loaded pods out of the load balancer would turn overload into an outage.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
         (status = 200, description = "Ready for traffic.", body = ProbeBody),
-        (status = 503, description = "Draining at shutdown, or a check fails.", body = ProbeBody),
+        (status = 503, description = "Draining at shutdown, or a check that gates readiness fails.", body = ProbeBody),
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Response {
@@ -84,7 +86,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    let report = state.health.run().await;
+    let report = state.health.run_readiness().await;
     if report.healthy {
         Json(ProbeBody {
             status: "ready",

@@ -1,4 +1,4 @@
-//! Credentials for the compute API: API keys, configured only as SHA-256 hashes and compared
+//! Who is calling: API keys, configured only as SHA-256 hashes and compared
 //! in constant time, and JWTs (HS256 with a shared secret, or RS256/ES256 from a JWKS file).
 //!
 //! Nothing here logs or returns a credential: failures carry fixed reasons only.
@@ -13,8 +13,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::Refusal;
 use crate::config::{is_sha256_hex, AuthSettings};
-use crate::error::ApiError;
 
 /// `X-API-Key`.
 pub static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
@@ -120,7 +120,7 @@ impl Authenticator {
     }
 
     /// The principal the request's credentials prove, or the 401/403 to answer with.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Refusal> {
         if let Some(key) = headers.get(&X_API_KEY) {
             // Two credentials are ambiguous (RFC 6750 §2 allows one method per request);
             // accepting the valid one would hide that the other is wrong.
@@ -158,7 +158,7 @@ impl Authenticator {
         }
     }
 
-    fn verify_key(&self, presented: &[u8]) -> Result<Principal, ApiError> {
+    fn verify_key(&self, presented: &[u8]) -> Result<Principal, Refusal> {
         if self.keys.is_empty() {
             return Err(unauthorized("API keys are not accepted; send a JWT", true));
         }
@@ -176,7 +176,7 @@ impl Authenticator {
         }
     }
 
-    fn verify_jwt(&self, token: &str) -> Result<Principal, ApiError> {
+    fn verify_jwt(&self, token: &str) -> Result<Principal, Refusal> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthorized("invalid token: malformed", true))?;
         let key = self
@@ -192,7 +192,7 @@ impl Authenticator {
         let claims = data.claims;
         if let Some(scope) = &self.required_scope {
             if !has_scope(&claims, scope) {
-                return Err(ApiError::Forbidden(scope.clone()));
+                return Err(Refusal::Forbidden(scope.clone()));
             }
         }
         let sub = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("-");
@@ -200,8 +200,8 @@ impl Authenticator {
     }
 }
 
-fn unauthorized(reason: &'static str, invalid: bool) -> ApiError {
-    ApiError::Unauthorized { reason, invalid }
+fn unauthorized(reason: &'static str, invalid: bool) -> Refusal {
+    Refusal::Unauthorized { reason, invalid }
 }
 
 fn jwt_reason(kind: &ErrorKind) -> &'static str {
@@ -318,12 +318,14 @@ mod tests {
         let err = auth
             .authenticate(&headers("x-api-key", "wrong"))
             .unwrap_err();
-        assert_eq!(err.code(), "UNAUTHORIZED");
-        assert!(!err.to_string().contains("wrong"));
+        assert!(matches!(err, Refusal::Unauthorized { invalid: true, .. }));
+        assert!(!crate::error::ApiError::from(err)
+            .to_string()
+            .contains("wrong"));
         let err = auth
             .authenticate(&headers("authorization", "Basic czNjcmV0"))
             .unwrap_err();
-        assert_eq!(err.code(), "UNAUTHORIZED");
+        assert!(matches!(err, Refusal::Unauthorized { .. }));
         assert!(auth.authenticate(&HeaderMap::new()).is_err());
         let mut both = headers("x-api-key", "s3cret");
         both.insert(

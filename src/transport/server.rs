@@ -1,6 +1,7 @@
 //! The accept loop: connection limit, header-read and keep-alive timeouts, `TCP_NODELAY`,
-//! graceful draining, and optionally TLS (HTTP/2 or HTTP/1.1 by ALPN). Plain connections
-//! speak HTTP/1.1 only, through hyper's HTTP/1 connection directly: the cheapest path.
+//! graceful draining, and optionally TLS. Every connection speaks HTTP/1.1 or HTTP/2: over
+//! TLS as ALPN negotiates, in cleartext by the client's first bytes (HTTP/2 with prior
+//! knowledge, "h2c", as gRPC clients use it).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tower::Service;
 
-use crate::tls::Tls;
+use super::tls::Tls;
 
 /// Connection-level limits.
 #[derive(Debug, Clone, Copy)]
@@ -98,23 +99,18 @@ async fn accept_loop<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    let mut negotiated = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    negotiated
-        .http1()
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    negotiated
-        .http2()
+    http.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    // A connection borrows its builder; each task holds the builder it serves from.
+    let http = Arc::new(http);
     loop {
         // At the connection limit, stop accepting: new clients wait in the kernel backlog
         // instead of taking memory and file descriptors from the ones being served.
@@ -154,15 +150,16 @@ async fn accept_loop<S>(
         });
         match &tls {
             None => {
-                let conn = http.serve_connection(TokioIo::new(io), hyper_service);
+                let http = Arc::clone(&http);
                 tokio::spawn(async move {
+                    let conn = http.serve_connection(TokioIo::new(io), hyper_service);
                     drive(conn, peer, activity, limits.keep_alive_timeout, stop).await;
                     drop(permit);
                 });
             }
             Some(tls) => {
                 let acceptor = tls.acceptor.clone();
-                let negotiated = negotiated.clone();
+                let http = Arc::clone(&http);
                 tokio::spawn(async move {
                     // The handshake counts against the header-read deadline: a client that
                     // opens a socket and says nothing is cut off either way.
@@ -170,8 +167,7 @@ async fn accept_loop<S>(
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io));
                     match handshake.await {
                         Ok(Ok(stream)) => {
-                            let conn =
-                                negotiated.serve_connection(TokioIo::new(stream), hyper_service);
+                            let conn = http.serve_connection(TokioIo::new(stream), hyper_service);
                             drive(conn, peer, activity, limits.keep_alive_timeout, stop).await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),

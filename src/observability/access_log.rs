@@ -10,8 +10,8 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use super::log_sink::LogSink;
 use crate::config::LogFormat;
-use crate::log_sink::LogSink;
 
 /// What one access-log line says.
 pub struct AccessRecord<'a> {
@@ -49,6 +49,11 @@ impl AccessLog {
     /// Write out buffered lines now (at shutdown).
     pub fn flush(&self) {
         self.sink.flush();
+    }
+
+    /// The sink lines go to.
+    pub fn sink(&self) -> &LogSink {
+        &self.sink
     }
 
     /// Write one line; never blocks.

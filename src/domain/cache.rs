@@ -7,7 +7,7 @@ use metrics::Counter;
 use moka::notification::RemovalCause;
 
 use crate::config::CacheSettings;
-use crate::metrics::{self as m, Metrics};
+use crate::observability::metrics::{self as m, Metrics};
 
 /// A computed intensive result: `(number², digest)`.
 pub type Computed = (u64, u64);

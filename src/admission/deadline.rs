@@ -1,0 +1,93 @@
+//! The request deadline, for any `http::Request` service: past it the inner future is
+//! dropped (cancelling its work; a queued job is then skipped) and the transport renders
+//! [`ApiError::Timeout`] — one response, never a second body.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use super::Gate;
+use crate::error::ApiError;
+
+/// Applies [`Deadline`].
+#[derive(Debug, Clone)]
+pub struct DeadlineLayer<G> {
+    timeout: Duration,
+    gate: G,
+}
+
+impl<G> DeadlineLayer<G> {
+    pub fn new(timeout: Duration, gate: G) -> Self {
+        Self { timeout, gate }
+    }
+}
+
+impl<S, G: Clone> Layer<S> for DeadlineLayer<G> {
+    type Service = Deadline<S, G>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Deadline {
+            inner,
+            timeout: self.timeout,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// See [`DeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct Deadline<S, G> {
+    inner: S,
+    timeout: Duration,
+    gate: G,
+}
+
+impl<S, G, B> Service<Request<B>> for Deadline<S, G>
+where
+    G: Gate,
+    S: Service<Request<B>, Response = Response<G::Body>, Error = Infallible>,
+{
+    type Response = Response<G::Body>;
+    type Error = Infallible;
+    type Future = DeadlineFuture<S::Future, G>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        DeadlineFuture {
+            inner: tokio::time::timeout(self.timeout, self.inner.call(req)),
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Deadline`].
+    pub struct DeadlineFuture<F, G> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        gate: G,
+    }
+}
+
+impl<F, G> Future for DeadlineFuture<F, G>
+where
+    G: Gate,
+    F: Future<Output = Result<Response<G::Body>, Infallible>>,
+{
+    type Output = Result<Response<G::Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.inner.poll(cx)) {
+            Ok(response) => response,
+            Err(_) => Ok(this.gate.refuse(ApiError::Timeout)),
+        })
+    }
+}

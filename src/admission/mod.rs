@@ -1,0 +1,157 @@
+//! Admission control, independent of the transport: who is calling ([`auth`]), whether they
+//! may call now ([`rate_limit`]), and how long the call may take ([`deadline`]).
+//!
+//! [`Admission::admit`] is the one decision every transport asks for. It is asynchronous so a
+//! backend can wait on a network round trip (a shared limiter), yet a decision that needs no
+//! waiting is taken without allocating or polling ([`Admit::now`]), so the local path costs
+//! what a synchronous check did. [`layer`] applies it to any `http::Request` service; a
+//! refusal is rendered by the transport through its [`Gate`].
+
+pub mod auth;
+pub mod deadline;
+pub mod layer;
+pub mod rate_limit;
+
+pub use auth::{Authenticator, Principal};
+pub use deadline::DeadlineLayer;
+pub use layer::{AdmissionLayer, Gate};
+pub use rate_limit::{ClientKey, RateLimiter};
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::error::ApiError;
+
+/// What admission knows of a call: its headers (or gRPC metadata as headers) and the
+/// client's address.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub headers: &'a http::HeaderMap,
+    pub client: Option<IpAddr>,
+}
+
+/// An admitted call, with whom it authenticated as.
+#[derive(Debug, Clone, Default)]
+pub struct Permit {
+    pub principal: Option<Principal>,
+}
+
+/// Why a call was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No valid credential (the reason is fixed text, never the credential).
+    Unauthorized { reason: &'static str, invalid: bool },
+    /// The credential lacks the required scope.
+    Forbidden(String),
+    /// Over the rate limit.
+    RateLimited { retry_after: Duration },
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> ApiError {
+        match r {
+            Refusal::Unauthorized { reason, invalid } => ApiError::Unauthorized { reason, invalid },
+            Refusal::Forbidden(scope) => ApiError::Forbidden(scope),
+            Refusal::RateLimited { retry_after } => ApiError::RateLimitExceeded { retry_after },
+        }
+    }
+}
+
+/// The admission policy of one listener: authentication and rate limiting, each optional.
+#[derive(Clone, Default)]
+pub struct Admission {
+    auth: Option<Arc<Authenticator>>,
+    limiter: Option<RateLimiter>,
+}
+
+impl Admission {
+    pub fn new(auth: Option<Arc<Authenticator>>, limiter: Option<RateLimiter>) -> Self {
+        Self { auth, limiter }
+    }
+
+    /// Whether this policy admits everything without looking.
+    pub fn is_open(&self) -> bool {
+        self.auth.is_none() && self.limiter.is_none()
+    }
+
+    /// Authenticate, then take a rate-limit token (per principal, else per address, when
+    /// limits are per client). Authentication comes first so that per-client buckets can key
+    /// on the principal.
+    pub fn admit(&self, caller: &Caller<'_>) -> Admit {
+        let principal = match &self.auth {
+            Some(auth) => match auth.authenticate(caller.headers) {
+                Ok(p) => Some(p),
+                Err(refusal) => return Admit::ready(Err(refusal)),
+            },
+            None => None,
+        };
+        let Some(limiter) = &self.limiter else {
+            return Admit::ready(Ok(Permit { principal }));
+        };
+        let key = limiter.per_client().then(|| match &principal {
+            Some(p) => ClientKey::Principal(p.clone()),
+            None => ClientKey::Address(caller.client.unwrap_or(IpAddr::from([0, 0, 0, 0]))),
+        });
+        match limiter.check(key.as_ref()) {
+            rate_limit::Check::Ready(Ok(())) => Admit::ready(Ok(Permit { principal })),
+            rate_limit::Check::Ready(Err(retry_after)) => {
+                Admit::ready(Err(Refusal::RateLimited { retry_after }))
+            }
+            rate_limit::Check::Pending(decision) => Admit(Inner::Pending(Box::pin(async move {
+                match decision.await {
+                    Ok(()) => Ok(Permit { principal }),
+                    Err(retry_after) => Err(Refusal::RateLimited { retry_after }),
+                }
+            }))),
+        }
+    }
+
+    /// Periodic upkeep of the limiter's state.
+    pub fn housekeeping(&self) {
+        if let Some(l) = &self.limiter {
+            l.housekeeping();
+        }
+    }
+}
+
+/// A pending admission decision: a future, or a decision already taken.
+#[must_use]
+pub struct Admit(Inner);
+
+enum Inner {
+    Ready(Option<Result<Permit, Refusal>>),
+    Pending(BoxFuture<'static, Result<Permit, Refusal>>),
+}
+
+impl Admit {
+    fn ready(decision: Result<Permit, Refusal>) -> Self {
+        Admit(Inner::Ready(Some(decision)))
+    }
+
+    /// The decision, when it was taken without waiting; otherwise the future to await.
+    pub fn now(self) -> Result<Result<Permit, Refusal>, Admit> {
+        match self.0 {
+            Inner::Ready(Some(decision)) => Ok(decision),
+            other => Err(Admit(other)),
+        }
+    }
+}
+
+impl Future for Admit {
+    type Output = Result<Permit, Refusal>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            Inner::Ready(decision) => {
+                Poll::Ready(decision.take().expect("Admit polled after completion"))
+            }
+            Inner::Pending(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Typed, layered settings.
+//!
+//! Layers, lowest first: built-in defaults → `config/default.toml` → `config/<environment>.toml`
+//! → the file given with `--config` → the documented environment variables (`SERVER_PORT`,
+//! `WORKER_COUNT`, …, and the standard `OTEL_*` ones) → `FLOODGATE__SECTION__KEY`.
+//! Nothing here imports from the rest of the crate: configuration is the root of the data flow.
+//!
+//! [`sections`] holds the tree, [`load`] the layers and where each value came from,
+//! [`validate`] the checks types cannot express, [`print`] `--print-config`, and [`values`]
+//! the textual forms of durations and addresses.
+
+mod load;
+mod print;
+pub mod sections;
+mod validate;
+pub mod values;
+
+pub use load::{EnvLookup, LoadOptions, ENV_ALIASES};
+pub use sections::*;
+pub use values::{is_sha256_hex, parse_duration, parse_listen_addr};
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Deployment environment; selects `config/<environment>.toml` and logging defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+impl Environment {
+    /// Lower-case name, as used for the file name and the `deployment.environment` attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Production => "production",
+        }
+    }
+}
+
+impl TryFrom<&str> for Environment {
+    type Error = String;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Ok(Environment::Development),
+            "production" | "prod" => Ok(Environment::Production),
+            other => Err(format!(
+                "`{other}` is not an environment; use `development` or `production`"
+            )),
+        }
+    }
+}
+
+/// Every setting of the service.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Set from `ENVIRONMENT`; not read from files.
+    #[serde(skip_deserializing)]
+    pub environment: Environment,
+    pub server: ServerSettings,
+    pub pool: PoolSettings,
+    pub compute: ComputeSettings,
+    pub rate_limit: RateLimitSettings,
+    pub log: LogSettings,
+    pub otel: OtelSettings,
+    pub tls: TlsSettings,
+    pub auth: AuthSettings,
+    pub cors: CorsSettings,
+    pub cache: CacheSettings,
+}
+
+/// A setting that could not be used, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError {
+    pub setting: String,
+    pub source: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid setting `{}` from {}: value `{}`: {}",
+            self.setting, self.source, self.value, self.reason
+        )
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let opts = LoadOptions {
+            config_dir: Some(PathBuf::from("/nonexistent")),
+            config_file: None,
+        };
+        Settings::load_from(&opts, &|k| map.get(k).cloned(), &map)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.server.address, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(s.pool.queue_size, 10_000);
+        assert_eq!(s.rate_limit.requests_per_second, 100_000);
+        assert_eq!(s.server.request_timeout, Duration::from_secs(30));
+        assert_eq!(s.compute.intensive_rounds, 10_000);
+        assert_eq!(s.environment, Environment::Development);
+    }
+
+    #[test]
+    fn documented_variables_apply() {
+        let s = load(&[
+            ("SERVER_PORT", ":3000"),
+            ("WORKER_COUNT", "16"),
+            ("QUEUE_SIZE", "20000"),
+            ("RATE_LIMIT", "200000"),
+            ("REQUEST_TIMEOUT", "1m30s"),
+            ("SHUTDOWN_TIMEOUT", "500ms"),
+            ("ENVIRONMENT", "production"),
+        ])
+        .unwrap();
+        assert_eq!(s.server.address.port(), 3000);
+        assert_eq!(s.pool.workers, 16);
+        assert_eq!(s.pool.queue_size, 20_000);
+        assert_eq!(s.rate_limit.requests_per_second, 200_000);
+        assert_eq!(s.server.request_timeout, Duration::from_secs(90));
+        assert_eq!(s.server.shutdown_timeout, Duration::from_millis(500));
+        assert_eq!(s.environment, Environment::Production);
+    }
+
+    #[test]
+    fn nested_variables_win_over_documented_ones() {
+        let s = load(&[("QUEUE_SIZE", "5"), ("FLOODGATE__POOL__QUEUE_SIZE", "7")]).unwrap();
+        assert_eq!(s.pool.queue_size, 7);
+    }
+
+    #[test]
+    fn bad_values_name_setting_source_and_value() {
+        let e = load(&[("WORKER_COUNT", "abc")]).unwrap_err();
+        assert_eq!(e.setting, "pool.workers");
+        assert!(e.source.contains("WORKER_COUNT"), "{e}");
+        assert!(e.to_string().contains("abc"), "{e}");
+
+        let e = load(&[("QUEUE_SIZE", "0")]).unwrap_err();
+        assert_eq!(e.setting, "pool.queue_size");
+        assert!(e.source.contains("QUEUE_SIZE"), "{e}");
+        assert_eq!(e.value, "0");
+
+        let e = load(&[("RATE_LIMIT", "-1")]).unwrap_err();
+        assert_eq!(e.setting, "rate_limit.requests_per_second");
+        assert!(e.to_string().contains("-1"), "{e}");
+
+        let e = load(&[("REQUEST_TIMEOUT", "soon")]).unwrap_err();
+        assert_eq!(e.setting, "server.request_timeout");
+        assert!(e.source.contains("REQUEST_TIMEOUT"), "{e}");
+
+        let e = load(&[("ENVIRONMENT", "staging")]).unwrap_err();
+        assert_eq!(e.setting, "environment");
+    }
+
+    #[test]
+    fn listen_address_forms() {
+        assert_eq!(
+            parse_listen_addr(":8080").unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+        assert_eq!(parse_listen_addr("9000").unwrap().port(), 9000);
+        assert_eq!(
+            parse_listen_addr("127.0.0.1:0").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen_addr("[::1]:81").unwrap(),
+            "[::1]:81".parse().unwrap()
+        );
+        assert!(parse_listen_addr("nope").is_err());
+    }
+
+    #[test]
+    fn go_style_durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("abc").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_in_files_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("floodgate-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("extra.toml");
+        std::fs::write(&file, "[pool]\nqueue_sise = 3\n").unwrap();
+        let opts = LoadOptions {
+            config_dir: Some(dir.clone()),
+            config_file: Some(file.clone()),
+        };
+        let empty = BTreeMap::new();
+        let e = Settings::load_from(&opts, &|_| None, &empty).unwrap_err();
+        assert!(e.to_string().contains("queue_sise"), "{e}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

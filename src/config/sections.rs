@@ -1,0 +1,356 @@
+//! The settings tree's sections, their defaults and derived values.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{duration, listen_addr, opt_listen_addr};
+use super::Environment;
+
+/// Listener, timeouts and connection limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// `:8080`, `8080`, `127.0.0.1:0` or `[::1]:8080`.
+    #[serde(with = "listen_addr")]
+    pub address: SocketAddr,
+    /// Optional second listener for health, readiness, metrics, the OpenAPI document and
+    /// profiling (`ADMIN_PORT`).
+    #[serde(with = "opt_listen_addr")]
+    pub admin_address: Option<SocketAddr>,
+    /// Serve health, metrics and the API documents on the public listener too. Turn off
+    /// with an admin listener so the public port exposes only the API.
+    pub public_operational_routes: bool,
+    /// `GET /debug/pprof/profile` on the admin listener.
+    pub profiling: bool,
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// Time a client has to send a complete request head (slow-loris guard).
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Idle keep-alive connections are closed after this long.
+    #[serde(with = "duration")]
+    pub keep_alive_timeout: Duration,
+    /// Connections beyond this wait in the kernel's accept backlog.
+    pub max_connections: usize,
+    pub max_body_bytes: usize,
+    /// Request heads larger than this get 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_address: None,
+            public_operational_routes: true,
+            profiling: false,
+            request_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            max_body_bytes: 16 * 1024,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Worker pool size and queue bound.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    /// 0 means the available parallelism (cgroup-aware).
+    pub workers: usize,
+    pub queue_size: usize,
+    /// Nice value (0–19) of worker threads; above 0 the async runtime wins the CPU from jobs.
+    pub worker_niceness: i32,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            queue_size: 10_000,
+            worker_niceness: 0,
+        }
+    }
+}
+
+impl PoolSettings {
+    /// The worker count actually used.
+    pub fn effective_workers(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// The intensive endpoint's workload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComputeSettings {
+    pub intensive_rounds: u32,
+}
+
+impl Default for ComputeSettings {
+    fn default() -> Self {
+        Self {
+            intensive_rounds: 10_000,
+        }
+    }
+}
+
+/// Token-bucket admission control.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub requests_per_second: u32,
+    /// Bucket size; 0 means one second's worth of requests.
+    pub burst: u32,
+    /// One bucket per client address instead of one for the whole service.
+    pub per_client: bool,
+    /// Peers whose `X-Forwarded-For` is believed when keying per client.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            requests_per_second: 100_000,
+            burst: 0,
+            per_client: false,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl RateLimitSettings {
+    /// The bucket size actually used.
+    pub fn effective_burst(&self) -> u32 {
+        if self.burst == 0 {
+            self.requests_per_second
+        } else {
+            self.burst
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Application log and access log.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: Option<String>,
+    /// Defaults to JSON in production and pretty in development.
+    pub format: Option<LogFormat>,
+    /// Disable to drop the per-request line.
+    pub access_log: Option<bool>,
+    /// Write the access log here instead of standard output.
+    pub access_log_path: Option<PathBuf>,
+}
+
+impl LogSettings {
+    pub fn effective_level(&self) -> &str {
+        self.level.as_deref().unwrap_or("info")
+    }
+    pub fn effective_format(&self, env: Environment) -> LogFormat {
+        self.format.unwrap_or(match env {
+            Environment::Production => LogFormat::Json,
+            Environment::Development => LogFormat::Pretty,
+        })
+    }
+    pub fn access_log_enabled(&self) -> bool {
+        self.access_log.unwrap_or(true)
+    }
+}
+
+/// OTLP wire protocol. `http/protobuf` is the OpenTelemetry specification's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// The trace sampler, by its `OTEL_TRACES_SAMPLER` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    AlwaysOn,
+    AlwaysOff,
+    #[serde(rename = "traceidratio")]
+    TraceIdRatio,
+    ParentbasedAlwaysOn,
+    ParentbasedAlwaysOff,
+    #[default]
+    #[serde(rename = "parentbased_traceidratio")]
+    ParentbasedTraceIdRatio,
+}
+
+/// Trace export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelSettings {
+    /// Export spans; also turned on by `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`.
+    pub enabled: bool,
+    /// Base endpoint (`http://collector:4317` for gRPC, `:4318` for HTTP).
+    pub endpoint: Option<String>,
+    /// Full traces URL, used as-is (HTTP) or as the gRPC endpoint.
+    pub traces_endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
+    pub service_name: String,
+    /// `key=value,key=value`, added to the resource.
+    pub resource_attributes: Option<String>,
+    pub sampler: SamplerKind,
+    pub sampler_arg: f64,
+    /// Spans buffered for export; beyond it spans are dropped and counted.
+    pub max_queue_size: usize,
+}
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: None,
+            traces_endpoint: None,
+            protocol: OtlpProtocol::default(),
+            service_name: "floodgate".to_owned(),
+            resource_attributes: None,
+            sampler: SamplerKind::default(),
+            sampler_arg: 1.0,
+            max_queue_size: 2048,
+        }
+    }
+}
+
+impl OtelSettings {
+    /// Whether spans are exported at all.
+    pub fn exporting(&self) -> bool {
+        self.enabled || self.endpoint.is_some() || self.traces_endpoint.is_some()
+    }
+}
+
+/// HTTPS on the public listener (HTTP/1.1 and HTTP/2 by ALPN). On when both paths are set;
+/// the files are read again when they change and on SIGHUP.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Whether the public listener speaks TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert_path.is_some() || self.key_path.is_some()
+    }
+}
+
+/// Authentication of the compute API (health and metrics stay open).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub enabled: bool,
+    /// SHA-256 hashes (hex) of accepted API keys (`API_KEY_HASHES`, comma-separated).
+    /// Keys themselves never appear in configuration.
+    pub api_key_hashes: Vec<String>,
+    /// A file of SHA-256 hashes, one per line, optionally `name:hash`; `#` starts a comment.
+    pub api_keys_file: Option<PathBuf>,
+    /// HS256 shared secret, read from this file (trailing newline ignored).
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// JSON Web Key Set with RS256/ES256 public keys.
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Required `iss`, when set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "duration")]
+    pub jwt_leeway: Duration,
+    /// A scope every token must carry (`scope` or `scp` claim); missing gives 403.
+    pub jwt_required_scope: Option<String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            api_key_hashes: Vec::new(),
+            api_keys_file: None,
+            jwt_hs256_secret_file: None,
+            jwt_jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway: Duration::from_secs(60),
+            jwt_required_scope: None,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Whether JWTs are accepted.
+    pub fn jwt_configured(&self) -> bool {
+        self.jwt_hs256_secret_file.is_some() || self.jwt_jwks_file.is_some()
+    }
+}
+
+/// Cross-origin requests; off while no origin is listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSettings {
+    /// Exact origins (`https://app.example.com`), or `*` for any.
+    pub allowed_origins: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    #[serde(with = "duration")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsSettings {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// In-memory cache of intensive results, keyed by `(number, rounds)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    pub max_entries: u64,
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_entries: 100_000,
+            ttl: Duration::from_secs(300),
+        }
+    }
+}

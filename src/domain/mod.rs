@@ -1,0 +1,7 @@
+//! What the service computes, independent of the transport that asked: the compute
+//! operations, the result cache and the hand-off to the worker pool. No axum, no tonic.
+
+pub mod cache;
+pub mod compute;
+
+pub use compute::{Compute, ComputeInput, Computed, Kernel, MAX_NUMBER};

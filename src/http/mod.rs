@@ -1,0 +1,162 @@
+//! The REST transport: the route table, the one function that orders the layers, the request
+//! context, extractors, the JSON error envelope and the OpenAPI document.
+
+mod client_ip;
+pub mod context;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod table;
+
+pub use client_ip::client_ip;
+pub use context::{
+    unix_now, ContextConfig, ContextLayer, RequestContext, RequestInfo, X_REQUEST_ID,
+};
+pub use table::{RouteSpec, RouteTable, Surface};
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
+use http::{header, HeaderValue};
+use tower::Layer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::admission::{Admission, AdmissionLayer, DeadlineLayer, Gate};
+use crate::config::CorsSettings;
+use crate::error::ApiError;
+use crate::state::AppState;
+use routes::docs::Document;
+
+/// The assembled service: routes and every layer.
+pub type Stack = RequestContext<Router>;
+
+/// What one listener serves, and its optional layers.
+pub struct StackOptions {
+    /// The API surface; off on the admin listener.
+    pub api: bool,
+    /// Health, metrics and the API documents.
+    pub operational: bool,
+    /// `GET /debug/pprof/profile`.
+    pub profiling: bool,
+    pub admission: Admission,
+    pub cors: Option<CorsLayer>,
+    pub request_timeout: Duration,
+    pub document: Arc<Document>,
+}
+
+/// Responses larger than this are gzip-compressed for clients that accept it.
+const COMPRESS_ABOVE_BYTES: u64 = 1024;
+
+/// Target of the per-request server span.
+pub const HTTP_SPAN_TARGET: &str = "floodgate::http";
+
+/// How the REST transport takes part in admission: the client address is in the request's
+/// [`RequestInfo`], and a refusal becomes the tagged response the context layer renders.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpGate;
+
+impl Gate for HttpGate {
+    type Body = axum::body::Body;
+
+    fn client(&self, extensions: &http::Extensions) -> Option<IpAddr> {
+        extensions.get::<RequestInfo>().and_then(|i| i.client)
+    }
+
+    fn refuse(&self, err: ApiError) -> Response {
+        err.into_response()
+    }
+}
+
+/// Assemble routes and layers, outermost first:
+///
+/// 1. [`ContextLayer`] — request ID, span, panic guard, metrics, access log, the JSON error
+///    envelope, and the security headers (`X-Content-Type-Options: nosniff` on every
+///    response, `Cache-Control: no-store` on API responses). Outside everything else so it
+///    sees every response, including refusals made by the layers below and 404/405 from
+///    routing.
+/// 2. CORS, when configured: answers preflights before routing or authentication.
+/// 3. Routing. Routes other than the API (health, metrics, documents, profiling) stop here:
+///    they are never authenticated, rate limited or timed out; the metrics and documents,
+///    whose bodies are large, are compressed.
+/// 4. [`AdmissionLayer`] — authentication, then the rate limiter (so per-client buckets can
+///    key on the authenticated principal), before any work is done.
+/// 5. [`DeadlineLayer`] — innermost, so the deadline covers exactly the handler's work, and
+///    dropping the handler's future cancels it (its queued job is then skipped).
+pub fn stack(
+    state: AppState,
+    context: ContextLayer,
+    specs: &[RouteSpec],
+    options: StackOptions,
+) -> Stack {
+    let serves = |surface: Surface| match surface {
+        Surface::Api => options.api,
+        Surface::Probe | Surface::Scrape | Surface::Document => options.operational,
+        Surface::Admin => options.profiling,
+    };
+    let (mut api, mut short, mut large) = (Router::new(), Router::new(), Router::new());
+    for spec in specs.iter().filter(|s| serves(s.surface)) {
+        let handler = spec.handler.clone();
+        match spec.surface {
+            Surface::Api => api = api.route(spec.path, handler),
+            Surface::Probe | Surface::Admin => short = short.route(spec.path, handler),
+            Surface::Scrape | Surface::Document => large = large.route(spec.path, handler),
+        }
+    }
+    let api = api
+        .layer(DeadlineLayer::new(options.request_timeout, HttpGate))
+        .layer(
+            // An open policy admits everything: skip the layer rather than ask it.
+            tower::util::option_layer(
+                (!options.admission.is_open())
+                    .then(|| AdmissionLayer::new(options.admission, HttpGate)),
+            ),
+        );
+    let compress = CompressionLayer::new()
+        .compress_when(SizeAbove::new(COMPRESS_ABOVE_BYTES).and(NotForContentType::IMAGES));
+    let large = large.layer(Extension(options.document)).layer(compress);
+    let mut router = api
+        .merge(short)
+        .merge(large)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .with_state(state);
+    if let Some(cors) = options.cors {
+        router = router.layer(cors);
+    }
+    context.layer(router)
+}
+
+/// The CORS layer for the configured origins; `None` when none are.
+pub fn cors_layer(s: &CorsSettings) -> Option<CorsLayer> {
+    if s.allowed_origins.is_empty() {
+        return None;
+    }
+    let origins = if s.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            s.allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([http::Method::GET, http::Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                crate::admission::auth::X_API_KEY.clone(),
+                X_REQUEST_ID.clone(),
+            ])
+            .expose_headers([X_REQUEST_ID.clone(), header::RETRY_AFTER])
+            .max_age(s.max_age),
+    )
+}

@@ -1,0 +1,187 @@
+//! The OpenAPI 3.1 document: its paths come from the route table (each route's
+//! `#[utoipa::path]` annotation), its schemas from the response types and its error codes
+//! from [`crate::error::ApiError`], so it cannot drift from what the service does.
+
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn, Paths};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::RefOr;
+use utoipa::{Modify, OpenApi};
+
+use super::table::Schemas;
+
+/// What the document says beyond its paths.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "floodgate",
+        description = "An HTTP compute service with a bounded worker pool, rate limiting, Prometheus metrics and OTLP traces. Every response carries `X-Request-ID`; every error is the JSON envelope `Envelope`.",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    components(schemas(super::error::Envelope)),
+    tags(
+        (name = "compute", description = "The compute API: rate limited, timed out and, when configured, authenticated."),
+        (name = "health", description = "Liveness, readiness and health checks."),
+        (name = "metrics", description = "Request statistics and the Prometheus exposition."),
+        (name = "docs", description = "This document and its browser view."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// The document as served at `/openapi.json`, with `paths` from the route table: security
+/// requirements and the 401/403 responses appear only when authentication is on, so the
+/// document describes this deployment exactly.
+pub fn document(
+    (paths, schemas): (Paths, Schemas),
+    auth_enabled: bool,
+) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.paths = paths;
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.schemas.extend(schemas);
+    Common.modify(&mut doc);
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+            if auth_enabled {
+                // Required: drop the empty alternative the annotations carry.
+                if let Some(requirements) = &mut op.security {
+                    requirements.retain(|r| *r != SecurityRequirement::default());
+                }
+            } else {
+                op.security = None;
+                op.responses
+                    .responses
+                    .retain(|status, _| status != "401" && status != "403");
+            }
+        }
+    }
+    if !auth_enabled {
+        if let Some(components) = &mut doc.components {
+            components.security_schemes.clear();
+        }
+    }
+    doc
+}
+
+/// What every operation shares: the request-ID header both ways, and the security schemes.
+struct Common;
+
+impl Modify for Common {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key, or a JWT (HS256, RS256 or ES256)."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                op.parameters.get_or_insert_with(Vec::new).push(
+                    ParameterBuilder::new()
+                        .name("X-Request-ID")
+                        .parameter_in(ParameterIn::Header)
+                        .description(Some(
+                            "Echoed when 1-128 visible ASCII characters; otherwise replaced by a UUID.",
+                        ))
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .build(),
+                );
+                for response in op.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response.headers.insert(
+                            "X-Request-ID".to_owned(),
+                            HeaderBuilder::new()
+                                .schema(ObjectBuilder::new().schema_type(Type::String))
+                                .description(Some("The request's ID."))
+                                .build(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::routes;
+    use crate::http::table::{RouteTable, Surface, UNMATCHED};
+
+    fn doc(auth: bool) -> utoipa::openapi::OpenApi {
+        document(RouteTable::new(&routes::builtin()).paths(), auth)
+    }
+
+    #[test]
+    fn every_route_but_profiling_is_documented_and_nothing_else() {
+        let specs = routes::builtin();
+        let table = RouteTable::new(&specs);
+        let d = doc(false);
+        let documented: Vec<&str> = d.paths.paths.keys().map(String::as_str).collect();
+        for spec in &specs {
+            if spec.surface != Surface::Admin && spec.path == spec.label {
+                assert!(
+                    documented.contains(&spec.path),
+                    "{} is not in the document",
+                    spec.path
+                );
+            }
+        }
+        for path in documented {
+            let label = table.label(table.classify(path));
+            assert_ne!(label.template, UNMATCHED, "{path} is not a route");
+        }
+    }
+
+    #[test]
+    fn security_is_documented_only_when_authentication_is_on() {
+        let off = serde_json::to_value(doc(false)).unwrap();
+        let op = &off["paths"]["/api/v1/compute/fast"]["post"];
+        assert!(op.get("security").is_none());
+        assert!(op["responses"].get("401").is_none());
+        let on = serde_json::to_value(doc(true)).unwrap();
+        let op = &on["paths"]["/api/v1/compute/fast"]["post"];
+        assert_eq!(op["security"].as_array().unwrap().len(), 2, "{op}");
+        assert!(on["components"]["securitySchemes"].get("bearer").is_some());
+        assert!(on["paths"]["/health"]["get"].get("security").is_none());
+    }
+
+    #[test]
+    fn compute_routes_document_every_error_with_its_headers() {
+        let json = serde_json::to_value(doc(true)).unwrap();
+        let responses = &json["paths"]["/api/v1/compute/intensive"]["post"]["responses"];
+        for status in [
+            "200", "400", "401", "403", "408", "413", "415", "429", "500", "503",
+        ] {
+            assert!(responses.get(status).is_some(), "{status} missing");
+            assert!(responses[status]["headers"].get("X-Request-ID").is_some());
+        }
+        assert!(responses["429"]["headers"].get("Retry-After").is_some());
+        assert!(responses["401"]["headers"]
+            .get("WWW-Authenticate")
+            .is_some());
+        let codes = &json["components"]["schemas"]["Envelope"]["properties"]["code"]["enum"];
+        assert_eq!(
+            codes.as_array().unwrap().len(),
+            crate::error::ErrorCode::all().count()
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! The built-in routes and their handlers.
+
+pub mod compute;
+pub mod docs;
+pub mod health;
+pub mod metrics;
+pub mod profile;
+
+use axum::routing::{get, post};
+use http::Method;
+
+use super::table::{RouteSpec, Surface};
+use crate::error::ApiError;
+
+/// Every route the service serves itself.
+pub fn builtin() -> Vec<RouteSpec> {
+    use Surface::*;
+    vec![
+        RouteSpec::new(Method::GET, "/health", Probe, get(health::health))
+            .documented::<health::__path_health>(),
+        RouteSpec::new(Method::GET, "/health/live", Probe, get(health::live))
+            .documented::<health::__path_live>(),
+        RouteSpec::new(Method::GET, "/health/ready", Probe, get(health::ready))
+            .documented::<health::__path_ready>(),
+        RouteSpec::new(Method::GET, "/metrics", Scrape, get(metrics::metrics))
+            .documented::<metrics::__path_metrics>(),
+        RouteSpec::new(
+            Method::GET,
+            "/metrics/prometheus",
+            Scrape,
+            get(metrics::prometheus),
+        )
+        .documented::<metrics::__path_prometheus>(),
+        RouteSpec::new(Method::GET, "/api/v1/stats", Scrape, get(metrics::stats))
+            .documented::<metrics::__path_stats>(),
+        RouteSpec::new(
+            Method::POST,
+            "/api/v1/compute/fast",
+            Api,
+            post(compute::fast),
+        )
+        .documented::<compute::__path_fast>(),
+        RouteSpec::new(Method::POST, "/api/v1/compute", Api, post(compute::compute))
+            .documented::<compute::__path_compute>(),
+        RouteSpec::new(
+            Method::POST,
+            "/api/v1/compute/intensive",
+            Api,
+            post(compute::intensive),
+        )
+        .documented::<compute::__path_intensive>(),
+        RouteSpec::new(
+            Method::GET,
+            "/openapi.json",
+            Document,
+            get(docs::openapi_json),
+        )
+        .documented::<docs::__path_openapi_json>(),
+        RouteSpec::new(Method::GET, "/docs", Document, get(docs::docs))
+            .documented::<docs::__path_docs>(),
+        RouteSpec::new(Method::GET, "/docs/", Document, get(docs::docs)).labelled("/docs"),
+        RouteSpec::new(Method::GET, "/docs/{*file}", Document, get(docs::asset)).labelled("/docs"),
+        RouteSpec::new(
+            Method::GET,
+            "/debug/pprof/profile",
+            Admin,
+            get(profile::profile),
+        ),
+    ]
+}
+
+/// 404 for unknown paths.
+pub async fn not_found(uri: http::Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+/// 405 for known paths with the wrong method.
+pub async fn method_not_allowed(method: http::Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}

@@ -1,0 +1,7 @@
+//! What the service says about itself: logs ([`telemetry`], [`log_sink`], [`access_log`]),
+//! traces ([`telemetry`]) and metrics ([`metrics`]). Depends only on configuration.
+
+pub mod access_log;
+pub mod log_sink;
+pub mod metrics;
+pub mod telemetry;

@@ -1,0 +1,8 @@
+//! Connections: the accept loop (HTTP/1.1 and HTTP/2, cleartext by prior knowledge or over TLS
+//! by ALPN) and the TLS certificate that can be reloaded while serving.
+
+pub mod server;
+pub mod tls;
+
+pub use server::{ConnectionLimits, Server};
+pub use tls::Tls;
