@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::stub::{free_port, spawn_hang_up, spawn_stub, Stub};
+use crate::stub::{refusing_port, spawn_hang_up, spawn_stub, Stub};
 use crate::support::{load_command, quick_args, run_load, RUN_LIMIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +313,8 @@ async fn refuses_an_unhealthy_or_unreachable_server() {
         "no load after a failed health check"
     );
 
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let (_held, addr) = refusing_port();
+    let url = format!("http://{addr}");
     let run = run_load(&["--url", &url, "--quiet", "--timeout", "2s"], &[]).await;
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("not reachable"), "{}", run.stderr);
