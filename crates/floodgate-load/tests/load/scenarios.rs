@@ -2,7 +2,6 @@
 
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -391,7 +390,7 @@ async fn prints_progress_lines_when_not_on_a_terminal() {
 async fn reports_what_ran_when_interrupted() {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-    let (url, _stub) = spawn_stub(Stub::default()).await;
+    let (url, stub) = spawn_stub(Stub::default()).await;
     let mut child = load_command()
         .args([
             "--url", &url, "--warmup", "0", "--output", "json", "--path", "/paced", "-n", "100000",
@@ -414,7 +413,12 @@ async fn reports_what_ran_when_interrupted() {
     .await
     .unwrap();
     assert!(started, "the scenario never started");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Interrupt only once some requests have finished: each of the 4
+    // connections sends its next request after recording the previous answer,
+    // so the stub answering a 5th request means at least one answer was recorded.
+    tokio::time::timeout(RUN_LIMIT, stub.wait_for_total(5))
+        .await
+        .expect("requests reached the stub");
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
         .args(["-INT", &pid])

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 #[derive(Default)]
 pub struct Stub {
@@ -29,6 +30,8 @@ pub struct Stub {
     pub invalid: AtomicU64,
     pub ids: Mutex<HashSet<String>>,
     pub duplicate_ids: AtomicU64,
+    /// Notified whenever `total` grows.
+    pub counted: Notify,
 }
 
 impl Stub {
@@ -38,6 +41,21 @@ impl Stub {
             self.success.fetch_add(1, Ordering::SeqCst);
         } else {
             self.error.fetch_add(1, Ordering::SeqCst);
+        }
+        self.counted.notify_waiters();
+    }
+
+    /// Resolves once the stub has answered at least `n` counted requests.
+    pub async fn wait_for_total(&self, n: u64) {
+        loop {
+            let counted = self.counted.notified();
+            let mut counted = std::pin::pin!(counted);
+            // Registered before the check, so a count in between is not missed.
+            counted.as_mut().enable();
+            if self.total.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            counted.await;
         }
     }
 
