@@ -12,7 +12,6 @@ mod errors;
 mod fuzz;
 mod health;
 mod hygiene;
-mod load_client;
 mod metrics;
 mod openapi;
 mod otel;

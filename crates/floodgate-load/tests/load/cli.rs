@@ -1,11 +1,11 @@
-//! Command-line surface of the binary. (The load scenarios themselves are
-//! exercised by the workspace's integration tests in `tests/api/load_client.rs`;
-//! this test also makes `cargo test --workspace` build the binary they run.)
+//! The command-line surface: help, version, usage errors.
 
 use std::process::Command;
 
+use crate::support::{run_load, LOAD_BIN};
+
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_floodgate-load"))
+    Command::new(LOAD_BIN)
 }
 
 #[test]
@@ -48,4 +48,16 @@ fn version() {
     let out = bin().arg("--version").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("floodgate-load "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_bad_arguments_with_status_2() {
+    for args in [
+        &["--rate", "0"][..],
+        &["--url", "https://example.invalid"],
+        &["--number-range", "0..=2000000"],
+    ] {
+        let run = run_load(args, &[]).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+    }
 }

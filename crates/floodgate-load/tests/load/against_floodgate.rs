@@ -1,0 +1,170 @@
+//! Runs against floodgate itself, started in this process on 127.0.0.1:0.
+
+use std::time::Duration;
+
+use floodgate::{Application, Settings};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::support::{quick_args, run_load};
+
+/// A floodgate serving on a loopback port; stops when dropped.
+struct Floodgate {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Floodgate {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts floodgate with the documented defaults (no access log, a rate limit
+/// the tests never reach, a 10 s request timeout) adjusted by `adjust`. The
+/// listener is bound before this returns, so the server is ready at once.
+async fn spawn_floodgate(adjust: impl FnOnce(&mut Settings)) -> Floodgate {
+    let mut settings = Settings::default();
+    settings.server.address = "127.0.0.1:0".parse().unwrap();
+    settings.server.request_timeout = Duration::from_secs(10);
+    settings.rate_limit.requests_per_second = 1_000_000;
+    settings.log.access_log = Some(false);
+    adjust(&mut settings);
+    let app = Application::build(settings)
+        .await
+        .expect("floodgate builds");
+    let url = format!("http://{}", app.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    Floodgate {
+        url,
+        stop: Some(stop),
+    }
+}
+
+/// The SHA-256 of `key` as hex: the form API keys are configured in.
+fn sha256_hex(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_match_floodgate_metrics() {
+    let server = spawn_floodgate(|_| {}).await;
+    let run = run_load(
+        &quick_args(
+            &server.url,
+            &[
+                "--scenario",
+                "all",
+                "-n",
+                "300",
+                "-c",
+                "8",
+                "--fail-on-mismatch",
+                "--fail-under-success-rate",
+                "100",
+            ],
+        ),
+        &[("FLOODGATE_LOAD_WARMUP", "0")],
+    )
+    .await;
+    assert_eq!(
+        run.code, 0,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    let report = run.json();
+    let scenarios = report["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 2);
+    for s in scenarios {
+        assert_eq!(s["requests"]["total"], 300, "{}", s["name"]);
+        assert_eq!(s["requests"]["successful"], 300, "{}", s["name"]);
+        assert_eq!(s["status_codes"], json!({"200": 300}));
+        let m = &s["server_metrics"];
+        assert_eq!(m["status"], "match", "{m}");
+        for c in m["check"]["counters"].as_array().unwrap() {
+            assert_eq!(c["delta"], c["client"], "{c}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_against_floodgate() {
+    let server = spawn_floodgate(|_| {}).await;
+    let run = run_load(
+        &quick_args(
+            &server.url,
+            &[
+                "--scenario",
+                "fast",
+                "--rate",
+                "200",
+                "--duration",
+                "2s",
+                "-c",
+                "16",
+                "--fail-on-mismatch",
+            ],
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        run.code, 0,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    let s = &run.json()["scenarios"][0];
+    let total = s["requests"]["total"].as_u64().unwrap();
+    assert!(
+        (392..=408).contains(&total),
+        "400 ± 2% expected, got {total}"
+    );
+    assert_eq!(s["requests"]["successful"], total);
+    assert_eq!(s["server_metrics"]["status"], "match");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_extra_headers_such_as_an_api_key() {
+    let server = spawn_floodgate(|s| {
+        s.auth.enabled = true;
+        s.auth.api_key_hashes = vec![sha256_hex("load-key")];
+    })
+    .await;
+    let url = &server.url;
+    let with_key = run_load(
+        &quick_args(
+            url,
+            &[
+                "--scenario",
+                "fast",
+                "-n",
+                "200",
+                "-c",
+                "4",
+                "-H",
+                "X-API-Key: load-key",
+            ],
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(with_key.code, 0, "{}", with_key.stderr);
+    assert_eq!(
+        with_key.json()["scenarios"][0]["status_codes"],
+        json!({"200": 200})
+    );
+    let without = run_load(
+        &quick_args(url, &["--scenario", "fast", "-n", "50", "-c", "2"]),
+        &[],
+    )
+    .await;
+    let s = &without.json()["scenarios"][0];
+    assert_eq!(s["status_codes"], json!({"401": 50}), "{s}");
+    assert_eq!(s["error_codes"]["UNAUTHORIZED"], 50, "{s}");
+}

@@ -1,0 +1,13 @@
+//! The floodgate-load binary, run for real: its command-line surface, load
+//! scenarios against a stub server (errors, delays, broken connections,
+//! miscounting metrics), and runs against floodgate started in this process.
+//!
+//! Cargo builds the binary for this test and names it in
+//! `CARGO_BIN_EXE_floodgate-load`.
+
+mod support;
+
+mod against_floodgate;
+mod cli;
+mod scenarios;
+mod stub;
