@@ -5,7 +5,8 @@
 //! (such as `tracing-appender`'s) wakes its thread for every line — a futex syscall and a
 //! context switch per request — which at tens of thousands of requests per second costs more
 //! than formatting the line. The buffer is bounded: past 8 MiB lines are dropped and counted,
-//! so a stalled stdout never grows memory or blocks a request.
+//! so a stalled stdout never grows memory or blocks a request; lines whose write fails are
+//! counted too.
 
 use std::io::Write;
 use std::path::Path;
@@ -87,7 +88,7 @@ impl LogSink {
         write_out(&self.0);
     }
 
-    /// Lines dropped because the buffer was full.
+    /// Lines lost: dropped because the buffer was full, or in a write that failed.
     pub fn dropped(&self) -> u64 {
         self.0.dropped.load(Ordering::Relaxed)
     }
@@ -103,8 +104,11 @@ fn write_out(inner: &Inner) {
         }
         std::mem::replace(&mut *pending, Vec::with_capacity(FLUSH_AT))
     };
-    let _ = out.write_all(&batch);
-    let _ = out.flush();
+    // A failed write (a full disk, a closed pipe) loses the batch: count its lines.
+    if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
+        let lines = batch.iter().filter(|&&b| b == b'\n').count();
+        inner.dropped.fetch_add(lines as u64, Ordering::Relaxed);
+    }
 }
 
 fn flush_loop(weak: Weak<Inner>) {

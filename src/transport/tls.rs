@@ -89,8 +89,12 @@ impl Tls {
 }
 
 /// Reload the certificate when either file changes (checked every `interval`), so rotations
-/// by cert-manager or a Secret update take effect without a signal or a restart.
-pub async fn reload_when_changed(cert: Arc<ReloadableCert>, interval: Duration) {
+/// by cert-manager or a Secret update take effect without a signal or a restart. The files
+/// as they are when this is called are the baseline: any later change is seen.
+pub fn reload_when_changed(
+    cert: Arc<ReloadableCert>,
+    interval: Duration,
+) -> impl std::future::Future<Output = ()> {
     let stamp = |cert: &ReloadableCert| {
         [&cert.cert_path, &cert.key_path].map(|p| {
             std::fs::metadata(p)
@@ -98,7 +102,16 @@ pub async fn reload_when_changed(cert: Arc<ReloadableCert>, interval: Duration) 
                 .map(|m| (m.modified().ok(), m.len()))
         })
     };
-    let mut seen = stamp(&cert);
+    let seen = stamp(&cert);
+    async move { watch(cert, interval, seen, stamp).await }
+}
+
+async fn watch<T: PartialEq>(
+    cert: Arc<ReloadableCert>,
+    interval: Duration,
+    mut seen: T,
+    stamp: impl Fn(&ReloadableCert) -> T,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -298,19 +297,14 @@ async fn per_client_limits_give_each_key_its_own_bucket() {
 async fn credentials_never_reach_the_logs() {
     let key = "very-secret-api-key-1234";
     let wrong = "wrong-secret-api-key-5678";
-    let app = spawn_binary(
-        &[
-            ("ENVIRONMENT", "production"),
-            ("LOG_LEVEL", "debug"),
-            ("FLOODGATE__AUTH__ENABLED", "true"),
-            ("API_KEY_HASHES", &sha256_hex(key)),
-        ],
-        Stdio::piped(),
-    )
+    let app = spawn_binary(&[
+        ("ENVIRONMENT", "production"),
+        ("LOG_LEVEL", "debug"),
+        ("FLOODGATE__AUTH__ENABLED", "true"),
+        ("API_KEY_HASHES", &sha256_hex(key)),
+    ])
     .await;
     let mut app = app;
-    let stdout = app.child.0.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
     let client = client();
     for (header, value) in [
         ("x-api-key", key),
@@ -332,8 +326,7 @@ async fn credentials_never_reach_the_logs() {
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    app.child.0.wait().unwrap();
-    let out = reader.join().unwrap();
+    let out = app.wait_for_exit().1.join("\n");
     assert!(out.contains("request completed"), "{out}");
     for secret in [key, wrong, "aaa.bbb.ccc"] {
         assert!(

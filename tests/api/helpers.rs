@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Once;
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use floodgate::app::{ApplicationBuilder, Summary};
@@ -284,7 +284,8 @@ pub fn gated_kernel(n: u64, _rounds: u32) -> u64 {
     n
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port (bound then released), for external tools that cannot report the
+/// port they bound; floodgate itself binds port 0 and says which port it got.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -327,11 +328,15 @@ impl Drop for ChildGuard {
     }
 }
 
-/// The real `floodgate` binary on a free loopback port, with extra environment.
+/// The real `floodgate` binary on a loopback port it chose itself, with extra environment.
 pub struct BinaryApp {
     pub child: ChildGuard,
     pub base: String,
     pub port: u16,
+    /// The admin listener, when `ADMIN_PORT` was given.
+    pub admin: Option<SocketAddr>,
+    output: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The real binary, run from the repository root with none of the caller's floodgate or
@@ -366,29 +371,85 @@ impl BinaryApp {
     }
 }
 
-/// Start the real binary and wait until `/health` answers.
-pub async fn spawn_binary(envs: &[(&str, &str)], stdout: std::process::Stdio) -> BinaryApp {
-    let port = free_port();
+impl BinaryApp {
+    /// The lines written to standard output so far.
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Wait for the process to exit; its status and everything it wrote.
+    pub fn wait_for_exit(&mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.child.0.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        (status, self.output())
+    }
+}
+
+/// Start the real binary on port 0 and read the address it bound from its `listening` log
+/// line (so no port is guessed). Its standard output is collected for [`BinaryApp::output`].
+pub async fn spawn_binary(envs: &[(&str, &str)]) -> BinaryApp {
     let mut cmd = floodgate_command();
-    cmd.env("SERVER_PORT", format!("127.0.0.1:{port}"))
+    cmd.env("SERVER_PORT", "127.0.0.1:0")
         .env("LOG_LEVEL", "warn")
-        .stdout(stdout)
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit());
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let child = ChildGuard(cmd.spawn().expect("floodgate binary starts"));
-    let base = format!("http://127.0.0.1:{port}");
-    let c = client();
-    let started = std::time::Instant::now();
-    while c.get(format!("{base}/health")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "floodgate did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // Whatever the level asked for, the startup line that names the address is kept.
+    let level = envs
+        .iter()
+        .find(|(k, _)| *k == "LOG_LEVEL")
+        .map_or("warn", |(_, v)| v);
+    cmd.env("LOG_LEVEL", format!("{level},floodgate::app=info"));
+    let mut child = ChildGuard(cmd.spawn().expect("floodgate binary starts"));
+    let stdout = child.0.stdout.take().unwrap();
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let lines = Arc::clone(&output);
+    let reader = std::thread::spawn(move || {
+        let mut addr_tx = Some(addr_tx);
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if line.contains("listening") {
+                if let Some(addr) = field_address(&line, "address") {
+                    if let Some(tx) = addr_tx.take() {
+                        let _ = tx.send((addr, field_address(&line, "admin_address")));
+                    }
+                }
+            }
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let (addr, admin) = tokio::time::timeout(Duration::from_secs(10), addr_rx)
+        .await
+        .expect("floodgate did not start within 10 s")
+        .expect("floodgate exited before listening");
+    BinaryApp {
+        child,
+        base: format!("http://{addr}"),
+        port: addr.port(),
+        admin,
+        output,
+        reader: Some(reader),
     }
-    BinaryApp { child, base, port }
+}
+
+/// A socket-address field of the `listening` line (JSON or pretty format); `None` when the
+/// field is absent or `None`.
+fn field_address(line: &str, field: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(field)? + field.len()..];
+    let rest = rest.trim_start_matches(['"', ':', '=', ' ']);
+    if rest.starts_with("None") {
+        return None;
+    }
+    let start = rest.find(|c: char| c.is_ascii_digit())?;
+    let rest = &rest[start..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// The SHA-256 of `key` as hex: the form API keys are configured in.

@@ -169,3 +169,35 @@ async fn the_admin_listener_serves_health_and_metrics_only() {
     assert_eq!(app.compute("fast", 1).await.status(), 200);
     app.stop().await;
 }
+
+/// Log lines the sink could not write are counted, not silently lost; so are spans that found
+/// the export buffer full or failed to export (zero here, but present from the start).
+#[tokio::test]
+async fn lost_log_lines_and_spans_are_counted() {
+    let app = spawn_with(|s| {
+        s.log.access_log = Some(true);
+        s.log.access_log_path = Some("/dev/full".into());
+    })
+    .await;
+    let start = app.exposition().await;
+    for reason in ["queue_full", "export_failed"] {
+        assert!(
+            start.contains(&format!(
+                "floodgate_otel_spans_dropped_total{{reason=\"{reason}\"}} 0"
+            )),
+            "{start}"
+        );
+    }
+    for n in 0..5 {
+        assert_eq!(app.compute("fast", n).await.status(), 200);
+    }
+    let lost = |text: &str| {
+        sum_series(text, "floodgate_log_lines_dropped_total", |l| {
+            l.contains("sink=\"access_log\"")
+        })
+    };
+    let text = app
+        .wait_for_exposition("the failed access-log writes", |t| lost(t) >= 5.0)
+        .await;
+    assert_eq!(lost(&text), 5.0, "{text}");
+}

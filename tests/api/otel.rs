@@ -1,7 +1,7 @@
 //! Traces checked by a real OpenTelemetry collector (`rotel-agent`), over gRPC and HTTP.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -142,19 +142,14 @@ async fn traced_request_reaches_the_collector(protocol: &str) {
         "grpc" => format!("http://127.0.0.1:{}", collector.grpc),
         _ => format!("http://127.0.0.1:{}", collector.http),
     };
-    let stdout_path = collector.log.with_extension("stdout");
-    let stdout = std::fs::File::create(&stdout_path).unwrap();
-    let app = spawn_binary(
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
-            ("OTEL_SERVICE_NAME", "floodgate-test"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "team=platform"),
-            ("ENVIRONMENT", "production"),
-            ("LOG_LEVEL", "info"),
-        ],
-        Stdio::from(stdout),
-    )
+    let app = spawn_binary(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_SERVICE_NAME", "floodgate-test"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "team=platform"),
+        ("ENVIRONMENT", "production"),
+        ("LOG_LEVEL", "info"),
+    ])
     .await;
     let c = client();
     let r = c
@@ -214,15 +209,25 @@ async fn traced_request_reaches_the_collector(protocol: &str) {
     );
 
     // The access-log line is joined to the trace.
-    let access = std::fs::read_to_string(&stdout_path).unwrap();
-    let line = access
-        .lines()
-        .find(|l| l.contains("\"request_id\":\"trace-me-1\""))
-        .unwrap_or_else(|| panic!("access log line: {access}"));
-    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    let started = Instant::now();
+    let line = loop {
+        let found = app
+            .output()
+            .into_iter()
+            .find(|l| l.contains("\"request_id\":\"trace-me-1\""));
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no access log line: {:?}",
+            app.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(line["trace_id"], TRACE_ID);
     assert_eq!(line["span_id"], server.id.as_str());
-    let _ = std::fs::remove_file(&stdout_path);
 
     let log = std::fs::read_to_string(&collector.log).unwrap();
     assert!(
@@ -249,15 +254,12 @@ async fn server_errors_mark_the_span_as_error() {
     // No protocol set: the specification's default, http/protobuf, is what is spoken.
     let collector = start_collector();
     let endpoint = format!("http://127.0.0.1:{}", collector.http);
-    let app = spawn_binary(
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("WORKER_COUNT", "1"),
-            ("QUEUE_SIZE", "1"),
-            ("INTENSIVE_ROUNDS", "20000000"),
-        ],
-        Stdio::null(),
-    )
+    let app = spawn_binary(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("WORKER_COUNT", "1"),
+        ("QUEUE_SIZE", "1"),
+        ("INTENSIVE_ROUNDS", "20000000"),
+    ])
     .await;
     let c = client();
     let sends: Vec<_> = (0..6)
@@ -304,7 +306,7 @@ async fn server_errors_mark_the_span_as_error() {
 async fn requests_are_unaffected_when_the_collector_is_down() {
     // Nothing listens on this port: every export fails.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let app = spawn_binary(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &dead)], Stdio::null()).await;
+    let app = spawn_binary(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &dead)]).await;
     let c = client();
     let started = Instant::now();
     for n in 0..200u64 {
@@ -353,13 +355,11 @@ async fn requests_are_unaffected_when_the_collector_hangs() {
     });
     for protocol in ["grpc", "http/protobuf"] {
         let endpoint = format!("http://127.0.0.1:{port}");
-        let app = spawn_binary(
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
-            ],
-            Stdio::null(),
-        )
+        let app = spawn_binary(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("FLOODGATE__OTEL__MAX_QUEUE_SIZE", "50"),
+        ])
         .await;
         let c = client();
         let started = Instant::now();
@@ -378,6 +378,19 @@ async fn requests_are_unaffected_when_the_collector_hangs() {
             "{protocol}: {:?}",
             started.elapsed()
         );
+        // The export never returns, so at most 50 spans wait for it; the rest are counted.
+        let text = c
+            .get(format!("{}/metrics/prometheus", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let full = sum_series(&text, "floodgate_otel_spans_dropped_total", |l| {
+            l.contains("reason=\"queue_full\"")
+        });
+        assert!(full >= 150.0, "{protocol}: {full} spans counted as dropped");
     }
     drop(held);
 }
@@ -386,13 +399,10 @@ async fn requests_are_unaffected_when_the_collector_hangs() {
 async fn the_sampler_variables_apply() {
     let collector = start_collector();
     let endpoint = format!("http://127.0.0.1:{}", collector.http);
-    let app = spawn_binary(
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_TRACES_SAMPLER", "always_off"),
-        ],
-        Stdio::null(),
-    )
+    let app = spawn_binary(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_TRACES_SAMPLER", "always_off"),
+    ])
     .await;
     let c = client();
     for _ in 0..20 {
@@ -411,13 +421,10 @@ async fn buffered_spans_are_flushed_at_shutdown() {
     let collector = start_collector();
     let endpoint = format!("http://127.0.0.1:{}", collector.http);
     // A long batch delay: only the shutdown flush can deliver the span in time.
-    let mut app = spawn_binary(
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
-        ],
-        Stdio::null(),
-    )
+    let mut app = spawn_binary(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+    ])
     .await;
     let r = app
         .compute_fast(&client(), 1, Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01")))

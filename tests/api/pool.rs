@@ -89,8 +89,11 @@ async fn health_stays_fast_while_every_worker_is_busy() {
     }
 }
 
+/// Queue pressure shows in `/health` and the metrics, but readiness stays 200: every replica
+/// under the same load would fail it at once, and the load balancer would have nowhere left
+/// to send traffic.
 #[tokio::test]
-async fn health_turns_unhealthy_when_the_queue_is_nearly_full() {
+async fn health_turns_unhealthy_when_the_queue_is_nearly_full_but_readiness_holds() {
     let mut settings = test_settings();
     settings.pool.workers = 1;
     settings.pool.queue_size = 10;
@@ -113,9 +116,33 @@ async fn health_turns_unhealthy_when_the_queue_is_nearly_full() {
             .contains("queue"),
         "{body}"
     );
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
     drop(gate);
     for t in busy {
         assert_eq!(t.await.unwrap().0.status(), 200);
     }
     assert_eq!(app.get("/health").await.status(), 200);
+}
+
+/// A job refused because the pool is draining for shutdown is not overload: it has its own
+/// code, and the connection is announced as closing. Driven in-process, without a socket.
+#[tokio::test]
+async fn a_draining_pool_answers_shutting_down_not_overloaded() {
+    use tower::ServiceExt;
+    let app = Application::build(test_settings()).await.unwrap();
+    assert!(app.state().pool.shutdown(Duration::from_secs(5)));
+    let request = http::Request::post("/api/v1/compute/intensive")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(r#"{"number": 7}"#))
+        .unwrap();
+    let response = app.service().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["connection"], "close");
+    assert!(response.headers().contains_key("retry-after"));
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "SHUTTING_DOWN", "{body}");
 }

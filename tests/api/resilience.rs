@@ -2,8 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,16 +24,13 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 /// server's counts equal the client's.
 #[tokio::test]
 async fn overload_is_refused_fast_and_counted_exactly() {
-    let app = spawn_binary(
-        &[
-            ("WORKER_COUNT", "2"),
-            ("QUEUE_SIZE", "32"),
-            ("INTENSIVE_ROUNDS", "200000"),
-            ("RATE_LIMIT", "3000"),
-            ("FLOODGATE__RATE_LIMIT__BURST", "100"),
-        ],
-        Stdio::null(),
-    )
+    let app = spawn_binary(&[
+        ("WORKER_COUNT", "2"),
+        ("QUEUE_SIZE", "32"),
+        ("INTENSIVE_ROUNDS", "200000"),
+        ("RATE_LIMIT", "3000"),
+        ("FLOODGATE__RATE_LIMIT__BURST", "100"),
+    ])
     .await;
     let base = app.base.clone();
     let stop = Arc::new(AtomicBool::new(false));
@@ -133,11 +129,14 @@ async fn overload_is_refused_fast_and_counted_exactly() {
 async fn slow_loris_connections_are_cut_off() {
     let app = spawn_with(|s| s.server.header_read_timeout = Duration::from_millis(800)).await;
     let addr = app.addr;
+    let connected = Arc::new(AtomicUsize::new(0));
     let slow: Vec<_> = (0..200)
         .map(|_| {
+            let connected = Arc::clone(&connected);
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                connected.fetch_add(1, Ordering::SeqCst);
                 let started = Instant::now();
                 for b in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "
                     .iter()
@@ -151,14 +150,29 @@ async fn slow_loris_connections_are_cut_off() {
                         break;
                     }
                 }
+                // Closed by the server is end-of-file or a reset; a read that times out means
+                // the connection was still open.
                 let mut buf = [0u8; 256];
-                let closed = matches!(s.read(&mut buf), Ok(0) | Err(_))
-                    || started.elapsed() < Duration::from_secs(4);
+                let closed = loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => break true,
+                        Ok(_) => continue,
+                        Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+                    }
+                };
                 (closed, started.elapsed())
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Time the normal client only once every slow one is connected and dribbling.
+    let started = Instant::now();
+    while connected.load(Ordering::SeqCst) < 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "slow clients did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for n in 0..20 {
         let t = Instant::now();
         assert_eq!(app.compute("fast", n).await.status(), 200);

@@ -1,5 +1,4 @@
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -8,24 +7,15 @@ use crate::helpers::*;
 /// every accepted request completes, readiness flips, and the process exits 0.
 #[tokio::test]
 async fn sigterm_during_load_completes_every_in_flight_request() {
-    let mut app = spawn_binary(
-        &[
-            ("ENVIRONMENT", "production"),
-            ("WORKER_COUNT", "2"),
-            ("INTENSIVE_ROUNDS", "3000000"),
-            ("SHUTDOWN_TIMEOUT", "60s"),
-            ("LOG_LEVEL", "info"),
-        ],
-        Stdio::piped(),
-    )
+    let mut app = spawn_binary(&[
+        ("ENVIRONMENT", "production"),
+        ("WORKER_COUNT", "2"),
+        ("INTENSIVE_ROUNDS", "3000000"),
+        ("SHUTDOWN_TIMEOUT", "60s"),
+        ("LOG_LEVEL", "info"),
+        ("ADMIN_PORT", "127.0.0.1:0"),
+    ])
     .await;
-    let stdout = app.child.0.stdout.take().unwrap();
-    let lines = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
     let client = client();
     let base = app.base.clone();
     let started = Instant::now();
@@ -73,8 +63,21 @@ async fn sigterm_during_load_completes_every_in_flight_request() {
         .status()
         .unwrap()
         .success());
-    // Readiness turns 503 at once (on an existing connection), then the listener closes.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Readiness turns 503 at once on the admin listener, which stays up while requests drain.
+    let ready = format!("http://{}/health/ready", app.admin.expect("admin listener"));
+    let signalled = Instant::now();
+    loop {
+        let status = client.get(&ready).send().await.unwrap().status();
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "readiness never turned 503"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut completed = 0;
     for (i, t) in tasks.into_iter().enumerate() {
         let (status, body) = t.await.unwrap();
@@ -83,13 +86,12 @@ async fn sigterm_during_load_completes_every_in_flight_request() {
         completed += 1;
     }
     assert_eq!(completed, n);
-    let status = app.child.0.wait().unwrap();
+    let (status, lines) = app.wait_for_exit();
     assert_eq!(status.code(), Some(0));
     assert!(
         client.get(format!("{base}/health")).send().await.is_err(),
         "listener closed"
     );
-    let lines = lines.join().unwrap();
     let last = lines
         .iter()
         .rev()
