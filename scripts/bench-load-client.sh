@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Is floodgate-load fast enough not to be the bottleneck?
 #
-# Builds floodgate-load and the bare hyper reference server
-# (crates/floodgate-load/examples/hello_server.rs) in release mode, pins the
-# server to core 0 and the load generators to core 1, then drives the server
-# alternately with wrk and with floodgate-load (single-threaded runtime), same
-# connection count and duration, three rounds each. Prints the median
-# requests/s of each and the ratio floodgate-load / wrk (target: >= 0.8).
+# Builds floodgate-load and the bare hyper reference server (examples/bare_hyper.rs,
+# the one scripts/bench.sh uses, here with a single tokio worker thread) in
+# release mode, pins the server to core 0 and the load generators to core 1,
+# then drives the server alternately with wrk and with floodgate-load
+# (single-threaded runtime), same connection count and duration, three rounds
+# each. Prints the median requests/s of each and the ratio floodgate-load / wrk
+# (target: >= 0.8).
 # Finally it measures floodgate-load's peak RSS for 10x more requests to show
 # memory does not grow with the request count.
 #
@@ -39,14 +40,16 @@ require_cores
 
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 echo "== building (release) =="
-cargo build --release -p floodgate-load --bin floodgate-load --example hello_server
+cargo build --release -p floodgate-load --bin floodgate-load
+cargo build --release --example bare_hyper
 load=$target_dir/release/floodgate-load
-hello=$target_dir/release/examples/hello_server
+hyper_server=$target_dir/release/examples/bare_hyper
 
 pin_self
 bench_setup
 
-server_start hello_server "$hello" 127.0.0.1:0
+# A free port, and one worker thread: the whole server on its one core.
+server_start bare-hyper env SERVER_PORT=127.0.0.1:0 TOKIO_WORKER_THREADS=1 "$hyper_server"
 server_await "print its address" server_listening
 server_await "answer on $server_addr" http_ok "$server_addr" /
 url=http://$server_addr
