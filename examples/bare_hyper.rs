@@ -1,10 +1,13 @@
-//! Reference server for `scripts/bench.sh`: bare hyper 1, a fixed 13-byte body on any path.
+//! Reference server for `scripts/bench.sh` and `scripts/bench-load-client.sh`: bare hyper 1,
+//! a fixed 13-byte body on any path.
 //!
 //! No routing, no middleware, no logging, no JSON: the ceiling for an HTTP/1.1 server on this
-//! runtime and this machine. Multi-threaded tokio runtime and `TCP_NODELAY`, like floodgate.
+//! runtime and this machine. Multi-threaded tokio runtime and `TCP_NODELAY`, like floodgate;
+//! `TOKIO_WORKER_THREADS=1` gives it a single worker (bench-load-client.sh, where the server
+//! has one core to itself and must not be the bottleneck).
 //!
-//! Listens on `SERVER_PORT` (`host:port`, default `127.0.0.1:18181`) and prints
-//! `listening on <addr>` once bound.
+//! Listens on `SERVER_PORT` (`host:port`, default `127.0.0.1:18181`; port 0 picks a free one)
+//! and prints `listening on <addr>` once bound.
 
 use std::convert::Infallible;
 

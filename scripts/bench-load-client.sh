@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Is floodgate-load fast enough not to be the bottleneck?
 #
-# Builds floodgate-load and the bare hyper reference server
-# (crates/floodgate-load/examples/hello_server.rs) in release mode, pins the
-# server to core 0 and the load generators to core 1, then drives the server
-# alternately with wrk and with floodgate-load (single-threaded runtime), same
-# connection count and duration, three rounds each. Prints the median
-# requests/s of each and the ratio floodgate-load / wrk (target: >= 0.8).
+# Builds floodgate-load and the bare hyper reference server (examples/bare_hyper.rs,
+# the one scripts/bench.sh uses, here with a single tokio worker thread) in
+# release mode, pins the server to core 0 and the load generators to core 1,
+# then drives the server alternately with wrk and with floodgate-load
+# (single-threaded runtime), same connection count and duration, three rounds
+# each. Prints the median requests/s of each and the ratio floodgate-load / wrk
+# (target: >= 0.8).
 # Finally it measures floodgate-load's peak RSS for 10x more requests to show
 # memory does not grow with the request count.
 #
 # Usage: scripts/bench-load-client.sh [--quick]
 #   --quick   2 s per measurement instead of 10 s, smaller RSS runs
 # Env: CONNECTIONS (default 64), ROUNDS (default 3), CARGO_TARGET_DIR.
-# Needs: wrk, taskset (util-linux), /usr/bin/time (Debian package `time`),
-# at least 2 CPU cores.
+# Needs: wrk, taskset (util-linux), /usr/bin/time (Debian package `time`), jq,
+# at least 2 CPU cores, Linux /proc.
+# Shares its server handling with scripts/bench.sh (scripts/lib/bench-common.sh).
 set -euo pipefail
 
 duration=10
@@ -28,39 +30,29 @@ esac
 connections=${CONNECTIONS:-64}
 rounds=${ROUNDS:-3}
 
-for tool in wrk taskset /usr/bin/time cargo; do
-    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk util-linux time)" >&2; exit 1; }
-done
-if [ "$(nproc)" -lt 2 ]; then
-    echo "needs at least 2 CPU cores (server on core 0, load generator on core 1)" >&2
-    exit 1
-fi
-
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=scripts/lib/bench-common.sh
+. "$root/scripts/lib/bench-common.sh"
+
+require_tools "apt-get install wrk util-linux time jq" wrk taskset /usr/bin/time jq cargo awk
+require_cores
+
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 echo "== building (release) =="
-cargo build --release -p floodgate-load --bin floodgate-load --example hello_server
+cargo build --release -p floodgate-load --bin floodgate-load
+cargo build --release --example bare_hyper
 load=$target_dir/release/floodgate-load
-hello=$target_dir/release/examples/hello_server
+hyper_server=$target_dir/release/examples/bare_hyper
 
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+pin_self
+bench_setup
 
-taskset -c 0 "$hello" 127.0.0.1:0 >"$work/server.out" &
-server_pid=$!
-for _ in $(seq 100); do
-    grep -q '^listening on ' "$work/server.out" 2>/dev/null && break
-    sleep 0.05
-done
-addr=$(sed -n 's/^listening on //p' "$work/server.out")
-[ -n "$addr" ] || { echo "reference server did not start" >&2; exit 1; }
-url=http://$addr
+# A free port, and one worker thread: the whole server on its one core.
+server_start bare-hyper env SERVER_PORT=127.0.0.1:0 TOKIO_WORKER_THREADS=1 "$hyper_server"
+server_await "print its address" server_listening
+server_await "answer on $server_addr" http_ok "$server_addr" /
+url=http://$server_addr
 echo "== reference server on $url (core 0); load generators on core 1; $connections connections, ${duration}s each =="
 
 run_wrk() {
@@ -71,7 +63,7 @@ run_load() {
     taskset -c 1 "$load" --url "$url" --method GET --path / --threads 1 \
         --concurrency "$connections" --duration "${duration}s" --requests 1000000000 \
         --warmup 0 --no-health-check --no-server-metrics --quiet --output json |
-        sed -n 's/^ *"rps": \([0-9.]*\),\{0,1\}$/\1/p' | head -n1
+        jq -er '.scenarios[0].rps'
 }
 
 median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -81,7 +73,7 @@ median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; e
 for round in $(seq "$rounds"); do
     w=$(run_wrk)
     echo "$w" >>"$work/wrk"
-    l=$(run_load)
+    l=$(run_load) || { echo "floodgate-load reported no requests/s" >&2; exit 1; }
     echo "$l" >>"$work/load"
     printf 'round %d: wrk %10.0f req/s   floodgate-load %10.0f req/s\n' "$round" "$w" "$l"
 done

@@ -29,7 +29,8 @@
 #      BIG_CONNECTIONS (500), STARTS (5), BENCH_PORT (18181),
 #      BENCH_LOCK (/tmp/floodgate-bench.lock; empty: take no lock),
 #      CARGO_TARGET_DIR.
-# Needs: wrk, taskset (util-linux), flock, at least 2 CPU cores, Linux /proc.
+# Needs: wrk, taskset (util-linux), flock, jq, at least 2 CPU cores, Linux /proc.
+# Shares its server handling with scripts/bench-load-client.sh (scripts/lib/bench-common.sh).
 set -euo pipefail
 
 duration=${DURATION:-10}
@@ -49,22 +50,17 @@ big_connections=${BIG_CONNECTIONS:-500}
 port=${BENCH_PORT:-18181}
 lock=${BENCH_LOCK-/tmp/floodgate-bench.lock}
 
-for tool in wrk taskset flock cargo awk; do
-    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk util-linux)" >&2; exit 1; }
-done
-if [ "$(nproc --all)" -lt 2 ]; then
-    echo "needs at least 2 CPU cores (server on core 0, load generator on core 1)" >&2
-    exit 1
-fi
-
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=scripts/lib/bench-common.sh
+. "$root/scripts/lib/bench-common.sh"
+
+require_tools "apt-get install wrk util-linux jq" wrk taskset flock jq cargo awk
+require_cores
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 release=$target_dir/release
 lua=$root/scripts/bench-wrk.lua
 out_dir=$target_dir/bench
-
-log() { printf '%s\n' "$*" >&2; }
 
 # ---------------------------------------------------------------- build
 have_load=0
@@ -95,78 +91,30 @@ if [ -n "$lock" ]; then
         flock 9
     fi
 fi
-# The script itself (readiness polls, parsing) stays off the server's core.
-taskset -pc 1 $$ >/dev/null
-
-work=$(mktemp -d /tmp/floodgate-bench.XXXXXX)
-server_pid=
-stop_server() {
-    [ -n "$server_pid" ] || return 0
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=
-}
-cleanup() {
-    stop_server
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+pin_self
+bench_setup
 
 clk_tck=$(getconf CLK_TCK)
 addr=127.0.0.1:$port
 
 # ---------------------------------------------------------------- servers
-# now_us: wall clock in microseconds, without a fork.
-now_us() { local t=$EPOCHREALTIME; echo $(( ${t/./} )); }
-
-# http_ok PATH: one GET over bash's /dev/tcp (no fork); true on status 200.
-http_ok() {
-    local line=
-    { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
-    printf 'GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$1" "$addr" >&3 2>/dev/null || true
-    IFS= read -r -t 2 line <&3 || true
-    exec 3>&- 3<&-
-    [[ $line == "HTTP/1."?" 200 "* ]]
-}
-
 # start_server NAME: starts it on core 0, waits for a 200 from /health;
 # sets server_pid and startup_ms (launch to first 200).
 start_server() {
-    local name=$1 t0 deadline
+    local name=$1 t0
     t0=$(now_us)
     case $name in
         floodgate)
-            ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 SERVER_PORT=$addr \
-                FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" \
-                taskset -c 0 "$release/floodgate" >"$work/floodgate.out" 2>"$work/floodgate.err" &
-            ;;
+            server_start floodgate env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+                SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" "$release/floodgate" ;;
         bare-axum)
-            SERVER_PORT=$addr taskset -c 0 "$release/examples/bare_axum" >"$work/server.out" 2>&1 & ;;
+            server_start bare-axum env SERVER_PORT="$addr" "$release/examples/bare_axum" ;;
         bare-hyper)
-            SERVER_PORT=$addr taskset -c 0 "$release/examples/bare_hyper" >"$work/server.out" 2>&1 & ;;
+            server_start bare-hyper env SERVER_PORT="$addr" "$release/examples/bare_hyper" ;;
     esac
-    server_pid=$!
-    deadline=$((t0 + 20000000))
-    until http_ok /health; do
-        if ! kill -0 "$server_pid" 2>/dev/null || [ "$(now_us)" -gt "$deadline" ]; then
-            log "$name did not answer /health on $addr; its output:"
-            cat "$work"/*.out "$work"/*.err >&2 2>/dev/null || true
-            exit 1
-        fi
-    done
+    server_await "answer /health on $addr" http_ok "$addr" /health
     startup_ms=$(( ($(now_us) - t0) / 1000 ))
 }
-
-# proc_kib FIELD: VmRSS / VmHWM of the server in KiB.
-proc_kib() { awk -v f="$1:" '$1 == f {print $2}' "/proc/$server_pid/status"; }
-# cpu_ticks: user + system clock ticks of the server, all threads.
-cpu_ticks() { local s; s=$(<"/proc/$server_pid/stat"); s=${s##*) }; set -- $s; echo $(( ${12} + ${13} )); }
 
 # ---------------------------------------------------------------- generators
 # Each sets: r_requests r_rps r_p50_us r_p99_us r_non2xx r_errors
@@ -188,24 +136,22 @@ run_wrk() { # METHOD PATH CONNECTIONS
 }
 
 run_floodgate_load() { # METHOD PATH CONNECTIONS
-    local out body=()
+    local out fields responses successful body=()
     [ "$1" = POST ] && body=(--body '{"number": 42}')
     out=$(taskset -c 1 "$release/floodgate-load" --url "http://$addr" --method "$1" --path "$2" \
         "${body[@]}" --threads 1 --concurrency "$3" --duration "${duration}s" \
         --requests 1000000000 --warmup 0 --no-health-check --no-server-metrics \
         --quiet --output json 2>"$work/load.err") || true
-    json() { sed -n "s/^ *\"$1\": \([0-9.]*\),\{0,1\}\$/\1/p" <<<"$out" | head -n1; }
-    r_requests=$(json total)
-    r_rps=$(json rps)
-    r_p50_us=$(awk -v v="$(json p50_ms)" 'BEGIN {printf "%d", v * 1000}')
-    r_p99_us=$(awk -v v="$(json p99_ms)" 'BEGIN {printf "%d", v * 1000}')
-    local responses successful
-    responses=$(json responses)
-    successful=$(json successful)
-    if [ -z "$r_rps" ] || [ -z "$responses" ] || [ -z "$successful" ]; then
+    # Latencies in whole microseconds; no latency at all (no responses) counts as 0.
+    if ! fields=$(jq -er '.scenarios[0]
+            | [.requests.total, .rps,
+               ((.latency_ms.p50_ms // 0) * 1000 | floor), ((.latency_ms.p99_ms // 0) * 1000 | floor),
+               .requests.responses, .requests.successful]
+            | if any(. == null) then null else @tsv end' <<<"$out" 2>/dev/null); then
         log "unexpected floodgate-load output: $out $(cat "$work/load.err")"
         exit 1
     fi
+    read -r r_requests r_rps r_p50_us r_p99_us responses successful <<<"$fields"
     r_non2xx=$((responses - successful))
     r_errors=$((r_requests - responses))
 }
@@ -225,8 +171,8 @@ generators=(wrk)
 total=$((starts + 2))
 for g in "${generators[@]}"; do
     for c in "${cases[@]}"; do
-        set -- ${servers[$c]}
-        total=$((total + rounds * $#))
+        read -ra list <<<"${servers[$c]}"
+        total=$((total + rounds * ${#list[@]}))
     done
 done
 step=0
@@ -240,11 +186,11 @@ log "== server on core 0, load on core 1; $connections connections, ${duration}s
 measure() {
     local g=$1 c=$2 s=$3 round=$4 conns=$5 ticks0 ticks1 hwm cpu_us
     start_server "$s"
-    ticks0=$(cpu_ticks)
+    ticks0=$(server_cpu_ticks)
     "run_${g//-/_}" "${method[$c]}" "${path[$c]}" "$conns"
-    ticks1=$(cpu_ticks)
-    hwm=$(proc_kib VmHWM)
-    stop_server
+    ticks1=$(server_cpu_ticks)
+    hwm=$(server_kib VmHWM)
+    server_stop
     cpu_us=$(awk -v t=$((ticks1 - ticks0)) -v hz="$clk_tck" -v n="$r_requests" \
         'BEGIN {printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0)}')
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$g" "$c" "$s" "$round" "$conns" \
@@ -269,8 +215,8 @@ for i in $(seq "$starts"); do
     progress "startup: floodgate start $i"
     start_server floodgate
     sleep 1
-    printf '%s\t%s\n' "$startup_ms" "$(proc_kib VmRSS)" >>"$startup_file"
-    stop_server
+    printf '%s\t%s\n' "$startup_ms" "$(server_kib VmRSS)" >>"$startup_file"
+    server_stop
     log "      first /health 200 after $startup_ms ms, idle RSS $(( $(tail -n1 "$startup_file" | cut -f2) / 1024 )) MiB"
 done
 

