@@ -119,3 +119,37 @@ async fn a_panicking_job_is_a_processing_error_for_that_request_only() {
 async fn boom() -> &'static str {
     panic!("kaboom")
 }
+
+/// The plain listener speaks HTTP/2 to a client that starts with its preface (h2c, prior
+/// knowledge, as gRPC clients do), beside HTTP/1.1; many requests share one connection.
+#[tokio::test]
+async fn cleartext_http2_with_prior_knowledge_is_served() {
+    let app = spawn_app().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let sends = (0..50u64).map(|n| {
+        h2.post(app.url("/api/v1/compute/fast"))
+            .header("content-type", "application/json")
+            .body(format!("{{\"number\":{n}}}"))
+            .send()
+    });
+    let mut ids = std::collections::HashSet::new();
+    for (n, r) in futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let r = r.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["result"], (n * n) as u64);
+        ids.insert(body["request_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 50);
+    // HTTP/1.1 on the same listener is unchanged.
+    let r = client().get(app.url("/health")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+}

@@ -121,3 +121,28 @@ async fn oversized_headers_are_431() {
         .unwrap();
     assert_eq!(r.status(), 431);
 }
+
+/// The whole stack, driven in-process without a socket: routing, the envelope and its
+/// headers are the same as over the network.
+#[tokio::test]
+async fn the_service_answers_without_a_socket() {
+    use tower::ServiceExt;
+    let app = floodgate::Application::build(test_settings())
+        .await
+        .unwrap();
+    let request = http::Request::get("/no/such/route")
+        .header("host", "floodgate")
+        .header("x-request-id", "in-process-1")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.service().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["x-request-id"], "in-process-1");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "NOT_FOUND");
+    assert_eq!(body["request_id"], "in-process-1");
+}

@@ -1,0 +1,130 @@
+//! The module rules the README states, checked on the source: data flows one way between the
+//! top-level modules (no cycle), the transport-free modules use no web framework, and
+//! configuration depends on nothing else in the crate.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Modules that must not know which transport a call came from.
+const TRANSPORT_FREE: &[&str] = &["admission", "domain", "pool", "error", "config", "health"];
+/// Crates that are transports.
+const FRAMEWORKS: &[&str] = &["axum::", "tonic::"];
+
+/// `(top-level module, path, text)` of a source file.
+type Source = (String, String, String);
+/// Which top-level modules each one refers to.
+type Graph = BTreeMap<String, BTreeSet<String>>;
+
+/// Every `.rs` file under `dir`, with the top-level module it belongs to.
+fn sources(dir: &Path, top: Option<&str>, out: &mut Vec<Source>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let module = top.map_or(name.clone(), str::to_owned);
+        if path.is_dir() {
+            sources(&path, Some(&module), out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            out.push((module, path.display().to_string(), text));
+        }
+    }
+}
+
+/// `crate::name` references in `text` (imports, paths and doc links alike).
+fn crate_refs(text: &str) -> BTreeSet<String> {
+    text.match_indices("crate::")
+        .map(|(i, _)| {
+            text[i + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+fn graph() -> (Graph, Vec<Source>) {
+    let mut files = Vec::new();
+    sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        None,
+        &mut files,
+    );
+    let mut deps = Graph::new();
+    for (module, _, text) in &files {
+        let entry = deps.entry(module.clone()).or_default();
+        entry.extend(crate_refs(text).into_iter().filter(|d| d != module));
+    }
+    (deps, files)
+}
+
+/// A path around a cycle through `start`, if there is one.
+fn cycle_through(
+    deps: &Graph,
+    start: &str,
+    at: &str,
+    path: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    for next in deps.get(at).into_iter().flatten() {
+        if next == start {
+            let mut cycle = path.clone();
+            cycle.push(start.to_owned());
+            return Some(cycle);
+        }
+        if !path.contains(next) {
+            path.push(next.clone());
+            if let Some(c) = cycle_through(deps, start, next, path) {
+                return Some(c);
+            }
+            path.pop();
+        }
+    }
+    None
+}
+
+#[test]
+fn top_level_modules_depend_on_each_other_one_way() {
+    let (deps, _) = graph();
+    assert!(deps.contains_key("http") && deps.contains_key("admission"));
+    for module in deps.keys() {
+        let mut path = vec![module.clone()];
+        if let Some(cycle) = cycle_through(&deps, module, module, &mut path) {
+            panic!("modules import each other: {}", cycle.join(" -> "));
+        }
+    }
+}
+
+#[test]
+fn transport_free_modules_use_no_web_framework() {
+    let (deps, files) = graph();
+    for (module, path, text) in &files {
+        if TRANSPORT_FREE.contains(&module.as_str()) {
+            for framework in FRAMEWORKS {
+                assert!(!text.contains(framework), "{path} uses {framework}");
+            }
+            for transport in ["http", "transport", "app", "state"] {
+                assert!(
+                    !deps[module].contains(transport),
+                    "{module} ({path}) depends on {transport}"
+                );
+            }
+        }
+    }
+    assert!(
+        deps["config"].is_empty(),
+        "config depends on {:?}",
+        deps["config"]
+    );
+}
+
+#[test]
+fn the_checker_sees_a_cycle_when_there_is_one() {
+    let mut deps = Graph::new();
+    deps.entry("a".into()).or_default().insert("b".into());
+    deps.entry("b".into()).or_default().insert("c".into());
+    deps.entry("c".into()).or_default().insert("a".into());
+    let cycle = cycle_through(&deps, "a", "a", &mut vec!["a".into()]).unwrap();
+    assert_eq!(cycle, ["a", "b", "c", "a"]);
+    deps.get_mut("c").unwrap().clear();
+    assert!(cycle_through(&deps, "a", "a", &mut vec!["a".into()]).is_none());
+}
