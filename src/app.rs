@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::admission::{Admission, Authenticator, RateLimiter};
+use crate::admission::{Admission, Authenticator, FailureThrottle, RateLimiter};
 use crate::config::Settings;
 use crate::domain::cache::ResultCache;
 use crate::domain::{Compute, Kernel};
@@ -18,6 +18,7 @@ use crate::observability::access_log::AccessLog;
 use crate::observability::metrics::{self as m, Metrics};
 use crate::pool::{PoolMetrics, WorkerPool};
 use crate::state::{AppState, Inner, Readiness};
+use crate::transport::server::ConnectionErrors;
 use crate::transport::tls::{self, ReloadableCert};
 use crate::transport::{ConnectionLimits, Server, Tls};
 
@@ -98,10 +99,14 @@ impl ApplicationBuilder {
         health.register(WorkerPoolCheck(pool.clone()));
         let cache = ResultCache::from_settings(&settings.cache, &metrics);
         let access_log = if settings.log.access_log_enabled() {
-            Some(AccessLog::open(
-                settings.log.access_log_path.as_deref(),
-                settings.log.effective_format(settings.environment),
-            )?)
+            let path = settings.log.access_log_path.as_deref();
+            let format = settings.log.effective_format(settings.environment);
+            Some(AccessLog::open(path, format).map_err(|e| {
+                let path = path.map(|p| p.display().to_string()).unwrap_or_default();
+                invalid(format!(
+                    "invalid setting `log.access_log_path`: value `{path}`: cannot open it: {e}"
+                ))
+            })?)
         } else {
             None
         };
@@ -139,7 +144,15 @@ impl ApplicationBuilder {
                 .expect("the document serializes")
                 .into()
         }));
-        let admission = Admission::new(auth, RateLimiter::from_settings(&settings.rate_limit));
+        let failures = FailureThrottle::new(
+            settings.auth.failed_attempts_per_minute,
+            settings.auth.failed_attempts_burst,
+        );
+        let admission = Admission::new(
+            auth,
+            failures,
+            RateLimiter::from_settings(&settings.rate_limit),
+        );
         let service = http::stack(
             state.clone(),
             context.clone(),
@@ -261,9 +274,16 @@ impl Application {
                 tokio::spawn(tls::reload_when_changed(cert, CERT_CHECK_INTERVAL)),
             ]
         });
-        let server = Server::start(self.listener, self.service, limits, self.tls);
+        let errors = connection_errors(&self.state.metrics);
+        let server = Server::start(
+            self.listener,
+            self.service,
+            limits,
+            self.tls,
+            errors.clone(),
+        );
         let admin = match (self.admin_listener, self.admin_service) {
-            (Some(l), Some(s)) => Some(Server::start(l, s, limits, None)),
+            (Some(l), Some(s)) => Some(Server::start(l, s, limits, None, errors)),
             _ => None,
         };
         let upkeep = Upkeep::start(Arc::clone(&self.state.metrics), self.admission.clone());
@@ -347,6 +367,15 @@ fn pool_metrics(metrics: &Metrics) -> PoolMetrics {
         failed: outcome("failed"),
         queue_wait_seconds: metrics.histogram(m::JOB_QUEUE_WAIT),
         duration_seconds: metrics.histogram(m::JOB_DURATION),
+    }
+}
+
+fn connection_errors(metrics: &Metrics) -> ConnectionErrors {
+    let kind = |k: &'static str| metrics.counter(m::CONNECTION_ERRORS, &[("kind", k)]);
+    ConnectionErrors {
+        malformed: kind("malformed"),
+        too_large: kind("too_large"),
+        header_timeout: kind("header_timeout"),
     }
 }
 

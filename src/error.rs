@@ -40,9 +40,10 @@ pub enum ApiError {
     /// The body is larger than the limit (bytes).
     #[error("request body exceeds {0} bytes")]
     PayloadTooLarge(usize),
-    /// The body is not JSON.
-    #[error("Content-Type must be application/json")]
-    UnsupportedMediaType,
+    /// The body is not in a form the service reads (not JSON, or content-encoded); the
+    /// text says which.
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
     /// Over the rate limit.
     #[error("Rate limit exceeded")]
     RateLimitExceeded { retry_after: Duration },

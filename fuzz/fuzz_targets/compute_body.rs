@@ -11,9 +11,10 @@ fuzz_target!(|data: &[u8]| {
     match parse_compute_body(data) {
         Ok(input) => {
             assert!(input.number <= MAX_NUMBER);
-            // Whatever was accepted must be a JSON object whose `number` is that integer.
+            // Whatever was accepted must be a JSON object whose `number` is that integer
+            // (written as an integer, or as a fraction or exponent with that exact value).
             let v: serde_json::Value = serde_json::from_slice(data).expect("accepted bodies are JSON");
-            assert_eq!(v["number"].as_u64(), Some(input.number));
+            assert_eq!(v["number"].as_f64(), Some(input.number as f64));
         }
         Err(ApiError::InvalidRequest(msg)) => assert!(!msg.is_empty()),
         Err(other) => panic!("unexpected error kind {other:?}"),

@@ -121,6 +121,16 @@ impl Authenticator {
 
     /// The principal the request's credentials prove, or the 401/403 to answer with.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Refusal> {
+        // A repeated header is ambiguous: whichever copy a proxy or this check reads first
+        // would decide, and a valid copy would hide an invalid one.
+        for name in [&X_API_KEY, &http::header::AUTHORIZATION] {
+            if headers.get_all(name).iter().nth(1).is_some() {
+                return Err(unauthorized(
+                    "send one credential header, not several",
+                    true,
+                ));
+            }
+        }
         if let Some(key) = headers.get(&X_API_KEY) {
             // Two credentials are ambiguous (RFC 6750 §2 allows one method per request);
             // accepting the valid one would hide that the other is wrong.
@@ -336,6 +346,24 @@ mod tests {
             auth.authenticate(&both).is_err(),
             "one credential per request"
         );
+        for name in ["x-api-key", "authorization"] {
+            let value = if name == "x-api-key" {
+                "s3cret"
+            } else {
+                "Bearer s3cret"
+            };
+            for second in [value, "wrong"] {
+                let mut twice = headers(name, value);
+                twice.append(
+                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    second.parse().unwrap(),
+                );
+                assert!(
+                    matches!(auth.authenticate(&twice), Err(Refusal::Unauthorized { .. })),
+                    "two {name} headers are refused"
+                );
+            }
+        }
     }
 
     #[test]

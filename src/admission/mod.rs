@@ -11,11 +11,13 @@ pub mod auth;
 pub mod deadline;
 pub mod layer;
 pub mod rate_limit;
+pub mod throttle;
 
 pub use auth::{Authenticator, Principal};
 pub use deadline::DeadlineLayer;
 pub use layer::{AdmissionLayer, Gate};
 pub use rate_limit::{ClientKey, RateLimiter};
+pub use throttle::FailureThrottle;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -63,16 +65,24 @@ impl From<Refusal> for ApiError {
     }
 }
 
-/// The admission policy of one listener: authentication and rate limiting, each optional.
+/// The admission policy of one listener: authentication (with its failures throttled per
+/// address) and rate limiting, each optional.
 #[derive(Clone, Default)]
 pub struct Admission {
-    auth: Option<Arc<Authenticator>>,
+    auth: Option<(Arc<Authenticator>, Option<Arc<FailureThrottle>>)>,
     limiter: Option<RateLimiter>,
 }
 
 impl Admission {
-    pub fn new(auth: Option<Arc<Authenticator>>, limiter: Option<RateLimiter>) -> Self {
-        Self { auth, limiter }
+    pub fn new(
+        auth: Option<Arc<Authenticator>>,
+        failures: Option<FailureThrottle>,
+        limiter: Option<RateLimiter>,
+    ) -> Self {
+        Self {
+            auth: auth.map(|a| (a, failures.map(Arc::new))),
+            limiter,
+        }
     }
 
     /// Whether this policy admits everything without looking.
@@ -84,11 +94,25 @@ impl Admission {
     /// limits are per client). Authentication comes first so that per-client buckets can key
     /// on the principal.
     pub fn admit(&self, caller: &Caller<'_>) -> Admit {
+        let address = caller.client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let principal = match &self.auth {
-            Some(auth) => match auth.authenticate(caller.headers) {
-                Ok(p) => Some(p),
-                Err(refusal) => return Admit::ready(Err(refusal)),
-            },
+            Some((auth, failures)) => {
+                // An address that has failed too often is refused before its credential is
+                // checked: checking would let it go on guessing at full speed.
+                if let Some(retry_after) = failures.as_ref().and_then(|f| f.blocked(address)) {
+                    return Admit::ready(Err(Refusal::RateLimited { retry_after }));
+                }
+                match auth.authenticate(caller.headers) {
+                    Ok(p) => Some(p),
+                    Err(refusal) => {
+                        let throttled = failures.as_ref().and_then(|f| f.failed(address));
+                        return Admit::ready(Err(match throttled {
+                            Some(retry_after) => Refusal::RateLimited { retry_after },
+                            None => refusal,
+                        }));
+                    }
+                }
+            }
             None => None,
         };
         let Some(limiter) = &self.limiter else {
@@ -96,7 +120,7 @@ impl Admission {
         };
         let key = limiter.per_client().then(|| match &principal {
             Some(p) => ClientKey::Principal(p.clone()),
-            None => ClientKey::Address(caller.client.unwrap_or(IpAddr::from([0, 0, 0, 0]))),
+            None => ClientKey::Address(address),
         });
         match limiter.check(key.as_ref()) {
             rate_limit::Check::Ready(Ok(())) => Admit::ready(Ok(Permit { principal })),
@@ -112,10 +136,13 @@ impl Admission {
         }
     }
 
-    /// Periodic upkeep of the limiter's state.
+    /// Periodic upkeep of the limiters' state.
     pub fn housekeeping(&self) {
         if let Some(l) = &self.limiter {
             l.housekeeping();
+        }
+        if let Some((_, Some(failures))) = &self.auth {
+            failures.housekeeping();
         }
     }
 }

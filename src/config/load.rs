@@ -119,10 +119,7 @@ impl Settings {
         for key in LIST_SETTINGS {
             nested = nested.with_list_parse_key(key);
         }
-        layers.push((
-            "FLOODGATE__* environment variables".into(),
-            Box::new(nested),
-        ));
+        layers.push((NESTED.into(), Box::new(nested)));
 
         let mut builder = config::Config::builder();
         for (_, source) in &layers {
@@ -218,8 +215,14 @@ fn lookup<'a>(
     key: &str,
     layers: &'a [(String, Box<dyn Source + Send + Sync>)],
 ) -> Option<(&'a str, Value)> {
+    // `auth.api_key_hashes[0]` is set wherever `auth.api_key_hashes` is.
+    let key = key.split('[').next().unwrap_or(key);
     layers.iter().rev().find_map(|(name, source)| {
         let map = source.collect().ok()?;
+        // Environment sources keep dotted keys flat (`cors.max_age`); files nest tables.
+        if let Some(v) = map.get(key) {
+            return Some((name.as_str(), v.clone()));
+        }
         let mut parts = key.split('.');
         let mut current = map.get(parts.next()?).cloned();
         for part in parts {
@@ -235,13 +238,27 @@ fn lookup<'a>(
     })
 }
 
-/// Which layer last set `key`, for error messages.
+/// The name of the nested-variables layer.
+const NESTED: &str = "FLOODGATE__* environment variables";
+
+/// Which layer last set `key`, for error messages; for the nested variables, the variable.
 fn origin_of(key: &str, layers: &[(String, Box<dyn Source + Send + Sync>)]) -> String {
     match lookup(key, layers) {
+        Some((NESTED, _)) => format!("environment variable {}", nested_variable(key)),
         Some((name, v)) => v.origin().unwrap_or(name).to_owned(),
         None => "built-in defaults".to_owned(),
     }
 }
+
+/// `cors.max_age` → `FLOODGATE__CORS__MAX_AGE`.
+fn nested_variable(key: &str) -> String {
+    let key = key.split('[').next().unwrap_or(key);
+    format!("FLOODGATE__{}", key.to_ascii_uppercase().replace('.', "__"))
+}
+
+/// The origin the `config` crate gives every value of an environment source: too vague
+/// to act on, so the layers are asked which variable it was.
+const VAGUE_ORIGIN: &str = "the environment";
 
 /// The value `key` was given, for error messages.
 fn value_of(key: &str, layers: &[(String, Box<dyn Source + Send + Sync>)]) -> String {
@@ -264,15 +281,27 @@ fn from_config_error(
         } => {
             let setting = key.unwrap_or_else(|| "?".into());
             SettingsError {
-                source: origin.unwrap_or_else(|| origin_of(&setting, layers)),
+                source: origin
+                    .filter(|o| o != VAGUE_ORIGIN)
+                    .unwrap_or_else(|| origin_of(&setting, layers)),
                 setting,
                 value: unexpected.to_string(),
                 reason: format!("expected {expected}"),
             }
         }
         E::At { error, origin, key } => {
-            let setting = key.unwrap_or_else(|| "?".into());
-            let source = origin.unwrap_or_else(|| origin_of(&setting, layers));
+            let mut setting = key.unwrap_or_else(|| "?".into());
+            // An unknown key is reported at its section, with the origin of whichever layer
+            // made the section: name the key itself, and blame the layer that set it.
+            let source = match unknown_field(&error.to_string()) {
+                Some(field) => {
+                    setting = format!("{setting}.{field}");
+                    origin_of(&setting, layers)
+                }
+                None => origin
+                    .filter(|o| o != VAGUE_ORIGIN)
+                    .unwrap_or_else(|| origin_of(&setting, layers)),
+            };
             let inner = from_config_error(*error, layers);
             let value = if inner.value.is_empty() {
                 value_of(&setting, layers)
@@ -284,6 +313,25 @@ fn from_config_error(
                 source,
                 value,
                 reason: inner.reason,
+            }
+        }
+        E::Message(message) if unknown_field(&message).is_some() => {
+            let setting = unknown_field(&message).unwrap_or_default();
+            let section = layers
+                .iter()
+                .rev()
+                .find_map(|(_, source)| {
+                    let map = source.collect().ok()?;
+                    map.keys()
+                        .find(|k| k.ends_with(&format!(".{setting}")))
+                        .cloned()
+                })
+                .unwrap_or(setting);
+            SettingsError {
+                source: origin_of(&section, layers),
+                value: value_of(&section, layers),
+                setting: section,
+                reason: message,
             }
         }
         E::FileParse { uri, cause } => SettingsError {
@@ -299,4 +347,10 @@ fn from_config_error(
             reason: other.to_string(),
         },
     }
+}
+
+/// The key named by serde's "unknown field `x`" message.
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    Some(rest.split('`').next()?.to_owned())
 }

@@ -178,6 +178,102 @@ mod tests {
     }
 
     #[test]
+    fn log_levels_are_checked_by_the_logger_own_parser() {
+        for ok in [
+            "info",
+            "floodgate",
+            "floodgate=debug,warn",
+            "warn,floodgate::app=info",
+        ] {
+            assert!(load(&[("LOG_LEVEL", ok)]).is_ok(), "{ok} is a valid filter");
+        }
+        let e = load(&[("LOG_LEVEL", "floodgate=loud")]).unwrap_err();
+        assert_eq!(e.setting, "log.level");
+        assert!(e.source.contains("LOG_LEVEL"), "{e}");
+    }
+
+    #[test]
+    fn samplers_are_named_as_opentelemetry_names_them() {
+        let s = load(&[("OTEL_TRACES_SAMPLER", "parentbased_always_off")]).unwrap();
+        assert_eq!(s.otel.sampler, SamplerKind::ParentbasedAlwaysOff);
+        let s = load(&[("OTEL_TRACES_SAMPLER", "traceidratio")]).unwrap();
+        assert_eq!(s.otel.sampler, SamplerKind::TraceIdRatio);
+        let e = load(&[("OTEL_TRACES_SAMPLER", "sometimes")]).unwrap_err();
+        assert_eq!(e.setting, "otel.sampler");
+        assert!(e.to_string().contains("always_on"), "{e}");
+        assert_eq!(load(&[]).unwrap().otel.protocol, OtlpProtocol::HttpProtobuf);
+    }
+
+    #[test]
+    fn values_out_of_their_range_are_refused_with_setting_source_and_value() {
+        for (var, value, setting) in [
+            ("QUEUE_SIZE", "18446744073709551615", "pool.queue_size"),
+            ("QUEUE_SIZE", "1000000000000", "pool.queue_size"),
+            (
+                "FLOODGATE__SERVER__MAX_CONNECTIONS",
+                "18446744073709551615",
+                "server.max_connections",
+            ),
+            (
+                "FLOODGATE__SERVER__MAX_CONNECTIONS",
+                "4294967296",
+                "server.max_connections",
+            ),
+            ("FLOODGATE__CACHE__TTL", "500000000000y", "cache.ttl"),
+            (
+                "FLOODGATE__SERVER__HEADER_READ_TIMEOUT",
+                "500000000000y",
+                "server.header_read_timeout",
+            ),
+            (
+                "SHUTDOWN_TIMEOUT",
+                "500000000000y",
+                "server.shutdown_timeout",
+            ),
+            (
+                "FLOODGATE__POOL__WORKER_NICENESS",
+                "-20",
+                "pool.worker_niceness",
+            ),
+            (
+                "FLOODGATE__POOL__WORKER_NICENESS",
+                "100",
+                "pool.worker_niceness",
+            ),
+            ("FLOODGATE__AUTH__JWT_LEEWAY", "100y", "auth.jwt_leeway"),
+        ] {
+            let e = load(&[(var, value)]).unwrap_err();
+            assert_eq!(e.setting, setting, "{var}={value}: {e}");
+            assert!(e.source.contains(var), "{var}={value}: {e}");
+            if !value.ends_with('y') {
+                assert_eq!(e.value, value, "{var}={value}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_blame_the_layer_and_value_that_caused_them() {
+        let e = load(&[("FLOODGATE__CORS__MAX_AGE", "abc")]).unwrap_err();
+        assert_eq!(e.setting, "cors.max_age", "{e}");
+        assert!(e.source.contains("FLOODGATE"), "{e}");
+        assert!(e.to_string().contains("abc"), "{e}");
+
+        let e = load(&[
+            ("SERVER_PORT", ":9000"),
+            ("FLOODGATE__SERVER__UNKNOWN_KEY", "1"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.setting, "server.unknown_key", "{e}");
+        assert!(e.source.contains("FLOODGATE"), "{e}");
+        assert!(!e.source.contains("SERVER_PORT"), "{e}");
+
+        let e = load(&[("API_KEY_HASHES", "plaintext")]).unwrap_err();
+        assert!(e.setting.starts_with("auth.api_key_hashes"), "{e}");
+        assert!(e.source.contains("API_KEY_HASHES"), "{e}");
+        assert!(!e.to_string().contains("plaintext"), "never echoed: {e}");
+    }
+
+    #[test]
     fn listen_address_forms() {
         assert_eq!(
             parse_listen_addr(":8080").unwrap(),

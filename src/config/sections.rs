@@ -192,18 +192,55 @@ pub enum OtlpProtocol {
 }
 
 /// The trace sampler, by its `OTEL_TRACES_SAMPLER` name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum SamplerKind {
     AlwaysOn,
     AlwaysOff,
-    #[serde(rename = "traceidratio")]
     TraceIdRatio,
     ParentbasedAlwaysOn,
     ParentbasedAlwaysOff,
     #[default]
-    #[serde(rename = "parentbased_traceidratio")]
     ParentbasedTraceIdRatio,
+}
+
+impl SamplerKind {
+    /// Every sampler with its name: the one list both parsing and messages use.
+    pub const ALL: [(&'static str, SamplerKind); 6] = [
+        ("always_on", SamplerKind::AlwaysOn),
+        ("always_off", SamplerKind::AlwaysOff),
+        ("traceidratio", SamplerKind::TraceIdRatio),
+        ("parentbased_always_on", SamplerKind::ParentbasedAlwaysOn),
+        ("parentbased_always_off", SamplerKind::ParentbasedAlwaysOff),
+        (
+            "parentbased_traceidratio",
+            SamplerKind::ParentbasedTraceIdRatio,
+        ),
+    ];
+}
+
+impl From<SamplerKind> for &'static str {
+    fn from(kind: SamplerKind) -> &'static str {
+        SamplerKind::ALL
+            .iter()
+            .find(|(_, k)| *k == kind)
+            .map_or("parentbased_traceidratio", |(name, _)| name)
+    }
+}
+
+impl TryFrom<String> for SamplerKind {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        let name = name.trim();
+        SamplerKind::ALL
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, kind)| *kind)
+            .ok_or_else(|| {
+                let names: Vec<&str> = SamplerKind::ALL.iter().map(|(n, _)| *n).collect();
+                format!("`{name}` is not a sampler; use one of {}", names.join(", "))
+            })
+    }
 }
 
 /// Trace export.
@@ -290,6 +327,11 @@ pub struct AuthSettings {
     pub jwt_leeway: Duration,
     /// A scope every token must carry (`scope` or `scp` claim); missing gives 403.
     pub jwt_required_scope: Option<String>,
+    /// Failed authentications allowed per client address and minute, sustained; past them
+    /// (and the burst) the address gets 429 without its credential being checked.
+    pub failed_attempts_per_minute: u32,
+    /// Failed authentications an address may make at once before the rate applies.
+    pub failed_attempts_burst: u32,
 }
 
 impl Default for AuthSettings {
@@ -304,6 +346,8 @@ impl Default for AuthSettings {
             jwt_audience: None,
             jwt_leeway: Duration::from_secs(60),
             jwt_required_scope: None,
+            failed_attempts_per_minute: 60,
+            failed_attempts_burst: 10,
         }
     }
 }

@@ -7,7 +7,113 @@ use super::{is_sha256_hex, Settings};
 /// A failed check: the setting, the value as the user wrote it, and why it is refused.
 pub(super) type Invalid = (String, String, String);
 
+const MS: Duration = Duration::from_millis(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
 impl Settings {
+    /// Every numeric setting with its documented range. Bounds are what one instance can
+    /// use: a queue of a billion jobs or a trillion connections would abort or overflow,
+    /// not serve.
+    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 13] {
+        let n = |v: usize| v as i128;
+        [
+            ("pool.workers", n(self.pool.workers), 0, 4096),
+            ("pool.queue_size", n(self.pool.queue_size), 1, 1_000_000),
+            (
+                "pool.worker_niceness",
+                self.pool.worker_niceness.into(),
+                0,
+                19,
+            ),
+            (
+                "server.max_connections",
+                n(self.server.max_connections),
+                1,
+                1_000_000,
+            ),
+            (
+                "server.max_body_bytes",
+                n(self.server.max_body_bytes),
+                64,
+                64 << 20,
+            ),
+            (
+                "server.max_header_bytes",
+                n(self.server.max_header_bytes),
+                8192,
+                1 << 20,
+            ),
+            (
+                "compute.intensive_rounds",
+                self.compute.intensive_rounds.into(),
+                1,
+                1_000_000_000,
+            ),
+            (
+                "rate_limit.requests_per_second",
+                self.rate_limit.requests_per_second.into(),
+                1,
+                100_000_000,
+            ),
+            (
+                "rate_limit.burst",
+                self.rate_limit.burst.into(),
+                0,
+                100_000_000,
+            ),
+            (
+                "cache.max_entries",
+                self.cache.max_entries.into(),
+                1,
+                100_000_000,
+            ),
+            (
+                "otel.max_queue_size",
+                n(self.otel.max_queue_size),
+                1,
+                1_000_000,
+            ),
+            (
+                "auth.failed_attempts_per_minute",
+                self.auth.failed_attempts_per_minute.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "auth.failed_attempts_burst",
+                self.auth.failed_attempts_burst.into(),
+                1,
+                1_000_000,
+            ),
+        ]
+    }
+
+    /// Every duration setting with its documented range.
+    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 7] {
+        let s = &self.server;
+        [
+            ("server.request_timeout", s.request_timeout, MS, HOUR),
+            ("server.shutdown_timeout", s.shutdown_timeout, MS, HOUR),
+            (
+                "server.header_read_timeout",
+                s.header_read_timeout,
+                MS,
+                10 * MINUTE,
+            ),
+            ("server.keep_alive_timeout", s.keep_alive_timeout, MS, HOUR),
+            ("cache.ttl", self.cache.ttl, MS, 30 * DAY),
+            (
+                "auth.jwt_leeway",
+                self.auth.jwt_leeway,
+                Duration::ZERO,
+                10 * MINUTE,
+            ),
+            ("cors.max_age", self.cors.max_age, Duration::ZERO, DAY),
+        ]
+    }
+
     /// Semantic checks that types alone cannot express.
     pub(super) fn validate(&self) -> Result<(), Invalid> {
         fn check(ok: bool, key: &str, value: impl ToString, reason: &str) -> Result<(), Invalid> {
@@ -19,58 +125,27 @@ impl Settings {
         }
         let d = |d: &Duration| humantime::format_duration(*d).to_string();
         check(
-            self.pool.queue_size >= 1,
-            "pool.queue_size",
-            self.pool.queue_size,
-            "must be at least 1",
-        )?;
-        check(
-            self.pool.workers <= 4096,
-            "pool.workers",
-            self.pool.workers,
-            "must be at most 4096 (0 = one per CPU)",
-        )?;
-        check(
             self.rate_limit.requests_per_second >= 1,
             "rate_limit.requests_per_second",
             self.rate_limit.requests_per_second,
             "must be at least 1 (set rate_limit.enabled = false to turn the limiter off)",
         )?;
-        check(
-            self.compute.intensive_rounds >= 1,
-            "compute.intensive_rounds",
-            self.compute.intensive_rounds,
-            "must be at least 1",
-        )?;
-        for (key, value) in [
-            ("server.request_timeout", &self.server.request_timeout),
-            ("server.shutdown_timeout", &self.server.shutdown_timeout),
-            (
-                "server.header_read_timeout",
-                &self.server.header_read_timeout,
-            ),
-            ("server.keep_alive_timeout", &self.server.keep_alive_timeout),
-        ] {
-            check(!value.is_zero(), key, d(value), "must be longer than zero")?;
+        for &(key, value, min, max) in &self.number_ranges() {
+            check(
+                (min..=max).contains(&value),
+                key,
+                value,
+                &format!("must be between {min} and {max}"),
+            )?;
         }
-        check(
-            self.server.max_connections >= 1,
-            "server.max_connections",
-            self.server.max_connections,
-            "must be at least 1",
-        )?;
-        check(
-            self.server.max_body_bytes >= 64,
-            "server.max_body_bytes",
-            self.server.max_body_bytes,
-            "must be at least 64",
-        )?;
-        check(
-            self.server.max_header_bytes >= 8192,
-            "server.max_header_bytes",
-            self.server.max_header_bytes,
-            "must be at least 8192",
-        )?;
+        for &(key, value, min, max) in &self.duration_ranges() {
+            check(
+                (min..=max).contains(&value),
+                key,
+                d(&value),
+                &format!("must be between {} and {}", d(&min), d(&max)),
+            )?;
+        }
         check(
             (0.0..=1.0).contains(&self.otel.sampler_arg),
             "otel.sampler_arg",
@@ -128,18 +203,6 @@ impl Settings {
                 "must be `*` or an origin like `https://app.example.com` (scheme and host, no path)",
             )?;
         }
-        check(
-            self.cache.max_entries >= 1,
-            "cache.max_entries",
-            self.cache.max_entries,
-            "must be at least 1",
-        )?;
-        check(
-            !self.cache.ttl.is_zero(),
-            "cache.ttl",
-            d(&self.cache.ttl),
-            "must be longer than zero",
-        )?;
         if let Some(level) = &self.log.level {
             check(
                 tracing_subscriber_filter_ok(level),

@@ -119,6 +119,7 @@ where
         let client = client_ip(&req, &self.config.trusted_proxies);
         let method = req.method().clone();
         let uri = req.uri().clone();
+        let has_body = declares_body(req.headers());
         let span = if self.config.routes.label(route).recorded {
             server_span(&req, &self.config, route, &id, client)
         } else {
@@ -147,6 +148,7 @@ where
                 method,
                 uri,
                 client,
+                has_body,
             }),
         }
     }
@@ -170,6 +172,7 @@ struct Finish {
     method: Method,
     uri: Uri,
     client: Option<IpAddr>,
+    has_body: bool,
 }
 
 impl<F> Future for ContextFuture<F>
@@ -211,6 +214,13 @@ impl Finish {
             };
             let inner_headers = std::mem::take(response.headers_mut());
             response = error::render(&err, id_str, unix_now());
+            if self.has_body && refused_unread(&err) {
+                // Answered without reading the body: the connection cannot carry another
+                // request, so say so instead of letting the client find a closed socket.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             keep_headers(response.headers_mut(), inner_headers);
         }
         let label = self.config.routes.label(self.route);
@@ -281,19 +291,36 @@ fn keep_headers(rendered: &mut HeaderMap, inner: HeaderMap) {
                 None => continue,
             },
         };
-        if [
-            CONTENT_TYPE,
-            CONTENT_LENGTH,
-            RETRY_AFTER,
-            WWW_AUTHENTICATE,
-            CONNECTION,
-        ]
-        .contains(&name)
-        {
+        let defined = [CONTENT_TYPE, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE].contains(&name);
+        if defined || (name == CONNECTION && rendered.contains_key(CONNECTION)) {
             continue;
         }
         rendered.append(name, value);
     }
+}
+
+/// Whether the request says a body follows.
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// Refusals answered before the body is read (by admission, routing, the extractor's header
+/// checks, or a deadline that may have cut the read short).
+fn refused_unread(err: &ApiError) -> bool {
+    matches!(
+        err,
+        ApiError::Unauthorized { .. }
+            | ApiError::Forbidden(_)
+            | ApiError::RateLimitExceeded { .. }
+            | ApiError::NotFound(_)
+            | ApiError::MethodNotAllowed(_)
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::Timeout
+    )
 }
 
 /// Honour a valid incoming `X-Request-ID`, otherwise make a UUID v4.

@@ -18,7 +18,9 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers()) {
-            return Err(ApiError::UnsupportedMediaType);
+            return Err(ApiError::UnsupportedMediaType(
+                "Content-Type must be application/json",
+            ));
         }
         let limit = BodyLimit::from_ref(state).0;
         // Refuse on the declared length before reading anything.
@@ -85,22 +87,55 @@ fn is_json(headers: &http::HeaderMap) -> bool {
 }
 
 #[derive(Deserialize)]
-struct RawCompute {
-    #[serde(default)]
-    number: Option<serde_json::Value>,
+struct RawCompute<'a> {
+    /// Kept as written: a float would round `42.000000000000001` to forty-two.
+    #[serde(default, borrow)]
+    number: Option<&'a serde_json::value::RawValue>,
 }
 
 const RANGE_MESSAGE: &str = "number must be an integer between 0 and 1000000";
 
-/// The number's value when it is a whole number. JSON (and JSON Schema's `integer`) do not
-/// distinguish `42`, `42.0` and `4.2e1`; all three are forty-two.
-fn integer(n: &serde_json::Number) -> Option<u64> {
-    if let Some(n) = n.as_u64() {
-        return Some(n);
+/// The value of a JSON number literal when it is exactly a whole number: an integer literal,
+/// or a fraction or exponent literal whose exact decimal value is an integer. JSON (and JSON
+/// Schema's `integer`) do not distinguish `42`, `42.0` and `4.2e1`: all three are forty-two;
+/// `42.000000000000001` and `1e-400` are not whole numbers, however a float would round them.
+/// `None` for fractions, negatives and anything above [`MAX_NUMBER`].
+fn exact_integer(literal: &str) -> Option<u64> {
+    let (negative, rest) = match literal.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, literal),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, "0"),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: String = int.chars().chain(frac.chars()).collect();
+    let digits = digits.trim_start_matches('0');
+    if digits.is_empty() {
+        return Some(0); // zero, however written (`-0.0e5` too)
     }
-    let f = n.as_f64()?;
-    (f.is_finite() && f.fract() == 0.0 && (0.0..=MAX_NUMBER as f64).contains(&f))
-        .then_some(f as u64)
+    if negative {
+        return None;
+    }
+    // value = significant digits × 10^scale; exponents past a billion saturate, which is
+    // far outside any whole number in range either way.
+    let (exp_negative, exp_digits) = match exponent.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, exponent.trim_start_matches('+')),
+    };
+    let magnitude = exp_digits.bytes().try_fold(0i64, |acc, b| {
+        b.is_ascii_digit()
+            .then(|| (acc * 10 + i64::from(b - b'0')).min(1_000_000_000))
+    })?;
+    let exp = if exp_negative { -magnitude } else { magnitude };
+    let significant = digits.trim_end_matches('0');
+    let scale = exp - frac.len() as i64 + (digits.len() - significant.len()) as i64;
+    if scale < 0 || significant.len() as i64 + scale > 7 {
+        return None;
+    }
+    let value = significant.parse::<u64>().ok()? * 10u64.pow(scale as u32);
+    (value <= MAX_NUMBER).then_some(value)
 }
 
 /// Decode a compute body; every failure says what was wrong.
@@ -126,28 +161,28 @@ pub fn parse_compute_body(body: &[u8]) -> Result<ComputeInput, ApiError> {
         };
         ApiError::InvalidRequest(what)
     })?;
-    match raw.number {
-        None | Some(serde_json::Value::Null) => Err(ApiError::InvalidRequest(format!(
+    let Some(raw) = raw.number.map(|n| n.get()) else {
+        return Err(ApiError::InvalidRequest(format!(
             "number is required; {RANGE_MESSAGE}"
-        ))),
-        Some(serde_json::Value::Number(n)) => match integer(&n) {
-            Some(n) if n <= MAX_NUMBER => Ok(ComputeInput { number: n }),
-            _ => Err(ApiError::InvalidRequest(format!(
-                "{RANGE_MESSAGE} (got {n})"
-            ))),
-        },
-        Some(other) => {
-            let kind = match other {
-                serde_json::Value::Bool(_) => "a boolean",
-                serde_json::Value::String(_) => "a string",
-                serde_json::Value::Array(_) => "an array",
-                _ => "an object",
-            };
-            Err(ApiError::InvalidRequest(format!(
-                "{RANGE_MESSAGE} (got {kind})"
-            )))
+        )));
+    };
+    let kind = match raw.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => {
+            return match exact_integer(raw) {
+                Some(number) => Ok(ComputeInput { number }),
+                None => Err(ApiError::InvalidRequest(format!(
+                    "{RANGE_MESSAGE} (got {raw})"
+                ))),
+            }
         }
-    }
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        _ => "an object",
+    };
+    Err(ApiError::InvalidRequest(format!(
+        "{RANGE_MESSAGE} (got {kind})"
+    )))
 }
 
 #[cfg(test)]
@@ -174,6 +209,21 @@ mod tests {
             parse_compute_body(br#"{"number":4.2e1}"#).unwrap().number,
             42
         );
+        for (body, n) in [
+            (r#"{"number":4200e-2}"#, 42),
+            (r#"{"number":0.042E+3}"#, 42),
+            (r#"{"number":1e6}"#, 1_000_000),
+            (r#"{"number":1000000.000}"#, 1_000_000),
+            (r#"{"number":-0.0}"#, 0),
+            (r#"{"number":0e-400}"#, 0),
+            (r#"{"number":420000000000e-10}"#, 42),
+        ] {
+            assert_eq!(
+                parse_compute_body(body.as_bytes()).unwrap().number,
+                n,
+                "{body}"
+            );
+        }
         assert_eq!(
             parse_compute_body(br#" {"number":1000000} "#)
                 .unwrap()
@@ -199,7 +249,18 @@ mod tests {
         assert!(err(r#"{"number": 1000000.5}"#).contains(RANGE_MESSAGE));
         assert!(err(r#"{"number": -1}"#).contains(RANGE_MESSAGE));
         assert!(err(r#"{"number": 1000001}"#).contains(RANGE_MESSAGE));
-        assert!(err(r#"{"number": 1e400}"#).contains("JSON"));
+        // The exact decimal value decides, not a float's rounding of it.
+        for not_whole in [
+            r#"{"number": 42.000000000000001}"#,
+            r#"{"number": 1000000.0000000001}"#,
+            r#"{"number": 1e-400}"#,
+            r#"{"number": 1e400}"#,
+            r#"{"number": 1000001.0}"#,
+            r#"{"number": 10e5000000000000000000}"#,
+            r#"{"number": -1e0}"#,
+        ] {
+            assert!(err(not_whole).contains(RANGE_MESSAGE), "{not_whole}");
+        }
         assert!(err("").contains("empty"));
         assert!(err(r#"{"number": 1"#).contains("truncated"));
         assert!(err(r#"{"number": 1} trailing"#).contains("not valid JSON"));

@@ -5,6 +5,7 @@ mod client_ip;
 pub mod context;
 pub mod error;
 pub mod extract;
+pub mod framing;
 pub mod openapi;
 pub mod routes;
 pub mod table;
@@ -34,7 +35,7 @@ use crate::state::AppState;
 use routes::docs::Document;
 
 /// The assembled service: routes and every layer.
-pub type Stack = RequestContext<Router>;
+pub type Stack = RequestContext<framing::Framing<Router>>;
 
 /// What one listener serves, and its optional layers.
 pub struct StackOptions {
@@ -80,13 +81,15 @@ impl Gate for HttpGate {
 ///    response, `Cache-Control: no-store` on API responses). Outside everything else so it
 ///    sees every response, including refusals made by the layers below and 404/405 from
 ///    routing.
-/// 2. CORS, when configured: answers preflights before routing or authentication.
-/// 3. Routing. Routes other than the API (health, metrics, documents, profiling) stop here:
+/// 2. [`framing::FramingLayer`] — refuses requests whose framing the service would have to
+///    guess at (no or several `Host`, odd `Transfer-Encoding`, content-coded bodies).
+/// 3. CORS, when configured: answers preflights before routing or authentication.
+/// 4. Routing. Routes other than the API (health, metrics, documents, profiling) stop here:
 ///    they are never authenticated, rate limited or timed out; the metrics and documents,
 ///    whose bodies are large, are compressed.
-/// 4. [`AdmissionLayer`] — authentication, then the rate limiter (so per-client buckets can
+/// 5. [`AdmissionLayer`] — authentication, then the rate limiter (so per-client buckets can
 ///    key on the authenticated principal), before any work is done.
-/// 5. [`DeadlineLayer`] — innermost, so the deadline covers exactly the handler's work, and
+/// 6. [`DeadlineLayer`] — innermost, so the deadline covers exactly the handler's work, and
 ///    dropping the handler's future cancels it (its queued job is then skipped).
 pub fn stack(
     state: AppState,
@@ -129,7 +132,7 @@ pub fn stack(
     if let Some(cors) = options.cors {
         router = router.layer(cors);
     }
-    context.layer(router)
+    context.layer(framing::FramingLayer.layer(router))
 }
 
 /// The CORS layer for the configured origins; `None` when none are.

@@ -34,6 +34,7 @@ pub const JOB_DURATION: &str = "floodgate_job_duration_seconds";
 pub const BUILD_INFO: &str = "floodgate_build_info";
 pub const SPANS_DROPPED: &str = "floodgate_otel_spans_dropped_total";
 pub const LOG_LINES_DROPPED: &str = "floodgate_log_lines_dropped_total";
+pub const CONNECTION_ERRORS: &str = "floodgate_http_connection_errors_total";
 pub const CACHE_REQUESTS: &str = "floodgate_cache_requests_total";
 pub const CACHE_EVICTIONS: &str = "floodgate_cache_evictions_total";
 pub const CACHE_ENTRIES: &str = "floodgate_cache_entries";
@@ -521,6 +522,12 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Gauge,
         Some(Unit::Count),
         "Tasks waiting in the async runtime's global queue.",
+    ),
+    (
+        CONNECTION_ERRORS,
+        Kind::Counter,
+        Some(Unit::Count),
+        "Connections ended before a handler saw a request, by kind: malformed (400), too_large (431), header_timeout.",
     ),
     (
         LOG_LINES_DROPPED,

@@ -84,6 +84,8 @@ struct Job {
     wait_span: tracing::Span,
     parent: tracing::Span,
     id: u64,
+    /// Set by whoever takes the job first: a worker (to run it) or its abandoned handle.
+    claimed: Arc<AtomicBool>,
     task: Task,
 }
 
@@ -91,6 +93,10 @@ struct Shared {
     rx: Receiver<Job>,
     workers: usize,
     capacity: usize,
+    /// Queued jobs that someone still waits for: the queue's real occupancy. Abandoned jobs
+    /// (their caller timed out or left) stop counting at once, though their entries stay in
+    /// the channel until a worker skips them.
+    waiting: AtomicUsize,
     alive: AtomicUsize,
     busy: AtomicUsize,
     restarts: AtomicU64,
@@ -126,11 +132,14 @@ impl WorkerPool {
     /// when every core is busy, at some cost in job throughput.
     pub fn start(workers: usize, capacity: usize, niceness: i32, metrics: PoolMetrics) -> Self {
         let workers = workers.max(1);
-        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        // Unbounded as a channel, bounded by `waiting` (and, counting abandoned entries, by
+        // `max_entries`): memory grows with use, not with the bound.
+        let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             rx,
             workers,
             capacity: capacity.max(1),
+            waiting: AtomicUsize::new(0),
             alive: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
@@ -155,7 +164,22 @@ impl WorkerPool {
         if self.shared.stopping.load(Ordering::Relaxed) {
             return Err(SubmitError::ShuttingDown);
         }
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.shared;
+        let full = || {
+            shared.metrics.rejected_full.increment(1);
+            Err(SubmitError::Full)
+        };
+        if shared.waiting.fetch_add(1, Ordering::AcqRel) >= shared.capacity {
+            shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            return full();
+        }
+        if self.tx.len() >= max_entries(shared.capacity) {
+            // Workers are stuck and abandoned entries pile up: refuse rather than grow.
+            shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            return full();
+        }
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let claimed = Arc::new(AtomicBool::new(false));
         let (reply, rx) = oneshot::channel();
         let task: Task = Box::new(move || {
             if reply.is_closed() {
@@ -180,15 +204,24 @@ impl WorkerPool {
             wait_span,
             parent,
             id,
+            claimed: Arc::clone(&claimed),
             task,
         };
         match self.tx.try_send(job) {
-            Ok(()) => Ok(JobHandle { id, rx }),
+            Ok(()) => Ok(JobHandle {
+                id,
+                rx,
+                claimed,
+                shared: Arc::clone(shared),
+            }),
             Err(TrySendError::Full(_)) => {
-                self.shared.metrics.rejected_full.increment(1);
-                Err(SubmitError::Full)
+                shared.waiting.fetch_sub(1, Ordering::AcqRel);
+                full()
             }
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::ShuttingDown),
+            Err(TrySendError::Disconnected(_)) => {
+                shared.waiting.fetch_sub(1, Ordering::AcqRel);
+                Err(SubmitError::ShuttingDown)
+            }
         }
     }
 
@@ -198,7 +231,7 @@ impl WorkerPool {
             workers: self.shared.workers,
             alive: self.shared.alive.load(Ordering::Relaxed),
             busy: self.shared.busy.load(Ordering::Relaxed),
-            queue_depth: self.tx.len(),
+            queue_depth: self.shared.waiting.load(Ordering::Relaxed),
             queue_capacity: self.shared.capacity,
             restarts: self.shared.restarts.load(Ordering::Relaxed),
         }
@@ -227,10 +260,28 @@ impl WorkerPool {
     }
 }
 
-/// The pending result of a submitted job.
+/// Channel entries allowed, counting abandoned ones not yet skipped: when every worker is
+/// stuck, abandoned entries pile up with each timed-out request, and this keeps that memory
+/// bounded (an entry is about 150 bytes).
+fn max_entries(capacity: usize) -> usize {
+    capacity.saturating_mul(2).max(1024)
+}
+
+/// The pending result of a submitted job. Dropping it before a worker takes the job frees
+/// the job's queue slot at once; the worker then skips it.
 pub struct JobHandle<T> {
     id: u64,
     rx: oneshot::Receiver<Result<T, JobError>>,
+    claimed: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+impl<T> Drop for JobHandle<T> {
+    fn drop(&mut self) {
+        if !self.claimed.swap(true, Ordering::AcqRel) {
+            self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl<T> JobHandle<T> {
@@ -274,8 +325,14 @@ fn worker_loop(shared: Arc<Shared>, index: usize) {
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
         };
-        let started = Instant::now();
         let m = &shared.metrics;
+        if job.claimed.swap(true, Ordering::AcqRel) {
+            // Abandoned while queued; its slot was freed then.
+            m.cancelled.increment(1);
+            continue;
+        }
+        shared.waiting.fetch_sub(1, Ordering::AcqRel);
+        let started = Instant::now();
         m.queue_wait_seconds
             .record(started.duration_since(job.enqueued).as_secs_f64());
         drop(job.wait_span);
@@ -383,6 +440,26 @@ mod tests {
         let pool = WorkerPool::start(1, 8, 0, PoolMetrics::default());
         assert!(pool.shutdown(Duration::from_secs(5)));
         assert_eq!(pool.submit(|| ()).err(), Some(SubmitError::ShuttingDown));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_job_frees_its_queue_slot_at_once() {
+        let pool = WorkerPool::start(1, 2, 0, PoolMetrics::default());
+        let (block_tx, block_rx) = std::sync::mpsc::channel::<()>();
+        let first = pool.submit(move || block_rx.recv().ok()).unwrap();
+        while pool.status().busy == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let queued: Vec<_> = (0..2).map(|_| pool.submit(|| ()).unwrap()).collect();
+        assert_eq!(pool.submit(|| ()).err(), Some(SubmitError::Full));
+        drop(queued);
+        assert_eq!(pool.status().queue_depth, 0, "nobody waits for them");
+        let again: Vec<_> = (0..2).map(|_| pool.submit(|| ()).unwrap()).collect();
+        block_tx.send(()).unwrap();
+        first.await.unwrap();
+        for h in again {
+            h.await.unwrap();
+        }
     }
 
     #[tokio::test]

@@ -20,6 +20,26 @@ use tower::Service;
 
 use super::tls::Tls;
 
+/// What connections report: errors that end a connection before any handler sees a
+/// request (a malformed or oversized head, a head not sent in time), by kind.
+#[derive(Clone)]
+pub struct ConnectionErrors {
+    pub malformed: metrics::Counter,
+    pub too_large: metrics::Counter,
+    pub header_timeout: metrics::Counter,
+}
+
+impl Default for ConnectionErrors {
+    /// Counters that record nothing.
+    fn default() -> Self {
+        Self {
+            malformed: metrics::Counter::noop(),
+            too_large: metrics::Counter::noop(),
+            header_timeout: metrics::Counter::noop(),
+        }
+    }
+}
+
 /// Connection-level limits.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -44,6 +64,7 @@ impl Server {
         service: S,
         limits: ConnectionLimits,
         tls: Option<Tls>,
+        errors: ConnectionErrors,
     ) -> Server
     where
         S: Service<axum::extract::Request, Response = Response, Error = Infallible>
@@ -59,6 +80,7 @@ impl Server {
             service,
             limits,
             tls,
+            errors,
             Arc::clone(&permits),
             stop_rx,
         ));
@@ -75,7 +97,8 @@ impl Server {
     pub async fn shutdown(self, timeout: Duration) -> bool {
         let _ = self.stop_tx.send(true);
         let _ = self.task.await;
-        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        // Every permit back means every connection closed. The limit is validated to fit.
+        let all = u32::try_from(self.max).expect("server.max_connections fits in u32");
         tokio::time::timeout(timeout, self.permits.acquire_many(all))
             .await
             .is_ok()
@@ -90,6 +113,7 @@ async fn accept_loop<S>(
     service: S,
     limits: ConnectionLimits,
     tls: Option<Tls>,
+    errors: ConnectionErrors,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -143,17 +167,31 @@ async fn accept_loop<S>(
             inner: stream,
             activity: Arc::clone(&activity),
         };
+        let counted = Arc::clone(&activity);
         let hyper_service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let mut req = req.map(axum::body::Body::new);
             req.extensions_mut().insert(ConnectInfo(peer));
-            service.clone().call(req)
+            counted.dispatched.fetch_add(1, Ordering::Relaxed);
+            Answered {
+                inner: service.clone().call(req),
+                activity: Arc::clone(&counted),
+            }
         });
+        let errors = errors.clone();
         match &tls {
             None => {
                 let http = Arc::clone(&http);
                 tokio::spawn(async move {
                     let conn = http.serve_connection(TokioIo::new(io), hyper_service);
-                    drive(conn, peer, activity, limits.keep_alive_timeout, stop).await;
+                    drive(
+                        conn,
+                        peer,
+                        activity,
+                        limits.keep_alive_timeout,
+                        stop,
+                        errors,
+                    )
+                    .await;
                     drop(permit);
                 });
             }
@@ -168,7 +206,15 @@ async fn accept_loop<S>(
                     match handshake.await {
                         Ok(Ok(stream)) => {
                             let conn = http.serve_connection(TokioIo::new(stream), hyper_service);
-                            drive(conn, peer, activity, limits.keep_alive_timeout, stop).await;
+                            drive(
+                                conn,
+                                peer,
+                                activity,
+                                limits.keep_alive_timeout,
+                                stop,
+                                errors,
+                            )
+                            .await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -180,6 +226,11 @@ async fn accept_loop<S>(
     }
 }
 
+/// How long a draining connection with no request in progress may stay quiet before it is
+/// closed: a head half-sent when the drain began would otherwise hold the shutdown until the
+/// header-read timeout.
+const DRAIN_IDLE: Duration = Duration::from_millis(100);
+
 /// Run a connection to completion: closed when idle for `keep_alive`, and asked to finish
 /// its in-flight requests and close when `stop` fires.
 async fn drive<C>(
@@ -188,9 +239,10 @@ async fn drive<C>(
     activity: Arc<Activity>,
     keep_alive: Duration,
     mut stop: watch::Receiver<bool>,
+    errors: ConnectionErrors,
 ) where
     C: GracefulConnection,
-    C::Error: std::fmt::Display,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tokio::pin!(conn);
     let mut draining = *stop.borrow();
@@ -201,25 +253,35 @@ async fn drive<C>(
     // idle for at least that long.
     let idle_check = tokio::time::sleep(keep_alive);
     tokio::pin!(idle_check);
-    let mut seen = activity.count();
+    let mut seen = activity.io();
     loop {
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    report(e.into(), peer, &errors);
                 }
                 break;
             }
             _ = stop.changed(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
+                seen = activity.io();
+                idle_check.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE);
             }
-            _ = &mut idle_check, if !draining => {
-                let now = activity.count();
-                if now == seen {
+            _ = &mut idle_check => {
+                let now = activity.io();
+                if draining {
+                    // Nothing in progress and nothing moving: no request will come of it.
+                    if now == seen && activity.idle() {
+                        break;
+                    }
+                    seen = now;
+                    idle_check.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE);
+                } else if now == seen {
                     // Finishes a request in progress, then closes.
                     draining = true;
                     conn.as_mut().graceful_shutdown();
+                    idle_check.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE);
                 } else {
                     seen = now;
                     idle_check.as_mut().reset(tokio::time::Instant::now() + keep_alive);
@@ -229,19 +291,79 @@ async fn drive<C>(
     }
 }
 
-/// Counts reads and writes that moved bytes; the idle check compares counts rather than
-/// reading the clock on every I/O call.
-struct Activity(AtomicU64);
+/// Count and log what ended a connection before a handler could answer: hyper answers a
+/// malformed head with a bare 400 and an oversized one with 431, without our envelope.
+fn report(
+    e: Box<dyn std::error::Error + Send + Sync>,
+    peer: SocketAddr,
+    errors: &ConnectionErrors,
+) {
+    let Some(e) = e.downcast_ref::<hyper::Error>() else {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+        return;
+    };
+    if e.is_parse_too_large() {
+        errors.too_large.increment(1);
+        tracing::warn!(error = %e, %peer, "request head too large; answered 431");
+    } else if e.is_parse() {
+        errors.malformed.increment(1);
+        tracing::warn!(error = %e, %peer, "malformed request; answered 400");
+    } else if e.is_timeout() {
+        errors.header_timeout.increment(1);
+        tracing::debug!(%peer, "request head not received in time; closed");
+    } else {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// What a connection has done: I/O calls that moved bytes (the idle check compares counts
+/// rather than reading the clock on every call), requests handed to the service, and
+/// requests answered.
+struct Activity {
+    io: AtomicU64,
+    dispatched: AtomicU64,
+    answered: AtomicU64,
+}
 
 impl Activity {
     fn new() -> Self {
-        Self(AtomicU64::new(0))
+        Self {
+            io: AtomicU64::new(0),
+            dispatched: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+        }
     }
     fn touch(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.io.fetch_add(1, Ordering::Relaxed);
     }
-    fn count(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+    fn io(&self) -> u64 {
+        self.io.load(Ordering::Relaxed)
+    }
+    /// No request is being handled.
+    fn idle(&self) -> bool {
+        self.dispatched.load(Ordering::Relaxed) == self.answered.load(Ordering::Relaxed)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response future that counts its request as answered when it completes.
+    struct Answered<F> {
+        #[pin]
+        inner: F,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Answered<F> {
+    type Output = F::Output;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        this.activity.answered.fetch_add(1, Ordering::Relaxed);
+        std::task::Poll::Ready(out)
     }
 }
 

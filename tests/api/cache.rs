@@ -43,7 +43,12 @@ async fn repeated_requests_are_answered_from_the_cache() {
     assert_eq!(second["digest"], first["digest"]);
     assert_ne!(second["request_id"], first["request_id"]);
     intensive(&app, 13).await;
-    let text = app.exposition().await;
+    // A worker counts its job just after replying: wait for the count, not the reply.
+    let text = app
+        .wait_for_exposition("both jobs counted", |t| {
+            series(t, "floodgate_jobs_total", "\"completed\"") >= 2.0
+        })
+        .await;
     assert_eq!(
         series(&text, "floodgate_cache_requests_total", "\"hit\""),
         1.0

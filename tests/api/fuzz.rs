@@ -78,7 +78,7 @@ fn arbitrary_requests_never_break_the_contract() {
         ..ProptestConfig::default()
     };
     proptest!(config, |(m in method(), p in path(), ct in content_type(), b in body(), id in request_id())| {
-        let mut builder = Request::builder().method(m.clone()).uri(p.as_str());
+        let mut builder = Request::builder().method(m.clone()).uri(p.as_str()).header("host", "floodgate");
         if let Some(ct) = &ct {
             if let Ok(v) = http::HeaderValue::from_str(ct) {
                 builder = builder.header("content-type", v);

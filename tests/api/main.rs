@@ -11,6 +11,7 @@ mod compute;
 mod config;
 mod errors;
 mod fuzz;
+mod hardening;
 mod health;
 mod hygiene;
 mod metrics;

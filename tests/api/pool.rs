@@ -133,6 +133,7 @@ async fn a_draining_pool_answers_shutting_down_not_overloaded() {
     let app = Application::build(test_settings()).await.unwrap();
     assert!(app.state().pool.shutdown(Duration::from_secs(5)));
     let request = http::Request::post("/api/v1/compute/intensive")
+        .header("host", "floodgate")
         .header("content-type", "application/json")
         .body(axum::body::Body::from(r#"{"number": 7}"#))
         .unwrap();

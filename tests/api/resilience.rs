@@ -11,12 +11,59 @@ use serde_json::Value;
 use crate::helpers::*;
 
 fn vm_hwm_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// Memory a burst of connections took is given back once they close: resident memory is
+/// within twice the idle figure again inside 10 s, burst after burst.
+#[tokio::test]
+async fn memory_from_connection_bursts_is_given_back() {
+    let app = spawn_binary(&[]).await;
+    let pid = app.child.0.id();
+    let c = client();
+    assert_eq!(app.compute_fast(&c, 1, None).await.status(), 200);
+    let idle = proc_status_kib(pid, "VmRSS:");
+    let request = b"POST /api/v1/compute/fast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"number\":7}";
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    for burst in 0..3 {
+        // 2,000 connections open at once, each answered, then all closed.
+        let conns = futures_util::future::join_all((0..2000).map(|_| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut s, request)
+                .await
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+                .await
+                .unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "burst {burst}");
+            s
+        }))
+        .await;
+        let peak = proc_status_kib(pid, "VmRSS:");
+        drop(conns);
+        let started = Instant::now();
+        loop {
+            let now = proc_status_kib(pid, "VmRSS:");
+            if now <= 2 * idle {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "burst {burst}: RSS {now} KiB, idle {idle} KiB, peak {peak} KiB"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Intensive requests at many times the pool's capacity: every answer is 200, 429 or 503 in

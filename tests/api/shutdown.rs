@@ -169,3 +169,55 @@ async fn readiness_is_503_while_draining() {
     assert!(summary.drained);
     assert_eq!(summary.success_count, summary.total_requests);
 }
+
+/// Whether `pid` holds a listening TCP socket (its fds matched against /proc/net/tcp*).
+fn has_listener(pid: u32) -> bool {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    ["tcp", "tcp6"].iter().any(|table| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .any(|f| f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]))
+    })
+}
+
+/// SIGTERM the moment the port is bound, before start-up has finished: the handler is
+/// already installed, so the process drains and exits 0 instead of dying by the signal.
+#[tokio::test]
+async fn sigterm_right_after_binding_is_a_clean_stop() {
+    let mut child = ChildGuard(
+        floodgate_command()
+            .env("SERVER_PORT", "127.0.0.1:0")
+            .env("LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let started = Instant::now();
+    while !has_listener(pid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never listened"
+        );
+        std::thread::yield_now();
+    }
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}

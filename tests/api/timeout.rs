@@ -40,3 +40,53 @@ async fn slow_requests_get_one_408_and_their_job_is_abandoned() {
     // Fast requests are unaffected.
     assert_eq!(app.compute("fast", 5).await.status(), 200);
 }
+
+/// A job whose caller timed out gives its queue slot back at once: later requests queue
+/// (and time out in their turn) instead of being refused as overload by a queue that only
+/// abandoned jobs fill.
+#[tokio::test]
+async fn timed_out_jobs_free_their_queue_slots() {
+    let mut settings = test_settings();
+    settings.server.request_timeout = Duration::from_millis(100);
+    settings.pool.workers = 1;
+    settings.pool.queue_size = 2;
+    let app = spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await;
+    let gate = Gate::hold();
+    // The first holds the worker; the next two fill the queue; all three time out.
+    let first = {
+        let (url, n) = (app.url("/api/v1/compute/intensive"), gate.number());
+        tokio::spawn(async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(format!("{{\"number\":{n}}}"))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    app.wait_for_busy_workers(1).await;
+    let (b, c) = tokio::join!(
+        app.compute("intensive", gate.number()),
+        app.compute("intensive", gate.number())
+    );
+    for r in [first.await.unwrap(), b, c] {
+        assert_envelope(r, 408, "TIMEOUT").await;
+    }
+    let stats = app.stats().await;
+    assert_eq!(
+        stats["queue_depth"], 0,
+        "nobody waits for the queued jobs: {stats}"
+    );
+    // The worker is still held, yet the queue has room again.
+    for _ in 0..3 {
+        assert_envelope(
+            app.compute("intensive", gate.number()).await,
+            408,
+            "TIMEOUT",
+        )
+        .await;
+    }
+    assert_eq!(app.stats().await["overloaded_count"], 0);
+    drop(gate);
+}
