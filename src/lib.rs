@@ -2,13 +2,15 @@
 //! Prometheus metrics and OTLP traces.
 //!
 //! Data flows one way: [`config`] → [`observability`] → [`state`] → [`http`] (a transport) →
-//! [`admission`] → [`domain`] → [`pool`]. [`transport`] carries connections to a service it
+//! [`admission`] → [`domain`] → [`pool`], with [`dependency`] (the breaker, Redis) under
+//! admission and domain. [`transport`] carries connections to a service it
 //! is given; [`error`] is the one error type every layer returns. Only [`app`] wires the
 //! pieces together. `admission`, `domain` and `pool` know nothing of axum.
 
 pub mod admission;
 pub mod app;
 pub mod config;
+pub mod dependency;
 pub mod domain;
 pub mod error;
 pub mod health;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::domain::cache::ResultCache;
+use crate::domain::cache::Cache;
 use crate::domain::Compute;
 use crate::health::HealthRegistry;
 use crate::observability::log_sink::LogSink;
@@ -26,7 +26,7 @@ pub struct Inner {
     pub health: HealthRegistry,
     pub readiness: Readiness,
     /// Intensive results, when the cache is on.
-    pub cache: Option<ResultCache>,
+    pub cache: Option<Cache>,
     /// The access log's own sink, when it writes to a file (its losses are counted apart).
     pub access_log_sink: Option<LogSink>,
 }

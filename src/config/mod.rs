@@ -72,6 +72,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub cors: CorsSettings,
     pub cache: CacheSettings,
+    pub redis: RedisSettings,
 }
 
 /// A setting that could not be used, with where it came from.

@@ -119,6 +119,10 @@ pub struct RateLimitSettings {
     pub per_client: bool,
     /// Peers whose `X-Forwarded-For` is believed when keying per client.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Where the buckets live: this process, or Redis (one limit across replicas).
+    pub backend: RateLimitBackend,
+    /// What the Redis backend does while Redis is unavailable.
+    pub redis_fallback: RedisFallback,
 }
 
 impl Default for RateLimitSettings {
@@ -129,6 +133,100 @@ impl Default for RateLimitSettings {
             burst: 0,
             per_client: false,
             trusted_proxies: Vec::new(),
+            backend: RateLimitBackend::Local,
+            redis_fallback: RedisFallback::Local,
+        }
+    }
+}
+
+/// Where rate-limit buckets live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitBackend {
+    /// In this process: each replica has its own limit.
+    #[default]
+    Local,
+    /// In Redis: one limit for every replica.
+    Redis,
+}
+
+/// The limiter's decision while Redis is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisFallback {
+    /// A local bucket with the same quota (per replica).
+    #[default]
+    Local,
+    /// Admit everything.
+    Allow,
+    /// Refuse everything (429).
+    Deny,
+}
+
+/// Where cached intensive results live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheBackend {
+    /// In this process.
+    #[default]
+    Memory,
+    /// In Redis: a result computed on one replica is a hit on every other.
+    Redis,
+}
+
+/// The shared Redis (rate limits and cache across replicas). Unset `url`: no Redis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://host:port/db` or `rediss://…` (TLS).
+    pub url: Option<String>,
+    /// A file holding the password (kept out of the URL).
+    pub password_file: Option<PathBuf>,
+    /// Prefix of every key floodgate writes.
+    pub key_prefix: String,
+    /// Deadline of each call.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    pub breaker: BreakerSettings,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password_file: None,
+            key_prefix: "floodgate:".to_owned(),
+            timeout: Duration::from_millis(20),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// The circuit breaker in front of a dependency.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    /// Open when at least this share of the window's calls failed...
+    pub failure_ratio: f64,
+    /// ...once the window holds at least this many calls.
+    pub min_calls: u32,
+    /// Or open after this many failures in a row (a hard outage).
+    pub consecutive_failures: u32,
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// How long it stays open before one probe call is let through.
+    #[serde(with = "duration")]
+    pub open_for: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            failure_ratio: 0.5,
+            min_calls: 20,
+            consecutive_failures: 5,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(5),
         }
     }
 }
@@ -384,9 +482,11 @@ impl Default for CorsSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
     pub enabled: bool,
+    /// Entries kept in memory (the memory backend).
     pub max_entries: u64,
     #[serde(with = "duration")]
     pub ttl: Duration,
+    pub backend: CacheBackend,
 }
 
 impl Default for CacheSettings {
@@ -395,6 +495,7 @@ impl Default for CacheSettings {
             enabled: false,
             max_entries: 100_000,
             ttl: Duration::from_secs(300),
+            backend: CacheBackend::Memory,
         }
     }
 }

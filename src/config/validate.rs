@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use super::{is_sha256_hex, Settings};
+use super::values::redact_url;
+use super::{is_sha256_hex, CacheBackend, RateLimitBackend, Settings};
 
 /// A failed check: the setting, the value as the user wrote it, and why it is refused.
 pub(super) type Invalid = (String, String, String);
 
 const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
@@ -16,7 +18,7 @@ impl Settings {
     /// Every numeric setting with its documented range. Bounds are what one instance can
     /// use: a queue of a billion jobs or a trillion connections would abort or overflow,
     /// not serve.
-    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 13] {
+    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 15] {
         let n = |v: usize| v as i128;
         [
             ("pool.workers", n(self.pool.workers), 0, 4096),
@@ -87,11 +89,23 @@ impl Settings {
                 1,
                 1_000_000,
             ),
+            (
+                "redis.breaker.min_calls",
+                self.redis.breaker.min_calls.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "redis.breaker.consecutive_failures",
+                self.redis.breaker.consecutive_failures.into(),
+                1,
+                1_000_000,
+            ),
         ]
     }
 
     /// Every duration setting with its documented range.
-    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 7] {
+    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 10] {
         let s = &self.server;
         [
             ("server.request_timeout", s.request_timeout, MS, HOUR),
@@ -111,6 +125,19 @@ impl Settings {
                 10 * MINUTE,
             ),
             ("cors.max_age", self.cors.max_age, Duration::ZERO, DAY),
+            ("redis.timeout", self.redis.timeout, MS, 10 * SECOND),
+            (
+                "redis.breaker.window",
+                self.redis.breaker.window,
+                SECOND,
+                HOUR,
+            ),
+            (
+                "redis.breaker.open_for",
+                self.redis.breaker.open_for,
+                10 * MS,
+                HOUR,
+            ),
         ]
     }
 
@@ -146,6 +173,33 @@ impl Settings {
                 &format!("must be between {} and {}", d(&min), d(&max)),
             )?;
         }
+        let ratio = self.redis.breaker.failure_ratio;
+        check(
+            ratio > 0.0 && ratio <= 1.0,
+            "redis.breaker.failure_ratio",
+            ratio,
+            "must be more than 0 and at most 1",
+        )?;
+        if let Some(url) = &self.redis.url {
+            check(
+                url.starts_with("redis://") || url.starts_with("rediss://"),
+                "redis.url",
+                redact_url(url),
+                "must be a redis:// or rediss:// URL",
+            )?;
+        }
+        check(
+            self.rate_limit.backend != RateLimitBackend::Redis || self.redis.url.is_some(),
+            "rate_limit.backend",
+            "redis",
+            "the Redis backend needs redis.url (REDIS_URL)",
+        )?;
+        check(
+            self.cache.backend != CacheBackend::Redis || self.redis.url.is_some(),
+            "cache.backend",
+            "redis",
+            "the Redis backend needs redis.url (REDIS_URL)",
+        )?;
         check(
             (0.0..=1.0).contains(&self.otel.sampler_arg),
             "otel.sampler_arg",

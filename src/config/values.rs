@@ -79,3 +79,13 @@ pub(super) mod opt_listen_addr {
         }
     }
 }
+
+/// A URL with any password in it replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://(credentials)@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}

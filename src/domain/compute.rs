@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::cache::ResultCache;
+use super::cache::Cache;
 use crate::error::ApiError;
 use crate::pool::{JobError, SubmitError, WorkerPool};
 
@@ -38,13 +38,13 @@ pub struct Computed {
 #[derive(Clone)]
 pub struct Compute {
     pool: WorkerPool,
-    cache: Option<ResultCache>,
+    cache: Option<Cache>,
     kernel: Kernel,
     rounds: u32,
 }
 
 impl Compute {
-    pub fn new(pool: WorkerPool, cache: Option<ResultCache>, kernel: Kernel, rounds: u32) -> Self {
+    pub fn new(pool: WorkerPool, cache: Option<Cache>, kernel: Kernel, rounds: u32) -> Self {
         Self {
             pool,
             cache,
@@ -68,7 +68,11 @@ impl Compute {
     pub async fn intensive(&self, input: ComputeInput) -> Result<Computed, ApiError> {
         let n = input.number;
         let rounds = self.rounds;
-        if let Some((result, digest)) = self.cache.as_ref().and_then(|c| c.get(n, rounds)) {
+        let cached = match &self.cache {
+            Some(cache) => cache.get(n, rounds).await,
+            None => None,
+        };
+        if let Some((result, digest)) = cached {
             return Ok(Computed {
                 job_id: 0,
                 result,
@@ -100,7 +104,7 @@ impl Compute {
             },
         })?;
         if let Some(cache) = &self.cache {
-            cache.insert(n, rounds, (result, digest));
+            cache.insert(n, rounds, (result, digest)).await;
         }
         Ok(Computed {
             job_id,

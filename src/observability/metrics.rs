@@ -35,6 +35,11 @@ pub const BUILD_INFO: &str = "floodgate_build_info";
 pub const SPANS_DROPPED: &str = "floodgate_otel_spans_dropped_total";
 pub const LOG_LINES_DROPPED: &str = "floodgate_log_lines_dropped_total";
 pub const CONNECTION_ERRORS: &str = "floodgate_http_connection_errors_total";
+pub const DEPENDENCY_UP: &str = "floodgate_dependency_up";
+pub const CIRCUIT_STATE: &str = "floodgate_circuit_state";
+pub const CIRCUIT_TRANSITIONS: &str = "floodgate_circuit_transitions_total";
+pub const DEPENDENCY_DURATION: &str = "floodgate_dependency_duration_seconds";
+pub const RATE_LIMIT_DECISIONS: &str = "floodgate_rate_limit_decisions_total";
 pub const CACHE_REQUESTS: &str = "floodgate_cache_requests_total";
 pub const CACHE_EVICTIONS: &str = "floodgate_cache_evictions_total";
 pub const CACHE_ENTRIES: &str = "floodgate_cache_entries";
@@ -288,6 +293,26 @@ impl Metrics {
             .register_histogram(&Key::from_name(name), &metadata())
     }
 
+    /// A labelled gauge in this application's registry.
+    pub fn labelled_gauge(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &'static str)],
+    ) -> Gauge {
+        self.recorder
+            .register_gauge(&key(name, labels), &metadata())
+    }
+
+    /// A labelled histogram in this application's registry.
+    pub fn labelled_histogram(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &'static str)],
+    ) -> Histogram {
+        self.recorder
+            .register_histogram(&key(name, labels), &metadata())
+    }
+
     /// A request started; pair with [`Metrics::record_request`].
     pub fn request_started(&self, route: RouteLabel) {
         if route.recorded {
@@ -522,6 +547,36 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Gauge,
         Some(Unit::Count),
         "Tasks waiting in the async runtime's global queue.",
+    ),
+    (
+        DEPENDENCY_UP,
+        Kind::Gauge,
+        None,
+        "1 after a successful call to the dependency, 0 after a failed one or while its circuit is open.",
+    ),
+    (
+        CIRCUIT_STATE,
+        Kind::Gauge,
+        None,
+        "Circuit breaker state by dependency: 0 closed, 1 half-open, 2 open.",
+    ),
+    (
+        CIRCUIT_TRANSITIONS,
+        Kind::Counter,
+        Some(Unit::Count),
+        "Circuit breaker transitions by dependency and the state entered (to).",
+    ),
+    (
+        DEPENDENCY_DURATION,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Calls to a dependency by operation, including calls that timed out.",
+    ),
+    (
+        RATE_LIMIT_DECISIONS,
+        Kind::Counter,
+        Some(Unit::Count),
+        "Rate-limit decisions by backend (local, redis) and outcome (allowed, limited, fallback).",
     ),
     (
         CONNECTION_ERRORS,

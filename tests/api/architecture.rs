@@ -6,7 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Modules that must not know which transport a call came from.
-const TRANSPORT_FREE: &[&str] = &["admission", "domain", "pool", "error", "config", "health"];
+const TRANSPORT_FREE: &[&str] = &[
+    "admission",
+    "dependency",
+    "domain",
+    "pool",
+    "error",
+    "config",
+    "health",
+];
 /// Crates that are transports.
 const FRAMEWORKS: &[&str] = &["axum::", "tonic::"];
 

@@ -457,3 +457,11 @@ pub fn sha256_hex(key: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
+
+/// Held by the tests that load both cores for seconds (several servers hammered at once) and
+/// by the tests that time answers under their own load: one at a time, so neither's load
+/// decides the other's timing.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}

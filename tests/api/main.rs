@@ -20,6 +20,7 @@ mod otel;
 mod pool;
 mod prometheus;
 mod rate_limit;
+mod redis;
 mod request_id;
 mod resilience;
 mod shutdown;

@@ -27,6 +27,7 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 /// within twice the idle figure again inside 10 s, burst after burst.
 #[tokio::test]
 async fn memory_from_connection_bursts_is_given_back() {
+    let _one_at_a_time = exclusive().await;
     let app = spawn_binary(&[]).await;
     let pid = app.child.0.id();
     let c = client();
@@ -71,6 +72,7 @@ async fn memory_from_connection_bursts_is_given_back() {
 /// server's counts equal the client's.
 #[tokio::test]
 async fn overload_is_refused_fast_and_counted_exactly() {
+    let _one_at_a_time = exclusive().await;
     let app = spawn_binary(&[
         ("WORKER_COUNT", "2"),
         ("QUEUE_SIZE", "32"),
@@ -174,6 +176,7 @@ async fn overload_is_refused_fast_and_counted_exactly() {
 /// at the header timeout.
 #[tokio::test]
 async fn slow_loris_connections_are_cut_off() {
+    let _one_at_a_time = exclusive().await;
     let app = spawn_with(|s| s.server.header_read_timeout = Duration::from_millis(800)).await;
     let addr = app.addr;
     let connected = Arc::new(AtomicUsize::new(0));

@@ -1,0 +1,450 @@
+//! Scale-out admission on a real `redis-server` (Debian's, installed by the test-tools
+//! script): one rate limit across replicas, a shared result cache, and the breaker and
+//! fallbacks under real faults — the server killed, frozen with SIGSTOP, restarted, and a
+//! wrong password.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+/// A `redis-server` on a loopback port with a temporary directory; killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<ChildGuard>,
+    dir: std::path::PathBuf,
+    password: Option<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with(None)
+    }
+
+    pub fn start_with(password: Option<&str>) -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("floodgate-redis-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = RedisServer {
+            port,
+            child: None,
+            dir,
+            password: password.map(str::to_owned),
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let mut cmd = Command::new(tool("redis-server"));
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        self.child = Some(ChildGuard(cmd.spawn().expect("redis-server starts")));
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn pid(&self) -> String {
+        self.child.as_ref().unwrap().0.id().to_string()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        assert!(Command::new("kill")
+            .args([signal, &self.pid()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    pub fn kill(&mut self) {
+        self.child.take();
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("-CONT");
+        }
+        self.child.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn redis_settings(url: &str) -> impl Fn(&mut floodgate::Settings) + '_ {
+    move |s| {
+        s.redis.url = Some(url.to_owned());
+        s.rate_limit.backend = floodgate::config::RateLimitBackend::Redis;
+        s.redis.timeout = Duration::from_millis(50);
+        s.redis.breaker.min_calls = 5;
+        s.redis.breaker.open_for = Duration::from_millis(500);
+    }
+}
+
+/// Send fast requests from `tasks` concurrent loops until `until`; count statuses.
+async fn hammer(
+    targets: Vec<String>,
+    tasks: usize,
+    until: Instant,
+    headers: Vec<(&'static str, String)>,
+) -> (u64, u64, u64) {
+    let (ok, limited, other) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let loops: Vec<_> = (0..tasks)
+        .map(|i| {
+            let target = targets[i % targets.len()].clone();
+            let (ok, limited, other) = (ok.clone(), limited.clone(), other.clone());
+            let headers = headers.clone();
+            tokio::spawn(async move {
+                let c = client();
+                while Instant::now() < until {
+                    let mut req = c
+                        .post(format!("{target}/api/v1/compute/fast"))
+                        .header("content-type", "application/json")
+                        .body(r#"{"number":3}"#);
+                    for (k, v) in &headers {
+                        req = req.header(*k, v);
+                    }
+                    match req.send().await.map(|r| r.status().as_u16()) {
+                        Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
+                        Ok(429) => limited.fetch_add(1, Ordering::Relaxed),
+                        _ => other.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for l in loops {
+        l.await.unwrap();
+    }
+    (
+        ok.load(Ordering::Relaxed),
+        limited.load(Ordering::Relaxed),
+        other.load(Ordering::Relaxed),
+    )
+}
+
+/// Three replicas, one limit: 300/s with a burst of 30 for 10 s admits 300 × 10 + 30
+/// requests in all, ±5%, however the load is spread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_one_rate_limit() {
+    let _one_at_a_time = exclusive().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(
+            spawn_binary(&[
+                ("REDIS_URL", &url),
+                ("RATE_LIMIT_BACKEND", "redis"),
+                ("RATE_LIMIT", "300"),
+                ("FLOODGATE__RATE_LIMIT__BURST", "30"),
+                ("FLOODGATE__LOG__ACCESS_LOG", "false"),
+                // Three debug builds share two cores: no decision may fall back to a local
+                // bucket because a call was slow, or the test would measure the fallback.
+                ("FLOODGATE__REDIS__TIMEOUT", "500ms"),
+            ])
+            .await,
+        );
+    }
+    let targets = replicas.iter().map(|r| r.base.clone()).collect();
+    let started = Instant::now();
+    let (ok, limited, other) = hammer(targets, 24, started + Duration::from_secs(10), vec![]).await;
+    let expected = 300.0 * started.elapsed().as_secs_f64() + 30.0;
+    assert_eq!(
+        fallbacks(&replicas).await,
+        0.0,
+        "every decision was Redis's"
+    );
+    assert_eq!(other, 0, "only 200 and 429");
+    assert!(
+        limited > ok,
+        "the load was above the limit: {ok} ok, {limited} limited"
+    );
+    let error = (ok as f64 - expected).abs() / expected;
+    assert!(
+        error <= 0.05,
+        "{ok} admitted, {expected:.0} expected ({:.1}% off)",
+        error * 100.0
+    );
+}
+
+/// Per-client limits across replicas: each API key gets the whole quota, whichever replica
+/// its requests reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_gets_its_quota_across_replicas() {
+    let _one_at_a_time = exclusive().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let hashes = format!("{},{}", sha256_hex("key-a"), sha256_hex("key-b"));
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(
+            spawn_binary(&[
+                ("REDIS_URL", &url),
+                ("RATE_LIMIT_BACKEND", "redis"),
+                ("RATE_LIMIT", "100"),
+                ("FLOODGATE__RATE_LIMIT__BURST", "10"),
+                ("FLOODGATE__RATE_LIMIT__PER_CLIENT", "true"),
+                ("FLOODGATE__AUTH__ENABLED", "true"),
+                ("API_KEY_HASHES", &hashes),
+                ("FLOODGATE__LOG__ACCESS_LOG", "false"),
+                ("FLOODGATE__REDIS__TIMEOUT", "500ms"),
+            ])
+            .await,
+        );
+    }
+    let targets: Vec<String> = replicas.iter().map(|r| r.base.clone()).collect();
+    let started = Instant::now();
+    let until = started + Duration::from_secs(5);
+    let (a, b) = tokio::join!(
+        hammer(
+            targets.clone(),
+            6,
+            until,
+            vec![("x-api-key", "key-a".into())]
+        ),
+        hammer(targets, 6, until, vec![("x-api-key", "key-b".into())]),
+    );
+    let expected = 100.0 * started.elapsed().as_secs_f64() + 10.0;
+    assert_eq!(
+        fallbacks(&replicas).await,
+        0.0,
+        "every decision was Redis's"
+    );
+    for (name, (ok, limited, other)) in [("key-a", a), ("key-b", b)] {
+        assert_eq!(other, 0, "{name}");
+        assert!(limited > 0, "{name} was limited");
+        let error = (ok as f64 - expected).abs() / expected;
+        assert!(
+            error <= 0.05,
+            "{name}: {ok} admitted, {expected:.0} expected"
+        );
+    }
+}
+
+/// A result computed on one replica is a hit on another.
+#[tokio::test]
+async fn the_result_cache_is_shared_across_replicas() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let shared = |s: &mut floodgate::Settings| {
+        s.redis.url = Some(url.clone());
+        s.cache.enabled = true;
+        s.cache.backend = floodgate::config::CacheBackend::Redis;
+    };
+    let (a, b) = (spawn_with(shared).await, spawn_with(shared).await);
+    let first: serde_json::Value = a.compute("intensive", 4242).await.json().await.unwrap();
+    assert!(first.get("cached").is_none());
+    let second: serde_json::Value = b.compute("intensive", 4242).await.json().await.unwrap();
+    assert_eq!(second["cached"], true, "{second}");
+    assert_eq!(second["digest"], first["digest"]);
+    assert_eq!(second["result"], first["result"]);
+}
+
+/// Redis killed under load: no 5xx, the breaker opens and says so, latency stays far under
+/// the request timeout; restarted, the breaker closes and the shared limit applies again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_under_load() {
+    let _one_at_a_time = exclusive().await;
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let app = spawn_with(|s| {
+        redis_settings(&url)(s);
+        s.rate_limit.requests_per_second = 100_000;
+    })
+    .await;
+    let base = format!("http://{}", app.addr);
+    let until = Instant::now() + Duration::from_millis(500);
+    let (ok, _, other) = hammer(vec![base.clone()], 4, until, vec![]).await;
+    assert!(ok > 0 && other == 0);
+    assert_eq!(breaker_state(&app).await, 0.0, "closed while Redis answers");
+
+    redis.kill();
+    let until = Instant::now() + Duration::from_secs(2);
+    let (mut ok, mut other, mut worst) = (0, 0, Duration::ZERO);
+    while Instant::now() < until {
+        let t = Instant::now();
+        let status = app.compute("fast", 1).await.status().as_u16();
+        worst = worst.max(t.elapsed());
+        match status {
+            200 => ok += 1,
+            _ => other += 1,
+        }
+    }
+    assert_eq!(
+        other, 0,
+        "all admitted by the local fallback, no 5xx ({ok} ok)"
+    );
+    assert!(
+        worst < Duration::from_millis(500),
+        "slowest request {worst:?}"
+    );
+    let text = app.exposition().await;
+    assert_eq!(
+        breaker_state(&app).await,
+        2.0,
+        "open while Redis is down: {text}"
+    );
+    let health: serde_json::Value = app.get("/health").await.json().await.unwrap();
+    assert!(
+        health["status"]["redis"]
+            .as_str()
+            .unwrap()
+            .starts_with("degraded"),
+        "{health}"
+    );
+    assert_eq!(
+        app.get("/health/ready").await.status(),
+        200,
+        "degraded is still ready"
+    );
+    let text = app.exposition().await;
+    let fallback = sum_series(&text, "floodgate_rate_limit_decisions_total", |l| {
+        l.contains("outcome=\"fallback\"")
+    });
+    assert!(fallback > 0.0, "{text}");
+
+    redis.restart();
+    let started = Instant::now();
+    loop {
+        let _ = app.compute("fast", 1).await;
+        if breaker_state(&app).await == 0.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the breaker did not close after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = app.exposition().await;
+    assert!(
+        text.contains(r#"floodgate_dependency_up{dependency="redis"} 1"#),
+        "{text}"
+    );
+}
+
+/// Redis frozen with SIGSTOP (connections open, no answers): each request pays at most the
+/// call deadline until the breaker opens, and nothing after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_at_most_the_call_deadline() {
+    let _one_at_a_time = exclusive().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let app = spawn_with(redis_settings(&url)).await;
+    assert_eq!(app.compute("fast", 1).await.status(), 200);
+    redis.signal("-STOP");
+    let mut slow = 0;
+    for _ in 0..100 {
+        let t = Instant::now();
+        assert_eq!(app.compute("fast", 1).await.status(), 200);
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(500), "a request took {took:?}");
+        if took >= Duration::from_millis(40) {
+            slow += 1;
+        }
+    }
+    assert!(
+        slow <= 10,
+        "{slow} requests waited for the deadline; the breaker should open"
+    );
+    assert_eq!(breaker_state(&app).await, 2.0);
+    redis.signal("-CONT");
+}
+
+/// A wrong password is a degraded service with a clear log line, not a crash.
+#[tokio::test]
+async fn a_wrong_password_degrades_without_crashing() {
+    let redis = RedisServer::start_with(Some("right-password"));
+    let dir = std::env::temp_dir().join(format!("floodgate-redis-pw-{}", redis.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("password");
+    std::fs::write(&file, "wrong-password\n").unwrap();
+    let mut app = spawn_binary(&[
+        ("REDIS_URL", &redis.url()),
+        ("RATE_LIMIT_BACKEND", "redis"),
+        ("FLOODGATE__REDIS__PASSWORD_FILE", file.to_str().unwrap()),
+        ("LOG_LEVEL", "warn"),
+    ])
+    .await;
+    let c = client();
+    for n in 0..30 {
+        assert_eq!(app.compute_fast(&c, n, None).await.status(), 200);
+    }
+    let health: serde_json::Value = c
+        .get(format!("{}/health", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        health["status"]["redis"]
+            .as_str()
+            .unwrap()
+            .starts_with("degraded"),
+        "{health}"
+    );
+    let pid = app.child.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let (status, lines) = app.wait_for_exit();
+    assert_eq!(status.code(), Some(0));
+    let log = lines.join("\n");
+    assert!(log.contains("circuit breaker changed state"), "{log}");
+    assert!(!log.contains("right-password") && !log.contains("wrong-password"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Decisions the replicas took without Redis.
+async fn fallbacks(replicas: &[BinaryApp]) -> f64 {
+    let c = client();
+    let mut total = 0.0;
+    for r in replicas {
+        let text = c
+            .get(format!("{}/metrics/prometheus", r.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        total += sum_series(&text, "floodgate_rate_limit_decisions_total", |l| {
+            l.contains("outcome=\"fallback\"")
+        });
+    }
+    total
+}
+
+async fn breaker_state(app: &TestApp) -> f64 {
+    let text = app.exposition().await;
+    sum_series(&text, "floodgate_circuit_state", |l| l.contains("redis"))
+}
