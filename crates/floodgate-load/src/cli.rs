@@ -48,13 +48,17 @@ Exit status:
 #[derive(Debug, Clone, Parser)]
 #[command(name = "floodgate-load", version, after_help = EXIT_CODES_HELP)]
 pub struct Opts {
-    /// Base URL of the server (http only).
+    /// Base URL of the server (http only). Repeat it, or give a
+    /// comma-separated list, to load several servers: the connections are
+    /// assigned to them round robin and their /metrics counters are summed.
     #[arg(
-        long,
+        long = "url",
+        value_name = "URL",
         env = "FLOODGATE_LOAD_URL",
+        value_delimiter = ',',
         default_value = "http://localhost:8080"
     )]
-    pub url: String,
+    pub urls: Vec<String>,
 
     /// Requests per scenario [default: 1000000 for fast and custom paths, 100000 for intensive].
     #[arg(short = 'n', long, env = "FLOODGATE_LOAD_REQUESTS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -309,7 +313,7 @@ mod tests {
     #[test]
     fn defaults_reproduce_the_test_plan() {
         let o = parse(&[]).unwrap();
-        assert_eq!(o.url, "http://localhost:8080");
+        assert_eq!(o.urls, ["http://localhost:8080"]);
         assert_eq!(o.concurrency, 500);
         assert_eq!(o.duration, Duration::from_secs(300));
         assert_eq!(o.timeout, Duration::from_secs(30));
@@ -335,6 +339,12 @@ mod tests {
             (s[1].name.as_str(), s[1].path.as_str(), s[1].requests),
             ("intensive", "/api/v1/compute/intensive", 100_000)
         );
+    }
+
+    #[test]
+    fn urls_repeat_or_come_as_a_list() {
+        let o = parse(&["--url", "http://a:1", "--url", "http://b:2,http://c:3"]).unwrap();
+        assert_eq!(o.urls, ["http://a:1", "http://b:2", "http://c:3"]);
     }
 
     #[test]

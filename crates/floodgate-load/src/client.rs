@@ -63,6 +63,84 @@ pub fn parse_base_url(url: &str) -> Result<(String, u16, String), String> {
     Ok((host, port, prefix))
 }
 
+/// One server the load goes to, parsed from its base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The base URL as given, without a trailing slash.
+    pub base: String,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash (empty for none).
+    pub prefix: String,
+    /// `host:port`, an IPv6 host in brackets: the `Host` header and the
+    /// authority of the URLs in reports.
+    pub authority: String,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let (host, port, prefix) = parse_base_url(url)?;
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        HeaderValue::from_str(&authority).map_err(|_| format!("invalid host in {url}"))?;
+        Ok(Target {
+            base: url.trim_end_matches('/').to_owned(),
+            host,
+            port,
+            prefix,
+            authority,
+        })
+    }
+
+    /// The `Host` header for this target.
+    pub fn host_header(&self) -> HeaderValue {
+        HeaderValue::from_str(&self.authority).expect("checked by Target::parse")
+    }
+
+    /// `path` below this target's prefix.
+    pub fn path(&self, path: &str) -> String {
+        format!("{}{path}", self.prefix)
+    }
+
+    /// The full URL of `path` below this target's prefix.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}{path}", self.authority, self.prefix)
+    }
+}
+
+/// Parses the `--url` values (each may itself be a comma-separated list, as
+/// `FLOODGATE_LOAD_URL` is). Blank entries are skipped; the same server given
+/// twice is refused, since its counters would be summed twice.
+pub fn parse_targets<S: AsRef<str>>(urls: &[S]) -> Result<Vec<Target>, String> {
+    let mut targets: Vec<Target> = Vec::new();
+    for url in urls
+        .iter()
+        .flat_map(|u| u.as_ref().split(','))
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        let target = Target::parse(url)?;
+        if let Some(same) = targets.iter().find(|t| {
+            t.host.eq_ignore_ascii_case(&target.host)
+                && t.port == target.port
+                && t.prefix == target.prefix
+        }) {
+            return Err(format!(
+                "`{}` and `{}` are the same target; give each server once",
+                same.base, target.base
+            ));
+        }
+        targets.push(target);
+    }
+    if targets.is_empty() {
+        return Err("no --url given".into());
+    }
+    Ok(targets)
+}
+
 /// Resolves `host:port` and returns the first address that accepts a TCP
 /// connection (so `localhost` works whether the server listens on IPv4 or IPv6).
 pub async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, String> {
@@ -424,6 +502,31 @@ mod tests {
             .contains("only http"));
         assert!(parse_base_url("localhost:8080").is_err());
         assert!(parse_base_url("http://h/?q=1").is_err());
+    }
+
+    #[test]
+    fn targets_from_several_urls() {
+        let t = parse_targets(&["http://a:1/", "http://b:2/base, http://[::1]:3"]).unwrap();
+        let bases: Vec<&str> = t.iter().map(|t| t.base.as_str()).collect();
+        assert_eq!(bases, ["http://a:1", "http://b:2/base", "http://[::1]:3"]);
+        assert_eq!(t[1].url("/x"), "http://b:2/base/x");
+        assert_eq!(t[1].path("/metrics"), "/base/metrics");
+        assert_eq!(t[2].authority, "[::1]:3");
+        assert_eq!(t[2].host_header(), "[::1]:3");
+        assert_eq!(parse_targets(&["http://a:1,,"]).unwrap().len(), 1);
+        assert!(parse_targets(&["http://a:1", "http://A:1/"])
+            .unwrap_err()
+            .contains("same target"));
+        assert_eq!(
+            parse_targets(&["http://a:1", "http://a:1/other"])
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(parse_targets(&[" , "]).is_err());
+        assert!(parse_targets(&["http://a:1", "ftp://b"])
+            .unwrap_err()
+            .contains("only http"));
     }
 
     #[test]

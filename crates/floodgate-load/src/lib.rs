@@ -17,7 +17,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Uri};
+use http::{Method, Uri};
+use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 pub use cli::Opts;
@@ -27,9 +28,9 @@ use cli::{
 use client::{BodySpec, RequestTemplate};
 use progress::{note, Mode, Progress};
 pub use report::RunReport;
-use report::{ScenarioReport, ServerMetrics};
-use run::{LoadModel, PhasePlan, StopReason};
-use server::ClientCounts;
+use report::{ScenarioReport, ServerMetrics, TargetMetrics};
+use run::{LoadModel, PhasePlan, PhaseTarget, StopReason};
+use server::{ClientCounts, MetricsSource};
 
 /// Why a run could not produce a report.
 #[derive(Debug)]
@@ -61,34 +62,66 @@ pub async fn run(
     mode: Mode,
     interrupt: watch::Receiver<bool>,
 ) -> Result<RunReport, Error> {
-    let (host, port, prefix) = client::parse_base_url(&opts.url).map_err(Error::Usage)?;
-    let authority = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    let host_header = HeaderValue::from_str(&authority)
-        .map_err(|_| Error::Usage(format!("invalid host in {}", opts.url)))?;
+    let targets = client::parse_targets(&opts.urls).map_err(Error::Usage)?;
+    if (opts.concurrency as usize) < targets.len() {
+        return Err(Error::Usage(format!(
+            "--concurrency {} is less than the {} targets: each target needs a connection",
+            opts.concurrency,
+            targets.len()
+        )));
+    }
     let control_timeout = opts.timeout.min(Duration::from_secs(10));
-    let base = opts.url.trim_end_matches('/');
 
-    let addr = client::resolve(&host, port, control_timeout)
-        .await
-        .map_err(|e| Error::Runtime(format!("server at {base} is not reachable: {e}")))?;
+    let mut addrs = Vec::with_capacity(targets.len());
+    for target in &targets {
+        let addr = client::resolve(&target.host, target.port, control_timeout)
+            .await
+            .map_err(|e| {
+                Error::Runtime(format!("server at {} is not reachable: {e}", target.base))
+            })?;
+        // Two names for one server would have its counters summed twice.
+        if let Some(same) = targets
+            .iter()
+            .zip(&addrs)
+            .find(|(t, a)| **a == addr && t.prefix == target.prefix)
+        {
+            return Err(Error::Usage(format!(
+                "`{}` and `{}` are the same server ({addr}); give each server once",
+                same.0.base, target.base
+            )));
+        }
+        addrs.push(addr);
+    }
     if !opts.no_health_check {
-        server::check_health(
-            addr,
-            &host_header,
-            &format!("{prefix}/health"),
-            control_timeout,
-        )
-        .await
-        .map_err(|e| Error::Runtime(format!("server at {base} is not healthy: {e}")))?;
-        note(mode, &format!("Health check passed: {base}/health"));
+        for (target, &addr) in targets.iter().zip(&addrs) {
+            server::check_health(
+                addr,
+                &target.host_header(),
+                &target.path("/health"),
+                control_timeout,
+            )
+            .await
+            .map_err(|e| {
+                Error::Runtime(format!("server at {} is not healthy: {e}", target.base))
+            })?;
+            note(
+                mode,
+                &format!("Health check passed: {}/health", target.base),
+            );
+        }
     }
 
     let threads = current_threads();
-    let metrics_path = format!("{prefix}/metrics");
+    let metrics: Vec<MetricsSource> = targets
+        .iter()
+        .zip(&addrs)
+        .map(|(target, &addr)| MetricsSource {
+            base: target.base.clone(),
+            addr,
+            host: target.host_header(),
+            path: target.path("/metrics"),
+        })
+        .collect();
     let model = match opts.rate {
         Some(rate) => LoadModel::Open {
             rate,
@@ -101,10 +134,6 @@ pub async fn run(
     let mut reports = Vec::new();
     let mut interrupted = false;
     for scenario in opts.scenarios() {
-        let path = format!("{prefix}{}", scenario.path);
-        let uri: Uri = path
-            .parse()
-            .map_err(|e| Error::Usage(format!("invalid path {path}: {e}")))?;
         let body = match (&opts.body, &scenario.method) {
             (Some(b), _) => BodySpec::Fixed(Bytes::from(b.clone())),
             (None, m) if *m == Method::POST || *m == Method::PUT || *m == Method::PATCH => {
@@ -112,15 +141,26 @@ pub async fn run(
             }
             (None, _) => BodySpec::Empty,
         };
-        let template = RequestTemplate {
-            method: scenario.method.clone(),
-            uri,
-            host: host_header.clone(),
-            body,
-            headers: opts.headers.clone(),
-        };
-        let url = format!("http://{authority}{path}");
-        let mut pool = Vec::new();
+        let mut phase_targets = Vec::with_capacity(targets.len());
+        let mut urls = Vec::with_capacity(targets.len());
+        for (target, &addr) in targets.iter().zip(&addrs) {
+            let path = target.path(&scenario.path);
+            let uri: Uri = path
+                .parse()
+                .map_err(|e| Error::Usage(format!("invalid path {path}: {e}")))?;
+            phase_targets.push(PhaseTarget {
+                addr,
+                template: RequestTemplate {
+                    method: scenario.method.clone(),
+                    uri,
+                    host: target.host_header(),
+                    body: body.clone(),
+                    headers: opts.headers.clone(),
+                },
+            });
+            urls.push(target.url(&scenario.path));
+        }
+        let mut pools = Vec::new();
 
         if opts.warmup > 0 {
             note(
@@ -143,16 +183,9 @@ pub async fn run(
                 threads,
                 record_window: false,
             };
-            let (warm, kept) = run::run_phase(
-                addr,
-                template.clone(),
-                &warm_plan,
-                pool,
-                |_| {},
-                interrupt.clone(),
-            )
-            .await;
-            pool = kept;
+            let (warm, kept) =
+                run::run_phase(&phase_targets, &warm_plan, pools, |_| {}, interrupt.clone()).await;
+            pools = kept;
             if warm.stop_reason == StopReason::Interrupted {
                 interrupted = true;
                 break;
@@ -173,7 +206,7 @@ pub async fn run(
         let before = if opts.no_server_metrics {
             None
         } else {
-            Some(server::snapshot(addr, &host_header, &metrics_path, control_timeout).await)
+            Some(server::snapshot_all(&metrics, control_timeout).await)
         };
 
         let plan = PhasePlan {
@@ -184,18 +217,26 @@ pub async fn run(
             threads,
             record_window: mode != Mode::Off,
         };
+        let spread = if targets.len() > 1 {
+            format!(" over {} targets", targets.len())
+        } else {
+            String::new()
+        };
         let load = match model {
-            LoadModel::Closed { concurrency } => format!("closed loop, {concurrency} connections"),
+            LoadModel::Closed { concurrency } => {
+                format!("closed loop, {concurrency} connections{spread}")
+            }
             LoadModel::Open { rate, concurrency } => {
-                format!("open loop, {rate} req/s, at most {concurrency} in flight")
+                format!("open loop, {rate} req/s, at most {concurrency} in flight{spread}")
             }
         };
         note(
             mode,
             &format!(
-                "Scenario {}: {} {url} | {} | {load}",
+                "Scenario {}: {} {} | {} | {load}",
                 scenario.name,
                 scenario.method,
+                urls.join(", "),
                 match model {
                     LoadModel::Closed { .. } => format!(
                         "{} requests, at most {}",
@@ -215,40 +256,30 @@ pub async fn run(
             ),
         );
         let mut progress = Progress::none();
-        let (result, _pool) = run::run_phase(
-            addr,
-            template,
+        let (result, _pools) = run::run_phase(
+            &phase_targets,
             &plan,
-            pool,
+            pools,
             |live| progress = Progress::start(mode, live, opts.report_interval, &scenario.name),
             interrupt.clone(),
         )
         .await;
         progress.finish();
 
-        let cancelled = result.cancelled;
         let server_metrics = match before {
             None => ServerMetrics::skipped(),
             Some(Err(reason)) => ServerMetrics::unavailable(reason),
             Some(Ok(before)) => {
-                let client = ClientCounts::from_stats(&result.stats, cancelled);
+                let client = ClientCounts::from_stats(&result.stats, result.cancelled);
                 let settle = if client.abandoned > 0 {
                     SETTLE.max(opts.timeout.min(Duration::from_secs(10)))
                 } else {
                     SETTLE
                 };
-                match server::settled_snapshot(
-                    addr,
-                    &host_header,
-                    &metrics_path,
-                    control_timeout,
-                    &before,
-                    client,
-                    settle,
-                )
-                .await
+                match server::settled_snapshot(&metrics, control_timeout, &before, client, settle)
+                    .await
                 {
-                    Ok((after, check)) => ServerMetrics::checked(before, after, check),
+                    Ok((after, check)) => checked_metrics(&metrics, &result, before, after, check),
                     Err(reason) => ServerMetrics::unavailable(format!("after the run: {reason}")),
                 }
             }
@@ -256,7 +287,7 @@ pub async fn run(
         reports.push(ScenarioReport::new(
             &scenario.name,
             scenario.method.as_str(),
-            &url,
+            &urls,
             model,
             &result,
             server_metrics,
@@ -268,6 +299,34 @@ pub async fn run(
         }
     }
     Ok(RunReport::new(reports, interrupted))
+}
+
+/// The `/metrics` part of a scenario report: with one target its snapshots as
+/// served, with several the sums of the compared counters; each target's
+/// snapshots and its own check against what the client got from it.
+fn checked_metrics(
+    sources: &[MetricsSource],
+    result: &run::PhaseResult,
+    before: Vec<Map<String, Value>>,
+    after: Vec<Map<String, Value>>,
+    check: server::CountCheck,
+) -> ServerMetrics {
+    let per_target = sources
+        .iter()
+        .zip(before.iter().zip(&after))
+        .zip(&result.targets)
+        .map(|((source, (b, a)), t)| TargetMetrics {
+            url: source.base.clone(),
+            before: b.clone(),
+            after: a.clone(),
+            check: server::compare(b, a, ClientCounts::from_stats(&t.stats, t.cancelled)),
+        })
+        .collect();
+    let (before, after) = match (&before[..], &after[..]) {
+        ([before], [after]) => (before.clone(), after.clone()),
+        _ => (server::sum_counters(&before), server::sum_counters(&after)),
+    };
+    ServerMetrics::checked(before, after, check).with_targets(per_target)
 }
 
 fn current_threads() -> usize {

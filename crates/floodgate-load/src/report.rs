@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::run::{LoadModel, PhaseResult, StopReason};
 use crate::server::CountCheck;
-use crate::stats::{rate_per_second, LatencySummary};
+use crate::stats::{rate_per_second, LatencySummary, Stats};
 
 /// Everything a run produced.
 #[derive(Debug, Clone, Serialize)]
@@ -26,7 +26,11 @@ pub struct RunReport {
 pub struct ScenarioReport {
     pub name: String,
     pub method: String,
-    pub url: String,
+    /// The URL loaded, when there is one target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The URL loaded on each target, in the order given.
+    pub urls: Vec<String>,
     pub load_model: LoadModel,
     pub stop_reason: StopReason,
     pub requests: RequestCounts,
@@ -38,6 +42,34 @@ pub struct ScenarioReport {
     pub error_codes: BTreeMap<String, u64>,
     pub server_metrics: ServerMetrics,
     pub thresholds: Vec<ThresholdResult>,
+    /// What each target got, in the order of `urls`.
+    pub targets: Vec<TargetReport>,
+}
+
+/// One target's share of a scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    pub url: String,
+    /// Connections assigned to this target.
+    pub connections: u32,
+    pub requests: TargetRequests,
+    /// Over this target's HTTP responses; `null` when there were none.
+    pub latency_ms: Option<LatencySummary>,
+    pub status_codes: BTreeMap<String, u64>,
+}
+
+/// Request counts of one target (see [`RequestCounts`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetRequests {
+    pub total: u64,
+    pub successful: u64,
+    pub failed: u64,
+    pub success_rate: f64,
+    pub responses: u64,
+    pub rate_limited: u64,
+    pub timeouts: u64,
+    pub connection_errors: u64,
+    pub cancelled: u64,
 }
 
 /// Request counts of a scenario.
@@ -82,6 +114,21 @@ pub struct ServerMetrics {
     pub after: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CountCheck>,
+    /// Each target's `/metrics` before and after, checked against what the
+    /// client got from that target (for diagnosis; `status` and `check` come
+    /// from the sums). Empty unless the counters were read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetMetrics>,
+}
+
+/// One target's part of the `/metrics` check.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetMetrics {
+    /// The target's base URL.
+    pub url: String,
+    pub before: Map<String, Value>,
+    pub after: Map<String, Value>,
+    pub check: CountCheck,
 }
 
 impl ServerMetrics {
@@ -100,6 +147,7 @@ impl ServerMetrics {
             before: None,
             after: None,
             check: None,
+            targets: Vec::new(),
         }
     }
 
@@ -121,7 +169,14 @@ impl ServerMetrics {
             before: Some(before),
             after: Some(after),
             check: Some(check),
+            targets: Vec::new(),
         }
+    }
+
+    /// Adds the per-target detail.
+    pub fn with_targets(mut self, targets: Vec<TargetMetrics>) -> Self {
+        self.targets = targets;
+        self
     }
 
     pub fn is_mismatch(&self) -> bool {
@@ -167,11 +222,12 @@ pub fn evaluate_thresholds(
 }
 
 impl ScenarioReport {
-    /// Builds the report of a measured phase.
+    /// Builds the report of a measured phase; `urls` are the targets' URLs,
+    /// in the order of `result.targets`.
     pub fn new(
         name: &str,
         method: &str,
-        url: &str,
+        urls: &[String],
         model: LoadModel,
         result: &PhaseResult,
         server_metrics: ServerMetrics,
@@ -199,26 +255,61 @@ impl ScenarioReport {
             thresholds.0,
             thresholds.1,
         );
+        let targets = urls
+            .iter()
+            .zip(&result.targets)
+            .map(|(url, t)| TargetReport {
+                url: url.clone(),
+                connections: t.connections,
+                requests: TargetRequests::new(&t.stats, t.cancelled),
+                latency_ms: t.stats.latency(),
+                status_codes: status_codes(&t.stats),
+            })
+            .collect();
         ScenarioReport {
             name: name.to_owned(),
             method: method.to_owned(),
-            url: url.to_owned(),
+            url: match urls {
+                [one] => Some(one.clone()),
+                _ => None,
+            },
+            urls: urls.to_vec(),
             load_model: model,
             stop_reason: result.stop_reason,
             requests,
             duration_secs: result.elapsed.as_secs_f64(),
             rps: rate_per_second(s.total(), result.elapsed),
             latency_ms: latency,
-            status_codes: s
-                .status_codes()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            status_codes: status_codes(s),
             error_codes: s.error_codes(),
             server_metrics,
             thresholds,
+            targets,
         }
     }
+}
+
+impl TargetRequests {
+    fn new(s: &Stats, cancelled: u64) -> Self {
+        TargetRequests {
+            total: s.total(),
+            successful: s.successful(),
+            failed: s.failed(),
+            success_rate: s.success_rate(),
+            responses: s.responses(),
+            rate_limited: s.status_count(429),
+            timeouts: s.timeouts(),
+            connection_errors: s.connect_errors() + s.io_errors(),
+            cancelled,
+        }
+    }
+}
+
+fn status_codes(s: &Stats) -> BTreeMap<String, u64> {
+    s.status_codes()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 impl RunReport {
@@ -261,7 +352,20 @@ impl RunReport {
 
 fn write_scenario(out: &mut String, s: &ScenarioReport) {
     let r = &s.requests;
-    let _ = writeln!(out, "Scenario {}: {} {}", s.name, s.method, s.url);
+    match &s.url {
+        Some(url) => {
+            let _ = writeln!(out, "Scenario {}: {} {url}", s.name, s.method);
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "Scenario {}: {} on {} targets",
+                s.name,
+                s.method,
+                s.targets.len()
+            );
+        }
+    }
     let model = match s.load_model {
         LoadModel::Closed { concurrency } => format!("closed loop, {} connections", thousands(u64::from(concurrency))),
         LoadModel::Open { rate, concurrency } => format!(
@@ -355,6 +459,26 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
         thousands(r.connect_failures),
         thousands(r.broken_connections)
     );
+    if s.targets.len() > 1 {
+        let _ = writeln!(out, "  Targets:");
+        let width = s.targets.iter().map(|t| t.url.len()).max().unwrap_or(0);
+        for t in &s.targets {
+            let r = &t.requests;
+            let p99 = t.latency_ms.map_or_else(
+                || "no responses".to_owned(),
+                |l| format!("p99 {:.3} ms", l.p99_ms),
+            );
+            let _ = writeln!(
+                out,
+                "    {:<width$}  {} conn  {} requests  {} successful  {} failed  {p99}",
+                t.url,
+                thousands(u64::from(t.connections)),
+                thousands(r.total),
+                thousands(r.successful),
+                thousands(r.failed),
+            );
+        }
+    }
     write_server_metrics(out, &s.server_metrics);
     for t in &s.thresholds {
         let actual = t
@@ -385,7 +509,15 @@ fn write_server_metrics(out: &mut String, m: &ServerMetrics) {
                 }
                 _ => "MISMATCH".to_owned(),
             };
-            let _ = writeln!(out, "  Server /metrics:    {verdict}");
+            if m.targets.len() > 1 {
+                let _ = writeln!(
+                    out,
+                    "  Server /metrics:    {verdict} (summed over {} targets)",
+                    m.targets.len()
+                );
+            } else {
+                let _ = writeln!(out, "  Server /metrics:    {verdict}");
+            }
             let _ = writeln!(
                 out,
                 "    {:<16}{:>14}{:>14}{:>12}{:>12}",
@@ -402,6 +534,25 @@ fn write_server_metrics(out: &mut String, m: &ServerMetrics) {
                     c.client,
                     if c.ok { "" } else { "  MISMATCH" }
                 );
+            }
+            if m.targets.len() > 1 {
+                let _ = writeln!(out, "    per target (server delta / client):");
+                let width = m.targets.iter().map(|t| t.url.len()).max().unwrap_or(0);
+                for t in &m.targets {
+                    let counters: Vec<String> = t
+                        .check
+                        .counters
+                        .iter()
+                        .map(|c| format!("{} {}/{}", c.counter, c.delta, c.client))
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "      {:<width$}  {}{}",
+                        t.url,
+                        counters.join("  "),
+                        if t.check.ok { "" } else { "  MISMATCH" }
+                    );
+                }
             }
             if status == "mismatch" {
                 for c in check.counters.iter().filter(|c| !c.ok) {
@@ -483,7 +634,8 @@ pub fn fmt_latency_short(ms: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{compare, ClientCounts};
+    use crate::run::TargetResult;
+    use crate::server::{compare, sum_counters, ClientCounts};
     use crate::stats::{Stats, TransportError};
     use std::time::Duration;
 
@@ -501,6 +653,11 @@ mod tests {
         stats.record_transport_error(TransportError::Timeout);
         stats.record_transport_error(TransportError::Connect);
         PhaseResult {
+            targets: vec![TargetResult {
+                connections: 4,
+                stats: stats.clone(),
+                cancelled: 0,
+            }],
             stats,
             elapsed: Duration::from_secs(2),
             stop_reason: StopReason::Requests,
@@ -513,7 +670,7 @@ mod tests {
         ScenarioReport::new(
             "fast",
             "POST",
-            "http://127.0.0.1:1/api/v1/compute/fast",
+            &["http://127.0.0.1:1/api/v1/compute/fast".to_owned()],
             LoadModel::Closed { concurrency: 4 },
             &phase(),
             metrics,
@@ -558,6 +715,13 @@ mod tests {
             assert!(s["latency_ms"][key].as_f64().unwrap() > 0.0, "{key}");
         }
         assert_eq!(s["server_metrics"]["status"], "skipped");
+        assert_eq!(s["url"], "http://127.0.0.1:1/api/v1/compute/fast");
+        assert_eq!(
+            s["urls"],
+            serde_json::json!(["http://127.0.0.1:1/api/v1/compute/fast"])
+        );
+        assert_eq!(s["targets"][0]["connections"], 4);
+        assert_eq!(s["targets"][0]["requests"]["total"], 100);
         assert_eq!(v["thresholds_passed"], true);
         assert_eq!(v["counts_consistent"], true);
         assert_eq!(v["interrupted"], false);
@@ -653,6 +817,106 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+    }
+
+    /// 2 targets: 60 + 40 requests, all 200.
+    fn two_target_phase() -> PhaseResult {
+        let target = |n: u64| {
+            let mut stats = Stats::new();
+            for _ in 0..n {
+                stats.record_response(200, Duration::from_micros(100), None);
+            }
+            TargetResult {
+                connections: 2,
+                stats,
+                cancelled: 0,
+            }
+        };
+        let targets = vec![target(60), target(40)];
+        let mut stats = Stats::new();
+        for t in &targets {
+            stats.merge(&t.stats);
+        }
+        PhaseResult {
+            stats,
+            elapsed: Duration::from_secs(1),
+            stop_reason: StopReason::Requests,
+            cancelled: 0,
+            unsent: 0,
+            targets,
+        }
+    }
+
+    #[test]
+    fn several_targets_are_listed_and_summed() {
+        let counters = |total: u64| match serde_json::json!({"total_requests": total, "success_count": total, "error_count": 0})
+        {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let client = |n: u64| ClientCounts {
+            responses: n,
+            successes: n,
+            errors: 0,
+            abandoned: 0,
+        };
+        let urls = ["http://a:1/ok".to_owned(), "http://b:2/ok".to_owned()];
+        // Server b counted one request too few.
+        let (before, after) = (
+            vec![counters(0), counters(0)],
+            vec![counters(60), counters(39)],
+        );
+        let per_target = urls
+            .iter()
+            .zip(before.iter().zip(&after))
+            .zip([60, 40])
+            .map(|((url, (b, a)), n)| TargetMetrics {
+                url: url.clone(),
+                before: b.clone(),
+                after: a.clone(),
+                check: compare(b, a, client(n)),
+            })
+            .collect();
+        let (before, after) = (sum_counters(&before), sum_counters(&after));
+        let check = compare(&before, &after, client(100));
+        let metrics = ServerMetrics::checked(before, after, check).with_targets(per_target);
+        let run = RunReport::new(
+            vec![ScenarioReport::new(
+                "custom",
+                "POST",
+                &urls,
+                LoadModel::Closed { concurrency: 4 },
+                &two_target_phase(),
+                metrics,
+                (None, None),
+            )],
+            false,
+        );
+        assert!(!run.counts_consistent);
+        let text = run.to_text();
+        for needle in [
+            "Scenario custom: POST on 2 targets",
+            "  Targets:",
+            "http://a:1/ok  2 conn  60 requests  60 successful  0 failed  p99 ",
+            "http://b:2/ok  2 conn  40 requests  40 successful  0 failed  p99 ",
+            "Server /metrics:    MISMATCH (summed over 2 targets)",
+            "MISMATCH: server total_requests grew by 99, client received 100",
+            "http://b:2/ok  total_requests 39/40  success_count 39/40  error_count 0/0  MISMATCH",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        let v: Value = serde_json::from_str(&run.to_json()).unwrap();
+        let s = &v["scenarios"][0];
+        assert!(s.get("url").is_none(), "no single url with several targets");
+        assert_eq!(s["urls"], serde_json::json!(urls));
+        assert_eq!(s["targets"][1]["requests"]["total"], 40);
+        assert_eq!(s["targets"][1]["status_codes"]["200"], 40);
+        let m = &s["server_metrics"];
+        assert_eq!(m["status"], "mismatch");
+        assert_eq!(m["after"]["total_requests"], 99);
+        assert_eq!(m["targets"][0]["check"]["ok"], true);
+        assert_eq!(m["targets"][1]["check"]["ok"], false);
+        assert_eq!(m["targets"][1]["url"], "http://b:2/ok");
     }
 
     #[test]

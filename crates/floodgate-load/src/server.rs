@@ -7,6 +7,9 @@
 //! (timeouts, connections that broke after the request was written, requests
 //! cut short by Ctrl-C) may or may not have been counted by the server, so
 //! they widen the accepted range; connection failures never reach the server.
+//!
+//! With several targets each server counts only the requests sent to it, so
+//! the counters of all targets are summed before the comparison.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -62,6 +65,52 @@ pub async fn snapshot(
             "GET {path} did not return floodgate's JSON metrics"
         )),
     }
+}
+
+/// Where one target's `/metrics` is read.
+#[derive(Debug, Clone)]
+pub struct MetricsSource {
+    /// The target's base URL, for messages.
+    pub base: String,
+    pub addr: SocketAddr,
+    pub host: HeaderValue,
+    pub path: String,
+}
+
+/// A `/metrics` snapshot of every source, in order; the first failure names
+/// its target when there are several.
+pub async fn snapshot_all(
+    sources: &[MetricsSource],
+    timeout: Duration,
+) -> Result<Vec<Map<String, Value>>, String> {
+    let mut out = Vec::with_capacity(sources.len());
+    for source in sources {
+        let snap = snapshot(source.addr, &source.host, &source.path, timeout)
+            .await
+            .map_err(|e| {
+                if sources.len() > 1 {
+                    format!("{}: {e}", source.base)
+                } else {
+                    e
+                }
+            })?;
+        out.push(snap);
+    }
+    Ok(out)
+}
+
+/// The [`CHECKED_COUNTERS`] summed over `snapshots`; a counter missing from
+/// any snapshot is left out (and so not checked).
+pub fn sum_counters(snapshots: &[Map<String, Value>]) -> Map<String, Value> {
+    CHECKED_COUNTERS
+        .iter()
+        .filter_map(|name| {
+            let sum = snapshots.iter().try_fold(0u64, |acc, snap| {
+                acc.checked_add(snap.get(*name)?.as_u64()?)
+            })?;
+            Some(((*name).to_owned(), Value::from(sum)))
+        })
+        .collect()
 }
 
 /// What the client saw, for the comparison.
@@ -147,25 +196,25 @@ pub fn compare(
     }
 }
 
-/// Re-reads `/metrics` until the counters are consistent with the client or
-/// stop changing, for at most `settle` — the server may update its counters a
-/// moment after the client has its response.
+/// Re-reads every source's `/metrics` until the summed counters are
+/// consistent with the client or stop changing, for at most `settle` — a
+/// server may update its counters a moment after the client has its response.
+/// Returns each source's last snapshot and the check of their sum.
 pub async fn settled_snapshot(
-    addr: SocketAddr,
-    host: &HeaderValue,
-    path: &str,
+    sources: &[MetricsSource],
     timeout: Duration,
-    before: &Map<String, Value>,
+    before: &[Map<String, Value>],
     client: ClientCounts,
     settle: Duration,
-) -> Result<(Map<String, Value>, CountCheck), String> {
+) -> Result<(Vec<Map<String, Value>>, CountCheck), String> {
     let give_up = tokio::time::Instant::now() + settle;
-    let mut after = snapshot(addr, host, path, timeout).await?;
-    let mut check = compare(before, &after, client);
+    let before = sum_counters(before);
+    let mut after = snapshot_all(sources, timeout).await?;
+    let mut check = compare(&before, &sum_counters(&after), client);
     while !check.exact && tokio::time::Instant::now() < give_up {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let next = snapshot(addr, host, path, timeout).await?;
-        let next_check = compare(before, &next, client);
+        let next = snapshot_all(sources, timeout).await?;
+        let next_check = compare(&before, &sum_counters(&next), client);
         let stable = next_check.counters == check.counters;
         after = next;
         check = next_check;
@@ -248,6 +297,34 @@ mod tests {
             client(1000, 997, 3, 3),
         );
         assert!(!c.ok);
+    }
+
+    #[test]
+    fn counters_of_several_servers_are_summed() {
+        let sum = sum_counters(&[metrics(100, 90, 10), metrics(5, 5, 0), metrics(0, 0, 0)]);
+        assert_eq!(
+            Value::Object(sum.clone()),
+            json!({"total_requests": 105, "success_count": 95, "error_count": 10})
+        );
+        let c = compare(
+            &sum,
+            &sum_counters(&[
+                metrics(200, 180, 20),
+                metrics(15, 15, 0),
+                metrics(10, 10, 0),
+            ]),
+            client(120, 110, 10, 0),
+        );
+        assert!(c.ok && c.exact, "{c:?}");
+        // A counter one server lacks is not summed.
+        let mut partial = metrics(1, 1, 0);
+        partial.remove("error_count");
+        let sum = sum_counters(&[metrics(1, 1, 0), partial]);
+        assert_eq!(
+            Value::Object(sum),
+            json!({"total_requests": 2, "success_count": 2})
+        );
+        assert!(sum_counters(&[]).values().all(|v| v == 0));
     }
 
     #[test]

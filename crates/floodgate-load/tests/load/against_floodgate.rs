@@ -94,6 +94,62 @@ async fn counts_match_floodgate_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_match_the_sum_of_two_floodgates() {
+    let (a, b) = (spawn_floodgate(|_| {}).await, spawn_floodgate(|_| {}).await);
+    let mut args = quick_args(
+        &a.url,
+        &[
+            "--scenario",
+            "all",
+            "-n",
+            "300",
+            "-c",
+            "8",
+            "--fail-on-mismatch",
+            "--fail-under-success-rate",
+            "100",
+        ],
+    );
+    args.extend(["--url", &b.url]);
+    // Warmup connections are kept per replica for the measured phase.
+    let warmup = args.iter().position(|a| *a == "--warmup").unwrap() + 1;
+    args[warmup] = "40";
+    let run = run_load(&args, &[]).await;
+    assert_eq!(
+        run.code, 0,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    let report = run.json();
+    let scenarios = report["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 2);
+    for s in scenarios {
+        assert_eq!(s["requests"]["total"], 300, "{}", s["name"]);
+        assert_eq!(s["status_codes"], json!({"200": 300}));
+        let targets = s["targets"].as_array().unwrap();
+        assert_eq!(targets.len(), 2);
+        let mut sum = 0;
+        for t in targets {
+            assert_eq!(t["connections"], 4, "{t}");
+            let n = t["requests"]["total"].as_u64().unwrap();
+            assert!(n > 0, "both replicas get load: {t}");
+            sum += n;
+        }
+        assert_eq!(sum, 300);
+        let m = &s["server_metrics"];
+        assert_eq!(m["status"], "match", "{m}");
+        for c in m["check"]["counters"].as_array().unwrap() {
+            assert_eq!(c["delta"], c["client"], "{c}");
+        }
+        assert_eq!(m["check"]["counters"][0]["delta"], 300);
+        for (t, server) in m["targets"].as_array().unwrap().iter().zip([&a, &b]) {
+            assert_eq!(t["url"], server.url.as_str());
+            assert_eq!(t["check"]["exact"], true, "{t}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_against_floodgate() {
     let server = spawn_floodgate(|_| {}).await;
     let run = run_load(

@@ -1,6 +1,6 @@
 //! A stub of floodgate's API that counts like floodgate, with knobs for
-//! errors, slowness, an unhealthy pool and miscounted metrics; and sockets
-//! that refuse or break connections.
+//! errors, slowness, an unhealthy pool, miscounted metrics and a barrier
+//! shared between stubs; and sockets that refuse or break connections.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tokio::sync::Notify;
+use tokio::sync::{Barrier, Notify};
 
 #[derive(Default)]
 pub struct Stub {
@@ -32,6 +32,12 @@ pub struct Stub {
     pub duplicate_ids: AtomicU64,
     /// Notified whenever `total` grows.
     pub counted: Notify,
+    /// `/gate` holds each request until this barrier (possibly shared with
+    /// other stubs) releases.
+    pub gate: Option<Arc<Barrier>>,
+    /// `/gate` requests being held, and the most held at once.
+    pub in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
 }
 
 impl Stub {
@@ -131,6 +137,18 @@ async fn ok(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: Bytes) -> R
     (status, Json(json!({"result": 1}))).into_response()
 }
 
+/// Waits at the barrier, then answers like [`ok`]: the requests the barrier
+/// waits for must all be in flight at once.
+async fn gate(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: Bytes) -> Response {
+    let held = stub.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    stub.max_in_flight.fetch_max(held, Ordering::SeqCst);
+    if let Some(barrier) = &stub.gate {
+        barrier.wait().await;
+    }
+    stub.in_flight.fetch_sub(1, Ordering::SeqCst);
+    ok(State(stub), headers, body).await
+}
+
 /// Answers after 300 ms: longer than the timeouts tests give it.
 async fn slow(State(stub): State<Arc<Stub>>) -> Response {
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -176,6 +194,7 @@ pub async fn spawn_stub(stub: Stub) -> (String, Arc<Stub>) {
         .route("/api/v1/compute/fast", post(mixed))
         .route("/api/v1/compute/intensive", post(ok))
         .route("/ok", post(ok))
+        .route("/gate", post(gate))
         .route("/slow", post(slow))
         .route("/paced", post(paced))
         .with_state(stub.clone());
