@@ -134,6 +134,16 @@ expect_failure "template: TLS without the admin port for probes" "tls.secretName
   helm template "$RELEASE" "$CHART" --set tls.secretName=floodgate-tls
 expect_failure "template: admin port equal to the API port" "admin.port must differ" \
   helm template "$RELEASE" "$CHART" --set admin.enabled=true --set admin.port=8080
+expect_failure "template: rate limiter on Redis without redis.url" "config.rateLimit.backend=redis needs redis.url" \
+  helm template "$RELEASE" "$CHART" --set config.rateLimit.backend=redis
+expect_failure "template: result cache on Redis without redis.url" "config.cache.backend=redis needs redis.url" \
+  helm template "$RELEASE" "$CHART" --set config.cache.enabled=true --set config.cache.backend=redis
+expect_failure "template: a password inside redis.url" "redis.url must not carry a password" \
+  helm template "$RELEASE" "$CHART" --set redis.url=redis://default:hunter2@redis:6379/0
+expect_failure "schema: redis.url with a scheme other than redis:// or rediss://" "redis.url" \
+  helm template "$RELEASE" "$CHART" --set redis.url=http://redis:6379
+expect_failure "schema: unknown Redis fallback mode" "config.rateLimit.redisFallback" \
+  helm template "$RELEASE" "$CHART" --set config.rateLimit.redisFallback=ignore
 
 echo "=== Kubernetes $KUBERNETES_VERSION schemas (kubernetes-validate --strict)"
 for r in "$TMP"/render/*.yaml; do

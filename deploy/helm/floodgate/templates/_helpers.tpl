@@ -139,3 +139,37 @@ POD_NAME / POD_NAMESPACE variables), the service version, then user attributes.
 {{- end }}
 {{- join "," $attrs }}
 {{- end }}
+
+{{/*
+Where the Redis password from redis.existingSecret is mounted.
+*/}}
+{{- define "floodgate.redisPasswordDir" -}}/etc/floodgate/redis{{- end }}
+{{- define "floodgate.redisPasswordFile" -}}{{ include "floodgate.redisPasswordDir" . }}/password{{- end }}
+
+{{/*
+Refuse Redis settings the server could not use: a Redis backend without redis.url, a
+password inside the URL (it would land in the ConfigMap; use redis.existingSecret), and
+[cache] / [redis] tables in extraToml that the chart renders itself (TOML forbids a table twice).
+*/}}
+{{- define "floodgate.validateRedis" -}}
+{{- $url := .Values.redis.url }}
+{{- if and (eq (toString .Values.config.rateLimit.backend) "redis") (not $url) }}
+{{- fail "config.rateLimit.backend=redis needs redis.url" }}
+{{- end }}
+{{- if and .Values.config.cache (eq (toString .Values.config.cache.backend) "redis") (not $url) }}
+{{- fail "config.cache.backend=redis needs redis.url" }}
+{{- end }}
+{{- if or (regexMatch "^rediss?://[^/?#@]*:[^/?#@]*@" $url) (regexMatch "[?&]password=" $url) }}
+{{- fail "redis.url must not carry a password: put it in a Secret and set redis.existingSecret" }}
+{{- end }}
+{{- if and .Values.redis.existingSecret (not $url) }}
+{{- fail "redis.existingSecret needs redis.url" }}
+{{- end }}
+{{- $cache := .Values.config.cache | default dict }}
+{{- if and (or (not (kindIs "invalid" $cache.enabled)) $cache.backend) (regexMatch "(?m)^\\s*\\[cache\\]" .Values.config.extraToml) }}
+{{- fail "config.extraToml must not have a [cache] table when config.cache.enabled or config.cache.backend is set" }}
+{{- end }}
+{{- if and $url (regexMatch "(?m)^\\s*\\[redis\\]" .Values.config.extraToml) }}
+{{- fail "config.extraToml must not have a [redis] table when redis.url is set" }}
+{{- end }}
+{{- end }}
