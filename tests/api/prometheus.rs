@@ -85,8 +85,15 @@ impl Prometheus {
 
 #[tokio::test]
 async fn prometheus_scrapes_exactly_the_workload_sent() {
-    // The cache is on so the dashboards' cache panels have series to query.
-    let app = spawn_with(|s| s.cache.enabled = true).await;
+    // The cache is on, and the limiter in a real Redis, so the dashboards' cache and Redis
+    // panels have series to query.
+    let redis = crate::redis::RedisServer::start();
+    let app = spawn_with(|s| {
+        s.cache.enabled = true;
+        s.redis.url = Some(redis.url());
+        s.rate_limit.backend = floodgate::config::RateLimitBackend::Redis;
+    })
+    .await;
     let prom = start_prometheus(app.addr);
     prom.wait_for("up{job=\"floodgate\"}", 1.0).await;
 
