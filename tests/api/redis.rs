@@ -3,97 +3,13 @@
 //! fallbacks under real faults — the server killed, frozen with SIGSTOP, restarted, and a
 //! wrong password.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
-
-/// A `redis-server` on a loopback port with a temporary directory; killed when dropped.
-pub struct RedisServer {
-    pub port: u16,
-    child: Option<ChildGuard>,
-    dir: std::path::PathBuf,
-    password: Option<String>,
-}
-
-impl RedisServer {
-    pub fn start() -> RedisServer {
-        Self::start_with(None)
-    }
-
-    pub fn start_with(password: Option<&str>) -> RedisServer {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("floodgate-redis-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut server = RedisServer {
-            port,
-            child: None,
-            dir,
-            password: password.map(str::to_owned),
-        };
-        server.launch();
-        server
-    }
-
-    fn launch(&mut self) {
-        let mut cmd = Command::new(tool("redis-server"));
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(p) = &self.password {
-            cmd.args(["--requirepass", p]);
-        }
-        self.child = Some(ChildGuard(cmd.spawn().expect("redis-server starts")));
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::yield_now();
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn pid(&self) -> String {
-        self.child.as_ref().unwrap().0.id().to_string()
-    }
-
-    pub fn signal(&self, signal: &str) {
-        assert!(Command::new("kill")
-            .args([signal, &self.pid()])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    pub fn kill(&mut self) {
-        self.child.take();
-    }
-
-    pub fn restart(&mut self) {
-        self.kill();
-        self.launch();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.signal("-CONT");
-        }
-        self.child.take();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+pub use crate::redis_server::RedisServer;
 
 fn redis_settings(url: &str) -> impl Fn(&mut floodgate::Settings) + '_ {
     move |s| {

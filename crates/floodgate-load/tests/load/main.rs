@@ -6,6 +6,8 @@
 //! Cargo builds the binary for this test and names it in
 //! `CARGO_BIN_EXE_floodgate-load`.
 
+#[path = "../../../../tests/support/redis_server.rs"]
+mod redis_server;
 mod support;
 
 mod against_floodgate;
