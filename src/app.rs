@@ -10,8 +10,9 @@ use tokio::net::{TcpListener, TcpSocket};
 use crate::admission::rate_limit::{redis::RedisDecisions, Decisions};
 use crate::admission::{Admission, Authenticator, FailureThrottle, RateLimiter};
 use crate::config::Settings;
-use crate::dependency::{BreakerMetrics, Redis, RedisMetrics};
+use crate::dependency::{BreakerConfig, BreakerMetrics, Redis, RedisMetrics};
 use crate::domain::cache::Cache;
+use crate::domain::jobs::{JobMetrics, Jobs};
 use crate::domain::{Compute, Kernel};
 use crate::health::{HealthCheck, HealthRegistry, RedisCheck, WorkerPoolCheck};
 use crate::http::routes::docs::Document;
@@ -20,6 +21,7 @@ use crate::observability::access_log::AccessLog;
 use crate::observability::metrics::{self as m, Metrics};
 use crate::pool::{PoolMetrics, WorkerPool};
 use crate::state::{AppState, Inner, Readiness};
+use crate::store::{JobStatus, JobStore, OpenError, StoreMetrics};
 use crate::transport::server::ConnectionErrors;
 use crate::transport::tls::{self, ReloadableCert};
 use crate::transport::{ConnectionLimits, Server, Tls};
@@ -37,6 +39,10 @@ pub struct Application {
     admission: Admission,
     access_log: Option<AccessLog>,
     tls: Option<Tls>,
+    kernel: Kernel,
+    /// The jobs database could not be reached at start: keep trying while serving.
+    pending_store: bool,
+    job_metrics: JobMetrics,
 }
 
 /// Totals reported when the application stops.
@@ -138,7 +144,35 @@ impl ApplicationBuilder {
                 .as_ref()
                 .filter(|_| settings.log.access_log_path.is_some())
                 .map(|log| log.sink().clone()),
+            jobs: Arc::new(std::sync::OnceLock::new()),
         });
+        // The jobs database: a setting that cannot work stops the start (exit 64); a
+        // database that is only away is retried while the service runs without API v2.
+        let pending_store = if settings.jobs.enabled {
+            match JobStore::open(
+                &settings.database,
+                store_metrics(&metrics),
+                BreakerConfig::from(&settings.database.breaker),
+            )
+            .await
+            {
+                Ok(store) => {
+                    let _ = state.jobs.set(Jobs::new(
+                        store,
+                        settings.jobs.clone(),
+                        job_metrics(&metrics),
+                    ));
+                    false
+                }
+                Err(OpenError::Config(e)) => return Err(invalid(e)),
+                Err(OpenError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, "jobs database unavailable; API v2 answers 503 until it is reachable");
+                    true
+                }
+            }
+        } else {
+            false
+        };
 
         let routes = self.routes;
         let table = Arc::new(RouteTable::new(&routes));
@@ -149,11 +183,9 @@ impl ApplicationBuilder {
             trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
             server_port: port,
         });
-        let auth_enabled = settings.auth.enabled;
+        let (auth_enabled, max_rounds) = (settings.auth.enabled, settings.jobs.max_rounds);
         let document = Arc::new(Document::new(move || {
-            serde_json::to_vec(&http::openapi::document(table.paths(), auth_enabled))
-                .expect("the document serializes")
-                .into()
+            http::openapi::document_json(table.paths(), auth_enabled, max_rounds)
         }));
         let failures = FailureThrottle::new(
             settings.auth.failed_attempts_per_minute,
@@ -204,6 +236,9 @@ impl ApplicationBuilder {
             admission,
             access_log,
             tls,
+            kernel: self.kernel,
+            pending_store,
+            job_metrics: job_metrics(&metrics),
         })
     }
 }
@@ -298,6 +333,12 @@ impl Application {
             _ => None,
         };
         let upkeep = Upkeep::start(Arc::clone(&self.state.metrics), self.admission.clone());
+        let runner = tokio::spawn(run_jobs(
+            self.state.clone(),
+            self.kernel,
+            self.pending_store,
+            self.job_metrics,
+        ));
 
         shutdown.await;
         let started = Instant::now();
@@ -314,6 +355,7 @@ impl Application {
             admin.shutdown(Duration::from_millis(100)).await;
         }
         drop(upkeep);
+        runner.abort();
         for task in reloaders.into_iter().flatten() {
             task.abort();
         }
@@ -381,12 +423,56 @@ fn pool_metrics(metrics: &Metrics) -> PoolMetrics {
     }
 }
 
-fn redis_metrics(metrics: &Metrics) -> RedisMetrics {
-    let dep = ("dependency", "redis");
-    let to = |state: &'static str| metrics.counter(m::CIRCUIT_TRANSITIONS, &[dep, ("to", state)]);
-    let call = |op: &'static str| {
-        metrics.labelled_histogram(m::DEPENDENCY_DURATION, &[dep, ("operation", op)])
+/// Open the jobs database if start-up could not, then run the jobs.
+async fn run_jobs(state: AppState, kernel: Kernel, pending: bool, metrics: JobMetrics) {
+    let settings = &state.settings;
+    if pending {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let opened = JobStore::open(
+                &settings.database,
+                store_metrics(&state.metrics),
+                BreakerConfig::from(&settings.database.breaker),
+            )
+            .await;
+            if let Ok(store) = opened {
+                tracing::info!("jobs database reachable; API v2 is available");
+                let _ = state
+                    .jobs
+                    .set(Jobs::new(store, settings.jobs.clone(), metrics));
+                break;
+            }
+        }
+    }
+    let Some(jobs) = state.jobs.get().cloned() else {
+        return;
     };
+    let max_running = settings
+        .jobs
+        .effective_max_running(state.pool.status().workers);
+    jobs.run(state.pool.clone(), kernel, max_running).await;
+}
+
+fn store_metrics(metrics: &Metrics) -> StoreMetrics {
+    let op = |o: &'static str| metrics.labelled_histogram(m::DB_QUERY_DURATION, &[("operation", o)]);
+    StoreMetrics {
+        breaker: breaker_metrics(metrics, "database"),
+        acquire_wait: metrics.histogram(m::DB_ACQUIRE_WAIT),
+        insert: op("insert"),
+        get: op("get"),
+        list: op("list"),
+        cancel: op("cancel"),
+        claim: op("claim"),
+        renew: op("renew"),
+        finish: op("finish"),
+        purge: op("purge"),
+        count: op("count"),
+    }
+}
+
+fn breaker_metrics(metrics: &Metrics, dependency: &'static str) -> BreakerMetrics {
+    let dep = ("dependency", dependency);
+    let to = |state: &'static str| metrics.counter(m::CIRCUIT_TRANSITIONS, &[dep, ("to", state)]);
     let breaker = BreakerMetrics {
         state: metrics.labelled_gauge(m::CIRCUIT_STATE, &[dep]),
         up: metrics.labelled_gauge(m::DEPENDENCY_UP, &[dep]),
@@ -396,8 +482,31 @@ fn redis_metrics(metrics: &Metrics) -> RedisMetrics {
     };
     // Not known to be up until a call has succeeded.
     breaker.up.set(0.0);
+    breaker
+}
+
+fn job_metrics(metrics: &Metrics) -> JobMetrics {
+    let finished = |s: &'static str| metrics.counter(m::JOBS_FINISHED, &[("status", s)]);
+    JobMetrics {
+        succeeded: finished("succeeded"),
+        failed: finished("failed"),
+        cancelled: finished("cancelled"),
+        attempts: metrics.histogram(m::JOB_ATTEMPTS),
+        by_status: JobStatus::ALL
+            .map(|s| metrics.labelled_gauge(m::JOBS, &[("status", s.as_str())])),
+        oldest_queued_age: metrics.gauge(m::JOBS_OLDEST_QUEUED_AGE),
+        db_idle: metrics.labelled_gauge(m::DB_CONNECTIONS, &[("state", "idle")]),
+        db_used: metrics.labelled_gauge(m::DB_CONNECTIONS, &[("state", "used")]),
+    }
+}
+
+fn redis_metrics(metrics: &Metrics) -> RedisMetrics {
+    let dep = ("dependency", "redis");
+    let call = |op: &'static str| {
+        metrics.labelled_histogram(m::DEPENDENCY_DURATION, &[dep, ("operation", op)])
+    };
     RedisMetrics {
-        breaker,
+        breaker: breaker_metrics(metrics, "redis"),
         rate_limit: call("rate_limit"),
         cache_get: call("cache_get"),
         cache_set: call("cache_set"),

@@ -47,6 +47,18 @@ pub enum ApiError {
     /// Over the rate limit.
     #[error("Rate limit exceeded")]
     RateLimitExceeded { retry_after: Duration },
+    /// The job has already ended and cannot be cancelled.
+    #[error("job {0} has already finished")]
+    JobFinished(String),
+    /// The `Idempotency-Key` was used before with a different request.
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    /// A dependency without a fallback (the jobs database) is unavailable.
+    #[error("{what} is unavailable")]
+    DependencyUnavailable {
+        what: &'static str,
+        retry_after: Duration,
+    },
     /// The job queue is full.
     #[error("job queue full")]
     ServiceOverloaded { retry_after: Duration },
@@ -76,6 +88,7 @@ impl ApiError {
             ApiError::RateLimitExceeded { retry_after }
             | ApiError::ServiceOverloaded { retry_after }
             | ApiError::ShuttingDown { retry_after }
+            | ApiError::DependencyUnavailable { retry_after, .. }
             | ApiError::ProfilerBusy { retry_after } => Some(*retry_after),
             _ => None,
         }
@@ -115,7 +128,7 @@ mod tests {
             "INVALID_REQUEST"
         );
         let all: Vec<_> = ErrorCode::all().map(ErrorCode::as_str).collect();
-        assert_eq!(all.len(), 14);
+        assert_eq!(all.len(), 17);
         assert!(all.contains(&"SHUTTING_DOWN") && all.contains(&"PROCESSING_ERROR"));
     }
 }

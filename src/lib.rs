@@ -18,6 +18,7 @@ pub mod http;
 pub mod observability;
 pub mod pool;
 pub mod state;
+pub mod store;
 pub mod transport;
 
 pub use app::Application;

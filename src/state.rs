@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::Settings;
 use crate::domain::cache::Cache;
+use crate::domain::jobs::Jobs;
 use crate::domain::Compute;
 use crate::health::HealthRegistry;
 use crate::observability::log_sink::LogSink;
@@ -29,6 +30,8 @@ pub struct Inner {
     pub cache: Option<Cache>,
     /// The access log's own sink, when it writes to a file (its losses are counted apart).
     pub access_log_sink: Option<LogSink>,
+    /// Durable jobs, once their database is open (API v2 answers 503 until then).
+    pub jobs: Arc<std::sync::OnceLock<Jobs>>,
 }
 
 impl AppState {

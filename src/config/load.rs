@@ -23,6 +23,7 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("RATE_LIMIT_BACKEND", "rate_limit.backend"),
     ("CACHE_BACKEND", "cache.backend"),
     ("REDIS_URL", "redis.url"),
+    ("DATABASE_URL", "database.url"),
     ("TLS_CERT_FILE", "tls.cert_path"),
     ("TLS_KEY_FILE", "tls.key_path"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "otel.endpoint"),

@@ -73,6 +73,8 @@ pub struct Settings {
     pub cors: CorsSettings,
     pub cache: CacheSettings,
     pub redis: RedisSettings,
+    pub jobs: JobsSettings,
+    pub database: DatabaseSettings,
 }
 
 /// A setting that could not be used, with where it came from.

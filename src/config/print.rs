@@ -16,8 +16,10 @@ fn toml_string(settings: &Settings) -> String {
     // TOML writer keeps the dependency list as it is.
     let mut value = serde_json::to_value(settings).unwrap_or_default();
     // A password pasted into the URL is not printed.
-    if let Some(url) = value["redis"]["url"].as_str() {
-        value["redis"]["url"] = super::values::redact_url(url).into();
+    for section in ["redis", "database"] {
+        if let Some(url) = value[section]["url"].as_str() {
+            value[section]["url"] = super::values::redact_url(url).into();
+        }
     }
     let mut out = String::new();
     if let serde_json::Value::Object(sections) = value {

@@ -499,3 +499,78 @@ impl Default for CacheSettings {
         }
     }
 }
+
+/// Durable jobs (API v2) and the runner that executes them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsSettings {
+    pub enabled: bool,
+    /// Largest `rounds` a job may ask for.
+    pub max_rounds: u64,
+    /// v2 jobs running at once in this replica; 0 means half the workers, at least 1, so the
+    /// v1 API is never starved.
+    pub max_running: usize,
+    /// How long a claim holds before another replica may take the job over; renewed while
+    /// the job runs.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+    /// Claims a job gets before it is failed.
+    pub max_attempts: u32,
+    /// Finished jobs are deleted after this long.
+    #[serde(with = "duration")]
+    pub retention: Duration,
+    /// How long an `Idempotency-Key` keeps returning its job.
+    #[serde(with = "duration")]
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for JobsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_rounds: 100_000_000,
+            max_running: 0,
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
+            retention: Duration::from_secs(24 * 3600),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl JobsSettings {
+    /// The running cap actually used for `workers` worker threads.
+    pub fn effective_max_running(&self, workers: usize) -> usize {
+        if self.max_running > 0 {
+            self.max_running
+        } else {
+            (workers / 2).max(1)
+        }
+    }
+}
+
+/// The jobs database: `sqlite://PATH` (embedded, one replica) or `postgres://…`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    /// How long a query may wait for a connection before the request gets 503.
+    #[serde(with = "duration")]
+    pub acquire_timeout: Duration,
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    pub breaker: BreakerSettings,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/floodgate-jobs.db".to_owned(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(600),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}

@@ -18,7 +18,7 @@ impl Settings {
     /// Every numeric setting with its documented range. Bounds are what one instance can
     /// use: a queue of a billion jobs or a trillion connections would abort or overflow,
     /// not serve.
-    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 15] {
+    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 19] {
         let n = |v: usize| v as i128;
         [
             ("pool.workers", n(self.pool.workers), 0, 4096),
@@ -101,11 +101,25 @@ impl Settings {
                 1,
                 1_000_000,
             ),
+            (
+                "jobs.max_rounds",
+                self.jobs.max_rounds.into(),
+                1,
+                1_000_000_000_000,
+            ),
+            ("jobs.max_running", n(self.jobs.max_running), 0, 4096),
+            ("jobs.max_attempts", self.jobs.max_attempts.into(), 1, 100),
+            (
+                "database.max_connections",
+                self.database.max_connections.into(),
+                1,
+                1000,
+            ),
         ]
     }
 
     /// Every duration setting with its documented range.
-    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 10] {
+    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 15] {
         let s = &self.server;
         [
             ("server.request_timeout", s.request_timeout, MS, HOUR),
@@ -137,6 +151,26 @@ impl Settings {
                 self.redis.breaker.open_for,
                 10 * MS,
                 HOUR,
+            ),
+            ("jobs.lease", self.jobs.lease, SECOND, HOUR),
+            ("jobs.retention", self.jobs.retention, MINUTE, 365 * DAY),
+            (
+                "jobs.idempotency_ttl",
+                self.jobs.idempotency_ttl,
+                SECOND,
+                30 * DAY,
+            ),
+            (
+                "database.acquire_timeout",
+                self.database.acquire_timeout,
+                MS,
+                MINUTE,
+            ),
+            (
+                "database.idle_timeout",
+                self.database.idle_timeout,
+                SECOND,
+                DAY,
             ),
         ]
     }
@@ -188,6 +222,15 @@ impl Settings {
                 "must be a redis:// or rediss:// URL",
             )?;
         }
+        let db = &self.database.url;
+        check(
+            db.starts_with("sqlite://")
+                || db.starts_with("postgres://")
+                || db.starts_with("postgresql://"),
+            "database.url",
+            redact_url(db),
+            "must be sqlite://PATH or postgres://…",
+        )?;
         check(
             self.rate_limit.backend != RateLimitBackend::Redis || self.redis.url.is_some(),
             "rate_limit.backend",

@@ -3,5 +3,6 @@
 
 pub mod cache;
 pub mod compute;
+pub mod jobs;
 
 pub use compute::{Compute, ComputeInput, Computed, Kernel, MAX_NUMBER};

@@ -35,9 +35,12 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::ServiceOverloaded | ErrorCode::ShuttingDown | ErrorCode::ProfilerBusy => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorCode::JobFinished => StatusCode::CONFLICT,
+        ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::ServiceOverloaded
+        | ErrorCode::ShuttingDown
+        | ErrorCode::DependencyUnavailable
+        | ErrorCode::ProfilerBusy => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::ProcessingError | ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -124,7 +127,7 @@ pub struct ComputeErrors;
 impl utoipa::IntoResponses for ComputeErrors {
     fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
         use ErrorCode as C;
-        let errors: [(&[ErrorCode], &str); 9] = [
+        documented(&[
             (
                 &[C::InvalidRequest],
                 "the body is not `{\"number\": n}` with `n` an integer in 0..=1000000",
@@ -155,52 +158,102 @@ impl utoipa::IntoResponses for ComputeErrors {
                 &[C::ProcessingError, C::InternalError],
                 "the job failed, or the service hit a bug",
             ),
-        ];
-        errors
-            .iter()
-            .map(|(codes, why)| {
-                let status = status_of(codes[0]);
-                let names = codes
-                    .iter()
-                    .map(|c| format!("`{}`", c.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(" or ");
-                let mut response = ResponseBuilder::new()
-                    .description(format!("{names}: {why}."))
-                    .content(
-                        "application/json",
-                        ContentBuilder::new()
-                            .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
-                                "Envelope",
-                            ))))
-                            .build(),
-                    );
-                if matches!(status.as_u16(), 429 | 503) {
-                    response = response.header(
-                        "Retry-After",
-                        HeaderBuilder::new()
-                            .schema(
-                                ObjectBuilder::new()
-                                    .schema_type(Type::Integer)
-                                    .minimum(Some(1)),
-                            )
-                            .description(Some("Seconds to wait before retrying."))
-                            .build(),
-                    );
-                }
-                if matches!(status.as_u16(), 401 | 403) {
-                    response = response.header(
-                        "WWW-Authenticate",
-                        HeaderBuilder::new()
-                            .schema(ObjectBuilder::new().schema_type(Type::String))
-                            .description(Some("The RFC 6750 Bearer challenge."))
-                            .build(),
-                    );
-                }
-                (status.as_str().to_owned(), RefOr::T(response.build()))
-            })
-            .collect()
+        ])
     }
+}
+
+/// The error responses of the jobs routes (API v2).
+pub struct JobErrors;
+
+impl utoipa::IntoResponses for JobErrors {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        use ErrorCode as C;
+        documented(&[
+            (
+                &[C::InvalidRequest],
+                "the body, the job id, the query or the `Idempotency-Key` is malformed",
+            ),
+            (
+                &[C::Unauthorized],
+                "authentication is on and the credential is missing or invalid",
+            ),
+            (&[C::Forbidden], "the token lacks the required scope"),
+            (&[C::NotFound], "no job with this id"),
+            (&[C::JobFinished], "the job has already finished"),
+            (
+                &[C::IdempotencyKeyReused],
+                "the `Idempotency-Key` was used with a different body",
+            ),
+            (&[C::PayloadTooLarge], "the body is larger than the limit"),
+            (
+                &[C::UnsupportedMediaType],
+                "`Content-Type` is not `application/json`",
+            ),
+            (
+                &[C::Timeout],
+                "the request took longer than the request timeout",
+            ),
+            (
+                &[C::RateLimitExceeded],
+                "over the rate limit; retry after `Retry-After` seconds",
+            ),
+            (
+                &[C::DependencyUnavailable, C::ShuttingDown],
+                "the jobs database is unavailable, or the service is draining; retry after `Retry-After` seconds",
+            ),
+            (&[C::InternalError], "the service hit a bug"),
+        ])
+    }
+}
+
+/// Responses, by status, for the codes listed with why each happens.
+fn documented(
+    errors: &[(&[ErrorCode], &str)],
+) -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+    errors
+        .iter()
+        .map(|(codes, why)| {
+            let status = status_of(codes[0]);
+            let names = codes
+                .iter()
+                .map(|c| format!("`{}`", c.as_str()))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let mut response = ResponseBuilder::new()
+                .description(format!("{names}: {why}."))
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                            "Envelope",
+                        ))))
+                        .build(),
+                );
+            if matches!(status.as_u16(), 429 | 503) {
+                response = response.header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(
+                            ObjectBuilder::new()
+                                .schema_type(Type::Integer)
+                                .minimum(Some(1)),
+                        )
+                        .description(Some("Seconds to wait before retrying."))
+                        .build(),
+                );
+            }
+            if matches!(status.as_u16(), 401 | 403) {
+                response = response.header(
+                    "WWW-Authenticate",
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::String))
+                        .description(Some("The RFC 6750 Bearer challenge."))
+                        .build(),
+                );
+            }
+            (status.as_str().to_owned(), RefOr::T(response.build()))
+        })
+        .collect()
 }
 
 #[cfg(test)]

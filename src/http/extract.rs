@@ -2,6 +2,8 @@
 
 use axum::extract::{FromRef, FromRequest, Request};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
 use crate::domain::{ComputeInput, MAX_NUMBER};
@@ -17,13 +19,29 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = BodyBytes::from_request(req, state).await?;
+        parse_compute_body(&body.0)
+    }
+}
+
+/// A JSON request body, within the body limit: 415 for another content type, 413 past the
+/// limit (on the declared length before reading anything, else as soon as it is passed).
+pub struct BodyBytes(pub bytes::Bytes);
+
+impl<S> FromRequest<S> for BodyBytes
+where
+    S: Send + Sync,
+    BodyLimit: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType(
                 "Content-Type must be application/json",
             ));
         }
         let limit = BodyLimit::from_ref(state).0;
-        // Refuse on the declared length before reading anything.
         if let Some(len) = req
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -34,7 +52,6 @@ where
                 return Err(ApiError::PayloadTooLarge(limit));
             }
         }
-        // Stop reading as soon as the limit is passed, whatever the client declared.
         let body = Limited::new(req.into_body(), limit)
             .collect()
             .await
@@ -46,7 +63,7 @@ where
                 }
             })?
             .to_bytes();
-        parse_compute_body(&body)
+        Ok(BodyBytes(body))
     }
 }
 
@@ -86,21 +103,15 @@ fn is_json(headers: &http::HeaderMap) -> bool {
             || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
 }
 
-#[derive(Deserialize)]
-struct RawCompute<'a> {
-    /// Kept as written: a float would round `42.000000000000001` to forty-two.
-    #[serde(default, borrow)]
-    number: Option<&'a serde_json::value::RawValue>,
-}
-
+#[cfg(test)]
 const RANGE_MESSAGE: &str = "number must be an integer between 0 and 1000000";
 
 /// The value of a JSON number literal when it is exactly a whole number: an integer literal,
 /// or a fraction or exponent literal whose exact decimal value is an integer. JSON (and JSON
 /// Schema's `integer`) do not distinguish `42`, `42.0` and `4.2e1`: all three are forty-two;
 /// `42.000000000000001` and `1e-400` are not whole numbers, however a float would round them.
-/// `None` for fractions, negatives and anything above [`MAX_NUMBER`].
-fn exact_integer(literal: &str) -> Option<u64> {
+/// `None` for fractions, negatives and anything above `max`.
+fn exact_integer(literal: &str, max: u64) -> Option<u64> {
     let (negative, rest) = match literal.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, literal),
@@ -131,58 +142,89 @@ fn exact_integer(literal: &str) -> Option<u64> {
     let exp = if exp_negative { -magnitude } else { magnitude };
     let significant = digits.trim_end_matches('0');
     let scale = exp - frac.len() as i64 + (digits.len() - significant.len()) as i64;
-    if scale < 0 || significant.len() as i64 + scale > 7 {
+    // A u64 has at most 20 digits.
+    if scale < 0 || significant.len() as i64 + scale > 20 {
         return None;
     }
-    let value = significant.parse::<u64>().ok()? * 10u64.pow(scale as u32);
-    (value <= MAX_NUMBER).then_some(value)
+    let value = significant
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(10u64.checked_pow(scale as u32)?)?;
+    (value <= max).then_some(value)
 }
 
-/// Decode a compute body; every failure says what was wrong.
-pub fn parse_compute_body(body: &[u8]) -> Result<ComputeInput, ApiError> {
+/// The top-level fields of a JSON object body, each kept as written; every failure says
+/// what was wrong.
+pub fn json_object(body: &[u8]) -> Result<HashMap<String, &serde_json::value::RawValue>, ApiError> {
+    check_object(body)?;
+    serde_json::from_slice(body).map_err(json_error)
+}
+
+/// An empty body, or one that is not an object (serde would read some shapes from arrays).
+fn check_object(body: &[u8]) -> Result<(), ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidRequest(
             "request body is empty; expected a JSON object like {\"number\": 42}".into(),
         ));
     }
-    // serde would also read a struct from an array (`[1]`); only an object is a request.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::InvalidRequest(
             "request body must be a JSON object like {\"number\": 42}".into(),
         ));
     }
-    let raw: RawCompute = serde_json::from_slice(body).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Data => {
-                format!("request body must be a JSON object like {{\"number\": 42}}: {e}")
-            }
-            serde_json::error::Category::Eof => format!("request body is truncated JSON: {e}"),
-            _ => format!("request body is not valid JSON: {e}"),
-        };
-        ApiError::InvalidRequest(what)
-    })?;
-    let Some(raw) = raw.number.map(|n| n.get()) else {
-        return Err(ApiError::InvalidRequest(format!(
-            "number is required; {RANGE_MESSAGE}"
-        )));
+    Ok(())
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    let what = match e.classify() {
+        serde_json::error::Category::Data => {
+            format!("request body must be a JSON object like {{\"number\": 42}}: {e}")
+        }
+        serde_json::error::Category::Eof => format!("request body is truncated JSON: {e}"),
+        _ => format!("request body is not valid JSON: {e}"),
+    };
+    ApiError::InvalidRequest(what)
+}
+
+/// The field `name`, as written, when it is a whole number in `0..=max` (see
+/// [`exact_integer`] for the exact rule); missing, null, another type or out of range is 400.
+pub fn whole_number(raw: Option<&str>, name: &str, max: u64) -> Result<u64, ApiError> {
+    let range = format!("{name} must be an integer between 0 and {max}");
+    let raw = match raw {
+        None | Some("null") => {
+            return Err(ApiError::InvalidRequest(format!(
+                "{name} is required; {range}"
+            )))
+        }
+        Some(raw) => raw,
     };
     let kind = match raw.as_bytes().first() {
         Some(b'-' | b'0'..=b'9') => {
-            return match exact_integer(raw) {
-                Some(number) => Ok(ComputeInput { number }),
-                None => Err(ApiError::InvalidRequest(format!(
-                    "{RANGE_MESSAGE} (got {raw})"
-                ))),
-            }
+            return exact_integer(raw, max)
+                .ok_or_else(|| ApiError::InvalidRequest(format!("{range} (got {raw})")));
         }
         Some(b't' | b'f') => "a boolean",
         Some(b'"') => "a string",
         Some(b'[') => "an array",
         _ => "an object",
     };
-    Err(ApiError::InvalidRequest(format!(
-        "{RANGE_MESSAGE} (got {kind})"
-    )))
+    Err(ApiError::InvalidRequest(format!("{range} (got {kind})")))
+}
+
+/// The compute body's one field, kept as written: a float would round `42.000000000000001`
+/// to forty-two. (A struct, not a map: nothing is allocated on the fast path.)
+#[derive(Deserialize)]
+struct RawCompute<'a> {
+    #[serde(default, borrow)]
+    number: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Decode a compute body; every failure says what was wrong.
+pub fn parse_compute_body(body: &[u8]) -> Result<ComputeInput, ApiError> {
+    check_object(body)?;
+    let raw: RawCompute = serde_json::from_slice(body).map_err(json_error)?;
+    let number = whole_number(raw.number.map(|n| n.get()), "number", MAX_NUMBER)?;
+    Ok(ComputeInput { number })
 }
 
 #[cfg(test)]

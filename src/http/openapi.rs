@@ -24,6 +24,7 @@ use super::table::Schemas;
     components(schemas(super::error::Envelope)),
     tags(
         (name = "compute", description = "The compute API: rate limited, timed out and, when configured, authenticated."),
+        (name = "jobs", description = "API v2: durable jobs, committed to a database before they are acknowledged; admitted like the compute API."),
         (name = "health", description = "Liveness, readiness and health checks."),
         (name = "metrics", description = "Request statistics and the Prometheus exposition."),
         (name = "docs", description = "This document and its browser view."),
@@ -44,7 +45,10 @@ pub fn document(
     components.schemas.extend(schemas);
     Common.modify(&mut doc);
     for item in doc.paths.paths.values_mut() {
-        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+        for op in [&mut item.get, &mut item.post, &mut item.delete]
+            .into_iter()
+            .flatten()
+        {
             if auth_enabled {
                 // Required: drop the empty alternative the annotations carry.
                 if let Some(requirements) = &mut op.security {
@@ -64,6 +68,57 @@ pub fn document(
         }
     }
     doc
+}
+
+/// The document as served: JSON, with `max_rounds` as the documented bound of a job's rounds.
+pub fn document_json(
+    (paths, schemas): (Paths, Schemas),
+    auth_enabled: bool,
+    max_rounds: u64,
+) -> bytes::Bytes {
+    let doc = document((paths, schemas), auth_enabled);
+    let mut value = serde_json::to_value(&doc).expect("the document serializes");
+    for item in value["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|p| p.values_mut())
+    {
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
+            let responses = op.get_mut("responses").and_then(|r| r.as_object_mut());
+            for response in responses.into_iter().flat_map(|r| r.values_mut()) {
+                let links = response.get_mut("links").and_then(|l| l.as_object_mut());
+                for link in links.into_iter().flat_map(|l| l.values_mut()) {
+                    rename_link_fields(link);
+                }
+            }
+        }
+    }
+    if let Some(rounds) = value.pointer_mut("/components/schemas/SubmitJob/properties/rounds") {
+        rounds["maximum"] = max_rounds.into();
+    }
+    serde_json::to_vec(&value)
+        .expect("the document serializes")
+        .into()
+}
+
+/// utoipa writes a link's fields in Rust's spelling; OpenAPI spells them in camel case.
+fn rename_link_fields(link: &mut serde_json::Value) {
+    let Some(fields) = link.as_object_mut() else {
+        return;
+    };
+    for (from, to) in [
+        ("operation_id", "operationId"),
+        ("operation_ref", "operationRef"),
+        ("request_body", "requestBody"),
+    ] {
+        if let Some(v) = fields.remove(from) {
+            fields.insert(to.to_owned(), v);
+        }
+    }
 }
 
 /// What every operation shares: the request-ID header both ways, and the security schemes.
@@ -149,6 +204,21 @@ mod tests {
             let label = table.label(table.classify(path));
             assert_ne!(label.template, UNMATCHED, "{path} is not a route");
         }
+    }
+
+    #[test]
+    fn links_use_the_specification_field_names() {
+        let json: serde_json::Value = serde_json::from_slice(&document_json(
+            RouteTable::new(&routes::builtin()).paths(),
+            false,
+            77,
+        ))
+        .unwrap();
+        let link = &json["paths"]["/api/v2/jobs"]["post"]["responses"]["202"]["links"]["GetJob"];
+        assert_eq!(link["operationId"], "get_job", "{link}");
+        assert!(link.get("operation_id").is_none());
+        let rounds = &json["components"]["schemas"]["SubmitJob"]["properties"]["rounds"];
+        assert_eq!(rounds["maximum"], 77, "{rounds}");
     }
 
     #[test]

@@ -40,6 +40,13 @@ pub const CIRCUIT_STATE: &str = "floodgate_circuit_state";
 pub const CIRCUIT_TRANSITIONS: &str = "floodgate_circuit_transitions_total";
 pub const DEPENDENCY_DURATION: &str = "floodgate_dependency_duration_seconds";
 pub const RATE_LIMIT_DECISIONS: &str = "floodgate_rate_limit_decisions_total";
+pub const JOBS: &str = "floodgate_jobs";
+pub const JOBS_FINISHED: &str = "floodgate_jobs_finished_total";
+pub const JOBS_OLDEST_QUEUED_AGE: &str = "floodgate_jobs_oldest_queued_age_seconds";
+pub const JOB_ATTEMPTS: &str = "floodgate_job_attempts";
+pub const DB_CONNECTIONS: &str = "floodgate_db_connections";
+pub const DB_ACQUIRE_WAIT: &str = "floodgate_db_acquire_wait_seconds";
+pub const DB_QUERY_DURATION: &str = "floodgate_db_query_duration_seconds";
 pub const CACHE_REQUESTS: &str = "floodgate_cache_requests_total";
 pub const CACHE_EVICTIONS: &str = "floodgate_cache_evictions_total";
 pub const CACHE_ENTRIES: &str = "floodgate_cache_entries";
@@ -81,8 +88,8 @@ impl MethodLabel {
     }
 }
 /// Status codes whose series are cached; any other status is registered on use.
-const STATUSES: [u16; 14] = [
-    200, 400, 404, 405, 408, 413, 415, 429, 431, 500, 503, 401, 403, 422,
+const STATUSES: [u16; 16] = [
+    200, 400, 404, 405, 408, 413, 415, 429, 431, 500, 503, 401, 403, 422, 202, 409,
 ];
 /// Routes whose series are cached; a route table larger than this still works, its extra
 /// routes registering their series on use.
@@ -229,6 +236,11 @@ impl Metrics {
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets(DURATION_BUCKETS)
+            .expect("bucket list is not empty")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(JOB_ATTEMPTS.to_owned()),
+                &[1.0, 2.0, 3.0, 5.0, 10.0],
+            )
             .expect("bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
@@ -577,6 +589,48 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         Some(Unit::Count),
         "Rate-limit decisions by backend (local, redis) and outcome (allowed, limited, fallback).",
+    ),
+    (
+        JOBS,
+        Kind::Gauge,
+        Some(Unit::Count),
+        "Durable jobs in the database, by status.",
+    ),
+    (
+        JOBS_FINISHED,
+        Kind::Counter,
+        Some(Unit::Count),
+        "Durable jobs this replica finished, by status: succeeded, failed, cancelled.",
+    ),
+    (
+        JOBS_OLDEST_QUEUED_AGE,
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Age of the oldest queued job (0 when none): the autoscaling signal.",
+    ),
+    (
+        JOB_ATTEMPTS,
+        Kind::Histogram,
+        Some(Unit::Count),
+        "Attempts per finished job.",
+    ),
+    (
+        DB_CONNECTIONS,
+        Kind::Gauge,
+        Some(Unit::Count),
+        "Jobs database connections by state: idle or used.",
+    ),
+    (
+        DB_ACQUIRE_WAIT,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Time waiting for a jobs database connection from the pool.",
+    ),
+    (
+        DB_QUERY_DURATION,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Jobs database calls by operation, waiting for a connection included.",
     ),
     (
         CONNECTION_ERRORS,

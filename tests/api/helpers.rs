@@ -25,10 +25,24 @@ pub struct TestApp {
     task: Option<JoinHandle<std::io::Result<Summary>>>,
 }
 
-/// Settings for tests: loopback port 0, no access log, documented defaults otherwise.
+/// A jobs database of its own for one application under test.
+pub fn temp_database_url() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join("floodgate-tests");
+    format!(
+        "sqlite://{}/jobs-{}-{n}.db",
+        dir.display(),
+        std::process::id()
+    )
+}
+
+/// Settings for tests: loopback port 0, no access log, a jobs database of its own,
+/// documented defaults otherwise.
 pub fn test_settings() -> Settings {
     let mut s = Settings::default();
     s.server.address = "127.0.0.1:0".parse().unwrap();
+    s.database.url = temp_database_url();
     s.log.access_log = Some(false);
     s.pool.workers = 2;
     s
@@ -392,6 +406,7 @@ impl BinaryApp {
 pub async fn spawn_binary(envs: &[(&str, &str)]) -> BinaryApp {
     let mut cmd = floodgate_command();
     cmd.env("SERVER_PORT", "127.0.0.1:0")
+        .env("DATABASE_URL", temp_database_url())
         .env("LOG_LEVEL", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit());

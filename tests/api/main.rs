@@ -16,6 +16,7 @@ mod fuzz;
 mod hardening;
 mod health;
 mod hygiene;
+mod jobs;
 mod metrics;
 mod openapi;
 mod otel;

@@ -71,17 +71,25 @@ async fn the_reference_page_is_served_from_the_binary() {
     assert_envelope(app.get("/docs/nope.js").await, 404, "NOT_FOUND").await;
 }
 
-/// Run schemathesis's standard checks (every check it has: no 5xx, status codes, content
-/// types, headers and bodies as documented, negative data rejected, positive data accepted,
-/// undocumented methods refused) against a running service.
+/// Run schemathesis's standard checks (every check it has but one: no 5xx, status codes,
+/// content types, headers and bodies as documented, negative data rejected, positive data
+/// accepted, undocumented methods refused, and the stateful runs along the API's links)
+/// against a running service.
 fn schemathesis(base: &str, extra: &[&str]) {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
     let out = Command::new(tool("st"))
         .current_dir(std::env::temp_dir())
         .args([
+            "--config-file",
+            config,
             "run",
             &format!("{base}/openapi.json"),
             "--checks",
             "all",
+            // DELETE /api/v2/jobs/{id} cancels a job, which stays readable as `cancelled`:
+            // the API's contract, where this check expects the resource to disappear.
+            "--exclude-checks",
+            "use_after_free",
             "--max-examples",
             "50",
             "--seed",

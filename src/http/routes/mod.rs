@@ -3,10 +3,11 @@
 pub mod compute;
 pub mod docs;
 pub mod health;
+pub mod jobs;
 pub mod metrics;
 pub mod profile;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http::Method;
 
 use super::table::{RouteSpec, Surface};
@@ -49,6 +50,19 @@ pub fn builtin() -> Vec<RouteSpec> {
             post(compute::intensive),
         )
         .documented::<compute::__path_intensive>(),
+        RouteSpec::new(Method::POST, "/api/v2/jobs", Api, post(jobs::submit))
+            .documented::<jobs::__path_submit>(),
+        RouteSpec::new(Method::GET, "/api/v2/jobs", Api, get(jobs::list))
+            .documented::<jobs::__path_list>(),
+        RouteSpec::new(Method::GET, "/api/v2/jobs/{id}", Api, get(jobs::get))
+            .documented::<jobs::__path_get>(),
+        RouteSpec::new(
+            Method::DELETE,
+            "/api/v2/jobs/{id}",
+            Api,
+            delete(jobs::cancel),
+        )
+        .documented::<jobs::__path_cancel>(),
         RouteSpec::new(
             Method::GET,
             "/openapi.json",

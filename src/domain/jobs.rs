@@ -1,0 +1,291 @@
+//! Durable jobs: the job resource, and the runner that claims jobs from the store and runs
+//! them on the worker pool — a lease renewed while a job runs, cancellation noticed between
+//! chunks of rounds, at most `jobs.max_running` at once so the v1 API is never starved.
+//! Execution is at least once: a job whose replica died is claimed again once its lease
+//! lapses, and the kernel is deterministic, so a retried job gives the same answer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+use tokio::sync::{Notify, Semaphore};
+
+use super::Kernel;
+use crate::config::JobsSettings;
+use crate::pool::{SubmitError, WorkerPool};
+use crate::store::{now_us, Finish, Job, JobStatus, JobStore};
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Handles the runner records into.
+#[derive(Clone)]
+pub struct JobMetrics {
+    pub succeeded: Counter,
+    pub failed: Counter,
+    pub cancelled: Counter,
+    pub attempts: Histogram,
+    /// `floodgate_jobs{status}`, in [`JobStatus::ALL`] order.
+    pub by_status: [Gauge; 5],
+    pub oldest_queued_age: Gauge,
+    pub db_idle: Gauge,
+    pub db_used: Gauge,
+}
+
+impl Default for JobMetrics {
+    fn default() -> Self {
+        Self {
+            succeeded: Counter::noop(),
+            failed: Counter::noop(),
+            cancelled: Counter::noop(),
+            attempts: Histogram::noop(),
+            by_status: std::array::from_fn(|_| Gauge::noop()),
+            oldest_queued_age: Gauge::noop(),
+            db_idle: Gauge::noop(),
+            db_used: Gauge::noop(),
+        }
+    }
+}
+
+/// Rounds run between two looks at the cancellation flag.
+const CHUNK: u64 = 1 << 20;
+
+/// Runs `rounds` of `kernel` from `number` in chunks; `None` once `cancelled` is set.
+fn run_chunked(kernel: Kernel, number: u64, rounds: u64, cancelled: &AtomicBool) -> Option<u64> {
+    let mut state = number;
+    let mut left = rounds;
+    while left > 0 {
+        if cancelled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let step = left.min(CHUNK);
+        state = kernel(state, step as u32);
+        left -= step;
+    }
+    Some(state)
+}
+
+/// The jobs side of the service: the store, and the runner's handles.
+#[derive(Clone)]
+pub struct Jobs {
+    pub store: JobStore,
+    pub settings: JobsSettings,
+    wake: Arc<Notify>,
+    /// Flags of the jobs running here, so a cancellation here stops them at once (elsewhere,
+    /// the lease renewal notices).
+    running: Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>,
+    metrics: JobMetrics,
+}
+
+impl Jobs {
+    pub fn new(store: JobStore, settings: JobsSettings, metrics: JobMetrics) -> Self {
+        Self {
+            store,
+            settings,
+            wake: Arc::new(Notify::new()),
+            running: Arc::new(Mutex::new(HashMap::new())),
+            metrics,
+        }
+    }
+
+    /// A job was queued: look for work now rather than at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// A job was cancelled: stop it if it runs here.
+    pub fn cancelled(&self, id: &str) {
+        if let Some(flag) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            flag.store(true, Ordering::Relaxed);
+        }
+        self.metrics.cancelled.increment(1);
+    }
+
+    /// Claim and run jobs, at most `max_running` at once, and keep the store tidy: fail jobs
+    /// out of attempts, purge old ones, publish the gauges. Runs until dropped.
+    pub async fn run(self, pool: WorkerPool, kernel: Kernel, max_running: usize) {
+        let upkeep = self.clone().upkeep();
+        let claims = self.claim_loop(pool, kernel, max_running);
+        tokio::join!(upkeep, claims);
+    }
+
+    async fn claim_loop(self, pool: WorkerPool, kernel: Kernel, max_running: usize) {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let permits = Arc::new(Semaphore::new(max_running.max(1)));
+        {
+            loop {
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    break;
+                };
+                let now = now_us();
+                let claimed = self
+                    .store
+                    .claim(
+                        &owner,
+                        now,
+                        now + micros(self.settings.lease),
+                        self.settings.max_attempts,
+                    )
+                    .await;
+                match claimed {
+                    Ok(Some(job)) => {
+                        let (jobs, pool, owner) = (self.clone(), pool.clone(), owner.clone());
+                        tokio::spawn(async move {
+                            jobs.run_job(job, &owner, pool, kernel).await;
+                            drop(permit);
+                        });
+                    }
+                    Ok(None) | Err(_) => {
+                        drop(permit);
+                        // Nothing to do (or the database is away): wait for a new job here,
+                        // or poll for other replicas' jobs and lapsed leases.
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(250), self.wake.notified())
+                                .await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_job(&self, job: Job, owner: &str, pool: WorkerPool, kernel: Kernel) {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.id.clone(), Arc::clone(&flag));
+        let outcome = self.execute(&job, owner, pool, kernel, &flag).await;
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&job.id);
+        let Some(end) = outcome else {
+            return; // cancelled, or no longer ours: whoever ended it recorded it
+        };
+        let succeeded = matches!(end, Finish::Succeeded { .. });
+        if let Ok(true) = self.store.finish(&job.id, owner, now_us(), end).await {
+            self.metrics.attempts.record(f64::from(job.attempts));
+            if succeeded {
+                self.metrics.succeeded.increment(1);
+            } else {
+                self.metrics.failed.increment(1);
+            }
+        }
+    }
+
+    /// Run the job on the pool, renewing the lease meanwhile; `None` if it stopped being
+    /// ours to finish.
+    async fn execute(
+        &self,
+        job: &Job,
+        owner: &str,
+        pool: WorkerPool,
+        kernel: Kernel,
+        flag: &Arc<AtomicBool>,
+    ) -> Option<Finish> {
+        let (number, rounds) = (job.number, job.rounds);
+        let renew_every = (self.settings.lease / 3).min(Duration::from_secs(1));
+        let mut renew = tokio::time::interval(renew_every);
+        renew.tick().await;
+        let handle = loop {
+            let running = Arc::clone(flag);
+            match pool.submit(move || run_chunked(kernel, number, rounds, &running)) {
+                Ok(handle) => break handle,
+                // The pool is busy with v1 work: keep the lease and try again.
+                Err(SubmitError::Full) => {
+                    renew.tick().await;
+                    if !self.renew(job, owner).await {
+                        return None;
+                    }
+                }
+                Err(SubmitError::ShuttingDown) => return None,
+            }
+        };
+        tokio::pin!(handle);
+        loop {
+            tokio::select! {
+                done = &mut handle => {
+                    return match done {
+                        Ok(Some(digest)) => Some(Finish::Succeeded {
+                            result: number.wrapping_mul(number),
+                            digest,
+                        }),
+                        Ok(None) => None,
+                        Err(e) => Some(Finish::Failed(e.to_string())),
+                    };
+                }
+                _ = renew.tick() => {
+                    if !self.renew(job, owner).await {
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Extend the lease; false when the job was cancelled or taken over.
+    async fn renew(&self, job: &Job, owner: &str) -> bool {
+        let until = now_us() + micros(self.settings.lease);
+        // A database that is away for a moment does not take the job from us; a lease
+        // that lapses meanwhile does.
+        self.store
+            .renew(&job.id, owner, until)
+            .await
+            .unwrap_or(true)
+    }
+
+    async fn upkeep(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let (idle, used) = self.store.connections();
+            self.metrics.db_idle.set(f64::from(idle));
+            self.metrics.db_used.set(f64::from(used));
+            let now = now_us();
+            let _ = self
+                .store
+                .fail_exhausted(now, self.settings.max_attempts)
+                .await;
+            let _ = self
+                .store
+                .purge(now - micros(self.settings.retention), 1000)
+                .await;
+            if let Ok((counts, oldest)) = self.store.counts().await {
+                for (status, gauge) in JobStatus::ALL.iter().zip(&self.metrics.by_status) {
+                    gauge.set(counts.get(status.as_str()).copied().unwrap_or(0) as f64);
+                }
+                let age = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1e6);
+                self.metrics.oldest_queued_age.set(age);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_give_the_same_digest_and_stop_when_cancelled() {
+        let kernel: Kernel = crate::pool::intensive_digest;
+        let rounds = 3 * CHUNK + 17;
+        let whole = (0..rounds / 1000).fold(42u64, |c, _| kernel(c, 1000));
+        let whole = kernel(whole, (rounds % 1000) as u32);
+        assert_eq!(
+            run_chunked(kernel, 42, rounds, &AtomicBool::new(false)),
+            Some(whole)
+        );
+        assert_eq!(
+            run_chunked(kernel, 42, rounds, &AtomicBool::new(true)),
+            None
+        );
+    }
+}

@@ -1,0 +1,352 @@
+//! API v2: durable jobs — submit, poll, cancel, list.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::jobs::Jobs;
+use crate::error::ApiError;
+use crate::http::error::JobErrors;
+use crate::http::extract::{json_object, whole_number, BodyBytes};
+use crate::state::AppState;
+use crate::store::{now_us, Cancelled, Inserted, Job, JobStatus, NewJob, StoreError};
+
+/// `Idempotency-Key`.
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// `Idempotent-Replayed`.
+static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// How long a client is asked to wait while the database is unavailable.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A job, as the API shows it; absent fields are omitted.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobBody {
+    /// A UUIDv7: jobs sort by creation time.
+    pub id: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    #[schema(example = "succeeded")]
+    pub status: &'static str,
+    pub number: u64,
+    pub rounds: u64,
+    /// `number²`, once succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<u64>,
+    /// The workload's output, once succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<u64>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Times a replica took it up.
+    pub attempts: u32,
+    /// RFC 3339.
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+fn rfc3339(us: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_micros(us.max(0) as u64);
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+impl From<Job> for JobBody {
+    fn from(j: Job) -> Self {
+        Self {
+            id: j.id,
+            status: j.status.as_str(),
+            number: j.number,
+            rounds: j.rounds,
+            result: j.result,
+            digest: j.digest,
+            error: j.error,
+            attempts: j.attempts,
+            created_at: rfc3339(j.created_at),
+            started_at: j.started_at.map(rfc3339),
+            finished_at: j.finished_at.map(rfc3339),
+        }
+    }
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<JobBody>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// The body of `POST /api/v2/jobs`.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(example = json!({"number": 42, "rounds": 1000000}))]
+pub struct SubmitJob {
+    /// The number to square and digest.
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    pub number: u64,
+    /// Rounds of the workload; `compute.intensive_rounds` when absent, at most
+    /// `jobs.max_rounds`.
+    #[schema(minimum = 1)]
+    pub rounds: Option<u64>,
+}
+
+fn jobs(state: &AppState) -> Result<&Jobs, ApiError> {
+    state.jobs.get().ok_or(ApiError::DependencyUnavailable {
+        what: "the jobs database",
+        retry_after: RETRY_AFTER,
+    })
+}
+
+fn unavailable(_: StoreError) -> ApiError {
+    ApiError::DependencyUnavailable {
+        what: "the jobs database",
+        retry_after: RETRY_AFTER,
+    }
+}
+
+/// A job id in the path: a UUID.
+fn job_id(id: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| ApiError::InvalidRequest(format!("`{id}` is not a job id (a UUID)")))
+}
+
+/// `POST /api/v2/jobs`: queue a job; 202 once it is committed to the database.
+#[utoipa::path(post, path = "/api/v2/jobs", tag = "jobs", operation_id = "submit_job",
+    request_body = SubmitJob,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1–255 visible ASCII characters: the same key with the same body returns the original job.")),
+    responses(
+        (status = 202, description = "Queued and committed; `Location` names the job.", body = JobBody,
+            headers(("Location" = String, description = "/api/v2/jobs/{id}")),
+            links(
+                ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+                ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 200, description = "The original job for a replayed `Idempotency-Key` (`Idempotent-Replayed: true`).", body = JobBody),
+        JobErrors,
+    ),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: BodyBytes,
+) -> Result<Response, ApiError> {
+    let jobs = jobs(&state)?;
+    let (number, rounds) = parse_submit(
+        &body.0,
+        state.settings.compute.intensive_rounds,
+        jobs.settings.max_rounds,
+    )?;
+    let key = idempotency_key(&headers)?;
+    let now = now_us();
+    let idempotency = key.map(|k| {
+        let hash = hex::encode(Sha256::digest(format!("{number}:{rounds}")));
+        let ttl = i64::try_from(jobs.settings.idempotency_ttl.as_micros()).unwrap_or(i64::MAX);
+        (k, hash, now.saturating_add(ttl))
+    });
+    let inserted = jobs
+        .store
+        .insert(NewJob {
+            id: uuid::Uuid::now_v7().to_string(),
+            number,
+            rounds,
+            created_at: now,
+            idempotency,
+        })
+        .await
+        .map_err(unavailable)?;
+    match inserted {
+        Inserted::Created(job) => {
+            jobs.wake();
+            let location = HeaderValue::from_str(&format!("/api/v2/jobs/{}", job.id))
+                .map_err(|_| ApiError::InternalError)?;
+            Ok((
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, location)],
+                Json(JobBody::from(job)),
+            )
+                .into_response())
+        }
+        Inserted::Replayed(job) => Ok((
+            [(
+                IDEMPOTENT_REPLAYED.clone(),
+                HeaderValue::from_static("true"),
+            )],
+            Json(JobBody::from(job)),
+        )
+            .into_response()),
+        Inserted::KeyReused => Err(ApiError::IdempotencyKeyReused),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if values.next().is_some()
+        || !(1..=255).contains(&bytes.len())
+        || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    {
+        return Err(ApiError::InvalidRequest(
+            "Idempotency-Key must be one header of 1-255 visible ASCII characters".into(),
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// `{"number": n, "rounds": r}`, `rounds` optional.
+fn parse_submit(body: &[u8], default_rounds: u32, max_rounds: u64) -> Result<(u64, u64), ApiError> {
+    let fields = json_object(body)?;
+    let number = whole_number(
+        fields.get("number").map(|v| v.get()),
+        "number",
+        crate::domain::MAX_NUMBER,
+    )?;
+    let rounds = match fields.get("rounds").map(|v| v.get()) {
+        None | Some("null") => u64::from(default_rounds),
+        Some(raw) => whole_number(Some(raw), "rounds", max_rounds)?,
+    };
+    if rounds == 0 {
+        return Err(ApiError::InvalidRequest(format!(
+            "rounds must be an integer between 1 and {max_rounds}"
+        )));
+    }
+    Ok((number, rounds))
+}
+
+/// `GET /api/v2/jobs/{id}`.
+#[utoipa::path(get, path = "/api/v2/jobs/{id}", tag = "jobs", operation_id = "get_job",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", description = "The job's id (a UUID).")),
+    responses((status = 200, description = "The job.", body = JobBody), JobErrors),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let jobs = jobs(&state)?;
+    let id = job_id(&id)?;
+    match jobs.store.get(&id).await.map_err(unavailable)? {
+        Some(job) => Ok(Json(JobBody::from(job)).into_response()),
+        None => Err(ApiError::NotFound(format!("/api/v2/jobs/{id}"))),
+    }
+}
+
+/// `DELETE /api/v2/jobs/{id}`: cancel a queued or running job (a running one stops between
+/// chunks of rounds).
+#[utoipa::path(delete, path = "/api/v2/jobs/{id}", tag = "jobs", operation_id = "cancel_job",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", description = "The job's id (a UUID).")),
+    responses((status = 200, description = "Cancelled.", body = JobBody), JobErrors),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let jobs = jobs(&state)?;
+    let id = job_id(&id)?;
+    match jobs
+        .store
+        .cancel(&id, now_us())
+        .await
+        .map_err(unavailable)?
+    {
+        Cancelled::Cancelled(job) => {
+            jobs.cancelled(&job.id);
+            Ok(Json(JobBody::from(job)).into_response())
+        }
+        Cancelled::AlreadyFinished(job) => Err(ApiError::JobFinished(job.id)),
+        Cancelled::NotFound => Err(ApiError::NotFound(format!("/api/v2/jobs/{id}"))),
+    }
+}
+
+/// Query of `GET /api/v2/jobs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only jobs in this status.
+    #[param(inline, value_type = Option<StatusFilter>)]
+    pub status: Option<String>,
+    /// Jobs per page (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(
+        pattern = r"^[0-9]{1,18}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
+    pub cursor: Option<String>,
+}
+
+/// A job status, as a filter.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum StatusFilter {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// `GET /api/v2/jobs`: newest first, by keyset pages.
+#[utoipa::path(get, path = "/api/v2/jobs", tag = "jobs", operation_id = "list_jobs",
+    params(ListQuery),
+    responses((status = 200, description = "A page of jobs.", body = JobPage), JobErrors),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let jobs = jobs(&state)?;
+    let Query(q) = query
+        .map_err(|e| ApiError::InvalidRequest(format!("the query string is malformed: {e}")))?;
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(ApiError::InvalidRequest)?;
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| {
+                ApiError::InvalidRequest("limit must be an integer between 1 and 1000".into())
+            })?,
+    };
+    let cursor = q.cursor.as_deref().map(parse_cursor).transpose()?;
+    let page = jobs
+        .store
+        .list(status, limit, cursor)
+        .await
+        .map_err(unavailable)?;
+    let next_cursor = (page.len() == limit as usize)
+        .then(|| page.last().map(|j| format!("{}_{}", j.created_at, j.id)))
+        .flatten();
+    Ok(Json(JobPage {
+        jobs: page.into_iter().map(JobBody::from).collect(),
+        next_cursor,
+    })
+    .into_response())
+}
+
+fn parse_cursor(c: &str) -> Result<(i64, String), ApiError> {
+    let bad = || ApiError::InvalidRequest("cursor is not one this API gave out".into());
+    let (created, id) = c.split_once('_').ok_or_else(bad)?;
+    let created = created.parse().map_err(|_| bad())?;
+    Ok((created, job_id(id).map_err(|_| bad())?))
+}

@@ -1,0 +1,577 @@
+//! Durable jobs in a pooled database: SQLite embedded by default, PostgreSQL across
+//! replicas, behind one type. Migrations are embedded and applied at start; the same SQL
+//! serves both backends (numbered parameters, `RETURNING`), except the claim, where
+//! PostgreSQL skips rows other replicas hold and SQLite relies on its single writer.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::Histogram;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::config::DatabaseSettings;
+use crate::dependency::{Breaker, BreakerConfig, BreakerMetrics};
+
+mod record;
+
+pub use record::{now_us, Job, JobStatus};
+
+/// Why a store call produced nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database was unreachable, too slow, or refused the statement.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Why the store could not be opened at start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A setting is unusable (exit 64).
+    #[error("{0}")]
+    Config(String),
+    /// The database refused us (it may come back; the service starts degraded).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The pool, by backend.
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Handles the store records into.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    pub breaker: BreakerMetrics,
+    /// Time waiting for a pooled connection.
+    pub acquire_wait: Histogram,
+    /// Statement time by operation.
+    pub insert: Histogram,
+    pub get: Histogram,
+    pub list: Histogram,
+    pub cancel: Histogram,
+    pub claim: Histogram,
+    pub renew: Histogram,
+    pub finish: Histogram,
+    pub purge: Histogram,
+    pub count: Histogram,
+}
+
+impl Default for StoreMetrics {
+    /// Handles that record nothing.
+    fn default() -> Self {
+        Self {
+            breaker: BreakerMetrics::default(),
+            acquire_wait: Histogram::noop(),
+            insert: Histogram::noop(),
+            get: Histogram::noop(),
+            list: Histogram::noop(),
+            cancel: Histogram::noop(),
+            claim: Histogram::noop(),
+            renew: Histogram::noop(),
+            finish: Histogram::noop(),
+            purge: Histogram::noop(),
+            count: Histogram::noop(),
+        }
+    }
+}
+
+/// The jobs database: a pool behind the service's circuit breaker; cheap to clone.
+#[derive(Clone)]
+pub struct JobStore {
+    backend: Backend,
+    breaker: Arc<Breaker>,
+    /// Deadline of one call: the pool's acquire timeout, then as long again for the statement.
+    deadline: Duration,
+    metrics: Arc<StoreMetrics>,
+}
+
+/// What inserting a job did.
+pub enum Inserted {
+    Created(Job),
+    /// The idempotency key was used before with the same request: the original job.
+    Replayed(Job),
+    /// The idempotency key was used before with a different request.
+    KeyReused,
+}
+
+/// What cancelling did.
+pub enum Cancelled {
+    Cancelled(Job),
+    AlreadyFinished(Job),
+    NotFound,
+}
+
+/// A job to insert.
+pub struct NewJob {
+    pub id: String,
+    pub number: u64,
+    pub rounds: u64,
+    pub created_at: i64,
+    /// `(key, hash of the request, when the key may be reused)`.
+    pub idempotency: Option<(String, String, i64)>,
+}
+
+/// How a job ended, for [`JobStore::finish`].
+pub enum Finish {
+    Succeeded { result: u64, digest: u64 },
+    Failed(String),
+}
+
+/// Runs the same statement, on a pooled connection of whichever backend is configured,
+/// through the breaker and within the call's deadline, timing the wait for the connection
+/// and the statement (under `$op`). In `$body`, `$c` is the connection and `?` applies to
+/// database errors; the macro's value is the body's, or a [`StoreError`] is returned.
+macro_rules! on_pool {
+    ($store:expr, $op:ident, |$c:ident| $body:expr) => {{
+        let store = $store;
+        let ticket = store
+            .breaker
+            .try_call()
+            .ok_or_else(|| StoreError::Unavailable("circuit open".into()))?;
+        let started = Instant::now();
+        let run = async {
+            match &store.backend {
+                Backend::Sqlite(pool) => {
+                    let mut conn = pool.acquire().await?;
+                    store.metrics.acquire_wait.record(started.elapsed().as_secs_f64());
+                    let $c = &mut *conn;
+                    Ok::<_, sqlx::Error>($body)
+                }
+                Backend::Postgres(pool) => {
+                    let mut conn = pool.acquire().await?;
+                    store.metrics.acquire_wait.record(started.elapsed().as_secs_f64());
+                    let $c = &mut *conn;
+                    Ok::<_, sqlx::Error>($body)
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(store.deadline, run).await;
+        store.metrics.$op.record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(Ok(value)) => {
+                store.breaker.record(ticket, true);
+                value
+            }
+            Ok(Err(e)) => {
+                store.breaker.record(ticket, false);
+                return Err(e.into());
+            }
+            Err(_) => {
+                store.breaker.record(ticket, false);
+                return Err(StoreError::Unavailable("no answer within the deadline".into()));
+            }
+        }
+    }};
+}
+
+/// The columns a [`Job`] is read from, as a literal so statements stay `&'static str`.
+macro_rules! columns {
+    () => {
+        "id, status, number, rounds, result, digest, error, attempts, created_at, started_at, finished_at"
+    };
+}
+
+impl JobStore {
+    /// Open the pool named by `database.url`, create the SQLite file (and its directory) on
+    /// first start, and apply the embedded migrations. A database whose schema is newer
+    /// than this binary knows is a configuration error.
+    pub async fn open(
+        s: &DatabaseSettings,
+        metrics: StoreMetrics,
+        breaker: BreakerConfig,
+    ) -> Result<JobStore, OpenError> {
+        let url = s.url.as_str();
+        let store = if let Some(path) = url.strip_prefix("sqlite://") {
+            if let Some(dir) = Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    OpenError::Config(format!(
+                        "invalid setting `database.url`: cannot create `{}`: {e}",
+                        dir.display()
+                    ))
+                })?;
+            }
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| OpenError::Config(format!("invalid setting `database.url`: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(s.acquire_timeout);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(s.max_connections)
+                .acquire_timeout(s.acquire_timeout)
+                .idle_timeout(s.idle_timeout)
+                .connect_with(options)
+                .await
+                .map_err(|e| OpenError::Config(format!("invalid setting `database.url`: {e}")))?;
+            sqlx::migrate!("migrations/sqlite")
+                .run(&pool)
+                .await
+                .map_err(migration_error)?;
+            Backend::Sqlite(pool)
+        } else {
+            let pool = PgPoolOptions::new()
+                .max_connections(s.max_connections)
+                .acquire_timeout(s.acquire_timeout)
+                .idle_timeout(s.idle_timeout)
+                .connect(url)
+                .await
+                .map_err(|e| OpenError::Unavailable(format!("cannot reach PostgreSQL: {e}")))?;
+            sqlx::migrate!("migrations/postgres")
+                .run(&pool)
+                .await
+                .map_err(migration_error)?;
+            Backend::Postgres(pool)
+        };
+        Ok(JobStore {
+            backend: store,
+            breaker: Arc::new(Breaker::new("database", breaker, metrics.breaker.clone())),
+            deadline: s.acquire_timeout * 2,
+            metrics: Arc::new(metrics),
+        })
+    }
+
+    /// Connections `(idle, in use)`.
+    pub fn connections(&self) -> (u32, u32) {
+        let (size, idle) = match &self.backend {
+            Backend::Sqlite(p) => (p.size(), p.num_idle() as u32),
+            Backend::Postgres(p) => (p.size(), p.num_idle() as u32),
+        };
+        (idle, size.saturating_sub(idle))
+    }
+
+    /// Insert a job, honouring its idempotency key.
+    pub async fn insert(&self, job: NewJob) -> Result<Inserted, StoreError> {
+        if let Some((key, hash, _)) = &job.idempotency {
+            // A key past its lifetime may be used again.
+            let sql = "UPDATE jobs SET idempotency_key = NULL WHERE idempotency_key = $1 AND idempotency_expires_at < $2";
+            on_pool!(self, insert, |p| sqlx::query(sql)
+                .bind(key)
+                .bind(job.created_at)
+                .execute(p)
+                .await
+                .map(|_| ()))?;
+            if let Some(found) = self.by_key(key, hash).await? {
+                return Ok(found);
+            }
+        }
+        let (key, hash, expires) = match &job.idempotency {
+            Some((k, h, e)) => (Some(k.clone()), Some(h.clone()), Some(*e)),
+            None => (None, None, None),
+        };
+        let sql = concat!(
+            "INSERT INTO jobs (id, status, number, rounds, attempts, created_at, idempotency_key, request_hash, idempotency_expires_at) ",
+            "VALUES ($1, 'queued', $2, $3, 0, $4, $5, $6, $7) RETURNING ",
+            columns!()
+        );
+        let inserted = on_pool!(self, insert, |p| {
+            sqlx::query(sql)
+                .bind(&job.id)
+                .bind(job.number as i64)
+                .bind(job.rounds as i64)
+                .bind(job.created_at)
+                .bind(&key)
+                .bind(&hash)
+                .bind(expires)
+                .fetch_one(p)
+                .await
+                .map(|row| job_from_row(&row))
+        });
+        match inserted {
+            Ok(job) => Ok(Inserted::Created(job?)),
+            // Another request inserted the same key between our look and our insert.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => match (&key, &hash) {
+                (Some(k), Some(h)) => match self.by_key(k, h).await? {
+                    Some(found) => Ok(found),
+                    None => Err(StoreError::Unavailable("idempotency race".into())),
+                },
+                _ => Err(StoreError::Unavailable(e.to_string())),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn by_key(&self, key: &str, hash: &str) -> Result<Option<Inserted>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            ", request_hash FROM jobs WHERE idempotency_key = $1"
+        );
+        let found = on_pool!(self, insert, |p| {
+            match sqlx::query(sql).bind(key).fetch_optional(p).await? {
+                Some(row) => {
+                    let stored: Option<String> = row.try_get("request_hash")?;
+                    Some((job_from_row(&row)?, stored))
+                }
+                None => None,
+            }
+        });
+        Ok(found.map(|(job, stored)| {
+            if stored.as_deref() == Some(hash) {
+                Inserted::Replayed(job)
+            } else {
+                Inserted::KeyReused
+            }
+        }))
+    }
+
+    /// One job.
+    pub async fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let sql = concat!("SELECT ", columns!(), " FROM jobs WHERE id = $1");
+        Ok(on_pool!(self, get, |p| {
+            match sqlx::query(sql).bind(id).fetch_optional(p).await? {
+                Some(row) => Some(job_from_row(&row)?),
+                None => None,
+            }
+        }))
+    }
+
+    /// Jobs newest first, after `cursor` (`(created_at, id)` of the last one seen).
+    pub async fn list(
+        &self,
+        status: Option<JobStatus>,
+        limit: u32,
+        cursor: Option<(i64, String)>,
+    ) -> Result<Vec<Job>, StoreError> {
+        let (after_created, after_id) = cursor.unwrap_or((i64::MAX, String::new()));
+        let status = status.map(JobStatus::as_str);
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM jobs WHERE ($1 IS NULL OR status = $1) ",
+            "AND (created_at < $2 OR (created_at = $2 AND ($3 = '' OR id < $3))) ",
+            "ORDER BY created_at DESC, id DESC LIMIT $4"
+        );
+        let rows = on_pool!(self, list, |p| {
+            sqlx::query(sql)
+                .bind(status)
+                .bind(after_created)
+                .bind(&after_id)
+                .bind(i64::from(limit))
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(job_from_row)
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Cancel a queued or running job.
+    pub async fn cancel(&self, id: &str, now: i64) -> Result<Cancelled, StoreError> {
+        let sql = concat!(
+            "UPDATE jobs SET status = 'cancelled', finished_at = $2, lease_owner = NULL, lease_until = NULL ",
+            "WHERE id = $1 AND status IN ('queued', 'running') RETURNING ",
+            columns!()
+        );
+        let cancelled = on_pool!(self, cancel, |p| {
+            match sqlx::query(sql)
+                .bind(id)
+                .bind(now)
+                .fetch_optional(p)
+                .await?
+            {
+                Some(row) => Some(job_from_row(&row)?),
+                None => None,
+            }
+        });
+        Ok(match cancelled {
+            Some(job) => Cancelled::Cancelled(job),
+            None => match self.get(id).await? {
+                Some(job) => Cancelled::AlreadyFinished(job),
+                None => Cancelled::NotFound,
+            },
+        })
+    }
+
+    /// Take the oldest queued job, or a running one whose lease expired (its replica died),
+    /// for `owner` until `lease_until`; `attempts` counts the takes.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        max_attempts: u32,
+    ) -> Result<Option<Job>, StoreError> {
+        macro_rules! claim {
+            ($lock:literal) => {
+                concat!(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $1, ",
+                    "lease_until = $2, started_at = COALESCE(started_at, $3) ",
+                    "WHERE id = (SELECT id FROM jobs WHERE (status = 'queued' OR ",
+                    "(status = 'running' AND lease_until < $3)) AND attempts < $4 ",
+                    "ORDER BY created_at LIMIT 1 ",
+                    $lock,
+                    ") RETURNING ",
+                    columns!()
+                )
+            };
+        }
+        let sql = match self.backend {
+            Backend::Sqlite(_) => claim!(""),
+            // Other replicas' claims in flight are skipped, not waited for.
+            Backend::Postgres(_) => claim!("FOR UPDATE SKIP LOCKED"),
+        };
+        Ok(on_pool!(self, claim, |p| {
+            match sqlx::query(sql)
+                .bind(owner)
+                .bind(lease_until)
+                .bind(now)
+                .bind(i64::from(max_attempts))
+                .fetch_optional(p)
+                .await?
+            {
+                Some(row) => Some(job_from_row(&row)?),
+                None => None,
+            }
+        }))
+    }
+
+    /// Extend `owner`'s lease; false when the job is no longer its to run (cancelled, or
+    /// taken over after the lease lapsed).
+    pub async fn renew(&self, id: &str, owner: &str, lease_until: i64) -> Result<bool, StoreError> {
+        let sql = "UPDATE jobs SET lease_until = $3 WHERE id = $1 AND lease_owner = $2 AND status = 'running'";
+        let done = on_pool!(self, renew, |p| {
+            sqlx::query(sql)
+                .bind(id)
+                .bind(owner)
+                .bind(lease_until)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Record how `owner`'s run of a job ended; false when it was no longer its job.
+    pub async fn finish(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        end: Finish,
+    ) -> Result<bool, StoreError> {
+        let (status, result, digest, error) = match end {
+            Finish::Succeeded { result, digest } => {
+                ("succeeded", Some(result as i64), Some(digest as i64), None)
+            }
+            Finish::Failed(why) => ("failed", None, None, Some(why)),
+        };
+        let sql = "UPDATE jobs SET status = $3, result = $4, digest = $5, error = $6, finished_at = $7, \
+                   lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2 AND status = 'running'";
+        let done = on_pool!(self, finish, |p| {
+            sqlx::query(sql)
+                .bind(id)
+                .bind(owner)
+                .bind(status)
+                .bind(result)
+                .bind(digest)
+                .bind(&error)
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Fail the jobs whose lease lapsed after their last allowed attempt.
+    pub async fn fail_exhausted(&self, now: i64, max_attempts: u32) -> Result<u64, StoreError> {
+        let sql = "UPDATE jobs SET status = 'failed', error = 'no replica finished it within its attempts', \
+                   finished_at = $1, lease_owner = NULL, lease_until = NULL \
+                   WHERE status = 'running' AND lease_until < $1 AND attempts >= $2";
+        Ok(on_pool!(self, claim, |p| {
+            sqlx::query(sql)
+                .bind(now)
+                .bind(i64::from(max_attempts))
+                .execute(p)
+                .await?
+                .rows_affected()
+        }))
+    }
+
+    /// Delete up to `batch` jobs that finished before `before`.
+    pub async fn purge(&self, before: i64, batch: u32) -> Result<u64, StoreError> {
+        let sql =
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < $1 LIMIT $2)";
+        Ok(on_pool!(self, purge, |p| {
+            sqlx::query(sql)
+                .bind(before)
+                .bind(i64::from(batch))
+                .execute(p)
+                .await?
+                .rows_affected()
+        }))
+    }
+
+    /// Jobs by status, and the creation time of the oldest queued one.
+    pub async fn counts(&self) -> Result<(BTreeMap<String, i64>, Option<i64>), StoreError> {
+        let by_status = "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status";
+        let oldest = "SELECT MIN(created_at) AS t FROM jobs WHERE status = 'queued'";
+        Ok(on_pool!(self, count, |p| {
+            let mut counts = BTreeMap::new();
+            for row in sqlx::query(by_status).fetch_all(&mut *p).await? {
+                counts.insert(
+                    row.try_get::<String, _>("status")?,
+                    row.try_get::<i64, _>("n")?,
+                );
+            }
+            let oldest: Option<i64> = sqlx::query(oldest).fetch_one(p).await?.try_get("t")?;
+            (counts, oldest)
+        }))
+    }
+}
+
+fn migration_error(e: sqlx::migrate::MigrateError) -> OpenError {
+    match e {
+        sqlx::migrate::MigrateError::VersionMissing(v) => OpenError::Config(format!(
+            "invalid setting `database.url`: the database's schema has migration {v}, which this \
+             binary does not know: it was written by a newer floodgate"
+        )),
+        other => OpenError::Unavailable(format!("cannot migrate the database: {other}")),
+    }
+}
+
+/// A job from a row of either backend.
+fn job_from_row<R: Row>(row: &R) -> Result<Job, sqlx::Error>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    let status: String = row.try_get("status")?;
+    let opt = |name: &str| -> Result<Option<i64>, sqlx::Error> { row.try_get(name) };
+    Ok(Job {
+        id: row.try_get("id")?,
+        status: status
+            .parse()
+            .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+        number: row.try_get::<i64, _>("number")? as u64,
+        rounds: row.try_get::<i64, _>("rounds")? as u64,
+        result: opt("result")?.map(|v| v as u64),
+        digest: opt("digest")?.map(|v| v as u64),
+        error: row.try_get("error")?,
+        attempts: row.try_get::<i32, _>("attempts")? as u32,
+        created_at: row.try_get("created_at")?,
+        started_at: opt("started_at")?,
+        finished_at: opt("finished_at")?,
+    })
+}

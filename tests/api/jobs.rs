@@ -1,0 +1,346 @@
+//! API v2, durable jobs, on SQLite: every route and error, idempotency, cancellation of a
+//! queued and of a running job, keyset pagination, and a job surviving a SIGKILL.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use floodgate::Application;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+async fn submit(app: &TestApp, body: &str, key: Option<&str>) -> reqwest::Response {
+    let mut req = app
+        .client
+        .post(app.url("/api/v2/jobs"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    req.send().await.unwrap()
+}
+
+/// Poll a job until `done` holds.
+async fn wait_for_job(base: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let c = client();
+    let started = Instant::now();
+    loop {
+        let job: Value = c
+            .get(format!("{base}/api/v2/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "job stuck: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_is_queued_committed_and_run_to_its_digest() {
+    let app = spawn_app().await;
+    let r = submit(&app, r#"{"number": 42, "rounds": 3000000}"#, None).await;
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let job: Value = r.json().await.unwrap();
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(location, format!("/api/v2/jobs/{id}"));
+    assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
+    assert!(["queued", "running"].contains(&job["status"].as_str().unwrap()));
+    assert_eq!(job["rounds"], 3_000_000);
+    assert!(
+        job.get("result").is_none(),
+        "absent fields are omitted: {job}"
+    );
+    let done = wait_for_job(&app.url(""), id, |j| j["status"] == "succeeded").await;
+    assert_eq!(done["result"], 42 * 42);
+    assert_eq!(
+        done["digest"],
+        floodgate::pool::intensive_digest(42, 3_000_000)
+    );
+    assert_eq!(done["attempts"], 1);
+    for t in ["created_at", "started_at", "finished_at"] {
+        humantime::parse_rfc3339(done[t].as_str().unwrap()).unwrap();
+    }
+    // The default rounds are the intensive endpoint's.
+    let r = submit(&app, r#"{"number": 7}"#, None).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["rounds"], 10_000);
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_the_job_or_refuse_a_different_body() {
+    let app = spawn_app().await;
+    let first: Value = submit(&app, r#"{"number": 5}"#, Some("order-17"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let again = submit(&app, r#"{"number": 5}"#, Some("order-17")).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"], "never a second job");
+    let other = submit(&app, r#"{"number": 6}"#, Some("order-17")).await;
+    assert_envelope(other, 422, "IDEMPOTENCY_KEY_REUSED").await;
+    let bad = submit(&app, r#"{"number": 5}"#, Some(&"k".repeat(256))).await;
+    assert_envelope(bad, 400, "INVALID_REQUEST").await;
+    let list: Value = app.get("/api/v2/jobs").await.json().await.unwrap();
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn errors_are_the_envelope_with_the_right_status() {
+    let app = spawn_with(|s| s.jobs.max_rounds = 1000).await;
+    let unknown = uuid::Uuid::now_v7();
+    assert_envelope(
+        app.get(&format!("/api/v2/jobs/{unknown}")).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_envelope(
+        app.get("/api/v2/jobs/not-a-uuid").await,
+        400,
+        "INVALID_REQUEST",
+    )
+    .await;
+    for body in [
+        r#"{"number": 5, "rounds": 1001}"#,
+        r#"{"number": 5, "rounds": 0}"#,
+        r#"{"number": 5.5}"#,
+        r#"{"rounds": 5}"#,
+        "[]",
+    ] {
+        assert_envelope(submit(&app, body, None).await, 400, "INVALID_REQUEST").await;
+    }
+    for query in [
+        "?limit=0",
+        "?limit=1001",
+        "?status=done",
+        "?cursor=nonsense",
+    ] {
+        let r = app.get(&format!("/api/v2/jobs{query}")).await;
+        assert_envelope(r, 400, "INVALID_REQUEST").await;
+    }
+    let job: Value = submit(&app, r#"{"number": 3}"#, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap();
+    wait_for_job(&app.url(""), id, |j| j["status"] == "succeeded").await;
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v2/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_envelope(r, 409, "JOB_FINISHED").await;
+}
+
+#[tokio::test]
+async fn queued_and_running_jobs_can_be_cancelled() {
+    let mut settings = test_settings();
+    settings.pool.workers = 2;
+    settings.jobs.max_running = 1;
+    let app = spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await;
+    let gate = Gate::hold();
+    let body = format!("{{\"number\": {}}}", gate.number());
+    let running: Value = submit(&app, &body, None).await.json().await.unwrap();
+    let queued: Value = submit(&app, &body, None).await.json().await.unwrap();
+    let (running, queued) = (
+        running["id"].as_str().unwrap(),
+        queued["id"].as_str().unwrap(),
+    );
+    wait_for_job(&app.url(""), running, |j| j["status"] == "running").await;
+    for id in [queued, running] {
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/v2/jobs/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap()["status"], "cancelled");
+    }
+    drop(gate);
+    // The running one stops at its next chunk; the queued one never starts.
+    let text = app
+        .wait_for_exposition("the running job to stop", |t| {
+            sum_series(t, "floodgate_jobs_total", |l| l.contains("completed")) >= 1.0
+        })
+        .await;
+    assert!(
+        text.contains("floodgate_jobs_finished_total{status=\"cancelled\"} 2"),
+        "{text}"
+    );
+    for id in [queued, running] {
+        let job: Value = app
+            .get(&format!("/api/v2/jobs/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job["status"], "cancelled", "{job}");
+        assert!(job.get("digest").is_none());
+    }
+}
+
+#[tokio::test]
+async fn pages_of_2500_jobs_have_no_duplicate_and_no_gap() {
+    let app = spawn_with(|s| s.jobs.enabled = true).await;
+    let send = |n: u64| {
+        let c = app.client.clone();
+        let url = app.url("/api/v2/jobs");
+        async move {
+            let r = c
+                .post(url)
+                .header("content-type", "application/json")
+                .body(format!("{{\"number\": {}, \"rounds\": 1}}", n % 1000))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let mut submitted = Vec::new();
+    for first in (0..2500u64).step_by(50) {
+        submitted.extend(futures_util::future::join_all((first..first + 50).map(send)).await);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v2/jobs?limit=1000&cursor={c}"),
+            None => "/api/v2/jobs?limit=1000".into(),
+        };
+        let page: Value = app.get(&path).await.json().await.unwrap();
+        let jobs = page["jobs"].as_array().unwrap();
+        seen.extend(jobs.iter().map(|j| j["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 2500);
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>().len(),
+        2500,
+        "no duplicate"
+    );
+    let submitted: HashSet<_> = submitted.iter().collect();
+    assert!(seen.iter().all(|id| submitted.contains(id)), "no stranger");
+    let mut newest_first = seen.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, newest_first, "newest first (UUIDv7 order)");
+}
+
+/// Submit 500 jobs to the real binary, SIGKILL it mid-run, start it again on the same file:
+/// every job succeeds with its digest, none is lost or listed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_survive_a_sigkill() {
+    let _one_at_a_time = exclusive().await;
+    let db = temp_database_url();
+    let envs = [
+        ("DATABASE_URL", db.as_str()),
+        ("WORKER_COUNT", "2"),
+        ("FLOODGATE__JOBS__LEASE", "1s"),
+        ("FLOODGATE__LOG__ACCESS_LOG", "false"),
+    ];
+    let mut app = spawn_binary(&envs).await;
+    let c = client();
+    let mut ids = Vec::new();
+    for n in 0..500u64 {
+        let r = c
+            .post(format!("{}/api/v2/jobs", app.base))
+            .header("content-type", "application/json")
+            .body(format!("{{\"number\": {n}, \"rounds\": 200000}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push((
+            n,
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ));
+    }
+    // Kill it while some jobs are done and others are not.
+    let started = Instant::now();
+    loop {
+        let page: Value = c
+            .get(format!(
+                "{}/api/v2/jobs?status=succeeded&limit=1000",
+                app.base
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let done = page["jobs"].as_array().unwrap().len();
+        if done >= 20 {
+            assert!(done < 500, "all done before the kill; make the jobs longer");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = app.child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    app.wait_for_exit();
+
+    let app = spawn_binary(&envs).await;
+    for (n, id) in &ids {
+        let job = wait_for_job(&app.base, id, |j| j["status"] == "succeeded").await;
+        assert_eq!(
+            job["digest"],
+            floodgate::pool::intensive_digest(*n, 200_000),
+            "{job}"
+        );
+    }
+    let page: Value = c
+        .get(format!("{}/api/v2/jobs?limit=1000", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<_> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].clone())
+        .collect();
+    assert_eq!(listed.len(), 500, "none lost, none twice");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<HashSet<_>>()
+            .len(),
+        500
+    );
+}
