@@ -144,6 +144,20 @@ expect_failure "schema: redis.url with a scheme other than redis:// or rediss://
   helm template "$RELEASE" "$CHART" --set redis.url=http://redis:6379
 expect_failure "schema: unknown Redis fallback mode" "config.rateLimit.redisFallback" \
   helm template "$RELEASE" "$CHART" --set config.rateLimit.redisFallback=ignore
+expect_failure "template: jobs on SQLite with two replicas" "jobs on SQLite need replicaCount: 1" \
+  helm template "$RELEASE" "$CHART" --set jobs.enabled=true --set replicaCount=2
+expect_failure "template: jobs on SQLite with the HPA" "jobs on SQLite cannot autoscale" \
+  helm template "$RELEASE" "$CHART" --set jobs.enabled=true --set replicaCount=1 --set autoscaling.enabled=true
+expect_failure "template: a database Secret without jobs" "database.existingSecret needs jobs.enabled" \
+  helm template "$RELEASE" "$CHART" --set database.existingSecret=floodgate-database
+expect_failure "template: a SQLite volume with PostgreSQL" "jobs.persistence.enabled is for SQLite" \
+  helm template "$RELEASE" "$CHART" --set jobs.enabled=true --set database.existingSecret=floodgate-database \
+  --set jobs.persistence.enabled=true
+expect_failure "template: a [database] table (a URL with a password) in extraToml" "must not have a \[database\] table" \
+  helm template "$RELEASE" "$CHART" --set-string 'config.extraToml=[database]
+url = "postgres://floodgate:hunter2@db:5432/floodgate"'
+expect_failure "schema: jobs.lease that is not a duration" "jobs.lease" \
+  helm template "$RELEASE" "$CHART" --set jobs.lease=30
 
 echo "=== Kubernetes $KUBERNETES_VERSION schemas (kubernetes-validate --strict)"
 for r in "$TMP"/render/*.yaml; do

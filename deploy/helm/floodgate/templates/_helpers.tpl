@@ -173,3 +173,56 @@ password inside the URL (it would land in the ConfigMap; use redis.existingSecre
 {{- fail "config.extraToml must not have a [redis] table when redis.url is set" }}
 {{- end }}
 {{- end }}
+
+{{/*
+Where the job database lives: "" (jobs off), "postgres" (database.existingSecret) or "sqlite"
+(a file in the pod, on the data volume).
+*/}}
+{{- define "floodgate.jobsStore" -}}
+{{- if .Values.jobs.enabled }}{{ if .Values.database.existingSecret }}postgres{{ else }}sqlite{{ end }}{{ end }}
+{{- end }}
+
+{{/*
+The data volume (emptyDir or PVC) holding the SQLite file, and its URL (three slashes: an
+absolute path). The root filesystem stays read-only.
+*/}}
+{{- define "floodgate.dataDir" -}}/var/lib/floodgate{{- end }}
+{{- define "floodgate.sqliteUrl" -}}sqlite://{{ include "floodgate.dataDir" . }}/floodgate-jobs.db{{- end }}
+{{- define "floodgate.jobsClaimName" -}}
+{{- .Values.jobs.persistence.existingClaim | default (printf "%s-jobs" (include "floodgate.fullname" .)) }}
+{{- end }}
+
+{{/*
+Refuse job settings the server could not use: SQLite with more than one replica or the HPA
+(each pod would have its own SQLite file, so a job submitted to one pod would be unknown to the
+others), a Secret without jobs, persistence with PostgreSQL, a claim without persistence, and
+[jobs] / [database] tables in extraToml (the chart renders [jobs] itself, and the database URL
+must come from DATABASE_URL, never from a rendered file).
+*/}}
+{{- define "floodgate.validateJobs" -}}
+{{- $store := include "floodgate.jobsStore" . }}
+{{- $p := .Values.jobs.persistence }}
+{{- if eq $store "sqlite" }}
+{{- if .Values.autoscaling.enabled }}
+{{- fail "jobs on SQLite cannot autoscale (autoscaling.enabled): the SQLite file lives in one pod; several replicas need PostgreSQL (database.existingSecret)" }}
+{{- end }}
+{{- if gt (int .Values.replicaCount) 1 }}
+{{- fail (printf "jobs on SQLite need replicaCount: 1 (got %d): the SQLite file lives in one pod; several replicas need PostgreSQL (database.existingSecret)" (int .Values.replicaCount)) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.database.existingSecret (not .Values.jobs.enabled) }}
+{{- fail "database.existingSecret needs jobs.enabled" }}
+{{- end }}
+{{- if and (eq $store "postgres") $p.enabled }}
+{{- fail "jobs.persistence.enabled is for SQLite: with database.existingSecret the jobs are in PostgreSQL" }}
+{{- end }}
+{{- if and $p.existingClaim (not $p.enabled) }}
+{{- fail "jobs.persistence.existingClaim needs jobs.persistence.enabled" }}
+{{- end }}
+{{- if regexMatch "(?m)^\\s*\\[jobs(\\]|\\.)" .Values.config.extraToml }}
+{{- fail "config.extraToml must not have a [jobs] table: the chart renders it from jobs.*" }}
+{{- end }}
+{{- if regexMatch "(?m)^\\s*\\[database(\\]|\\.)" .Values.config.extraToml }}
+{{- fail "config.extraToml must not have a [database] table: set database.* (the URL is passed as DATABASE_URL)" }}
+{{- end }}
+{{- end }}
