@@ -454,7 +454,8 @@ async fn run_jobs(state: AppState, kernel: Kernel, pending: bool, metrics: JobMe
 }
 
 fn store_metrics(metrics: &Metrics) -> StoreMetrics {
-    let op = |o: &'static str| metrics.labelled_histogram(m::DB_QUERY_DURATION, &[("operation", o)]);
+    let op =
+        |o: &'static str| metrics.labelled_histogram(m::DB_QUERY_DURATION, &[("operation", o)]);
     StoreMetrics {
         breaker: breaker_metrics(metrics, "database"),
         acquire_wait: metrics.histogram(m::DB_ACQUIRE_WAIT),

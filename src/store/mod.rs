@@ -149,13 +149,19 @@ macro_rules! on_pool {
             match &store.backend {
                 Backend::Sqlite(pool) => {
                     let mut conn = pool.acquire().await?;
-                    store.metrics.acquire_wait.record(started.elapsed().as_secs_f64());
+                    store
+                        .metrics
+                        .acquire_wait
+                        .record(started.elapsed().as_secs_f64());
                     let $c = &mut *conn;
                     Ok::<_, sqlx::Error>($body)
                 }
                 Backend::Postgres(pool) => {
                     let mut conn = pool.acquire().await?;
-                    store.metrics.acquire_wait.record(started.elapsed().as_secs_f64());
+                    store
+                        .metrics
+                        .acquire_wait
+                        .record(started.elapsed().as_secs_f64());
                     let $c = &mut *conn;
                     Ok::<_, sqlx::Error>($body)
                 }
@@ -174,7 +180,9 @@ macro_rules! on_pool {
             }
             Err(_) => {
                 store.breaker.record(ticket, false);
-                return Err(StoreError::Unavailable("no answer within the deadline".into()));
+                return Err(StoreError::Unavailable(
+                    "no answer within the deadline".into(),
+                ));
             }
         }
     }};

@@ -137,6 +137,17 @@ async fn prometheus_scrapes_exactly_the_workload_sent() {
     // The JSON statistics count the same requests.
     assert_eq!(app.stats().await["total_requests"], 54);
 
+    // One durable job, so the jobs and database panels have series too.
+    let r = app
+        .post_json("/api/v2/jobs", r#"{"number": 9, "rounds": 1000}"#)
+        .await;
+    assert_eq!(r.status(), 202);
+    prom.wait_for(
+        "sum(floodgate_jobs_finished_total{status=\"succeeded\"})",
+        1.0,
+    )
+    .await;
+
     // rate() needs two samples of each new series inside its window.
     prom.wait_for(
         "min(count_over_time(http_server_requests_total[1m])) >= bool 3",
