@@ -182,6 +182,12 @@ impl ApplicationBuilder {
             access_log: access_log.clone(),
             trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
             server_port: port,
+            deprecations: settings
+                .api
+                .deprecations
+                .iter()
+                .map(deprecation_headers)
+                .collect(),
         });
         let (auth_enabled, max_rounds) = (settings.auth.enabled, settings.jobs.max_rounds);
         let document = Arc::new(Document::new(move || {
@@ -531,6 +537,33 @@ fn decisions(metrics: &Metrics) -> Decisions {
             fallback: count("redis", "fallback"),
         },
     }
+}
+
+/// The headers of a deprecated prefix: `Deprecation` (RFC 9745, `@<unix seconds>`),
+/// `Sunset` (RFC 8594, an HTTP date) and a `Link` to the successor. Validated at load.
+fn deprecation_headers(
+    d: &crate::config::DeprecationSettings,
+) -> (String, Vec<(::http::HeaderName, ::http::HeaderValue)>) {
+    let time = |t: &str| humantime::parse_rfc3339(t).unwrap_or(std::time::UNIX_EPOCH);
+    let since = time(&d.since)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |s| s.as_secs());
+    let mut headers = vec![(
+        ::http::HeaderName::from_static("deprecation"),
+        ::http::HeaderValue::from_str(&format!("@{since}")).expect("digits"),
+    )];
+    if let Some(sunset) = &d.sunset {
+        if let Ok(v) = ::http::HeaderValue::from_str(&httpdate::fmt_http_date(time(sunset))) {
+            headers.push((::http::HeaderName::from_static("sunset"), v));
+        }
+    }
+    if let Some(successor) = &d.successor {
+        let link = format!("<{successor}>; rel=\"successor-version\"");
+        if let Ok(v) = ::http::HeaderValue::from_str(&link) {
+            headers.push((::http::header::LINK, v));
+        }
+    }
+    (d.prefix.clone(), headers)
 }
 
 fn connection_errors(metrics: &Metrics) -> ConnectionErrors {

@@ -75,6 +75,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub jobs: JobsSettings,
     pub database: DatabaseSettings,
+    pub api: ApiSettings,
 }
 
 /// A setting that could not be used, with where it came from.

@@ -574,3 +574,26 @@ impl Default for DatabaseSettings {
         }
     }
 }
+
+/// The API's versions.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Prefixes marked deprecated: every response under one carries `Deprecation`
+    /// (RFC 9745), and `Sunset` (RFC 8594) and a `Link` to the successor when given.
+    pub deprecations: Vec<DeprecationSettings>,
+}
+
+/// One deprecated prefix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeprecationSettings {
+    /// e.g. `/api/v1`.
+    pub prefix: String,
+    /// When it was deprecated (RFC 3339).
+    pub since: String,
+    /// When it will stop answering (RFC 3339).
+    pub sunset: Option<String>,
+    /// Where clients should move (e.g. `/api/v2`).
+    pub successor: Option<String>,
+}

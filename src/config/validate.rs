@@ -222,6 +222,33 @@ impl Settings {
                 "must be a redis:// or rediss:// URL",
             )?;
         }
+        for (i, d) in self.api.deprecations.iter().enumerate() {
+            let key = |field: &str| format!("api.deprecations[{i}].{field}");
+            check(
+                d.prefix.starts_with('/'),
+                &key("prefix"),
+                &d.prefix,
+                "must be a path like /api/v1",
+            )?;
+            for (field, value) in [("since", Some(&d.since)), ("sunset", d.sunset.as_ref())] {
+                if let Some(v) = value {
+                    check(
+                        humantime::parse_rfc3339(v).is_ok(),
+                        &key(field),
+                        v,
+                        "must be an RFC 3339 time like 2027-06-30T00:00:00Z",
+                    )?;
+                }
+            }
+            if let Some(s) = &d.successor {
+                check(
+                    s.starts_with('/') && http::HeaderValue::from_str(s).is_ok(),
+                    &key("successor"),
+                    s,
+                    "must be a path like /api/v2",
+                )?;
+            }
+        }
         let db = &self.database.url;
         check(
             db.starts_with("sqlite://")

@@ -71,6 +71,8 @@ pub struct ContextConfig {
     pub access_log: Option<AccessLog>,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub server_port: u16,
+    /// Path prefixes marked deprecated, with the headers every response under them gets.
+    pub deprecations: Vec<(String, Vec<(HeaderName, HeaderValue)>)>,
 }
 
 /// Applies [`RequestContext`].
@@ -231,6 +233,13 @@ impl Finish {
             // Computed per request: no cache or proxy may keep or replay it.
             headers.insert(header::CACHE_CONTROL, NO_STORE.clone());
         }
+        for (prefix, added) in &self.config.deprecations {
+            if under(self.uri.path(), prefix) {
+                for (name, value) in added {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+        }
         let status = response.status().as_u16();
         let elapsed = self.start.elapsed();
         self.config.metrics.record_request(
@@ -297,6 +306,12 @@ fn keep_headers(rendered: &mut HeaderMap, inner: HeaderMap) {
         }
         rendered.append(name, value);
     }
+}
+
+/// Whether `path` is `prefix` or below it.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
 }
 
 /// Whether the request says a body follows.

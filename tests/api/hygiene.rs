@@ -144,3 +144,32 @@ async fn large_bodies_are_compressed_for_clients_that_accept_gzip() {
     assert!(r.headers().get("content-encoding").is_none());
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["result"], 9);
 }
+
+/// A prefix marked deprecated by configuration: every response under it says so, when it
+/// goes away and where to go; nothing else changes.
+#[tokio::test]
+async fn deprecated_prefixes_carry_deprecation_sunset_and_successor() {
+    let app = spawn_with(|s| {
+        s.api.deprecations = vec![floodgate::config::DeprecationSettings {
+            prefix: "/api/v1".into(),
+            since: "2026-12-01T00:00:00Z".into(),
+            sunset: Some("2027-06-30T00:00:00Z".into()),
+            successor: Some("/api/v2".into()),
+        }];
+    })
+    .await;
+    for r in [
+        app.compute("fast", 3).await,
+        app.post_json("/api/v1/compute/fast", "{}").await,
+        app.get("/api/v1/stats").await,
+    ] {
+        let h = r.headers();
+        assert_eq!(h["deprecation"], "@1796083200", "{h:?}");
+        assert_eq!(h["sunset"], "Wed, 30 Jun 2027 00:00:00 GMT");
+        assert_eq!(h["link"], "</api/v2>; rel=\"successor-version\"");
+    }
+    for path in ["/api/v2/jobs", "/health", "/api/v1x"] {
+        let r = app.get(path).await;
+        assert!(r.headers().get("deprecation").is_none(), "{path}");
+    }
+}
