@@ -31,7 +31,8 @@ COPY . .
 ARG GIT_SHA=unknown
 ENV FLOODGATE_GIT_SHA=${GIT_SHA}
 RUN cargo build --release --locked --bin floodgate \
-    && strip --strip-debug --output-file /floodgate target/release/floodgate
+    && strip --strip-debug --output-file /floodgate target/release/floodgate \
+    && mkdir /jobs-data
 
 # Runtime: glibc + libgcc only, no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
@@ -43,6 +44,9 @@ LABEL org.opencontainers.image.title="floodgate" \
 WORKDIR /app
 COPY --from=builder /floodgate /app/floodgate
 COPY config/ /app/config/
+# The default jobs database (sqlite://data/floodgate-jobs.db) is created here on first start;
+# the Helm chart mounts a volume instead, the root filesystem staying read-only.
+COPY --from=builder --chown=65532:65532 /jobs-data /app/data
 ENV ENVIRONMENT=production
 USER 65532:65532
 EXPOSE 8080
