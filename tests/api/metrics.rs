@@ -141,14 +141,7 @@ async fn the_admin_listener_serves_health_and_metrics_only() {
     let app = spawn_with(|s| s.server.admin_address = Some("127.0.0.1:0".parse().unwrap())).await;
     let admin = app.admin.expect("admin listener bound");
     let c = &app.client;
-    let text = c
-        .get(format!("http://{admin}/metrics/prometheus"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&format!("http://{admin}/metrics/prometheus")).await;
     assert!(text.contains("floodgate_build_info"));
     assert_eq!(
         c.get(format!("http://{admin}/health/ready"))

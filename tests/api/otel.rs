@@ -319,14 +319,7 @@ async fn requests_are_unaffected_when_the_collector_is_down() {
     let dropped = {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let text = c
-                .get(format!("{}/metrics/prometheus", app.base))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = get_text(&format!("{}/metrics/prometheus", app.base)).await;
             let n = sum_series(&text, "floodgate_otel_spans_dropped_total", |_| true);
             if n > 0.0 || Instant::now() > deadline {
                 break n;
@@ -379,14 +372,7 @@ async fn requests_are_unaffected_when_the_collector_hangs() {
             started.elapsed()
         );
         // The export never returns, so at most 50 spans wait for it; the rest are counted.
-        let text = c
-            .get(format!("{}/metrics/prometheus", app.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = get_text(&format!("{}/metrics/prometheus", app.base)).await;
         let full = sum_series(&text, "floodgate_otel_spans_dropped_total", |l| {
             l.contains("reason=\"queue_full\"")
         });

@@ -315,14 +315,7 @@ async fn a_wrong_password_degrades_without_crashing() {
     for n in 0..30 {
         assert_eq!(app.compute_fast(&c, n, None).await.status(), 200);
     }
-    let health: serde_json::Value = c
-        .get(format!("{}/health", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = get_json(&format!("{}/health", app.base)).await;
     assert!(
         health["status"]["redis"]
             .as_str()
@@ -342,17 +335,9 @@ async fn a_wrong_password_degrades_without_crashing() {
 
 /// Decisions the replicas took without Redis.
 async fn fallbacks(replicas: &[BinaryApp]) -> f64 {
-    let c = client();
     let mut total = 0.0;
     for r in replicas {
-        let text = c
-            .get(format!("{}/metrics/prometheus", r.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = get_text(&format!("{}/metrics/prometheus", r.base)).await;
         total += sum_series(&text, "floodgate_rate_limit_decisions_total", |l| {
             l.contains("outcome=\"fallback\"")
         });

@@ -151,14 +151,7 @@ async fn overload_is_refused_fast_and_counted_exactly() {
         ok > 0 && overloaded > 0,
         "ok {ok}, 429 {limited}, 503 {overloaded}"
     );
-    let stats: Value = c
-        .get(format!("{base}/api/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = get_json(&format!("{base}/api/v1/stats")).await;
     assert_eq!(
         stats["total_requests"],
         ok + limited + overloaded,

@@ -41,14 +41,7 @@ async fn sigterm_during_load_completes_every_in_flight_request() {
         .collect();
     // Let every request reach the server before signalling, with some still in flight.
     loop {
-        let stats: serde_json::Value = client
-            .get(format!("{base}/api/v1/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: serde_json::Value = get_json(&format!("{base}/api/v1/stats")).await;
         let active = stats["active_requests"].as_u64().unwrap_or(0);
         let answered = stats["total_requests"].as_u64().unwrap_or(0);
         if active + answered == n {
