@@ -19,6 +19,7 @@ mod hardening;
 mod health;
 mod hygiene;
 mod jobs;
+mod jobs_pg;
 mod metrics;
 mod openapi;
 mod otel;
