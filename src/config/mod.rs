@@ -278,6 +278,18 @@ mod tests {
     }
 
     #[test]
+    fn a_database_url_of_another_kind_is_refused() {
+        let e = load(&[("DATABASE_URL", "mysql://u:secret@db/jobs")]).unwrap_err();
+        assert_eq!(e.setting, "database.url", "{e}");
+        assert!(e.source.contains("DATABASE_URL"), "{e}");
+        assert!(
+            !e.to_string().contains("secret"),
+            "the password is not echoed: {e}"
+        );
+        assert!(load(&[("DATABASE_URL", "postgres://db/jobs")]).is_ok());
+    }
+
+    #[test]
     fn listen_address_forms() {
         assert_eq!(
             parse_listen_addr(":8080").unwrap(),

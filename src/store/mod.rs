@@ -167,7 +167,15 @@ macro_rules! on_pool {
                 }
             }
         };
-        let outcome = tokio::time::timeout(store.deadline, run).await;
+        let span = tracing::info_span!(
+            "db",
+            otel.name = stringify!($op),
+            otel.kind = "client",
+            db.system.name = store.system(),
+            db.operation.name = stringify!($op),
+        );
+        let outcome =
+            tracing::Instrument::instrument(tokio::time::timeout(store.deadline, run), span).await;
         store.metrics.$op.record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(Ok(value)) => {
@@ -254,6 +262,14 @@ impl JobStore {
             deadline: s.acquire_timeout * 2,
             metrics: Arc::new(metrics),
         })
+    }
+
+    /// The database system, as OpenTelemetry names it.
+    fn system(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgresql",
+        }
     }
 
     /// Connections `(idle, in use)`.

@@ -344,3 +344,43 @@ async fn jobs_survive_a_sigkill() {
         500
     );
 }
+
+/// A database whose schema a newer floodgate migrated is refused at start (exit 64), not
+/// written to by a binary that does not know it.
+#[test]
+fn a_schema_newer_than_the_binary_exits_64() {
+    let url = temp_database_url();
+    let path = url.trim_start_matches("sqlite://").to_owned();
+    // Let the binary create and migrate the file, then stop it.
+    let mut child = ChildGuard(
+        floodgate_command()
+            .env("SERVER_PORT", "127.0.0.1:0")
+            .env("DATABASE_URL", &url)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let listening = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .any(|l| l.contains("listening"));
+    assert!(listening);
+    drop(child);
+    // A migration from the future, written with Python's own SQLite.
+    let added = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'from the future', 1, x'00', 0)\"); c.commit()", &path])
+        .status()
+        .unwrap();
+    assert!(added.success());
+    let refused = floodgate_command()
+        .env("SERVER_PORT", "127.0.0.1:0")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("database.url") && err.contains("9999"),
+        "{err}"
+    );
+}
