@@ -1,5 +1,8 @@
-//! Runs against floodgate itself, started in this process on 127.0.0.1:0.
+//! Runs against floodgate itself, started in this process on 127.0.0.1:0,
+//! each instance with its own SQLite jobs database in the temporary directory.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodgate::{Application, Settings};
@@ -8,10 +11,12 @@ use tokio::sync::oneshot;
 
 use crate::support::{quick_args, run_load};
 
-/// A floodgate serving on a loopback port; stops when dropped.
+/// A floodgate serving on a loopback port; stops when dropped, and its jobs
+/// database is removed.
 struct Floodgate {
     url: String,
     stop: Option<oneshot::Sender<()>>,
+    db: PathBuf,
 }
 
 impl Drop for Floodgate {
@@ -19,7 +24,22 @@ impl Drop for Floodgate {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.db.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
     }
+}
+
+/// A path for a new SQLite database, unique in this run.
+fn temp_db() -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "floodgate-load-test-jobs-{}-{}.db",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Starts floodgate with the documented defaults (no access log, a rate limit
@@ -31,6 +51,8 @@ async fn spawn_floodgate(adjust: impl FnOnce(&mut Settings)) -> Floodgate {
     settings.server.request_timeout = Duration::from_secs(10);
     settings.rate_limit.requests_per_second = 1_000_000;
     settings.log.access_log = Some(false);
+    let db = temp_db();
+    settings.database.url = format!("sqlite://{}", db.display());
     adjust(&mut settings);
     let app = Application::build(settings)
         .await
@@ -43,6 +65,7 @@ async fn spawn_floodgate(adjust: impl FnOnce(&mut Settings)) -> Floodgate {
     Floodgate {
         url,
         stop: Some(stop),
+        db,
     }
 }
 
