@@ -13,6 +13,13 @@
 # Then, for floodgate alone: startup time to the first 200 from /health and the
 # idle RSS after it (median of STARTS starts), and the peak RSS of a fast run
 # with 500 connections.
+# Then durable jobs (API v2), with floodgate-load --scenario jobs (skipped
+# without floodgate-load): jobs submitted and completed per second, time to
+# completion and submit latency, every digest checked, on SQLite and, when
+# PostgreSQL's initdb and pg_ctl are found, on PostgreSQL (a fresh copy of one
+# initdb cluster per run, pinned with the load generator as if on another
+# machine; as root it runs as the `postgres` user); and the p99 of the v1 fast
+# endpoint (floodgate-load) while jobs run, against its p99 alone.
 #
 # floodgate runs with its production configuration: ENVIRONMENT=production
 # (JSON logs), the access log written to a file, metrics, request IDs,
@@ -26,10 +33,15 @@
 #   --quick     2 s runs, one round, 3 starts: a smoke test of the harness
 #   --no-build  use the release binaries already in the target directory
 # Env: DURATION (s, default 10), ROUNDS (3), CONNECTIONS (64),
-#      BIG_CONNECTIONS (500), STARTS (5), BENCH_PORT (18181),
+#      BIG_CONNECTIONS (500), STARTS (5), BENCH_PORT (18181; +1 Redis, +2 PostgreSQL),
+#      JOBS_CONNECTIONS (jobs followed at once, 16), JOBS_ROUNDS (rounds per
+#      job; default: the server's), JOBS_POLL_INTERVAL (20ms),
+#      BENCH_DB_DIR (directory of the SQLite jobs database, $CARGO_TARGET_DIR/bench),
 #      BENCH_LOCK (/tmp/floodgate-bench.lock; empty: take no lock),
 #      CARGO_TARGET_DIR.
-# Needs: wrk, taskset (util-linux), flock, jq, at least 2 CPU cores, Linux /proc.
+# Needs: wrk, taskset (util-linux), flock, jq, at least 2 CPU cores, Linux /proc;
+# optional: redis-server, PostgreSQL's initdb and pg_ctl (on PATH or in
+# /usr/lib/postgresql/*/bin), runuser when run as root.
 # Shares its server handling with scripts/bench-load-client.sh (scripts/lib/bench-common.sh).
 set -euo pipefail
 
@@ -47,6 +59,9 @@ for arg in "$@"; do
 done
 connections=${CONNECTIONS:-64}
 big_connections=${BIG_CONNECTIONS:-500}
+jobs_connections=${JOBS_CONNECTIONS:-16}
+jobs_rounds=${JOBS_ROUNDS:-}
+jobs_poll=${JOBS_POLL_INTERVAL:-20ms}
 port=${BENCH_PORT:-18181}
 lock=${BENCH_LOCK-/tmp/floodgate-bench.lock}
 
@@ -61,6 +76,7 @@ target_dir=${CARGO_TARGET_DIR:-$root/target}
 release=$target_dir/release
 lua=$root/scripts/bench-wrk.lua
 out_dir=$target_dir/bench
+db_dir=${BENCH_DB_DIR:-$out_dir}
 
 # ---------------------------------------------------------------- build
 have_load=0
@@ -94,6 +110,23 @@ fi
 pin_self
 bench_setup
 
+# Everything this script starts besides the server under test, stopped on exit.
+redis_pid=
+jobs_pid=
+pg_dir=
+pg_data=
+jobs_db=
+cleanup() {
+    server_stop
+    if [ -n "$jobs_pid" ]; then kill "$jobs_pid" 2>/dev/null || true; fi
+    if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi
+    if [ -n "$pg_data" ]; then pg_stop; fi
+    if [ -n "$pg_dir" ]; then rm -rf "$pg_dir"; fi
+    if [ -n "$jobs_db" ]; then rm -f "$jobs_db" "$jobs_db-wal" "$jobs_db-shm"; fi
+    bench_cleanup
+}
+trap cleanup EXIT
+
 clk_tck=$(getconf CLK_TCK)
 addr=127.0.0.1:$port
 
@@ -115,6 +148,17 @@ start_server() {
             # The same production configuration, with the rate limit decided in Redis.
             server_start floodgate-redis env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
                 RATE_LIMIT_BACKEND=redis REDIS_URL="redis://127.0.0.1:$redis_port/0" \
+                SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" "$release/floodgate" ;;
+        floodgate-sqlite)
+            # The same production configuration, its jobs in a new SQLite database.
+            rm -f "$jobs_db" "$jobs_db-wal" "$jobs_db-shm"
+            server_start floodgate-sqlite env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+                DATABASE_URL="sqlite://$jobs_db" \
+                SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" "$release/floodgate" ;;
+        floodgate-postgres)
+            # The same, its jobs in a fresh PostgreSQL cluster (pg_start).
+            server_start floodgate-postgres env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+                DATABASE_URL="postgres://floodgate@127.0.0.1:$pg_port/postgres" \
                 SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" "$release/floodgate" ;;
     esac
     server_await "answer /health on $addr" http_ok "$addr" /health
@@ -161,6 +205,105 @@ run_floodgate_load() { # METHOD PATH CONNECTIONS
     r_errors=$((r_requests - responses))
 }
 
+# jobs_start CONNECTIONS SECONDS OUT: floodgate-load --scenario jobs in the
+# background, its JSON report to OUT; sets jobs_pid.
+jobs_start() {
+    local per_job=()
+    [ -n "$jobs_rounds" ] && per_job=(--rounds "$jobs_rounds")
+    taskset -c 1 "$release/floodgate-load" --url "http://$addr" --scenario jobs "${per_job[@]}" \
+        --poll-interval "$jobs_poll" --threads 1 --concurrency "$1" --duration "${2}s" \
+        --requests 1000000000 --warmup 0 --no-server-metrics --quiet --output json \
+        >"$3" 2>"$work/jobs.err" &
+    jobs_pid=$!
+}
+
+# jobs_wait OUT: waits for jobs_start's run (a wrong digest exits 4: it is
+# recorded, not fatal here) and sets: j_submitted j_completed (per second)
+# j_ttc_p50_us j_ttc_p99_us j_submit_p99_us j_wrong j_bad (failed, cancelled,
+# lost or not submitted).
+jobs_wait() {
+    local fields
+    wait "$jobs_pid" || true
+    jobs_pid=
+    if ! fields=$(jq -er '.scenarios[0].jobs
+            | [.submitted_per_sec, .completed_per_sec,
+               ((.time_to_completion_ms.p50_ms // 0) * 1000 | floor),
+               ((.time_to_completion_ms.p99_ms // 0) * 1000 | floor),
+               ((.submit_latency_ms.p99_ms // 0) * 1000 | floor),
+               .digest_mismatches, (.failed + .cancelled + .lost + .submit_failed)]
+            | if any(. == null) then null else @tsv end' "$1" 2>/dev/null); then
+        log "unexpected floodgate-load --scenario jobs output: $(cat "$1" "$work/jobs.err")"
+        exit 1
+    fi
+    read -r j_submitted j_completed j_ttc_p50_us j_ttc_p99_us j_submit_p99_us j_wrong j_bad <<<"$fields"
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+# pg_find: sets pg_initdb and pg_ctl to those programs, and pg_as to the user to
+# run them as (initdb refuses root); else returns 1 and sets pg_skip.
+pg_initdb=
+pg_ctl=
+pg_as=
+pg_skip=
+pg_port=$((port + 2))
+pg_find() {
+    local d
+    if command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then
+        pg_initdb=$(command -v initdb)
+        pg_ctl=$(command -v pg_ctl)
+    else
+        for d in /usr/lib/postgresql/*/bin; do
+            if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then pg_initdb=$d/initdb pg_ctl=$d/pg_ctl; fi
+        done
+    fi
+    if [ -z "$pg_ctl" ]; then
+        pg_skip="initdb and pg_ctl not found"
+        return 1
+    fi
+    if [ "$(id -u)" = 0 ]; then
+        if ! id -u postgres >/dev/null 2>&1 || ! command -v runuser >/dev/null; then
+            pg_skip="running as root with no postgres user or no runuser to run PostgreSQL as"
+            return 1
+        fi
+        pg_as=postgres
+    fi
+}
+
+pg_run() { # CMD...: as pg_as, if set
+    if [ -n "$pg_as" ]; then runuser -u "$pg_as" -- "$@"; else "$@"; fi
+}
+
+# pg_init: one cluster (user floodgate, trust on 127.0.0.1) that each run copies.
+pg_init() {
+    pg_dir=$(mktemp -d /tmp/floodgate-bench-pg.XXXXXX)
+    if [ -n "$pg_as" ]; then chown "$pg_as" "$pg_dir"; fi
+    if ! pg_run "$pg_initdb" -D "$pg_dir/template" -U floodgate --auth=trust -E UTF8 \
+            >"$work/initdb.log" 2>&1; then
+        pg_skip="initdb failed (see $work/initdb.log)"
+        log "PostgreSQL: $pg_skip: $(tail -n 3 "$work/initdb.log")"
+        return 1
+    fi
+}
+
+# pg_start: a fresh copy of the cluster, on core 1 with the load generator.
+pg_start() {
+    pg_data=$pg_dir/run
+    rm -rf "$pg_data"
+    cp -a "$pg_dir/template" "$pg_data"
+    if ! pg_run taskset -c 1 "$pg_ctl" -D "$pg_data" -l "$pg_dir/postgres.log" -w -s \
+            -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1" start; then
+        log "PostgreSQL did not start; its log:"
+        cat "$pg_dir/postgres.log" >&2 2>/dev/null || true
+        exit 1
+    fi
+}
+
+pg_stop() {
+    [ -n "$pg_data" ] || return 0
+    pg_run "$pg_ctl" -D "$pg_data" -m fast -w -s stop >/dev/null 2>&1 || true
+    pg_data=
+}
+
 # ---------------------------------------------------------------- plan
 cases=(health fast intensive)
 declare -A method=([health]=GET [fast]=POST [intensive]=POST)
@@ -177,7 +320,6 @@ if command -v redis-server >/dev/null; then
     taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
         --dir "$work" >"$work/redis.log" 2>&1 &
     redis_pid=$!
-    trap 'kill "$redis_pid" 2>/dev/null || true; bench_cleanup' EXIT
     for _ in $(seq 200); do
         (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
         sleep 0.05
@@ -189,7 +331,23 @@ fi
 generators=(wrk)
 [ "$have_load" = 1 ] && generators+=(floodgate-load)
 
-total=$((starts + 2))
+# Durable jobs: SQLite always, PostgreSQL when it can be started; both need floodgate-load.
+jobs_backends=()
+if [ "$have_load" = 1 ]; then
+    mkdir -p "$db_dir"
+    jobs_db=$(cd "$db_dir" && pwd)/floodgate-bench-jobs.db
+    jobs_backends+=(sqlite)
+    if pg_find && pg_init; then
+        jobs_backends+=(postgres)
+    else
+        log "PostgreSQL: $pg_skip: jobs are not measured on PostgreSQL"
+    fi
+else
+    pg_skip="floodgate-load unavailable"
+    log "floodgate-load unavailable: durable jobs are not measured"
+fi
+
+total=$((starts + 2 + 2 * rounds * ${#jobs_backends[@]}))
 for g in "${generators[@]}"; do
     for c in "${cases[@]}"; do
         read -ra list <<<"${servers[$c]}"
@@ -246,6 +404,49 @@ measure wrk "$big_case" floodgate 1 "$big_connections"
 progress "fast: bare-axum with $big_connections connections (wrk)"
 measure wrk "$big_case" bare-axum 1 "$big_connections"
 
+jobs_file=$work/jobs.tsv
+: >"$jobs_file"
+# measure_jobs BACKEND MODE ROUND: one run on a fresh server and database. MODE
+# alone: jobs only; mixed: the fast case (floodgate-load) while jobs run, the
+# jobs started a second before it and ending a second after.
+measure_jobs() {
+    local b=$1 mode=$2 round=$3 fast_rps=- fast_p99=-
+    [ "$b" = postgres ] && pg_start
+    start_server "floodgate-$b"
+    if [ "$mode" = alone ]; then
+        jobs_start "$jobs_connections" "$duration" "$work/jobs.json"
+    else
+        jobs_start "$jobs_connections" $((duration + 2)) "$work/jobs.json"
+        sleep 1
+        run_floodgate_load POST "${path[fast]}" "$connections"
+        fast_rps=$r_rps
+        fast_p99=$r_p99_us
+    fi
+    jobs_wait "$work/jobs.json"
+    server_stop
+    pg_stop
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$b" "$mode" "$round" "$j_submitted" \
+        "$j_completed" "$j_ttc_p50_us" "$j_ttc_p99_us" "$j_submit_p99_us" "$j_wrong" "$j_bad" \
+        "$fast_rps" "$fast_p99" >>"$jobs_file"
+    local alongside=
+    if [ "$mode" = mixed ]; then
+        alongside=$(printf ', fast alongside: %.0f req/s, p99 %d.%03d ms' "$fast_rps" \
+            $((fast_p99 / 1000)) $((fast_p99 % 1000)))
+    fi
+    log "      jobs: $(printf '%.1f' "$j_submitted") submitted/s, $(printf '%.1f' "$j_completed") completed/s, time to completion p99 $((j_ttc_p99_us / 1000)) ms, wrong digests $j_wrong, failed/cancelled/lost $j_bad$alongside"
+}
+
+for b in "${jobs_backends[@]}"; do
+    for round in $(seq "$rounds"); do
+        progress "jobs on $b: run $round"
+        measure_jobs "$b" alone "$round"
+    done
+    for round in $(seq "$rounds"); do
+        progress "fast while jobs run on $b: run $round"
+        measure_jobs "$b" mixed "$round"
+    done
+done
+
 # ---------------------------------------------------------------- report
 mkdir -p "$out_dir"
 {
@@ -256,6 +457,17 @@ mkdir -p "$out_dir"
     printf 'startup_ms\tidle_rss_kib\n'
     cat "$startup_file"
 } >"$out_dir/startup.tsv"
+{
+    printf 'database\tmode\tround\tsubmitted_per_s\tcompleted_per_s\tttc_p50_us\tttc_p99_us\tsubmit_p99_us\twrong_digests\tfailed_cancelled_lost\tfast_rps\tfast_p99_us\n'
+    cat "$jobs_file"
+} >"$out_dir/jobs.tsv"
+jobs_desc="floodgate-load --scenario jobs --threads 1 -c $jobs_connections, polled every $jobs_poll"
+if [ -n "$jobs_rounds" ]; then
+    jobs_desc+=", $jobs_rounds rounds per job"
+else
+    jobs_desc+=", the server's default rounds"
+fi
+db_fs=$( [ -n "$jobs_db" ] && stat -f -c %T "$(dirname "$jobs_db")" 2>/dev/null || echo unknown)
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git -C "$root" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock config 2>/dev/null | head -n1)
 [ -n "$dirty" ] && commit="$commit (+ uncommitted changes)"
@@ -264,6 +476,7 @@ cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 awk -F'\t' -v gens="${generators[*]}" -v cases="health fast intensive" \
     -v conns="$connections" -v big="$big_connections" -v dur="$duration" -v rounds="$rounds" \
     -v startup_file="$startup_file" -v starts="$starts" \
+    -v jobs_file="$jobs_file" -v jobs_desc="$jobs_desc" -v pg_skip="$pg_skip" -v db_fs="$db_fs" \
     -v nproc="$(nproc --all)" -v cpu="$cpu" -v date="$(date -u '+%Y-%m-%d %H:%M UTC')" \
     -v commit="$commit" -v quick="$([ "$duration" -lt 10 ] && echo 1 || echo 0)" '
 function median(list,    a, n, i, j, t) {
@@ -286,6 +499,15 @@ function verdict(ok) { return ok ? "PASS" : "**MISS**" }
 END {
     while ((getline line < startup_file) > 0) { split(line, f, "\t"); st = st " " f[1]; idle = idle " " f[2] }
     m_start = median(st); m_idle = median(idle)
+    # Jobs: database, mode (alone|mixed), round, submitted/s, completed/s, time to completion
+    # p50/p99, submit p99 (µs), wrong digests, failed+cancelled+lost, fast req/s and p99 (mixed).
+    while ((getline line < jobs_file) > 0) {
+        split(line, f, "\t"); jk = f[1] SUBSEP f[2]; jseen[jk] = 1; jruns++
+        jsub[jk] = jsub[jk] " " f[4]; jdone[jk] = jdone[jk] " " f[5]
+        jt50[jk] = jt50[jk] " " f[6]; jt99[jk] = jt99[jk] " " f[7]; js99[jk] = js99[jk] " " f[8]
+        jwrong += f[9]; jbad[jk] += f[10]
+        if (f[2] == "mixed") { jfrps[f[1]] = jfrps[f[1]] " " f[11]; jfp99[f[1]] = jfp99[f[1]] " " f[12] }
+    }
 
     w = "wrk" SUBSEP
     fast_ratio = ratio(median(rps[w "fast" SUBSEP "floodgate"]), median(rps[w "fast" SUBSEP "bare-axum"]))
@@ -307,6 +529,8 @@ END {
     printf "| idle RSS after startup | %s | ≤ 10 MiB | %s |\n", mib(m_idle), verdict(m_idle <= 10 * 1024)
     printf "| startup to first `/health` 200 (median of %d) | %d ms | ≤ 50 ms | %s |\n", starts, m_start, verdict(m_start <= 50)
     printf "| non-2xx responses and socket errors (floodgate, all runs) | %d | 0 | %s |\n", fg_bad, verdict(fg_bad == 0)
+    if (jruns > 0)
+        printf "| jobs: wrong digests or results (all runs) | %d | 0 | %s |\n", jwrong, verdict(jwrong == 0)
 
     ng = split(gens, g, " "); nc = split(cases, c, " "); ns = split("bare-hyper bare-axum floodgate floodgate-redis", s, " ")
     for (gi = 1; gi <= ng; gi++) {
@@ -336,7 +560,35 @@ END {
         if (!(k in seen)) continue
         printf "| %s | %.0f | %s | %s | %s | %d |\n", s[si], median(rps[k]), ms(median(p50[k])), ms(median(p99[k])), mib(hwm[k]), bad[k] + err[k]
     }
+
+    nb = split("sqlite postgres", db, " "); dbname["sqlite"] = "SQLite"; dbname["postgres"] = "PostgreSQL"
+    printf "\nDurable jobs (API v2): %s, %d s per run, median of %d run(s), each on a fresh server and database; SQLite file on %s, PostgreSQL pinned with the load generator.\n\n", jobs_desc, dur, rounds, db_fs
+    print "| database | jobs submitted/s | jobs completed/s | time to completion p50 | p99 | submit p99 | failed, cancelled, lost |"
+    print "|---|---|---|---|---|---|---|"
+    for (bi = 1; bi <= nb; bi++) {
+        k = db[bi] SUBSEP "alone"
+        if (k in jseen)
+            printf "| %s | %.1f | %.1f | %s | %s | %s | %d |\n", dbname[db[bi]], median(jsub[k]), median(jdone[k]),
+                ms(median(jt50[k])), ms(median(jt99[k])), ms(median(js99[k])), jbad[k]
+        else
+            printf "| %s | not measured (%s) | | | | | |\n", dbname[db[bi]], (db[bi] == "postgres" && pg_skip != "" ? pg_skip : "floodgate-load unavailable")
+    }
+    fk = "floodgate-load" SUBSEP "fast" SUBSEP "floodgate"
+    if (jruns > 0) {
+        printf "\nv1 fast p99 while jobs run: floodgate-load --threads 1 --concurrency %d on the fast case, the jobs as above, both on core 1; median of %d run(s).\n\n", conns, rounds
+        print "| load | fast req/s | fast p99 | × p99 alone | jobs completed/s alongside |"
+        print "|---|---|---|---|---|"
+        if (fk in seen)
+            printf "| fast alone (table above) | %.0f | %s | 1.00 | – |\n", median(rps[fk]), ms(median(p99[fk]))
+        for (bi = 1; bi <= nb; bi++) {
+            k = db[bi] SUBSEP "mixed"
+            if (!(k in jseen)) continue
+            alone_p99 = (fk in seen) ? median(p99[fk]) : 0
+            printf "| fast + jobs on %s | %.0f | %s | %s | %.1f |\n", dbname[db[bi]], median(jfrps[db[bi]]), ms(median(jfp99[db[bi]])),
+                (alone_p99 > 0 ? sprintf("%.2f", median(jfp99[db[bi]]) / alone_p99) : "–"), median(jdone[k])
+        }
+    }
     printf "\n%d CPUs (%s), %s, floodgate %s. floodgate in production configuration: JSON logs, access log to a file, metrics, request IDs, timeouts, rate limiter on.\n", nproc, cpu, date, commit
 }' "$results" | tee "$out_dir/results.md"
 
-log "report written to $out_dir/results.md; raw runs in $out_dir/runs.tsv, starts in $out_dir/startup.tsv"
+log "report written to $out_dir/results.md; raw runs in $out_dir/runs.tsv, starts in $out_dir/startup.tsv, jobs in $out_dir/jobs.tsv"

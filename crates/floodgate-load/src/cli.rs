@@ -15,6 +15,8 @@ pub const NUMBER_MAX: u64 = 1_000_000;
 pub const FAST_REQUESTS: u64 = 1_000_000;
 /// Requests in the default "intensive" scenario.
 pub const INTENSIVE_REQUESTS: u64 = 100_000;
+/// Jobs in the "jobs" scenario.
+pub const JOBS_REQUESTS: u64 = 1_000;
 
 /// Exit status when the run finished and every threshold held.
 pub const EXIT_OK: i32 = 0;
@@ -24,7 +26,8 @@ pub const EXIT_ERROR: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// Exit status when `--fail-under-success-rate` or `--fail-over-p99` was violated.
 pub const EXIT_THRESHOLD: i32 = 3;
-/// Exit status when `--fail-on-mismatch` is set and the server's counters disagree.
+/// Exit status when `--fail-on-mismatch` is set and the server's counters
+/// disagree, or when a job's digest or result is wrong (always).
 pub const EXIT_MISMATCH: i32 = 4;
 /// Exit status after Ctrl-C (the report of what ran is still printed).
 pub const EXIT_INTERRUPTED: i32 = 130;
@@ -35,7 +38,8 @@ Exit status:
   1    error: server unhealthy or unreachable, report file not writable
   2    invalid arguments
   3    a threshold (--fail-under-success-rate, --fail-over-p99) was violated
-  4    the server's counters disagree with the client's (--fail-on-mismatch)
+  4    the server's answers disagree with the client's: a job's digest or
+       result is wrong, or (with --fail-on-mismatch) its counters
   130  interrupted by Ctrl-C (the report of what ran is still printed)";
 
 /// Load-testing client for floodgate: closed-loop (fixed concurrency) or
@@ -60,7 +64,8 @@ pub struct Opts {
     )]
     pub urls: Vec<String>,
 
-    /// Requests per scenario [default: 1000000 for fast and custom paths, 100000 for intensive].
+    /// Requests per scenario [default: 1000000 for fast and custom paths,
+    /// 100000 for intensive, 1000 jobs for jobs].
     #[arg(short = 'n', long, env = "FLOODGATE_LOAD_REQUESTS", value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,
 
@@ -95,6 +100,15 @@ pub struct Opts {
     /// Which scenario(s) of the test plan to run.
     #[arg(short = 's', long, env = "FLOODGATE_LOAD_SCENARIO", value_enum, default_value_t = ScenarioArg::All)]
     pub scenario: ScenarioArg,
+
+    /// Jobs scenario: the `rounds` of each job [default: the server's
+    /// default; the field is left out].
+    #[arg(long, env = "FLOODGATE_LOAD_ROUNDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: Option<u64>,
+
+    /// Jobs scenario: time between two polls of a job (GET /api/v2/jobs/{id}).
+    #[arg(long, env = "FLOODGATE_LOAD_POLL_INTERVAL", default_value = "50ms", value_parser = parse_positive_duration)]
+    pub poll_interval: Duration,
 
     /// Custom target path (replaces the scenarios with one custom scenario).
     #[arg(long, env = "FLOODGATE_LOAD_PATH", conflicts_with = "scenario", value_parser = parse_path)]
@@ -168,6 +182,9 @@ pub enum ScenarioArg {
     Intensive,
     /// Fast, then intensive.
     All,
+    /// POST /api/v2/jobs, 1,000 jobs, each polled until it finishes and its
+    /// digest checked (not part of `all`).
+    Jobs,
 }
 
 /// Report format.
@@ -190,7 +207,10 @@ pub struct Scenario {
     pub name: String,
     pub method: Method,
     pub path: String,
+    /// Requests, or jobs in the jobs scenario.
     pub requests: u64,
+    /// The jobs scenario: each request submits a job that is then followed.
+    pub jobs: bool,
 }
 
 impl Opts {
@@ -201,6 +221,7 @@ impl Opts {
             method: self.method.clone(),
             path: path.to_owned(),
             requests: self.requests.unwrap_or(default_requests),
+            jobs: false,
         };
         if let Some(path) = &self.path {
             return vec![make("custom", path, FAST_REQUESTS)];
@@ -211,7 +232,31 @@ impl Opts {
             ScenarioArg::Fast => vec![fast()],
             ScenarioArg::Intensive => vec![intensive()],
             ScenarioArg::All => vec![fast(), intensive()],
+            ScenarioArg::Jobs => vec![Scenario {
+                jobs: true,
+                ..make("jobs", "/api/v2/jobs", JOBS_REQUESTS)
+            }],
         }
+    }
+
+    /// Whether this invocation runs the jobs scenario.
+    pub fn runs_jobs(&self) -> bool {
+        self.path.is_none() && self.scenario == ScenarioArg::Jobs
+    }
+
+    /// Checks the combinations clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.runs_jobs() {
+            if self.body.is_some() {
+                return Err("--body does not apply to --scenario jobs: each job is {\"number\": n, \"rounds\": r}, n from --number-range".into());
+            }
+            if self.method != Method::POST {
+                return Err("--scenario jobs submits with POST; --method does not apply".into());
+            }
+        } else if self.rounds.is_some() {
+            return Err("--rounds applies to --scenario jobs only".into());
+        }
+        Ok(())
     }
 }
 
@@ -385,6 +430,52 @@ mod tests {
         assert!(parse(&["--path", "no-slash"]).is_err());
         let e = parse(&["--path", "/x", "--scenario", "fast"]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn jobs_scenario() {
+        let o = parse(&[
+            "--scenario",
+            "jobs",
+            "--rounds",
+            "1000",
+            "--poll-interval",
+            "20ms",
+        ])
+        .unwrap();
+        assert!(o.runs_jobs());
+        assert_eq!(o.validate(), Ok(()));
+        let s = o.scenarios();
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            (
+                s[0].name.as_str(),
+                s[0].path.as_str(),
+                s[0].requests,
+                s[0].jobs
+            ),
+            ("jobs", "/api/v2/jobs", 1000, true)
+        );
+        assert_eq!(s[0].method, Method::POST);
+        assert_eq!(o.rounds, Some(1000));
+        assert_eq!(o.poll_interval, Duration::from_millis(20));
+        let o = parse(&["-s", "jobs", "-n", "200"]).unwrap();
+        assert_eq!(o.scenarios()[0].requests, 200);
+        assert_eq!(o.rounds, None, "the server's default");
+        assert_eq!(o.poll_interval, Duration::from_millis(50));
+        assert!(parse(&["-s", "jobs", "--rounds", "0"]).is_err());
+        assert!(parse(&["-s", "jobs", "--poll-interval", "0s"]).is_err());
+        assert!(parse(&["--rounds", "10"]).unwrap().validate().is_err());
+        assert!(parse(&["-s", "jobs", "--body", "{}"])
+            .unwrap()
+            .validate()
+            .is_err());
+        assert!(parse(&["-s", "jobs", "-m", "PUT"])
+            .unwrap()
+            .validate()
+            .is_err());
+        assert!(parse(&["-s", "fast"]).unwrap().validate().is_ok());
+        assert!(parse(&[]).unwrap().scenarios().iter().all(|s| !s.jobs));
     }
 
     #[test]

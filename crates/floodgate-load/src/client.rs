@@ -23,8 +23,8 @@ use crate::stats::TransportError;
 
 type ConnFuture = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 
-/// Largest error body read to find its JSON `code`.
-const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Largest body kept (an error body to find its JSON `code`, a job to check it).
+const MAX_KEPT_BODY: usize = 64 * 1024;
 
 /// Where requests go.
 #[derive(Debug, Clone)]
@@ -190,6 +190,11 @@ impl RequestTemplate {
             BodySpec::Fixed(b) => b.clone(),
             BodySpec::Number(range) => number_body(rng.u64(range.lo..=range.hi)),
         };
+        self.build_with(rng, body)
+    }
+
+    /// The template's request with `body` instead of the template's own.
+    pub fn build_with(&self, rng: &mut fastrand::Rng, body: Bytes) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
@@ -201,6 +206,28 @@ impl RequestTemplate {
             headers.insert(name.clone(), value.clone());
         }
         req
+    }
+
+    /// `GET {template path}/{id}` with a fresh `X-Request-ID` and the extra
+    /// headers: how a job submitted to the template's path is polled.
+    pub fn build_get_below(
+        &self,
+        rng: &mut fastrand::Rng,
+        id: &str,
+    ) -> Result<Request<Full<Bytes>>, String> {
+        let uri: Uri = format!("{}/{id}", self.uri.path())
+            .parse()
+            .map_err(|_| format!("`{id}` cannot be part of a path"))?;
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        headers.insert(HOST, self.host.clone());
+        headers.insert(http::header::ACCEPT, JSON.clone());
+        headers.insert("x-request-id", request_id(rng));
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        Ok(req)
     }
 }
 
@@ -262,13 +289,17 @@ impl Conn {
         drive(io, sender.ready()).await.is_ok() && io.is_some()
     }
 
-    /// Sends `req` and reads the whole response. The body is kept only for
-    /// non-2xx responses (to find the error code).
-    pub async fn exchange(&mut self, req: Request<Full<Bytes>>) -> Result<Answer, hyper::Error> {
+    /// Sends `req` and reads the whole response. The body is kept for non-2xx
+    /// responses (to find the error code), and for 2xx ones if `keep_success`.
+    pub async fn exchange(
+        &mut self,
+        req: Request<Full<Bytes>>,
+        keep_success: bool,
+    ) -> Result<Answer, hyper::Error> {
         let Conn { sender, io } = self;
         let response = drive(io, sender.send_request(req)).await?;
         let status = response.status().as_u16();
-        let keep = !(200..300).contains(&status);
+        let keep = keep_success || !(200..300).contains(&status);
         let body = drive(io, read_body(response.into_body(), keep)).await?;
         Ok(Answer { status, body })
     }
@@ -299,8 +330,8 @@ async fn read_body(mut body: Incoming, keep: bool) -> Result<Bytes, hyper::Error
             break;
         };
         if let Ok(data) = frame?.into_data() {
-            if keep && kept.len() < MAX_ERROR_BODY {
-                let room = MAX_ERROR_BODY - kept.len();
+            if keep && kept.len() < MAX_KEPT_BODY {
+                let room = MAX_KEPT_BODY - kept.len();
                 kept.extend_from_slice(&data[..data.len().min(room)]);
             }
         }
@@ -308,7 +339,8 @@ async fn read_body(mut body: Incoming, keep: bool) -> Result<Bytes, hyper::Error
     Ok(kept.freeze())
 }
 
-/// An HTTP response: status and, for non-2xx, the (truncated) body.
+/// An HTTP response: status and, for non-2xx (or when asked for), the
+/// (truncated) body.
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
@@ -351,11 +383,13 @@ impl Slot {
         self.conn
     }
 
-    /// Executes one request within `deadline` (connecting first if needed).
+    /// Executes one request within `deadline` (connecting first if needed);
+    /// `keep_success` keeps the body of a 2xx answer too.
     pub async fn execute(
         &mut self,
         req: Request<Full<Bytes>>,
         timeout: Pin<&mut tokio::time::Sleep>,
+        keep_success: bool,
     ) -> Outcome {
         let attempt = async {
             // A connection the server closed while idle is replaced without
@@ -372,7 +406,7 @@ impl Slot {
                 }
             }
             let conn = self.conn.as_mut().expect("connected above");
-            match conn.exchange(req).await {
+            match conn.exchange(req, keep_success).await {
                 Ok(answer) => Outcome::Answer(answer),
                 Err(e) => {
                     self.conn = None;

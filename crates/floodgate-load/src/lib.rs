@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod jobs;
 pub mod progress;
 pub mod report;
 pub mod run;
@@ -29,7 +30,7 @@ use client::{BodySpec, RequestTemplate};
 use progress::{note, Mode, Progress};
 pub use report::RunReport;
 use report::{ScenarioReport, ServerMetrics, TargetMetrics};
-use run::{LoadModel, PhasePlan, PhaseTarget, StopReason};
+use run::{JobPlan, LoadModel, PhasePlan, PhaseTarget, StopReason};
 use server::{ClientCounts, MetricsSource};
 
 /// Why a run could not produce a report.
@@ -62,6 +63,7 @@ pub async fn run(
     mode: Mode,
     interrupt: watch::Receiver<bool>,
 ) -> Result<RunReport, Error> {
+    opts.validate().map_err(Error::Usage)?;
     let targets = client::parse_targets(&opts.urls).map_err(Error::Usage)?;
     if (opts.concurrency as usize) < targets.len() {
         return Err(Error::Usage(format!(
@@ -134,7 +136,16 @@ pub async fn run(
     let mut reports = Vec::new();
     let mut interrupted = false;
     for scenario in opts.scenarios() {
+        let jobs = scenario.jobs.then_some(JobPlan {
+            numbers: opts.number_range,
+            rounds: opts.rounds,
+            poll_interval: opts.poll_interval,
+        });
+        // What is loaded: requests, or jobs followed until they finish.
+        let unit = if jobs.is_some() { "jobs" } else { "requests" };
         let body = match (&opts.body, &scenario.method) {
+            // Each job's body is made when it is submitted.
+            _ if jobs.is_some() => BodySpec::Empty,
             (Some(b), _) => BodySpec::Fixed(Bytes::from(b.clone())),
             (None, m) if *m == Method::POST || *m == Method::PUT || *m == Method::PATCH => {
                 BodySpec::Number(opts.number_range)
@@ -166,7 +177,7 @@ pub async fn run(
             note(
                 mode,
                 &format!(
-                    "Warmup {}: {} requests (not counted)",
+                    "Warmup {}: {} {unit} (not counted)",
                     scenario.name,
                     report::thousands(opts.warmup)
                 ),
@@ -182,6 +193,7 @@ pub async fn run(
                 timeout: opts.timeout,
                 threads,
                 record_window: false,
+                jobs,
             };
             let (warm, kept) =
                 run::run_phase(&phase_targets, &warm_plan, pools, |_| {}, interrupt.clone()).await;
@@ -216,19 +228,28 @@ pub async fn run(
             timeout: opts.timeout,
             threads,
             record_window: mode != Mode::Off,
+            jobs,
         };
         let spread = if targets.len() > 1 {
             format!(" over {} targets", targets.len())
         } else {
             String::new()
         };
-        let load = match model {
-            LoadModel::Closed { concurrency } => {
+        let load = match (model, &jobs) {
+            (LoadModel::Closed { concurrency }, None) => {
                 format!("closed loop, {concurrency} connections{spread}")
             }
-            LoadModel::Open { rate, concurrency } => {
+            (LoadModel::Open { rate, concurrency }, None) => {
                 format!("open loop, {rate} req/s, at most {concurrency} in flight{spread}")
             }
+            (LoadModel::Closed { concurrency }, Some(plan)) => format!(
+                "closed loop, {concurrency} connections{spread}, each following one job at a time | {}",
+                describe_jobs(plan)
+            ),
+            (LoadModel::Open { rate, concurrency }, Some(plan)) => format!(
+                "open loop, {rate} jobs/s, at most {concurrency} followed at once{spread} | {}",
+                describe_jobs(plan)
+            ),
         };
         note(
             mode,
@@ -239,12 +260,12 @@ pub async fn run(
                 urls.join(", "),
                 match model {
                     LoadModel::Closed { .. } => format!(
-                        "{} requests, at most {}",
+                        "{} {unit}, at most {}",
                         report::thousands(scenario.requests),
                         humantime::format_duration(opts.duration)
                     ),
                     LoadModel::Open { rate, .. } => format!(
-                        "{} requests scheduled over {}",
+                        "{} {unit} scheduled over {}",
                         report::thousands(schedule::planned_requests(
                             rate,
                             opts.duration,
@@ -299,6 +320,17 @@ pub async fn run(
         }
     }
     Ok(RunReport::new(reports, interrupted))
+}
+
+/// `rounds 1000, polled every 50ms`.
+fn describe_jobs(plan: &JobPlan) -> String {
+    let rounds = plan
+        .rounds
+        .map_or_else(|| "the server's default".to_owned(), report::thousands);
+    format!(
+        "rounds {rounds}, polled every {}",
+        humantime::format_duration(plan.poll_interval)
+    )
 }
 
 /// The `/metrics` part of a scenario report: with one target its snapshots as
@@ -358,6 +390,9 @@ pub fn build_runtime(threads: Option<u32>) -> std::io::Result<tokio::runtime::Ru
 pub fn exit_status(report: &RunReport, opts: &Opts) -> i32 {
     if report.interrupted {
         EXIT_INTERRUPTED
+    } else if !report.jobs_verified {
+        // A wrong answer outranks a missed threshold.
+        EXIT_MISMATCH
     } else if !report.thresholds_passed {
         EXIT_THRESHOLD
     } else if opts.fail_on_mismatch && !report.counts_consistent {
@@ -433,6 +468,17 @@ pub fn execute(opts: Opts) -> i32 {
     }
     if !report.counts_consistent {
         eprintln!("floodgate-load: MISMATCH between the server's /metrics counters and the client's counts");
+    }
+    let wrong: u64 = report
+        .scenarios
+        .iter()
+        .map(ScenarioReport::digest_mismatches)
+        .sum();
+    if wrong > 0 {
+        eprintln!(
+            "floodgate-load: DIGEST MISMATCH: {} succeeded jobs came back with a wrong digest or result",
+            report::thousands(wrong)
+        );
     }
     exit_status(&report, &opts)
 }

@@ -92,7 +92,8 @@ impl Progress {
     }
 }
 
-/// RPS since the last sample, failures so far and p99 of the last window.
+/// RPS (jobs/s) since the last sample, failures so far and p99 of the last
+/// window.
 struct Rates {
     last_total: u64,
     last_at: Instant,
@@ -110,8 +111,13 @@ impl Rates {
         } else {
             fmt_latency_short(window.value_at_quantile(0.99) as f64 / 1e6)
         };
+        let (rate, errors, latency) = if live.jobs {
+            ("Jobs/s", "Not verified", "p99 to completion")
+        } else {
+            ("RPS", "Errors", "p99")
+        };
         let msg = format!(
-            "RPS: {} | Errors: {} | p99: {}",
+            "{rate}: {} | {errors}: {} | {latency}: {}",
             thousands(rps.round() as u64),
             thousands(failed),
             p99

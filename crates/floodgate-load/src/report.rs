@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::run::{LoadModel, PhaseResult, StopReason};
+use crate::jobs::{JobStats, Mismatch};
+use crate::run::{JobPlan, LoadModel, PhaseResult, StopReason};
 use crate::server::CountCheck;
 use crate::stats::{rate_per_second, LatencySummary, Stats};
 
@@ -18,6 +19,9 @@ pub struct RunReport {
     pub thresholds_passed: bool,
     /// `true` when every server count check that ran matched.
     pub counts_consistent: bool,
+    /// `true` unless a succeeded job's digest or result was wrong (also when
+    /// no jobs ran).
+    pub jobs_verified: bool,
     pub interrupted: bool,
 }
 
@@ -44,6 +48,80 @@ pub struct ScenarioReport {
     pub thresholds: Vec<ThresholdResult>,
     /// What each target got, in the order of `urls`.
     pub targets: Vec<TargetReport>,
+    /// The jobs scenario only: what became of the jobs. The other fields
+    /// count HTTP requests, submissions and polls alike.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<JobsReport>,
+}
+
+/// The jobs of a jobs scenario (or of one of its targets).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobsReport {
+    /// `rounds` submitted; `null` when the field was left out (the server's default).
+    pub rounds: Option<u64>,
+    pub poll_interval_ms: f64,
+    /// Submissions answered with 2xx and a job.
+    pub submitted: u64,
+    /// Submissions that got no job (another status, no answer).
+    pub submit_failed: u64,
+    /// Jobs seen in a final status: `succeeded + failed + cancelled`.
+    pub completed: u64,
+    pub succeeded: u64,
+    /// Succeeded with the right digest and result.
+    pub verified: u64,
+    /// Succeeded with a wrong digest or result (or another number or rounds
+    /// than submitted).
+    pub digest_mismatches: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    /// The server stopped knowing the job (404 or another 4xx on a poll).
+    pub lost: u64,
+    /// Still queued or running when the scenario ended.
+    pub unfinished: u64,
+    /// Completed jobs the server had taken up more than once.
+    pub retried: u64,
+    pub polls: u64,
+    /// Polls that did not show the job (another status, no answer, not a job).
+    pub poll_errors: u64,
+    pub submitted_per_sec: f64,
+    pub completed_per_sec: f64,
+    /// From each submission's start (its scheduled time in open loop) to its
+    /// 2xx answer.
+    pub submit_latency_ms: Option<LatencySummary>,
+    /// From the same start to the poll answer that showed the job completed.
+    pub time_to_completion_ms: Option<LatencySummary>,
+    /// `error` of failed jobs → count.
+    pub errors: BTreeMap<String, u64>,
+    /// The first wrong answers (at most 10).
+    pub mismatches: Vec<Mismatch>,
+}
+
+impl JobsReport {
+    pub fn new(j: &JobStats, plan: Option<&JobPlan>, elapsed: std::time::Duration) -> Self {
+        JobsReport {
+            rounds: plan.and_then(|p| p.rounds),
+            poll_interval_ms: plan.map_or(0.0, |p| p.poll_interval.as_secs_f64() * 1e3),
+            submitted: j.submitted,
+            submit_failed: j.submit_failed,
+            completed: j.completed(),
+            succeeded: j.succeeded,
+            verified: j.verified(),
+            digest_mismatches: j.mismatched,
+            failed: j.failed,
+            cancelled: j.cancelled,
+            lost: j.lost,
+            unfinished: j.unfinished(),
+            retried: j.retried,
+            polls: j.polls,
+            poll_errors: j.poll_errors,
+            submitted_per_sec: rate_per_second(j.submitted, elapsed),
+            completed_per_sec: rate_per_second(j.completed(), elapsed),
+            submit_latency_ms: j.submit_latency.summary(),
+            time_to_completion_ms: j.completion.summary(),
+            errors: j.errors(),
+            mismatches: j.mismatches.clone(),
+        }
+    }
 }
 
 /// One target's share of a scenario.
@@ -56,6 +134,9 @@ pub struct TargetReport {
     /// Over this target's HTTP responses; `null` when there were none.
     pub latency_ms: Option<LatencySummary>,
     pub status_codes: BTreeMap<String, u64>,
+    /// The jobs scenario: this target's jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<JobsReport>,
 }
 
 /// Request counts of one target (see [`RequestCounts`]).
@@ -264,6 +345,10 @@ impl ScenarioReport {
                 requests: TargetRequests::new(&t.stats, t.cancelled),
                 latency_ms: t.stats.latency(),
                 status_codes: status_codes(&t.stats),
+                jobs: t
+                    .jobs
+                    .as_ref()
+                    .map(|j| JobsReport::new(j, result.job_plan.as_ref(), result.elapsed)),
             })
             .collect();
         ScenarioReport {
@@ -285,7 +370,16 @@ impl ScenarioReport {
             server_metrics,
             thresholds,
             targets,
+            jobs: result
+                .jobs
+                .as_ref()
+                .map(|j| JobsReport::new(j, result.job_plan.as_ref(), result.elapsed)),
         }
+    }
+
+    /// Succeeded jobs with a wrong answer.
+    pub fn digest_mismatches(&self) -> u64 {
+        self.jobs.as_ref().map_or(0, |j| j.digest_mismatches)
     }
 }
 
@@ -319,10 +413,12 @@ impl RunReport {
             .flat_map(|s| &s.thresholds)
             .all(|t| t.passed);
         let counts_consistent = !scenarios.iter().any(|s| s.server_metrics.is_mismatch());
+        let jobs_verified = scenarios.iter().all(|s| s.digest_mismatches() == 0);
         RunReport {
             scenarios,
             thresholds_passed,
             counts_consistent,
+            jobs_verified,
             interrupted,
         }
     }
@@ -405,26 +501,18 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
             thousands(r.unsent)
         );
     }
+    if let Some(j) = &s.jobs {
+        write_jobs(out, j);
+    }
     match &s.latency_ms {
         Some(l) => {
-            let _ = writeln!(out, "  Latency ({} responses):", thousands(r.responses));
-            let _ = writeln!(
-                out,
-                "    min {}   mean {}   max {}",
-                fmt_latency(l.min_ms),
-                fmt_latency(l.mean_ms),
-                fmt_latency(l.max_ms)
-            );
-            for (label, v) in [
-                ("p50", l.p50_ms),
-                ("p90", l.p90_ms),
-                ("p95", l.p95_ms),
-                ("p99", l.p99_ms),
-                ("p99.9", l.p99_9_ms),
-                ("p99.99", l.p99_99_ms),
-            ] {
-                let _ = writeln!(out, "    {label:<8}{}", fmt_latency(v));
-            }
+            let what = if s.jobs.is_some() {
+                "responses, submissions and polls"
+            } else {
+                "responses"
+            };
+            let _ = writeln!(out, "  Latency ({} {what}):", thousands(r.responses));
+            write_latency(out, "    ", l);
             if r.timeouts > 0 {
                 let _ = writeln!(
                     out,
@@ -468,9 +556,17 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
                 || "no responses".to_owned(),
                 |l| format!("p99 {:.3} ms", l.p99_ms),
             );
+            let jobs = t.jobs.as_ref().map_or_else(String::new, |j| {
+                format!(
+                    "  jobs: {} completed  {} verified  {} wrong",
+                    thousands(j.completed),
+                    thousands(j.verified),
+                    thousands(j.digest_mismatches)
+                )
+            });
             let _ = writeln!(
                 out,
-                "    {:<width$}  {} conn  {} requests  {} successful  {} failed  {p99}",
+                "    {:<width$}  {} conn  {} requests  {} successful  {} failed  {p99}{jobs}",
                 t.url,
                 thousands(u64::from(t.connections)),
                 thousands(r.total),
@@ -495,6 +591,135 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
             "  Threshold {}: {actual} (required {rel} {}) {verdict}",
             t.name, t.limit
         );
+    }
+}
+
+/// min/mean/max, then one line per percentile.
+fn write_latency(out: &mut String, indent: &str, l: &LatencySummary) {
+    let _ = writeln!(
+        out,
+        "{indent}min {}   mean {}   max {}",
+        fmt_latency(l.min_ms),
+        fmt_latency(l.mean_ms),
+        fmt_latency(l.max_ms)
+    );
+    for (label, v) in [
+        ("p50", l.p50_ms),
+        ("p90", l.p90_ms),
+        ("p95", l.p95_ms),
+        ("p99", l.p99_ms),
+        ("p99.9", l.p99_9_ms),
+        ("p99.99", l.p99_99_ms),
+    ] {
+        let _ = writeln!(out, "{indent}{label:<8}{}", fmt_latency(v));
+    }
+}
+
+fn write_jobs(out: &mut String, j: &JobsReport) {
+    let rounds = j
+        .rounds
+        .map_or_else(|| "the server's default".to_owned(), thousands);
+    let _ = writeln!(
+        out,
+        "  Jobs:               rounds {rounds}, polled every {}",
+        fmt_latency_short(j.poll_interval_ms)
+    );
+    let _ = writeln!(
+        out,
+        "    Submitted:        {} ({}/s), {} refused or unanswered",
+        thousands(j.submitted),
+        fmt_rate(j.submitted_per_sec),
+        thousands(j.submit_failed)
+    );
+    let _ = writeln!(
+        out,
+        "    Completed:        {} ({}/s)",
+        thousands(j.completed),
+        fmt_rate(j.completed_per_sec)
+    );
+    let wrong = if j.digest_mismatches > 0 {
+        format!("{} DIGEST MISMATCH", thousands(j.digest_mismatches))
+    } else {
+        "0 wrong".to_owned()
+    };
+    let _ = writeln!(
+        out,
+        "      succeeded       {} ({} verified, {wrong})",
+        thousands(j.succeeded),
+        thousands(j.verified)
+    );
+    let _ = writeln!(out, "      failed          {}", thousands(j.failed));
+    let _ = writeln!(out, "      cancelled       {}", thousands(j.cancelled));
+    if j.retried > 0 {
+        let _ = writeln!(
+            out,
+            "      retried         {} (taken up more than once)",
+            thousands(j.retried)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "    Lost:             {} (the server stopped knowing them)",
+        thousands(j.lost)
+    );
+    let _ = writeln!(
+        out,
+        "    Unfinished:       {} (queued or running when the scenario ended)",
+        thousands(j.unfinished)
+    );
+    let _ = writeln!(
+        out,
+        "    Polls:            {} ({} failed)",
+        thousands(j.polls),
+        thousands(j.poll_errors)
+    );
+    for (label, latency) in [
+        ("Submit latency", &j.submit_latency_ms),
+        ("Time to completion", &j.time_to_completion_ms),
+    ] {
+        match latency {
+            Some(l) => {
+                let _ = writeln!(out, "    {label}:");
+                write_latency(out, "      ", l);
+            }
+            None => {
+                let _ = writeln!(out, "    {label}: none");
+            }
+        }
+    }
+    if !j.errors.is_empty() {
+        let _ = writeln!(out, "    Errors of failed jobs:");
+        for (error, n) in &j.errors {
+            let _ = writeln!(out, "      {error:<40}{}", thousands(*n));
+        }
+    }
+    for m in &j.mismatches {
+        let reported = if (m.reported_number, m.reported_rounds) == (m.number, m.rounds) {
+            String::new()
+        } else {
+            format!(
+                "; the server reports number {} rounds {}",
+                m.reported_number, m.reported_rounds
+            )
+        };
+        let shown = |v: Option<u64>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
+        let _ = writeln!(
+            out,
+            "  DIGEST MISMATCH: job {} (number {}, rounds {}): digest {} (expected {}), result {} (expected {}){reported}",
+            m.id,
+            m.number,
+            m.rounds,
+            shown(m.digest),
+            m.expected_digest,
+            shown(m.result),
+            m.expected_result
+        );
+    }
+    let more = j
+        .digest_mismatches
+        .saturating_sub(j.mismatches.len() as u64);
+    if more > 0 {
+        let _ = writeln!(out, "  DIGEST MISMATCH: {} more jobs", thousands(more));
     }
 }
 
@@ -657,12 +882,15 @@ mod tests {
                 connections: 4,
                 stats: stats.clone(),
                 cancelled: 0,
+                jobs: None,
             }],
             stats,
             elapsed: Duration::from_secs(2),
             stop_reason: StopReason::Requests,
             cancelled: 0,
             unsent: 0,
+            jobs: None,
+            job_plan: None,
         }
     }
 
@@ -830,6 +1058,7 @@ mod tests {
                 connections: 2,
                 stats,
                 cancelled: 0,
+                jobs: None,
             }
         };
         let targets = vec![target(60), target(40)];
@@ -844,6 +1073,8 @@ mod tests {
             cancelled: 0,
             unsent: 0,
             targets,
+            jobs: None,
+            job_plan: None,
         }
     }
 

@@ -10,9 +10,17 @@
 //! (round robin again), and its latency counts from that due time.
 //! Statistics go to a few mutex-guarded shards per target (one lock per
 //! request, uncontended on a single thread) and are merged at the end.
+//!
+//! In the jobs scenario each claimed request is a job: the worker submits it,
+//! then polls it on the same connection every poll interval until it
+//! finishes, the server no longer knows it, or the deadline passes; only then
+//! does the worker claim the next one. Every HTTP request (submissions and
+//! polls) is counted in the phase's statistics; what became of each job, in
+//! its job statistics.
 
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +31,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::cli::NumberRange;
 use crate::client::{error_code, Conn, Outcome, RequestTemplate, Slot};
+use crate::jobs::{self, Job, JobState, JobStats};
 use crate::schedule;
 use crate::stats::{latency_ns, new_histogram, Stats};
 
@@ -61,6 +71,19 @@ pub struct PhasePlan {
     pub threads: usize,
     /// Keep the window histogram the progress display drains.
     pub record_window: bool,
+    /// The jobs scenario: each request is a job, followed until it finishes.
+    pub jobs: Option<JobPlan>,
+}
+
+/// How the jobs of the jobs scenario are made and followed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobPlan {
+    /// Each job's `number` is drawn uniformly from this range.
+    pub numbers: NumberRange,
+    /// Each job's `rounds`; `None` leaves the field out (the server's default).
+    pub rounds: Option<u64>,
+    /// Time between two polls of a job.
+    pub poll_interval: Duration,
 }
 
 /// Why a phase ended.
@@ -100,6 +123,8 @@ pub struct TargetResult {
     pub stats: Stats,
     /// Requests to it in flight when the run was interrupted (not in `stats`).
     pub cancelled: u64,
+    /// The jobs scenario: what became of its jobs.
+    pub jobs: Option<JobStats>,
 }
 
 /// Result of one phase.
@@ -116,31 +141,46 @@ pub struct PhaseResult {
     pub unsent: u64,
     /// Per target, in the order given.
     pub targets: Vec<TargetResult>,
+    /// The jobs scenario: what became of the jobs.
+    pub jobs: Option<JobStats>,
+    /// The jobs scenario: how its jobs were made and followed.
+    pub job_plan: Option<JobPlan>,
 }
 
 /// Per-shard statistics: the whole phase, and a window the progress display
-/// drains.
+/// drains (request latencies; in the jobs scenario, times to completion).
 pub struct Shard {
     pub stats: Stats,
     pub window: Histogram<u64>,
+    /// The jobs scenario's job statistics.
+    pub jobs: Option<JobStats>,
 }
 
 /// State the workers and the progress display share.
 pub struct Live {
     pub shards: Vec<Mutex<Shard>>,
+    /// Requests (jobs, in the jobs scenario) the phase plans to send.
     pub planned: u64,
     pub started_at: Instant,
+    /// The jobs scenario: progress counts jobs.
+    pub jobs: bool,
 }
 
 impl Live {
-    /// Finished requests and failures so far, and drains the window histogram.
+    /// Finished requests (jobs the client is done with, in the jobs scenario)
+    /// and failures (jobs not verified) so far, and drains the window histogram.
     pub fn sample(&self) -> (u64, u64, Histogram<u64>) {
         let mut window = new_histogram();
         let (mut total, mut failed) = (0, 0);
         for shard in &self.shards {
             let mut s = shard.lock().expect("stats lock");
-            total += s.stats.total();
-            failed += s.stats.failed();
+            if let Some(jobs) = &s.jobs {
+                total += jobs.done();
+                failed += jobs.done() - jobs.verified();
+            } else {
+                total += s.stats.total();
+                failed += s.stats.failed();
+            }
             window.add(&s.window).expect("same bounds");
             s.window.reset();
         }
@@ -154,6 +194,16 @@ impl Live {
         }
         all
     }
+
+    fn merged_jobs(&self, shards: Range<usize>) -> Option<JobStats> {
+        let mut all: Option<JobStats> = None;
+        for shard in &self.shards[shards] {
+            if let Some(jobs) = &shard.lock().expect("stats lock").jobs {
+                all.get_or_insert_with(JobStats::default).merge(jobs);
+            }
+        }
+        all
+    }
 }
 
 /// A target's share of the phase.
@@ -164,7 +214,10 @@ struct TargetState {
     slots: u64,
     /// Open loop: how many of this target's requests were claimed.
     next: AtomicU64,
+    /// Requests (jobs submitted, in the jobs scenario) started.
     started: AtomicU64,
+    /// The jobs scenario: polls started.
+    polls: AtomicU64,
 }
 
 struct Shared {
@@ -177,6 +230,7 @@ struct Shared {
     /// Closed loop: requests claimed, over all targets.
     next: AtomicU64,
     record_window: bool,
+    jobs: Option<JobPlan>,
 }
 
 /// Connections to one target kept between phases (warmup → measurement).
@@ -261,6 +315,7 @@ pub async fn run_phase(
                 slots,
                 next: AtomicU64::new(0),
                 started: AtomicU64::new(0),
+                polls: AtomicU64::new(0),
             };
             slot += u64::from(n > 0);
             state
@@ -273,11 +328,13 @@ pub async fn run_phase(
                 Mutex::new(Shard {
                     stats: Stats::new(),
                     window: new_histogram(),
+                    jobs: plan.jobs.map(|_| JobStats::default()),
                 })
             })
             .collect(),
         planned: limit,
         started_at,
+        jobs: plan.jobs.is_some(),
     });
     let shared = Arc::new(Shared {
         live: live.clone(),
@@ -288,6 +345,7 @@ pub async fn run_phase(
         timeout: plan.timeout,
         next: AtomicU64::new(0),
         record_window: plan.record_window,
+        jobs: plan.jobs,
     });
     on_start(live.clone());
 
@@ -332,12 +390,14 @@ pub async fn run_phase(
         .zip(&shared.targets)
         .zip(&per_target)
         .map(|((range, state), &connections)| {
-            let stats = live.merged(range);
-            let started = state.started.load(Ordering::Relaxed);
+            let stats = live.merged(range.clone());
+            let requests =
+                state.started.load(Ordering::Relaxed) + state.polls.load(Ordering::Relaxed);
             TargetResult {
                 connections,
-                cancelled: started.saturating_sub(stats.total()),
+                cancelled: requests.saturating_sub(stats.total()),
                 stats,
+                jobs: live.merged_jobs(range),
             }
         })
         .collect();
@@ -347,7 +407,12 @@ pub async fn run_phase(
         .iter()
         .map(|t| t.started.load(Ordering::Relaxed))
         .sum();
-    let cancelled = started.saturating_sub(stats.total());
+    let polls: u64 = shared
+        .targets
+        .iter()
+        .map(|t| t.polls.load(Ordering::Relaxed))
+        .sum();
+    let cancelled = (started + polls).saturating_sub(stats.total());
     let stop_reason = if interrupted {
         StopReason::Interrupted
     } else if started >= plan.max_requests {
@@ -369,6 +434,8 @@ pub async fn run_phase(
             cancelled,
             unsent,
             targets: target_results,
+            jobs: live.merged_jobs(0..shard_count),
+            job_plan: plan.jobs,
         },
         pools,
     )
@@ -423,38 +490,152 @@ async fn worker(shared: Arc<Shared>, target: usize, shard: usize, mut slot: Slot
             }
         };
         target.started.fetch_add(1, Ordering::Relaxed);
+        if let Some(plan) = &shared.jobs {
+            follow_job(
+                &shared,
+                plan,
+                target,
+                shard,
+                &mut slot,
+                &mut rng,
+                timeout.as_mut(),
+                base,
+            )
+            .await;
+            continue;
+        }
         let req = target.template.build(&mut rng);
         let sent = match shared.model {
             LoadModel::Closed { .. } => base,
             LoadModel::Open { .. } => Instant::now(),
         };
         timeout.as_mut().reset(sent + shared.timeout);
-        let outcome = slot.execute(req, timeout.as_mut()).await;
-        let latency = base.elapsed();
-        match outcome {
-            Outcome::Answer(answer) => {
-                let code = if (200..300).contains(&answer.status) {
-                    None
-                } else {
-                    error_code(&answer.body)
-                };
-                let mut s = shard.lock().expect("stats lock");
-                s.stats
-                    .record_response(answer.status, latency, code.as_deref());
-                if shared.record_window {
-                    s.window.saturating_record(latency_ns(latency));
-                }
-            }
-            Outcome::Failed(kind) => {
-                shard
-                    .lock()
-                    .expect("stats lock")
-                    .stats
-                    .record_transport_error(kind);
-            }
-        }
+        let outcome = slot.execute(req, timeout.as_mut(), false).await;
+        record(shard, &outcome, base.elapsed(), shared.record_window);
     }
     slot.into_conn()
+}
+
+/// Records one request's outcome in the shard's statistics (and its latency
+/// in the window, if `window`).
+fn record(shard: &Mutex<Shard>, outcome: &Outcome, latency: Duration, window: bool) {
+    match outcome {
+        Outcome::Answer(answer) => {
+            let code = if (200..300).contains(&answer.status) {
+                None
+            } else {
+                error_code(&answer.body)
+            };
+            let mut s = shard.lock().expect("stats lock");
+            s.stats
+                .record_response(answer.status, latency, code.as_deref());
+            if window {
+                s.window.saturating_record(latency_ns(latency));
+            }
+        }
+        Outcome::Failed(kind) => {
+            shard
+                .lock()
+                .expect("stats lock")
+                .stats
+                .record_transport_error(*kind);
+        }
+    }
+}
+
+/// Updates the shard's job statistics.
+fn with_jobs(shard: &Mutex<Shard>, f: impl FnOnce(&mut JobStats, &mut Histogram<u64>)) {
+    let mut s = shard.lock().expect("stats lock");
+    let Shard { jobs, window, .. } = &mut *s;
+    f(
+        jobs.as_mut().expect("a jobs phase has job statistics"),
+        window,
+    );
+}
+
+/// Whether a poll answered with `status` means the server does not know the
+/// job (404, or another client error that retrying will not change).
+fn gone(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
+}
+
+/// One job of the jobs scenario, from `base` (its due or claim time): submits
+/// it, then polls it every poll interval until it is seen finished, the
+/// server no longer knows it, or the next poll would fall after the deadline
+/// (it is then unfinished). Polls that fail (5xx, 408, 429, no answer, a body
+/// that is not the job) are retried at the next interval.
+#[allow(clippy::too_many_arguments)]
+async fn follow_job(
+    shared: &Shared,
+    plan: &JobPlan,
+    target: &TargetState,
+    shard: &Mutex<Shard>,
+    slot: &mut Slot,
+    rng: &mut fastrand::Rng,
+    mut timeout: Pin<&mut tokio::time::Sleep>,
+    base: Instant,
+) {
+    let number = rng.u64(plan.numbers.lo..=plan.numbers.hi);
+    let req = target
+        .template
+        .build_with(rng, jobs::job_body(number, plan.rounds));
+    timeout.as_mut().reset(Instant::now() + shared.timeout);
+    let outcome = slot.execute(req, timeout.as_mut(), true).await;
+    let latency = base.elapsed();
+    record(shard, &outcome, latency, false);
+    let submitted = match &outcome {
+        Outcome::Answer(a) if (200..300).contains(&a.status) => Job::parse(&a.body),
+        _ => None,
+    };
+    let Some(mut job) = submitted else {
+        with_jobs(shard, |j, _| j.record_submit_failed());
+        return;
+    };
+    with_jobs(shard, |j, _| j.record_submitted(latency));
+    loop {
+        if !matches!(job.state(), JobState::Pending | JobState::Unknown) {
+            let completion = base.elapsed();
+            with_jobs(shard, |j, window| {
+                j.record_finished(&job, number, plan.rounds, completion);
+                if shared.record_window {
+                    window.saturating_record(latency_ns(completion));
+                }
+            });
+            return;
+        }
+        let next = Instant::now() + plan.poll_interval;
+        if next >= shared.deadline {
+            return;
+        }
+        tokio::time::sleep_until(next).await;
+        let Ok(req) = target.template.build_get_below(rng, &job.id) else {
+            // An id that cannot be a path segment: the job cannot be followed.
+            with_jobs(shard, |j, _| j.record_lost());
+            return;
+        };
+        target.polls.fetch_add(1, Ordering::Relaxed);
+        let sent = Instant::now();
+        timeout.as_mut().reset(sent + shared.timeout);
+        let outcome = slot.execute(req, timeout.as_mut(), true).await;
+        record(shard, &outcome, sent.elapsed(), false);
+        let seen = match &outcome {
+            Outcome::Answer(a) if a.status == 200 => {
+                Job::parse(&a.body).filter(|j| j.id == job.id && j.state() != JobState::Unknown)
+            }
+            Outcome::Answer(a) if gone(a.status) => {
+                with_jobs(shard, |j, _| {
+                    j.record_poll(false);
+                    j.record_lost();
+                });
+                return;
+            }
+            _ => None,
+        };
+        with_jobs(shard, |j, _| j.record_poll(seen.is_some()));
+        if let Some(seen) = seen {
+            job = seen;
+        }
+    }
 }
 
 #[cfg(test)]

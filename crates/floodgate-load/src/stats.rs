@@ -56,13 +56,92 @@ pub fn latency_ns(d: Duration) -> u64 {
         .clamp(1, MAX_TRACKED_LATENCY_NS)
 }
 
+/// Durations in an HDR histogram, with their exact sum, minimum and maximum.
+#[derive(Clone)]
+pub struct Latencies {
+    histogram: Histogram<u64>,
+    count: u64,
+    sum_ns: u128,
+    min_ns: u64,
+    max_ns: u64,
+}
+
+impl std::fmt::Debug for Latencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Latencies")
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Latencies {
+    pub fn new() -> Self {
+        Self {
+            histogram: new_histogram(),
+            count: 0,
+            sum_ns: 0,
+            min_ns: u64::MAX,
+            max_ns: 0,
+        }
+    }
+
+    pub fn record(&mut self, d: Duration) {
+        let ns = latency_ns(d);
+        self.histogram.saturating_record(ns);
+        self.count += 1;
+        self.sum_ns += u128::from(ns);
+        self.min_ns = self.min_ns.min(ns);
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    pub fn merge(&mut self, other: &Latencies) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("histograms share the same bounds");
+        self.count += other.count;
+        self.sum_ns += other.sum_ns;
+        self.min_ns = self.min_ns.min(other.min_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
+    /// Durations recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The summary, `None` when nothing was recorded.
+    pub fn summary(&self) -> Option<LatencySummary> {
+        if self.count == 0 {
+            return None;
+        }
+        let max = self.max_ns;
+        // Percentiles report the highest value equivalent to the bucket;
+        // never let that exceed the exact maximum.
+        let q = |quantile: f64| ns_to_ms(self.histogram.value_at_quantile(quantile).min(max));
+        Some(LatencySummary {
+            min_ms: ns_to_ms(self.min_ns),
+            mean_ms: self.sum_ns as f64 / self.count as f64 / 1e6,
+            max_ms: ns_to_ms(max),
+            p50_ms: q(0.50),
+            p90_ms: q(0.90),
+            p95_ms: q(0.95),
+            p99_ms: q(0.99),
+            p99_9_ms: q(0.999),
+            p99_99_ms: q(0.9999),
+        })
+    }
+}
+
 /// Counters and the latency histogram for one phase of a run.
 #[derive(Clone)]
 pub struct Stats {
-    latency: Histogram<u64>,
-    latency_sum_ns: u128,
-    latency_min_ns: u64,
-    latency_max_ns: u64,
+    latency: Latencies,
     statuses: Vec<u64>,
     error_codes: HashMap<String, u64>,
     responses: u64,
@@ -93,10 +172,7 @@ impl std::fmt::Debug for Stats {
 impl Stats {
     pub fn new() -> Self {
         Self {
-            latency: new_histogram(),
-            latency_sum_ns: 0,
-            latency_min_ns: u64::MAX,
-            latency_max_ns: 0,
+            latency: Latencies::new(),
             statuses: vec![0; STATUS_SLOTS],
             error_codes: HashMap::new(),
             responses: 0,
@@ -110,11 +186,7 @@ impl Stats {
     /// Records a request that got an HTTP response. `error_code` is the JSON
     /// `code` of a non-2xx body, if it had one; it is ignored for 2xx.
     pub fn record_response(&mut self, status: u16, latency: Duration, error_code: Option<&str>) {
-        let ns = latency_ns(latency);
-        self.latency.saturating_record(ns);
-        self.latency_sum_ns += u128::from(ns);
-        self.latency_min_ns = self.latency_min_ns.min(ns);
-        self.latency_max_ns = self.latency_max_ns.max(ns);
+        self.latency.record(latency);
         self.responses += 1;
         if let Some(slot) = self.statuses.get_mut(usize::from(status)) {
             *slot += 1;
@@ -150,12 +222,7 @@ impl Stats {
 
     /// Adds everything recorded in `other` to `self`.
     pub fn merge(&mut self, other: &Stats) {
-        self.latency
-            .add(&other.latency)
-            .expect("histograms share the same bounds");
-        self.latency_sum_ns += other.latency_sum_ns;
-        self.latency_min_ns = self.latency_min_ns.min(other.latency_min_ns);
-        self.latency_max_ns = self.latency_max_ns.max(other.latency_max_ns);
+        self.latency.merge(&other.latency);
         for (mine, theirs) in self.statuses.iter_mut().zip(&other.statuses) {
             *mine += theirs;
         }
@@ -238,24 +305,7 @@ impl Stats {
 
     /// Latency summary over all responses, `None` when there were none.
     pub fn latency(&self) -> Option<LatencySummary> {
-        if self.responses == 0 {
-            return None;
-        }
-        let max = self.latency_max_ns;
-        // Percentiles report the highest value equivalent to the bucket;
-        // never let that exceed the exact maximum.
-        let q = |quantile: f64| ns_to_ms(self.latency.value_at_quantile(quantile).min(max));
-        Some(LatencySummary {
-            min_ms: ns_to_ms(self.latency_min_ns),
-            mean_ms: self.latency_sum_ns as f64 / self.responses as f64 / 1e6,
-            max_ms: ns_to_ms(max),
-            p50_ms: q(0.50),
-            p90_ms: q(0.90),
-            p95_ms: q(0.95),
-            p99_ms: q(0.99),
-            p99_9_ms: q(0.999),
-            p99_99_ms: q(0.9999),
-        })
+        self.latency.summary()
     }
 }
 

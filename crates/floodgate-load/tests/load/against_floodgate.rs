@@ -1,17 +1,22 @@
-//! Runs against floodgate itself, started in this process on 127.0.0.1:0.
+//! Runs against floodgate itself, started in this process on 127.0.0.1:0,
+//! each instance with its own SQLite jobs database in the temporary directory.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodgate::{Application, Settings};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::support::{quick_args, run_load};
 
-/// A floodgate serving on a loopback port; stops when dropped.
+/// A floodgate serving on a loopback port; stops when dropped, and its jobs
+/// database is removed.
 struct Floodgate {
     url: String,
     stop: Option<oneshot::Sender<()>>,
+    db: PathBuf,
 }
 
 impl Drop for Floodgate {
@@ -19,7 +24,22 @@ impl Drop for Floodgate {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.db.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
     }
+}
+
+/// A path for a new SQLite database, unique in this run.
+fn temp_db() -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "floodgate-load-test-jobs-{}-{}.db",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Starts floodgate with the documented defaults (no access log, a rate limit
@@ -31,6 +51,8 @@ async fn spawn_floodgate(adjust: impl FnOnce(&mut Settings)) -> Floodgate {
     settings.server.request_timeout = Duration::from_secs(10);
     settings.rate_limit.requests_per_second = 1_000_000;
     settings.log.access_log = Some(false);
+    let db = temp_db();
+    settings.database.url = format!("sqlite://{}", db.display());
     adjust(&mut settings);
     let app = Application::build(settings)
         .await
@@ -43,6 +65,7 @@ async fn spawn_floodgate(adjust: impl FnOnce(&mut Settings)) -> Floodgate {
     Floodgate {
         url,
         stop: Some(stop),
+        db,
     }
 }
 
@@ -287,5 +310,150 @@ async fn three_replicas_behind_one_client_share_one_redis_limit() {
         "{admitted} admitted, {expected:.0} expected ({:.1}% off)",
         error * 100.0
     );
+    assert_eq!(s["server_metrics"]["status"], "match", "{s}");
+}
+
+/// Checks a jobs scenario in which every one of `n` jobs succeeded with the
+/// right answer; returns its `jobs` object.
+fn assert_all_jobs_verified(s: &Value, n: u64) -> &Value {
+    let j = &s["jobs"];
+    assert_eq!(s["name"], "jobs");
+    assert_eq!(s["stop_reason"], "requests", "{s}");
+    for (field, expected) in [
+        ("submitted", n),
+        ("completed", n),
+        ("succeeded", n),
+        ("verified", n),
+        ("digest_mismatches", 0),
+        ("submit_failed", 0),
+        ("failed", 0),
+        ("cancelled", 0),
+        ("lost", 0),
+        ("unfinished", 0),
+    ] {
+        assert_eq!(j[field], expected, "{field}: {j}");
+    }
+    assert_eq!(j["mismatches"], json!([]));
+    let polls = j["polls"].as_u64().unwrap();
+    assert!(polls >= n, "at least one poll per job: {j}");
+    // Every HTTP request is counted: one submission per job, and the polls.
+    assert_eq!(s["requests"]["total"], n + polls, "{s}");
+    assert_eq!(
+        s["requests"]["successful"],
+        n + polls - j["poll_errors"].as_u64().unwrap()
+    );
+    assert_eq!(s["status_codes"]["202"], n, "{s}");
+    for latency in ["submit_latency_ms", "time_to_completion_ms"] {
+        let l = &j[latency];
+        for p in ["p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms"] {
+            assert!(l[p].as_f64().unwrap() > 0.0, "{latency}.{p}: {l}");
+        }
+        assert!(l["p50_ms"].as_f64() <= l["p99_ms"].as_f64(), "{l}");
+    }
+    // A job completes after its submission was answered, and after at least one poll.
+    assert!(
+        j["time_to_completion_ms"]["min_ms"].as_f64().unwrap()
+            > j["submit_latency_ms"]["min_ms"].as_f64().unwrap()
+    );
+    assert!(j["submitted_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(j["completed_per_sec"].as_f64().unwrap() > 0.0);
+    j
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_followed_and_verified() {
+    let server = spawn_floodgate(|_| {}).await;
+    let run = run_load(
+        &quick_args(
+            &server.url,
+            &[
+                "--scenario",
+                "jobs",
+                "-n",
+                "200",
+                "-c",
+                "8",
+                "--rounds",
+                "1000",
+                "--poll-interval",
+                "10ms",
+                "--fail-on-mismatch",
+            ],
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        run.code, 0,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    let report = run.json();
+    assert_eq!(report["jobs_verified"], true);
+    let s = &report["scenarios"][0];
+    let j = assert_all_jobs_verified(s, 200);
+    assert_eq!(j["rounds"], 1000);
+    assert_eq!(j["poll_interval_ms"], 10.0);
+    // floodgate counts API v2 requests like any other.
+    assert_eq!(s["server_metrics"]["status"], "match", "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_on_two_floodgates_each_with_its_own_database() {
+    let (a, b) = (spawn_floodgate(|_| {}).await, spawn_floodgate(|_| {}).await);
+    let mut args = quick_args(
+        &a.url,
+        &[
+            "--scenario",
+            "jobs",
+            "-n",
+            "60",
+            "-c",
+            "4",
+            "--poll-interval",
+            "10ms",
+            "--fail-on-mismatch",
+        ],
+    );
+    args.extend(["--url", &b.url]);
+    // Text first; then the same run as JSON.
+    let output = args.iter().position(|a| *a == "json").unwrap();
+    args[output] = "text";
+    let text = run_load(&args, &[]).await;
+    assert_eq!(text.code, 0, "{}\n{}", text.stdout, text.stderr);
+    for needle in [
+        "Scenario jobs: POST on 2 targets",
+        "Jobs:               rounds the server's default, polled every 10ms",
+        "Submitted:        60 (",
+        "Completed:        60 (",
+        "succeeded       60 (60 verified, 0 wrong)",
+        "Unfinished:       0",
+        "Submit latency:",
+        "Time to completion:",
+        "Latency (",
+        "jobs: ",
+        "Server /metrics:    counts match (summed over 2 targets)",
+    ] {
+        assert!(
+            text.stdout.contains(needle),
+            "missing {needle:?} in\n{}",
+            text.stdout
+        );
+    }
+    args[output] = "json";
+    let run = run_load(&args, &[]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let s = &run.json()["scenarios"][0];
+    let j = assert_all_jobs_verified(s, 60);
+    assert_eq!(j["rounds"], Value::Null, "the server's default");
+    // Jobs are polled where they were submitted: each server knows its own.
+    let mut sum = 0;
+    for t in s["targets"].as_array().unwrap() {
+        let n = t["jobs"]["verified"].as_u64().unwrap();
+        assert!(n > 0, "both servers get jobs: {t}");
+        assert_eq!(t["jobs"]["lost"], 0, "{t}");
+        sum += n;
+    }
+    assert_eq!(sum, 60);
     assert_eq!(s["server_metrics"]["status"], "match", "{s}");
 }

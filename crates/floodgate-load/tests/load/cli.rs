@@ -26,6 +26,9 @@ fn help_documents_exit_codes_and_knobs() {
         "--number-range",
         "--fail-under-success-rate",
         "--fail-over-p99",
+        "--rounds",
+        "--poll-interval",
+        "jobs",
         "FLOODGATE_LOAD_URL",
         "Exit status:",
         "130",
@@ -56,6 +59,8 @@ async fn rejects_bad_arguments_with_status_2() {
         &["--rate", "0"][..],
         &["--url", "https://example.invalid"],
         &["--number-range", "0..=2000000"],
+        &["--rounds", "10"],
+        &["--scenario", "jobs", "--body", "{}"],
     ] {
         let run = run_load(args, &[]).await;
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);

@@ -1,7 +1,7 @@
 //! The floodgate-load binary, run for real: its command-line surface, load
 //! scenarios against a stub server (errors, delays, broken connections,
-//! miscounting metrics), several stubs loaded at once, and runs against
-//! floodgate started in this process.
+//! miscounting metrics, jobs that go wrong), several stubs loaded at once, and
+//! runs against floodgate started in this process.
 //!
 //! Cargo builds the binary for this test and names it in
 //! `CARGO_BIN_EXE_floodgate-load`.
@@ -12,6 +12,7 @@ mod support;
 
 mod against_floodgate;
 mod cli;
+mod jobs;
 mod scenarios;
 mod stub;
 mod targets;

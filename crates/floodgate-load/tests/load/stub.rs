@@ -1,15 +1,16 @@
 //! A stub of floodgate's API that counts like floodgate, with knobs for
-//! errors, slowness, an unhealthy pool, miscounted metrics and a barrier
-//! shared between stubs; and sockets that refuse or break connections.
+//! errors, slowness, an unhealthy pool, miscounted metrics, a barrier
+//! shared between stubs and jobs that go wrong; and sockets that refuse or
+//! break connections.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,6 +39,54 @@ pub struct Stub {
     /// `/gate` requests being held, and the most held at once.
     pub in_flight: AtomicU64,
     pub max_in_flight: AtomicU64,
+    /// Jobs (API v2) meet the fates of [`JobFate::of`]; otherwise every job
+    /// succeeds with the right answer.
+    pub jobs_mixed: bool,
+    pub job_seq: AtomicU64,
+    /// Jobs by id.
+    pub jobs: Mutex<HashMap<String, StubJob>>,
+}
+
+/// A job the stub accepted.
+#[derive(Debug, Clone)]
+pub struct StubJob {
+    /// Order of submission, from 0.
+    pub seq: u64,
+    pub number: u64,
+    /// `rounds` as submitted (`None`: left out, the stub's default 10,000 applies).
+    pub rounds: Option<u64>,
+    pub polls: u64,
+}
+
+/// What becomes of a job with [`Stub::jobs_mixed`]. Each job is `running` at
+/// its first poll (after a 503 for [`JobFate::Unavailable`]) and final at the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobFate {
+    /// Succeeds with a digest one too high.
+    WrongDigest,
+    /// Fails with the error `stub failure`.
+    Failed,
+    Cancelled,
+    /// Polls get 404.
+    Lost,
+    /// The first poll gets 503, then as `Right`.
+    Unavailable,
+    Right,
+}
+
+impl JobFate {
+    /// By submission order: of each 10 jobs, one of each of the first five
+    /// fates and five right ones.
+    pub fn of(seq: u64) -> JobFate {
+        match seq % 10 {
+            0 => JobFate::WrongDigest,
+            1 => JobFate::Failed,
+            2 => JobFate::Cancelled,
+            3 => JobFate::Lost,
+            4 => JobFate::Unavailable,
+            _ => JobFate::Right,
+        }
+    }
 }
 
 impl Stub {
@@ -163,6 +212,102 @@ async fn paced(State(stub): State<Arc<Stub>>) -> Response {
     Json(json!({"result": 1})).into_response()
 }
 
+/// `POST /api/v2/jobs`: 202 and the job, `queued`.
+async fn submit_job(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !stub.valid(&headers, &body) {
+        stub.count(StatusCode::BAD_REQUEST);
+        return envelope(StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let seq = stub.job_seq.fetch_add(1, Ordering::SeqCst);
+    let id = format!("00000000-0000-7000-8000-{seq:012x}");
+    let job = StubJob {
+        seq,
+        number: v["number"].as_u64().unwrap(),
+        rounds: v.get("rounds").and_then(Value::as_u64),
+        polls: 0,
+    };
+    let shown = job_json(&id, "queued", &job, json!({}));
+    stub.jobs.lock().unwrap().insert(id, job);
+    stub.count(StatusCode::ACCEPTED);
+    (StatusCode::ACCEPTED, Json(shown)).into_response()
+}
+
+fn job_json(id: &str, status: &str, job: &StubJob, extra: Value) -> Value {
+    let mut v = json!({
+        "id": id,
+        "status": status,
+        "number": job.number,
+        "rounds": job.rounds.unwrap_or(10_000),
+        "attempts": u32::from(status != "queued"),
+        "created_at": "2026-01-01T00:00:00.000000Z",
+    });
+    v.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    v
+}
+
+/// `GET /api/v2/jobs/{id}`: `running` at the first poll, final at the next
+/// (see [`JobFate`]).
+async fn poll_job(State(stub): State<Arc<Stub>>, Path(id): Path<String>) -> Response {
+    let answer = {
+        let mut jobs = stub.jobs.lock().unwrap();
+        match jobs.get_mut(&id) {
+            None => None,
+            Some(job) => {
+                job.polls += 1;
+                let fate = if stub.jobs_mixed {
+                    JobFate::of(job.seq)
+                } else {
+                    JobFate::Right
+                };
+                let digest = floodgate::pool::intensive_digest(
+                    job.number,
+                    job.rounds.unwrap_or(10_000) as u32,
+                );
+                let done = |d: u64| json!({"digest": d, "result": job.number * job.number});
+                Some(match (fate, job.polls) {
+                    (JobFate::Lost, _) => None,
+                    (JobFate::Unavailable, 1) => Some((StatusCode::SERVICE_UNAVAILABLE, json!({}))),
+                    (JobFate::Unavailable, 2) | (_, 1) => {
+                        Some((StatusCode::OK, job_json(&id, "running", job, json!({}))))
+                    }
+                    (JobFate::WrongDigest, _) => Some((
+                        StatusCode::OK,
+                        job_json(&id, "succeeded", job, done(digest + 1)),
+                    )),
+                    (JobFate::Failed, _) => Some((
+                        StatusCode::OK,
+                        job_json(&id, "failed", job, json!({"error": "stub failure"})),
+                    )),
+                    (JobFate::Cancelled, _) => {
+                        Some((StatusCode::OK, job_json(&id, "cancelled", job, json!({}))))
+                    }
+                    (JobFate::Unavailable | JobFate::Right, _) => Some((
+                        StatusCode::OK,
+                        job_json(&id, "succeeded", job, done(digest)),
+                    )),
+                })
+            }
+        }
+    };
+    match answer.flatten() {
+        None => {
+            stub.count(StatusCode::NOT_FOUND);
+            envelope(StatusCode::NOT_FOUND, "NOT_FOUND")
+        }
+        Some((StatusCode::OK, job)) => {
+            stub.count(StatusCode::OK);
+            Json(job).into_response()
+        }
+        Some((status, _)) => {
+            stub.count(status);
+            envelope(status, "DEPENDENCY_UNAVAILABLE")
+        }
+    }
+}
+
 async fn health(State(stub): State<Arc<Stub>>) -> Response {
     if stub.unhealthy {
         (
@@ -197,6 +342,8 @@ pub async fn spawn_stub(stub: Stub) -> (String, Arc<Stub>) {
         .route("/gate", post(gate))
         .route("/slow", post(slow))
         .route("/paced", post(paced))
+        .route("/api/v2/jobs", post(submit_job))
+        .route("/api/v2/jobs/{id}", get(poll_job))
         .with_state(stub.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
