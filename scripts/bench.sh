@@ -139,7 +139,8 @@ start_server() {
     case $name in
         floodgate)
             server_start floodgate env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
-                SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" "$release/floodgate" ;;
+                SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" \
+                DATABASE_URL="sqlite://$work/jobs.db" "$release/floodgate" ;;
         bare-axum)
             server_start bare-axum env SERVER_PORT="$addr" "$release/examples/bare_axum" ;;
         bare-hyper)
@@ -148,7 +149,8 @@ start_server() {
             # The same production configuration, with the rate limit decided in Redis.
             server_start floodgate-redis env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
                 RATE_LIMIT_BACKEND=redis REDIS_URL="redis://127.0.0.1:$redis_port/0" \
-                SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" "$release/floodgate" ;;
+                SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" \
+                DATABASE_URL="sqlite://$work/jobs.db" "$release/floodgate" ;;
         floodgate-sqlite)
             # The same production configuration, its jobs in a new SQLite database.
             rm -f "$jobs_db" "$jobs_db-wal" "$jobs_db-shm"
