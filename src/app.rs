@@ -20,7 +20,7 @@ use crate::http::{self, ContextConfig, ContextLayer, RouteSpec, RouteTable, Stac
 use crate::observability::access_log::AccessLog;
 use crate::observability::metrics::{self as m, Metrics};
 use crate::pool::{PoolMetrics, WorkerPool};
-use crate::state::{AppState, Inner, Readiness};
+use crate::state::{AppState, Inner, Readiness, Streams};
 use crate::store::{JobStatus, JobStore, OpenError, StoreMetrics};
 use crate::transport::server::ConnectionErrors;
 use crate::transport::tls::{self, ReloadableCert};
@@ -145,6 +145,7 @@ impl ApplicationBuilder {
                 .filter(|_| settings.log.access_log_path.is_some())
                 .map(|log| log.sink().clone()),
             jobs: Arc::new(std::sync::OnceLock::new()),
+            streams: Streams::new(settings.streams.max_connections),
         });
         // The jobs database: a setting that cannot work stops the start (exit 64); a
         // database that is only away is retried while the service runs without API v2.
@@ -350,6 +351,8 @@ impl Application {
         let started = Instant::now();
         let timeout = settings.server.shutdown_timeout;
         self.state.readiness.start_draining();
+        // Streams are told first, so each gets its 1001 before its connection is cut.
+        self.state.streams.close_all(Duration::from_secs(1)).await;
         tracing::info!(timeout = ?timeout, "shutting down: draining connections and jobs");
         let mut drained = server.shutdown(timeout).await;
         let pool = self.state.pool.clone();

@@ -32,6 +32,7 @@ pub struct Inner {
     pub access_log_sink: Option<LogSink>,
     /// Durable jobs, once their database is open (API v2 answers 503 until then).
     pub jobs: Arc<std::sync::OnceLock<Jobs>>,
+    pub streams: Streams,
 }
 
 impl AppState {
@@ -80,6 +81,44 @@ impl Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
         &self.0
+    }
+}
+
+/// The long-lived streams of this replica: a bound on how many are open, and the signal that
+/// tells them the service is shutting down (they close with 1001 before the drain ends).
+#[derive(Clone)]
+pub struct Streams {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Streams {
+    pub fn new(max: usize) -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            closing: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// A place for one more stream, or `None` at the limit.
+    pub fn open(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.permits).try_acquire_owned().ok()
+    }
+
+    /// Resolves when the service starts shutting down.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Tell every stream to close, and wait up to `timeout` for them to have.
+    pub async fn close_all(&self, timeout: std::time::Duration) -> bool {
+        let _ = self.closing.send(true);
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        tokio::time::timeout(timeout, self.permits.acquire_many(all))
+            .await
+            .is_ok()
     }
 }
 

@@ -76,6 +76,7 @@ pub struct Settings {
     pub jobs: JobsSettings,
     pub database: DatabaseSettings,
     pub api: ApiSettings,
+    pub streams: StreamsSettings,
 }
 
 /// A setting that could not be used, with where it came from.

@@ -597,3 +597,27 @@ pub struct DeprecationSettings {
     /// Where clients should move (e.g. `/api/v2`).
     pub successor: Option<String>,
 }
+
+/// Live streams (WebSocket, server-sent events).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsSettings {
+    /// Open streams per replica; beyond it, 503 before any upgrade.
+    pub max_connections: usize,
+    /// How often a WebSocket peer is pinged; one that has not answered by the next ping is
+    /// closed.
+    #[serde(with = "duration")]
+    pub ping_interval: Duration,
+    /// Messages queued for a slow reader before it is closed with 1013.
+    pub send_queue: usize,
+}
+
+impl Default for StreamsSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 1000,
+            ping_interval: Duration::from_secs(15),
+            send_queue: 16,
+        }
+    }
+}

@@ -18,7 +18,7 @@ impl Settings {
     /// Every numeric setting with its documented range. Bounds are what one instance can
     /// use: a queue of a billion jobs or a trillion connections would abort or overflow,
     /// not serve.
-    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 19] {
+    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 21] {
         let n = |v: usize| v as i128;
         [
             ("pool.workers", n(self.pool.workers), 0, 4096),
@@ -115,11 +115,18 @@ impl Settings {
                 1,
                 1000,
             ),
+            (
+                "streams.max_connections",
+                n(self.streams.max_connections),
+                0,
+                1_000_000,
+            ),
+            ("streams.send_queue", n(self.streams.send_queue), 1, 10_000),
         ]
     }
 
     /// Every duration setting with its documented range.
-    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 15] {
+    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 16] {
         let s = &self.server;
         [
             ("server.request_timeout", s.request_timeout, MS, HOUR),
@@ -171,6 +178,12 @@ impl Settings {
                 self.database.idle_timeout,
                 SECOND,
                 DAY,
+            ),
+            (
+                "streams.ping_interval",
+                self.streams.ping_interval,
+                100 * MS,
+                HOUR,
             ),
         ]
     }

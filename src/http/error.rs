@@ -206,6 +206,39 @@ impl utoipa::IntoResponses for JobErrors {
     }
 }
 
+/// The error responses of the stream routes (API v2).
+pub struct StreamErrors;
+
+impl utoipa::IntoResponses for StreamErrors {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        use ErrorCode as C;
+        documented(&[
+            (
+                &[C::InvalidRequest],
+                "not a WebSocket upgrade (nor, for job events, `Accept: text/event-stream`), or the job id or `interval` is malformed",
+            ),
+            (
+                &[C::Unauthorized],
+                "authentication is on and the credential is missing or invalid",
+            ),
+            (
+                &[C::Forbidden],
+                "the `Origin` is not an allowed CORS origin, or the token lacks the required scope",
+            ),
+            (&[C::NotFound], "no job with this id"),
+            (
+                &[C::RateLimitExceeded],
+                "over the rate limit; retry after `Retry-After` seconds",
+            ),
+            (
+                &[C::ServiceOverloaded, C::DependencyUnavailable, C::ShuttingDown],
+                "`streams.max_connections` streams are open, the jobs database is unavailable, or the service is draining; retry after `Retry-After` seconds",
+            ),
+            (&[C::InternalError], "the service hit a bug"),
+        ])
+    }
+}
+
 /// Responses, by status, for the codes listed with why each happens.
 fn documented(
     errors: &[(&[ErrorCode], &str)],

@@ -25,6 +25,7 @@ use super::table::Schemas;
     tags(
         (name = "compute", description = "The compute API: rate limited, timed out and, when configured, authenticated."),
         (name = "jobs", description = "API v2: durable jobs, committed to a database before they are acknowledged; admitted like the compute API."),
+        (name = "streams", description = "API v2: live statistics and job progress over WebSocket (and server-sent events); at most `streams.max_connections` open at once."),
         (name = "health", description = "Liveness, readiness and health checks."),
         (name = "metrics", description = "Request statistics and the Prometheus exposition."),
         (name = "docs", description = "This document and its browser view."),
@@ -204,6 +205,32 @@ mod tests {
             let label = table.label(table.classify(path));
             assert_ne!(label.template, UNMATCHED, "{path} is not a route");
         }
+    }
+
+    #[test]
+    fn every_operation_carries_a_declared_tag() {
+        let d = serde_json::to_value(doc(false)).unwrap();
+        let declared: Vec<&str> = d["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        for (path, item) in d["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let tags = op["tags"].as_array();
+                let tag = tags.and_then(|t| t.first()).and_then(|t| t.as_str());
+                assert!(
+                    tag.is_some_and(|t| declared.contains(&t)),
+                    "{method} {path} has tags {:?}",
+                    op["tags"]
+                );
+            }
+        }
+        assert_eq!(
+            d["paths"]["/api/v2/stats/stream"]["get"]["tags"][0],
+            "streams"
+        );
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub const JOBS_OLDEST_QUEUED_AGE: &str = "floodgate_jobs_oldest_queued_age_secon
 pub const JOB_ATTEMPTS: &str = "floodgate_job_attempts";
 pub const DB_CONNECTIONS: &str = "floodgate_db_connections";
 pub const DB_ACQUIRE_WAIT: &str = "floodgate_db_acquire_wait_seconds";
+pub const STREAMS_OPEN: &str = "floodgate_streams_open";
+pub const STREAM_MESSAGES: &str = "floodgate_stream_messages_total";
+pub const STREAM_SLOW_CONSUMERS: &str = "floodgate_stream_slow_consumers_total";
 pub const DB_QUERY_DURATION: &str = "floodgate_db_query_duration_seconds";
 pub const CACHE_REQUESTS: &str = "floodgate_cache_requests_total";
 pub const CACHE_EVICTIONS: &str = "floodgate_cache_evictions_total";
@@ -390,6 +393,16 @@ impl Metrics {
         self.stats.snapshot()
     }
 
+    /// The API latencies seen so far (microseconds), for percentiles over an interval: the
+    /// difference of two of these.
+    pub fn latency_histogram(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        self.stats
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Prometheus text exposition; refreshes process and runtime gauges first.
     pub fn render(&self) -> String {
         metrics::with_local_recorder(&self.recorder, || self.process.collect());
@@ -619,6 +632,24 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Gauge,
         Some(Unit::Count),
         "Jobs database connections by state: idle or used.",
+    ),
+    (
+        STREAMS_OPEN,
+        Kind::Gauge,
+        Some(Unit::Count),
+        "Open streams (WebSocket or server-sent events) by kind: stats or job.",
+    ),
+    (
+        STREAM_MESSAGES,
+        Kind::Counter,
+        Some(Unit::Count),
+        "Messages sent on streams, by kind.",
+    ),
+    (
+        STREAM_SLOW_CONSUMERS,
+        Kind::Counter,
+        Some(Unit::Count),
+        "Streams closed because the reader fell behind (1013), by kind.",
     ),
     (
         DB_ACQUIRE_WAIT,

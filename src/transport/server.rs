@@ -182,7 +182,7 @@ async fn accept_loop<S>(
             None => {
                 let http = Arc::clone(&http);
                 tokio::spawn(async move {
-                    let conn = http.serve_connection(TokioIo::new(io), hyper_service);
+                    let conn = http.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
                     drive(
                         conn,
                         peer,
@@ -205,7 +205,10 @@ async fn accept_loop<S>(
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io));
                     match handshake.await {
                         Ok(Ok(stream)) => {
-                            let conn = http.serve_connection(TokioIo::new(stream), hyper_service);
+                            let conn = http.serve_connection_with_upgrades(
+                                TokioIo::new(stream),
+                                hyper_service,
+                            );
                             drive(
                                 conn,
                                 peer,

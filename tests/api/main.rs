@@ -30,5 +30,6 @@ mod redis;
 mod request_id;
 mod resilience;
 mod shutdown;
+mod streams;
 mod timeout;
 mod tls;

@@ -6,6 +6,7 @@ pub mod health;
 pub mod jobs;
 pub mod metrics;
 pub mod profile;
+pub mod streams;
 
 use axum::routing::{delete, get, post};
 use http::Method;
@@ -63,6 +64,20 @@ pub fn builtin() -> Vec<RouteSpec> {
             delete(jobs::cancel),
         )
         .documented::<jobs::__path_cancel>(),
+        RouteSpec::new(
+            Method::GET,
+            "/api/v2/jobs/{id}/events",
+            Api,
+            get(streams::job_events),
+        )
+        .documented::<streams::__path_job_events>(),
+        RouteSpec::new(
+            Method::GET,
+            "/api/v2/stats/stream",
+            Api,
+            get(streams::stats),
+        )
+        .documented::<streams::__path_stats>(),
         RouteSpec::new(
             Method::GET,
             "/openapi.json",

@@ -1,0 +1,422 @@
+//! Live streams: the statistics every interval, and a job's changes, over WebSocket — the
+//! job's also as server-sent events for clients that do not upgrade (`curl -N`).
+//!
+//! Each stream has a bounded queue between what produces its messages and the socket: a
+//! reader that falls behind fills it and is cut off (counted as a slow consumer), so nothing
+//! is buffered without bound. WebSocket peers are pinged every `streams.ping_interval` and
+//! closed when they do not answer by the next ping; at shutdown every stream gets 1001.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderMap};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use super::jobs::JobBody;
+use super::metrics::{snapshot, StatsBody};
+use crate::error::ApiError;
+use crate::http::error::StreamErrors;
+use crate::observability::metrics as m;
+use crate::state::AppState;
+
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// What the socket side sends.
+enum Outgoing {
+    Text(String),
+    Close(u16, &'static str),
+}
+
+/// Query of the stats stream.
+#[derive(Debug, Deserialize)]
+pub struct StatsQuery {
+    /// 100ms–60s; 1s when absent.
+    pub interval: Option<String>,
+}
+
+/// One message of the stats stream: the `/api/v1/stats` fields, and rates over the interval.
+#[derive(Debug, Serialize)]
+pub struct StatsMessage {
+    #[serde(flatten)]
+    pub totals: StatsBody,
+    pub interval_ms: u64,
+    pub requests_per_second: f64,
+    pub errors_per_second: f64,
+    pub rejected_per_second: f64,
+    /// Latency percentiles of the requests completed in this interval (0 when none).
+    pub interval_latency_p50_us: u64,
+    pub interval_latency_p99_us: u64,
+}
+
+fn interval(q: &StatsQuery) -> Result<Duration, ApiError> {
+    let Some(raw) = q.interval.as_deref() else {
+        return Ok(Duration::from_secs(1));
+    };
+    humantime::parse_duration(raw)
+        .ok()
+        .filter(|d| (Duration::from_millis(100)..=Duration::from_secs(60)).contains(d))
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(format!(
+                "interval must be a duration between 100ms and 60s (got `{raw}`)"
+            ))
+        })
+}
+
+/// A place for one more stream, or 503.
+fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    state.streams.open().ok_or(ApiError::ServiceOverloaded {
+        retry_after: RETRY_AFTER,
+    })
+}
+
+/// With CORS origins configured, a browser's upgrade must come from one of them
+/// (cross-site WebSocket hijacking).
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let allowed = &state.settings.cors.allowed_origins;
+    if allowed.is_empty() || allowed.iter().any(|o| o == "*") {
+        return Ok(());
+    }
+    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        Some(origin) if !allowed.iter().any(|a| a == origin) => {
+            Err(ApiError::Forbidden(format!("origin {origin}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `GET /api/v2/stats/stream?interval=1s`: WebSocket.
+#[utoipa::path(get, path = "/api/v2/stats/stream", tag = "streams", operation_id = "stats_stream",
+    params(("interval" = Option<String>, Query, description = "How often a message is sent: a duration from `100ms` to `60s`; `1s` when absent.")),
+    responses(
+        (status = 101, description = "A WebSocket (RFC 6455): one JSON text message per interval with the `/api/v1/stats` totals plus `interval_ms`, `requests_per_second`, `errors_per_second`, `rejected_per_second`, `interval_latency_p50_us` and `interval_latency_p99_us`. Pinged every `streams.ping_interval`; closed with 1001 when the service shuts down, 1008 when the reader falls `streams.send_queue` messages behind."),
+        StreamErrors,
+    ),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
+pub async fn stats(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query
+        .map_err(|e| ApiError::InvalidRequest(format!("the query string is malformed: {e}")))?;
+    let every = interval(&q)?;
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::InvalidRequest("this is a WebSocket endpoint: send an upgrade request".into())
+    })?;
+    check_origin(&state, &headers)?;
+    let permit = admit(&state)?;
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let (tx, rx) = mpsc::channel(state.settings.streams.send_queue);
+        let producer = produce_stats(state.clone(), every, tx);
+        run("stats", socket, rx, producer, &state).await;
+        drop(permit);
+    }))
+}
+
+async fn produce_stats(state: AppState, every: Duration, tx: mpsc::Sender<Outgoing>) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let mut previous = (state.metrics.stats(), state.metrics.latency_histogram());
+    loop {
+        tick.tick().await;
+        let now = (state.metrics.stats(), state.metrics.latency_histogram());
+        let secs = every.as_secs_f64();
+        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+        let (p50, p99) = match (&now.1, &previous.1) {
+            (Some(now), Some(before)) => {
+                let mut interval = now.clone();
+                let _ = interval.subtract(before);
+                if interval.is_empty() {
+                    (0, 0)
+                } else {
+                    (
+                        interval.value_at_quantile(0.5),
+                        interval.value_at_quantile(0.99),
+                    )
+                }
+            }
+            (Some(now), None) if !now.is_empty() => {
+                (now.value_at_quantile(0.5), now.value_at_quantile(0.99))
+            }
+            _ => (0, 0),
+        };
+        let message = StatsMessage {
+            totals: snapshot(&state),
+            interval_ms: every.as_millis() as u64,
+            requests_per_second: rate(now.0.total_requests, previous.0.total_requests),
+            errors_per_second: rate(now.0.error_count, previous.0.error_count),
+            rejected_per_second: rate(
+                now.0.rate_limited_count + now.0.overloaded_count,
+                previous.0.rate_limited_count + previous.0.overloaded_count,
+            ),
+            interval_latency_p50_us: p50,
+            interval_latency_p99_us: p99,
+        };
+        previous = now;
+        let text = serde_json::to_string(&message).unwrap_or_default();
+        if tx.try_send(Outgoing::Text(text)).is_err() {
+            return; // the reader fell behind, or left
+        }
+    }
+}
+
+/// `GET /api/v2/jobs/{id}/events`: the job at once and at every status change, then a
+/// normal close (1000) after its final status. WebSocket, or server-sent events when the
+/// request accepts `text/event-stream` without upgrading.
+#[utoipa::path(get, path = "/api/v2/jobs/{id}/events", tag = "streams", operation_id = "job_events",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", description = "The job's id (a UUID).")),
+    responses(
+        (status = 101, description = "A WebSocket (RFC 6455): the job as a JSON text message at once and at every status change, then a normal close (1000) after its final status."),
+        (status = 200, description = "Server-sent events, when the request accepts `text/event-stream` and does not upgrade: one `job` event per status, ending after the final one.", content_type = "text/event-stream", body = String),
+        StreamErrors,
+    ),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
+pub async fn job_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let jobs = state.jobs.get().ok_or(ApiError::DependencyUnavailable {
+        what: "the jobs database",
+        retry_after: RETRY_AFTER,
+    })?;
+    let id = uuid::Uuid::parse_str(&id)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| ApiError::InvalidRequest(format!("`{id}` is not a job id (a UUID)")))?;
+    let found = jobs
+        .store
+        .get(&id)
+        .await
+        .map_err(|_| ApiError::DependencyUnavailable {
+            what: "the jobs database",
+            retry_after: RETRY_AFTER,
+        })?;
+    if found.is_none() {
+        return Err(ApiError::NotFound(format!("/api/v2/jobs/{id}/events")));
+    }
+    let wants_sse = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    match upgrade {
+        Ok(upgrade) => {
+            check_origin(&state, &headers)?;
+            let permit = admit(&state)?;
+            Ok(upgrade.on_upgrade(move |socket| async move {
+                let (tx, rx) = mpsc::channel(state.settings.streams.send_queue);
+                let producer = produce_job(state.clone(), id, tx);
+                run("job", socket, rx, producer, &state).await;
+                drop(permit);
+            }))
+        }
+        Err(_) if wants_sse => {
+            let permit = admit(&state)?;
+            Ok(sse_job(state, id, permit).into_response())
+        }
+        Err(_) => Err(ApiError::InvalidRequest(
+            "send a WebSocket upgrade, or accept text/event-stream".into(),
+        )),
+    }
+}
+
+/// How often a job stream looks for a change.
+const JOB_POLL: Duration = Duration::from_millis(200);
+
+async fn produce_job(state: AppState, id: String, tx: mpsc::Sender<Outgoing>) {
+    let mut last = None;
+    loop {
+        let Some(jobs) = state.jobs.get() else { return };
+        match jobs.store.get(&id).await {
+            Ok(Some(job)) => {
+                let status = job.status;
+                if last != Some(status) {
+                    last = Some(status);
+                    let text = serde_json::to_string(&JobBody::from(job)).unwrap_or_default();
+                    if tx.try_send(Outgoing::Text(text)).is_err() {
+                        return;
+                    }
+                }
+                if status.is_final() {
+                    let _ = tx.send(Outgoing::Close(1000, "the job has finished")).await;
+                    return;
+                }
+            }
+            Ok(None) => {
+                let _ = tx.send(Outgoing::Close(1000, "the job is gone")).await;
+                return;
+            }
+            Err(_) => {} // the database is away: keep looking
+        }
+        tokio::time::sleep(JOB_POLL).await;
+    }
+}
+
+fn sse_job(
+    state: AppState,
+    id: String,
+    permit: OwnedSemaphorePermit,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let (tx, rx) = mpsc::channel(state.settings.streams.send_queue);
+    let opened = open_gauge(&state, "job");
+    tokio::spawn(produce_job(state.clone(), id, tx));
+    let messages = state
+        .metrics
+        .counter(m::STREAM_MESSAGES, &[("kind", "job")]);
+    let stream = futures_util::stream::unfold(
+        (rx, permit, opened, messages),
+        |(mut rx, permit, opened, messages)| async move {
+            match rx.recv().await {
+                Some(Outgoing::Text(text)) => {
+                    messages.increment(1);
+                    Some((
+                        Ok(Event::default().event("job").data(text)),
+                        (rx, permit, opened, messages),
+                    ))
+                }
+                _ => None,
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Counts an open stream of `kind` for as long as it lives.
+struct OpenStream(metrics::Gauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+fn open_gauge(state: &AppState, kind: &'static str) -> OpenStream {
+    let gauge = state
+        .metrics
+        .labelled_gauge(m::STREAMS_OPEN, &[("kind", kind)]);
+    gauge.increment(1.0);
+    OpenStream(gauge)
+}
+
+/// Aborts the producer task when the stream ends, however it ends.
+struct Producer(tokio::task::JoinHandle<()>);
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Drive one WebSocket: send what `producer` queues, ping, notice a gone or silent peer,
+/// close with 1001 at shutdown. A producer that stops with its queue full was refused room:
+/// the reader fell behind, and its connection is cut off (no close frame can get through a
+/// full send buffer) and counted.
+async fn run(
+    kind: &'static str,
+    socket: WebSocket,
+    mut queue: mpsc::Receiver<Outgoing>,
+    producer: impl std::future::Future<Output = ()> + Send + 'static,
+    state: &AppState,
+) {
+    let _open = open_gauge(state, kind);
+    let span = tracing::info_span!("stream", kind, otel.kind = "server");
+    let messages = state.metrics.counter(m::STREAM_MESSAGES, &[("kind", kind)]);
+    let slow = state
+        .metrics
+        .counter(m::STREAM_SLOW_CONSUMERS, &[("kind", kind)]);
+    let mut closing = state.streams.closing();
+    let (mut sink, mut incoming) = socket.split();
+    let mut ping = tokio::time::interval(state.settings.streams.ping_interval);
+    ping.tick().await;
+    let mut awaiting_pong = false;
+    let mut producer = Producer(tokio::spawn(tracing::Instrument::instrument(
+        producer, span,
+    )));
+    let mut producing = true;
+    let full = |queue: &mpsc::Receiver<Outgoing>| queue.len() >= queue.max_capacity();
+    loop {
+        tokio::select! {
+            _ = &mut producer.0, if producing => {
+                producing = false;
+                if full(&queue) {
+                    slow.increment(1);
+                    return;
+                }
+            }
+            out = queue.recv() => match out {
+                Some(Outgoing::Text(text)) => {
+                    let send = sink.send(Message::Text(text.into()));
+                    tokio::pin!(send);
+                    loop {
+                        tokio::select! {
+                            sent = &mut send => {
+                                if sent.is_err() {
+                                    return;
+                                }
+                                messages.increment(1);
+                                break;
+                            }
+                            _ = &mut producer.0, if producing => {
+                                producing = false;
+                                if full(&queue) {
+                                    slow.increment(1);
+                                    return;
+                                }
+                            }
+                            _ = closing.changed() => return,
+                        }
+                    }
+                }
+                Some(Outgoing::Close(code, why)) => {
+                    let _ = close(&mut sink, code, why).await;
+                    return;
+                }
+                None => return,
+            },
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    let _ = close(&mut sink, 1011, "no answer to ping").await;
+                    return;
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+                awaiting_pong = true;
+            }
+            message = incoming.next() => match message {
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+            _ = closing.changed() => {
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    close(&mut sink, 1001, "the service is shutting down"),
+                )
+                .await;
+                return;
+            }
+        }
+    }
+}
+
+async fn close(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    code: u16,
+    reason: &'static str,
+) -> Result<(), axum::Error> {
+    sink.send(Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    })))
+    .await
+}

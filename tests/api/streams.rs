@@ -1,0 +1,159 @@
+//! Live streams over WebSocket (and server-sent events), read by a Rust client that shares
+//! no code with the server: the statistics stream's rates follow the load sent, a job's
+//! stream follows it to its end, the limits and the shutdown close hold.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(app: &TestApp, path: &str) -> Socket {
+    let (socket, response) = tokio_tungstenite::connect_async(format!("ws://{}{path}", app.addr))
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+/// The next text message as JSON (pings are answered by the client itself).
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the stream is open")
+            .expect("a frame");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+/// The close frame's code, reading past any data.
+async fn close_code(socket: &mut Socket) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("closed within 10 s")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_stats_stream_reports_the_rates_of_the_load_sent() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app, "/api/v2/stats/stream?interval=200ms").await;
+    let first = next_json(&mut socket).await;
+    for key in [
+        "total_requests",
+        "success_rate",
+        "queue_depth",
+        "requests_per_second",
+        "interval_latency_p99_us",
+    ] {
+        assert!(first.get(key).is_some(), "{key} missing: {first}");
+    }
+    assert_eq!(first["interval_ms"], 200);
+    // Load, then a message whose interval saw it.
+    let started = Instant::now();
+    loop {
+        for n in 0..20 {
+            assert_eq!(app.compute("fast", n).await.status(), 200);
+        }
+        let m = next_json(&mut socket).await;
+        if m["requests_per_second"].as_f64().unwrap() > 0.0 {
+            assert!(m["interval_latency_p50_us"].as_u64().unwrap() > 0, "{m}");
+            assert!(m["total_requests"].as_u64().unwrap() >= 20);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "rates never moved: {m}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn streams_refuse_before_upgrading() {
+    let app = spawn_with(|s| s.streams.max_connections = 1).await;
+    for bad in ["?interval=50ms", "?interval=61s", "?interval=soon"] {
+        let path = format!("/api/v2/stats/stream{bad}");
+        let err = tokio_tungstenite::connect_async(format!("ws://{}{path}", app.addr))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("400"), "{bad}: {err}");
+    }
+    let unknown = uuid::Uuid::now_v7();
+    let r = app.get(&format!("/api/v2/jobs/{unknown}/events")).await;
+    assert_envelope(r, 404, "NOT_FOUND").await;
+    // One stream allowed: the second is refused with 503.
+    let _first = connect(&app, "/api/v2/stats/stream").await;
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/api/v2/stats/stream", app.addr))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+}
+
+#[tokio::test]
+async fn a_job_stream_follows_the_job_to_its_end_then_closes_normally() {
+    let app = spawn_app().await;
+    let job: Value = app
+        .post_json("/api/v2/jobs", r#"{"number": 11, "rounds": 5000000}"#)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap();
+    let mut socket = connect(&app, &format!("/api/v2/jobs/{id}/events")).await;
+    let mut statuses = Vec::new();
+    loop {
+        let m = next_json(&mut socket).await;
+        statuses.push(m["status"].as_str().unwrap().to_owned());
+        if m["status"] == "succeeded" {
+            assert_eq!(
+                m["digest"],
+                floodgate::pool::intensive_digest(11, 5_000_000)
+            );
+            break;
+        }
+    }
+    assert_eq!(
+        close_code(&mut socket).await,
+        Some(CloseCode::Normal),
+        "{statuses:?}"
+    );
+    // The same as server-sent events for a client that does not upgrade.
+    let body = app
+        .client
+        .get(app.url(&format!("/api/v2/jobs/{id}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("event: job"), "{body}");
+    assert!(body.contains("\"status\":\"succeeded\""), "{body}");
+}
+
+#[tokio::test]
+async fn streams_are_closed_with_1001_at_shutdown() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app, "/api/v2/stats/stream?interval=100ms").await;
+    next_json(&mut socket).await;
+    let stopping = tokio::spawn(app.stop());
+    assert_eq!(close_code(&mut socket).await, Some(CloseCode::Away));
+    assert!(stopping.await.unwrap().drained);
+}
