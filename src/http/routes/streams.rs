@@ -2,7 +2,7 @@
 //! job's also as server-sent events for clients that do not upgrade (`curl -N`).
 //!
 //! Each stream has a bounded queue between what produces its messages and the socket: a
-//! reader that falls behind fills it and is cut off (counted as a slow consumer), so nothing
+//! reader that falls behind fills it and is closed with 1013 (counted as a slow consumer), so nothing
 //! is buffered without bound. WebSocket peers are pinged every `streams.ping_interval` and
 //! closed when they do not answer by the next ping; at shutdown every stream gets 1001.
 
@@ -94,7 +94,7 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/api/v2/stats/stream", tag = "streams", operation_id = "stats_stream",
     params(("interval" = Option<String>, Query, description = "How often a message is sent: a duration from `100ms` to `60s`; `1s` when absent.")),
     responses(
-        (status = 101, description = "A WebSocket (RFC 6455): one JSON text message per interval with the `/api/v1/stats` totals plus `interval_ms`, `requests_per_second`, `errors_per_second`, `rejected_per_second`, `interval_latency_p50_us` and `interval_latency_p99_us`. Pinged every `streams.ping_interval`; closed with 1001 when the service shuts down, 1008 when the reader falls `streams.send_queue` messages behind."),
+        (status = 101, description = "A WebSocket (RFC 6455): one JSON text message per interval with the `/api/v1/stats` totals plus `interval_ms`, `requests_per_second`, `errors_per_second`, `rejected_per_second`, `interval_latency_p50_us` and `interval_latency_p99_us`. Pinged every `streams.ping_interval`; closed with 1001 when the service shuts down, 1013 when the reader falls `streams.send_queue` messages behind."),
         StreamErrors,
     ),
     security((), ("bearer" = []), ("api_key" = [])),
@@ -318,8 +318,7 @@ impl Drop for Producer {
 
 /// Drive one WebSocket: send what `producer` queues, ping, notice a gone or silent peer,
 /// close with 1001 at shutdown. A producer that stops with its queue full was refused room:
-/// the reader fell behind, and its connection is cut off (no close frame can get through a
-/// full send buffer) and counted.
+/// the reader fell behind, and its connection is closed with 1013 and counted.
 async fn run(
     kind: &'static str,
     socket: WebSocket,
@@ -348,32 +347,31 @@ async fn run(
             _ = &mut producer.0, if producing => {
                 producing = false;
                 if full(&queue) {
-                    slow.increment(1);
-                    return;
+                    return cut_off(&mut sink, &slow).await;
                 }
             }
             out = queue.recv() => match out {
                 Some(Outgoing::Text(text)) => {
-                    let send = sink.send(Message::Text(text.into()));
-                    tokio::pin!(send);
-                    loop {
-                        tokio::select! {
-                            sent = &mut send => {
-                                if sent.is_err() {
-                                    return;
+                    let sent = {
+                        let send = sink.send(Message::Text(text.into()));
+                        tokio::pin!(send);
+                        loop {
+                            tokio::select! {
+                                sent = &mut send => break if sent.is_ok() { Sent::Yes } else { Sent::Gone },
+                                _ = &mut producer.0, if producing => {
+                                    producing = false;
+                                    if full(&queue) {
+                                        break Sent::Behind;
+                                    }
                                 }
-                                messages.increment(1);
-                                break;
+                                _ = closing.changed() => break Sent::Gone,
                             }
-                            _ = &mut producer.0, if producing => {
-                                producing = false;
-                                if full(&queue) {
-                                    slow.increment(1);
-                                    return;
-                                }
-                            }
-                            _ = closing.changed() => return,
                         }
+                    };
+                    match sent {
+                        Sent::Yes => messages.increment(1),
+                        Sent::Gone => return,
+                        Sent::Behind => return cut_off(&mut sink, &slow).await,
                     }
                 }
                 Some(Outgoing::Close(code, why)) => {
@@ -407,6 +405,30 @@ async fn run(
             }
         }
     }
+}
+
+/// How a message's send ended.
+enum Sent {
+    Yes,
+    /// The peer left, or the service is closing every stream.
+    Gone,
+    /// The producer found the queue full while the socket would not take this message.
+    Behind,
+}
+
+/// Count a reader that fell behind and close it with 1013 (try again later). The close
+/// frame waits behind what the reader has not taken, so it is given a moment and then the
+/// connection is dropped either way: nothing more is buffered for it.
+async fn cut_off(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    slow: &metrics::Counter,
+) {
+    slow.increment(1);
+    let _ = tokio::time::timeout(
+        Duration::from_millis(250),
+        close(sink, 1013, "the reader fell behind"),
+    )
+    .await;
 }
 
 async fn close(
