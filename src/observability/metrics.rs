@@ -257,11 +257,17 @@ impl Metrics {
         for (name, label, values) in [
             (SPANS_DROPPED, "reason", ["queue_full", "export_failed"]),
             (LOG_LINES_DROPPED, "sink", ["stdout", "access_log"]),
+            (STREAM_MESSAGES, "kind", ["stats", "job"]),
+            (STREAM_SLOW_CONSUMERS, "kind", ["stats", "job"]),
         ] {
             for value in values {
                 let key = Key::from_parts(name, vec![Label::new(label, value)]);
                 let _ = recorder.register_counter(&key, &metadata());
             }
+        }
+        for kind in ["stats", "job"] {
+            let key = Key::from_parts(STREAMS_OPEN, vec![Label::new("kind", kind)]);
+            recorder.register_gauge(&key, &metadata()).set(0.0);
         }
         let active = recorder.register_gauge(&Key::from_name(HTTP_ACTIVE_REQUESTS), &metadata());
         recorder
