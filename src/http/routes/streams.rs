@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::jobs::JobBody;
-use super::metrics::{snapshot, StatsBody};
+use super::metrics::{snapshot_of, StatsBody};
 use crate::error::ApiError;
 use crate::http::error::StreamErrors;
 use crate::observability::metrics as m;
@@ -149,7 +149,7 @@ async fn produce_stats(state: AppState, every: Duration, tx: mpsc::Sender<Outgoi
             _ => (0, 0),
         };
         let message = StatsMessage {
-            totals: snapshot(&state),
+            totals: snapshot_of(&state, now.0),
             interval_ms: every.as_millis() as u64,
             requests_per_second: rate(now.0.total_requests, previous.0.total_requests),
             errors_per_second: rate(now.0.error_count, previous.0.error_count),
