@@ -347,7 +347,7 @@ async fn run(
             _ = &mut producer.0, if producing => {
                 producing = false;
                 if full(&queue) {
-                    return cut_off(&mut sink, &slow).await;
+                    return cut_off(sink, &slow);
                 }
             }
             out = queue.recv() => match out {
@@ -371,7 +371,7 @@ async fn run(
                     match sent {
                         Sent::Yes => messages.increment(1),
                         Sent::Gone => return,
-                        Sent::Behind => return cut_off(&mut sink, &slow).await,
+                        Sent::Behind => return cut_off(sink, &slow),
                     }
                 }
                 Some(Outgoing::Close(code, why)) => {
@@ -417,19 +417,22 @@ enum Sent {
 }
 
 /// Count a reader that fell behind and close it with 1013 (try again later). The close
-/// frame waits behind what the reader has not taken, so it is given a moment and then the
-/// connection is dropped either way: nothing more is buffered for it.
-async fn cut_off(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    slow: &metrics::Counter,
-) {
+/// frame waits behind what the reader has not taken yet, so it is left to a task of its own
+/// for a bounded time: the stream's place and its queue are freed now, and nothing more is
+/// buffered for the reader.
+fn cut_off(mut sink: futures_util::stream::SplitSink<WebSocket, Message>, slow: &metrics::Counter) {
     slow.increment(1);
-    let _ = tokio::time::timeout(
-        Duration::from_millis(250),
-        close(sink, 1013, "the reader fell behind"),
-    )
-    .await;
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            CLOSE_GRACE,
+            close(&mut sink, 1013, "the reader fell behind"),
+        )
+        .await;
+    });
 }
+
+/// How long a cut-off reader has to take its close frame before the connection is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 async fn close(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
