@@ -99,6 +99,7 @@ impl ApplicationBuilder {
             }
             None => None,
         };
+        raise_open_file_limit(settings.server.max_connections);
         let listener = bind(settings.server.address)?;
         let admin_listener = settings.server.admin_address.map(bind).transpose()?;
         let port = listener.local_addr()?.port();
@@ -575,6 +576,20 @@ fn connection_errors(metrics: &Metrics) -> ConnectionErrors {
         malformed: kind("malformed"),
         too_large: kind("too_large"),
         header_timeout: kind("header_timeout"),
+    }
+}
+
+/// Each connection is a descriptor, and the usual soft limit (1024) is far below
+/// `server.max_connections`: raise it to the hard limit, as Go's runtime does at start.
+fn raise_open_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < max_connections as u64 + 64 => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit is below server.max_connections: connections beyond it cannot be accepted"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
     }
 }
 
