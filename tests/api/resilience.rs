@@ -14,15 +14,6 @@ fn vm_hwm_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "VmHWM:")
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Memory a burst of connections took is given back once they close: resident memory is
 /// within twice the idle figure again inside 10 s, burst after burst.
 #[tokio::test]

@@ -183,3 +183,55 @@ async fn an_independent_websocket_client_follows_a_job_and_the_statistics() {
     assert_eq!(seen["job"]["close_code"], 1000, "{seen}");
     assert!(seen["stats"]["grown"].as_u64().unwrap() >= 100, "{seen}");
 }
+
+/// 1,000 statistics streams on one instance (the real binary): every one receives, the API
+/// still answers at once, and the resident memory they cost is reported and bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_streams_all_receive_and_do_not_stall_the_api() {
+    let _one_at_a_time = exclusive().await;
+    let app = spawn_binary(&[]).await;
+    let pid = app.child.0.id();
+    let c = client();
+    assert_eq!(app.compute_fast(&c, 1, None).await.status(), 200);
+    let idle = proc_status_kib(pid, "VmRSS:");
+    let url = format!(
+        "{}/api/v2/stats/stream?interval=500ms",
+        app.base.replace("http://", "ws://")
+    );
+    let sockets = futures_util::future::join_all((0..1000).map(|_| {
+        let url = url.clone();
+        async move {
+            let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            let first = next_json(&mut socket).await;
+            assert!(first.get("requests_per_second").is_some(), "{first}");
+            socket
+        }
+    }))
+    .await;
+    assert_eq!(sockets.len(), 1000);
+    let open = sum_series(
+        &get_text(&format!("{}/metrics/prometheus", app.base)).await,
+        "floodgate_streams_open",
+        |l| l.contains("kind=\"stats\""),
+    );
+    assert_eq!(open, 1000.0);
+    // The API is not stalled by them.
+    let started = Instant::now();
+    for n in 0..50 {
+        assert_eq!(app.compute_fast(&c, n, None).await.status(), 200);
+    }
+    let api = started.elapsed();
+    let with_streams = proc_status_kib(pid, "VmRSS:");
+    eprintln!(
+        "1,000 streams: RSS {idle} KiB idle → {with_streams} KiB (+{} KiB, {:.1} KiB per stream); 50 API requests in {api:?}",
+        with_streams.saturating_sub(idle),
+        with_streams.saturating_sub(idle) as f64 / 1000.0
+    );
+    assert!(api < Duration::from_secs(5), "50 requests took {api:?}");
+    assert!(
+        with_streams < idle + 64 * 1024,
+        "1,000 streams took {} KiB",
+        with_streams - idle
+    );
+    drop(sockets);
+}

@@ -68,6 +68,18 @@ fn interval(q: &StatsQuery) -> Result<Duration, ApiError> {
         })
 }
 
+/// Buffers sized for streams: tungstenite's defaults (128 KiB to read, 128 KiB to write,
+/// messages up to 64 MiB) cost ~177 KiB per idle stream and let a peer make the service
+/// hold 64 MiB; a stream sends a message at a time and reads only control frames.
+fn sized(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
+}
+
 /// A place for one more stream, or 503.
 fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
     state.streams.open().ok_or(ApiError::ServiceOverloaded {
@@ -113,7 +125,7 @@ pub async fn stats(
     })?;
     check_origin(&state, &headers)?;
     let permit = admit(&state)?;
-    Ok(upgrade.on_upgrade(move |socket| async move {
+    Ok(sized(upgrade).on_upgrade(move |socket| async move {
         let (tx, rx) = mpsc::channel(state.settings.streams.send_queue);
         let producer = produce_stats(state.clone(), every, tx);
         run("stats", socket, rx, producer, &state).await;
@@ -212,7 +224,7 @@ pub async fn job_events(
         Ok(upgrade) => {
             check_origin(&state, &headers)?;
             let permit = admit(&state)?;
-            Ok(upgrade.on_upgrade(move |socket| async move {
+            Ok(sized(upgrade).on_upgrade(move |socket| async move {
                 let (tx, rx) = mpsc::channel(state.settings.streams.send_queue);
                 let producer = produce_job(state.clone(), id, tx);
                 run("job", socket, rx, producer, &state).await;
