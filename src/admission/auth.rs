@@ -143,10 +143,13 @@ impl Authenticator {
             return self.verify_key(key.as_bytes());
         }
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return Err(unauthorized(
-                "missing credentials: send `Authorization: Bearer <key or token>` or `X-API-Key`",
-                false,
-            ));
+            return match websocket_credential(headers)? {
+                Some(credential) => self.verify_bearer(&credential),
+                None => Err(unauthorized(
+                    "missing credentials: send `Authorization: Bearer <key or token>` or `X-API-Key`",
+                    false,
+                )),
+            };
         };
         let value = value.as_bytes();
         let credential = match value.split_at_checked(7) {
@@ -158,6 +161,11 @@ impl Authenticator {
                 ))
             }
         };
+        self.verify_bearer(credential)
+    }
+
+    /// A bearer credential: a JWT when it looks like one and JWTs are accepted, else a key.
+    fn verify_bearer(&self, credential: &[u8]) -> Result<Principal, Refusal> {
         let looks_like_jwt = credential.iter().filter(|&&b| b == b'.').count() == 2;
         if looks_like_jwt && !self.jwt_keys.is_empty() {
             let token = std::str::from_utf8(credential)
@@ -208,6 +216,36 @@ impl Authenticator {
         let sub = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("-");
         Ok(Principal(format!("jwt:{sub}").into()))
     }
+}
+
+/// The `Sec-WebSocket-Protocol` prefix that carries a credential, for browsers, whose
+/// WebSocket API cannot set headers: `floodgate.bearer.<base64url of the key or token>`,
+/// offered next to `floodgate.v1`, the protocol the server selects (never the credential).
+pub const WEBSOCKET_CREDENTIAL_PREFIX: &str = "floodgate.bearer.";
+
+fn websocket_credential(headers: &HeaderMap) -> Result<Option<Vec<u8>>, Refusal> {
+    use base64::Engine;
+    let mut offered = headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.trim().strip_prefix(WEBSOCKET_CREDENTIAL_PREFIX));
+    let Some(encoded) = offered.next() else {
+        return Ok(None);
+    };
+    if offered.next().is_some() {
+        return Err(unauthorized("send one credential, not several", true));
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .map(Some)
+        .map_err(|_| {
+            unauthorized(
+                "invalid credential: the WebSocket protocol credential is not base64url",
+                true,
+            )
+        })
 }
 
 fn unauthorized(reason: &'static str, invalid: bool) -> Refusal {
@@ -311,6 +349,26 @@ mod tests {
             value.parse().unwrap(),
         );
         h
+    }
+
+    #[test]
+    fn a_websocket_protocol_carries_one_base64url_credential() {
+        let auth = Authenticator::from_settings(&settings(&[&sha("s3cret")]))
+            .unwrap()
+            .unwrap();
+        let protocol = |v: &str| headers("sec-websocket-protocol", v);
+        // base64url("s3cret") = "czNjcmV0"
+        assert!(auth
+            .authenticate(&protocol("floodgate.v1, floodgate.bearer.czNjcmV0"))
+            .is_ok());
+        for refused in [
+            "floodgate.v1, floodgate.bearer.d3Jvbmc",
+            "floodgate.v1, floodgate.bearer.not base64!",
+            "floodgate.bearer.czNjcmV0, floodgate.bearer.czNjcmV0",
+            "floodgate.v1",
+        ] {
+            assert!(auth.authenticate(&protocol(refused)).is_err(), "{refused}");
+        }
     }
 
     #[test]

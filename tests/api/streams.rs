@@ -235,3 +235,42 @@ async fn a_thousand_streams_all_receive_and_do_not_stall_the_api() {
     );
     drop(sockets);
 }
+
+/// With authentication on, a stream is admitted like the API; a browser, which cannot set
+/// headers on a WebSocket, passes its key as the protocol `floodgate.bearer.<base64url>`
+/// next to `floodgate.v1`, and the server selects `floodgate.v1`, never the credential.
+#[tokio::test]
+async fn a_browser_passes_its_credential_as_a_websocket_protocol() {
+    use base64::Engine;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let key = "stream-key";
+    let app = spawn_with(|s| {
+        s.auth.enabled = true;
+        s.auth.api_key_hashes = vec![sha256_hex(key)];
+    })
+    .await;
+    let url = format!("ws://{}/api/v2/stats/stream?interval=100ms", app.addr);
+    let offer = |credential: &str| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(credential);
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("floodgate.v1, floodgate.bearer.{encoded}")
+                .parse()
+                .unwrap(),
+        );
+        request
+    };
+    let (mut socket, response) = tokio_tungstenite::connect_async(offer(key)).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "floodgate.v1");
+    assert!(next_json(&mut socket).await.get("total_requests").is_some());
+
+    let wrong = tokio_tungstenite::connect_async(offer("wrong"))
+        .await
+        .unwrap_err();
+    assert!(wrong.to_string().contains("401"), "{wrong}");
+    let none = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap_err();
+    assert!(none.to_string().contains("401"), "{none}");
+}

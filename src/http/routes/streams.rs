@@ -68,11 +68,17 @@ fn interval(q: &StatsQuery) -> Result<Duration, ApiError> {
         })
 }
 
+/// The subprotocol selected when a client offers it: a browser that passes its credential as
+/// a protocol (see [`crate::admission::auth::WEBSOCKET_CREDENTIAL_PREFIX`]) must be answered
+/// with one of the protocols it offered, and this one names the message format.
+pub const PROTOCOL: &str = "floodgate.v1";
+
 /// Buffers sized for streams: tungstenite's defaults (128 KiB to read, 128 KiB to write,
 /// messages up to 64 MiB) cost ~177 KiB per idle stream and let a peer make the service
 /// hold 64 MiB; a stream sends a message at a time and reads only control frames.
 fn sized(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
     upgrade
+        .protocols([PROTOCOL])
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024)
