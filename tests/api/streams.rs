@@ -146,6 +146,28 @@ async fn a_job_stream_follows_the_job_to_its_end_then_closes_normally() {
         .unwrap();
     assert!(body.contains("event: job"), "{body}");
     assert!(body.contains("\"status\":\"succeeded\""), "{body}");
+    // And as `curl -N` shows them: the stream ends by itself after the final status.
+    let url = app.url(&format!("/api/v2/jobs/{id}/events"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(tool("curl"))
+            .args([
+                "-N",
+                "-sS",
+                "--max-time",
+                "10",
+                "-H",
+                "Accept: text/event-stream",
+            ])
+            .arg(url)
+            .output()
+            .expect("curl runs")
+    })
+    .await
+    .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("event: job\ndata: {"), "{shown}");
+    assert!(shown.contains("\"status\":\"succeeded\""), "{shown}");
 }
 
 #[tokio::test]
