@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use metrics::Histogram;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::config::DatabaseSettings;
@@ -203,6 +203,14 @@ macro_rules! columns {
     };
 }
 
+/// The pool settings both backends share.
+fn pool_options<DB: sqlx::Database>(s: &DatabaseSettings) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(s.max_connections)
+        .acquire_timeout(s.acquire_timeout)
+        .idle_timeout(s.idle_timeout)
+}
+
 impl JobStore {
     /// Open the pool named by `database.url`, create the SQLite file (and its directory) on
     /// first start, and apply the embedded migrations. A database whose schema is newer
@@ -230,10 +238,7 @@ impl JobStore {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(s.acquire_timeout);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(s.max_connections)
-                .acquire_timeout(s.acquire_timeout)
-                .idle_timeout(s.idle_timeout)
+            let pool = pool_options(s)
                 .connect_with(options)
                 .await
                 .map_err(|e| OpenError::Config(format!("invalid setting `database.url`: {e}")))?;
@@ -243,10 +248,7 @@ impl JobStore {
                 .map_err(migration_error)?;
             Backend::Sqlite(pool)
         } else {
-            let pool = PgPoolOptions::new()
-                .max_connections(s.max_connections)
-                .acquire_timeout(s.acquire_timeout)
-                .idle_timeout(s.idle_timeout)
+            let pool = pool_options(s)
                 .connect(url)
                 .await
                 .map_err(|e| OpenError::Unavailable(format!("cannot reach PostgreSQL: {e}")))?;
