@@ -97,14 +97,14 @@ pub struct SubmitJob {
     pub rounds: Option<u64>,
 }
 
-fn jobs(state: &AppState) -> Result<&Jobs, ApiError> {
+pub(super) fn jobs(state: &AppState) -> Result<&Jobs, ApiError> {
     state.jobs.get().ok_or(ApiError::DependencyUnavailable {
         what: "the jobs database",
         retry_after: RETRY_AFTER,
     })
 }
 
-fn unavailable(_: StoreError) -> ApiError {
+pub(super) fn unavailable(_: StoreError) -> ApiError {
     ApiError::DependencyUnavailable {
         what: "the jobs database",
         retry_after: RETRY_AFTER,
@@ -112,7 +112,7 @@ fn unavailable(_: StoreError) -> ApiError {
 }
 
 /// A job id in the path: a UUID.
-fn job_id(id: &str) -> Result<String, ApiError> {
+pub(super) fn job_id(id: &str) -> Result<String, ApiError> {
     uuid::Uuid::parse_str(id)
         .map(|u| u.hyphenated().to_string())
         .map_err(|_| ApiError::InvalidRequest(format!("`{id}` is not a job id (a UUID)")))

@@ -18,7 +18,7 @@ use http::{header, HeaderMap};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::jobs::JobBody;
+use super::jobs::{self, JobBody};
 use super::metrics::{snapshot_of, StatsBody};
 use crate::error::ApiError;
 use crate::http::error::StreamErrors;
@@ -204,21 +204,9 @@ pub async fn job_events(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let jobs = state.jobs.get().ok_or(ApiError::DependencyUnavailable {
-        what: "the jobs database",
-        retry_after: RETRY_AFTER,
-    })?;
-    let id = uuid::Uuid::parse_str(&id)
-        .map(|u| u.hyphenated().to_string())
-        .map_err(|_| ApiError::InvalidRequest(format!("`{id}` is not a job id (a UUID)")))?;
-    let found = jobs
-        .store
-        .get(&id)
-        .await
-        .map_err(|_| ApiError::DependencyUnavailable {
-            what: "the jobs database",
-            retry_after: RETRY_AFTER,
-        })?;
+    let jobs = jobs::jobs(&state)?;
+    let id = jobs::job_id(&id)?;
+    let found = jobs.store.get(&id).await.map_err(jobs::unavailable)?;
     if found.is_none() {
         return Err(ApiError::NotFound(format!("/api/v2/jobs/{id}/events")));
     }
