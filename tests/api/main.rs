@@ -30,6 +30,7 @@ mod redis;
 mod request_id;
 mod resilience;
 mod shutdown;
+mod status_page;
 mod streams;
 mod timeout;
 mod tls;

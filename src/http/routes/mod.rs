@@ -6,6 +6,7 @@ pub mod health;
 pub mod jobs;
 pub mod metrics;
 pub mod profile;
+pub mod status;
 pub mod streams;
 
 use axum::routing::{delete, get, post};
@@ -78,6 +79,17 @@ pub fn builtin() -> Vec<RouteSpec> {
             get(streams::stats),
         )
         .documented::<streams::__path_stats>(),
+        RouteSpec::new(Method::GET, "/status", Status, get(status::page))
+            .documented::<status::__path_page>(),
+        RouteSpec::new(
+            Method::GET,
+            "/status/stream",
+            Status,
+            get(streams::status_stream),
+        )
+        .documented::<streams::__path_status_stream>(),
+        RouteSpec::new(Method::GET, "/status/{file}", Status, get(status::asset))
+            .labelled("/status"),
         RouteSpec::new(
             Method::GET,
             "/openapi.json",

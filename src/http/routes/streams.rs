@@ -52,6 +52,10 @@ pub struct StatsMessage {
     /// Latency percentiles of the requests completed in this interval (0 when none).
     pub interval_latency_p50_us: u64,
     pub interval_latency_p99_us: u64,
+    /// Workers running a job now, of `worker_count`.
+    pub busy_workers: usize,
+    /// Jobs the queue holds at most; `queue_depth` of them are waiting.
+    pub queue_capacity: usize,
 }
 
 fn interval(q: &StatsQuery) -> Result<Duration, ApiError> {
@@ -112,12 +116,40 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/api/v2/stats/stream", tag = "streams", operation_id = "stats_stream",
     params(("interval" = Option<String>, Query, description = "How often a message is sent: a duration from `100ms` to `60s`; `1s` when absent.")),
     responses(
-        (status = 101, description = "A WebSocket (RFC 6455): one JSON text message per interval with the `/api/v1/stats` totals plus `interval_ms`, `requests_per_second`, `errors_per_second`, `rejected_per_second`, `interval_latency_p50_us` and `interval_latency_p99_us`. Pinged every `streams.ping_interval`; closed with 1001 when the service shuts down, 1013 when the reader falls `streams.send_queue` messages behind."),
+        (status = 101, description = "A WebSocket (RFC 6455): one JSON text message per interval with the `/api/v1/stats` totals plus `interval_ms`, `requests_per_second`, `errors_per_second`, `rejected_per_second`, `interval_latency_p50_us`, `interval_latency_p99_us`, `busy_workers` and `queue_capacity`. Pinged every `streams.ping_interval`; closed with 1001 when the service shuts down, 1013 when the reader falls `streams.send_queue` messages behind."),
         StreamErrors,
     ),
     security((), ("bearer" = []), ("api_key" = [])),
 )]
 pub async fn stats(
+    state: State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    open_stats(state, headers, query, upgrade)
+}
+
+/// `GET /status/stream?interval=1s`: the statistics stream for the status page, with the
+/// operational routes (the admin listener, when separate), which are not authenticated:
+/// it carries what `/api/v1/stats` already shows there.
+#[utoipa::path(get, path = "/status/stream", tag = "streams", operation_id = "status_stream",
+    params(("interval" = Option<String>, Query, description = "How often a message is sent: a duration from `100ms` to `60s`; `1s` when absent.")),
+    responses(
+        (status = 101, description = "The same WebSocket as `/api/v2/stats/stream`, beside the status page."),
+        StreamErrors,
+    ),
+)]
+pub async fn status_stream(
+    state: State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    open_stats(state, headers, query, upgrade)
+}
+
+fn open_stats(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
@@ -166,6 +198,7 @@ async fn produce_stats(state: AppState, every: Duration, tx: mpsc::Sender<Outgoi
             }
             _ => (0, 0),
         };
+        let pool = state.pool.status();
         let message = StatsMessage {
             totals: snapshot_of(&state, now.0),
             interval_ms: every.as_millis() as u64,
@@ -177,6 +210,8 @@ async fn produce_stats(state: AppState, every: Duration, tx: mpsc::Sender<Outgoi
             ),
             interval_latency_p50_us: p50,
             interval_latency_p99_us: p99,
+            busy_workers: pool.busy,
+            queue_capacity: pool.queue_capacity,
         };
         previous = now;
         let text = serde_json::to_string(&message).unwrap_or_default();
