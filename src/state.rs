@@ -91,6 +91,8 @@ pub struct Streams {
     permits: Arc<tokio::sync::Semaphore>,
     max: usize,
     closing: tokio::sync::watch::Sender<bool>,
+    /// Readings shared by the statistics streams that tick at the same instant.
+    pub readings: Arc<crate::observability::metrics::Readings>,
 }
 
 impl Streams {
@@ -99,6 +101,7 @@ impl Streams {
             permits: Arc::new(tokio::sync::Semaphore::new(max)),
             max,
             closing: tokio::sync::watch::channel(false).0,
+            readings: Arc::default(),
         }
     }
 

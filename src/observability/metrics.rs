@@ -146,6 +146,83 @@ pub struct RequestStats {
     latency: Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
 
+/// The statistics and the latency histogram, read at one instant.
+pub struct Reading {
+    /// The grid instant it stands for, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub stats: StatsSnapshot,
+    pub latency: Option<hdrhistogram::Histogram<u64>>,
+}
+
+/// Readings taken at instants on a grid (milliseconds since the Unix epoch), each taken once
+/// and shared by every reader that asks for the same instant. The histogram is ~25 KiB: a
+/// thousand live-statistics streams ticking together share one copy instead of holding a
+/// thousand.
+#[derive(Default)]
+pub struct Readings {
+    recent: Mutex<std::collections::VecDeque<(u64, std::sync::Arc<Reading>)>>,
+    /// p50 and p99 of the requests completed between two readings, by their instants.
+    between: Mutex<std::collections::VecDeque<(Span, (u64, u64))>>,
+}
+
+/// Two grid instants, in milliseconds since the Unix epoch.
+type Span = (u64, u64);
+
+/// Distinct instants kept: enough for streams of several intervals ticking near each other.
+const READINGS_KEPT: usize = 8;
+
+impl Readings {
+    /// The reading for grid instant `at_ms`, taken now if nobody has taken it yet.
+    pub fn at(&self, at_ms: u64, metrics: &Metrics) -> std::sync::Arc<Reading> {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, reading)) = recent.iter().find(|(t, _)| *t == at_ms) {
+            return std::sync::Arc::clone(reading);
+        }
+        let reading = std::sync::Arc::new(Reading {
+            at_ms,
+            stats: metrics.stats(),
+            latency: metrics.latency_histogram(),
+        });
+        if recent.len() == READINGS_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((at_ms, std::sync::Arc::clone(&reading)));
+        reading
+    }
+
+    /// p50 and p99 latency of the requests completed between `from` and `to` (0 when none),
+    /// computed once per pair of instants: it takes a copy of the histogram.
+    pub fn percentiles_between(&self, from: &Reading, to: &Reading) -> (u64, u64) {
+        let key = (from.at_ms, to.at_ms);
+        let mut between = self.between.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, found)) = between.iter().find(|(k, _)| *k == key) {
+            return *found;
+        }
+        let found = match (&to.latency, &from.latency) {
+            (Some(to), Some(from)) => {
+                let mut interval = to.clone();
+                let _ = interval.subtract(from);
+                quantiles(&interval)
+            }
+            (Some(to), None) => quantiles(to),
+            _ => (0, 0),
+        };
+        if between.len() == READINGS_KEPT {
+            between.pop_front();
+        }
+        between.push_back((key, found));
+        found
+    }
+}
+
+fn quantiles(h: &hdrhistogram::Histogram<u64>) -> (u64, u64) {
+    if h.is_empty() {
+        (0, 0)
+    } else {
+        (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+    }
+}
+
 /// A consistent-enough snapshot of [`RequestStats`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StatsSnapshot {
@@ -752,6 +829,38 @@ mod tests {
         assert!(text.contains("floodgate_rate_limited_total 1"));
         assert!(text.contains(r#"http_server_request_duration_seconds_bucket{method="POST",route="/api/v1/compute/fast",status="400",le="0.00025"} 1"#), "{text}");
         assert!(text.contains("floodgate_build_info{"));
+    }
+
+    #[test]
+    fn readings_are_shared_by_instant_and_percentiles_cover_only_the_interval() {
+        let m = Metrics::new();
+        let readings = Readings::default();
+        let record = |us: u64, n: usize| {
+            for _ in 0..n {
+                m.request_started(API);
+                m.record_request(
+                    API,
+                    Outcome {
+                        method: MethodLabel::Post,
+                        status: 200,
+                        refused: None,
+                        elapsed: Duration::from_micros(us),
+                    },
+                );
+            }
+        };
+        record(100, 10);
+        let first = readings.at(1_000, &m);
+        assert!(std::sync::Arc::ptr_eq(&first, &readings.at(1_000, &m)));
+        record(5_000, 10);
+        let second = readings.at(2_000, &m);
+        assert!(!std::sync::Arc::ptr_eq(&first, &second));
+        assert_eq!(second.stats.total_requests - first.stats.total_requests, 10);
+        // Only the 5 ms requests completed between the two readings.
+        let (p50, p99) = readings.percentiles_between(&first, &second);
+        assert!((4_900..=5_100).contains(&p50), "{p50}");
+        assert!((4_900..=5_100).contains(&p99), "{p99}");
+        assert_eq!(readings.percentiles_between(&second, &second), (0, 0));
     }
 
     #[test]

@@ -160,6 +160,7 @@ async fn accept_loop<S>(
             },
         };
         let _ = stream.set_nodelay(true);
+        limit_unsent(&stream);
         let service = service.clone();
         let stop = stop.clone();
         let activity = Arc::new(Activity::new());
@@ -433,5 +434,29 @@ impl tokio::io::AsyncWrite for ActivityIo {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// Unsent bytes the kernel may hold for one connection before writes wait. Unbounded, a
+/// client that stops reading pins the whole autotuned send buffer (4 MiB here) per
+/// connection in kernel memory, and a stream never learns that its reader fell behind.
+/// Responses are small; this costs a bulk download a few more wake-ups, nothing else.
+const UNSENT_BYTES: libc::c_int = 32 * 1024;
+
+fn limit_unsent(stream: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let value = UNSENT_BYTES;
+    // SAFETY: the descriptor is open for the call, and the option is a c_int of that size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_NOTSENT_LOWAT not set");
     }
 }

@@ -13,6 +13,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderMap};
 use serde::{Deserialize, Serialize};
@@ -171,42 +172,41 @@ fn open_stats(
     }))
 }
 
+/// Messages are sent on a grid of the interval aligned to the Unix epoch, so every stream of
+/// an interval (and of its multiples) reads the counters at the same instants and shares the
+/// readings ([`crate::observability::metrics::Readings`]). The first message comes one
+/// full interval after the first grid instant, so every message's rates cover exactly one
+/// interval.
 async fn produce_stats(state: AppState, every: Duration, tx: mpsc::Sender<Outgoing>) {
-    let mut tick = tokio::time::interval(every);
+    let every_ms = (every.as_millis() as u64).max(1);
+    let now_ms = unix_ms();
+    let first = (now_ms / every_ms + 1) * every_ms;
+    let start = tokio::time::Instant::now() + Duration::from_millis(first - now_ms);
+    let mut tick = tokio::time::interval_at(start, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let reading = |state: &AppState| {
+        // The instant this tick stands for: the nearest grid point, even when woken late.
+        let at = (unix_ms() + every_ms / 2) / every_ms * every_ms;
+        state.streams.readings.at(at, &state.metrics)
+    };
     tick.tick().await;
-    let mut previous = (state.metrics.stats(), state.metrics.latency_histogram());
+    let mut previous = reading(&state);
     loop {
         tick.tick().await;
-        let now = (state.metrics.stats(), state.metrics.latency_histogram());
+        let now = reading(&state);
         let secs = every.as_secs_f64();
         let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
-        let (p50, p99) = match (&now.1, &previous.1) {
-            (Some(now), Some(before)) => {
-                let mut interval = now.clone();
-                let _ = interval.subtract(before);
-                if interval.is_empty() {
-                    (0, 0)
-                } else {
-                    (
-                        interval.value_at_quantile(0.5),
-                        interval.value_at_quantile(0.99),
-                    )
-                }
-            }
-            (Some(now), None) if !now.is_empty() => {
-                (now.value_at_quantile(0.5), now.value_at_quantile(0.99))
-            }
-            _ => (0, 0),
-        };
+        let (p50, p99) = state.streams.readings.percentiles_between(&previous, &now);
+        let (stats, before) = (now.stats, previous.stats);
         let pool = state.pool.status();
         let message = StatsMessage {
-            totals: snapshot_of(&state, now.0),
+            totals: snapshot_of(&state, stats),
             interval_ms: every.as_millis() as u64,
-            requests_per_second: rate(now.0.total_requests, previous.0.total_requests),
-            errors_per_second: rate(now.0.error_count, previous.0.error_count),
+            requests_per_second: rate(stats.total_requests, before.total_requests),
+            errors_per_second: rate(stats.error_count, before.error_count),
             rejected_per_second: rate(
-                now.0.rate_limited_count + now.0.overloaded_count,
-                previous.0.rate_limited_count + previous.0.overloaded_count,
+                stats.rate_limited_count + stats.overloaded_count,
+                before.rate_limited_count + before.overloaded_count,
             ),
             interval_latency_p50_us: p50,
             interval_latency_p99_us: p99,
@@ -219,6 +219,12 @@ async fn produce_stats(state: AppState, every: Duration, tx: mpsc::Sender<Outgoi
             return; // the reader fell behind, or left
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `GET /api/v2/jobs/{id}/events`: the job at once and at every status change, then a
@@ -373,76 +379,105 @@ async fn run(
     let slow = state
         .metrics
         .counter(m::STREAM_SLOW_CONSUMERS, &[("kind", kind)]);
-    let mut closing = state.streams.closing();
     let (mut sink, mut incoming) = socket.split();
     let mut ping = tokio::time::interval(state.settings.streams.ping_interval);
     ping.tick().await;
     let mut awaiting_pong = false;
-    let mut producer = Producer(tokio::spawn(tracing::Instrument::instrument(
-        producer, span,
-    )));
-    let mut producing = true;
-    let full = |queue: &mpsc::Receiver<Outgoing>| queue.len() >= queue.max_capacity();
+    let mut watch = Watch {
+        producer: Producer(tokio::spawn(tracing::Instrument::instrument(
+            producer, span,
+        ))),
+        producing: true,
+        closing: state.streams.closing(),
+    };
     loop {
         tokio::select! {
-            _ = &mut producer.0, if producing => {
-                producing = false;
+            _ = &mut watch.producer.0, if watch.producing => {
+                watch.producing = false;
                 if full(&queue) {
                     return cut_off(sink, &slow);
                 }
             }
             out = queue.recv() => match out {
                 Some(Outgoing::Text(text)) => {
-                    let sent = {
-                        let send = sink.send(Message::Text(text.into()));
-                        tokio::pin!(send);
-                        loop {
-                            tokio::select! {
-                                sent = &mut send => break if sent.is_ok() { Sent::Yes } else { Sent::Gone },
-                                _ = &mut producer.0, if producing => {
-                                    producing = false;
-                                    if full(&queue) {
-                                        break Sent::Behind;
-                                    }
-                                }
-                                _ = closing.changed() => break Sent::Gone,
-                            }
-                        }
-                    };
-                    match sent {
+                    match watch.deliver(&mut sink, Message::Text(text.into()), &queue).await {
                         Sent::Yes => messages.increment(1),
                         Sent::Gone => return,
                         Sent::Behind => return cut_off(sink, &slow),
                     }
                 }
                 Some(Outgoing::Close(code, why)) => {
-                    let _ = close(&mut sink, code, why).await;
+                    let _ = tokio::time::timeout(CLOSE_GRACE, close(&mut sink, code, why)).await;
                     return;
                 }
                 None => return,
             },
             _ = ping.tick() => {
                 if awaiting_pong {
-                    let _ = close(&mut sink, 1011, "no answer to ping").await;
+                    let _ = tokio::time::timeout(
+                        CLOSE_GRACE,
+                        close(&mut sink, 1011, "no answer to ping"),
+                    )
+                    .await;
                     return;
                 }
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    return;
+                match watch.deliver(&mut sink, Message::Ping(Vec::new().into()), &queue).await {
+                    Sent::Yes => awaiting_pong = true,
+                    Sent::Gone => return,
+                    Sent::Behind => return cut_off(sink, &slow),
                 }
-                awaiting_pong = true;
             }
             message = incoming.next() => match message {
                 Some(Ok(Message::Pong(_))) => awaiting_pong = false,
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
-            _ = closing.changed() => {
+            _ = watch.closing.changed() => {
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),
                     close(&mut sink, 1001, "the service is shutting down"),
                 )
                 .await;
                 return;
+            }
+        }
+    }
+}
+
+/// Whether the producer was refused room: its queue is full.
+fn full(queue: &mpsc::Receiver<Outgoing>) -> bool {
+    queue.len() >= queue.max_capacity()
+}
+
+/// What may end a stream while one of its frames is being sent.
+struct Watch {
+    producer: Producer,
+    producing: bool,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Watch {
+    /// Send one frame, message or ping, while watching for the producer to stop with its
+    /// queue full (the reader fell behind) and for the service to close every stream: a
+    /// socket that will not take the frame must not hold the stream open past either.
+    async fn deliver(
+        &mut self,
+        sink: &mut SplitSink<WebSocket, Message>,
+        frame: Message,
+        queue: &mpsc::Receiver<Outgoing>,
+    ) -> Sent {
+        let send = sink.send(frame);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                sent = &mut send => return if sent.is_ok() { Sent::Yes } else { Sent::Gone },
+                _ = &mut self.producer.0, if self.producing => {
+                    self.producing = false;
+                    if full(queue) {
+                        return Sent::Behind;
+                    }
+                }
+                _ = self.closing.changed() => return Sent::Gone,
             }
         }
     }
@@ -461,7 +496,7 @@ enum Sent {
 /// frame waits behind what the reader has not taken yet, so it is left to a task of its own
 /// for a bounded time: the stream's place and its queue are freed now, and nothing more is
 /// buffered for the reader.
-fn cut_off(mut sink: futures_util::stream::SplitSink<WebSocket, Message>, slow: &metrics::Counter) {
+fn cut_off(mut sink: SplitSink<WebSocket, Message>, slow: &metrics::Counter) {
     slow.increment(1);
     tokio::spawn(async move {
         let _ = tokio::time::timeout(
@@ -472,11 +507,12 @@ fn cut_off(mut sink: futures_util::stream::SplitSink<WebSocket, Message>, slow: 
     });
 }
 
-/// How long a cut-off reader has to take its close frame before the connection is dropped.
+/// How long a peer has to take a close frame (behind what it has not read yet) before the
+/// connection is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 async fn close(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    sink: &mut SplitSink<WebSocket, Message>,
     code: u16,
     reason: &'static str,
 ) -> Result<(), axum::Error> {
