@@ -12,10 +12,59 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::{Notify, Semaphore};
 
+use sha2::{Digest, Sha256};
+
 use super::Kernel;
 use crate::config::JobsSettings;
+use crate::error::ApiError;
 use crate::pool::{SubmitError, WorkerPool};
-use crate::store::{now_us, Finish, Job, JobStatus, JobStore};
+use crate::store::{
+    now_us, Cancelled, Finish, Inserted, Job, JobStatus, JobStore, NewJob, StoreError,
+};
+
+/// How long a client is asked to wait while the database is unavailable.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The refusal while the jobs database cannot be reached (or jobs are off).
+pub fn unavailable() -> ApiError {
+    ApiError::DependencyUnavailable {
+        what: "the jobs database",
+        retry_after: RETRY_AFTER,
+    }
+}
+
+fn store_error(_: StoreError) -> ApiError {
+    unavailable()
+}
+
+/// A job id as clients write it: a UUID, returned in its canonical form.
+pub fn job_id(id: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| ApiError::InvalidRequest(format!("`{id}` is not a job id (a UUID)")))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("/api/v2/jobs/{id}"))
+}
+
+/// What a submission gave back.
+#[derive(Debug)]
+pub struct Submitted {
+    pub job: Job,
+    /// An earlier submission with the same idempotency key and body made this job.
+    pub replayed: bool,
+}
+
+/// A submission, validated by [`Jobs::submit`].
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub number: u64,
+    /// The configured default when absent.
+    pub rounds: Option<u64>,
+    /// 1–255 visible ASCII characters: the same key with the same body returns the first job.
+    pub idempotency_key: Option<String>,
+}
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
@@ -91,13 +140,107 @@ impl Jobs {
         }
     }
 
+    /// Validate and queue a job; it is committed to the database before this returns.
+    pub async fn submit(&self, s: Submission, default_rounds: u32) -> Result<Submitted, ApiError> {
+        let max = crate::domain::MAX_NUMBER;
+        if s.number > max {
+            return Err(ApiError::InvalidRequest(format!(
+                "number must be an integer between 0 and {max} (got {})",
+                s.number
+            )));
+        }
+        let max_rounds = self.settings.max_rounds;
+        // The operator's default is not held to the limit set for what clients ask.
+        let rounds = match s.rounds {
+            None => u64::from(default_rounds),
+            Some(r) if (1..=max_rounds).contains(&r) => r,
+            Some(r) => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "rounds must be an integer between 1 and {max_rounds} (got {r})"
+                )))
+            }
+        };
+        if let Some(key) = &s.idempotency_key {
+            if !(1..=255).contains(&key.len()) || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                return Err(ApiError::InvalidRequest(
+                    "Idempotency-Key must be one header of 1-255 visible ASCII characters".into(),
+                ));
+            }
+        }
+        let now = now_us();
+        let idempotency = s.idempotency_key.map(|k| {
+            let hash = hex::encode(Sha256::digest(format!("{}:{rounds}", s.number)));
+            let ttl = i64::try_from(self.settings.idempotency_ttl.as_micros()).unwrap_or(i64::MAX);
+            (k, hash, now.saturating_add(ttl))
+        });
+        let inserted = self
+            .store
+            .insert(NewJob {
+                id: uuid::Uuid::now_v7().to_string(),
+                number: s.number,
+                rounds,
+                created_at: now,
+                idempotency,
+            })
+            .await
+            .map_err(store_error)?;
+        match inserted {
+            Inserted::Created(job) => {
+                self.wake();
+                Ok(Submitted {
+                    job,
+                    replayed: false,
+                })
+            }
+            Inserted::Replayed(job) => Ok(Submitted {
+                job,
+                replayed: true,
+            }),
+            Inserted::KeyReused => Err(ApiError::IdempotencyKeyReused),
+        }
+    }
+
+    /// The job `id` (any UUID spelling).
+    pub async fn find(&self, id: &str) -> Result<Job, ApiError> {
+        let id = job_id(id)?;
+        self.store
+            .get(&id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| not_found(&id))
+    }
+
+    /// The job `id` as it is now, `None` once it is gone; for watchers, which keep looking
+    /// while the database is away.
+    pub async fn peek(&self, id: &str) -> Result<Option<Job>, ApiError> {
+        self.store.get(id).await.map_err(store_error)
+    }
+
+    /// Cancel a queued or running job (a running one stops between chunks of rounds).
+    pub async fn cancel(&self, id: &str) -> Result<Job, ApiError> {
+        let id = job_id(id)?;
+        match self
+            .store
+            .cancel(&id, now_us())
+            .await
+            .map_err(store_error)?
+        {
+            Cancelled::Cancelled(job) => {
+                self.cancelled(&job.id);
+                Ok(job)
+            }
+            Cancelled::AlreadyFinished(job) => Err(ApiError::JobFinished(job.id)),
+            Cancelled::NotFound => Err(not_found(&id)),
+        }
+    }
+
     /// A job was queued: look for work now rather than at the next poll.
     pub fn wake(&self) {
         self.wake.notify_one();
     }
 
     /// A job was cancelled: stop it if it runs here.
-    pub fn cancelled(&self, id: &str) {
+    fn cancelled(&self, id: &str) {
         if let Some(flag) = self
             .running
             .lock()

@@ -7,22 +7,18 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::domain::jobs::Jobs;
+use crate::domain::jobs::{Jobs, Submission};
 use crate::error::ApiError;
 use crate::http::error::JobErrors;
 use crate::http::extract::{json_object, whole_number, BodyBytes};
 use crate::state::AppState;
-use crate::store::{now_us, Cancelled, Inserted, Job, JobStatus, NewJob, StoreError};
+use crate::store::{Job, JobStatus};
 
 /// `Idempotency-Key`.
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// `Idempotent-Replayed`.
 static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-
-/// How long a client is asked to wait while the database is unavailable.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A job, as the API shows it; absent fields are omitted.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -98,24 +94,10 @@ pub struct SubmitJob {
 }
 
 pub(super) fn jobs(state: &AppState) -> Result<&Jobs, ApiError> {
-    state.jobs.get().ok_or(ApiError::DependencyUnavailable {
-        what: "the jobs database",
-        retry_after: RETRY_AFTER,
-    })
-}
-
-pub(super) fn unavailable(_: StoreError) -> ApiError {
-    ApiError::DependencyUnavailable {
-        what: "the jobs database",
-        retry_after: RETRY_AFTER,
-    }
-}
-
-/// A job id in the path: a UUID.
-pub(super) fn job_id(id: &str) -> Result<String, ApiError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.hyphenated().to_string())
-        .map_err(|_| ApiError::InvalidRequest(format!("`{id}` is not a job id (a UUID)")))
+    state
+        .jobs
+        .get()
+        .ok_or_else(crate::domain::jobs::unavailable)
 }
 
 /// `POST /api/v2/jobs`: queue a job; 202 once it is committed to the database.
@@ -140,72 +122,54 @@ pub async fn submit(
     body: BodyBytes,
 ) -> Result<Response, ApiError> {
     let jobs = jobs(&state)?;
-    let (number, rounds) = parse_submit(
-        &body.0,
-        state.settings.compute.intensive_rounds,
-        jobs.settings.max_rounds,
-    )?;
-    let key = idempotency_key(&headers)?;
-    let now = now_us();
-    let idempotency = key.map(|k| {
-        let hash = hex::encode(Sha256::digest(format!("{number}:{rounds}")));
-        let ttl = i64::try_from(jobs.settings.idempotency_ttl.as_micros()).unwrap_or(i64::MAX);
-        (k, hash, now.saturating_add(ttl))
-    });
-    let inserted = jobs
-        .store
-        .insert(NewJob {
-            id: uuid::Uuid::now_v7().to_string(),
-            number,
-            rounds,
-            created_at: now,
-            idempotency,
-        })
-        .await
-        .map_err(unavailable)?;
-    match inserted {
-        Inserted::Created(job) => {
-            jobs.wake();
-            let location = HeaderValue::from_str(&format!("/api/v2/jobs/{}", job.id))
-                .map_err(|_| ApiError::InternalError)?;
-            Ok((
-                StatusCode::ACCEPTED,
-                [(header::LOCATION, location)],
-                Json(JobBody::from(job)),
-            )
-                .into_response())
-        }
-        Inserted::Replayed(job) => Ok((
+    let (number, rounds) = parse_submit(&body.0, jobs.settings.max_rounds)?;
+    let submission = Submission {
+        number,
+        rounds,
+        idempotency_key: idempotency_key(&headers)?,
+    };
+    let submitted = jobs
+        .submit(submission, state.settings.compute.intensive_rounds)
+        .await?;
+    let job = JobBody::from(submitted.job);
+    if submitted.replayed {
+        return Ok((
             [(
                 IDEMPOTENT_REPLAYED.clone(),
                 HeaderValue::from_static("true"),
             )],
-            Json(JobBody::from(job)),
+            Json(job),
         )
-            .into_response()),
-        Inserted::KeyReused => Err(ApiError::IdempotencyKeyReused),
+            .into_response());
     }
+    let location = HeaderValue::from_str(&format!("/api/v2/jobs/{}", job.id))
+        .map_err(|_| ApiError::InternalError)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(job),
+    )
+        .into_response())
 }
 
+/// The `Idempotency-Key` header, which must not be repeated; its value is checked by
+/// [`Jobs::submit`].
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
-    let bytes = value.as_bytes();
-    if values.next().is_some()
-        || !(1..=255).contains(&bytes.len())
-        || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
-    {
-        return Err(ApiError::InvalidRequest(
+    match (values.next(), value.to_str()) {
+        (None, Ok(key)) => Ok(Some(key.to_owned())),
+        _ => Err(ApiError::InvalidRequest(
             "Idempotency-Key must be one header of 1-255 visible ASCII characters".into(),
-        ));
+        )),
     }
-    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-/// `{"number": n, "rounds": r}`, `rounds` optional.
-fn parse_submit(body: &[u8], default_rounds: u32, max_rounds: u64) -> Result<(u64, u64), ApiError> {
+/// `{"number": n, "rounds": r}`, `rounds` optional; the ranges are checked again, for every
+/// transport, by [`Jobs::submit`].
+fn parse_submit(body: &[u8], max_rounds: u64) -> Result<(u64, Option<u64>), ApiError> {
     let fields = json_object(body)?;
     let number = whole_number(
         fields.get("number").map(|v| v.get()),
@@ -213,14 +177,9 @@ fn parse_submit(body: &[u8], default_rounds: u32, max_rounds: u64) -> Result<(u6
         crate::domain::MAX_NUMBER,
     )?;
     let rounds = match fields.get("rounds").map(|v| v.get()) {
-        None | Some("null") => u64::from(default_rounds),
-        Some(raw) => whole_number(Some(raw), "rounds", max_rounds)?,
+        None | Some("null") => None,
+        Some(raw) => Some(whole_number(Some(raw), "rounds", max_rounds)?),
     };
-    if rounds == 0 {
-        return Err(ApiError::InvalidRequest(format!(
-            "rounds must be an integer between 1 and {max_rounds}"
-        )));
-    }
     Ok((number, rounds))
 }
 
@@ -234,12 +193,8 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let jobs = jobs(&state)?;
-    let id = job_id(&id)?;
-    match jobs.store.get(&id).await.map_err(unavailable)? {
-        Some(job) => Ok(Json(JobBody::from(job)).into_response()),
-        None => Err(ApiError::NotFound(format!("/api/v2/jobs/{id}"))),
-    }
+    let job = jobs(&state)?.find(&id).await?;
+    Ok(Json(JobBody::from(job)).into_response())
 }
 
 /// `DELETE /api/v2/jobs/{id}`: cancel a queued or running job (a running one stops between
@@ -253,21 +208,8 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let jobs = jobs(&state)?;
-    let id = job_id(&id)?;
-    match jobs
-        .store
-        .cancel(&id, now_us())
-        .await
-        .map_err(unavailable)?
-    {
-        Cancelled::Cancelled(job) => {
-            jobs.cancelled(&job.id);
-            Ok(Json(JobBody::from(job)).into_response())
-        }
-        Cancelled::AlreadyFinished(job) => Err(ApiError::JobFinished(job.id)),
-        Cancelled::NotFound => Err(ApiError::NotFound(format!("/api/v2/jobs/{id}"))),
-    }
+    let job = jobs(&state)?.cancel(&id).await?;
+    Ok(Json(JobBody::from(job)).into_response())
 }
 
 /// Query of `GET /api/v2/jobs`.
@@ -333,7 +275,7 @@ pub async fn list(
         .store
         .list(status, limit, cursor)
         .await
-        .map_err(unavailable)?;
+        .map_err(|_| crate::domain::jobs::unavailable())?;
     let next_cursor = (page.len() == limit as usize)
         .then(|| page.last().map(|j| format!("{}_{}", j.created_at, j.id)))
         .flatten();
@@ -348,5 +290,5 @@ fn parse_cursor(c: &str) -> Result<(i64, String), ApiError> {
     let bad = || ApiError::InvalidRequest("cursor is not one this API gave out".into());
     let (created, id) = c.split_once('_').ok_or_else(bad)?;
     let created = created.parse().map_err(|_| bad())?;
-    Ok((created, job_id(id).map_err(|_| bad())?))
+    Ok((created, crate::domain::jobs::job_id(id).map_err(|_| bad())?))
 }

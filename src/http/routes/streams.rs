@@ -245,12 +245,7 @@ pub async fn job_events(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let jobs = jobs::jobs(&state)?;
-    let id = jobs::job_id(&id)?;
-    let found = jobs.store.get(&id).await.map_err(jobs::unavailable)?;
-    if found.is_none() {
-        return Err(ApiError::NotFound(format!("/api/v2/jobs/{id}/events")));
-    }
+    let id = jobs::jobs(&state)?.find(&id).await?.id;
     let wants_sse = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
@@ -283,7 +278,7 @@ async fn produce_job(state: AppState, id: String, tx: mpsc::Sender<Outgoing>) {
     let mut last = None;
     loop {
         let Some(jobs) = state.jobs.get() else { return };
-        match jobs.store.get(&id).await {
+        match jobs.peek(&id).await {
             Ok(Some(job)) => {
                 let status = job.status;
                 if last != Some(status) {
