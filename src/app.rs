@@ -14,6 +14,7 @@ use crate::dependency::{BreakerConfig, BreakerMetrics, Redis, RedisMetrics};
 use crate::domain::cache::Cache;
 use crate::domain::jobs::{JobMetrics, Jobs};
 use crate::domain::{Compute, Kernel};
+use crate::grpc::{self, RpcContextConfig, RpcContextLayer};
 use crate::health::{HealthCheck, HealthRegistry, RedisCheck, WorkerPoolCheck};
 use crate::http::routes::docs::Document;
 use crate::http::{self, ContextConfig, ContextLayer, RouteSpec, RouteTable, StackOptions};
@@ -24,16 +25,19 @@ use crate::state::{AppState, Inner, Readiness, Streams};
 use crate::store::{JobStatus, JobStore, OpenError, StoreMetrics};
 use crate::transport::server::ConnectionErrors;
 use crate::transport::tls::{self, ReloadableCert};
-use crate::transport::{ConnectionLimits, Server, Tls};
+use crate::transport::{ConnectionLimits, Protocols, Server, Tls};
 
 /// How often the TLS certificate files are checked for changes.
 const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The public listener's service: the HTTP stack, and the gRPC stack for gRPC calls.
+pub type Service = Protocols<http::Stack, grpc::Stack>;
 
 /// A built application whose listeners are already bound.
 pub struct Application {
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
-    service: http::Stack,
+    service: Service,
     admin_service: Option<http::Stack>,
     state: AppState,
     admission: Admission,
@@ -218,6 +222,22 @@ impl ApplicationBuilder {
                 document: Arc::clone(&document),
             },
         );
+        let grpc = settings.grpc.enabled.then(|| {
+            grpc::stack(
+                state.clone(),
+                RpcContextLayer::new(RpcContextConfig {
+                    metrics: Arc::clone(&metrics),
+                    access_log: access_log.clone(),
+                    trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
+                    methods: grpc::methods(),
+                    unknown: grpc::unknown_method(),
+                }),
+                admission.clone(),
+                settings.server.request_timeout,
+                settings.grpc.reflection,
+            )
+        });
+        let service = Protocols::new(service, grpc);
         // The admin listener: health, metrics, documents and profiling, never the API.
         let admin_service = admin_listener.as_ref().map(|_| {
             http::stack(
@@ -285,7 +305,7 @@ impl Application {
     }
 
     /// The complete service (routes and layers), for driving without a socket.
-    pub fn service(&self) -> http::Stack {
+    pub fn service(&self) -> Service {
         self.service.clone()
     }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dependency;
 pub mod domain;
 pub mod error;
+pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod observability;

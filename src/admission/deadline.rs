@@ -1,4 +1,5 @@
-//! The request deadline, for any `http::Request` service: past it the inner future is
+//! The request deadline (the configured timeout, or the caller's own when the transport has
+//! one and it is shorter), for any `http::Request` service: past it the inner future is
 //! dropped (cancelling its work; a queued job is then skipped) and the transport renders
 //! [`ApiError::Timeout`] — one response, never a second body.
 
@@ -60,8 +61,12 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let timeout = match self.gate.requested_timeout(req.headers()) {
+            Some(asked) => asked.min(self.timeout),
+            None => self.timeout,
+        };
         DeadlineFuture {
-            inner: tokio::time::timeout(self.timeout, self.inner.call(req)),
+            inner: tokio::time::timeout(timeout, self.inner.call(req)),
             gate: self.gate.clone(),
         }
     }

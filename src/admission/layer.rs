@@ -22,6 +22,11 @@ pub trait Gate: Clone + Send + Sync + 'static {
     fn client(&self, extensions: &http::Extensions) -> Option<IpAddr>;
     /// The response for a refused request.
     fn refuse(&self, err: ApiError) -> Response<Self::Body>;
+    /// A deadline the caller asked for (gRPC's `grpc-timeout`); the configured request
+    /// timeout still caps it.
+    fn requested_timeout(&self, _headers: &http::HeaderMap) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Applies [`Admitted`].

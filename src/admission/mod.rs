@@ -14,8 +14,8 @@ pub mod rate_limit;
 pub mod throttle;
 
 pub use auth::{Authenticator, Principal};
-pub use deadline::DeadlineLayer;
-pub use layer::{AdmissionLayer, Gate};
+pub use deadline::{Deadline, DeadlineLayer};
+pub use layer::{AdmissionLayer, Admitted, Gate};
 pub use rate_limit::{ClientKey, RateLimiter};
 pub use throttle::FailureThrottle;
 

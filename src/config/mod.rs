@@ -77,6 +77,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub api: ApiSettings,
     pub streams: StreamsSettings,
+    pub grpc: GrpcSettings,
 }
 
 /// A setting that could not be used, with where it came from.

@@ -598,6 +598,26 @@ pub struct DeprecationSettings {
     pub successor: Option<String>,
 }
 
+/// The gRPC API, on the HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcSettings {
+    /// Serve `floodgate.v1.ComputeService`, health and reflection to `application/grpc`
+    /// requests; off, they get the REST API's 404/415 answers.
+    pub enabled: bool,
+    /// Server reflection (v1 and v1alpha), so tools can call without the proto file.
+    pub reflection: bool,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reflection: true,
+        }
+    }
+}
+
 /// Live streams (WebSocket, server-sent events).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -18,7 +18,6 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::{CatchUnwind, FutureExt};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt;
 use tower::{Layer, Service};
 use tracing::field::Empty;
@@ -31,7 +30,7 @@ use super::table::{RouteId, RouteTable};
 use crate::error::ApiError;
 use crate::observability::access_log::{AccessLog, AccessRecord};
 use crate::observability::metrics::{MethodLabel, Metrics, Outcome, Refused};
-use crate::observability::telemetry;
+use crate::observability::telemetry::{self, HeaderExtractor, HeaderInjector};
 
 /// `X-Request-ID`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -58,6 +57,11 @@ pub struct RequestInfo {
 }
 
 impl RequestInfo {
+    /// What a transport knows of a request as it starts; `id` comes from [`request_id`].
+    pub fn new(id: HeaderValue, start: Instant, client: Option<IpAddr>) -> Self {
+        Self { id, start, client }
+    }
+
     /// The request ID.
     pub fn id(&self) -> &str {
         self.id.to_str().unwrap_or_default()
@@ -271,6 +275,7 @@ impl Finish {
         }
         if let Some(log) = &self.config.access_log {
             log.write(&AccessRecord {
+                grpc_status: None,
                 request_id: id_str,
                 method: self.method.as_str(),
                 path: self.uri.path(),
@@ -339,7 +344,7 @@ fn refused_unread(err: &ApiError) -> bool {
 }
 
 /// Honour a valid incoming `X-Request-ID`, otherwise make a UUID v4.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let bytes = v.as_bytes();
         if (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
@@ -405,33 +410,6 @@ fn method_label(method: &Method) -> MethodLabel {
         Method::HEAD => MethodLabel::Head,
         Method::OPTIONS => MethodLabel::Options,
         _ => MethodLabel::Other,
-    }
-}
-
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(HeaderName::as_str).collect()
-    }
-}
-
-struct HeaderInjector<'a>(&'a mut HeaderMap);
-
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if value.is_empty() {
-            return;
-        }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(key.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
     }
 }
 

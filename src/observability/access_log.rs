@@ -19,6 +19,8 @@ pub struct AccessRecord<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,
+    /// The gRPC status code, for an RPC.
+    pub grpc_status: Option<i32>,
     pub latency: Duration,
     pub client_ip: Option<IpAddr>,
     /// Hex trace and span IDs when the request is traced.
@@ -83,6 +85,10 @@ pub fn format_json(buf: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime) {
     escape_into(buf, r.path);
     buf.extend_from_slice(b"\",\"status\":");
     buf.extend_from_slice(int.format(r.status).as_bytes());
+    if let Some(code) = r.grpc_status {
+        buf.extend_from_slice(b",\"grpc_status\":");
+        buf.extend_from_slice(int.format(code).as_bytes());
+    }
     buf.extend_from_slice(b",\"latency_ms\":");
     write_millis(buf, r.latency);
     buf.extend_from_slice(b",\"client_ip\":");
@@ -106,13 +112,17 @@ pub fn format_json(buf: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime) {
 pub fn format_pretty(buf: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime) {
     let _ = write!(
         buf,
-        "{}  INFO request completed request_id={} method={} path={} status={} latency_ms=",
+        "{}  INFO request completed request_id={} method={} path={} status={} ",
         humantime::format_rfc3339_micros(now),
         r.request_id,
         r.method,
         r.path.escape_debug(),
         r.status
     );
+    if let Some(code) = r.grpc_status {
+        let _ = write!(buf, "grpc_status={code} ");
+    }
+    buf.extend_from_slice(b"latency_ms=");
     write_millis(buf, r.latency);
     if let Some(ip) = r.client_ip {
         let _ = write!(buf, " client_ip={ip}");
@@ -189,6 +199,7 @@ mod tests {
     fn json_line_is_valid_json_with_the_documented_fields() {
         let mut buf = Vec::new();
         let r = AccessRecord {
+            grpc_status: None,
             request_id: "a\"b\\c",
             method: "POST",
             path: "/api/v1/compute/fast\n",

@@ -24,6 +24,8 @@ pub const HTTP_REQUESTS_TOTAL: &str = "http_server_requests_total";
 pub const HTTP_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
 pub const HTTP_ACTIVE_REQUESTS: &str = "http_server_active_requests";
 pub const RATE_LIMITED_TOTAL: &str = "floodgate_rate_limited_total";
+/// OpenTelemetry's `rpc.server.call.duration`, under the project's prefix.
+pub const RPC_DURATION: &str = "floodgate_rpc_server_call_duration_seconds";
 pub const JOBS_TOTAL: &str = "floodgate_jobs_total";
 pub const JOB_QUEUE_DEPTH: &str = "floodgate_job_queue_depth";
 pub const JOB_QUEUE_CAPACITY: &str = "floodgate_job_queue_capacity";
@@ -223,6 +225,32 @@ fn quantiles(h: &hdrhistogram::Histogram<u64>) -> (u64, u64) {
     }
 }
 
+/// gRPC status codes, 0 (OK) to 16 (UNAUTHENTICATED).
+const GRPC_CODES: usize = 17;
+
+/// One RPC method as metrics label it; unknown methods share one entry, so callers cannot
+/// grow the label set.
+pub struct RpcMethod {
+    /// `floodgate.v1.ComputeService`.
+    pub service: &'static str,
+    /// `Fast`.
+    pub method: &'static str,
+    /// Counted in the JSON statistics (the API, not health checks or reflection).
+    pub api: bool,
+    durations: [OnceLock<Histogram>; GRPC_CODES],
+}
+
+impl RpcMethod {
+    pub fn new(service: &'static str, method: &'static str, api: bool) -> Self {
+        Self {
+            service,
+            method,
+            api,
+            durations: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+}
+
 /// A consistent-enough snapshot of [`RequestStats`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StatsSnapshot {
@@ -240,13 +268,25 @@ pub struct StatsSnapshot {
 
 impl RequestStats {
     fn record(&self, status: u16, refused: Option<Refused>, latency: Duration) {
+        let succeeded = if (200..300).contains(&status) {
+            Some(true)
+        } else if status >= 400 {
+            Some(false)
+        } else {
+            None
+        };
+        self.record_outcome(succeeded, refused, latency);
+    }
+
+    /// `succeeded`: `None` for an answer that is neither (a redirect).
+    fn record_outcome(&self, succeeded: Option<bool>, refused: Option<Refused>, latency: Duration) {
         let us = latency.as_micros().min(u64::MAX as u128) as u64;
         self.total.fetch_add(1, Ordering::Relaxed);
-        if (200..300).contains(&status) {
-            self.success.fetch_add(1, Ordering::Relaxed);
-        } else if status >= 400 {
-            self.error.fetch_add(1, Ordering::Relaxed);
-        }
+        match succeeded {
+            Some(true) => self.success.fetch_add(1, Ordering::Relaxed),
+            Some(false) => self.error.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
         match refused {
             Some(Refused::RateLimited) => {
                 self.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -452,6 +492,50 @@ impl Metrics {
         if route.api {
             self.stats.record(status, refused, elapsed);
         }
+    }
+
+    /// An RPC started; pair with [`Metrics::record_rpc`].
+    pub fn rpc_started(&self, method: &RpcMethod) {
+        if method.api {
+            self.stats.active.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An RPC finished with gRPC status `code`: its duration by service, method and code, and,
+    /// for the API's methods, the JSON statistics (an error unless OK; refusals as on REST).
+    pub fn record_rpc(
+        &self,
+        method: &RpcMethod,
+        code: i32,
+        refused: Option<Refused>,
+        elapsed: Duration,
+    ) {
+        let slot = usize::try_from(code).ok().filter(|c| *c < GRPC_CODES);
+        let histogram = match slot {
+            Some(c) => method.durations[c]
+                .get_or_init(|| self.rpc_histogram(method, code))
+                .clone(),
+            None => self.rpc_histogram(method, code),
+        };
+        histogram.record(elapsed.as_secs_f64());
+        if refused == Some(Refused::RateLimited) {
+            self.rate_limited.increment(1);
+        }
+        if method.api {
+            self.stats.active.fetch_sub(1, Ordering::Relaxed);
+            self.stats.record_outcome(Some(code == 0), refused, elapsed);
+        }
+    }
+
+    fn rpc_histogram(&self, method: &RpcMethod, code: i32) -> Histogram {
+        let labels = vec![
+            Label::new("rpc_system", "grpc"),
+            Label::new("rpc_service", method.service),
+            Label::new("rpc_method", method.method),
+            Label::new("rpc_grpc_status_code", code.to_string()),
+        ];
+        self.recorder
+            .register_histogram(&Key::from_parts(RPC_DURATION, labels), &metadata())
     }
 
     fn register_series(&self, route: &'static str, method: MethodLabel, status: u16) -> Series {

@@ -21,6 +21,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The public listener's certificate, when serving TLS.
     pub tls_cert: Option<std::sync::Arc<floodgate::transport::tls::ReloadableCert>>,
+    /// The application's shared state.
+    pub state: floodgate::state::AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<Summary>>>,
 }
@@ -85,6 +87,7 @@ pub async fn spawn_builder(builder: ApplicationBuilder) -> TestApp {
     let addr = app.local_addr();
     let admin = app.admin_addr();
     let tls_cert = app.tls_cert();
+    let state = app.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -94,6 +97,7 @@ pub async fn spawn_builder(builder: ApplicationBuilder) -> TestApp {
         admin,
         client: client(),
         tls_cert,
+        state,
         stop: Some(stop),
         task: Some(task),
     }

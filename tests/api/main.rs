@@ -15,6 +15,7 @@ mod compute;
 mod config;
 mod errors;
 mod fuzz;
+mod grpc;
 mod hardening;
 mod health;
 mod hygiene;

@@ -1,0 +1,361 @@
+//! An RPC's lifecycle, in one layer, as [`crate::http::ContextLayer`] is a request's: request
+//! ID (`x-request-id` metadata, echoed), one server span with the caller's W3C context, panic
+//! guard, the duration histogram and JSON statistics, and one access-log line. The call is
+//! recorded when its response body ends, so a server stream counts its whole life and its
+//! final status from the trailers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::{CatchUnwind, FutureExt};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::Frame;
+use opentelemetry::trace::TraceContextExt;
+use tower::{Layer, Service};
+use tracing::field::Empty;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::http::context::{request_id, RequestInfo, X_REQUEST_ID};
+use crate::observability::access_log::{AccessLog, AccessRecord};
+use crate::observability::metrics::{Metrics, Refused, RpcMethod};
+use crate::observability::telemetry::{self, HeaderExtractor};
+
+/// Target of the per-RPC server span.
+pub const GRPC_SPAN_TARGET: &str = "floodgate::grpc";
+
+/// Where a handler leaves a refusal it answered (the pool's queue was full), so the call is
+/// counted as one; admission's refusals say so on their response instead.
+#[derive(Clone, Default)]
+pub struct RefusalSlot(Arc<OnceLock<Refused>>);
+
+impl RefusalSlot {
+    pub fn set(&self, refused: Refused) {
+        let _ = self.0.set(refused);
+    }
+}
+
+/// What the layer needs, shared by every call.
+pub struct RpcContextConfig {
+    pub metrics: Arc<Metrics>,
+    pub access_log: Option<AccessLog>,
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Every method served, by path (`/floodgate.v1.ComputeService/Fast`).
+    pub methods: Vec<(String, RpcMethod)>,
+    /// The label of every other path.
+    pub unknown: RpcMethod,
+}
+
+impl RpcContextConfig {
+    fn method(&self, path: &str) -> &RpcMethod {
+        self.methods
+            .iter()
+            .find(|(p, _)| p == path)
+            .map_or(&self.unknown, |(_, m)| m)
+    }
+}
+
+/// Applies [`RpcContext`].
+#[derive(Clone)]
+pub struct RpcContextLayer(Arc<RpcContextConfig>);
+
+impl RpcContextLayer {
+    pub fn new(config: RpcContextConfig) -> Self {
+        Self(Arc::new(config))
+    }
+}
+
+impl<S> Layer<S> for RpcContextLayer {
+    type Service = RpcContext<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcContext {
+            inner,
+            config: Arc::clone(&self.0),
+        }
+    }
+}
+
+/// See [`RpcContextLayer`].
+#[derive(Clone)]
+pub struct RpcContext<S> {
+    inner: S,
+    config: Arc<RpcContextConfig>,
+}
+
+impl<S> Service<Request<axum::body::Body>> for RpcContext<S>
+where
+    S: Service<
+        Request<axum::body::Body>,
+        Response = Response<tonic::body::Body>,
+        Error = Infallible,
+    >,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = RpcFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<axum::body::Body>) -> Self::Future {
+        let start = Instant::now();
+        let id = request_id(req.headers());
+        let client = crate::http::client_ip(&req, &self.config.trusted_proxies);
+        let path = req.uri().path().to_owned();
+        let method = self.config.method(&path);
+        let span = server_span(req.headers(), &path, method, &id, client);
+        let slot = RefusalSlot::default();
+        req.extensions_mut()
+            .insert(RequestInfo::new(id.clone(), start, client));
+        req.extensions_mut().insert(slot.clone());
+        self.config.metrics.rpc_started(method);
+        let inner = {
+            let _entered = span.enter();
+            AssertUnwindSafe(self.inner.call(req)).catch_unwind()
+        };
+        RpcFuture {
+            inner,
+            call: Some(Call {
+                config: Arc::clone(&self.config),
+                span,
+                start,
+                path,
+                id,
+                client,
+                slot,
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RpcContext`].
+    pub struct RpcFuture<F> {
+        #[pin]
+        inner: CatchUnwind<AssertUnwindSafe<F>>,
+        call: Option<Call>,
+    }
+}
+
+/// What is recorded when the call ends.
+struct Call {
+    config: Arc<RpcContextConfig>,
+    span: Span,
+    start: Instant,
+    path: String,
+    id: HeaderValue,
+    client: Option<IpAddr>,
+    slot: RefusalSlot,
+}
+
+impl<F> Future for RpcFuture<F>
+where
+    F: Future<Output = Result<Response<tonic::body::Body>, Infallible>>,
+{
+    type Output = Result<axum::response::Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let call = this.call.as_ref().expect("polled after completion");
+        let _entered = call.span.enter();
+        let outcome = ready!(this.inner.poll(cx));
+        drop(_entered);
+        let call = this.call.take().expect("polled after completion");
+        let mut response = match outcome {
+            Ok(Ok(response)) => response,
+            Ok(Err(never)) => match never {},
+            Err(panic) => {
+                tracing::error!(
+                    request_id = call.id.to_str().unwrap_or_default(),
+                    panic = %crate::pool::panic_message(&panic),
+                    "RPC handler panicked"
+                );
+                tonic::Status::internal("internal server error").into_http()
+            }
+        };
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), call.id.clone());
+        if let Some(refused) = response.extensions_mut().remove::<Refused>() {
+            call.slot.set(refused);
+        }
+        // A trailers-only response (an error before any message) has its status here.
+        let code = grpc_status(response.headers());
+        Poll::Ready(Ok(response.map(|body| {
+            axum::body::Body::new(Recorded {
+                inner: body,
+                code,
+                call: Some(call),
+            })
+        })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body, recording the call when it ends (or is dropped: cancelled).
+    struct Recorded {
+        #[pin]
+        inner: tonic::body::Body,
+        code: Option<i32>,
+        call: Option<Call>,
+    }
+
+    impl PinnedDrop for Recorded {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(call) = this.call.take() {
+                // Ended before its status was sent: the client went away.
+                call.finish(this.code.unwrap_or(tonic::Code::Cancelled as i32));
+            }
+        }
+    }
+}
+
+impl http_body::Body for Recorded {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let polled = match this.call.as_ref() {
+            Some(call) => {
+                let _entered = call.span.enter();
+                ready!(this.inner.poll_frame(cx))
+            }
+            None => ready!(this.inner.poll_frame(cx)),
+        };
+        match &polled {
+            Some(Ok(frame)) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                    *this.code = Some(code);
+                }
+            }
+            Some(Err(status)) => *this.code = Some(status.code() as i32),
+            None => {}
+        }
+        if matches!(polled, None | Some(Err(_))) || this.code.is_some() {
+            if let Some(call) = this.call.take() {
+                call.finish(this.code.unwrap_or(tonic::Code::Ok as i32));
+            }
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+impl Call {
+    fn finish(self, code: i32) {
+        let elapsed = self.start.elapsed();
+        let config = &self.config;
+        let method = config.method(&self.path);
+        let refused = self
+            .slot
+            .0
+            .get()
+            .copied()
+            .or(match tonic::Code::from(code) {
+                tonic::Code::ResourceExhausted => Some(Refused::RateLimited),
+                _ => None,
+            });
+        config.metrics.record_rpc(method, code, refused, elapsed);
+        self.span.record("rpc.grpc.status_code", i64::from(code));
+        if is_server_error(code) {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        let Some(log) = &config.access_log else {
+            return;
+        };
+        let mut trace_ids = None;
+        if telemetry::otel_active() {
+            let cx = self.span.context();
+            let sc = cx.span().span_context().clone();
+            if sc.is_valid() {
+                trace_ids = Some((sc.trace_id().to_string(), sc.span_id().to_string()));
+            }
+        }
+        log.write(&AccessRecord {
+            request_id: self.id.to_str().unwrap_or_default(),
+            method: "POST",
+            path: &self.path,
+            status: 200,
+            grpc_status: Some(code),
+            latency: elapsed,
+            client_ip: self.client,
+            trace: trace_ids.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
+        });
+    }
+}
+
+/// The codes OpenTelemetry's RPC conventions count as a server's error.
+fn is_server_error(code: i32) -> bool {
+    use tonic::Code::*;
+    matches!(
+        tonic::Code::from(code),
+        Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
+    )
+}
+
+fn server_span(
+    headers: &HeaderMap,
+    path: &str,
+    method: &RpcMethod,
+    id: &HeaderValue,
+    client: Option<IpAddr>,
+) -> Span {
+    let span = tracing::info_span!(
+        target: GRPC_SPAN_TARGET,
+        "rpc",
+        otel.name = path.trim_start_matches('/'),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = method.service,
+        rpc.method = method.method,
+        rpc.grpc.status_code = Empty,
+        client.address = client.map(tracing::field::display),
+        request_id = id.to_str().unwrap_or_default(),
+        trace_id = Empty,
+        span_id = Empty,
+    );
+    if telemetry::otel_active() && !span.is_disabled() {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(headers))
+        });
+        if parent.span().span_context().is_valid() {
+            let _ = span.set_parent(parent);
+        }
+        let cx = span.context();
+        let otel_span = cx.span();
+        let sc = otel_span.span_context();
+        if sc.is_valid() {
+            span.record("trace_id", tracing::field::display(sc.trace_id()));
+            span.record("span_id", tracing::field::display(sc.span_id()));
+        }
+    }
+    span
+}

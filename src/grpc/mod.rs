@@ -1,0 +1,225 @@
+//! The gRPC transport: `floodgate.v1.ComputeService`, `grpc.health.v1.Health` and server
+//! reflection (v1 and v1alpha), on the HTTP listener. Calls pass the same admission layer
+//! as REST (authentication from `authorization` / `x-api-key` metadata, the rate limiter),
+//! the same deadline layer (the configured timeout, or the caller's shorter `grpc-timeout`),
+//! and reach the same domain operations; [`status`] renders [`ApiError`] for them.
+
+pub mod context;
+pub mod health;
+pub mod service;
+pub mod status;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{HeaderMap, Response};
+use tower::Layer;
+
+use crate::admission::{Admission, AdmissionLayer, Admitted, Deadline, DeadlineLayer, Gate};
+use crate::error::ApiError;
+use crate::http::context::RequestInfo;
+use crate::observability::metrics::{Refused, RpcMethod};
+use crate::state::AppState;
+pub use context::{RpcContext, RpcContextConfig, RpcContextLayer};
+
+/// Code generated from `proto/floodgate/v1/compute.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("floodgate.v1");
+
+    /// The encoded descriptor set of `proto/`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/floodgate_descriptor.bin"));
+}
+
+/// The compute service's full name.
+pub const COMPUTE_SERVICE: &str = "floodgate.v1.ComputeService";
+
+/// The assembled gRPC service.
+pub type Stack = RpcContext<tonic::service::Routes>;
+
+type ComputeServer = pb::compute_service_server::ComputeServiceServer<service::ComputeApi>;
+
+/// The compute service behind admission and the deadline, under its own name for routing.
+/// Health and reflection are not behind them: a probe or a tool carries no credential, as
+/// `/health` and `/openapi.json` need none.
+#[derive(Clone)]
+pub struct AdmittedCompute(Admitted<Deadline<ComputeServer, GrpcGate>, GrpcGate>);
+
+impl tonic::server::NamedService for AdmittedCompute {
+    const NAME: &'static str = COMPUTE_SERVICE;
+}
+
+impl<B> tower::Service<http::Request<B>> for AdmittedCompute
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = <Admitted<Deadline<ComputeServer, GrpcGate>, GrpcGate> as tower::Service<
+        http::Request<B>,
+    >>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<B>>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        self.0.call(req)
+    }
+}
+
+/// How gRPC takes part in admission: the client address is in the call's [`RequestInfo`], a
+/// refusal is a trailers-only response with the mapped status, and `grpc-timeout` is the
+/// caller's deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcGate;
+
+impl Gate for GrpcGate {
+    type Body = tonic::body::Body;
+
+    fn client(&self, extensions: &http::Extensions) -> Option<IpAddr> {
+        extensions.get::<RequestInfo>().and_then(|i| i.client)
+    }
+
+    fn refuse(&self, err: ApiError) -> Response<Self::Body> {
+        let refused = match err {
+            ApiError::RateLimitExceeded { .. } => Some(Refused::RateLimited),
+            ApiError::ServiceOverloaded { .. } => Some(Refused::Overloaded),
+            _ => None,
+        };
+        let mut response = status::status(&err).into_http();
+        if let Some(refused) = refused {
+            response.extensions_mut().insert(refused);
+        }
+        response
+    }
+
+    fn requested_timeout(&self, headers: &HeaderMap) -> Option<Duration> {
+        grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
+    }
+}
+
+/// `grpc-timeout`: up to eight digits and a unit (H, M, S, m, u, n), as the gRPC HTTP/2
+/// protocol defines it.
+fn grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Every method served, as metrics label them.
+pub fn methods() -> Vec<(String, RpcMethod)> {
+    let mut all = Vec::new();
+    let mut add = |service: &'static str, methods: &[&'static str], api: bool| {
+        for method in methods {
+            all.push((
+                format!("/{service}/{method}"),
+                RpcMethod::new(service, method, api),
+            ));
+        }
+    };
+    add(
+        COMPUTE_SERVICE,
+        &[
+            "Fast",
+            "Intensive",
+            "SubmitJob",
+            "GetJob",
+            "CancelJob",
+            "WatchJob",
+        ],
+        true,
+    );
+    add("grpc.health.v1.Health", &["Check", "Watch"], false);
+    add(
+        "grpc.reflection.v1.ServerReflection",
+        &["ServerReflectionInfo"],
+        false,
+    );
+    add(
+        "grpc.reflection.v1alpha.ServerReflection",
+        &["ServerReflectionInfo"],
+        false,
+    );
+    all
+}
+
+/// The label of calls to anything else.
+pub fn unknown_method() -> RpcMethod {
+    RpcMethod::new("unknown", "unknown", false)
+}
+
+/// Assemble the services and layers: the call's context around every service; admission
+/// and the deadline around the compute service.
+pub fn stack(
+    state: AppState,
+    context: RpcContextLayer,
+    admission: Admission,
+    request_timeout: Duration,
+    reflection: bool,
+) -> Stack {
+    let descriptors = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let compute = ComputeServer::new(service::ComputeApi::new(state.clone()));
+    let compute = DeadlineLayer::new(request_timeout, GrpcGate).layer(compute);
+    let compute = AdmittedCompute(AdmissionLayer::new(admission, GrpcGate).layer(compute));
+    let mut routes = tonic::service::Routes::new(compute).add_service(
+        tonic_health::pb::health_server::HealthServer::new(health::HealthApi::new(state)),
+    );
+    if reflection {
+        routes = routes
+            .add_service(
+                descriptors()
+                    .build_v1()
+                    .expect("the compiled descriptor sets are valid"),
+            )
+            .add_service(
+                descriptors()
+                    .build_v1alpha()
+                    .expect("the compiled descriptor sets are valid"),
+            );
+    }
+    context.layer(routes.prepare())
+}
+
+/// Whether a request is a gRPC call: `content-type: application/grpc` (or `+proto`, …).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_follows_the_protocol() {
+        assert_eq!(grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(grpc_timeout("5u"), Some(Duration::from_micros(5)));
+        for bad in ["", "m", "123456789m", "10x", "-1S", "1.5S"] {
+            assert_eq!(grpc_timeout(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! `floodgate.v1.ComputeService`: protobuf in and out; the work is the domain's, the same
+//! calls the REST handlers make.
+
+use std::pin::Pin;
+use std::time::{Duration, UNIX_EPOCH};
+
+use futures_util::Stream;
+use tonic::{Request, Response, Status};
+
+use super::context::RefusalSlot;
+use super::pb;
+use super::status::status;
+use crate::domain::jobs::{Jobs, Submission};
+use crate::domain::{ComputeInput, Computed, MAX_NUMBER};
+use crate::error::ApiError;
+use crate::http::context::{unix_now, RequestInfo};
+use crate::observability::metrics::Refused;
+use crate::state::AppState;
+use crate::store::{Job, JobStatus};
+
+/// The service over the application's state.
+#[derive(Clone)]
+pub struct ComputeApi {
+    state: AppState,
+}
+
+impl ComputeApi {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    fn jobs(&self) -> Result<&Jobs, ApiError> {
+        self.state
+            .jobs
+            .get()
+            .ok_or_else(crate::domain::jobs::unavailable)
+    }
+}
+
+/// `err` as a status, counted as a refusal when it is one.
+fn refuse<T>(request: &Request<T>, err: ApiError) -> Status {
+    if let ApiError::ServiceOverloaded { .. } = err {
+        if let Some(slot) = request.extensions().get::<RefusalSlot>() {
+            slot.set(Refused::Overloaded);
+        }
+    }
+    status(&err)
+}
+
+fn input(number: u64) -> Result<ComputeInput, ApiError> {
+    if number > MAX_NUMBER {
+        return Err(ApiError::InvalidRequest(format!(
+            "number must be an integer between 0 and {MAX_NUMBER} (got {number})"
+        )));
+    }
+    Ok(ComputeInput { number })
+}
+
+fn respond<T>(request: &Request<T>, c: Computed) -> Response<pb::ComputeResponse> {
+    let info = request.extensions().get::<RequestInfo>();
+    Response::new(pb::ComputeResponse {
+        request_id: info.map(|i| i.id().to_owned()).unwrap_or_default(),
+        job_id: c.job_id,
+        result: c.result,
+        latency_us: info.map_or(0, |i| i.start.elapsed().as_micros() as u64),
+        timestamp: unix_now(),
+        digest: c.digest,
+        cached: c.cached,
+    })
+}
+
+fn rfc3339(us: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_micros(us.max(0) as u64);
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+fn job(j: Job, replayed: bool) -> pb::Job {
+    let status = match j.status {
+        JobStatus::Queued => pb::JobStatus::Queued,
+        JobStatus::Running => pb::JobStatus::Running,
+        JobStatus::Succeeded => pb::JobStatus::Succeeded,
+        JobStatus::Failed => pb::JobStatus::Failed,
+        JobStatus::Cancelled => pb::JobStatus::Cancelled,
+    };
+    pb::Job {
+        id: j.id,
+        status: status as i32,
+        number: j.number,
+        rounds: j.rounds,
+        result: j.result,
+        digest: j.digest,
+        error: j.error,
+        attempts: j.attempts,
+        created_at: rfc3339(j.created_at),
+        started_at: j.started_at.map(rfc3339),
+        finished_at: j.finished_at.map(rfc3339),
+        replayed,
+    }
+}
+
+/// How often a watched job is looked at, as the REST job stream does.
+const WATCH_POLL: Duration = Duration::from_millis(200);
+
+type JobStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
+
+/// A watched job: what was sent last, and whether the stream is done.
+struct Watch {
+    jobs: Jobs,
+    id: String,
+    first: Option<Job>,
+    last: Option<JobStatus>,
+    done: bool,
+}
+
+#[tonic::async_trait]
+impl pb::compute_service_server::ComputeService for ComputeApi {
+    async fn fast(
+        &self,
+        request: Request<pb::ComputeRequest>,
+    ) -> Result<Response<pb::ComputeResponse>, Status> {
+        let input = input(request.get_ref().number).map_err(|e| refuse(&request, e))?;
+        Ok(respond(&request, self.state.compute.fast(input)))
+    }
+
+    async fn intensive(
+        &self,
+        request: Request<pb::ComputeRequest>,
+    ) -> Result<Response<pb::ComputeResponse>, Status> {
+        let input = input(request.get_ref().number).map_err(|e| refuse(&request, e))?;
+        match self.state.compute.intensive(input).await {
+            Ok(computed) => Ok(respond(&request, computed)),
+            Err(e) => Err(refuse(&request, e)),
+        }
+    }
+
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let jobs = self.jobs().map_err(|e| refuse(&request, e))?;
+        let r = request.get_ref();
+        let submission = Submission {
+            number: r.number,
+            rounds: r.rounds,
+            idempotency_key: r.idempotency_key.clone(),
+        };
+        let submitted = jobs
+            .submit(submission, self.state.settings.compute.intensive_rounds)
+            .await
+            .map_err(|e| refuse(&request, e))?;
+        Ok(Response::new(job(submitted.job, submitted.replayed)))
+    }
+
+    async fn get_job(&self, request: Request<pb::JobRequest>) -> Result<Response<pb::Job>, Status> {
+        let jobs = self.jobs().map_err(|e| refuse(&request, e))?;
+        let found = jobs
+            .find(&request.get_ref().id)
+            .await
+            .map_err(|e| refuse(&request, e))?;
+        Ok(Response::new(job(found, false)))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::JobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let jobs = self.jobs().map_err(|e| refuse(&request, e))?;
+        let cancelled = jobs
+            .cancel(&request.get_ref().id)
+            .await
+            .map_err(|e| refuse(&request, e))?;
+        Ok(Response::new(job(cancelled, false)))
+    }
+
+    type WatchJobStream = JobStream;
+
+    /// The job at once and at every status change, ending after its final status. The
+    /// stream is the response body: it is not bound by the request timeout.
+    async fn watch_job(
+        &self,
+        request: Request<pb::JobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let jobs = self.jobs().map_err(|e| refuse(&request, e))?.clone();
+        let first = jobs
+            .find(&request.get_ref().id)
+            .await
+            .map_err(|e| refuse(&request, e))?;
+        let watch = Watch {
+            id: first.id.clone(),
+            jobs,
+            first: Some(first),
+            last: None,
+            done: false,
+        };
+        let stream = futures_util::stream::unfold(watch, |mut w| async move {
+            if w.done {
+                return None;
+            }
+            loop {
+                let current = match w.first.take() {
+                    Some(current) => current,
+                    None => {
+                        tokio::time::sleep(WATCH_POLL).await;
+                        match w.jobs.peek(&w.id).await {
+                            Ok(Some(current)) => current,
+                            Ok(None) => return None,
+                            Err(_) => continue, // the database is away: keep looking
+                        }
+                    }
+                };
+                if w.last == Some(current.status) {
+                    continue;
+                }
+                w.last = Some(current.status);
+                w.done = current.status.is_final();
+                return Some((Ok(job(current, false)), w));
+            }
+        });
+        Ok(Response::new(Box::pin(stream) as JobStream))
+    }
+}

@@ -1,0 +1,485 @@
+//! gRPC on the HTTP port, read by a tonic client: every method, every status mapping (with
+//! its details), deadlines, the shared admission path, health, and what the calls leave in
+//! the metrics and statistics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floodgate::grpc::pb::compute_service_client::ComputeServiceClient;
+use floodgate::grpc::pb::{self, ComputeRequest, JobRequest, SubmitJobRequest};
+use floodgate::Application;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_types::StatusExt;
+
+use crate::helpers::*;
+
+async fn channel(app: &TestApp) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .expect("h2c connects")
+}
+
+async fn compute(app: &TestApp) -> ComputeServiceClient<Channel> {
+    ComputeServiceClient::new(channel(app).await)
+}
+
+fn number(n: u64) -> ComputeRequest {
+    ComputeRequest { number: n }
+}
+
+#[tokio::test]
+async fn fast_and_intensive_answer_as_the_rest_api_does() {
+    let app = spawn_app().await;
+    let mut c = compute(&app).await;
+    let mut request = Request::new(number(42));
+    request
+        .metadata_mut()
+        .insert("x-request-id", MetadataValue::from_static("grpc-id-1"));
+    let response = c.fast(request).await.unwrap();
+    assert_eq!(
+        response.metadata().get("x-request-id").unwrap(),
+        "grpc-id-1"
+    );
+    let fast = response.into_inner();
+    assert_eq!((fast.result, fast.job_id, fast.digest), (1764, 0, None));
+    assert_eq!(fast.request_id, "grpc-id-1");
+
+    let intensive = c.intensive(number(42)).await.unwrap().into_inner();
+    let rest: serde_json::Value = app.compute("intensive", 42).await.json().await.unwrap();
+    assert_eq!(intensive.result, 1764);
+    assert_eq!(Some(intensive.digest.unwrap()), rest["digest"].as_u64());
+    assert!(intensive.job_id > 0);
+    assert_eq!(
+        uuid::Uuid::parse_str(&intensive.request_id)
+            .unwrap()
+            .get_version_num(),
+        4
+    );
+    // Both count as API traffic.
+    assert_eq!(app.stats().await["total_requests"], 3);
+}
+
+#[tokio::test]
+async fn invalid_input_is_invalid_argument_naming_the_field() {
+    let app = spawn_app().await;
+    let mut c = compute(&app).await;
+    for call in [
+        c.fast(number(1_000_001)).await.unwrap_err(),
+        c.intensive(number(u64::MAX)).await.unwrap_err(),
+    ] {
+        assert_eq!(call.code(), Code::InvalidArgument, "{call:?}");
+        let bad = call.get_details_bad_request().expect("BadRequest details");
+        assert_eq!(bad.field_violations[0].field, "number");
+        let info = call.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "INVALID_REQUEST");
+    }
+}
+
+#[tokio::test]
+async fn authentication_is_the_rest_apis_from_metadata() {
+    let key = "grpc-key";
+    let app = spawn_with(|s| {
+        s.auth.enabled = true;
+        s.auth.api_key_hashes = vec![sha256_hex(key)];
+    })
+    .await;
+    let mut c = compute(&app).await;
+    let none = c.fast(number(3)).await.unwrap_err();
+    assert_eq!(none.code(), Code::Unauthenticated);
+    let mut wrong = Request::new(number(3));
+    wrong
+        .metadata_mut()
+        .insert("x-api-key", MetadataValue::from_static("nope"));
+    assert_eq!(
+        c.fast(wrong).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    for (name, value) in [
+        ("x-api-key", key.to_owned()),
+        ("authorization", format!("Bearer {key}")),
+    ] {
+        let mut ok = Request::new(number(3));
+        ok.metadata_mut().insert(name, value.parse().unwrap());
+        assert_eq!(c.fast(ok).await.unwrap().into_inner().result, 9);
+    }
+    // Health stays reachable without a credential, as /health does: a probe carries none.
+    let mut health = HealthClient::new(channel(&app).await);
+    let answer = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.status, ServingStatus::Serving as i32);
+}
+
+#[tokio::test]
+async fn over_the_rate_limit_is_resource_exhausted_with_retry_info() {
+    let app = spawn_with(|s| {
+        s.rate_limit.requests_per_second = 1;
+        s.rate_limit.burst = 2;
+    })
+    .await;
+    let mut c = compute(&app).await;
+    let mut refused = None;
+    for _ in 0..5 {
+        if let Err(status) = c.fast(number(2)).await {
+            refused = Some(status);
+            break;
+        }
+    }
+    let status = refused.expect("the third call is over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let retry = status.get_details_retry_info().expect("RetryInfo");
+    assert!(retry.retry_delay.unwrap() > Duration::ZERO);
+    assert_eq!(
+        status.get_details_error_info().unwrap().reason,
+        "RATE_LIMIT_EXCEEDED"
+    );
+    // REST shares the bucket: the same client is refused there too.
+    assert_eq!(app.compute("fast", 2).await.status(), 429);
+    let stats = app.stats().await;
+    assert!(
+        stats["rate_limited_count"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_is_unavailable_with_retry_info_at_once() {
+    let mut settings = test_settings();
+    settings.pool.workers = 1;
+    settings.pool.queue_size = 1;
+    let app =
+        Arc::new(spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await);
+    let gate = Gate::hold();
+    let hold = |app: &Arc<TestApp>| {
+        let app = Arc::clone(app);
+        let n = gate.number();
+        tokio::spawn(async move { compute(&app).await.intensive(number(n)).await })
+    };
+    // One running, then one queued.
+    let mut held = vec![hold(&app)];
+    app.wait_for_busy_workers(1).await;
+    held.push(hold(&app));
+    app.wait_for_stats("one queued", |s| s["queue_depth"] == 1)
+        .await;
+    let started = Instant::now();
+    let status = compute(&app)
+        .await
+        .intensive(number(gate.number()))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.get_details_retry_info().is_some());
+    assert_eq!(
+        status.get_details_error_info().unwrap().reason,
+        "SERVICE_OVERLOADED"
+    );
+    drop(gate);
+    for h in held {
+        assert!(h.await.unwrap().is_ok());
+    }
+    assert_eq!(app.stats().await["overloaded_count"], 1);
+}
+
+/// A gRPC call as bytes, over h2c by prior knowledge, with no client-side timer: what the
+/// server alone does with `grpc-timeout`.
+async fn raw_call(
+    app: &TestApp,
+    method: &str,
+    message: impl prost::Message,
+    metadata: &[(&str, &str)],
+) -> reqwest::Response {
+    let payload = message.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    body.extend_from_slice(&payload);
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut request = client
+        .post(format!(
+            "http://{}/floodgate.v1.ComputeService/{method}",
+            app.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body);
+    for (name, value) in metadata {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn grpc_timeout_is_honoured_and_the_job_is_skipped() {
+    let mut settings = test_settings();
+    settings.pool.workers = 1;
+    let app =
+        Arc::new(spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await);
+    let gate = Gate::hold();
+    // One job holds the only worker; the call's job waits behind it past its deadline.
+    let holder = {
+        let app = Arc::clone(&app);
+        let n = gate.number();
+        tokio::spawn(async move { app.compute("intensive", n).await.status() })
+    };
+    app.wait_for_busy_workers(1).await;
+    let started = Instant::now();
+    let response = raw_call(
+        &app,
+        "Intensive",
+        number(gate.number()),
+        &[("grpc-timeout", "200m")],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        response.headers()["grpc-status"],
+        "4",
+        "{:?}",
+        response.headers()
+    );
+    drop(gate);
+    assert_eq!(holder.await.unwrap(), 200);
+    let jobs = |text: &str, outcome: &str| {
+        sum_series(text, "floodgate_jobs_total", |l| {
+            l.contains(&format!("outcome=\"{outcome}\""))
+        })
+    };
+    let text = app
+        .wait_for_exposition("both jobs leaving the pool", |text| {
+            jobs(text, "completed") + jobs(text, "cancelled") >= 2.0
+        })
+        .await;
+    assert_eq!(
+        jobs(&text, "cancelled"),
+        1.0,
+        "the timed-out call's job ran: {text}"
+    );
+    // Malformed deadlines are ignored (the configured timeout applies), as the protocol says.
+    let response = raw_call(&app, "Fast", number(3), &[("grpc-timeout", "soon")]).await;
+    assert_eq!(response.headers().get("grpc-status"), None);
+    assert_eq!(response.status(), 200);
+    // A tonic client's own deadline reaches the server too.
+    let mut request = Request::new(number(7));
+    request.set_timeout(Duration::from_secs(30));
+    assert_eq!(
+        compute(&app)
+            .await
+            .intensive(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .result,
+        49
+    );
+}
+
+#[tokio::test]
+async fn jobs_submit_get_watch_and_cancel_mirror_api_v2() {
+    let app = spawn_app().await;
+    let mut c = compute(&app).await;
+    let job = c
+        .submit_job(SubmitJobRequest {
+            number: 12,
+            rounds: Some(1000),
+            idempotency_key: Some("grpc-key-1".into()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(job.number, 12);
+    assert!(!job.replayed);
+    // The REST API sees the same job.
+    let rest: serde_json::Value = app
+        .get(&format!("/api/v2/jobs/{}", job.id))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["number"], 12);
+
+    let mut watch = c
+        .watch_job(JobRequest { id: job.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(update) = watch.message().await.unwrap() {
+        seen.push(update.status);
+        if update.status == pb::JobStatus::Succeeded as i32 {
+            assert_eq!(update.result, Some(144));
+        }
+    }
+    assert_eq!(
+        seen.last(),
+        Some(&(pb::JobStatus::Succeeded as i32)),
+        "{seen:?}"
+    );
+
+    let replay = c
+        .submit_job(SubmitJobRequest {
+            number: 12,
+            rounds: Some(1000),
+            idempotency_key: Some("grpc-key-1".into()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(replay.replayed);
+    assert_eq!(replay.id, job.id);
+    let reused = c
+        .submit_job(SubmitJobRequest {
+            number: 13,
+            rounds: Some(1000),
+            idempotency_key: Some("grpc-key-1".into()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists);
+
+    let got = c.get_job(JobRequest { id: job.id.clone() }).await.unwrap();
+    assert_eq!(got.into_inner().status, pb::JobStatus::Succeeded as i32);
+    let finished = c
+        .cancel_job(JobRequest { id: job.id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(finished.code(), Code::FailedPrecondition);
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for status in [
+        c.get_job(JobRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .unwrap_err(),
+        c.watch_job(JobRequest { id: unknown }).await.unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::NotFound);
+    }
+    let bad = c
+        .get_job(JobRequest { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let rounds = c
+        .submit_job(SubmitJobRequest {
+            number: 1,
+            rounds: Some(0),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rounds.get_details_bad_request().unwrap().field_violations[0].field,
+        "rounds"
+    );
+}
+
+#[tokio::test]
+async fn health_follows_readiness_and_knows_its_services() {
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(channel(&app).await);
+    for service in ["", "floodgate.v1.ComputeService"] {
+        let answer = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "other.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
+    app.state.readiness.start_draining();
+    let answer = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.status, ServingStatus::NotServing as i32);
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::NotServing as i32
+    );
+}
+
+#[tokio::test]
+async fn calls_are_measured_by_service_method_and_code() {
+    let app = spawn_app().await;
+    let mut c = compute(&app).await;
+    c.fast(number(1)).await.unwrap();
+    c.fast(number(2)).await.unwrap();
+    let _ = c.fast(number(u64::MAX)).await.unwrap_err();
+    let text = app
+        .wait_for_exposition("the RPC histogram", |t| {
+            t.contains("floodgate_rpc_server_call_duration_seconds_count")
+        })
+        .await;
+    let count = |code: &str| {
+        sum_series(
+            &text,
+            "floodgate_rpc_server_call_duration_seconds_count",
+            |l| {
+                l.contains("rpc_service=\"floodgate.v1.ComputeService\"")
+                    && l.contains("rpc_method=\"Fast\"")
+                    && l.contains(&format!("rpc_grpc_status_code=\"{code}\""))
+                    && l.contains("rpc_system=\"grpc\"")
+            },
+        )
+    };
+    assert_eq!((count("0"), count("3")), (2.0, 1.0), "{text}");
+    let stats = app.stats().await;
+    assert_eq!(
+        (
+            stats["total_requests"].as_u64(),
+            stats["error_count"].as_u64()
+        ),
+        (Some(3), Some(1))
+    );
+    // Not counted as HTTP requests.
+    assert!(!text.contains("ComputeService/Fast\",status="), "{text}");
+}
+
+#[tokio::test]
+async fn rest_requests_are_untouched_by_the_grpc_route() {
+    let app = spawn_with(|s| s.grpc.enabled = false).await;
+    let status = compute(&app).await.fast(number(2)).await.unwrap_err();
+    // Without gRPC the call reaches the REST API, which has no such route.
+    assert_ne!(status.code(), Code::Ok);
+    assert_eq!(app.compute("fast", 2).await.status(), 200);
+}
