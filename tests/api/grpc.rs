@@ -483,3 +483,148 @@ async fn rest_requests_are_untouched_by_the_grpc_route() {
     assert_ne!(status.code(), Code::Ok);
     assert_eq!(app.compute("fast", 2).await.status(), 200);
 }
+
+/// Python's grpcio, grpcio-health-checking and grpcio-reflection discover the service by
+/// reflection and call it (tests/clients/grpc_client.py says what it checks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_discovers_the_service_by_reflection_and_calls_it() {
+    let app = spawn_app().await;
+    let rest: serde_json::Value = app.compute("intensive", 42).await.json().await.unwrap();
+    let digest = rest["digest"].as_u64().unwrap().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/grpc_client.py");
+    let target = app.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(venv_python())
+            .args([script, &target, &digest])
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the grpcio client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(seen["fast"], 1764, "{seen}");
+    assert_eq!(seen["invalid"], "INVALID_ARGUMENT", "{seen}");
+}
+
+/// k6's gRPC module, a second independent client, checks results and statuses; the server's
+/// own histogram counts exactly the calls it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k6_calls_the_service_and_the_server_counts_every_call() {
+    const ITERATIONS: u32 = 40;
+    let app = spawn_app().await;
+    let k6 = tool("k6");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/k6_grpc.js");
+    let target = app.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(k6)
+            .args(["run", "--quiet", "--no-color", "-e"])
+            .arg(format!("TARGET={target}"))
+            .arg("-e")
+            .arg(format!("ITERATIONS={ITERATIONS}"))
+            .arg(script)
+            .env("K6_NO_USAGE_REPORT", "true")
+            .output()
+            .expect("k6 runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "k6 failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = app.exposition().await;
+    let count = |method: &str, code: &str| {
+        sum_series(
+            &text,
+            "floodgate_rpc_server_call_duration_seconds_count",
+            |l| {
+                l.contains(&format!("rpc_method=\"{method}\""))
+                    && l.contains(&format!("rpc_grpc_status_code=\"{code}\""))
+            },
+        )
+    };
+    let n = f64::from(ITERATIONS);
+    assert_eq!(count("Fast", "0"), n, "{text}");
+    assert_eq!(count("Fast", "3"), n, "{text}");
+    assert_eq!(count("Intensive", "0"), n, "{text}");
+    assert_eq!(count("Check", "0"), n, "{text}");
+}
+
+/// Server reflection answers in both versions (many clients still ask only for v1alpha), and
+/// can be turned off.
+#[tokio::test]
+async fn reflection_lists_the_services_in_v1_and_v1alpha() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let app = spawn_app().await;
+    let ch = channel(&app).await;
+
+    let ask = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(ch.clone());
+    let mut answers = client
+        .server_reflection_info(futures_util::stream::iter([ask]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a service list");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"floodgate.v1.ComputeService".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+
+    let ask = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "floodgate.v1.ComputeService".into(),
+            ),
+        ),
+    };
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(ch);
+    let mut answers = client
+        .server_reflection_info(futures_util::stream::iter([ask]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a file descriptor");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+
+    let off = spawn_with(|s| s.grpc.reflection = false).await;
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel(&off).await);
+    let ask = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let status = client
+        .server_reflection_info(futures_util::stream::iter([ask]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+}

@@ -429,3 +429,83 @@ async fn buffered_spans_are_flushed_at_shutdown() {
     })
     .await;
 }
+
+/// One server span per RPC, continuing the caller's W3C context from metadata, with the
+/// job's spans as its children, and the call's access-log line joined to it.
+#[tokio::test]
+async fn rpc_spans_continue_the_callers_trace() {
+    use floodgate::grpc::pb::{compute_service_client::ComputeServiceClient, ComputeRequest};
+    let collector = start_collector();
+    let endpoint = format!("http://127.0.0.1:{}", collector.grpc);
+    let app = spawn_binary(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("ENVIRONMENT", "production"),
+        ("LOG_LEVEL", "info"),
+    ])
+    .await;
+    let channel = tonic::transport::Endpoint::from_shared(app.base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(ComputeRequest { number: 42 });
+    let metadata = request.metadata_mut();
+    metadata.insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{PARENT_ID}-01").parse().unwrap(),
+    );
+    metadata.insert("x-request-id", "rpc-trace-1".parse().unwrap());
+    let answer = ComputeServiceClient::new(channel)
+        .intensive(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.result, 1764);
+
+    let spans = wait_for_spans(&collector.log, |s| {
+        s.iter().filter(|s| s.trace_id == TRACE_ID).count() >= 3
+    })
+    .await;
+    let in_trace: Vec<_> = spans.iter().filter(|s| s.trace_id == TRACE_ID).collect();
+    let server = in_trace
+        .iter()
+        .find(|s| s.name == "floodgate.v1.ComputeService/Intensive")
+        .unwrap_or_else(|| panic!("server span: {in_trace:#?}"));
+    assert_eq!(server.kind, "SPAN_KIND_SERVER");
+    assert_eq!(server.parent_id, PARENT_ID, "continues the caller's trace");
+    let a = &server.attributes;
+    assert_eq!(a["rpc.system"], "grpc");
+    assert_eq!(a["rpc.service"], "floodgate.v1.ComputeService");
+    assert_eq!(a["rpc.method"], "Intensive");
+    assert_eq!(a["rpc.grpc.status_code"], "0");
+    assert_eq!(a["request_id"], "rpc-trace-1");
+    for child in ["job.queue_wait", "job.execute"] {
+        let s = in_trace
+            .iter()
+            .find(|s| s.name == child)
+            .unwrap_or_else(|| panic!("{child}: {in_trace:#?}"));
+        assert_eq!(s.parent_id, server.id, "{child} is a child of the RPC span");
+    }
+    let started = Instant::now();
+    let line = loop {
+        let found = app
+            .output()
+            .into_iter()
+            .find(|l| l.contains("\"request_id\":\"rpc-trace-1\""));
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no access log line: {:?}",
+            app.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["path"], "/floodgate.v1.ComputeService/Intensive");
+    assert_eq!(line["grpc_status"], 0);
+    assert_eq!(line["trace_id"], TRACE_ID);
+    assert_eq!(line["span_id"], server.id.as_str());
+}

@@ -137,6 +137,36 @@ async fn alpn_negotiates_http2_or_http1() {
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }
 
+/// gRPC over TLS: HTTP/2 by ALPN, routed by content-type on the same port as REST.
+#[tokio::test]
+async fn grpc_calls_are_served_over_tls() {
+    use prost::Message;
+    let files = CertFiles::new();
+    let app = spawn_tls(&files).await;
+    let h2 = tls_client(app.addr, &[&files.pem], false);
+    let payload = floodgate::grpc::pb::ComputeRequest { number: 12 }.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    let r = h2
+        .post(format!(
+            "https://{HOST}:{}/floodgate.v1.ComputeService/Fast",
+            app.addr.port()
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.headers()["content-type"], "application/grpc");
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body[0], 0, "an uncompressed message");
+    let answer = floodgate::grpc::pb::ComputeResponse::decode(&body[5..]).unwrap();
+    assert_eq!(answer.result, 144);
+}
+
 #[tokio::test]
 async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
     let mut files = CertFiles::new();
