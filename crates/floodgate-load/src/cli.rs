@@ -164,6 +164,12 @@ pub struct Opts {
     #[arg(long, env = "FLOODGATE_LOAD_FAIL_ON_MISMATCH")]
     pub fail_on_mismatch: bool,
 
+    /// Call the gRPC API (floodgate.v1.ComputeService/Fast and /Intensive) over
+    /// HTTP/2 cleartext instead of the REST API; one call at a time per connection.
+    /// Statuses are reported as the REST API's equivalents, errors by gRPC code name.
+    #[arg(long, env = "FLOODGATE_LOAD_GRPC")]
+    pub grpc: bool,
+
     /// Skip the initial GET /health check.
     #[arg(long, env = "FLOODGATE_LOAD_NO_HEALTH_CHECK")]
     pub no_health_check: bool,
@@ -172,6 +178,10 @@ pub struct Opts {
     #[arg(long, env = "FLOODGATE_LOAD_NO_SERVER_METRICS")]
     pub no_server_metrics: bool,
 }
+
+/// The gRPC methods of the fast and intensive scenarios.
+pub const GRPC_FAST: &str = "/floodgate.v1.ComputeService/Fast";
+pub const GRPC_INTENSIVE: &str = "/floodgate.v1.ComputeService/Intensive";
 
 /// The scenarios of the test plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -226,8 +236,13 @@ impl Opts {
         if let Some(path) = &self.path {
             return vec![make("custom", path, FAST_REQUESTS)];
         }
-        let fast = || make("fast", "/api/v1/compute/fast", FAST_REQUESTS);
-        let intensive = || make("intensive", "/api/v1/compute/intensive", INTENSIVE_REQUESTS);
+        let (fast_path, intensive_path) = if self.grpc {
+            (GRPC_FAST, GRPC_INTENSIVE)
+        } else {
+            ("/api/v1/compute/fast", "/api/v1/compute/intensive")
+        };
+        let fast = || make("fast", fast_path, FAST_REQUESTS);
+        let intensive = || make("intensive", intensive_path, INTENSIVE_REQUESTS);
         match self.scenario {
             ScenarioArg::Fast => vec![fast()],
             ScenarioArg::Intensive => vec![intensive()],
@@ -246,6 +261,17 @@ impl Opts {
 
     /// Checks the combinations clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
+        if self.grpc {
+            if self.runs_jobs() {
+                return Err(
+                    "--grpc runs the fast and intensive scenarios; --scenario jobs is REST only"
+                        .into(),
+                );
+            }
+            if self.path.is_some() || self.body.is_some() || self.method != Method::POST {
+                return Err("--grpc calls ComputeService/Fast and /Intensive with generated numbers; --path, --body and --method do not apply".into());
+            }
+        }
         if self.runs_jobs() {
             if self.body.is_some() {
                 return Err("--body does not apply to --scenario jobs: each job is {\"number\": n, \"rounds\": r}, n from --number-range".into());

@@ -1,4 +1,5 @@
-//! HTTP/1.1 keep-alive connections and request execution.
+//! HTTP/1.1 keep-alive connections (or, with `--grpc`, HTTP/2 connections
+//! carrying gRPC calls) and request execution.
 //!
 //! Each worker owns one [`Conn`]. The hyper connection future is polled by
 //! the worker's own task together with the request (see [`drive`]), so a
@@ -14,14 +15,87 @@ use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::cli::NumberRange;
 use crate::stats::TransportError;
 
-type ConnFuture = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+type Http1Future = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+type Http2Future = http2::Connection<TokioIo<TcpStream>, Full<Bytes>, TokioExecutor>;
+
+/// What a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// REST over HTTP/1.1 keep-alive.
+    #[default]
+    Http1,
+    /// gRPC calls over HTTP/2 with prior knowledge (h2c), one at a time per connection.
+    Grpc,
+}
+
+/// A connection's driving future, whichever protocol it speaks.
+// Boxed whole in `Conn`: the variants' sizes cost nothing on the stack.
+#[allow(clippy::large_enum_variant)]
+enum ConnFuture {
+    Http1(Http1Future),
+    Http2(Http2Future),
+}
+
+impl Future for ConnFuture {
+    type Output = Result<(), hyper::Error>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        // Both are Unpin: hyper boxes what it needs to pin.
+        match self.get_mut() {
+            ConnFuture::Http1(c) => Pin::new(c).poll(cx),
+            ConnFuture::Http2(c) => Pin::new(c).poll(cx),
+        }
+    }
+}
+
+/// A connection's request sender.
+enum Sender {
+    Http1(http1::SendRequest<Full<Bytes>>),
+    Http2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_ready(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_ready(),
+            Sender::Http2(s) => s.is_ready(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::Http1(s) => s.ready().await,
+            Sender::Http2(s) => s.ready().await,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<http::Response<Incoming>, hyper::Error> {
+        match self {
+            Sender::Http1(s) => s.send_request(req).await,
+            Sender::Http2(s) => s.send_request(req).await,
+        }
+    }
+}
 
 /// Largest body kept (an error body to find its JSON `code`, a job to check it).
 const MAX_KEPT_BODY: usize = 64 * 1024;
@@ -171,6 +245,7 @@ pub enum BodySpec {
 /// Everything needed to build the requests of one scenario.
 #[derive(Debug, Clone)]
 pub struct RequestTemplate {
+    pub protocol: Protocol,
     pub method: Method,
     pub uri: Uri,
     pub host: HeaderValue,
@@ -180,6 +255,8 @@ pub struct RequestTemplate {
 }
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
+static GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
+static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 
 impl RequestTemplate {
     /// A request with a fresh `X-Request-ID` and, for [`BodySpec::Number`], a
@@ -188,7 +265,13 @@ impl RequestTemplate {
         let body = match &self.body {
             BodySpec::Empty => Bytes::new(),
             BodySpec::Fixed(b) => b.clone(),
-            BodySpec::Number(range) => number_body(rng.u64(range.lo..=range.hi)),
+            BodySpec::Number(range) => {
+                let n = rng.u64(range.lo..=range.hi);
+                match self.protocol {
+                    Protocol::Http1 => number_body(n),
+                    Protocol::Grpc => grpc_number_message(n),
+                }
+            }
         };
         self.build_with(rng, body)
     }
@@ -200,7 +283,15 @@ impl RequestTemplate {
         *req.uri_mut() = self.uri.clone();
         let headers = req.headers_mut();
         headers.insert(HOST, self.host.clone());
-        headers.insert(CONTENT_TYPE, JSON.clone());
+        match self.protocol {
+            Protocol::Http1 => {
+                headers.insert(CONTENT_TYPE, JSON.clone());
+            }
+            Protocol::Grpc => {
+                headers.insert(CONTENT_TYPE, GRPC.clone());
+                headers.insert(http::header::TE, TRAILERS.clone());
+            }
+        }
         headers.insert("x-request-id", request_id(rng));
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
@@ -242,6 +333,70 @@ pub fn number_body(n: u64) -> Bytes {
     body.freeze()
 }
 
+/// `floodgate.v1.ComputeRequest { number: n }` in a gRPC frame (uncompressed, 4-byte
+/// length): field 1 as a varint. Written by hand: one integer field does not warrant a
+/// protobuf code generator in the load client.
+pub fn grpc_number_message(n: u64) -> Bytes {
+    let mut message = Vec::with_capacity(11);
+    if n != 0 {
+        message.push(0x08); // field 1, wire type 0 (varint)
+        let mut v = n;
+        while v >= 0x80 {
+            message.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        message.push(v as u8);
+    }
+    let mut frame = BytesMut::with_capacity(5 + message.len());
+    frame.extend_from_slice(&[0]);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    frame.freeze()
+}
+
+/// The gRPC status code's name (`RESOURCE_EXHAUSTED`), reported as the error code.
+pub fn grpc_code_name(code: u32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
+}
+
+/// The HTTP status the REST API answers for the same case, so a gRPC run's status table
+/// reads like a REST run's (the gRPC code itself is the error code).
+pub fn grpc_http_status(code: u32) -> u16 {
+    match code {
+        0 => 200,
+        3 | 11 => 400,
+        16 => 401,
+        7 => 403,
+        5 => 404,
+        6 | 9 | 10 => 409,
+        4 => 408,
+        8 => 429,
+        12 => 501,
+        14 => 503,
+        1 => 499,
+        _ => 500,
+    }
+}
+
 /// A random UUIDv4 as a header value.
 pub fn request_id(rng: &mut fastrand::Rng) -> HeaderValue {
     let id = uuid::Builder::from_random_bytes(rng.u128(..).to_ne_bytes()).into_uuid();
@@ -250,27 +405,42 @@ pub fn request_id(rng: &mut fastrand::Rng) -> HeaderValue {
     HeaderValue::from_str(s).expect("a UUID is a valid header value")
 }
 
-/// One keep-alive HTTP/1.1 connection.
+/// One keep-alive connection.
 pub struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
+    sender: Sender,
     /// The connection future; `None` once it has finished.
     io: Option<Pin<Box<ConnFuture>>>,
+    protocol: Protocol,
 }
 
 impl Conn {
-    /// Opens a TCP connection (TCP_NODELAY set) and performs the HTTP/1 handshake.
-    pub async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
+    /// Opens a TCP connection (TCP_NODELAY set) and performs the HTTP/1 (or, for gRPC,
+    /// HTTP/2) handshake.
+    pub async fn connect(addr: SocketAddr, protocol: Protocol) -> std::io::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        // Requests are small: one flattened write is cheaper than writev.
-        let (sender, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
+        let (sender, io) = match protocol {
+            Protocol::Http1 => {
+                // Requests are small: one flattened write is cheaper than writev.
+                let (sender, conn) = http1::Builder::new()
+                    .writev(false)
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(std::io::Error::other)?;
+                (Sender::Http1(sender), ConnFuture::Http1(conn))
+            }
+            Protocol::Grpc => {
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(std::io::Error::other)?;
+                (Sender::Http2(sender), ConnFuture::Http2(conn))
+            }
+        };
         Ok(Conn {
             sender,
-            io: Some(Box::pin(conn)),
+            io: Some(Box::pin(io)),
+            protocol,
         })
     }
 
@@ -285,7 +455,7 @@ impl Conn {
         if self.sender.is_ready() {
             return true;
         }
-        let Conn { sender, io } = self;
+        let Conn { sender, io, .. } = self;
         drive(io, sender.ready()).await.is_ok() && io.is_some()
     }
 
@@ -296,12 +466,37 @@ impl Conn {
         req: Request<Full<Bytes>>,
         keep_success: bool,
     ) -> Result<Answer, hyper::Error> {
-        let Conn { sender, io } = self;
-        let response = drive(io, sender.send_request(req)).await?;
+        let Conn {
+            sender,
+            io,
+            protocol,
+        } = self;
+        let response = drive(io, sender.send(req)).await?;
         let status = response.status().as_u16();
+        if *protocol == Protocol::Grpc {
+            // A trailers-only answer (an error before any message) has its status in the
+            // headers; otherwise it is in the trailers.
+            let in_headers = grpc_status(response.headers());
+            let (body, in_trailers) =
+                drive(io, read_grpc(response.into_body(), keep_success)).await?;
+            let code = in_headers.or(in_trailers);
+            return Ok(Answer {
+                status: match code {
+                    Some(code) if status == 200 => grpc_http_status(code),
+                    _ if status == 200 => 500, // no status at all: a broken answer
+                    _ => status,
+                },
+                body,
+                grpc: code,
+            });
+        }
         let keep = keep_success || !(200..300).contains(&status);
         let body = drive(io, read_body(response.into_body(), keep)).await?;
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            grpc: None,
+        })
     }
 }
 
@@ -319,6 +514,28 @@ async fn drive<F: Future>(io: &mut Option<Pin<Box<ConnFuture>>>, fut: F) -> F::O
         fut.as_mut().poll(cx)
     })
     .await
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// The messages (kept when asked for) and the status from the trailers.
+async fn read_grpc(mut body: Incoming, keep: bool) -> Result<(Bytes, Option<u32>), hyper::Error> {
+    let mut kept = BytesMut::new();
+    let mut code = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Some(trailers) = frame.trailers_ref() {
+            code = grpc_status(trailers);
+        } else if let Ok(data) = frame.into_data() {
+            if keep && kept.len() < MAX_KEPT_BODY {
+                let room = MAX_KEPT_BODY - kept.len();
+                kept.extend_from_slice(&data[..data.len().min(room)]);
+            }
+        }
+    }
+    Ok((kept.freeze(), code))
 }
 
 async fn read_body(mut body: Incoming, keep: bool) -> Result<Bytes, hyper::Error> {
@@ -345,6 +562,19 @@ async fn read_body(mut body: Incoming, keep: bool) -> Result<Bytes, hyper::Error
 pub struct Answer {
     pub status: u16,
     pub body: Bytes,
+    /// The gRPC status code of a gRPC call.
+    pub grpc: Option<u32>,
+}
+
+impl Answer {
+    /// The error code to count for a non-2xx answer: the gRPC code's name, or the JSON
+    /// envelope's `code`.
+    pub fn error_code(&self) -> Option<String> {
+        match self.grpc {
+            Some(code) => Some(grpc_code_name(code).to_owned()),
+            None => error_code(&self.body),
+        }
+    }
 }
 
 /// The JSON `code` of an error body, if any.
@@ -368,13 +598,15 @@ pub enum Outcome {
 /// A worker's connection slot: connects lazily and reconnects after errors.
 pub struct Slot {
     endpoint_addr: SocketAddr,
+    protocol: Protocol,
     conn: Option<Conn>,
 }
 
 impl Slot {
-    pub fn new(endpoint_addr: SocketAddr, conn: Option<Conn>) -> Self {
+    pub fn new(endpoint_addr: SocketAddr, protocol: Protocol, conn: Option<Conn>) -> Self {
         Self {
             endpoint_addr,
+            protocol,
             conn,
         }
     }
@@ -400,7 +632,7 @@ impl Slot {
                 }
             }
             if self.conn.is_none() {
-                match Conn::connect(self.endpoint_addr).await {
+                match Conn::connect(self.endpoint_addr, self.protocol).await {
                     Ok(c) => self.conn = Some(c),
                     Err(_) => return Outcome::Failed(TransportError::Connect),
                 }
@@ -484,7 +716,7 @@ pub async fn get(
     timeout: Duration,
 ) -> Result<Answer, String> {
     let attempt = async {
-        let mut conn = Conn::connect(addr)
+        let mut conn = Conn::connect(addr, Protocol::Http1)
             .await
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         let mut req = Request::new(Full::new(Bytes::new()));
@@ -493,8 +725,8 @@ pub async fn get(
             .map_err(|e| format!("invalid path {path}: {e}"))?;
         req.headers_mut().insert(HOST, host.clone());
         req.headers_mut().insert(http::header::ACCEPT, JSON.clone());
-        let Conn { sender, io } = &mut conn;
-        let response = drive(io, sender.send_request(req))
+        let Conn { sender, io, .. } = &mut conn;
+        let response = drive(io, sender.send(req))
             .await
             .map_err(|e| format!("GET {path}: {e}"))?;
         let status = response.status().as_u16();
@@ -502,7 +734,11 @@ pub async fn get(
             .await
             .map_err(|e| format!("GET {path}: {e}"))?
             .to_bytes();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            grpc: None,
+        })
     };
     tokio::time::timeout(timeout, attempt)
         .await
@@ -577,8 +813,24 @@ mod tests {
     }
 
     #[test]
+    fn grpc_messages_are_framed_protobuf() {
+        // Checked against prost's encoding of floodgate.v1.ComputeRequest.
+        assert_eq!(&grpc_number_message(0)[..], &[0, 0, 0, 0, 0]);
+        assert_eq!(&grpc_number_message(1)[..], &[0, 0, 0, 0, 2, 0x08, 1]);
+        assert_eq!(
+            &grpc_number_message(300)[..],
+            &[0, 0, 0, 0, 3, 0x08, 0xac, 0x02]
+        );
+        assert_eq!(grpc_number_message(1_000_000).len(), 5 + 4);
+        assert_eq!(grpc_code_name(8), "RESOURCE_EXHAUSTED");
+        assert_eq!(grpc_http_status(8), 429);
+        assert_eq!(grpc_http_status(14), 503);
+    }
+
+    #[test]
     fn requests_carry_json_type_id_and_a_valid_number() {
         let t = RequestTemplate {
+            protocol: Protocol::Http1,
             method: Method::POST,
             uri: Uri::from_static("/api/v1/compute/fast"),
             host: HeaderValue::from_static("localhost:8080"),

@@ -26,7 +26,7 @@ pub use cli::Opts;
 use cli::{
     OutputFormat, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_OK, EXIT_THRESHOLD, EXIT_USAGE,
 };
-use client::{BodySpec, RequestTemplate};
+use client::{BodySpec, Protocol, RequestTemplate};
 use progress::{note, Mode, Progress};
 pub use report::RunReport;
 use report::{ScenarioReport, ServerMetrics, TargetMetrics};
@@ -162,6 +162,11 @@ pub async fn run(
             phase_targets.push(PhaseTarget {
                 addr,
                 template: RequestTemplate {
+                    protocol: if opts.grpc {
+                        Protocol::Grpc
+                    } else {
+                        Protocol::Http1
+                    },
                     method: scenario.method.clone(),
                     uri,
                     host: target.host_header(),

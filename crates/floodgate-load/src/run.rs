@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::cli::NumberRange;
-use crate::client::{error_code, Conn, Outcome, RequestTemplate, Slot};
+use crate::client::{Conn, Outcome, Protocol, RequestTemplate, Slot};
 use crate::jobs::{self, Job, JobState, JobStats};
 use crate::schedule;
 use crate::stats::{latency_ns, new_histogram, Stats};
@@ -238,13 +238,19 @@ pub type Pool = Vec<Option<Conn>>;
 
 /// Opens up to `n` connections in parallel; failed ones are `None` and are
 /// retried (and counted) by the worker's first request.
-pub async fn connect_pool(addr: SocketAddr, n: u32, mut pool: Pool, timeout: Duration) -> Pool {
+pub async fn connect_pool(
+    addr: SocketAddr,
+    protocol: Protocol,
+    n: u32,
+    mut pool: Pool,
+    timeout: Duration,
+) -> Pool {
     pool.retain(|c| c.as_ref().is_some_and(Conn::is_open));
     let missing = (n as usize).saturating_sub(pool.len());
     let mut set = JoinSet::new();
     for _ in 0..missing {
         set.spawn(async move {
-            tokio::time::timeout(timeout, Conn::connect(addr))
+            tokio::time::timeout(timeout, Conn::connect(addr, protocol))
                 .await
                 .ok()
                 .and_then(Result::ok)
@@ -280,8 +286,13 @@ pub async fn run_phase(
     let connect_timeout = plan.timeout.min(Duration::from_secs(5));
     let mut connecting = JoinSet::new();
     for (t, (target, pool)) in targets.iter().zip(pools).enumerate() {
-        let (addr, n) = (target.addr, per_target[t]);
-        connecting.spawn(async move { (t, connect_pool(addr, n, pool, connect_timeout).await) });
+        let (addr, n, protocol) = (target.addr, per_target[t], target.template.protocol);
+        connecting.spawn(async move {
+            (
+                t,
+                connect_pool(addr, protocol, n, pool, connect_timeout).await,
+            )
+        });
     }
     let mut pools: Vec<Pool> = (0..targets.len()).map(|_| Vec::new()).collect();
     while let Some(joined) = connecting.join_next().await {
@@ -361,7 +372,7 @@ pub async fn run_phase(
         let range = &shard_ranges[t];
         let shard = range.start + assigned[t] % range.len();
         assigned[t] += 1;
-        let slot = Slot::new(targets[t].addr, conn);
+        let slot = Slot::new(targets[t].addr, targets[t].template.protocol, conn);
         let shared = shared.clone();
         workers.spawn(async move { (t, worker(shared, t, shard, slot).await) });
     }
@@ -524,7 +535,7 @@ fn record(shard: &Mutex<Shard>, outcome: &Outcome, latency: Duration, window: bo
             let code = if (200..300).contains(&answer.status) {
                 None
             } else {
-                error_code(&answer.body)
+                answer.error_code()
             };
             let mut s = shard.lock().expect("stats lock");
             s.stats

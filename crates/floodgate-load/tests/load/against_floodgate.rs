@@ -457,3 +457,73 @@ async fn jobs_on_two_floodgates_each_with_its_own_database() {
     assert_eq!(sum, 60);
     assert_eq!(s["server_metrics"]["status"], "match", "{s}");
 }
+
+/// `--grpc`: the fast and intensive scenarios as gRPC calls, with the same report and the
+/// same server cross-check (the JSON statistics count gRPC calls as requests); refusals are
+/// reported by gRPC code name beside their REST-equivalent status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_scenarios_report_and_cross_check_like_rest() {
+    let server = spawn_floodgate(|_| {}).await;
+    let run = run_load(
+        &quick_args(
+            &server.url,
+            &[
+                "--grpc",
+                "--scenario",
+                "all",
+                "-n",
+                "300",
+                "-c",
+                "8",
+                "--fail-on-mismatch",
+                "--fail-under-success-rate",
+                "100",
+            ],
+        ),
+        &[("FLOODGATE_LOAD_WARMUP", "0")],
+    )
+    .await;
+    assert_eq!(
+        run.code, 0,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    let report = run.json();
+    let scenarios = report["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 2);
+    for s in scenarios {
+        assert_eq!(s["requests"]["successful"], 300, "{}", s["name"]);
+        assert_eq!(s["status_codes"], json!({"200": 300}));
+        assert_eq!(s["server_metrics"]["status"], "match", "{s}");
+    }
+    assert!(scenarios[0]["urls"][0]
+        .as_str()
+        .unwrap()
+        .ends_with("/floodgate.v1.ComputeService/Fast"));
+
+    let limited = spawn_floodgate(|s| {
+        s.rate_limit.requests_per_second = 1;
+        s.rate_limit.burst = 10;
+    })
+    .await;
+    let run = run_load(
+        &quick_args(
+            &limited.url,
+            &["--grpc", "--scenario", "fast", "-n", "50", "-c", "2"],
+        ),
+        &[("FLOODGATE_LOAD_WARMUP", "0")],
+    )
+    .await;
+    let s = &run.json()["scenarios"][0];
+    let refused = s["error_codes"]["RESOURCE_EXHAUSTED"].as_u64().unwrap_or(0);
+    assert!(refused >= 39, "{s}");
+    assert_eq!(s["status_codes"]["429"].as_u64(), Some(refused), "{s}");
+
+    let jobs = run_load(
+        &quick_args(&server.url, &["--grpc", "--scenario", "jobs"]),
+        &[],
+    )
+    .await;
+    assert_eq!(jobs.code, 2, "{}", jobs.stderr);
+    assert!(jobs.stderr.contains("REST only"), "{}", jobs.stderr);
+}
