@@ -349,3 +349,52 @@ async fn plaintext_keys_in_configuration_are_refused_without_being_echoed() {
     assert!(err.contains("auth.api_key_hashes"), "{err}");
     assert!(!err.contains("my-plaintext-key"), "{err}");
 }
+
+/// Over gRPC the same tokens are checked by the same code: a valid token without the
+/// required scope is PERMISSION_DENIED, none at all UNAUTHENTICATED.
+#[tokio::test]
+async fn grpc_calls_are_authorized_by_the_same_token_rules() {
+    use floodgate::grpc::pb::{compute_service_client::ComputeServiceClient, ComputeRequest};
+    let secret = TempFile::new("secret", &format!("{SECRET}\n"));
+    let app = spawn_with(|s| {
+        s.auth.enabled = true;
+        s.auth.jwt_hs256_secret_file = Some(secret.0.clone());
+        s.auth.jwt_required_scope = Some("compute".into());
+    })
+    .await;
+    let sign = |scope: &str| {
+        let claims = json!({"sub": "svc-g", "exp": now() + 300, "scope": scope});
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = ComputeServiceClient::new(channel);
+    let call = |token: Option<String>| {
+        let mut r = tonic::Request::new(ComputeRequest { number: 4 });
+        if let Some(t) = token {
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        r
+    };
+    assert_eq!(
+        c.fast(call(Some(sign("read compute"))))
+            .await
+            .unwrap()
+            .into_inner()
+            .result,
+        16
+    );
+    let denied = c.fast(call(Some(sign("read")))).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    let none = c.fast(call(None)).await.unwrap_err();
+    assert_eq!(none.code(), tonic::Code::Unauthenticated);
+}

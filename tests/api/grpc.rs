@@ -628,3 +628,23 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
 }
+
+/// A job that fails on its worker is ABORTED, as REST answers PROCESSING_ERROR.
+#[tokio::test]
+async fn a_failed_job_is_aborted() {
+    fn failing(n: u64, rounds: u32) -> u64 {
+        if n == 666 {
+            panic!("the kernel failed on purpose");
+        }
+        floodgate::pool::intensive_digest(n, rounds)
+    }
+    let app = spawn_builder(Application::builder(test_settings()).with_kernel(failing)).await;
+    let mut c = compute(&app).await;
+    let status = c.intensive(number(666)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert_eq!(
+        status.get_details_error_info().unwrap().reason,
+        "PROCESSING_ERROR"
+    );
+    assert_eq!(c.intensive(number(3)).await.unwrap().into_inner().result, 9);
+}

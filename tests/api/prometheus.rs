@@ -148,9 +148,48 @@ async fn prometheus_scrapes_exactly_the_workload_sent() {
     )
     .await;
 
+    // gRPC calls, so the dashboards' gRPC panels have series: OK and INVALID_ARGUMENT on
+    // Fast, OK on Intensive, and a health check.
+    {
+        use floodgate::grpc::pb::{compute_service_client::ComputeServiceClient, ComputeRequest};
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = ComputeServiceClient::new(channel.clone());
+        for n in 0..3 {
+            c.fast(ComputeRequest { number: n }).await.unwrap();
+        }
+        let _ = c
+            .fast(ComputeRequest { number: u64::MAX })
+            .await
+            .unwrap_err();
+        for n in 0..2 {
+            c.intensive(ComputeRequest { number: n }).await.unwrap();
+        }
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    prom.wait_for(
+        "sum(floodgate_rpc_server_call_duration_seconds_count{rpc_service=\"floodgate.v1.ComputeService\"})",
+        6.0,
+    )
+    .await;
+
     // rate() needs two samples of each new series inside its window.
     prom.wait_for(
         "min(count_over_time(http_server_requests_total[1m])) >= bool 3",
+        1.0,
+    )
+    .await;
+    prom.wait_for(
+        "min(count_over_time(floodgate_rpc_server_call_duration_seconds_count[1m])) >= bool 3",
         1.0,
     )
     .await;
