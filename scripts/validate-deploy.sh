@@ -158,6 +158,15 @@ expect_failure "template: a [database] table (a URL with a password) in extraTom
 url = "postgres://floodgate:hunter2@db:5432/floodgate"'
 expect_failure "schema: jobs.lease that is not a duration" "jobs.lease" \
   helm template "$RELEASE" "$CHART" --set jobs.lease=30
+expect_failure "schema: service.appProtocol that is not a protocol name" "service.appProtocol" \
+  helm template "$RELEASE" "$CHART" --set 'service.appProtocol=h2c please'
+expect_failure "template: the gRPC readiness probe with TLS" "grpcProbe.enabled cannot be used with tls.secretName" \
+  helm template "$RELEASE" "$CHART" --set grpcProbe.enabled=true --set tls.secretName=floodgate-tls --set admin.enabled=true
+expect_failure "template: the gRPC readiness probe with gRPC off" "grpcProbe.enabled needs gRPC" \
+  helm template "$RELEASE" "$CHART" --set grpcProbe.enabled=true --set config.grpc.enabled=false
+expect_failure "template: a [grpc] table in extraToml" "must not have a \[grpc\] table" \
+  helm template "$RELEASE" "$CHART" --set-string 'config.extraToml=[grpc]
+enabled = false'
 
 echo "=== Kubernetes $KUBERNETES_VERSION schemas (kubernetes-validate --strict)"
 for r in "$TMP"/render/*.yaml; do

@@ -226,3 +226,58 @@ must come from DATABASE_URL, never from a rendered file).
 {{- fail "config.extraToml must not have a [database] table: set database.* (the URL is passed as DATABASE_URL)" }}
 {{- end }}
 {{- end }}
+
+{{/*
+gRPC, as far as the chart can tell: off only when config.grpc.enabled is false (null keeps the
+server default, on). Prints "true" or nothing.
+*/}}
+{{- define "floodgate.grpcEnabled" -}}
+{{- $grpc := .Values.config.grpc | default dict }}
+{{- if not (and (kindIs "bool" $grpc.enabled) (not $grpc.enabled)) }}true{{ end }}
+{{- end }}
+
+{{/*
+appProtocol of the http Service port: service.appProtocol when set ("" = none), else
+kubernetes.io/h2c while the port speaks cleartext and gRPC is on. Prints nothing for none.
+*/}}
+{{- define "floodgate.appProtocol" -}}
+{{- if kindIs "invalid" .Values.service.appProtocol }}
+{{- if and (not .Values.tls.secretName) (include "floodgate.grpcEnabled" .) }}kubernetes.io/h2c{{ end }}
+{{- else }}
+{{- .Values.service.appProtocol }}
+{{- end }}
+{{- end }}
+
+{{/*
+The readiness probe: readinessProbe from values (pointed at the operational port), or with
+grpcProbe.enabled the same timing with a gRPC health check on the API port instead of its
+handler. Kubernetes gRPC probes take a port number, not a name.
+*/}}
+{{- define "floodgate.readinessProbe" -}}
+{{- if .Values.grpcProbe.enabled }}
+{{- $probe := omit (deepCopy (.Values.readinessProbe | default dict)) "httpGet" "tcpSocket" "exec" "grpc" }}
+{{- $_ := set $probe "grpc" (dict "port" (int .Values.containerPort) "service" .Values.grpcProbe.service) }}
+{{- toYaml $probe }}
+{{- else if .Values.readinessProbe }}
+{{- include "floodgate.probe" (dict "probe" .Values.readinessProbe "root" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse gRPC settings the server or the kubelet could not use: a [grpc] table in extraToml (the
+chart must know whether gRPC is on), and the gRPC readiness probe with TLS on the API port
+(Kubernetes gRPC probes cannot do TLS) or with gRPC off.
+*/}}
+{{- define "floodgate.validateGrpc" -}}
+{{- if regexMatch "(?m)^\\s*\\[grpc(\\]|\\.)" .Values.config.extraToml }}
+{{- fail "config.extraToml must not have a [grpc] table: set config.grpc.enabled and config.grpc.reflection" }}
+{{- end }}
+{{- if .Values.grpcProbe.enabled }}
+{{- if .Values.tls.secretName }}
+{{- fail "grpcProbe.enabled cannot be used with tls.secretName: Kubernetes gRPC probes cannot do TLS, and the API port (the only one serving gRPC) then speaks only TLS; keep the HTTP readinessProbe on the admin port" }}
+{{- end }}
+{{- if not (include "floodgate.grpcEnabled" .) }}
+{{- fail "grpcProbe.enabled needs gRPC: config.grpc.enabled is false" }}
+{{- end }}
+{{- end }}
+{{- end }}
