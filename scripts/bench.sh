@@ -20,6 +20,9 @@
 # initdb cluster per run, pinned with the load generator as if on another
 # machine; as root it runs as the `postgres` user); and the p99 of the v1 fast
 # endpoint (floodgate-load) while jobs run, against its p99 alone.
+# Then gRPC (with floodgate-load --grpc --threads 1): the Fast RPC on floodgate's
+# full stack against a bare tonic server with the same generated service
+# (examples/bare_tonic.rs), alternating ROUNDS times.
 #
 # floodgate runs with its production configuration: ENVIRONMENT=production
 # (JSON logs), the access log written to a file, metrics, request IDs,
@@ -82,7 +85,7 @@ db_dir=${BENCH_DB_DIR:-$out_dir}
 have_load=0
 if [ "$build" = 1 ]; then
     log "== building release binaries (fat LTO: this takes a while) =="
-    cargo build --release --bin floodgate --example bare_hyper --example bare_axum
+    cargo build --release --bin floodgate --example bare_hyper --example bare_axum --example bare_tonic
     if cargo build --release -p floodgate-load --bin floodgate-load; then
         have_load=1
     else
@@ -91,7 +94,7 @@ if [ "$build" = 1 ]; then
 elif [ -x "$release/floodgate-load" ]; then
     have_load=1
 fi
-for bin in "$release/floodgate" "$release/examples/bare_hyper" "$release/examples/bare_axum"; do
+for bin in "$release/floodgate" "$release/examples/bare_hyper" "$release/examples/bare_axum" "$release/examples/bare_tonic"; do
     [ -x "$bin" ] || { log "missing $bin (run without --no-build)"; exit 1; }
 done
 if [ "$have_load" = 1 ] && ! "$release/floodgate-load" --help >/dev/null 2>&1; then
@@ -145,6 +148,12 @@ start_server() {
             server_start bare-axum env SERVER_PORT="$addr" "$release/examples/bare_axum" ;;
         bare-hyper)
             server_start bare-hyper env SERVER_PORT="$addr" "$release/examples/bare_hyper" ;;
+        bare-tonic)
+            # gRPC only, no /health: ready once it says it listens.
+            server_start bare-tonic env SERVER_PORT="$addr" "$release/examples/bare_tonic"
+            server_await "start listening" server_listening
+            startup_ms=$(( ($(now_us) - t0) / 1000 ))
+            return ;;
         floodgate-redis)
             # The same production configuration, with the rate limit decided in Redis.
             server_start floodgate-redis env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
@@ -194,6 +203,26 @@ run_floodgate_load() { # METHOD PATH CONNECTIONS
         --requests 1000000000 --warmup 0 --no-health-check --no-server-metrics \
         --quiet --output json 2>"$work/load.err") || true
     # Latencies in whole microseconds; no latency at all (no responses) counts as 0.
+    if ! fields=$(jq -er '.scenarios[0]
+            | [.requests.total, .rps,
+               ((.latency_ms.p50_ms // 0) * 1000 | floor), ((.latency_ms.p99_ms // 0) * 1000 | floor),
+               .requests.responses, .requests.successful]
+            | if any(. == null) then null else @tsv end' <<<"$out" 2>/dev/null); then
+        log "unexpected floodgate-load output: $out $(cat "$work/load.err")"
+        exit 1
+    fi
+    read -r r_requests r_rps r_p50_us r_p99_us responses successful <<<"$fields"
+    r_non2xx=$((responses - successful))
+    r_errors=$((r_requests - responses))
+}
+
+run_grpc_load() { # METHOD PATH CONNECTIONS (the path names the RPC)
+    local out fields responses successful scenario=fast
+    [[ $2 == */Intensive ]] && scenario=intensive
+    out=$(taskset -c 1 "$release/floodgate-load" --url "http://$addr" --grpc --scenario "$scenario" \
+        --threads 1 --concurrency "$3" --duration "${duration}s" \
+        --requests 1000000000 --warmup 0 --no-health-check --no-server-metrics \
+        --quiet --output json 2>"$work/load.err") || true
     if ! fields=$(jq -er '.scenarios[0]
             | [.requests.total, .rps,
                ((.latency_ms.p50_ms // 0) * 1000 | floor), ((.latency_ms.p99_ms // 0) * 1000 | floor),
@@ -349,7 +378,13 @@ else
     log "floodgate-load unavailable: durable jobs are not measured"
 fi
 
-total=$((starts + 2 + 2 * rounds * ${#jobs_backends[@]}))
+# gRPC: the Fast RPC, floodgate against bare tonic (needs floodgate-load).
+method[grpc-fast]=POST
+path[grpc-fast]=/floodgate.v1.ComputeService/Fast
+grpc_servers=()
+[ "$have_load" = 1 ] && grpc_servers=(bare-tonic floodgate)
+
+total=$((starts + 2 + 2 * rounds * ${#jobs_backends[@]} + rounds * ${#grpc_servers[@]}))
 for g in "${generators[@]}"; do
     for c in "${cases[@]}"; do
         read -ra list <<<"${servers[$c]}"
@@ -449,6 +484,13 @@ for b in "${jobs_backends[@]}"; do
     done
 done
 
+for round in $(seq "$rounds"); do
+    for s in "${grpc_servers[@]}"; do
+        progress "gRPC fast: $s run $round (floodgate-load --grpc)"
+        measure grpc-load grpc-fast "$s" "$round" "$connections"
+    done
+done
+
 # ---------------------------------------------------------------- report
 mkdir -p "$out_dir"
 {
@@ -516,6 +558,8 @@ END {
     fast_p99 = ratio(median(p99[w "fast" SUBSEP "floodgate"]), median(p99[w "fast" SUBSEP "bare-axum"]))
     int_ratio = ratio(median(rps[w "intensive" SUBSEP "floodgate"]), median(rps[w "intensive" SUBSEP "bare-axum"]))
     redis_ratio = ratio(median(rps[w "fast" SUBSEP "floodgate-redis"]), median(rps[w "fast" SUBSEP "floodgate"]))
+    gk = "grpc-load" SUBSEP "grpc-fast" SUBSEP
+    grpc_ratio = ratio(median(rps[gk "floodgate"]), median(rps[gk "bare-tonic"]))
     big_k = w "fast-c" big SUBSEP "floodgate"
 
     if (quick) print "> Smoke run (`--quick`): " dur " s runs, " rounds " round(s); not for publishing.\n"
@@ -526,6 +570,8 @@ END {
     printf "| intensive: floodgate / bare axum req/s | %.2f | ≥ 0.85 | %s |\n", int_ratio, verdict(int_ratio >= 0.85)
     if ((w "fast" SUBSEP "floodgate-redis") in seen)
         printf "| fast: Redis limiter / local limiter req/s | %.2f | ≥ 0.60 | %s |\n", redis_ratio, verdict(redis_ratio >= 0.60)
+    if ((gk "floodgate") in seen)
+        printf "| gRPC fast: floodgate / bare tonic req/s | %.2f | ≥ 0.75 | %s |\n", grpc_ratio, verdict(grpc_ratio >= 0.75)
     printf "| peak RSS, %d connections (all cases) | %s | ≤ 20 MiB | %s |\n", conns, mib(fg_hwm), verdict(fg_hwm <= 20 * 1024)
     printf "| peak RSS, %d connections (fast) | %s | ≤ 40 MiB | %s |\n", big, mib(hwm[big_k]), verdict(hwm[big_k] <= 40 * 1024)
     printf "| idle RSS after startup | %s | ≤ 10 MiB | %s |\n", mib(m_idle), verdict(m_idle <= 10 * 1024)
@@ -561,6 +607,21 @@ END {
         k = w "fast-c" big SUBSEP s[si]
         if (!(k in seen)) continue
         printf "| %s | %.0f | %s | %s | %s | %d |\n", s[si], median(rps[k]), ms(median(p50[k])), ms(median(p99[k])), mib(hwm[k]), bad[k] + err[k]
+    }
+
+    if ((gk "floodgate") in seen) {
+        printf "\nfloodgate-load --grpc --threads 1 --concurrency %d, Fast RPC, %d s per run, median of %d run(s); server on core 0, load on core 1.\n\n", conns, dur, rounds
+        print "| server | req/s | × bare tonic | p50 | p99 | peak RSS | server CPU/req | non-OK |"
+        print "|---|---|---|---|---|---|---|---|"
+        tonic_rps = median(rps[gk "bare-tonic"])
+        split("bare-tonic floodgate", gs, " ")
+        for (gi2 = 1; gi2 <= 2; gi2++) {
+            k = gk gs[gi2]
+            if (!(k in seen)) continue
+            r = median(rps[k])
+            printf "| %s | %.0f | %s | %s | %s | %s | %.1f µs | %d |\n", gs[gi2], r, (tonic_rps > 0 ? sprintf("%.2f", r / tonic_rps) : "–"),
+                ms(median(p50[k])), ms(median(p99[k])), mib(hwm[k]), median(cpu_us[k]), bad[k] + err[k]
+        }
     }
 
     nb = split("sqlite postgres", db, " "); dbname["sqlite"] = "SQLite"; dbname["postgres"] = "PostgreSQL"
