@@ -17,16 +17,14 @@ use bytes::Bytes;
 use futures_util::future::{CatchUnwind, FutureExt};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Frame;
-use opentelemetry::trace::TraceContextExt;
 use tower::{Layer, Service};
 use tracing::field::Empty;
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::http::context::{request_id, RequestInfo, X_REQUEST_ID};
 use crate::observability::access_log::{AccessLog, AccessRecord};
 use crate::observability::metrics::{Metrics, Refused, RpcMethod};
-use crate::observability::telemetry::{self, HeaderExtractor};
+use crate::observability::telemetry;
 
 /// Target of the per-RPC server span.
 pub const GRPC_SPAN_TARGET: &str = "floodgate::grpc";
@@ -290,14 +288,7 @@ impl Call {
         let Some(log) = &config.access_log else {
             return;
         };
-        let mut trace_ids = None;
-        if telemetry::otel_active() {
-            let cx = self.span.context();
-            let sc = cx.span().span_context().clone();
-            if sc.is_valid() {
-                trace_ids = Some((sc.trace_id().to_string(), sc.span_id().to_string()));
-            }
-        }
+        let trace_ids = telemetry::trace_ids(&self.span);
         log.write(&AccessRecord {
             request_id: self.id.to_str().unwrap_or_default(),
             method: "POST",
@@ -342,20 +333,6 @@ fn server_span(
         trace_id = Empty,
         span_id = Empty,
     );
-    if telemetry::otel_active() && !span.is_disabled() {
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&HeaderExtractor(headers))
-        });
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
-        }
-        let cx = span.context();
-        let otel_span = cx.span();
-        let sc = otel_span.span_context();
-        if sc.is_valid() {
-            span.record("trace_id", tracing::field::display(sc.trace_id()));
-            span.record("span_id", tracing::field::display(sc.span_id()));
-        }
-    }
+    telemetry::continue_trace(&span, headers);
     span
 }

@@ -30,7 +30,7 @@ use super::table::{RouteId, RouteTable};
 use crate::error::ApiError;
 use crate::observability::access_log::{AccessLog, AccessRecord};
 use crate::observability::metrics::{MethodLabel, Metrics, Outcome, Refused};
-use crate::observability::telemetry::{self, HeaderExtractor, HeaderInjector};
+use crate::observability::telemetry::{self, HeaderInjector};
 
 /// `X-Request-ID`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -380,22 +380,7 @@ fn server_span(
         trace_id = Empty,
         span_id = Empty,
     );
-    if telemetry::otel_active() && !span.is_disabled() {
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&HeaderExtractor(req.headers()))
-        });
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
-        }
-        // Recorded on the span so every log line inside the request carries them.
-        let cx = span.context();
-        let otel_span = cx.span();
-        let sc = otel_span.span_context();
-        if sc.is_valid() {
-            span.record("trace_id", tracing::field::display(sc.trace_id()));
-            span.record("span_id", tracing::field::display(sc.span_id()));
-        }
-    }
+    telemetry::continue_trace(&span, req.headers());
     span
 }
 

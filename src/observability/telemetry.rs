@@ -344,3 +344,39 @@ impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
         }
     }
 }
+
+/// Make `span` continue the caller's W3C trace context carried in `headers` (HTTP headers
+/// or gRPC metadata), and record its trace and span IDs on it so every log line inside
+/// carries them. Nothing happens unless traces are exported.
+pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !otel_active() || span.is_disabled() {
+        return;
+    }
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    let cx = span.context();
+    let otel_span = cx.span();
+    let sc = otel_span.span_context();
+    if sc.is_valid() {
+        span.record("trace_id", tracing::field::display(sc.trace_id()));
+        span.record("span_id", tracing::field::display(sc.span_id()));
+    }
+}
+
+/// The trace and span IDs of `span`, hex, when it is traced.
+pub fn trace_ids(span: &tracing::Span) -> Option<(String, String)> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !otel_active() {
+        return None;
+    }
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
