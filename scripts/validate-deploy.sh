@@ -160,6 +160,10 @@ expect_failure "schema: jobs.lease that is not a duration" "jobs.lease" \
   helm template "$RELEASE" "$CHART" --set jobs.lease=30
 expect_failure "schema: service.appProtocol that is not a protocol name" "service.appProtocol" \
   helm template "$RELEASE" "$CHART" --set 'service.appProtocol=h2c please'
+expect_failure "schema: service.grpcAppProtocol that is not a protocol name" "service.grpcAppProtocol" \
+  helm template "$RELEASE" "$CHART" --set 'service.grpcAppProtocol=h2c please'
+expect_failure "template: the gRPC Service port equal to the http one" "service.grpcPort (8080) must differ from service.port" \
+  helm template "$RELEASE" "$CHART" --set service.grpcPort=8080
 expect_failure "template: the gRPC readiness probe with TLS" "grpcProbe.enabled cannot be used with tls.secretName" \
   helm template "$RELEASE" "$CHART" --set grpcProbe.enabled=true --set tls.secretName=floodgate-tls --set admin.enabled=true
 expect_failure "template: the gRPC readiness probe with gRPC off" "grpcProbe.enabled needs gRPC" \

@@ -237,14 +237,35 @@ server default, on). Prints "true" or nothing.
 {{- end }}
 
 {{/*
-appProtocol of the http Service port: service.appProtocol when set ("" = none), else
-kubernetes.io/h2c while the port speaks cleartext and gRPC is on. Prints nothing for none.
+appProtocol of the http Service port: service.appProtocol when set ("" = none), else none. The
+port carries REST over HTTP/1.1 (WebSocket upgrades included), so proxies must not be told h2c.
+Prints nothing for none.
 */}}
 {{- define "floodgate.appProtocol" -}}
-{{- if kindIs "invalid" .Values.service.appProtocol }}
-{{- if and (not .Values.tls.secretName) (include "floodgate.grpcEnabled" .) }}kubernetes.io/h2c{{ end }}
-{{- else }}
+{{- if not (kindIs "invalid" .Values.service.appProtocol) }}
 {{- .Values.service.appProtocol }}
+{{- end }}
+{{- end }}
+
+{{/*
+The grpc Service port (same container port as http), present while gRPC is on. Its name is
+"grpc" in cleartext; with tls.secretName it is "tls-grpc", which a mesh reading protocols from
+port names (Istio: <protocol>[-<suffix>]) takes for TLS rather than for plaintext gRPC.
+*/}}
+{{- define "floodgate.grpcPortName" -}}
+{{- if .Values.tls.secretName }}tls-grpc{{ else }}grpc{{ end }}
+{{- end }}
+
+{{/*
+appProtocol of the grpc Service port: service.grpcAppProtocol when set ("" = none), else
+kubernetes.io/h2c while the port speaks cleartext, none with TLS (no kubernetes.io/ name
+describes HTTP/2 over TLS by ALPN). Prints nothing for none.
+*/}}
+{{- define "floodgate.grpcAppProtocol" -}}
+{{- if kindIs "invalid" .Values.service.grpcAppProtocol }}
+{{- if not .Values.tls.secretName }}kubernetes.io/h2c{{ end }}
+{{- else }}
+{{- .Values.service.grpcAppProtocol }}
 {{- end }}
 {{- end }}
 
@@ -265,12 +286,20 @@ handler. Kubernetes gRPC probes take a port number, not a name.
 
 {{/*
 Refuse gRPC settings the server or the kubelet could not use: a [grpc] table in extraToml (the
-chart must know whether gRPC is on), and the gRPC readiness probe with TLS on the API port
+chart must know whether gRPC is on), a grpc Service port number already taken, and the gRPC readiness probe with TLS on the API port
 (Kubernetes gRPC probes cannot do TLS) or with gRPC off.
 */}}
 {{- define "floodgate.validateGrpc" -}}
 {{- if regexMatch "(?m)^\\s*\\[grpc(\\]|\\.)" .Values.config.extraToml }}
 {{- fail "config.extraToml must not have a [grpc] table: set config.grpc.enabled and config.grpc.reflection" }}
+{{- end }}
+{{- if include "floodgate.grpcEnabled" . }}
+{{- if eq (int .Values.service.grpcPort) (int .Values.service.port) }}
+{{- fail (printf "service.grpcPort (%d) must differ from service.port: both are ports of one Service" (int .Values.service.grpcPort)) }}
+{{- end }}
+{{- if and .Values.admin.enabled (eq (int .Values.service.grpcPort) (int .Values.admin.port)) }}
+{{- fail (printf "service.grpcPort (%d) must differ from admin.port: both are ports of one Service" (int .Values.service.grpcPort)) }}
+{{- end }}
 {{- end }}
 {{- if .Values.grpcProbe.enabled }}
 {{- if .Values.tls.secretName }}
