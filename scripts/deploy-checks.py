@@ -3,11 +3,13 @@
 both in the tools venv from scripts/install-test-tools.sh).
 
   deploy-checks.py split RENDERED.yaml CORE.yaml CRD.yaml
-      Split a rendered manifest stream into core Kubernetes kinds and
-      Prometheus Operator kinds (ServiceMonitor, PrometheusRule).
+      Split a rendered manifest stream into objects of the Kubernetes API
+      itself (for kubernetes-validate) and custom resources, every other
+      API group (for scripts/validate-crds.mjs).
   deploy-checks.py crds CRD.yaml RULES_OUT_DIR
-      Check ServiceMonitor/PrometheusRule structure and write each
-      PrometheusRule spec to RULES_OUT_DIR for `promtool check rules`.
+      Check ServiceMonitor/PrometheusRule structure (the chart's own rules
+      on top of their CRD schemas) and write each PrometheusRule spec to
+      RULES_OUT_DIR for `promtool check rules`.
   deploy-checks.py embedded-dashboards RENDERED.yaml DASHBOARD_DIR
       Check that the dashboard ConfigMaps carry the dashboards byte for byte.
   deploy-checks.py runbooks RULES.yaml README.md
@@ -26,7 +28,23 @@ import sys
 import jsonschema
 import yaml
 
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# API groups the Kubernetes API server serves itself; kubernetes-validate has their schemas.
+# Objects of any other group are custom resources (gateway.networking.k8s.io included: the
+# Gateway API is installed as CRDs).
+CORE_GROUPS = {
+    "", "admissionregistration.k8s.io", "apiextensions.k8s.io", "apiregistration.k8s.io", "apps",
+    "authentication.k8s.io", "authorization.k8s.io", "autoscaling", "batch", "certificates.k8s.io",
+    "coordination.k8s.io", "discovery.k8s.io", "events.k8s.io", "flowcontrol.apiserver.k8s.io",
+    "internal.apiserver.k8s.io", "networking.k8s.io", "node.k8s.io", "policy",
+    "rbac.authorization.k8s.io", "resource.k8s.io", "scheduling.k8s.io", "storage.k8s.io",
+    "storagemigration.k8s.io",
+}
+PROMETHEUS_OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+
+def api_group(doc):
+    api_version = str(doc.get("apiVersion", ""))
+    return api_version.rsplit("/", 1)[0] if "/" in api_version else ""
 
 SERVICE_MONITOR_SCHEMA = {
     "type": "object",
@@ -105,11 +123,11 @@ def dump_all(docs, path):
 
 def cmd_split(rendered, core_out, crd_out):
     docs = load_all(rendered)
-    core = [d for d in docs if d.get("kind") not in CRD_KINDS]
-    crds = [d for d in docs if d.get("kind") in CRD_KINDS]
+    core = [d for d in docs if api_group(d) in CORE_GROUPS]
+    crds = [d for d in docs if api_group(d) not in CORE_GROUPS]
     dump_all(core, core_out)
     dump_all(crds, crd_out)
-    print(f"{len(core)} core objects, {len(crds)} Prometheus Operator objects")
+    print(f"{len(core)} core objects, {len(crds)} custom resources")
     return 0
 
 
@@ -118,6 +136,8 @@ def cmd_crds(crd_file, rules_dir):
     errors = 0
     for doc in load_all(crd_file):
         kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
+        if api_group(doc) != "monitoring.coreos.com" or kind not in PROMETHEUS_OPERATOR_KINDS:
+            continue
         schema = SERVICE_MONITOR_SCHEMA if kind == "ServiceMonitor" else PROMETHEUS_RULE_SCHEMA
         try:
             jsonschema.validate(doc, schema)

@@ -7,7 +7,7 @@
 #
 # Environment:
 #   KUBERNETES_VERSION   schema version for kubernetes-validate (default 1.33.0)
-#   FLOODGATE_TOOLS      where install-test-tools.sh put helm and the venv
+#   FLOODGATE_TOOLS      where install-test-tools.sh put helm, the venv and the npm models
 #
 # Ends with "N passed, M failed" and exits non-zero if anything failed.
 set -uo pipefail
@@ -81,10 +81,19 @@ tool() {
   fi
 }
 echo "=== tools"
-for t in helm kubernetes-validate yamllint hadolint promtool docker-compose diff cmp; do tool "$t"; done
+for t in helm kubernetes-validate yamllint hadolint promtool docker-compose diff cmp node; do tool "$t"; done
 if [ ! -x "$PY" ] || ! "$PY" -c 'import yaml, jsonschema' >/dev/null 2>&1; then
   printf '      %-20s MISSING (%s with PyYAML and jsonschema)\n' "tools venv" "$PY"
   missing+=("tools venv")
+fi
+# The custom-resource models, exactly as scripts/crd-models/package-lock.json pins them.
+if [ ! -d "$FLOODGATE_TOOLS/npm/node_modules/@kubernetes-models" ] \
+  || ! cmp -s scripts/crd-models/package-lock.json "$FLOODGATE_TOOLS/npm/package-lock.json"; then
+  printf '      %-20s MISSING or stale (%s, pinned by scripts/crd-models/package-lock.json)\n' \
+    "npm models" "$FLOODGATE_TOOLS/npm"
+  missing+=("npm models")
+else
+  printf '      %-20s %s\n' "npm models" "$FLOODGATE_TOOLS/npm/node_modules"
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   failed=$((failed + 1))
@@ -183,6 +192,32 @@ check "kubernetes-validate --strict: deploy/kubernetes" \
   kubernetes-validate --strict --quiet -k "$KUBERNETES_VERSION" \
   $(ls deploy/kubernetes/*.yaml | grep -v kustomization.yaml)
 
+echo "=== Custom resources against their CRD schemas (scripts/validate-crds.mjs)"
+for r in "$TMP"/render/*.yaml; do
+  name="$(basename "$r" .yaml)"
+  check "CRD schemas: $name" node scripts/validate-crds.mjs "$TMP/crd/$name.yaml"
+done
+
+# validate_crds_of VALUES: render the chart with VALUES and validate its custom resources.
+validate_crds_of() {
+  helm template "$RELEASE" "$CHART" --namespace "$NAMESPACE" -f "$1" >"$TMP/invalid.yaml" || return 3
+  "$PY" scripts/deploy-checks.py split "$TMP/invalid.yaml" "$TMP/invalid-core.yaml" "$TMP/invalid-crd.yaml" >/dev/null || return 3
+  node scripts/validate-crds.mjs "$TMP/invalid-crd.yaml"
+}
+INVALID="$CHART/ci-invalid"
+expect_failure "CRD schemas reject: a ServiceMonitor relabeling action out of its enum" \
+  "FAIL .*ServiceMonitor/.*relabelings/0/action must be equal to one of the allowed values" \
+  validate_crds_of "$INVALID/crd-schema-values.yaml"
+expect_failure "CRD schemas reject: a field the ServiceMonitor CRD does not declare" \
+  "FAIL .*ServiceMonitor/.*unknown field .spec.endpoints\[0\].metricRelabelings\[0\].sourceLabel" \
+  validate_crds_of "$INVALID/crd-schema-values.yaml"
+expect_failure "CRD schemas reject: a custom resource of an API group without models" \
+  "FAIL .*Widget/-/floodgate: no model package for API group widgets.example.com" \
+  node scripts/validate-crds.mjs "$INVALID/unknown-kinds.yaml"
+expect_failure "CRD schemas reject: a kind its API group's package has no model for" \
+  "FAIL .*ScaledWidget/-/floodgate: @kubernetes-models/keda .* has no model for keda.sh/v1alpha1 ScaledWidget" \
+  node scripts/validate-crds.mjs "$INVALID/unknown-kinds.yaml"
+
 echo "=== Prometheus Operator objects (structure + promtool on the PrometheusRule)"
 check "ServiceMonitor/PrometheusRule structure (monitoring-values)" \
   "$PY" scripts/deploy-checks.py crds "$TMP/crd/monitoring-values.yaml" "$TMP/rules"
@@ -192,8 +227,8 @@ check "dashboard ConfigMaps carry dashboards/ intact (dashboards-values)" \
   "$PY" scripts/deploy-checks.py embedded-dashboards "$TMP/render/dashboards-values.yaml" dashboards
 
 echo "=== YAML lint"
-check "yamllint chart values, Chart.yaml and ci values" \
-  yamllint --strict "$CHART/Chart.yaml" "${values_files[@]}"
+check "yamllint chart values, Chart.yaml, ci and ci-invalid values" \
+  yamllint --strict "$CHART/Chart.yaml" "${values_files[@]}" "$CHART"/ci-invalid/*.yaml
 check "yamllint rendered manifests" yamllint --strict "$TMP/render"
 check "yamllint deploy/kubernetes, deploy/prometheus, deploy/compose" \
   yamllint --strict deploy/kubernetes deploy/prometheus deploy/compose .yamllint
