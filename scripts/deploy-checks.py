@@ -10,6 +10,9 @@ both in the tools venv from scripts/install-test-tools.sh).
       Check ServiceMonitor/PrometheusRule structure (the chart's own rules
       on top of their CRD schemas) and write each PrometheusRule spec to
       RULES_OUT_DIR for `promtool check rules`.
+  deploy-checks.py keda-queries CRD.yaml RULES_OUT.yaml
+      Write the PromQL of every prometheus trigger of the ScaledObjects as
+      recording rules, so `promtool check rules` parses the queries.
   deploy-checks.py embedded-dashboards RENDERED.yaml DASHBOARD_DIR
       Check that the dashboard ConfigMaps carry the dashboards byte for byte.
   deploy-checks.py runbooks RULES.yaml README.md
@@ -151,6 +154,25 @@ def cmd_crds(crd_file, rules_dir):
     return 1 if errors else 0
 
 
+def cmd_keda_queries(crd_file, rules_out):
+    rules = []
+    for doc in load_all(crd_file):
+        if doc.get("kind") != "ScaledObject":
+            continue
+        for trigger in doc.get("spec", {}).get("triggers", []):
+            if trigger.get("type") != "prometheus":
+                continue
+            name = re.sub(r"[^a-zA-Z0-9_]", "_", trigger.get("name", "trigger"))
+            rules.append({"record": f"keda_trigger:{name}", "expr": trigger["metadata"]["query"]})
+            print(f"ok   {doc['metadata']['name']} trigger {name}: {trigger['metadata']['query']}")
+    if not rules:
+        print(f"FAIL {crd_file}: no ScaledObject with a prometheus trigger")
+        return 1
+    with open(rules_out, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "keda-triggers", "rules": rules}]}, f, sort_keys=False)
+    return 0
+
+
 def cmd_embedded_dashboards(rendered, dashboard_dir):
     expected = {n: open(os.path.join(dashboard_dir, n)).read()
                 for n in os.listdir(dashboard_dir) if n.endswith(".json")}
@@ -265,6 +287,8 @@ def main(argv):
         return cmd_split(*args)
     if cmd == "crds" and len(args) == 2:
         return cmd_crds(*args)
+    if cmd == "keda-queries" and len(args) == 2:
+        return cmd_keda_queries(*args)
     if cmd == "embedded-dashboards" and len(args) == 2:
         return cmd_embedded_dashboards(*args)
     if cmd == "runbooks" and len(args) == 2:

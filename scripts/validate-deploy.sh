@@ -173,6 +173,12 @@ expect_failure "schema: service.grpcAppProtocol that is not a protocol name" "se
   helm template "$RELEASE" "$CHART" --set 'service.grpcAppProtocol=h2c please'
 expect_failure "template: the gRPC Service port equal to the http one" "service.grpcPort (8080) must differ from service.port" \
   helm template "$RELEASE" "$CHART" --set service.grpcPort=8080
+expect_failure "template: KEDA together with the chart's HPA" "autoscaling.enabled and autoscaling.keda.enabled cannot be used together" \
+  helm template "$RELEASE" "$CHART" --set autoscaling.enabled=true --set autoscaling.keda.enabled=true
+expect_failure "template: jobs on SQLite with KEDA" "jobs on SQLite cannot autoscale (autoscaling.keda.enabled)" \
+  helm template "$RELEASE" "$CHART" --set jobs.enabled=true --set replicaCount=1 --set autoscaling.keda.enabled=true
+expect_failure "schema: a KEDA target that is not a positive number" "autoscaling.keda.poolSaturation" \
+  helm template "$RELEASE" "$CHART" --set autoscaling.keda.enabled=true --set-string autoscaling.keda.poolSaturation=80%
 expect_failure "template: the gRPC readiness probe with TLS" "grpcProbe.enabled cannot be used with tls.secretName" \
   helm template "$RELEASE" "$CHART" --set grpcProbe.enabled=true --set tls.secretName=floodgate-tls --set admin.enabled=true
 expect_failure "template: the gRPC readiness probe with gRPC off" "grpcProbe.enabled needs gRPC" \
@@ -211,6 +217,9 @@ expect_failure "CRD schemas reject: a ServiceMonitor relabeling action out of it
 expect_failure "CRD schemas reject: a field the ServiceMonitor CRD does not declare" \
   "FAIL .*ServiceMonitor/.*unknown field .spec.endpoints\[0\].metricRelabelings\[0\].sourceLabel" \
   validate_crds_of "$INVALID/crd-schema-values.yaml"
+expect_failure "CRD schemas reject: a ScaledObject scaling policy period that is not an integer" \
+  "FAIL .*ScaledObject/.*scaleDown/policies/0/periodSeconds must be integer" \
+  validate_crds_of "$INVALID/crd-schema-values.yaml"
 expect_failure "CRD schemas reject: a custom resource of an API group without models" \
   "FAIL .*Widget/-/floodgate: no model package for API group widgets.example.com" \
   node scripts/validate-crds.mjs "$INVALID/unknown-kinds.yaml"
@@ -223,6 +232,9 @@ check "ServiceMonitor/PrometheusRule structure (monitoring-values)" \
   "$PY" scripts/deploy-checks.py crds "$TMP/crd/monitoring-values.yaml" "$TMP/rules"
 check "promtool check rules on the rendered PrometheusRule" \
   bash -c 'ls "$1"/*.yaml >/dev/null && promtool check rules "$1"/*.yaml' _ "$TMP/rules"
+check "promtool parses the KEDA trigger queries (keda-values)" \
+  bash -c '"$1" scripts/deploy-checks.py keda-queries "$2/crd/keda-values.yaml" "$2/keda-rules.yaml" \
+    && promtool check rules "$2/keda-rules.yaml"' _ "$PY" "$TMP"
 check "dashboard ConfigMaps carry dashboards/ intact (dashboards-values)" \
   "$PY" scripts/deploy-checks.py embedded-dashboards "$TMP/render/dashboards-values.yaml" dashboards
 

@@ -193,8 +193,8 @@ absolute path). The root filesystem stays read-only.
 {{- end }}
 
 {{/*
-Refuse job settings the server could not use: SQLite with more than one replica or the HPA
-(each pod would have its own SQLite file, so a job submitted to one pod would be unknown to the
+Refuse job settings the server could not use: SQLite with more than one replica or an autoscaler
+(the HPA or KEDA: each pod would have its own SQLite file, so a job submitted to one pod would be unknown to the
 others), a Secret without jobs, persistence with PostgreSQL, a claim without persistence, and
 [jobs] / [database] tables in extraToml (the chart renders [jobs] itself, and the database URL
 must come from DATABASE_URL, never from a rendered file).
@@ -205,6 +205,9 @@ must come from DATABASE_URL, never from a rendered file).
 {{- if eq $store "sqlite" }}
 {{- if .Values.autoscaling.enabled }}
 {{- fail "jobs on SQLite cannot autoscale (autoscaling.enabled): the SQLite file lives in one pod; several replicas need PostgreSQL (database.existingSecret)" }}
+{{- end }}
+{{- if .Values.autoscaling.keda.enabled }}
+{{- fail "jobs on SQLite cannot autoscale (autoscaling.keda.enabled): the SQLite file lives in one pod; several replicas need PostgreSQL (database.existingSecret)" }}
 {{- end }}
 {{- if gt (int .Values.replicaCount) 1 }}
 {{- fail (printf "jobs on SQLite need replicaCount: 1 (got %d): the SQLite file lives in one pod; several replicas need PostgreSQL (database.existingSecret)" (int .Values.replicaCount)) }}
@@ -308,5 +311,24 @@ chart must know whether gRPC is on), a grpc Service port number already taken, a
 {{- if not (include "floodgate.grpcEnabled" .) }}
 {{- fail "grpcProbe.enabled needs gRPC: config.grpc.enabled is false" }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+PromQL label matchers selecting this release's pods for the KEDA triggers:
+autoscaling.keda.prometheus.selector, else the namespace and the Deployment's pod names
+(<fullname>-<pod-template-hash>-<suffix>), the labels Prometheus attaches to the pods' series.
+*/}}
+{{- define "floodgate.kedaSelector" -}}
+{{- .Values.autoscaling.keda.prometheus.selector | default (printf "namespace=%q,pod=~%q" .Release.Namespace (printf "%s-[a-z0-9]+-[a-z0-9]+" (include "floodgate.fullname" .))) }}
+{{- end }}
+
+{{/*
+Refuse autoscaler settings that cannot work: the chart's HPA and KEDA's (KEDA creates its own HPA
+for the Deployment; two would fight over its replicas).
+*/}}
+{{- define "floodgate.validateAutoscaling" -}}
+{{- if and .Values.autoscaling.enabled .Values.autoscaling.keda.enabled }}
+{{- fail "autoscaling.enabled and autoscaling.keda.enabled cannot be used together: KEDA creates and drives its own HorizontalPodAutoscaler for the Deployment, and two autoscalers would fight over its replicas; keep one" }}
 {{- end }}
 {{- end }}
