@@ -179,6 +179,14 @@ expect_failure "template: jobs on SQLite with KEDA" "jobs on SQLite cannot autos
   helm template "$RELEASE" "$CHART" --set jobs.enabled=true --set replicaCount=1 --set autoscaling.keda.enabled=true
 expect_failure "schema: a KEDA target that is not a positive number" "autoscaling.keda.poolSaturation" \
   helm template "$RELEASE" "$CHART" --set autoscaling.keda.enabled=true --set-string autoscaling.keda.poolSaturation=80%
+expect_failure "template: Gateway API routes without a parent Gateway" "gateway.enabled needs gateway.parentRefs" \
+  helm template "$RELEASE" "$CHART" --set gateway.enabled=true
+expect_failure "template: an HTTPRoute and a GRPCRoute sharing a hostname" "gateway.http.hostnames and gateway.grpc.hostnames overlap" \
+  helm template "$RELEASE" "$CHART" --set gateway.enabled=true --set 'gateway.parentRefs[0].name=public' \
+  --set 'gateway.grpc.hostnames[0]=*.local'
+expect_failure "template: Gateway API routes and the Ingress on the same host" "gateway.enabled and ingress.enabled expose the same host" \
+  helm template "$RELEASE" "$CHART" --set gateway.enabled=true --set 'gateway.parentRefs[0].name=public' \
+  --set ingress.enabled=true
 expect_failure "template: the gRPC readiness probe with TLS" "grpcProbe.enabled cannot be used with tls.secretName" \
   helm template "$RELEASE" "$CHART" --set grpcProbe.enabled=true --set tls.secretName=floodgate-tls --set admin.enabled=true
 expect_failure "template: the gRPC readiness probe with gRPC off" "grpcProbe.enabled needs gRPC" \
@@ -219,6 +227,9 @@ expect_failure "CRD schemas reject: a field the ServiceMonitor CRD does not decl
   validate_crds_of "$INVALID/crd-schema-values.yaml"
 expect_failure "CRD schemas reject: a ScaledObject scaling policy period that is not an integer" \
   "FAIL .*ScaledObject/.*scaleDown/policies/0/periodSeconds must be integer" \
+  validate_crds_of "$INVALID/crd-schema-values.yaml"
+expect_failure "CRD schemas reject: an HTTPRoute parent port out of range" \
+  "FAIL .*HTTPRoute/.*parentRefs/0/port must be <= 65535" \
   validate_crds_of "$INVALID/crd-schema-values.yaml"
 expect_failure "CRD schemas reject: a custom resource of an API group without models" \
   "FAIL .*Widget/-/floodgate: no model package for API group widgets.example.com" \

@@ -332,3 +332,52 @@ for the Deployment; two would fight over its replicas).
 {{- fail "autoscaling.enabled and autoscaling.keda.enabled cannot be used together: KEDA creates and drives its own HorizontalPodAutoscaler for the Deployment, and two autoscalers would fight over its replicas; keep one" }}
 {{- end }}
 {{- end }}
+
+{{/*
+Whether two hostname lists can match a common host: "true" or nothing. An empty list matches every
+host (a route without hostnames takes all of its listener's, an Ingress rule without host takes
+any); "*.example.com" matches any name ending in ".example.com" (the Gateway API's suffix match,
+the wider of the two APIs' wildcards).
+Usage: include "floodgate.hostsOverlap" (list $a $b)
+*/}}
+{{- define "floodgate.hostsOverlap" -}}
+{{- $a := index . 0 | default list }}
+{{- $b := index . 1 | default list }}
+{{- $overlap := or (empty $a) (empty $b) }}
+{{- range $x := $a }}
+{{- range $y := $b }}
+{{- if or (eq $x $y) (and (hasPrefix "*." $x) (hasSuffix (trimPrefix "*" $x) $y)) (and (hasPrefix "*." $y) (hasSuffix (trimPrefix "*" $y) $x)) }}
+{{- $overlap = true }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $overlap }}true{{ end }}
+{{- end }}
+
+{{/*
+Refuse Gateway API settings that cannot work: routes without a parent Gateway; an HTTPRoute and a
+GRPCRoute on the same Gateways sharing a hostname (the Gateway API accepts only one of them for
+it); and the routes exposing a host the Ingress exposes too (two controllers would answer for one
+name, and which one a client reaches would depend on DNS, not on the chart).
+*/}}
+{{- define "floodgate.validateGateway" -}}
+{{- $gw := .Values.gateway }}
+{{- if $gw.enabled }}
+{{- if empty $gw.parentRefs }}
+{{- fail "gateway.enabled needs gateway.parentRefs: the Gateway (and listener, with sectionName) the routes attach to" }}
+{{- end }}
+{{- $grpcRoute := and $gw.grpc.enabled (include "floodgate.grpcEnabled" .) }}
+{{- if and $grpcRoute (eq (toJson ($gw.grpc.parentRefs | default $gw.parentRefs)) (toJson $gw.parentRefs)) (include "floodgate.hostsOverlap" (list $gw.http.hostnames $gw.grpc.hostnames)) }}
+{{- fail "gateway.http.hostnames and gateway.grpc.hostnames overlap on the same gateway.parentRefs: the Gateway API lets only one of an HTTPRoute and a GRPCRoute serve a hostname on a listener; give the GRPCRoute its own hostnames (e.g. grpc.<domain>) or its own listener (gateway.grpc.parentRefs with a sectionName)" }}
+{{- end }}
+{{- if .Values.ingress.enabled }}
+{{- $hosts := list }}
+{{- range .Values.ingress.hosts }}{{ $hosts = append $hosts .host }}{{ end }}
+{{- $routeHosts := $gw.http.hostnames }}
+{{- if $grpcRoute }}{{ $routeHosts = concat $routeHosts $gw.grpc.hostnames }}{{ end }}
+{{- if or (empty $gw.http.hostnames) (and $grpcRoute (empty $gw.grpc.hostnames)) (include "floodgate.hostsOverlap" (list $routeHosts $hosts)) }}
+{{- fail "gateway.enabled and ingress.enabled expose the same host (a route without hostnames takes every host of its listener): two controllers would answer for one name. Give them different hosts (e.g. while moving from the Ingress to the Gateway API), or keep one" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
