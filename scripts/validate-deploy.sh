@@ -187,6 +187,8 @@ expect_failure "template: an HTTPRoute and a GRPCRoute sharing a hostname" "gate
 expect_failure "template: Gateway API routes and the Ingress on the same host" "gateway.enabled and ingress.enabled expose the same host" \
   helm template "$RELEASE" "$CHART" --set gateway.enabled=true --set 'gateway.parentRefs[0].name=public' \
   --set ingress.enabled=true
+expect_failure "template: Istio and Linkerd together" "mesh.istio.enabled and mesh.linkerd.enabled cannot be used together" \
+  helm template "$RELEASE" "$CHART" --set mesh.istio.enabled=true --set mesh.linkerd.enabled=true
 expect_failure "template: the gRPC readiness probe with TLS" "grpcProbe.enabled cannot be used with tls.secretName" \
   helm template "$RELEASE" "$CHART" --set grpcProbe.enabled=true --set tls.secretName=floodgate-tls --set admin.enabled=true
 expect_failure "template: the gRPC readiness probe with gRPC off" "grpcProbe.enabled needs gRPC" \

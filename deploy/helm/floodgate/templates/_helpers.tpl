@@ -381,3 +381,46 @@ name, and which one a client reaches would depend on DNS, not on the chart).
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+Seconds from the pod's termination until the server has finished draining: the preStop sleep
+plus the server's shutdown timeout. A mesh proxy must keep forwarding that long.
+*/}}
+{{- define "floodgate.drainSeconds" -}}
+{{- add (int .Values.lifecycle.preStopSleepSeconds) (int .Values.config.server.shutdownTimeoutSeconds) }}
+{{- end }}
+
+{{/*
+Pod labels a mesh needs (YAML of a map; empty without a mesh).
+*/}}
+{{- define "floodgate.meshPodLabels" -}}
+{{- if .Values.mesh.istio.enabled }}
+sidecar.istio.io/inject: "true"
+{{- end }}
+{{- end }}
+
+{{/*
+Pod annotations a mesh needs (YAML of a map; empty without a mesh): the proxy is injected, the
+server starts only once the proxy is ready, and the proxy keeps forwarding until the server has
+drained (preStop sleep + shutdown timeout), well inside terminationGracePeriodSeconds.
+*/}}
+{{- define "floodgate.meshPodAnnotations" -}}
+{{- $drain := include "floodgate.drainSeconds" . }}
+{{- if .Values.mesh.linkerd.enabled }}
+linkerd.io/inject: enabled
+config.linkerd.io/proxy-await: enabled
+config.alpha.linkerd.io/proxy-wait-before-exit-seconds: {{ $drain | quote }}
+{{- if .Values.mesh.linkerd.nativeSidecar }}
+config.alpha.linkerd.io/proxy-enable-native-sidecar: "true"
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse mesh settings that cannot work: two meshes at once.
+*/}}
+{{- define "floodgate.validateMesh" -}}
+{{- if and .Values.mesh.istio.enabled .Values.mesh.linkerd.enabled }}
+{{- fail "mesh.istio.enabled and mesh.linkerd.enabled cannot be used together: a pod runs one mesh proxy; keep one" }}
+{{- end }}
+{{- end }}
