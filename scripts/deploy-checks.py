@@ -87,6 +87,8 @@ SERVICE_MONITOR_SCHEMA = {
                             "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                             "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                             "honorLabels": {"type": "boolean"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "tlsConfig": {"type": "object"},
                             "relabelings": {"type": "array", "items": {"type": "object"}},
                             "metricRelabelings": {"type": "array", "items": {"type": "object"}},
                         },

@@ -189,6 +189,18 @@ expect_failure "template: Gateway API routes and the Ingress on the same host" "
   --set ingress.enabled=true
 expect_failure "template: Istio and Linkerd together" "mesh.istio.enabled and mesh.linkerd.enabled cannot be used together" \
   helm template "$RELEASE" "$CHART" --set mesh.istio.enabled=true --set mesh.linkerd.enabled=true
+expect_failure "template: Istio with TLS terminated by the server" "mesh.istio.enabled cannot be used with tls.secretName" \
+  helm template "$RELEASE" "$CHART" --set mesh.istio.enabled=true --set tls.secretName=floodgate-tls --set admin.enabled=true
+expect_failure "template: Istio retries on the server's 503 refusals" "retryOn must not retry 503" \
+  helm template "$RELEASE" "$CHART" --set mesh.istio.enabled=true \
+  --set mesh.istio.virtualService.retries.retryOn=connect-failure\\,503
+expect_failure "template: Istio retries on gRPC UNAVAILABLE" "retryOn must not retry unavailable" \
+  helm template "$RELEASE" "$CHART" --set mesh.istio.enabled=true \
+  --set mesh.istio.virtualService.retries.retryOn=unavailable\\,connect-failure
+expect_failure "template: the Istio AuthorizationPolicy with metrics on the API port" \
+  "mesh.istio.authorizationPolicy.enabled needs admin.enabled and admin.exclusive" \
+  helm template "$RELEASE" "$CHART" --set mesh.istio.enabled=true --set mesh.istio.authorizationPolicy.enabled=true \
+  --set admin.enabled=true
 expect_failure "template: the gRPC readiness probe with TLS" "grpcProbe.enabled cannot be used with tls.secretName" \
   helm template "$RELEASE" "$CHART" --set grpcProbe.enabled=true --set tls.secretName=floodgate-tls --set admin.enabled=true
 expect_failure "template: the gRPC readiness probe with gRPC off" "grpcProbe.enabled needs gRPC" \
@@ -232,6 +244,9 @@ expect_failure "CRD schemas reject: a ScaledObject scaling policy period that is
   validate_crds_of "$INVALID/crd-schema-values.yaml"
 expect_failure "CRD schemas reject: an HTTPRoute parent port out of range" \
   "FAIL .*HTTPRoute/.*parentRefs/0/port must be <= 65535" \
+  validate_crds_of "$INVALID/crd-schema-values.yaml"
+expect_failure "CRD schemas reject: a DestinationRule connection limit that is not an integer" \
+  "FAIL .*DestinationRule/.*connectionPool/tcp/maxConnections must be integer" \
   validate_crds_of "$INVALID/crd-schema-values.yaml"
 expect_failure "CRD schemas reject: a custom resource of an API group without models" \
   "FAIL .*Widget/-/floodgate: no model package for API group widgets.example.com" \

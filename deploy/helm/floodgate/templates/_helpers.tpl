@@ -240,13 +240,14 @@ server default, on). Prints "true" or nothing.
 {{- end }}
 
 {{/*
-appProtocol of the http Service port: service.appProtocol when set ("" = none), else none. The
-port carries REST over HTTP/1.1 (WebSocket upgrades included), so proxies must not be told h2c.
-Prints nothing for none.
+appProtocol of the http Service port: service.appProtocol when set ("" = none), else "http" with
+Istio (its name for HTTP/1.1) and none otherwise. The port carries REST over HTTP/1.1 (WebSocket
+upgrades included), so proxies must not be told h2c. Prints nothing for none.
 */}}
 {{- define "floodgate.appProtocol" -}}
 {{- if not (kindIs "invalid" .Values.service.appProtocol) }}
 {{- .Values.service.appProtocol }}
+{{- else if .Values.mesh.istio.enabled }}http
 {{- end }}
 {{- end }}
 
@@ -266,7 +267,8 @@ describes HTTP/2 over TLS by ALPN). Prints nothing for none.
 */}}
 {{- define "floodgate.grpcAppProtocol" -}}
 {{- if kindIs "invalid" .Values.service.grpcAppProtocol }}
-{{- if not .Values.tls.secretName }}kubernetes.io/h2c{{ end }}
+{{- if .Values.mesh.istio.enabled }}grpc
+{{- else if not .Values.tls.secretName }}kubernetes.io/h2c{{ end }}
 {{- else }}
 {{- .Values.service.grpcAppProtocol }}
 {{- end }}
@@ -406,6 +408,14 @@ drained (preStop sleep + shutdown timeout), well inside terminationGracePeriodSe
 */}}
 {{- define "floodgate.meshPodAnnotations" -}}
 {{- $drain := include "floodgate.drainSeconds" . }}
+{{- if .Values.mesh.istio.enabled }}
+proxy.istio.io/config: |
+  holdApplicationUntilProxyStarts: true
+  terminationDrainDuration: {{ $drain }}s
+{{- if not .Values.mesh.istio.mergeMetrics }}
+prometheus.istio.io/merge-metrics: "false"
+{{- end }}
+{{- end }}
 {{- if .Values.mesh.linkerd.enabled }}
 linkerd.io/inject: enabled
 config.linkerd.io/proxy-await: enabled
@@ -417,10 +427,26 @@ config.alpha.linkerd.io/proxy-enable-native-sidecar: "true"
 {{- end }}
 
 {{/*
-Refuse mesh settings that cannot work: two meshes at once.
+Refuse mesh settings that cannot work: two meshes at once; Istio with TLS the server terminates
+(the sidecar would see opaque TLS); retries on the server's load-shedding and rate-limit refusals;
+the AuthorizationPolicy while the metrics are also served on the API port.
 */}}
 {{- define "floodgate.validateMesh" -}}
-{{- if and .Values.mesh.istio.enabled .Values.mesh.linkerd.enabled }}
+{{- $istio := .Values.mesh.istio }}
+{{- if and $istio.enabled .Values.mesh.linkerd.enabled }}
 {{- fail "mesh.istio.enabled and mesh.linkerd.enabled cannot be used together: a pod runs one mesh proxy; keep one" }}
+{{- end }}
+{{- if $istio.enabled }}
+{{- if .Values.tls.secretName }}
+{{- fail "mesh.istio.enabled cannot be used with tls.secretName: the sidecar cannot see into TLS the server terminates itself, so the VirtualService's routes, timeouts and retries and the DestinationRule's limits would not apply; in the mesh Istio's mutual TLS encrypts (mesh.istio.peerAuthentication)" }}
+{{- end }}
+{{- range $token := splitList "," $istio.virtualService.retries.retryOn }}
+{{- if has $token (list "5xx" "gateway-error" "retriable-status-codes" "unavailable" "resource-exhausted" "429" "503") }}
+{{- fail (printf "mesh.istio.virtualService.retries.retryOn must not retry %s: 503 (gRPC unavailable) is the server shedding load and 429 (resource-exhausted) its rate limit, so retrying them multiplies the load when there is already too much" $token) }}
+{{- end }}
+{{- end }}
+{{- if and $istio.authorizationPolicy.enabled (not (and .Values.admin.enabled .Values.admin.exclusive)) }}
+{{- fail "mesh.istio.authorizationPolicy.enabled needs admin.enabled and admin.exclusive: the policy keeps the admin port to the monitoring namespaces, which protects the metrics only when they are served there alone" }}
+{{- end }}
 {{- end }}
 {{- end }}
