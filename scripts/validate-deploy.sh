@@ -7,7 +7,7 @@
 #
 # Environment:
 #   KUBERNETES_VERSION   schema version for kubernetes-validate (default 1.33.0)
-#   FLOODGATE_TOOLS      where install-test-tools.sh put helm and the venv
+#   FLOODGATE_TOOLS      where install-test-tools.sh put helm, the venv and the npm models
 #
 # Ends with "N passed, M failed" and exits non-zero if anything failed.
 set -uo pipefail
@@ -81,10 +81,19 @@ tool() {
   fi
 }
 echo "=== tools"
-for t in helm kubernetes-validate yamllint hadolint promtool docker-compose diff cmp; do tool "$t"; done
+for t in helm kubernetes-validate yamllint hadolint promtool docker-compose diff cmp node; do tool "$t"; done
 if [ ! -x "$PY" ] || ! "$PY" -c 'import yaml, jsonschema' >/dev/null 2>&1; then
   printf '      %-20s MISSING (%s with PyYAML and jsonschema)\n' "tools venv" "$PY"
   missing+=("tools venv")
+fi
+# The custom-resource models, exactly as scripts/crd-models/package-lock.json pins them.
+if [ ! -d "$FLOODGATE_TOOLS/npm/node_modules/@kubernetes-models" ] \
+  || ! cmp -s scripts/crd-models/package-lock.json "$FLOODGATE_TOOLS/npm/package-lock.json"; then
+  printf '      %-20s MISSING or stale (%s, pinned by scripts/crd-models/package-lock.json)\n' \
+    "npm models" "$FLOODGATE_TOOLS/npm"
+  missing+=("npm models")
+else
+  printf '      %-20s %s\n' "npm models" "$FLOODGATE_TOOLS/npm/node_modules"
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   failed=$((failed + 1))
@@ -160,6 +169,38 @@ expect_failure "schema: jobs.lease that is not a duration" "jobs.lease" \
   helm template "$RELEASE" "$CHART" --set jobs.lease=30
 expect_failure "schema: service.appProtocol that is not a protocol name" "service.appProtocol" \
   helm template "$RELEASE" "$CHART" --set 'service.appProtocol=h2c please'
+expect_failure "schema: service.grpcAppProtocol that is not a protocol name" "service.grpcAppProtocol" \
+  helm template "$RELEASE" "$CHART" --set 'service.grpcAppProtocol=h2c please'
+expect_failure "template: the gRPC Service port equal to the http one" "service.grpcPort (8080) must differ from service.port" \
+  helm template "$RELEASE" "$CHART" --set service.grpcPort=8080
+expect_failure "template: KEDA together with the chart's HPA" "autoscaling.enabled and autoscaling.keda.enabled cannot be used together" \
+  helm template "$RELEASE" "$CHART" --set autoscaling.enabled=true --set autoscaling.keda.enabled=true
+expect_failure "template: jobs on SQLite with KEDA" "jobs on SQLite cannot autoscale (autoscaling.keda.enabled)" \
+  helm template "$RELEASE" "$CHART" --set jobs.enabled=true --set replicaCount=1 --set autoscaling.keda.enabled=true
+expect_failure "schema: a KEDA target that is not a positive number" "autoscaling.keda.poolSaturation" \
+  helm template "$RELEASE" "$CHART" --set autoscaling.keda.enabled=true --set-string autoscaling.keda.poolSaturation=80%
+expect_failure "template: Gateway API routes without a parent Gateway" "gateway.enabled needs gateway.parentRefs" \
+  helm template "$RELEASE" "$CHART" --set gateway.enabled=true
+expect_failure "template: an HTTPRoute and a GRPCRoute sharing a hostname" "gateway.http.hostnames and gateway.grpc.hostnames overlap" \
+  helm template "$RELEASE" "$CHART" --set gateway.enabled=true --set 'gateway.parentRefs[0].name=public' \
+  --set 'gateway.grpc.hostnames[0]=*.local'
+expect_failure "template: Gateway API routes and the Ingress on the same host" "gateway.enabled and ingress.enabled expose the same host" \
+  helm template "$RELEASE" "$CHART" --set gateway.enabled=true --set 'gateway.parentRefs[0].name=public' \
+  --set ingress.enabled=true
+expect_failure "template: Istio and Linkerd together" "mesh.istio.enabled and mesh.linkerd.enabled cannot be used together" \
+  helm template "$RELEASE" "$CHART" --set mesh.istio.enabled=true --set mesh.linkerd.enabled=true
+expect_failure "template: Istio with TLS terminated by the server" "mesh.istio.enabled cannot be used with tls.secretName" \
+  helm template "$RELEASE" "$CHART" --set mesh.istio.enabled=true --set tls.secretName=floodgate-tls --set admin.enabled=true
+expect_failure "template: Istio retries on the server's 503 refusals" "retryOn must not retry 503" \
+  helm template "$RELEASE" "$CHART" --set mesh.istio.enabled=true \
+  --set mesh.istio.virtualService.retries.retryOn=connect-failure\\,503
+expect_failure "template: Istio retries on gRPC UNAVAILABLE" "retryOn must not retry unavailable" \
+  helm template "$RELEASE" "$CHART" --set mesh.istio.enabled=true \
+  --set mesh.istio.virtualService.retries.retryOn=unavailable\\,connect-failure
+expect_failure "template: the Istio AuthorizationPolicy with metrics on the API port" \
+  "mesh.istio.authorizationPolicy.enabled needs admin.enabled and admin.exclusive" \
+  helm template "$RELEASE" "$CHART" --set mesh.istio.enabled=true --set mesh.istio.authorizationPolicy.enabled=true \
+  --set admin.enabled=true
 expect_failure "template: the gRPC readiness probe with TLS" "grpcProbe.enabled cannot be used with tls.secretName" \
   helm template "$RELEASE" "$CHART" --set grpcProbe.enabled=true --set tls.secretName=floodgate-tls --set admin.enabled=true
 expect_failure "template: the gRPC readiness probe with gRPC off" "grpcProbe.enabled needs gRPC" \
@@ -179,17 +220,55 @@ check "kubernetes-validate --strict: deploy/kubernetes" \
   kubernetes-validate --strict --quiet -k "$KUBERNETES_VERSION" \
   $(ls deploy/kubernetes/*.yaml | grep -v kustomization.yaml)
 
+echo "=== Custom resources against their CRD schemas (scripts/validate-crds.mjs)"
+for r in "$TMP"/render/*.yaml; do
+  name="$(basename "$r" .yaml)"
+  check "CRD schemas: $name" node scripts/validate-crds.mjs "$TMP/crd/$name.yaml"
+done
+
+# validate_crds_of VALUES: render the chart with VALUES and validate its custom resources.
+validate_crds_of() {
+  helm template "$RELEASE" "$CHART" --namespace "$NAMESPACE" -f "$1" >"$TMP/invalid.yaml" || return 3
+  "$PY" scripts/deploy-checks.py split "$TMP/invalid.yaml" "$TMP/invalid-core.yaml" "$TMP/invalid-crd.yaml" >/dev/null || return 3
+  node scripts/validate-crds.mjs "$TMP/invalid-crd.yaml"
+}
+INVALID="$CHART/ci-invalid"
+expect_failure "CRD schemas reject: a ServiceMonitor relabeling action out of its enum" \
+  "FAIL .*ServiceMonitor/.*relabelings/0/action must be equal to one of the allowed values" \
+  validate_crds_of "$INVALID/crd-schema-values.yaml"
+expect_failure "CRD schemas reject: a field the ServiceMonitor CRD does not declare" \
+  "FAIL .*ServiceMonitor/.*unknown field .spec.endpoints\[0\].metricRelabelings\[0\].sourceLabel" \
+  validate_crds_of "$INVALID/crd-schema-values.yaml"
+expect_failure "CRD schemas reject: a ScaledObject scaling policy period that is not an integer" \
+  "FAIL .*ScaledObject/.*scaleDown/policies/0/periodSeconds must be integer" \
+  validate_crds_of "$INVALID/crd-schema-values.yaml"
+expect_failure "CRD schemas reject: an HTTPRoute parent port out of range" \
+  "FAIL .*HTTPRoute/.*parentRefs/0/port must be <= 65535" \
+  validate_crds_of "$INVALID/crd-schema-values.yaml"
+expect_failure "CRD schemas reject: a DestinationRule connection limit that is not an integer" \
+  "FAIL .*DestinationRule/.*connectionPool/tcp/maxConnections must be integer" \
+  validate_crds_of "$INVALID/crd-schema-values.yaml"
+expect_failure "CRD schemas reject: a custom resource of an API group without models" \
+  "FAIL .*Widget/-/floodgate: no model package for API group widgets.example.com" \
+  node scripts/validate-crds.mjs "$INVALID/unknown-kinds.yaml"
+expect_failure "CRD schemas reject: a kind its API group's package has no model for" \
+  "FAIL .*ScaledWidget/-/floodgate: @kubernetes-models/keda .* has no model for keda.sh/v1alpha1 ScaledWidget" \
+  node scripts/validate-crds.mjs "$INVALID/unknown-kinds.yaml"
+
 echo "=== Prometheus Operator objects (structure + promtool on the PrometheusRule)"
 check "ServiceMonitor/PrometheusRule structure (monitoring-values)" \
   "$PY" scripts/deploy-checks.py crds "$TMP/crd/monitoring-values.yaml" "$TMP/rules"
 check "promtool check rules on the rendered PrometheusRule" \
   bash -c 'ls "$1"/*.yaml >/dev/null && promtool check rules "$1"/*.yaml' _ "$TMP/rules"
+check "promtool parses the KEDA trigger queries (keda-values)" \
+  bash -c '"$1" scripts/deploy-checks.py keda-queries "$2/crd/keda-values.yaml" "$2/keda-rules.yaml" \
+    && promtool check rules "$2/keda-rules.yaml"' _ "$PY" "$TMP"
 check "dashboard ConfigMaps carry dashboards/ intact (dashboards-values)" \
   "$PY" scripts/deploy-checks.py embedded-dashboards "$TMP/render/dashboards-values.yaml" dashboards
 
 echo "=== YAML lint"
-check "yamllint chart values, Chart.yaml and ci values" \
-  yamllint --strict "$CHART/Chart.yaml" "${values_files[@]}"
+check "yamllint chart values, Chart.yaml, ci and ci-invalid values" \
+  yamllint --strict "$CHART/Chart.yaml" "${values_files[@]}" "$CHART"/ci-invalid/*.yaml
 check "yamllint rendered manifests" yamllint --strict "$TMP/render"
 check "yamllint deploy/kubernetes, deploy/prometheus, deploy/compose" \
   yamllint --strict deploy/kubernetes deploy/prometheus deploy/compose .yamllint
