@@ -161,6 +161,39 @@ def readme_block(r):
     return "\n".join(lines)
 
 
+def scaling_block(r):
+    """Replicas (one core each, run at 70% of the measured per-core rate) for 10k, 100k and
+    1M requests/s, and what the shared dependencies allow."""
+    cases = r["cases"].get("wrk", {})
+    per_core = {
+        "fast": cases.get("fast", {}).get("floodgate", {}).get("rps"),
+        "intensive": cases.get("intensive", {}).get("floodgate", {}).get("rps"),
+        "fast, limiter in Redis": cases.get("fast", {}).get("floodgate-redis", {}).get("rps"),
+    }
+    lines = ["| workload | req/s per core | replicas for 10k/s | 100k/s | 1M/s |", "|---|---|---|---|---|"]
+    for name, rps in per_core.items():
+        if not rps:
+            continue
+        usable = rps * 0.7
+        need = [max(1, -(-n // int(usable))) for n in (10_000, 100_000, 1_000_000)]
+        lines.append(f"| {name} | {rps:.0f} | {need[0]} | {need[1]} | {need[2]} |")
+    cap = r.get("capacity")
+    if cap:
+        hot = cap["redis_decisions_per_s"]["hot_key"]
+        spread = cap["redis_decisions_per_s"]["keys_10000"]
+        claims = cap["postgres_claims_per_s"]
+        lines += [
+            "",
+            "| shared dependency | ceiling here (`scripts/capacity.sh`) | 10k req/s | 100k req/s | 1M req/s |",
+            "|---|---|---|---|---|",
+            f"| one redis-server, one decision per request | {spread:.0f}/s (10,000 keys), {hot:.0f}/s (one key) | "
+            + " | ".join(f"{n / spread:.1f}× its ceiling" for n in (10_000, 100_000, 1_000_000)) + " |",
+            f"| one PostgreSQL, one claim per job | {claims:.0f} claims/s | jobs, not requests: "
+            f"{claims:.0f} jobs/s | | |",
+        ]
+    return "\n".join(lines)
+
+
 def main():
     args = sys.argv[1:]
     readme = None
@@ -176,15 +209,16 @@ def main():
     if readme:
         with open(readme) as f:
             text = f.read()
-        block = readme_block(result)
-        new, n = re.subn(
-            r"(<!-- bench:begin -->\n).*?(\n<!-- bench:end -->)",
-            lambda m: m.group(1) + block + m.group(2),
-            text,
-            flags=re.S,
-        )
-        if n != 1:
-            sys.exit(f"{readme} has no <!-- bench:begin --> … <!-- bench:end --> block")
+        for name, block in (("bench", readme_block(result)), ("scaling", scaling_block(result))):
+            text, n = re.subn(
+                rf"(<!-- {name}:begin -->\n)(?:.*?\n)?(<!-- {name}:end -->)",
+                lambda m: m.group(1) + block + "\n" + m.group(2),
+                text,
+                flags=re.S,
+            )
+            if n != 1:
+                sys.exit(f"{readme} has no <!-- {name}:begin --> … <!-- {name}:end --> block")
+        new = text
         with open(readme, "w") as f:
             f.write(new)
         print(f"rewrote the performance block of {readme}", file=sys.stderr)
