@@ -141,6 +141,15 @@ pin_project_lite::pin_project! {
         inner: CatchUnwind<AssertUnwindSafe<F>>,
         call: Option<Call>,
     }
+
+    impl<F> PinnedDrop for RpcFuture<F> {
+        // Dropped unanswered: the client cancelled the call.
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(call) = this.project().call.take() {
+                call.finish(tonic::Code::Cancelled as i32);
+            }
+        }
+    }
 }
 
 /// What is recorded when the call ends.

@@ -168,7 +168,28 @@ pin_project_lite::pin_project! {
         span: Span,
         done: Option<Finish>,
     }
+
+    impl<F> PinnedDrop for ContextFuture<F> {
+        // Dropped unanswered: the client closed the connection (its handler's work is
+        // cancelled with it). Counted and logged as 499, so the in-flight gauge comes back
+        // down and the access log shows the request.
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(done) = this.done.take() {
+                let _entered = this.span.enter();
+                let mut closed = Response::new(axum::body::Body::empty());
+                *closed.status_mut() = CLIENT_CLOSED_REQUEST;
+                done.finish(closed, this.span);
+            }
+        }
+    }
 }
+
+/// The status recorded for a request whose client went away before its answer (nginx's 499).
+pub const CLIENT_CLOSED_REQUEST: http::StatusCode = match http::StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => panic!("499 is a valid status code"),
+};
 
 struct Finish {
     config: Arc<ContextConfig>,

@@ -648,3 +648,29 @@ async fn a_failed_job_is_aborted() {
     );
     assert_eq!(c.intensive(number(3)).await.unwrap().into_inner().result, 9);
 }
+
+/// A call the client abandons (no deadline sent: it just drops the call, which resets the
+/// stream) is recorded as CANCELLED and leaves nothing in flight.
+#[tokio::test]
+async fn a_cancelled_call_is_recorded_and_not_left_in_flight() {
+    let mut settings = test_settings();
+    settings.pool.workers = 1;
+    let app = spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await;
+    let gate = Gate::hold();
+    let mut client = compute(&app).await;
+    let call = client.intensive(number(gate.number()));
+    assert!(tokio::time::timeout(Duration::from_millis(200), call)
+        .await
+        .is_err());
+    app.wait_for_stats("the call no longer in flight", |s| {
+        s["active_requests"] == 0
+    })
+    .await;
+    let text = app
+        .wait_for_exposition("the cancelled call", |t| {
+            t.contains("rpc_grpc_status_code=\"1\"")
+        })
+        .await;
+    assert!(text.contains("rpc_method=\"Intensive\""), "{text}");
+    drop(gate);
+}

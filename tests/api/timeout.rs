@@ -90,3 +90,37 @@ async fn timed_out_jobs_free_their_queue_slots() {
     assert_eq!(app.stats().await["overloaded_count"], 0);
     drop(gate);
 }
+
+/// A client that gives up and closes its connection mid-request: the request is counted and
+/// logged as 499, the in-flight gauge comes back down, and its queued job is skipped.
+#[tokio::test]
+async fn a_client_that_goes_away_is_counted_as_499_and_not_left_in_flight() {
+    let mut settings = test_settings();
+    settings.pool.workers = 1;
+    let app = spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await;
+    let gate = Gate::hold();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(app.url("/api/v1/compute/intensive"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"number": {}}}"#, gate.number()))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client timed out");
+    app.wait_for_stats("the request no longer in flight", |s| {
+        s["active_requests"] == 0
+    })
+    .await;
+    let text = app
+        .wait_for_exposition("the 499", |t| t.contains("status=\"499\""))
+        .await;
+    assert_eq!(
+        sum_series(&text, "http_server_requests_total", |l| l
+            .contains("status=\"499\"")),
+        1.0
+    );
+    drop(gate);
+}
