@@ -133,11 +133,14 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
             )
     });
 
-    let _ = tracing_subscriber::registry()
-        .with(global)
-        .with(fmt_layer)
-        .with(otel_layer)
-        .try_init();
+    // No OTLP layer at all when not exporting (not an empty `Option` layer): a layer that is
+    // present says yes to every span, and each request's span would then be built in the
+    // registry only for no one to record it.
+    let base = tracing_subscriber::registry().with(global).with(fmt_layer);
+    let _ = match otel_layer {
+        Some(otel) => base.with(otel).try_init(),
+        None => base.try_init(),
+    };
     if let Some(p) = &provider {
         opentelemetry::global::set_tracer_provider(p.clone());
     }

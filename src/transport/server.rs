@@ -125,6 +125,8 @@ async fn accept_loop<S>(
 {
     let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     http.http1()
+        // Answers are small: one flattened write costs less than a vectored one.
+        .writev(false)
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
