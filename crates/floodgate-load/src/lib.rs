@@ -13,6 +13,7 @@ pub mod run;
 pub mod schedule;
 pub mod server;
 pub mod stats;
+pub mod timeline;
 
 use std::io::Write;
 use std::time::Duration;

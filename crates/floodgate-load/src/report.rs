@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 use crate::jobs::{JobStats, Mismatch};
 use crate::run::{JobPlan, LoadModel, PhaseResult, StopReason};
 use crate::server::CountCheck;
-use crate::stats::{rate_per_second, LatencySummary, Stats};
+use crate::stats::{rate_per_second, LatencySummary, PercentilePoint, Stats};
+use crate::timeline::TimelineReport;
 
 /// Everything a run produced.
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +43,11 @@ pub struct ScenarioReport {
     pub rps: f64,
     /// Over all HTTP responses (any status); `null` when there were none.
     pub latency_ms: Option<LatencySummary>,
+    /// The latency at many percentiles (0 to 99.9999, up to the first that
+    /// reaches the maximum), for an HDR percentile plot; empty without responses.
+    pub percentiles: Vec<PercentilePoint>,
+    /// Requests completed and their latency percentiles, second by second.
+    pub timeline: TimelineReport,
     pub status_codes: BTreeMap<String, u64>,
     pub error_codes: BTreeMap<String, u64>,
     pub server_metrics: ServerMetrics,
@@ -365,6 +371,8 @@ impl ScenarioReport {
             duration_secs: result.elapsed.as_secs_f64(),
             rps: rate_per_second(s.total(), result.elapsed),
             latency_ms: latency,
+            percentiles: s.spectrum(),
+            timeline: result.timeline.clone(),
             status_codes: status_codes(s),
             error_codes: s.error_codes(),
             server_metrics,
@@ -862,6 +870,7 @@ mod tests {
     use crate::run::TargetResult;
     use crate::server::{compare, sum_counters, ClientCounts};
     use crate::stats::{Stats, TransportError};
+    use crate::timeline::TimelinePoint;
     use std::time::Duration;
 
     fn phase() -> PhaseResult {
@@ -891,6 +900,27 @@ mod tests {
             unsent: 0,
             jobs: None,
             job_plan: None,
+            timeline: timeline(2),
+        }
+    }
+
+    /// A timeline of `secs` one-second intervals, 50 requests in each.
+    fn timeline(secs: u64) -> TimelineReport {
+        TimelineReport {
+            interval_secs: 1,
+            points: (0..secs)
+                .map(|i| TimelinePoint {
+                    start_secs: i,
+                    requests: 50,
+                    successful: 45,
+                    failed: 5,
+                    rps: 50.0,
+                    p50_ms: Some(0.1),
+                    p90_ms: Some(0.15),
+                    p99_ms: Some(0.19),
+                    max_ms: Some(0.2),
+                })
+                .collect(),
         }
     }
 
@@ -943,6 +973,16 @@ mod tests {
             assert!(s["latency_ms"][key].as_f64().unwrap() > 0.0, "{key}");
         }
         assert_eq!(s["server_metrics"]["status"], "skipped");
+        let percentiles = s["percentiles"].as_array().unwrap();
+        let p99 = percentiles
+            .iter()
+            .find(|p| p["percentile"] == 99.0)
+            .unwrap();
+        assert_eq!(p99["latency_ms"], s["latency_ms"]["p99_ms"]);
+        assert_eq!(s["timeline"]["interval_secs"], 1);
+        assert_eq!(s["timeline"]["points"][1]["start_secs"], 1);
+        assert_eq!(s["timeline"]["points"][1]["requests"], 50);
+        assert_eq!(s["timeline"]["points"][1]["p99_ms"], 0.19);
         assert_eq!(s["url"], "http://127.0.0.1:1/api/v1/compute/fast");
         assert_eq!(
             s["urls"],
@@ -1075,6 +1115,7 @@ mod tests {
             targets,
             jobs: None,
             job_plan: None,
+            timeline: timeline(1),
         }
     }
 
