@@ -139,7 +139,8 @@ pub struct Opts {
     #[arg(short = 't', long, env = "FLOODGATE_LOAD_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
 
-    /// Report format.
+    /// Report format: text, JSON, or one self-contained HTML page with
+    /// charts (no script, no external resource).
     #[arg(short = 'o', long, env = "FLOODGATE_LOAD_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
@@ -202,6 +203,8 @@ pub enum ScenarioArg {
 pub enum OutputFormat {
     Text,
     Json,
+    /// One self-contained page with charts (give it --output-file).
+    Html,
 }
 
 /// Inclusive range of body numbers.
@@ -563,5 +566,6 @@ mod tests {
         assert!(o.quiet);
         assert_eq!(o.threads, Some(1));
         assert!(parse(&["-o", "xml"]).is_err());
+        assert_eq!(parse(&["-o", "html"]).unwrap().output, OutputFormat::Html);
     }
 }

@@ -4,8 +4,10 @@
 //! [`RunReport`]; [`execute`] wraps it for the command line (runtime, Ctrl-C,
 //! progress, report output and exit status).
 
+pub mod chart;
 pub mod cli;
 pub mod client;
+pub mod html;
 pub mod jobs;
 pub mod progress;
 pub mod report;
@@ -449,6 +451,7 @@ pub fn execute(opts: Opts) -> i32 {
     let rendered = match opts.output {
         OutputFormat::Text => report.to_text(),
         OutputFormat::Json => report.to_json(),
+        OutputFormat::Html => html::render(&report),
     };
     match &opts.output_file {
         Some(path) => {

@@ -1,4 +1,5 @@
-//! Reports: one per scenario, as text or JSON.
+//! Reports: one per scenario, as text or JSON (the HTML report, made from
+//! the same values, is in [`crate::html`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -829,7 +830,8 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-fn fmt_rate(r: f64) -> String {
+/// Requests per second as the reports show them: `45,234.3` (`0.500` below 1).
+pub fn fmt_rate(r: f64) -> String {
     if r >= 1.0 {
         let tenths = (r * 10.0).round() as u64;
         format!("{}.{}", thousands(tenths / 10), tenths % 10)
@@ -838,7 +840,8 @@ fn fmt_rate(r: f64) -> String {
     }
 }
 
-fn fmt_percent(p: f64) -> String {
+/// A percentage as the reports show it: `90.000`, `100`.
+pub fn fmt_percent(p: f64) -> String {
     if p == 100.0 || p == 0.0 {
         format!("{p:.0}")
     } else {
@@ -865,7 +868,7 @@ pub fn fmt_latency_short(ms: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::run::TargetResult;
     use crate::server::{compare, sum_counters, ClientCounts};
@@ -873,7 +876,7 @@ mod tests {
     use crate::timeline::TimelinePoint;
     use std::time::Duration;
 
-    fn phase() -> PhaseResult {
+    pub(crate) fn phase() -> PhaseResult {
         let mut stats = Stats::new();
         for i in 0..90 {
             stats.record_response(200, Duration::from_micros(100 + i), None);
@@ -924,7 +927,10 @@ mod tests {
         }
     }
 
-    fn report(metrics: ServerMetrics, thresholds: (Option<f64>, Option<f64>)) -> ScenarioReport {
+    pub(crate) fn report(
+        metrics: ServerMetrics,
+        thresholds: (Option<f64>, Option<f64>),
+    ) -> ScenarioReport {
         ScenarioReport::new(
             "fast",
             "POST",
