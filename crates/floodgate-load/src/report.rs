@@ -11,12 +11,17 @@ use crate::jobs::{JobStats, Mismatch};
 use crate::run::{JobPlan, LoadModel, PhaseResult, StopReason};
 use crate::server::CountCheck;
 use crate::stats::{rate_per_second, LatencySummary, PercentilePoint, Stats};
+use crate::sweep::SweepReport;
 use crate::timeline::TimelineReport;
 
 /// Everything a run produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// Every measured phase: one per scenario, or one per step of a sweep.
     pub scenarios: Vec<ScenarioReport>,
+    /// With `--sweep`: each scenario's sweep (its steps are in `scenarios`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sweeps: Vec<SweepReport>,
     /// `true` when every threshold held in every scenario.
     pub thresholds_passed: bool,
     /// `true` when every server count check that ran matched.
@@ -31,6 +36,9 @@ pub struct RunReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
     pub name: String,
+    /// With `--sweep`: the step of the scenario's sweep this phase was (1, 2, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep_step: Option<usize>,
     pub method: String,
     /// The URL loaded, when there is one target.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -360,6 +368,7 @@ impl ScenarioReport {
             .collect();
         ScenarioReport {
             name: name.to_owned(),
+            sweep_step: None,
             method: method.to_owned(),
             url: match urls {
                 [one] => Some(one.clone()),
@@ -425,11 +434,18 @@ impl RunReport {
         let jobs_verified = scenarios.iter().all(|s| s.digest_mismatches() == 0);
         RunReport {
             scenarios,
+            sweeps: Vec::new(),
             thresholds_passed,
             counts_consistent,
             jobs_verified,
             interrupted,
         }
+    }
+
+    /// Adds the sweeps whose steps are among the scenarios.
+    pub fn with_sweeps(mut self, sweeps: Vec<SweepReport>) -> Self {
+        self.sweeps = sweeps;
+        self
     }
 
     pub fn to_json(&self) -> String {
@@ -446,6 +462,10 @@ impl RunReport {
             }
             write_scenario(&mut out, s);
         }
+        for sweep in &self.sweeps {
+            out.push('\n');
+            write_sweep(&mut out, sweep);
+        }
         if self.interrupted {
             out.push_str(
                 "\nInterrupted: the run was stopped by Ctrl-C; remaining scenarios were skipped.\n",
@@ -457,14 +477,17 @@ impl RunReport {
 
 fn write_scenario(out: &mut String, s: &ScenarioReport) {
     let r = &s.requests;
+    let step = s
+        .sweep_step
+        .map_or_else(String::new, |n| format!(" (sweep step {n})"));
     match &s.url {
         Some(url) => {
-            let _ = writeln!(out, "Scenario {}: {} {url}", s.name, s.method);
+            let _ = writeln!(out, "Scenario {}{step}: {} {url}", s.name, s.method);
         }
         None => {
             let _ = writeln!(
                 out,
-                "Scenario {}: {} on {} targets",
+                "Scenario {}{step}: {} on {} targets",
                 s.name,
                 s.method,
                 s.targets.len()
@@ -601,6 +624,68 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
             t.name, t.limit
         );
     }
+}
+
+/// The sweep: its steps as a table, the knee and why it ended.
+fn write_sweep(out: &mut String, sw: &SweepReport) {
+    let target = match &sw.urls[..] {
+        [one] => one.clone(),
+        urls => format!("{} targets", urls.len()),
+    };
+    let _ = writeln!(out, "Sweep {}: {} {target}", sw.scenario, sw.method);
+    let _ = writeln!(
+        out,
+        "  Steps:              open loop, rates {}, {:.3}s each, at most {} in flight (latency from scheduled send time)",
+        sw.rates,
+        sw.step_duration_secs,
+        thousands(u64::from(sw.concurrency))
+    );
+    let _ = writeln!(
+        out,
+        "  Limits:             p99 <= {} ms, errors <= {} %",
+        sw.limits.max_p99_ms, sw.limits.max_error_rate
+    );
+    let _ = writeln!(
+        out,
+        "  {:>4} {:>12} {:>12} {:>12} {:>13} {:>13} {:>9}  {:<11} verdict",
+        "step", "offered/s", "achieved/s", "requests", "p50", "p99", "errors", "/metrics"
+    );
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3} ms"));
+    for st in &sw.steps {
+        let verdict = match &st.reason {
+            None => "ok".to_owned(),
+            Some(reason) => format!("OVER: {reason}"),
+        };
+        let _ = writeln!(
+            out,
+            "  {:>4} {:>12} {:>12} {:>12} {:>13} {:>13} {:>8.3}%  {:<11} {verdict}",
+            st.step,
+            fmt_rate(st.offered_rate),
+            fmt_rate(st.achieved_rate),
+            thousands(st.requests),
+            ms(st.p50_ms),
+            ms(st.p99_ms),
+            st.error_rate,
+            st.server_metrics,
+        );
+    }
+    match &sw.knee {
+        Some(k) => {
+            let _ = writeln!(
+                out,
+                "  Knee:               {} req/s offered (step {}): {} achieved, p50 {}, p99 {}",
+                fmt_rate(k.offered_rate),
+                k.step,
+                fmt_rate(k.achieved_rate),
+                ms(k.p50_ms),
+                ms(k.p99_ms)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  Knee:               none: no step met the limits");
+        }
+    }
+    let _ = writeln!(out, "  Stopped:            {}", sw.stopped.describe());
 }
 
 /// min/mean/max, then one line per percentile.

@@ -1,8 +1,8 @@
 //! The floodgate-load binary, run for real: its command-line surface, load
 //! scenarios against a stub server (errors, delays, broken connections,
 //! miscounting metrics, jobs that go wrong), several stubs loaded at once,
-//! runs against floodgate started in this process, and the HTML report in
-//! headless Chromium.
+//! runs against floodgate started in this process, sweeps, and the HTML
+//! report in headless Chromium.
 //!
 //! Cargo builds the binary for this test and names it in
 //! `CARGO_BIN_EXE_floodgate-load`.
@@ -17,4 +17,5 @@ mod html_report;
 mod jobs;
 mod scenarios;
 mod stub;
+mod sweep;
 mod targets;

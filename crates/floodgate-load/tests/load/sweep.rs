@@ -1,0 +1,162 @@
+//! Sweeps against the stub: open-loop steps up to the knee, and a sweep ended
+//! by errors.
+
+use serde_json::Value;
+
+use crate::stub::{spawn_stub, Stub};
+use crate::support::run_load;
+
+/// A sweep of the stub's `/paced` route (20 ms per answer) over two
+/// connections: it serves about 100 requests/s, so 20 and 80 requests/s meet
+/// a 300 ms p99 and 5 % errors, and at 140 requests/s a third of the
+/// requests due find both connections busy until the end (unsent: errors)
+/// while the others queue ever longer. The limits leave room for a busy test
+/// machine. The report is JSON unless `extra` says otherwise.
+fn paced_sweep<'a>(url: &'a str, rates: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--url",
+        url,
+        "--warmup",
+        "0",
+        "--quiet",
+        "--threads",
+        "2",
+        "--path",
+        "/paced",
+        "-c",
+        "2",
+        "--sweep",
+        rates,
+        "--sweep-step-duration",
+        "1s",
+        "--sweep-max-p99",
+        "300",
+        "--sweep-max-errors",
+        "5",
+    ];
+    if !extra.contains(&"--output") {
+        args.extend(["--output", "json"]);
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_steps_the_rate_up_until_p99_passes_its_limit() {
+    let (url, stub) = spawn_stub(Stub::default()).await;
+    let run = run_load(&paced_sweep(&url, "20..200:60", &[]), &[]).await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let report = run.json();
+    let sweep = &report["sweeps"][0];
+    assert_eq!(sweep["scenario"], "custom");
+    assert_eq!(sweep["rates"], "20..200:60");
+    assert_eq!(sweep["limits"]["max_p99_ms"], 300.0);
+    assert_eq!(sweep["limits"]["max_error_rate"], 5.0);
+    assert_eq!(sweep["stopped"], "threshold");
+    let steps = sweep["steps"].as_array().unwrap();
+    let offered: Vec<f64> = steps
+        .iter()
+        .map(|s| s["offered_rate"].as_f64().unwrap())
+        .collect();
+    assert_eq!(offered, [20.0, 80.0, 140.0], "{sweep}");
+    let passed: Vec<bool> = steps
+        .iter()
+        .map(|s| s["passed"].as_bool().unwrap())
+        .collect();
+    assert_eq!(passed, [true, true, false], "{sweep}");
+    for step in &steps[..2] {
+        let (offered, achieved) = (
+            step["offered_rate"].as_f64().unwrap(),
+            step["achieved_rate"].as_f64().unwrap(),
+        );
+        assert!(
+            (achieved - offered).abs() <= offered * 0.15,
+            "offered {offered}, achieved {achieved}"
+        );
+        assert!(step["p99_ms"].as_f64().unwrap() >= 19.0, "{step}");
+        assert_eq!(step["reason"], Value::Null);
+    }
+    let over = &steps[2];
+    assert!(over["unsent"].as_u64().unwrap() > 0, "{over}");
+    assert!(over["error_rate"].as_f64().unwrap() > 5.0, "{over}");
+    assert!(over["reason"].as_str().unwrap().contains("over"), "{over}");
+    let knee = &sweep["knee"];
+    assert_eq!(knee["offered_rate"], 80.0);
+    assert_eq!(knee["step"], 2);
+
+    // Each step is a measured phase of its own, with its own /metrics check.
+    let scenarios = report["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 3);
+    let mut total = 0;
+    for (i, s) in scenarios.iter().enumerate() {
+        assert_eq!(s["sweep_step"], i + 1);
+        assert_eq!(s["load_model"]["type"], "open");
+        assert_eq!(s["load_model"]["rate"], offered[i]);
+        assert_eq!(s["load_model"]["concurrency"], 2);
+        assert_eq!(s["requests"]["total"], steps[i]["requests"]);
+        assert_eq!(s["latency_ms"]["p99_ms"], steps[i]["p99_ms"]);
+        let status = s["server_metrics"]["status"].as_str().unwrap();
+        assert!(status == "match" || status == "consistent", "{status}");
+        assert_eq!(steps[i]["server_metrics"], status);
+        total += s["requests"]["total"].as_u64().unwrap();
+    }
+    assert_eq!(report["counts_consistent"], true);
+    assert_eq!(
+        stub.total.load(std::sync::atomic::Ordering::SeqCst),
+        total,
+        "no request besides the steps' (no warmup)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_end_a_sweep_without_a_knee() {
+    // The stub's fast endpoint answers 30 % of requests with 429 or 500.
+    let (url, _stub) = spawn_stub(Stub::default()).await;
+    let args = [
+        "--url",
+        &url,
+        "--warmup",
+        "0",
+        "--quiet",
+        "--scenario",
+        "fast",
+        "-c",
+        "4",
+        "--sweep",
+        "50..100:50",
+        "--sweep-step-duration",
+        "500ms",
+    ];
+    let run = run_load(&args, &[]).await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    for needle in [
+        "Scenario fast (sweep step 1): POST",
+        "Sweep fast: POST",
+        "Limits:             p99 <= 100 ms, errors <= 1 %",
+        "OVER: errors 3",
+        "Knee:               none: no step met the limits",
+        "Stopped:            a step went over the limits",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle:?} in\n{}", run.stdout);
+    }
+    assert!(!run.stdout.contains("sweep step 2"), "{}", run.stdout);
+
+    let mut json = args.to_vec();
+    // Errors alone decide here: a busy test machine may delay answers.
+    json.extend([
+        "--output",
+        "json",
+        "--sweep-max-errors",
+        "35",
+        "--sweep-max-p99",
+        "60000",
+    ]);
+    let run = run_load(&json, &[]).await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let sweep = &run.json()["sweeps"][0];
+    assert_eq!(sweep["stopped"], "range_end", "{sweep}");
+    assert_eq!(sweep["knee"]["offered_rate"], 100.0);
+    let rate = sweep["steps"][0]["error_rate"].as_f64().unwrap();
+    // 30 % of the stub's answers, give or take the requests of half a second.
+    assert!((25.0..=35.0).contains(&rate), "{rate}");
+}
