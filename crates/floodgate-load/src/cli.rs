@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use http::{HeaderName, HeaderValue, Method};
 
-use crate::sweep::{parse_sweep, SweepSpec};
+use crate::sweep::{parse_compare, parse_sweep, SweepSpec};
 
 /// Smallest and largest `number` the floodgate compute endpoints accept.
 pub const NUMBER_MIN: u64 = 0;
@@ -104,6 +104,13 @@ pub struct Opts {
     /// are above this percent of those due ends the sweep.
     #[arg(long, env = "FLOODGATE_LOAD_SWEEP_MAX_ERRORS", value_name = "PCT", default_value_t = 1.0, value_parser = parse_percent)]
     pub sweep_max_errors: f64,
+
+    /// Send no load: draw the sweeps of earlier JSON reports (written with
+    /// --sweep --output json) as curves on one chart, each under NAME;
+    /// repeatable. Best with --output html.
+    #[arg(long = "compare", value_name = "NAME=FILE", env = "FLOODGATE_LOAD_COMPARE", value_delimiter = ',',
+          value_parser = parse_compare, conflicts_with = "sweep")]
+    pub compare: Vec<(String, PathBuf)>,
 
     /// Per-request timeout (e.g. 30s, 500ms).
     #[arg(long, env = "FLOODGATE_LOAD_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
@@ -639,6 +646,7 @@ mod tests {
             &["--sweep", "auto", "--rate", "10"][..],
             &["--sweep", "auto", "--fail-over-p99", "10"],
             &["--sweep", "auto", "--fail-under-success-rate", "99"],
+            &["--sweep", "auto", "--compare", "a=b.json"],
         ] {
             let e = parse(conflict).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{conflict:?}");
@@ -653,5 +661,14 @@ mod tests {
             .unwrap()
             .validate()
             .is_err());
+        let o = parse(&[
+            "--compare",
+            "fg=a.json",
+            "--compare",
+            "axum=b.json,x=c.json",
+        ])
+        .unwrap();
+        assert_eq!(o.compare.len(), 3);
+        assert_eq!(o.compare[1], ("axum".into(), PathBuf::from("b.json")));
     }
 }

@@ -12,9 +12,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::chart::{escape, fmt_number, Bar, BarChart, LineChart, Scale, Series, PALETTE};
+use crate::chart::{escape, fmt_number, Bar, BarChart, LineChart, Rule, Scale, Series, PALETTE};
 use crate::report::{fmt_percent, fmt_rate, thousands, RunReport, ScenarioReport, ServerMetrics};
 use crate::run::{LoadModel, StopReason};
+use crate::sweep::{Comparison, SweepReport};
 
 const STYLE: &str = r#"
 :root { color-scheme: light; --fg: #1d2330; --muted: #5b6475; --line: #d9dee7; --bg: #ffffff; --panel: #f6f8fb; }
@@ -65,6 +66,9 @@ pub fn render(report: &RunReport) -> String {
             ""
         }
     );
+    for (i, sweep) in report.sweeps.iter().enumerate() {
+        write_sweep(&mut out, i, sweep);
+    }
     for (i, s) in report.scenarios.iter().enumerate() {
         write_scenario(&mut out, i, s);
     }
@@ -148,9 +152,12 @@ fn write_scenario(out: &mut String, i: usize, s: &ScenarioReport) {
         Some(url) => url.clone(),
         None => format!("{} targets", s.targets.len()),
     };
+    let step = s
+        .sweep_step
+        .map_or_else(String::new, |n| format!(" (sweep step {n})"));
     let _ = write!(
         out,
-        "<h2>Scenario {}: {} {}</h2><p class=\"meta\">{} · stopped: {} · {:.3} s</p>",
+        "<h2>Scenario {}{step}: {} {}</h2><p class=\"meta\">{} · stopped: {} · {:.3} s</p>",
         escape(&s.name),
         escape(&s.method),
         escape(&target),
@@ -455,6 +462,238 @@ fn write_scenario(out: &mut String, i: usize, s: &ScenarioReport) {
         out.push_str("</dl>");
     }
     out.push_str("</section>");
+}
+
+/// The latency-versus-throughput chart of `curves` (name, sweep, colour):
+/// p99 (with markers) and p50 (dashed) of each step against its achieved
+/// rate, on a logarithmic latency axis, the knee of each as a vertical line
+/// and the p99 limit as a horizontal one.
+fn curve_chart(id: &str, curves: &[(&str, &SweepReport, &str)]) -> LineChart {
+    let mut chart = LineChart::new(
+        id,
+        "Latency versus throughput",
+        "requests/s achieved",
+        "latency (ms)",
+    );
+    chart.y_scale = Scale::Log;
+    let named = |name: &str, what: &str| {
+        if curves.len() > 1 {
+            format!("{name} {what}")
+        } else {
+            what.to_owned()
+        }
+    };
+    for (name, sweep, color) in curves {
+        let steps = sweep.curve();
+        let p99: Vec<(f64, f64)> = steps
+            .iter()
+            .filter_map(|s| Some((s.achieved_rate, s.p99_ms?)))
+            .collect();
+        let p50: Vec<(f64, f64)> = steps
+            .iter()
+            .filter_map(|s| Some((s.achieved_rate, s.p50_ms?)))
+            .collect();
+        if !p99.is_empty() {
+            chart
+                .series
+                .push(Series::new(named(name, "p99"), color, p99).with_markers());
+        }
+        if !p50.is_empty() {
+            chart
+                .series
+                .push(Series::new(named(name, "p50"), color, p50).dashed());
+        }
+        if let Some(knee) = &sweep.knee {
+            chart.x_rules.push(Rule {
+                value: knee.achieved_rate,
+                label: named(name, "knee"),
+                color: (*color).to_owned(),
+            });
+        }
+    }
+    let mut limits: Vec<f64> = curves.iter().map(|c| c.1.limits.max_p99_ms).collect();
+    limits.sort_by(f64::total_cmp);
+    limits.dedup();
+    for limit in limits {
+        chart.y_rules.push(Rule {
+            value: limit,
+            label: format!("p99 limit {limit} ms"),
+            color: "#5b6475".into(),
+        });
+    }
+    chart
+}
+
+/// A sweep: its knee, its curve and its steps.
+fn write_sweep(out: &mut String, i: usize, sw: &SweepReport) {
+    let id = |field: &str| format!("sweep{i}-{field}");
+    let target = match &sw.urls[..] {
+        [one] => one.clone(),
+        urls => format!("{} targets", urls.len()),
+    };
+    let _ = write!(
+        out,
+        "<section class=\"sweep\" id=\"sweep{i}\" data-name=\"{}\"><h2>Sweep {}: {} {}</h2><p class=\"meta\">open loop, rates {}, {:.3} s per step, at most {} in flight · limits: p99 ≤ {} ms, errors ≤ {} % · stopped: {}</p>",
+        escape(&sw.scenario),
+        escape(&sw.scenario),
+        escape(&sw.method),
+        escape(&target),
+        escape(&sw.rates),
+        sw.step_duration_secs,
+        thousands(u64::from(sw.concurrency)),
+        sw.limits.max_p99_ms,
+        sw.limits.max_error_rate,
+        sw.stopped.describe()
+    );
+    out.push_str("<dl class=\"figures\">");
+    figure(
+        out,
+        &id("steps"),
+        "Steps",
+        &sw.steps.len(),
+        &sw.steps.len().to_string(),
+    );
+    match &sw.knee {
+        Some(k) => {
+            figure(
+                out,
+                &id("knee-offered"),
+                "Knee: offered req/s",
+                &k.offered_rate,
+                &fmt_rate(k.offered_rate),
+            );
+            figure(
+                out,
+                &id("knee-achieved"),
+                "Knee: achieved req/s",
+                &k.achieved_rate,
+                &fmt_rate(k.achieved_rate),
+            );
+            if let Some(p99) = k.p99_ms {
+                figure(out, &id("knee-p99"), "Knee: p99", &p99, &fmt_ms(p99));
+            }
+        }
+        None => {
+            let _ = write!(
+                out,
+                "<div><dt>Knee</dt><dd id=\"{}\" data-value=\"null\">none: no step met the limits</dd></div>",
+                id("knee-offered")
+            );
+        }
+    }
+    out.push_str("</dl>");
+    let chart = curve_chart(&id("curve"), &[(&sw.scenario, sw, PALETTE[0])]);
+    if chart.points() > 0 {
+        out.push_str("<div class=\"charts\">");
+        chart_figure(
+            out,
+            "Latency versus throughput",
+            &chart.render(),
+            "p99 and p50 of each step against the rate it achieved; the knee is the highest offered rate within the limits.",
+        );
+        out.push_str("</div>");
+    }
+    out.push_str("<h3>Steps</h3>");
+    write_steps_table(out, &id("step"), sw);
+    out.push_str("</section>");
+}
+
+fn write_steps_table(out: &mut String, id: &str, sw: &SweepReport) {
+    out.push_str("<table><tr><th>step</th><th>offered req/s</th><th>achieved req/s</th><th>requests</th><th>p50</th><th>p99</th><th>errors</th><th>/metrics</th><th></th></tr>");
+    let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), fmt_ms);
+    for st in &sw.steps {
+        let knee = sw.knee.as_ref().is_some_and(|k| k.step == st.step);
+        let _ = write!(
+            out,
+            "<tr id=\"{id}{n}\" data-offered=\"{}\" data-passed=\"{}\"><td>{n}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3} %</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            st.offered_rate,
+            st.passed,
+            if knee { " (knee)" } else { "" },
+            fmt_rate(st.offered_rate),
+            fmt_rate(st.achieved_rate),
+            thousands(st.requests),
+            ms(st.p50_ms),
+            ms(st.p99_ms),
+            st.error_rate,
+            escape(&st.server_metrics),
+            if st.passed { "ok" } else { "bad" },
+            escape(st.reason.as_deref().unwrap_or("within the limits")),
+            n = st.step,
+        );
+    }
+    out.push_str("</table>");
+}
+
+/// The page of `--compare`: the curves of several sweeps on one chart.
+pub fn render_compare(comparison: &Comparison) -> String {
+    let mut out = String::new();
+    page_start(&mut out, "floodgate-load: latency versus throughput");
+    let _ = write!(
+        out,
+        "<header><h1>Latency versus throughput</h1><p>floodgate-load {}, generated {}; open-loop sweeps, latency from each request's scheduled send time</p></header>",
+        env!("CARGO_PKG_VERSION"),
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+    );
+    let curves: Vec<(&str, &SweepReport, &str)> = comparison
+        .curves
+        .iter()
+        .zip(PALETTE.iter().cycle())
+        .map(|(c, color)| (c.name.as_str(), &c.sweep, *color))
+        .collect();
+    out.push_str("<section id=\"compare\">");
+    let chart = curve_chart("compare-curve", &curves);
+    if chart.points() > 0 {
+        out.push_str("<div class=\"charts\">");
+        chart_figure(
+            &mut out,
+            "Latency versus throughput",
+            &chart.render(),
+            "p99 (markers) and p50 (dashed) of each step against the rate it achieved; vertical lines mark each knee.",
+        );
+        out.push_str("</div>");
+    }
+    out.push_str("<h3>Knees</h3><table><tr><th>curve</th><th>scenario</th><th>knee: offered req/s</th><th>achieved req/s</th><th>p99</th><th>limits</th><th>steps</th><th>stopped</th></tr>");
+    for (i, c) in comparison.curves.iter().enumerate() {
+        let sw = &c.sweep;
+        let (offered, achieved, p99) = match &sw.knee {
+            Some(k) => (
+                format!(
+                    "<span id=\"curve{i}-knee-offered\" data-value=\"{}\">{}</span>",
+                    k.offered_rate,
+                    fmt_rate(k.offered_rate)
+                ),
+                fmt_rate(k.achieved_rate),
+                k.p99_ms.map_or_else(|| "–".to_owned(), fmt_ms),
+            ),
+            None => ("none".to_owned(), "–".to_owned(), "–".to_owned()),
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{offered}</td><td>{achieved}</td><td>{p99}</td><td>p99 ≤ {} ms, errors ≤ {} %</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.name),
+            escape(&sw.scenario),
+            sw.limits.max_p99_ms,
+            sw.limits.max_error_rate,
+            sw.steps.len(),
+            sw.stopped.describe()
+        );
+    }
+    out.push_str("</table>");
+    for (i, c) in comparison.curves.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<h3>{} ({}: {} {})</h3>",
+            escape(&c.name),
+            escape(&c.file.display().to_string()),
+            escape(&c.sweep.method),
+            escape(&c.sweep.urls.join(", "))
+        );
+        write_steps_table(&mut out, &format!("curve{i}-step"), &c.sweep);
+    }
+    out.push_str("</section>");
+    write_json(&mut out, "JSON", comparison);
+    page_end(&mut out);
+    out
 }
 
 fn chart_figure(out: &mut String, title: &str, svg: &str, note: &str) {

@@ -637,9 +637,37 @@ fn write_output(opts: &Opts, mode: Mode, rendered: &str) -> bool {
     }
 }
 
+/// `--compare`: the sweeps of earlier JSON reports on one chart; no load.
+fn compare(opts: &Opts, mode: Mode) -> i32 {
+    let comparison = match sweep::load_curves(&opts.compare) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("floodgate-load: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let rendered = match opts.output {
+        OutputFormat::Text => report::comparison_text(&comparison),
+        OutputFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&comparison).expect("curves serialize");
+            s.push('\n');
+            s
+        }
+        OutputFormat::Html => html::render_compare(&comparison),
+    };
+    if write_output(opts, mode, &rendered) {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }
+}
+
 /// The whole command: runs, writes the report, returns the exit status.
 pub fn execute(opts: Opts) -> i32 {
     let mode = Mode::detect(opts.quiet);
+    if !opts.compare.is_empty() {
+        return compare(&opts, mode);
+    }
     let runtime = match build_runtime(opts.threads) {
         Ok(rt) => rt,
         Err(e) => {

@@ -626,6 +626,19 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
     }
 }
 
+/// The curves of `--compare` as text: each sweep as the sweep's own report shows it.
+pub fn comparison_text(comparison: &crate::sweep::Comparison) -> String {
+    let mut out = String::new();
+    for (i, c) in comparison.curves.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "Curve {} ({})", c.name, c.file.display());
+        write_sweep(&mut out, &c.sweep);
+    }
+    out
+}
+
 /// The sweep: its steps as a table, the knee and why it ended.
 fn write_sweep(out: &mut String, sw: &SweepReport) {
     let target = match &sw.urls[..] {

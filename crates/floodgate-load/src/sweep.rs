@@ -17,6 +17,7 @@
 //! not send (`unsent`: all connections were busy) among all requests due.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -342,6 +343,72 @@ impl SweepReport {
     }
 }
 
+/// One curve of `--compare`: a sweep of a JSON report, under a name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Curve {
+    pub name: String,
+    pub file: PathBuf,
+    pub sweep: SweepReport,
+}
+
+/// What `--compare` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub curves: Vec<Curve>,
+}
+
+/// Parses `NAME=FILE`.
+pub fn parse_compare(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, file)) if !name.trim().is_empty() && !file.trim().is_empty() => {
+            Ok((name.trim().to_owned(), PathBuf::from(file.trim())))
+        }
+        _ => Err(format!(
+            "`{s}` is not NAME=FILE (a name for the curve, and a JSON report with a sweep)"
+        )),
+    }
+}
+
+/// The sweeps of the JSON reports `files` (name, path): one curve per sweep,
+/// named `NAME`, or `NAME scenario` when a report holds several.
+pub fn load_curves(files: &[(String, PathBuf)]) -> Result<Comparison, String> {
+    #[derive(Deserialize)]
+    struct Report {
+        #[serde(default)]
+        sweeps: Vec<SweepReport>,
+    }
+    let mut curves = Vec::new();
+    for (name, path) in files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let report: Report = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{} is not a floodgate-load JSON report: {e}",
+                path.display()
+            )
+        })?;
+        if report.sweeps.is_empty() {
+            return Err(format!(
+                "{} holds no sweep (run floodgate-load --sweep … --output json)",
+                path.display()
+            ));
+        }
+        let several = report.sweeps.len() > 1;
+        for sweep in report.sweeps {
+            curves.push(Curve {
+                name: if several {
+                    format!("{name} {}", sweep.scenario)
+                } else {
+                    name.clone()
+                },
+                file: Path::new(path).to_owned(),
+                sweep,
+            });
+        }
+    }
+    Ok(Comparison { curves })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,5 +525,15 @@ mod tests {
         assert_eq!(end, SweepEnd::Limit);
         assert!(done.iter().all(|d| !d.1 && d.0 >= AUTO_MIN));
         assert!(done.len() <= AUTO_MAX_STEPS);
+    }
+
+    #[test]
+    fn compare_arguments() {
+        assert_eq!(
+            parse_compare("floodgate=target/a.json"),
+            Ok(("floodgate".into(), PathBuf::from("target/a.json")))
+        );
+        assert!(parse_compare("a.json").is_err());
+        assert!(parse_compare("=a.json").is_err());
     }
 }

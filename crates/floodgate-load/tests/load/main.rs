@@ -2,7 +2,7 @@
 //! scenarios against a stub server (errors, delays, broken connections,
 //! miscounting metrics, jobs that go wrong), several stubs loaded at once,
 //! runs against floodgate started in this process, sweeps, and the HTML
-//! report in headless Chromium.
+//! reports in headless Chromium.
 //!
 //! Cargo builds the binary for this test and names it in
 //! `CARGO_BIN_EXE_floodgate-load`.

@@ -1,10 +1,11 @@
-//! Sweeps against the stub: open-loop steps up to the knee, and a sweep ended
-//! by errors.
+//! Sweeps against the stub: open-loop steps up to the knee, a sweep ended by
+//! errors, and, in headless Chromium, a sweep's page and the comparison of
+//! two sweeps on one chart.
 
 use serde_json::Value;
 
 use crate::stub::{spawn_stub, Stub};
-use crate::support::run_load;
+use crate::support::{json_f64, open_in_chromium, output_dir, run_load};
 
 /// A sweep of the stub's `/paced` route (20 ms per answer) over two
 /// connections: it serves about 100 requests/s, so 20 and 80 requests/s meet
@@ -159,4 +160,153 @@ async fn errors_end_a_sweep_without_a_knee() {
     let rate = sweep["steps"][0]["error_rate"].as_f64().unwrap();
     // 30 % of the stub's answers, give or take the requests of half a second.
     assert!((25.0..=35.0).contains(&rate), "{rate}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_headless_chromium_a_sweep_and_a_comparison_draw_their_curves() {
+    let dir = output_dir("sweep");
+    let (url_a, _a) = spawn_stub(Stub::default()).await;
+    let (url_b, _b) = spawn_stub(Stub::default()).await;
+    let page = dir.join("sweep.html");
+    let run = run_load(
+        &paced_sweep(
+            &url_a,
+            "20..80:60",
+            &["--output", "html", "--output-file", page.to_str().unwrap()],
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let seen = open_in_chromium(&page, &dir.join("sweep.png")).await;
+    let sweep = &seen["json"]["sweeps"][0];
+    assert_eq!(sweep["stopped"], "range_end");
+    let knee = sweep["knee"]["offered_rate"].as_f64().unwrap();
+    assert_eq!(knee, 80.0);
+    assert_eq!(
+        json_f64(
+            seen["figures"]["sweep0-knee-offered"]["value"]
+                .as_str()
+                .unwrap()
+        ),
+        knee
+    );
+    assert_eq!(seen["figures"]["sweep0-knee-offered"]["text"], "80.0");
+    let curve = seen["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "sweep0-curve")
+        .expect("the sweep's curve");
+    assert_eq!(curve["points"], 4, "p50 and p99 of two steps: {curve}");
+    // Each step has its scenario section and charts.
+    for id in ["s0-throughput", "s1-throughput", "s1-percentiles"] {
+        assert!(
+            seen["charts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["id"] == id),
+            "{id}"
+        );
+    }
+
+    // Two sweeps as JSON, then both curves on one chart.
+    let mut files = Vec::new();
+    for (name, url) in [("stub-a", &url_a), ("stub-b", &url_b)] {
+        let file = dir.join(format!("{name}.json"));
+        let run = run_load(
+            &paced_sweep(url, "20..80:60", &["--output-file", file.to_str().unwrap()]),
+            &[],
+        )
+        .await;
+        assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+        files.push(format!("{name}={}", file.display()));
+    }
+    let chart = dir.join("compare.html");
+    let run = run_load(
+        &[
+            "--compare",
+            &files[0],
+            "--compare",
+            &files[1],
+            "--output",
+            "html",
+            "--output-file",
+            chart.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let seen = open_in_chromium(&chart, &dir.join("compare.png")).await;
+    let curves = seen["json"]["curves"].as_array().unwrap();
+    assert_eq!(curves.len(), 2);
+    assert_eq!(curves[0]["name"], "stub-a");
+    let chart = &seen["charts"][0];
+    assert_eq!(chart["id"], "compare-curve");
+    let names: Vec<&str> = chart["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["stub-a p99", "stub-a p50", "stub-b p99", "stub-b p50"]
+    );
+    for (i, c) in curves.iter().enumerate() {
+        let knee = &c["sweep"]["knee"];
+        assert_eq!(
+            json_f64(
+                seen["figures"][format!("curve{i}-knee-offered")]["value"]
+                    .as_str()
+                    .unwrap()
+            ),
+            knee["offered_rate"].as_f64().unwrap()
+        );
+        let p99 = series_values(chart, &format!("{} p99", c["name"].as_str().unwrap()));
+        let expected: Vec<(f64, f64)> = c["sweep"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["achieved_rate"].as_f64().unwrap(),
+                    s["p99_ms"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(p99, expected);
+    }
+    // The p99 limit and both knees are drawn.
+    assert_eq!(chart["rules"].as_array().unwrap().len(), 3, "{chart}");
+
+    // A report without a sweep cannot be compared.
+    let plain = dir.join("plain.json");
+    std::fs::write(&plain, r#"{"scenarios": []}"#).unwrap();
+    let run = run_load(
+        &["--compare", &format!("x={}", plain.display()), "--quiet"],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("holds no sweep"), "{}", run.stderr);
+}
+
+fn series_values(chart: &Value, name: &str) -> Vec<(f64, f64)> {
+    chart["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {chart}"))["values"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .map(|p| {
+            let (x, y) = p.split_once(',').unwrap();
+            (json_f64(x), json_f64(y))
+        })
+        .collect()
 }
