@@ -13,6 +13,8 @@ use std::fmt::Write as _;
 /// Width and height of a chart's view box.
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 280.0;
+/// The view box of a chart meant to span the page.
+pub const WIDE: (f64, f64) = (1000.0, 400.0);
 /// Plot area margins: left (y tick labels), right, top (legend), bottom (x ticks and label).
 const LEFT: f64 = 68.0;
 const RIGHT: f64 = 20.0;
@@ -92,6 +94,8 @@ pub struct LineChart {
     pub y_rules: Vec<Rule>,
     /// Vertical lines at an x value (a knee).
     pub x_rules: Vec<Rule>,
+    /// The view box: (width, height).
+    pub size: (f64, f64),
 }
 
 /// An axis: the data range after the scale's transform, and its ticks.
@@ -318,6 +322,7 @@ impl LineChart {
             series: Vec::new(),
             y_rules: Vec::new(),
             x_rules: Vec::new(),
+            size: (WIDTH, HEIGHT),
         }
     }
 
@@ -340,14 +345,15 @@ impl LineChart {
             .chain(self.y_rules.iter().map(|r| r.value));
         let x_axis = Axis::new(self.x_scale, xs);
         let y_axis = Axis::new(self.y_scale, ys);
-        let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
+        let (width, height) = self.size;
+        let (plot_w, plot_h) = (width - LEFT - RIGHT, height - TOP - BOTTOM);
         let px = |v: f64| x_axis.fraction(v).map(|f| LEFT + f * plot_w);
         let py = |v: f64| y_axis.fraction(v).map(|f| TOP + plot_h - f * plot_h);
 
         let mut out = String::new();
         let _ = write!(
             out,
-            r#"<svg class="chart" id="{id}" data-kind="line" data-points="{points}" data-series="{series}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{id}-title" xmlns="http://www.w3.org/2000/svg"><title id="{id}-title">{title}</title>"#,
+            r#"<svg class="chart" id="{id}" data-kind="line" data-points="{points}" data-series="{series}" viewBox="0 0 {width} {height}" role="img" aria-labelledby="{id}-title" xmlns="http://www.w3.org/2000/svg"><title id="{id}-title">{title}</title>"#,
             id = escape(&self.id),
             points = self.points(),
             series = self.series.len(),
@@ -385,7 +391,7 @@ impl LineChart {
             out,
             r#"<text class="axis-label" x="{x}" y="{y}" text-anchor="middle">{label}</text>"#,
             x = LEFT + plot_w / 2.0,
-            y = HEIGHT - 8.0,
+            y = height - 8.0,
             label = escape(&self.x_label),
         );
         let _ = write!(

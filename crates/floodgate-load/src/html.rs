@@ -12,7 +12,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::chart::{escape, fmt_number, Bar, BarChart, LineChart, Rule, Scale, Series, PALETTE};
+use crate::chart::{
+    escape, fmt_number, Bar, BarChart, LineChart, Rule, Scale, Series, PALETTE, WIDE,
+};
 use crate::report::{fmt_percent, fmt_rate, thousands, RunReport, ScenarioReport, ServerMetrics};
 use crate::run::{LoadModel, StopReason};
 use crate::sweep::{Comparison, SweepReport};
@@ -32,6 +34,7 @@ dl.figures div { background: var(--panel); border: 1px solid var(--line); border
 dl.figures dt { color: var(--muted); font-size: 12px; }
 dl.figures dd { margin: 0; font-size: 16px; font-variant-numeric: tabular-nums; }
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 16px; }
+.charts.wide { grid-template-columns: 1fr; }
 figure { margin: 0; background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; }
 figure h3 { margin: 0 0 4px; }
 figure p { margin: 2px 0 0; color: var(--muted); font-size: 12px; }
@@ -48,6 +51,7 @@ th, td { border-bottom: 1px solid var(--line); padding: 3px 10px; text-align: ri
 th:first-child, td:first-child { text-align: left; }
 th { color: var(--muted); font-weight: 600; }
 .ok { color: #1a7f37; } .bad { color: #c62828; font-weight: 600; }
+td.ok, td.bad { text-align: left; }
 details { margin-top: 24px; } pre { background: var(--panel); border: 1px solid var(--line); padding: 10px; overflow: auto; max-height: 480px; font-size: 12px; }
 "#;
 
@@ -476,6 +480,7 @@ fn curve_chart(id: &str, curves: &[(&str, &SweepReport, &str)]) -> LineChart {
         "latency (ms)",
     );
     chart.y_scale = Scale::Log;
+    chart.size = WIDE;
     let named = |name: &str, what: &str| {
         if curves.len() > 1 {
             format!("{name} {what}")
@@ -584,7 +589,7 @@ fn write_sweep(out: &mut String, i: usize, sw: &SweepReport) {
     out.push_str("</dl>");
     let chart = curve_chart(&id("curve"), &[(&sw.scenario, sw, PALETTE[0])]);
     if chart.points() > 0 {
-        out.push_str("<div class=\"charts\">");
+        out.push_str("<div class=\"charts wide\">");
         chart_figure(
             out,
             "Latency versus throughput",
@@ -643,7 +648,7 @@ pub fn render_compare(comparison: &Comparison) -> String {
     out.push_str("<section id=\"compare\">");
     let chart = curve_chart("compare-curve", &curves);
     if chart.points() > 0 {
-        out.push_str("<div class=\"charts\">");
+        out.push_str("<div class=\"charts wide\">");
         chart_figure(
             &mut out,
             "Latency versus throughput",
