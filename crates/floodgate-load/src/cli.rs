@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use http::{HeaderName, HeaderValue, Method};
 
+use crate::sweep::{parse_compare, parse_sweep, SweepSpec};
+
 /// Smallest and largest `number` the floodgate compute endpoints accept.
 pub const NUMBER_MIN: u64 = 0;
 pub const NUMBER_MAX: u64 = 1_000_000;
@@ -80,6 +82,36 @@ pub struct Opts {
     #[arg(short = 'r', long, env = "FLOODGATE_LOAD_RATE", value_parser = parse_rate)]
     pub rate: Option<f64>,
 
+    /// Sweep: open-loop steps at rising rates, START, START+STEP … END
+    /// requests/s (without STEP, ten evenly spaced rates), or `auto` (start
+    /// at 1000/s, double, then bisect to the knee), each lasting
+    /// --sweep-step-duration; stops at the first step over --sweep-max-p99 or
+    /// --sweep-max-errors and reports the latency-versus-throughput curve and
+    /// its knee (the highest rate within both).
+    #[arg(long, env = "FLOODGATE_LOAD_SWEEP", value_name = "START..END[:STEP]|auto", value_parser = parse_sweep,
+          conflicts_with_all = ["rate", "fail_over_p99", "fail_under_success_rate"])]
+    pub sweep: Option<SweepSpec>,
+
+    /// Sweep: duration of each step [default: --duration].
+    #[arg(long, env = "FLOODGATE_LOAD_SWEEP_STEP_DURATION", value_parser = parse_positive_duration)]
+    pub sweep_step_duration: Option<Duration>,
+
+    /// Sweep: a step whose p99 latency (milliseconds) is above this ends the sweep.
+    #[arg(long, env = "FLOODGATE_LOAD_SWEEP_MAX_P99", value_name = "MS", default_value_t = 100.0, value_parser = parse_positive)]
+    pub sweep_max_p99: f64,
+
+    /// Sweep: a step whose requests without a 2xx answer (and unsent ones)
+    /// are above this percent of those due ends the sweep.
+    #[arg(long, env = "FLOODGATE_LOAD_SWEEP_MAX_ERRORS", value_name = "PCT", default_value_t = 1.0, value_parser = parse_percent)]
+    pub sweep_max_errors: f64,
+
+    /// Send no load: draw the sweeps of earlier JSON reports (written with
+    /// --sweep --output json) as curves on one chart, each under NAME;
+    /// repeatable. Best with --output html.
+    #[arg(long = "compare", value_name = "NAME=FILE", env = "FLOODGATE_LOAD_COMPARE", value_delimiter = ',',
+          value_parser = parse_compare, conflicts_with = "sweep")]
+    pub compare: Vec<(String, PathBuf)>,
+
     /// Per-request timeout (e.g. 30s, 500ms).
     #[arg(long, env = "FLOODGATE_LOAD_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     pub timeout: Duration,
@@ -139,7 +171,8 @@ pub struct Opts {
     #[arg(short = 't', long, env = "FLOODGATE_LOAD_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
 
-    /// Report format.
+    /// Report format: text, JSON, or one self-contained HTML page with
+    /// charts (no script, no external resource).
     #[arg(short = 'o', long, env = "FLOODGATE_LOAD_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
@@ -202,6 +235,8 @@ pub enum ScenarioArg {
 pub enum OutputFormat {
     Text,
     Json,
+    /// One self-contained page with charts (give it --output-file).
+    Html,
 }
 
 /// Inclusive range of body numbers.
@@ -272,6 +307,12 @@ impl Opts {
                 return Err("--grpc calls ComputeService/Fast and /Intensive with generated numbers; --path, --body and --method do not apply".into());
             }
         }
+        if self.sweep.is_some() && self.runs_jobs() {
+            return Err("--sweep loads requests; --scenario jobs cannot be swept".into());
+        }
+        if self.sweep_step_duration.is_some() && self.sweep.is_none() {
+            return Err("--sweep-step-duration applies to --sweep only".into());
+        }
         if self.runs_jobs() {
             if self.body.is_some() {
                 return Err("--body does not apply to --scenario jobs: each job is {\"number\": n, \"rounds\": r}, n from --number-range".into());
@@ -308,6 +349,14 @@ fn parse_percent(s: &str) -> Result<f64, String> {
         return Err("must be between 0 and 100".into());
     }
     Ok(p)
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err("must be a positive number".into());
+    }
+    Ok(v)
 }
 
 fn parse_non_negative(s: &str) -> Result<f64, String> {
@@ -563,5 +612,63 @@ mod tests {
         assert!(o.quiet);
         assert_eq!(o.threads, Some(1));
         assert!(parse(&["-o", "xml"]).is_err());
+        assert_eq!(parse(&["-o", "html"]).unwrap().output, OutputFormat::Html);
+    }
+
+    #[test]
+    fn sweep_options() {
+        let o = parse(&[
+            "--sweep",
+            "1000..20000:1000",
+            "--sweep-step-duration",
+            "5s",
+            "--sweep-max-p99",
+            "25",
+            "--sweep-max-errors",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.sweep,
+            Some(SweepSpec::Range {
+                start: 1000.0,
+                end: 20000.0,
+                step: 1000.0
+            })
+        );
+        assert_eq!(o.sweep_step_duration, Some(Duration::from_secs(5)));
+        assert_eq!((o.sweep_max_p99, o.sweep_max_errors), (25.0, 0.5));
+        assert!(o.validate().is_ok());
+        let o = parse(&["--sweep", "auto"]).unwrap();
+        assert_eq!(o.sweep, Some(SweepSpec::Auto));
+        assert_eq!((o.sweep_max_p99, o.sweep_max_errors), (100.0, 1.0));
+        for conflict in [
+            &["--sweep", "auto", "--rate", "10"][..],
+            &["--sweep", "auto", "--fail-over-p99", "10"],
+            &["--sweep", "auto", "--fail-under-success-rate", "99"],
+            &["--sweep", "auto", "--compare", "a=b.json"],
+        ] {
+            let e = parse(conflict).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{conflict:?}");
+        }
+        assert!(parse(&["--sweep", "10..1"]).is_err());
+        assert!(parse(&["--sweep-max-p99", "0"]).is_err());
+        assert!(parse(&["--sweep", "auto", "-s", "jobs"])
+            .unwrap()
+            .validate()
+            .is_err());
+        assert!(parse(&["--sweep-step-duration", "1s"])
+            .unwrap()
+            .validate()
+            .is_err());
+        let o = parse(&[
+            "--compare",
+            "fg=a.json",
+            "--compare",
+            "axum=b.json,x=c.json",
+        ])
+        .unwrap();
+        assert_eq!(o.compare.len(), 3);
+        assert_eq!(o.compare[1], ("axum".into(), PathBuf::from("b.json")));
     }
 }

@@ -4,8 +4,10 @@
 //! [`RunReport`]; [`execute`] wraps it for the command line (runtime, Ctrl-C,
 //! progress, report output and exit status).
 
+pub mod chart;
 pub mod cli;
 pub mod client;
+pub mod html;
 pub mod jobs;
 pub mod progress;
 pub mod report;
@@ -13,6 +15,8 @@ pub mod run;
 pub mod schedule;
 pub mod server;
 pub mod stats;
+pub mod sweep;
+pub mod timeline;
 
 use std::io::Write;
 use std::time::Duration;
@@ -32,6 +36,7 @@ pub use report::RunReport;
 use report::{ScenarioReport, ServerMetrics, TargetMetrics};
 use run::{JobPlan, LoadModel, PhasePlan, PhaseTarget, StopReason};
 use server::{ClientCounts, MetricsSource};
+use sweep::{Next, SweepEnd, SweepLimits, SweepReport, SweepSpec, SweepStep};
 
 /// Why a run could not produce a report.
 #[derive(Debug)]
@@ -133,7 +138,16 @@ pub async fn run(
             concurrency: opts.concurrency,
         },
     };
+    let ctx = Ctx {
+        opts,
+        mode,
+        metrics: &metrics,
+        control_timeout,
+        threads,
+        interrupt,
+    };
     let mut reports = Vec::new();
+    let mut sweeps = Vec::new();
     let mut interrupted = false;
     for scenario in opts.scenarios() {
         let jobs = scenario.jobs.then_some(JobPlan {
@@ -200,8 +214,14 @@ pub async fn run(
                 record_window: false,
                 jobs,
             };
-            let (warm, kept) =
-                run::run_phase(&phase_targets, &warm_plan, pools, |_| {}, interrupt.clone()).await;
+            let (warm, kept) = run::run_phase(
+                &phase_targets,
+                &warm_plan,
+                pools,
+                |_| {},
+                ctx.interrupt.clone(),
+            )
+            .await;
             pools = kept;
             if warm.stop_reason == StopReason::Interrupted {
                 interrupted = true;
@@ -220,26 +240,27 @@ pub async fn run(
             }
         }
 
-        let before = if opts.no_server_metrics {
-            None
-        } else {
-            Some(server::snapshot_all(&metrics, control_timeout).await)
-        };
-
-        let plan = PhasePlan {
-            model,
-            max_requests: scenario.requests,
-            max_duration: opts.duration,
-            timeout: opts.timeout,
-            threads,
-            record_window: mode != Mode::Off,
-            jobs,
-        };
         let spread = if targets.len() > 1 {
             format!(" over {} targets", targets.len())
         } else {
             String::new()
         };
+        let measured = Measured {
+            scenario: &scenario,
+            targets: &phase_targets,
+            urls: &urls,
+        };
+        if let Some(spec) = &opts.sweep {
+            let (sweep, steps, stop) = run_sweep(&ctx, &measured, spec, &spread, pools).await;
+            reports.extend(steps);
+            sweeps.push(sweep);
+            if stop == StopReason::Interrupted {
+                interrupted = true;
+                break;
+            }
+            continue;
+        }
+
         let load = match (model, &jobs) {
             (LoadModel::Closed { concurrency }, None) => {
                 format!("closed loop, {concurrency} connections{spread}")
@@ -281,50 +302,235 @@ pub async fn run(
                 }
             ),
         );
-        let mut progress = Progress::none();
-        let (result, _pools) = run::run_phase(
-            &phase_targets,
+        let plan = PhasePlan {
+            model,
+            max_requests: scenario.requests,
+            max_duration: opts.duration,
+            timeout: opts.timeout,
+            threads,
+            record_window: mode != Mode::Off,
+            jobs,
+        };
+        let (report, stop, _pools) = measure(
+            &ctx,
+            &measured,
             &plan,
+            &scenario.name,
+            (opts.fail_under_success_rate, opts.fail_over_p99),
             pools,
-            |live| progress = Progress::start(mode, live, opts.report_interval, &scenario.name),
-            interrupt.clone(),
         )
         .await;
-        progress.finish();
-
-        let server_metrics = match before {
-            None => ServerMetrics::skipped(),
-            Some(Err(reason)) => ServerMetrics::unavailable(reason),
-            Some(Ok(before)) => {
-                let client = ClientCounts::from_stats(&result.stats, result.cancelled);
-                let settle = if client.abandoned > 0 {
-                    SETTLE.max(opts.timeout.min(Duration::from_secs(10)))
-                } else {
-                    SETTLE
-                };
-                match server::settled_snapshot(&metrics, control_timeout, &before, client, settle)
-                    .await
-                {
-                    Ok((after, check)) => checked_metrics(&metrics, &result, before, after, check),
-                    Err(reason) => ServerMetrics::unavailable(format!("after the run: {reason}")),
-                }
-            }
-        };
-        reports.push(ScenarioReport::new(
-            &scenario.name,
-            scenario.method.as_str(),
-            &urls,
-            model,
-            &result,
-            server_metrics,
-            (opts.fail_under_success_rate, opts.fail_over_p99),
-        ));
-        if result.stop_reason == StopReason::Interrupted {
+        reports.push(report);
+        if stop == StopReason::Interrupted {
             interrupted = true;
             break;
         }
     }
-    Ok(RunReport::new(reports, interrupted))
+    Ok(RunReport::new(reports, interrupted).with_sweeps(sweeps))
+}
+
+/// What a run shares with each of its measured phases.
+struct Ctx<'a> {
+    opts: &'a Opts,
+    mode: Mode,
+    metrics: &'a [MetricsSource],
+    control_timeout: Duration,
+    threads: usize,
+    interrupt: watch::Receiver<bool>,
+}
+
+/// The scenario being measured and where its requests go.
+struct Measured<'a> {
+    scenario: &'a cli::Scenario,
+    targets: &'a [PhaseTarget],
+    urls: &'a [String],
+}
+
+/// One measured phase: the server's counters before, the load, the counters
+/// after (and their check), and the phase's report; also returns how the
+/// phase stopped and the connections to keep.
+async fn measure(
+    ctx: &Ctx<'_>,
+    m: &Measured<'_>,
+    plan: &PhasePlan,
+    label: &str,
+    thresholds: (Option<f64>, Option<f64>),
+    pools: Vec<run::Pool>,
+) -> (ScenarioReport, StopReason, Vec<run::Pool>) {
+    let opts = ctx.opts;
+    let before = if opts.no_server_metrics {
+        None
+    } else {
+        Some(server::snapshot_all(ctx.metrics, ctx.control_timeout).await)
+    };
+    let mut progress = Progress::none();
+    let (result, pools) = run::run_phase(
+        m.targets,
+        plan,
+        pools,
+        |live| progress = Progress::start(ctx.mode, live, opts.report_interval, label),
+        ctx.interrupt.clone(),
+    )
+    .await;
+    progress.finish();
+
+    let server_metrics = match before {
+        None => ServerMetrics::skipped(),
+        Some(Err(reason)) => ServerMetrics::unavailable(reason),
+        Some(Ok(before)) => {
+            let client = ClientCounts::from_stats(&result.stats, result.cancelled);
+            let settle = if client.abandoned > 0 {
+                SETTLE.max(opts.timeout.min(Duration::from_secs(10)))
+            } else {
+                SETTLE
+            };
+            match server::settled_snapshot(
+                ctx.metrics,
+                ctx.control_timeout,
+                &before,
+                client,
+                settle,
+            )
+            .await
+            {
+                Ok((after, check)) => checked_metrics(ctx.metrics, &result, before, after, check),
+                Err(reason) => ServerMetrics::unavailable(format!("after the run: {reason}")),
+            }
+        }
+    };
+    let report = ScenarioReport::new(
+        &m.scenario.name,
+        m.scenario.method.as_str(),
+        m.urls,
+        plan.model,
+        &result,
+        server_metrics,
+        thresholds,
+    );
+    (report, result.stop_reason, pools)
+}
+
+/// A scenario's sweep (see [`sweep`]): open-loop steps, each a measured
+/// phase with its own `/metrics` check, on the connections the warmup (and
+/// each step) left open. Returns the sweep, the steps' reports and how the
+/// last step stopped.
+async fn run_sweep(
+    ctx: &Ctx<'_>,
+    m: &Measured<'_>,
+    spec: &SweepSpec,
+    spread: &str,
+    mut pools: Vec<run::Pool>,
+) -> (SweepReport, Vec<ScenarioReport>, StopReason) {
+    let opts = ctx.opts;
+    let step_duration = opts.sweep_step_duration.unwrap_or(opts.duration);
+    // Steps last their duration unless --requests is given.
+    let max_requests = opts.requests.unwrap_or(u64::MAX);
+    let limits = SweepLimits {
+        max_p99_ms: opts.sweep_max_p99,
+        max_error_rate: opts.sweep_max_errors,
+    };
+    note(
+        ctx.mode,
+        &format!(
+            "Sweep {}: {} {} | rates {spec}, {} per step, at most {} in flight{spread} | limits: p99 <= {} ms, errors <= {} %",
+            m.scenario.name,
+            m.scenario.method,
+            m.urls.join(", "),
+            humantime::format_duration(step_duration),
+            opts.concurrency,
+            limits.max_p99_ms,
+            limits.max_error_rate
+        ),
+    );
+    let mut done = Vec::new();
+    let mut steps = Vec::new();
+    let mut reports = Vec::new();
+    let mut stop = StopReason::Duration;
+    let stopped = loop {
+        let rate = match sweep::next_step(spec, &done) {
+            Next::Run(rate) => rate,
+            Next::Done(end) => break end,
+        };
+        let n = done.len() + 1;
+        let plan = PhasePlan {
+            model: LoadModel::Open {
+                rate,
+                concurrency: opts.concurrency,
+            },
+            max_requests,
+            max_duration: step_duration,
+            timeout: opts.timeout,
+            threads: ctx.threads,
+            record_window: ctx.mode != Mode::Off,
+            jobs: None,
+        };
+        let label = format!("{} {}/s", m.scenario.name, report::fmt_rate(rate));
+        let (mut report, step_stop, kept) =
+            measure(ctx, m, &plan, &label, (None, None), pools).await;
+        pools = kept;
+        stop = step_stop;
+        report.sweep_step = Some(n);
+        let step = SweepStep::new(
+            n,
+            rate,
+            &report,
+            &limits,
+            step_stop == StopReason::Interrupted,
+        );
+        note(
+            ctx.mode,
+            &format!(
+                "Sweep {} step {n}: {} req/s offered, {} achieved, p99 {}, errors {:.3} % | {}",
+                m.scenario.name,
+                report::fmt_rate(rate),
+                report::fmt_rate(step.achieved_rate),
+                step.p99_ms
+                    .map_or_else(|| "-".to_owned(), report::fmt_latency_short),
+                step.error_rate,
+                step.reason.as_deref().unwrap_or("within the limits")
+            ),
+        );
+        done.push((rate, step.passed));
+        steps.push(step);
+        reports.push(report);
+        if step_stop == StopReason::Interrupted {
+            break SweepEnd::Interrupted;
+        }
+    };
+    let sweep = SweepReport::new(
+        &m.scenario.name,
+        m.scenario.method.as_str(),
+        m.urls,
+        spec,
+        step_duration,
+        opts.concurrency,
+        limits,
+        steps,
+        stopped,
+    );
+    match &sweep.knee {
+        Some(knee) => note(
+            ctx.mode,
+            &format!(
+                "Sweep {}: knee at {} req/s offered ({} achieved, p99 {}); {}",
+                m.scenario.name,
+                report::fmt_rate(knee.offered_rate),
+                report::fmt_rate(knee.achieved_rate),
+                knee.p99_ms
+                    .map_or_else(|| "-".to_owned(), report::fmt_latency_short),
+                stopped.describe()
+            ),
+        ),
+        None => note(
+            ctx.mode,
+            &format!(
+                "Sweep {}: no step met the limits; {}",
+                m.scenario.name,
+                stopped.describe()
+            ),
+        ),
+    }
+    (sweep, reports, stop)
 }
 
 /// `rounds 1000, polled every 50ms`.
@@ -407,9 +613,61 @@ pub fn exit_status(report: &RunReport, opts: &Opts) -> i32 {
     }
 }
 
+/// Writes `rendered` to `--output-file` or stdout; `false` (after saying
+/// why) when it could not.
+fn write_output(opts: &Opts, mode: Mode, rendered: &str) -> bool {
+    match &opts.output_file {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, rendered) {
+                eprintln!(
+                    "floodgate-load: cannot write the report to {}: {e}",
+                    path.display()
+                );
+                return false;
+            }
+            note(mode, &format!("Report written to {}", path.display()));
+            true
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(rendered.as_bytes())
+                .and_then(|()| out.flush())
+                .is_ok()
+        }
+    }
+}
+
+/// `--compare`: the sweeps of earlier JSON reports on one chart; no load.
+fn compare(opts: &Opts, mode: Mode) -> i32 {
+    let comparison = match sweep::load_curves(&opts.compare) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("floodgate-load: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let rendered = match opts.output {
+        OutputFormat::Text => report::comparison_text(&comparison),
+        OutputFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&comparison).expect("curves serialize");
+            s.push('\n');
+            s
+        }
+        OutputFormat::Html => html::render_compare(&comparison),
+    };
+    if write_output(opts, mode, &rendered) {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }
+}
+
 /// The whole command: runs, writes the report, returns the exit status.
 pub fn execute(opts: Opts) -> i32 {
     let mode = Mode::detect(opts.quiet);
+    if !opts.compare.is_empty() {
+        return compare(&opts, mode);
+    }
     let runtime = match build_runtime(opts.threads) {
         Ok(rt) => rt,
         Err(e) => {
@@ -448,28 +706,10 @@ pub fn execute(opts: Opts) -> i32 {
     let rendered = match opts.output {
         OutputFormat::Text => report.to_text(),
         OutputFormat::Json => report.to_json(),
+        OutputFormat::Html => html::render(&report),
     };
-    match &opts.output_file {
-        Some(path) => {
-            if let Err(e) = std::fs::write(path, &rendered) {
-                eprintln!(
-                    "floodgate-load: cannot write the report to {}: {e}",
-                    path.display()
-                );
-                return EXIT_ERROR;
-            }
-            note(mode, &format!("Report written to {}", path.display()));
-        }
-        None => {
-            let mut out = std::io::stdout().lock();
-            if out
-                .write_all(rendered.as_bytes())
-                .and_then(|()| out.flush())
-                .is_err()
-            {
-                return EXIT_ERROR;
-            }
-        }
+    if !write_output(&opts, mode, &rendered) {
+        return EXIT_ERROR;
     }
     if !report.counts_consistent {
         eprintln!("floodgate-load: MISMATCH between the server's /metrics counters and the client's counts");

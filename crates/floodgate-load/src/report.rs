@@ -1,4 +1,5 @@
-//! Reports: one per scenario, as text or JSON.
+//! Reports: one per scenario, as text or JSON (the HTML report, made from
+//! the same values, is in [`crate::html`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,12 +10,18 @@ use serde_json::{Map, Value};
 use crate::jobs::{JobStats, Mismatch};
 use crate::run::{JobPlan, LoadModel, PhaseResult, StopReason};
 use crate::server::CountCheck;
-use crate::stats::{rate_per_second, LatencySummary, Stats};
+use crate::stats::{rate_per_second, LatencySummary, PercentilePoint, Stats};
+use crate::sweep::SweepReport;
+use crate::timeline::TimelineReport;
 
 /// Everything a run produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// Every measured phase: one per scenario, or one per step of a sweep.
     pub scenarios: Vec<ScenarioReport>,
+    /// With `--sweep`: each scenario's sweep (its steps are in `scenarios`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sweeps: Vec<SweepReport>,
     /// `true` when every threshold held in every scenario.
     pub thresholds_passed: bool,
     /// `true` when every server count check that ran matched.
@@ -29,6 +36,9 @@ pub struct RunReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
     pub name: String,
+    /// With `--sweep`: the step of the scenario's sweep this phase was (1, 2, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep_step: Option<usize>,
     pub method: String,
     /// The URL loaded, when there is one target.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,6 +52,11 @@ pub struct ScenarioReport {
     pub rps: f64,
     /// Over all HTTP responses (any status); `null` when there were none.
     pub latency_ms: Option<LatencySummary>,
+    /// The latency at many percentiles (0 to 99.9999, up to the first that
+    /// reaches the maximum), for an HDR percentile plot; empty without responses.
+    pub percentiles: Vec<PercentilePoint>,
+    /// Requests completed and their latency percentiles, second by second.
+    pub timeline: TimelineReport,
     pub status_codes: BTreeMap<String, u64>,
     pub error_codes: BTreeMap<String, u64>,
     pub server_metrics: ServerMetrics,
@@ -353,6 +368,7 @@ impl ScenarioReport {
             .collect();
         ScenarioReport {
             name: name.to_owned(),
+            sweep_step: None,
             method: method.to_owned(),
             url: match urls {
                 [one] => Some(one.clone()),
@@ -365,6 +381,8 @@ impl ScenarioReport {
             duration_secs: result.elapsed.as_secs_f64(),
             rps: rate_per_second(s.total(), result.elapsed),
             latency_ms: latency,
+            percentiles: s.spectrum(),
+            timeline: result.timeline.clone(),
             status_codes: status_codes(s),
             error_codes: s.error_codes(),
             server_metrics,
@@ -416,11 +434,18 @@ impl RunReport {
         let jobs_verified = scenarios.iter().all(|s| s.digest_mismatches() == 0);
         RunReport {
             scenarios,
+            sweeps: Vec::new(),
             thresholds_passed,
             counts_consistent,
             jobs_verified,
             interrupted,
         }
+    }
+
+    /// Adds the sweeps whose steps are among the scenarios.
+    pub fn with_sweeps(mut self, sweeps: Vec<SweepReport>) -> Self {
+        self.sweeps = sweeps;
+        self
     }
 
     pub fn to_json(&self) -> String {
@@ -437,6 +462,10 @@ impl RunReport {
             }
             write_scenario(&mut out, s);
         }
+        for sweep in &self.sweeps {
+            out.push('\n');
+            write_sweep(&mut out, sweep);
+        }
         if self.interrupted {
             out.push_str(
                 "\nInterrupted: the run was stopped by Ctrl-C; remaining scenarios were skipped.\n",
@@ -448,14 +477,17 @@ impl RunReport {
 
 fn write_scenario(out: &mut String, s: &ScenarioReport) {
     let r = &s.requests;
+    let step = s
+        .sweep_step
+        .map_or_else(String::new, |n| format!(" (sweep step {n})"));
     match &s.url {
         Some(url) => {
-            let _ = writeln!(out, "Scenario {}: {} {url}", s.name, s.method);
+            let _ = writeln!(out, "Scenario {}{step}: {} {url}", s.name, s.method);
         }
         None => {
             let _ = writeln!(
                 out,
-                "Scenario {}: {} on {} targets",
+                "Scenario {}{step}: {} on {} targets",
                 s.name,
                 s.method,
                 s.targets.len()
@@ -592,6 +624,81 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
             t.name, t.limit
         );
     }
+}
+
+/// The curves of `--compare` as text: each sweep as the sweep's own report shows it.
+pub fn comparison_text(comparison: &crate::sweep::Comparison) -> String {
+    let mut out = String::new();
+    for (i, c) in comparison.curves.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "Curve {} ({})", c.name, c.file.display());
+        write_sweep(&mut out, &c.sweep);
+    }
+    out
+}
+
+/// The sweep: its steps as a table, the knee and why it ended.
+fn write_sweep(out: &mut String, sw: &SweepReport) {
+    let target = match &sw.urls[..] {
+        [one] => one.clone(),
+        urls => format!("{} targets", urls.len()),
+    };
+    let _ = writeln!(out, "Sweep {}: {} {target}", sw.scenario, sw.method);
+    let _ = writeln!(
+        out,
+        "  Steps:              open loop, rates {}, {:.3}s each, at most {} in flight (latency from scheduled send time)",
+        sw.rates,
+        sw.step_duration_secs,
+        thousands(u64::from(sw.concurrency))
+    );
+    let _ = writeln!(
+        out,
+        "  Limits:             p99 <= {} ms, errors <= {} %",
+        sw.limits.max_p99_ms, sw.limits.max_error_rate
+    );
+    let _ = writeln!(
+        out,
+        "  {:>4} {:>12} {:>12} {:>12} {:>13} {:>13} {:>9}  {:<11} verdict",
+        "step", "offered/s", "achieved/s", "requests", "p50", "p99", "errors", "/metrics"
+    );
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3} ms"));
+    for st in &sw.steps {
+        let verdict = match &st.reason {
+            None => "ok".to_owned(),
+            Some(reason) => format!("OVER: {reason}"),
+        };
+        let _ = writeln!(
+            out,
+            "  {:>4} {:>12} {:>12} {:>12} {:>13} {:>13} {:>8.3}%  {:<11} {verdict}",
+            st.step,
+            fmt_rate(st.offered_rate),
+            fmt_rate(st.achieved_rate),
+            thousands(st.requests),
+            ms(st.p50_ms),
+            ms(st.p99_ms),
+            st.error_rate,
+            st.server_metrics,
+        );
+    }
+    match &sw.knee {
+        Some(k) => {
+            let _ = writeln!(
+                out,
+                "  Knee:               {} req/s offered (step {}): {} achieved, p50 {}, p99 {}",
+                fmt_rate(k.offered_rate),
+                k.step,
+                fmt_rate(k.achieved_rate),
+                ms(k.p50_ms),
+                ms(k.p99_ms)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  Knee:               none: no step met the limits");
+        }
+    }
+    let _ = writeln!(out, "  Stopped:            {}", sw.stopped.describe());
 }
 
 /// min/mean/max, then one line per percentile.
@@ -821,7 +928,8 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-fn fmt_rate(r: f64) -> String {
+/// Requests per second as the reports show them: `45,234.3` (`0.500` below 1).
+pub fn fmt_rate(r: f64) -> String {
     if r >= 1.0 {
         let tenths = (r * 10.0).round() as u64;
         format!("{}.{}", thousands(tenths / 10), tenths % 10)
@@ -830,7 +938,8 @@ fn fmt_rate(r: f64) -> String {
     }
 }
 
-fn fmt_percent(p: f64) -> String {
+/// A percentage as the reports show it: `90.000`, `100`.
+pub fn fmt_percent(p: f64) -> String {
     if p == 100.0 || p == 0.0 {
         format!("{p:.0}")
     } else {
@@ -857,14 +966,15 @@ pub fn fmt_latency_short(ms: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::run::TargetResult;
     use crate::server::{compare, sum_counters, ClientCounts};
     use crate::stats::{Stats, TransportError};
+    use crate::timeline::TimelinePoint;
     use std::time::Duration;
 
-    fn phase() -> PhaseResult {
+    pub(crate) fn phase() -> PhaseResult {
         let mut stats = Stats::new();
         for i in 0..90 {
             stats.record_response(200, Duration::from_micros(100 + i), None);
@@ -891,10 +1001,34 @@ mod tests {
             unsent: 0,
             jobs: None,
             job_plan: None,
+            timeline: timeline(2),
         }
     }
 
-    fn report(metrics: ServerMetrics, thresholds: (Option<f64>, Option<f64>)) -> ScenarioReport {
+    /// A timeline of `secs` one-second intervals, 50 requests in each.
+    fn timeline(secs: u64) -> TimelineReport {
+        TimelineReport {
+            interval_secs: 1,
+            points: (0..secs)
+                .map(|i| TimelinePoint {
+                    start_secs: i,
+                    requests: 50,
+                    successful: 45,
+                    failed: 5,
+                    rps: 50.0,
+                    p50_ms: Some(0.1),
+                    p90_ms: Some(0.15),
+                    p99_ms: Some(0.19),
+                    max_ms: Some(0.2),
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn report(
+        metrics: ServerMetrics,
+        thresholds: (Option<f64>, Option<f64>),
+    ) -> ScenarioReport {
         ScenarioReport::new(
             "fast",
             "POST",
@@ -943,6 +1077,16 @@ mod tests {
             assert!(s["latency_ms"][key].as_f64().unwrap() > 0.0, "{key}");
         }
         assert_eq!(s["server_metrics"]["status"], "skipped");
+        let percentiles = s["percentiles"].as_array().unwrap();
+        let p99 = percentiles
+            .iter()
+            .find(|p| p["percentile"] == 99.0)
+            .unwrap();
+        assert_eq!(p99["latency_ms"], s["latency_ms"]["p99_ms"]);
+        assert_eq!(s["timeline"]["interval_secs"], 1);
+        assert_eq!(s["timeline"]["points"][1]["start_secs"], 1);
+        assert_eq!(s["timeline"]["points"][1]["requests"], 50);
+        assert_eq!(s["timeline"]["points"][1]["p99_ms"], 0.19);
         assert_eq!(s["url"], "http://127.0.0.1:1/api/v1/compute/fast");
         assert_eq!(
             s["urls"],
@@ -1075,6 +1219,7 @@ mod tests {
             targets,
             jobs: None,
             job_plan: None,
+            timeline: timeline(1),
         }
     }
 

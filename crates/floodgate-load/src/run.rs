@@ -9,7 +9,9 @@
 //! `start + i / rate` (see [`crate::schedule`]), goes to target `i % targets`
 //! (round robin again), and its latency counts from that due time.
 //! Statistics go to a few mutex-guarded shards per target (one lock per
-//! request, uncontended on a single thread) and are merged at the end.
+//! request, uncontended on a single thread) and are merged at the end; each
+//! shard hands its second of the [`Timeline`] over once a later second
+//! begins.
 //!
 //! In the jobs scenario each claimed request is a job: the worker submits it,
 //! then polls it on the same connection every poll interval until it
@@ -36,6 +38,7 @@ use crate::client::{Conn, Outcome, Protocol, RequestTemplate, Slot};
 use crate::jobs::{self, Job, JobState, JobStats};
 use crate::schedule;
 use crate::stats::{latency_ns, new_histogram, Stats};
+use crate::timeline::{SlotClock, SlotRecorder, Timeline, TimelineReport};
 
 /// Open-loop requests due within this much of now are sent at once rather
 /// than slept for: the timer's resolution is one millisecond, and sleeping
@@ -145,6 +148,8 @@ pub struct PhaseResult {
     pub jobs: Option<JobStats>,
     /// The jobs scenario: how its jobs were made and followed.
     pub job_plan: Option<JobPlan>,
+    /// Requests completed and their latencies, interval by interval.
+    pub timeline: TimelineReport,
 }
 
 /// Per-shard statistics: the whole phase, and a window the progress display
@@ -152,6 +157,8 @@ pub struct PhaseResult {
 pub struct Shard {
     pub stats: Stats,
     pub window: Histogram<u64>,
+    /// The interval of the timeline this shard is recording.
+    pub timeline: SlotRecorder,
     /// The jobs scenario's job statistics.
     pub jobs: Option<JobStats>,
 }
@@ -164,6 +171,10 @@ pub struct Live {
     pub started_at: Instant,
     /// The jobs scenario: progress counts jobs.
     pub jobs: bool,
+    /// The intervals the shards have handed over.
+    pub timeline: Mutex<Timeline>,
+    /// Which interval a completion falls in.
+    pub clock: SlotClock,
 }
 
 impl Live {
@@ -185,6 +196,12 @@ impl Live {
             s.window.reset();
         }
         (total, failed, window)
+    }
+
+    /// The timeline interval of a request completing at `at`.
+    fn slot_of(&self, at: Instant) -> u64 {
+        self.clock
+            .slot_of(at.saturating_duration_since(self.started_at))
     }
 
     fn merged(&self, shards: Range<usize>) -> Stats {
@@ -332,6 +349,7 @@ pub async fn run_phase(
             state
         })
         .collect();
+    let clock = SlotClock::new(plan.max_duration, plan.timeout);
     let started_at = Instant::now();
     let live = Arc::new(Live {
         shards: (0..shard_count)
@@ -339,6 +357,7 @@ pub async fn run_phase(
                 Mutex::new(Shard {
                     stats: Stats::new(),
                     window: new_histogram(),
+                    timeline: SlotRecorder::new(),
                     jobs: plan.jobs.map(|_| JobStats::default()),
                 })
             })
@@ -346,6 +365,8 @@ pub async fn run_phase(
         planned: limit,
         started_at,
         jobs: plan.jobs.is_some(),
+        timeline: Mutex::new(Timeline::new(clock)),
+        clock,
     });
     let shared = Arc::new(Shared {
         live: live.clone(),
@@ -395,6 +416,14 @@ pub async fn run_phase(
         }
     }
     let elapsed = started_at.elapsed();
+    for shard in &live.shards {
+        shard
+            .lock()
+            .expect("stats lock")
+            .timeline
+            .flush(&live.timeline);
+    }
+    let timeline = live.timeline.lock().expect("timeline lock").report(elapsed);
 
     let target_results: Vec<TargetResult> = shard_ranges
         .into_iter()
@@ -447,6 +476,7 @@ pub async fn run_phase(
             targets: target_results,
             jobs: live.merged_jobs(0..shard_count),
             job_plan: plan.jobs,
+            timeline,
         },
         pools,
     )
@@ -522,36 +552,49 @@ async fn worker(shared: Arc<Shared>, target: usize, shard: usize, mut slot: Slot
         };
         timeout.as_mut().reset(sent + shared.timeout);
         let outcome = slot.execute(req, timeout.as_mut(), false).await;
-        record(shard, &outcome, base.elapsed(), shared.record_window);
+        record(&shared.live, shard, &outcome, base, shared.record_window);
     }
     slot.into_conn()
 }
 
-/// Records one request's outcome in the shard's statistics (and its latency
-/// in the window, if `window`).
-fn record(shard: &Mutex<Shard>, outcome: &Outcome, latency: Duration, window: bool) {
+/// Records the outcome of a request that started at `base` (its due time in
+/// open loop) in the shard's statistics, its timeline (by the time it
+/// completed: now) and, if `window`, its latency in the window. Returns the
+/// latency.
+fn record(
+    live: &Live,
+    shard: &Mutex<Shard>,
+    outcome: &Outcome,
+    base: Instant,
+    window: bool,
+) -> Duration {
+    let now = Instant::now();
+    let latency = now.saturating_duration_since(base);
     match outcome {
         Outcome::Answer(answer) => {
-            let code = if (200..300).contains(&answer.status) {
-                None
-            } else {
-                answer.error_code()
-            };
-            let mut s = shard.lock().expect("stats lock");
+            let success = (200..300).contains(&answer.status);
+            let code = if success { None } else { answer.error_code() };
+            let mut guard = shard.lock().expect("stats lock");
+            let s = &mut *guard;
             s.stats
                 .record_response(answer.status, latency, code.as_deref());
             if window {
                 s.window.saturating_record(latency_ns(latency));
             }
+            s.timeline
+                .at(live.slot_of(now), &live.timeline)
+                .record_response(latency, success);
         }
         Outcome::Failed(kind) => {
-            shard
-                .lock()
-                .expect("stats lock")
-                .stats
-                .record_transport_error(*kind);
+            let mut guard = shard.lock().expect("stats lock");
+            let s = &mut *guard;
+            s.stats.record_transport_error(*kind);
+            s.timeline
+                .at(live.slot_of(now), &live.timeline)
+                .record_failure();
         }
     }
+    latency
 }
 
 /// Updates the shard's job statistics.
@@ -592,8 +635,7 @@ async fn follow_job(
         .build_with(rng, jobs::job_body(number, plan.rounds));
     timeout.as_mut().reset(Instant::now() + shared.timeout);
     let outcome = slot.execute(req, timeout.as_mut(), true).await;
-    let latency = base.elapsed();
-    record(shard, &outcome, latency, false);
+    let latency = record(&shared.live, shard, &outcome, base, false);
     let submitted = match &outcome {
         Outcome::Answer(a) if (200..300).contains(&a.status) => Job::parse(&a.body),
         _ => None,
@@ -628,7 +670,7 @@ async fn follow_job(
         let sent = Instant::now();
         timeout.as_mut().reset(sent + shared.timeout);
         let outcome = slot.execute(req, timeout.as_mut(), true).await;
-        record(shard, &outcome, sent.elapsed(), false);
+        record(&shared.live, shard, &outcome, sent, false);
         let seen = match &outcome {
             Outcome::Answer(a) if a.status == 200 => {
                 Job::parse(&a.body).filter(|j| j.id == job.id && j.state() != JobState::Unknown)

@@ -115,6 +115,32 @@ impl Latencies {
         self.count
     }
 
+    /// The latency at each of [`SPECTRUM`]'s percentiles, up to the first
+    /// that reaches the maximum (the later ones would repeat it); empty when
+    /// nothing was recorded. The percentiles of [`LatencySummary`] are among
+    /// them, with the same values.
+    pub fn spectrum(&self) -> Vec<PercentilePoint> {
+        if self.count == 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(SPECTRUM.len());
+        for &(percentile, quantile) in &SPECTRUM {
+            let ns = if quantile == 0.0 {
+                self.min_ns
+            } else {
+                self.histogram.value_at_quantile(quantile).min(self.max_ns)
+            };
+            out.push(PercentilePoint {
+                percentile,
+                latency_ms: ns_to_ms(ns),
+            });
+            if ns == self.max_ns {
+                break;
+            }
+        }
+        out
+    }
+
     /// The summary, `None` when nothing was recorded.
     pub fn summary(&self) -> Option<LatencySummary> {
         if self.count == 0 {
@@ -307,6 +333,11 @@ impl Stats {
     pub fn latency(&self) -> Option<LatencySummary> {
         self.latency.summary()
     }
+
+    /// Latency percentile spectrum over all responses (see [`Latencies::spectrum`]).
+    pub fn spectrum(&self) -> Vec<PercentilePoint> {
+        self.latency.spectrum()
+    }
 }
 
 /// `part / whole` in percent; 0 when `whole` is 0.
@@ -330,6 +361,60 @@ pub fn rate_per_second(count: u64, elapsed: Duration) -> f64 {
 
 fn ns_to_ms(ns: u64) -> f64 {
     ns as f64 / 1e6
+}
+
+/// The percentiles of the latency spectrum, as `(percentile, quantile)`:
+/// for each power of ten of `1 / (1 - q)` (0, 90, 99, 99.9 … 99.9999 %), the
+/// points where `1 - q` is 1, 0.7, 0.5, 0.3, 0.2 and 0.15 of that power, so
+/// they are evenly spread on the logarithmic axis an HDR percentile plot
+/// uses. The quantiles are written out (not computed from the percentiles)
+/// so that 0.999 is exactly the quantile of `p99_9_ms`.
+pub const SPECTRUM: [(f64, f64); 37] = [
+    (0.0, 0.0),
+    (30.0, 0.30),
+    (50.0, 0.50),
+    (70.0, 0.70),
+    (80.0, 0.80),
+    (85.0, 0.85),
+    (90.0, 0.90),
+    (93.0, 0.93),
+    (95.0, 0.95),
+    (97.0, 0.97),
+    (98.0, 0.98),
+    (98.5, 0.985),
+    (99.0, 0.99),
+    (99.3, 0.993),
+    (99.5, 0.995),
+    (99.7, 0.997),
+    (99.8, 0.998),
+    (99.85, 0.9985),
+    (99.9, 0.999),
+    (99.93, 0.9993),
+    (99.95, 0.9995),
+    (99.97, 0.9997),
+    (99.98, 0.9998),
+    (99.985, 0.99985),
+    (99.99, 0.9999),
+    (99.993, 0.99993),
+    (99.995, 0.99995),
+    (99.997, 0.99997),
+    (99.998, 0.99998),
+    (99.9985, 0.999985),
+    (99.999, 0.99999),
+    (99.9993, 0.999993),
+    (99.9995, 0.999995),
+    (99.9997, 0.999997),
+    (99.9998, 0.999998),
+    (99.99985, 0.9999985),
+    (99.9999, 0.999999),
+];
+
+/// One point of the latency spectrum.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PercentilePoint {
+    /// In percent (`99.9`).
+    pub percentile: f64,
+    pub latency_ms: f64,
 }
 
 /// Latency figures in milliseconds.
@@ -496,6 +581,56 @@ mod tests {
         assert_eq!(codes.len(), MAX_ERROR_CODES + 1);
         assert_eq!(codes[OTHER_ERROR_CODE], 10);
         assert_eq!(codes.values().sum::<u64>(), (MAX_ERROR_CODES + 10) as u64);
+    }
+
+    #[test]
+    fn spectrum_holds_the_summary_percentiles_and_stops_at_the_maximum() {
+        let mut s = Stats::new();
+        assert!(s.spectrum().is_empty());
+        // A long tail: from 1 µs, each sample 0.02 % above the one before.
+        for i in 0..100_000 {
+            let ns = 1_000.0 * 1.0002f64.powi(i);
+            s.record_response(200, Duration::from_nanos(ns as u64), None);
+        }
+        let spectrum = s.spectrum();
+        let l = s.latency().unwrap();
+        let at = |p: f64| {
+            spectrum
+                .iter()
+                .find(|x| x.percentile == p)
+                .unwrap_or_else(|| panic!("no {p} in {spectrum:?}"))
+                .latency_ms
+        };
+        assert_eq!(at(50.0), l.p50_ms);
+        assert_eq!(at(90.0), l.p90_ms);
+        assert_eq!(at(95.0), l.p95_ms);
+        assert_eq!(at(99.0), l.p99_ms);
+        assert_eq!(at(99.9), l.p99_9_ms);
+        assert_eq!(at(99.99), l.p99_99_ms);
+        assert_eq!(at(0.0), l.min_ms);
+        assert!(spectrum
+            .windows(2)
+            .all(|w| w[0].percentile < w[1].percentile && w[0].latency_ms <= w[1].latency_ms));
+        // 100,000 samples: beyond 99.999 % every quantile is the maximum,
+        // which appears once, last.
+        let last = spectrum.last().unwrap();
+        assert_eq!(last.latency_ms, l.max_ms);
+        assert!(last.percentile <= 99.9995, "{last:?}");
+        assert_eq!(
+            spectrum.iter().filter(|p| p.latency_ms == l.max_ms).count(),
+            1
+        );
+    }
+
+    #[test]
+    fn spectrum_quantiles_match_their_percentiles() {
+        for (percentile, quantile) in SPECTRUM {
+            assert!(
+                (percentile / 100.0 - quantile).abs() < 1e-12,
+                "{percentile}"
+            );
+        }
+        assert!(SPECTRUM.windows(2).all(|w| w[0].1 < w[1].1));
     }
 
     #[test]

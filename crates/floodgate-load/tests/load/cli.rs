@@ -28,6 +28,10 @@ fn help_documents_exit_codes_and_knobs() {
         "--fail-over-p99",
         "--rounds",
         "--poll-interval",
+        "--sweep",
+        "--sweep-max-p99",
+        "auto",
+        "html",
         "jobs",
         "FLOODGATE_LOAD_URL",
         "Exit status:",
@@ -61,6 +65,9 @@ async fn rejects_bad_arguments_with_status_2() {
         &["--number-range", "0..=2000000"],
         &["--rounds", "10"],
         &["--scenario", "jobs", "--body", "{}"],
+        &["--sweep", "auto", "--rate", "100"],
+        &["--sweep", "auto", "--scenario", "jobs"],
+        &["--sweep", "100..10"],
     ] {
         let run = run_load(args, &[]).await;
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);

@@ -228,6 +228,24 @@ async fn open_loop_keeps_its_schedule() {
     assert!((180.0..=220.0).contains(&rps), "rps {rps}");
     let duration = s["duration_secs"].as_f64().unwrap();
     assert!((1.9..3.0).contains(&duration), "duration {duration}");
+    // Second by second, the same rate.
+    let points = s["timeline"]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{points:?}");
+    for p in points {
+        let rps = p["rps"].as_f64().unwrap();
+        assert!((170.0..=230.0).contains(&rps), "{p}");
+        assert!(p["p99_ms"].as_f64().unwrap() <= p["max_ms"].as_f64().unwrap());
+    }
+    assert_eq!(
+        points
+            .iter()
+            .map(|p| p["requests"].as_u64().unwrap())
+            .sum::<u64>(),
+        total
+    );
+    let percentiles = s["percentiles"].as_array().unwrap();
+    assert!(percentiles.len() >= 10, "{percentiles:?}");
+    assert_eq!(percentiles[0]["latency_ms"], s["latency_ms"]["min_ms"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

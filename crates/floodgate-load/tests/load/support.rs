@@ -77,3 +77,70 @@ pub fn quick_args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args.extend_from_slice(extra);
     args
 }
+
+/// Where scripts/install-test-tools.sh puts the test tools.
+fn tools_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("FLOODGATE_TOOLS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::Path::new(&h).join(".cache/floodgate-tools"))
+        })
+}
+
+/// The Python of the test tools' virtual environment, where Playwright is.
+pub fn venv_python() -> std::path::PathBuf {
+    tools_dir()
+        .map(|t| t.join("venv/bin/python"))
+        .filter(|p| p.is_file())
+        .expect("the test tools' Python is required; install it with scripts/install-test-tools.sh")
+}
+
+/// Opens `page` in headless Chromium with tests/clients/html_report.py (it
+/// says what it checks), saving a screenshot to `screenshot`; returns what
+/// the script saw.
+pub async fn open_in_chromium(page: &std::path::Path, screenshot: &std::path::Path) -> Value {
+    let _ = std::fs::remove_file(screenshot);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/html_report.py");
+    let mut cmd = tokio::process::Command::new(venv_python());
+    cmd.arg(script)
+        .arg(page)
+        .arg(screenshot)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(RUN_LIMIT, cmd.output())
+        .await
+        .expect("the browser finished in time")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(screenshot).expect("the screenshot was saved");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "screenshot of {} bytes",
+        png.len()
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
+
+/// A number the HTML report wrote as text (a `data-value`, a point of a
+/// `data-values`), read as serde_json reads the JSON report's numbers: both
+/// are written the same way, so they compare equal.
+pub fn json_f64(text: &str) -> f64 {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("`{text}` is not a number: {e}"))
+}
+
+/// A directory of this test binary's output under the test output directory.
+pub fn output_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("floodgate-load")
+        .join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,539 @@
+//! Sweeps (`--sweep`): open-loop steps at rising rates until the latency or
+//! the errors pass their limits, giving the latency-versus-throughput curve
+//! and its knee, the highest offered rate that met the limits.
+//!
+//! `START..END[:STEP]` runs START, START+STEP … up to END (without STEP, ten
+//! evenly spaced rates) and stops at the first step over the limits. `auto`
+//! searches: it starts at [`AUTO_START`] requests/s and doubles the rate while
+//! steps meet the limits (halves it while they do not, if the first one did
+//! not), then bisects between the highest rate that met them and the lowest
+//! that did not until the two are within [`AUTO_PRECISION`] of each other.
+//! It stays within [`AUTO_MIN`]..=[`AUTO_MAX`] requests/s and
+//! [`AUTO_MAX_STEPS`] steps.
+//!
+//! A step meets the limits when its p99 latency is at most `--sweep-max-p99`
+//! and its error rate at most `--sweep-max-errors`, the error rate counting
+//! every request without a 2xx answer and every request the schedule could
+//! not send (`unsent`: all connections were busy) among all requests due.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::ScenarioReport;
+use crate::stats::percentage;
+
+/// First rate of `auto`, requests/s.
+pub const AUTO_START: f64 = 1_000.0;
+/// `auto` never goes above this rate…
+pub const AUTO_MAX: f64 = 10_000_000.0;
+/// …nor below this one.
+pub const AUTO_MIN: f64 = 1.0;
+/// `auto` stops bisecting once the rate that failed is within this fraction
+/// above the rate that passed.
+pub const AUTO_PRECISION: f64 = 0.05;
+/// Steps `auto` runs at most.
+pub const AUTO_MAX_STEPS: usize = 40;
+/// Steps a range may have.
+pub const MAX_RANGE_STEPS: u64 = 1_000;
+/// Steps of a range given without STEP.
+pub const DEFAULT_RANGE_STEPS: u64 = 10;
+
+/// The rates of a sweep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SweepSpec {
+    /// `START..END[:STEP]`.
+    Range { start: f64, end: f64, step: f64 },
+    /// Search for the knee.
+    Auto,
+}
+
+impl fmt::Display for SweepSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SweepSpec::Range { start, end, step } => write!(f, "{start}..{end}:{step}"),
+            SweepSpec::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl SweepSpec {
+    /// Rates of a range, in order (empty for `auto`).
+    pub fn rates(&self) -> Vec<f64> {
+        match *self {
+            SweepSpec::Range { start, end, step } => (0..)
+                .map(|i| start + i as f64 * step)
+                // Float steps (0.1) must not lose the last rate to rounding.
+                .take_while(|r| *r <= end + step * 1e-9)
+                .map(|r| r.min(end))
+                .collect(),
+            SweepSpec::Auto => Vec::new(),
+        }
+    }
+}
+
+/// Parses `START..END[:STEP]` (also `START..=END`) or `auto`.
+pub fn parse_sweep(s: &str) -> Result<SweepSpec, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(SweepSpec::Auto);
+    }
+    let usage = || format!("`{s}` is not START..END[:STEP] (e.g. 1000..20000:1000) or auto");
+    let (range, step) = match s.split_once(':') {
+        Some((range, step)) => (range, Some(step)),
+        None => (s, None),
+    };
+    let (start, end) = range
+        .split_once("..=")
+        .or_else(|| range.split_once(".."))
+        .ok_or_else(usage)?;
+    let num = |v: &str| -> Result<f64, String> {
+        let v = v.trim().replace('_', "");
+        let n: f64 = v.parse().map_err(|_| usage())?;
+        if n.is_finite() && n > 0.0 {
+            Ok(n)
+        } else {
+            Err(format!(
+                "`{v}`: rates must be positive numbers of requests per second"
+            ))
+        }
+    };
+    let (start, end) = (num(start)?, num(end)?);
+    if end < start {
+        return Err(format!("empty sweep: {start} > {end}"));
+    }
+    let step = match step {
+        Some(step) => num(step)?,
+        None if end == start => 1.0,
+        None => (end - start) / (DEFAULT_RANGE_STEPS - 1) as f64,
+    };
+    let steps = ((end - start) / step + 1e-9).floor() + 1.0;
+    if steps > MAX_RANGE_STEPS as f64 {
+        return Err(format!(
+            "{steps} steps; a sweep has at most {MAX_RANGE_STEPS} (use a larger STEP)"
+        ));
+    }
+    Ok(SweepSpec::Range { start, end, step })
+}
+
+/// Why a sweep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepEnd {
+    /// A step of the range passed the limits.
+    Threshold,
+    /// Every rate of the range met the limits.
+    RangeEnd,
+    /// `auto` found the knee within [`AUTO_PRECISION`].
+    Converged,
+    /// `auto` reached [`AUTO_MIN`], [`AUTO_MAX`] or [`AUTO_MAX_STEPS`].
+    Limit,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+impl SweepEnd {
+    pub fn describe(self) -> &'static str {
+        match self {
+            SweepEnd::Threshold => "a step went over the limits",
+            SweepEnd::RangeEnd => "every rate of the range met the limits",
+            SweepEnd::Converged => "the knee was found within 5 %",
+            SweepEnd::Limit => "auto reached its bounds (1 to 10,000,000 req/s, 40 steps)",
+            SweepEnd::Interrupted => "interrupted (Ctrl-C)",
+        }
+    }
+}
+
+/// What to do after the steps `done` (rate, met the limits), in the order run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    Run(f64),
+    Done(SweepEnd),
+}
+
+/// The next step of a sweep.
+pub fn next_step(spec: &SweepSpec, done: &[(f64, bool)]) -> Next {
+    match spec {
+        SweepSpec::Range { .. } => {
+            if done.last().is_some_and(|(_, passed)| !passed) {
+                return Next::Done(SweepEnd::Threshold);
+            }
+            match spec.rates().get(done.len()) {
+                Some(&rate) => Next::Run(rate),
+                None => Next::Done(SweepEnd::RangeEnd),
+            }
+        }
+        SweepSpec::Auto => {
+            if done.len() >= AUTO_MAX_STEPS {
+                return Next::Done(SweepEnd::Limit);
+            }
+            let passed = done.iter().filter(|d| d.1).map(|d| d.0);
+            let failed = done.iter().filter(|d| !d.1).map(|d| d.0);
+            let lo = passed.fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+            let hi = failed.fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.min(r))));
+            match (lo, hi) {
+                (None, None) => Next::Run(AUTO_START),
+                (Some(lo), None) if lo * 2.0 <= AUTO_MAX => Next::Run(lo * 2.0),
+                (None, Some(hi)) if hi / 2.0 >= AUTO_MIN => Next::Run(hi / 2.0),
+                (Some(_), None) | (None, Some(_)) => Next::Done(SweepEnd::Limit),
+                (Some(lo), Some(hi)) => {
+                    if hi - lo <= lo * AUTO_PRECISION {
+                        return Next::Done(SweepEnd::Converged);
+                    }
+                    let mid = (lo + hi) / 2.0;
+                    let mid = if mid >= 10.0 { mid.round() } else { mid };
+                    if mid <= lo || mid >= hi {
+                        Next::Done(SweepEnd::Converged)
+                    } else {
+                        Next::Run(mid)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// When a step meets the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SweepLimits {
+    /// p99 latency at most this (`--sweep-max-p99`).
+    pub max_p99_ms: f64,
+    /// Requests without a 2xx answer, and unsent ones, at most this percent
+    /// of the requests due (`--sweep-max-errors`).
+    pub max_error_rate: f64,
+}
+
+/// One step of a sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepStep {
+    /// 1, 2, … in the order run.
+    pub step: usize,
+    /// The open-loop rate, requests/s.
+    pub offered_rate: f64,
+    /// Requests finished per second of the step (its `rps`).
+    pub achieved_rate: f64,
+    pub duration_secs: f64,
+    pub requests: u64,
+    pub successful: u64,
+    pub failed: u64,
+    pub unsent: u64,
+    /// `(failed + unsent) / (requests + unsent)`, percent.
+    pub error_rate: f64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// The step's `/metrics` check: `match`, `consistent`, `mismatch`,
+    /// `unavailable` or `skipped`.
+    pub server_metrics: String,
+    /// Met the limits.
+    pub passed: bool,
+    /// Why not, when it did not.
+    pub reason: Option<String>,
+}
+
+impl SweepStep {
+    /// The step from its scenario report; an `interrupted` step is not judged.
+    pub fn new(
+        step: usize,
+        offered_rate: f64,
+        s: &ScenarioReport,
+        limits: &SweepLimits,
+        interrupted: bool,
+    ) -> Self {
+        let r = &s.requests;
+        let due = r.total + r.unsent;
+        let error_rate = percentage(r.failed + r.unsent, due);
+        let p99 = s.latency_ms.map(|l| l.p99_ms);
+        let mut reasons = Vec::new();
+        if interrupted {
+            reasons.push("interrupted".to_owned());
+        } else if due == 0 || p99.is_none() {
+            reasons.push("no responses".to_owned());
+        } else {
+            if let Some(p99) = p99.filter(|p| *p > limits.max_p99_ms) {
+                reasons.push(format!("p99 {p99:.3} ms over {} ms", limits.max_p99_ms));
+            }
+            if error_rate > limits.max_error_rate {
+                reasons.push(format!(
+                    "errors {error_rate:.3} % over {} %",
+                    limits.max_error_rate
+                ));
+            }
+        }
+        SweepStep {
+            step,
+            offered_rate,
+            achieved_rate: s.rps,
+            duration_secs: s.duration_secs,
+            requests: r.total,
+            successful: r.successful,
+            failed: r.failed,
+            unsent: r.unsent,
+            error_rate,
+            p50_ms: s.latency_ms.map(|l| l.p50_ms),
+            p90_ms: s.latency_ms.map(|l| l.p90_ms),
+            p99_ms: p99,
+            max_ms: s.latency_ms.map(|l| l.max_ms),
+            server_metrics: s.server_metrics.status.clone(),
+            passed: reasons.is_empty(),
+            reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        }
+    }
+}
+
+/// A scenario's sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// The scenario swept.
+    pub scenario: String,
+    pub method: String,
+    pub urls: Vec<String>,
+    /// `START..END:STEP` or `auto`.
+    pub rates: String,
+    pub step_duration_secs: f64,
+    /// Requests in flight at most (`--concurrency`).
+    pub concurrency: u32,
+    pub limits: SweepLimits,
+    /// In the order run (by rising rate, except for `auto`'s bisection).
+    pub steps: Vec<SweepStep>,
+    /// The step with the highest offered rate that met the limits.
+    pub knee: Option<SweepStep>,
+    pub stopped: SweepEnd,
+}
+
+impl SweepReport {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        scenario: &str,
+        method: &str,
+        urls: &[String],
+        spec: &SweepSpec,
+        step_duration: std::time::Duration,
+        concurrency: u32,
+        limits: SweepLimits,
+        steps: Vec<SweepStep>,
+        stopped: SweepEnd,
+    ) -> Self {
+        let knee = steps
+            .iter()
+            .filter(|s| s.passed)
+            .max_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate))
+            .cloned();
+        SweepReport {
+            scenario: scenario.to_owned(),
+            method: method.to_owned(),
+            urls: urls.to_vec(),
+            rates: spec.to_string(),
+            step_duration_secs: step_duration.as_secs_f64(),
+            concurrency,
+            limits,
+            steps,
+            knee,
+            stopped,
+        }
+    }
+
+    /// The steps by rising offered rate: the curve.
+    pub fn curve(&self) -> Vec<&SweepStep> {
+        let mut steps: Vec<&SweepStep> = self.steps.iter().collect();
+        steps.sort_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate));
+        steps
+    }
+}
+
+/// One curve of `--compare`: a sweep of a JSON report, under a name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Curve {
+    pub name: String,
+    pub file: PathBuf,
+    pub sweep: SweepReport,
+}
+
+/// What `--compare` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub curves: Vec<Curve>,
+}
+
+/// Parses `NAME=FILE`.
+pub fn parse_compare(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, file)) if !name.trim().is_empty() && !file.trim().is_empty() => {
+            Ok((name.trim().to_owned(), PathBuf::from(file.trim())))
+        }
+        _ => Err(format!(
+            "`{s}` is not NAME=FILE (a name for the curve, and a JSON report with a sweep)"
+        )),
+    }
+}
+
+/// The sweeps of the JSON reports `files` (name, path): one curve per sweep,
+/// named `NAME`, or `NAME scenario` when a report holds several.
+pub fn load_curves(files: &[(String, PathBuf)]) -> Result<Comparison, String> {
+    #[derive(Deserialize)]
+    struct Report {
+        #[serde(default)]
+        sweeps: Vec<SweepReport>,
+    }
+    let mut curves = Vec::new();
+    for (name, path) in files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let report: Report = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{} is not a floodgate-load JSON report: {e}",
+                path.display()
+            )
+        })?;
+        if report.sweeps.is_empty() {
+            return Err(format!(
+                "{} holds no sweep (run floodgate-load --sweep … --output json)",
+                path.display()
+            ));
+        }
+        let several = report.sweeps.len() > 1;
+        for sweep in report.sweeps {
+            curves.push(Curve {
+                name: if several {
+                    format!("{name} {}", sweep.scenario)
+                } else {
+                    name.clone()
+                },
+                file: Path::new(path).to_owned(),
+                sweep,
+            });
+        }
+    }
+    Ok(Comparison { curves })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(start: f64, end: f64, step: f64) -> SweepSpec {
+        SweepSpec::Range { start, end, step }
+    }
+
+    #[test]
+    fn parses_ranges_and_auto() {
+        assert_eq!(
+            parse_sweep("1000..20000:1000"),
+            Ok(range(1000.0, 20000.0, 1000.0))
+        );
+        assert_eq!(
+            parse_sweep("1_000..=3_000:500"),
+            Ok(range(1000.0, 3000.0, 500.0))
+        );
+        assert_eq!(parse_sweep("AUTO"), Ok(SweepSpec::Auto));
+        assert_eq!(parse_sweep("100..1000"), Ok(range(100.0, 1000.0, 100.0)));
+        assert_eq!(parse_sweep("50..50"), Ok(range(50.0, 50.0, 1.0)));
+        for bad in [
+            "",
+            "1000",
+            "0..10",
+            "10..5",
+            "1..2:0",
+            "a..b",
+            "1..1000000:1",
+            "1..2:-1",
+        ] {
+            assert!(parse_sweep(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            range(1000.0, 20000.0, 1000.0).to_string(),
+            "1000..20000:1000"
+        );
+    }
+
+    #[test]
+    fn ranges_keep_their_last_rate() {
+        assert_eq!(range(1.0, 2.0, 0.5).rates(), [1.0, 1.5, 2.0]);
+        assert_eq!(range(0.1, 0.3, 0.1).rates().len(), 3);
+        assert_eq!(range(100.0, 250.0, 100.0).rates(), [100.0, 200.0]);
+        assert_eq!(parse_sweep("100..1000").unwrap().rates().len(), 10);
+    }
+
+    #[test]
+    fn a_range_stops_at_its_first_failure_or_its_end() {
+        let spec = range(100.0, 300.0, 100.0);
+        assert_eq!(next_step(&spec, &[]), Next::Run(100.0));
+        assert_eq!(next_step(&spec, &[(100.0, true)]), Next::Run(200.0));
+        assert_eq!(
+            next_step(&spec, &[(100.0, true), (200.0, false)]),
+            Next::Done(SweepEnd::Threshold)
+        );
+        assert_eq!(
+            next_step(&spec, &[(100.0, true), (200.0, true), (300.0, true)]),
+            Next::Done(SweepEnd::RangeEnd)
+        );
+    }
+
+    /// Runs `auto` against a server that meets the limits up to `capacity`.
+    fn auto_against(capacity: f64) -> (Vec<(f64, bool)>, SweepEnd) {
+        let mut done = Vec::new();
+        loop {
+            match next_step(&SweepSpec::Auto, &done) {
+                Next::Run(rate) => done.push((rate, rate <= capacity)),
+                Next::Done(end) => return (done, end),
+            }
+        }
+    }
+
+    #[test]
+    fn auto_doubles_then_bisects_to_the_knee() {
+        let (done, end) = auto_against(23_456.0);
+        assert_eq!(end, SweepEnd::Converged);
+        let rates: Vec<f64> = done.iter().map(|d| d.0).collect();
+        assert_eq!(
+            &rates[..6],
+            [1_000.0, 2_000.0, 4_000.0, 8_000.0, 16_000.0, 32_000.0]
+        );
+        let knee = done.iter().filter(|d| d.1).map(|d| d.0).fold(0.0, f64::max);
+        assert!(
+            (23_456.0 / (1.0 + AUTO_PRECISION)..=23_456.0).contains(&knee),
+            "knee {knee} in {rates:?}"
+        );
+        assert!(done.len() <= 12, "{rates:?}");
+    }
+
+    #[test]
+    fn auto_halves_when_the_start_is_too_fast() {
+        let (done, end) = auto_against(150.0);
+        assert_eq!(end, SweepEnd::Converged);
+        assert_eq!(
+            done[..4],
+            [
+                (1_000.0, false),
+                (500.0, false),
+                (250.0, false),
+                (125.0, true)
+            ]
+        );
+        let knee = done.iter().filter(|d| d.1).map(|d| d.0).fold(0.0, f64::max);
+        assert!((143.0..=150.0).contains(&knee), "{done:?}");
+    }
+
+    #[test]
+    fn auto_stays_within_its_bounds() {
+        let (done, end) = auto_against(f64::INFINITY);
+        assert_eq!(end, SweepEnd::Limit);
+        assert_eq!(done.last().unwrap().0, 8_192_000.0);
+        let (done, end) = auto_against(0.0);
+        assert_eq!(end, SweepEnd::Limit);
+        assert!(done.iter().all(|d| !d.1 && d.0 >= AUTO_MIN));
+        assert!(done.len() <= AUTO_MAX_STEPS);
+    }
+
+    #[test]
+    fn compare_arguments() {
+        assert_eq!(
+            parse_compare("floodgate=target/a.json"),
+            Ok(("floodgate".into(), PathBuf::from("target/a.json")))
+        );
+        assert!(parse_compare("a.json").is_err());
+        assert!(parse_compare("=a.json").is_err());
+    }
+}
