@@ -142,8 +142,11 @@ def readme_block(r):
     for gen in ("wrk", "grpc-load"):
         for case, servers in r["cases"].get(gen, {}).items():
             for server, s in servers.items():
+                label = names[gen]
+                if "-c" in case:  # the many-connections run, e.g. fast-c500
+                    label = label.replace("-c64", "-c" + case.split("-c")[-1])
                 lines.append(
-                    f"| {case} ({names[gen]}) | {server} | {s['rps']:.0f} | {s['p50_ms']:.2f} ms | "
+                    f"| {case} ({label}) | {server} | {s['rps']:.0f} | {s['p50_ms']:.2f} ms | "
                     f"{s['p99_ms']:.2f} ms | {s['cpu_us_per_request']:.1f} µs | {s['peak_rss_mib']:.1f} MiB |"
                 )
     if r.get("jobs"):
