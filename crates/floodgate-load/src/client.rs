@@ -1,9 +1,13 @@
 //! HTTP/1.1 keep-alive connections (or, with `--grpc`, HTTP/2 connections
 //! carrying gRPC calls) and request execution.
 //!
-//! Each worker owns one [`Conn`]. The hyper connection future is polled by
-//! the worker's own task together with the request (see [`drive`]), so a
-//! request costs no task hop between the worker and a connection task.
+//! Each worker owns one [`Conn`]. HTTP/1.1 requests are written straight
+//! from their [`RequestTemplate`] into the connection's buffer and their
+//! answers read by [`crate::h1`]; gRPC goes through hyper's HTTP/2 client,
+//! whose connection future is polled by the worker's own task together with
+//! the request (see [`drive`]), so a request costs no task hop between the
+//! worker and a connection task. The health check and `/metrics` use hyper's
+//! HTTP/1 client ([`get`]).
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -14,15 +18,15 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::cli::NumberRange;
+use crate::h1::H1Conn;
 use crate::stats::TransportError;
 
-type Http1Future = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 type Http2Future = http2::Connection<TokioIo<TcpStream>, Full<Bytes>, TokioExecutor>;
 
 /// What a connection speaks.
@@ -33,68 +37,6 @@ pub enum Protocol {
     Http1,
     /// gRPC calls over HTTP/2 with prior knowledge (h2c), one at a time per connection.
     Grpc,
-}
-
-/// A connection's driving future, whichever protocol it speaks.
-// Boxed whole in `Conn`: the variants' sizes cost nothing on the stack.
-#[allow(clippy::large_enum_variant)]
-enum ConnFuture {
-    Http1(Http1Future),
-    Http2(Http2Future),
-}
-
-impl Future for ConnFuture {
-    type Output = Result<(), hyper::Error>;
-
-    fn poll(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        // Both are Unpin: hyper boxes what it needs to pin.
-        match self.get_mut() {
-            ConnFuture::Http1(c) => Pin::new(c).poll(cx),
-            ConnFuture::Http2(c) => Pin::new(c).poll(cx),
-        }
-    }
-}
-
-/// A connection's request sender.
-enum Sender {
-    Http1(http1::SendRequest<Full<Bytes>>),
-    Http2(http2::SendRequest<Full<Bytes>>),
-}
-
-impl Sender {
-    fn is_ready(&self) -> bool {
-        match self {
-            Sender::Http1(s) => s.is_ready(),
-            Sender::Http2(s) => s.is_ready(),
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        match self {
-            Sender::Http1(s) => s.is_closed(),
-            Sender::Http2(s) => s.is_closed(),
-        }
-    }
-
-    async fn ready(&mut self) -> Result<(), hyper::Error> {
-        match self {
-            Sender::Http1(s) => s.ready().await,
-            Sender::Http2(s) => s.ready().await,
-        }
-    }
-
-    async fn send(
-        &mut self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<http::Response<Incoming>, hyper::Error> {
-        match self {
-            Sender::Http1(s) => s.send_request(req).await,
-            Sender::Http2(s) => s.send_request(req).await,
-        }
-    }
 }
 
 /// Largest body kept (an error body to find its JSON `code`, a job to check it).
@@ -250,8 +192,13 @@ pub struct RequestTemplate {
     pub uri: Uri,
     pub host: HeaderValue,
     pub body: BodySpec,
-    /// Sent with every request (`--header`).
+    /// Sent with every request (`--header`); a name given twice sends the last value.
     pub headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// HTTP/1.1: what every request starts with (request line, `Host`,
+    /// `Content-Type` and the extra headers), made once.
+    http1_head: Vec<u8>,
+    /// An extra header sets `X-Request-ID` (no fresh one is made).
+    own_request_id: bool,
 }
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -259,6 +206,45 @@ static GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 
 impl RequestTemplate {
+    pub fn new(
+        protocol: Protocol,
+        method: Method,
+        uri: Uri,
+        host: HeaderValue,
+        body: BodySpec,
+        headers: Vec<(http::HeaderName, HeaderValue)>,
+    ) -> Self {
+        let mut head = Vec::with_capacity(256);
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        for part in [method.as_str(), " ", target, " HTTP/1.1\r\n"] {
+            head.extend_from_slice(part.as_bytes());
+        }
+        write_headers(
+            &mut head,
+            &[(HOST, host.as_bytes()), (CONTENT_TYPE, JSON.as_bytes())],
+            &headers,
+        );
+        let own_request_id = headers.iter().any(|(name, _)| name == X_REQUEST_ID);
+        RequestTemplate {
+            protocol,
+            method,
+            uri,
+            host,
+            body,
+            headers,
+            http1_head: head,
+            own_request_id,
+        }
+    }
+
+    /// The URI of `GET {template path}/{id}`: how a job submitted to the
+    /// template's path is polled.
+    pub fn poll_uri(&self, id: &str) -> Result<Uri, String> {
+        format!("{}/{id}", self.uri.path())
+            .parse()
+            .map_err(|_| format!("`{id}` cannot be part of a path"))
+    }
+
     /// A request with a fresh `X-Request-ID` and, for [`BodySpec::Number`], a
     /// fresh number.
     pub fn build(&self, rng: &mut fastrand::Rng) -> Request<Full<Bytes>> {
@@ -299,18 +285,11 @@ impl RequestTemplate {
         req
     }
 
-    /// `GET {template path}/{id}` with a fresh `X-Request-ID` and the extra
-    /// headers: how a job submitted to the template's path is polled.
-    pub fn build_get_below(
-        &self,
-        rng: &mut fastrand::Rng,
-        id: &str,
-    ) -> Result<Request<Full<Bytes>>, String> {
-        let uri: Uri = format!("{}/{id}", self.uri.path())
-            .parse()
-            .map_err(|_| format!("`{id}` cannot be part of a path"))?;
+    /// `GET {uri}` (see [`RequestTemplate::poll_uri`]) with a fresh
+    /// `X-Request-ID` and the extra headers.
+    pub fn build_get(&self, rng: &mut fastrand::Rng, uri: &Uri) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(Bytes::new()));
-        *req.uri_mut() = uri;
+        *req.uri_mut() = uri.clone();
         let headers = req.headers_mut();
         headers.insert(HOST, self.host.clone());
         headers.insert(http::header::ACCEPT, JSON.clone());
@@ -318,8 +297,130 @@ impl RequestTemplate {
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
-        Ok(req)
+        req
     }
+}
+
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// Writes `defaults` (those no extra header replaces), then `extra` (the
+/// last of each name), as `name: value` lines.
+fn write_headers(
+    out: &mut Vec<u8>,
+    defaults: &[(http::HeaderName, &[u8])],
+    extra: &[(http::HeaderName, HeaderValue)],
+) {
+    let line = |out: &mut Vec<u8>, name: &str, value: &[u8]| {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in defaults {
+        if !extra.iter().any(|(n, _)| n == name) {
+            line(out, name.as_str(), value);
+        }
+    }
+    for (i, (name, value)) in extra.iter().enumerate() {
+        if !extra[i + 1..].iter().any(|(n, _)| n == name) {
+            line(out, name.as_str(), value.as_bytes());
+        }
+    }
+}
+
+/// One request of the load, made for its connection when it is sent.
+#[derive(Debug, Clone, Copy)]
+pub enum Req<'a> {
+    /// The template's request: a fresh `X-Request-ID` and, for
+    /// [`BodySpec::Number`], a fresh number.
+    Template(&'a RequestTemplate),
+    /// The template's request with this body.
+    Body(&'a RequestTemplate, &'a Bytes),
+    /// `GET` of this URI with the template's host and extra headers,
+    /// accepting JSON (a job's poll).
+    Get(&'a RequestTemplate, &'a Uri),
+}
+
+impl Req<'_> {
+    /// As a request for hyper.
+    fn to_http(self, rng: &mut fastrand::Rng) -> Request<Full<Bytes>> {
+        match self {
+            Req::Template(t) => t.build(rng),
+            Req::Body(t, body) => t.build_with(rng, body.clone()),
+            Req::Get(t, uri) => t.build_get(rng, uri),
+        }
+    }
+
+    /// Whether no body comes back (a HEAD request).
+    fn is_head(self) -> bool {
+        matches!(self, Req::Template(t) | Req::Body(t, _) if t.method == Method::HEAD)
+    }
+
+    /// Writes the request as HTTP/1.1 into `out`: what hyper would send for
+    /// [`Req::to_http`]'s request, with the same headers.
+    pub fn encode_http1(self, rng: &mut fastrand::Rng, out: &mut Vec<u8>) {
+        let (t, method) = match self {
+            Req::Template(t) | Req::Body(t, _) => {
+                out.extend_from_slice(&t.http1_head);
+                (t, &t.method)
+            }
+            Req::Get(t, uri) => {
+                let target = uri.path_and_query().map_or("/", |p| p.as_str());
+                for part in ["GET ", target, " HTTP/1.1\r\n"] {
+                    out.extend_from_slice(part.as_bytes());
+                }
+                write_headers(
+                    out,
+                    &[
+                        (HOST, t.host.as_bytes()),
+                        (http::header::ACCEPT, JSON.as_bytes()),
+                    ],
+                    &t.headers,
+                );
+                (t, &Method::GET)
+            }
+        };
+        if !t.own_request_id {
+            out.extend_from_slice(b"x-request-id: ");
+            let id = uuid::Builder::from_random_bytes(rng.u128(..).to_ne_bytes()).into_uuid();
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            out.extend_from_slice(id.hyphenated().encode_lower(&mut buf).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let body: &[u8] = match self {
+            Req::Get(..) => b"",
+            Req::Body(_, body) => body,
+            Req::Template(t) => match &t.body {
+                BodySpec::Empty => b"",
+                BodySpec::Fixed(body) => body,
+                BodySpec::Number(range) => {
+                    // `{"number": n}`, written in place.
+                    let mut digits = itoa::Buffer::new();
+                    let digits = digits.format(rng.u64(range.lo..=range.hi));
+                    content_length(out, 12 + digits.len());
+                    out.extend_from_slice(b"\r\n{\"number\": ");
+                    out.extend_from_slice(digits.as_bytes());
+                    out.push(b'}');
+                    return;
+                }
+            },
+        };
+        if !body.is_empty()
+            || *method == Method::POST
+            || *method == Method::PUT
+            || *method == Method::PATCH
+        {
+            content_length(out, body.len());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+    }
+}
+
+fn content_length(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `{"number": n}`.
@@ -407,105 +508,128 @@ pub fn request_id(rng: &mut fastrand::Rng) -> HeaderValue {
 
 /// One keep-alive connection.
 pub struct Conn {
-    sender: Sender,
-    /// The connection future; `None` once it has finished.
-    io: Option<Pin<Box<ConnFuture>>>,
-    protocol: Protocol,
+    kind: ConnKind,
+}
+
+enum ConnKind {
+    Http1(H1Conn),
+    Grpc {
+        sender: http2::SendRequest<Full<Bytes>>,
+        /// The connection future; `None` once it has finished.
+        io: Option<Pin<Box<Http2Future>>>,
+    },
 }
 
 impl Conn {
-    /// Opens a TCP connection (TCP_NODELAY set) and performs the HTTP/1 (or, for gRPC,
-    /// HTTP/2) handshake.
+    /// Opens a TCP connection (TCP_NODELAY set), with the HTTP/2 handshake for gRPC.
     pub async fn connect(addr: SocketAddr, protocol: Protocol) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (sender, io) = match protocol {
-            Protocol::Http1 => {
-                // Requests are small: one flattened write is cheaper than writev.
-                let (sender, conn) = http1::Builder::new()
-                    .writev(false)
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(std::io::Error::other)?;
-                (Sender::Http1(sender), ConnFuture::Http1(conn))
-            }
+        let kind = match protocol {
+            Protocol::Http1 => ConnKind::Http1(H1Conn::connect(addr).await?),
             Protocol::Grpc => {
+                let stream = TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                     .handshake(TokioIo::new(stream))
                     .await
                     .map_err(std::io::Error::other)?;
-                (Sender::Http2(sender), ConnFuture::Http2(conn))
+                ConnKind::Grpc {
+                    sender,
+                    io: Some(Box::pin(conn)),
+                }
             }
         };
-        Ok(Conn {
-            sender,
-            io: Some(Box::pin(io)),
-            protocol,
-        })
+        Ok(Conn { kind })
     }
 
     /// Whether the connection can still carry requests.
     pub fn is_open(&self) -> bool {
-        self.io.is_some() && !self.sender.is_closed()
+        match &self.kind {
+            ConnKind::Http1(c) => c.is_open(),
+            ConnKind::Grpc { sender, io } => io.is_some() && !sender.is_closed(),
+        }
     }
 
     /// Waits until the connection can take a request; `false` if it closed
     /// meanwhile (the server ended the keep-alive connection).
     pub async fn ready(&mut self) -> bool {
-        if self.sender.is_ready() {
-            return true;
+        match &mut self.kind {
+            ConnKind::Http1(c) => !c.closed_while_idle(),
+            ConnKind::Grpc { sender, io } => {
+                if io.is_none() || sender.is_closed() {
+                    return false;
+                }
+                if sender.is_ready() {
+                    return true;
+                }
+                drive(io, sender.ready()).await.is_ok() && io.is_some()
+            }
         }
-        let Conn { sender, io, .. } = self;
-        drive(io, sender.ready()).await.is_ok() && io.is_some()
     }
 
     /// Sends `req` and reads the whole response. The body is kept for non-2xx
     /// responses (to find the error code), and for 2xx ones if `keep_success`.
     pub async fn exchange(
         &mut self,
-        req: Request<Full<Bytes>>,
+        req: Req<'_>,
+        rng: &mut fastrand::Rng,
         keep_success: bool,
-    ) -> Result<Answer, hyper::Error> {
-        let Conn {
-            sender,
-            io,
-            protocol,
-        } = self;
-        let response = drive(io, sender.send(req)).await?;
+    ) -> Result<Answer, TransportError> {
+        let (sender, io) = match &mut self.kind {
+            ConnKind::Http1(c) => {
+                req.encode_http1(rng, c.request());
+                let keep = |status: u16| keep_success || !(200..300).contains(&status);
+                let response = c
+                    .exchange(req.is_head(), keep, MAX_KEPT_BODY)
+                    .await
+                    .map_err(|_| TransportError::Io)?;
+                return Ok(Answer {
+                    status: response.status,
+                    body: response.body,
+                    grpc: None,
+                });
+            }
+            ConnKind::Grpc { sender, io } => (sender, io),
+        };
+        let failed = |e: hyper::Error| {
+            if e.is_timeout() {
+                TransportError::Timeout
+            } else {
+                TransportError::Io
+            }
+        };
+        let response = drive(io, sender.send_request(req.to_http(rng)))
+            .await
+            .map_err(failed)?;
         let status = response.status().as_u16();
-        if *protocol == Protocol::Grpc {
-            // A trailers-only answer (an error before any message) has its status in the
-            // headers; otherwise it is in the trailers.
-            let in_headers = grpc_status(response.headers());
-            let (body, in_trailers) =
-                drive(io, read_grpc(response.into_body(), keep_success)).await?;
-            let code = in_headers.or(in_trailers);
-            return Ok(Answer {
-                status: match code {
-                    Some(code) if status == 200 => grpc_http_status(code),
-                    _ if status == 200 => 500, // no status at all: a broken answer
-                    _ => status,
-                },
-                body,
-                grpc: code,
-            });
-        }
-        let keep = keep_success || !(200..300).contains(&status);
-        let body = drive(io, read_body(response.into_body(), keep)).await?;
+        // A trailers-only answer (an error before any message) has its status in the
+        // headers; otherwise it is in the trailers.
+        let in_headers = grpc_status(response.headers());
+        let (body, in_trailers) = drive(io, read_grpc(response.into_body(), keep_success))
+            .await
+            .map_err(failed)?;
+        let code = in_headers.or(in_trailers);
         Ok(Answer {
-            status,
+            status: match code {
+                Some(code) if status == 200 => grpc_http_status(code),
+                _ if status == 200 => 500, // no status at all: a broken answer
+                _ => status,
+            },
             body,
-            grpc: None,
+            grpc: code,
         })
     }
 }
 
 /// Polls the connection future alongside `fut` until `fut` completes.
-async fn drive<F: Future>(io: &mut Option<Pin<Box<ConnFuture>>>, fut: F) -> F::Output {
+async fn drive<C, F>(io: &mut Option<C>, fut: F) -> F::Output
+where
+    C: Future<Output = Result<(), hyper::Error>> + Unpin,
+    F: Future,
+{
     let mut fut = pin!(fut);
     poll_fn(|cx| {
         if let Some(conn) = io.as_mut() {
-            if conn.as_mut().poll(cx).is_ready() {
+            if Pin::new(conn).poll(cx).is_ready() {
                 // Dropping the connection fails any request still queued on it,
                 // so `fut` resolves with an error instead of hanging.
                 *io = None;
@@ -536,24 +660,6 @@ async fn read_grpc(mut body: Incoming, keep: bool) -> Result<(Bytes, Option<u32>
         }
     }
     Ok((kept.freeze(), code))
-}
-
-async fn read_body(mut body: Incoming, keep: bool) -> Result<Bytes, hyper::Error> {
-    let mut kept = BytesMut::new();
-    // `is_end_stream` spares a last poll of the body channel once the
-    // announced Content-Length has arrived.
-    while !body.is_end_stream() {
-        let Some(frame) = body.frame().await else {
-            break;
-        };
-        if let Ok(data) = frame?.into_data() {
-            if keep && kept.len() < MAX_KEPT_BODY {
-                let room = MAX_KEPT_BODY - kept.len();
-                kept.extend_from_slice(&data[..data.len().min(room)]);
-            }
-        }
-    }
-    Ok(kept.freeze())
 }
 
 /// An HTTP response: status and, for non-2xx (or when asked for), the
@@ -619,7 +725,8 @@ impl Slot {
     /// `keep_success` keeps the body of a 2xx answer too.
     pub async fn execute(
         &mut self,
-        req: Request<Full<Bytes>>,
+        req: Req<'_>,
+        rng: &mut fastrand::Rng,
         timeout: Pin<&mut tokio::time::Sleep>,
         keep_success: bool,
     ) -> Outcome {
@@ -627,7 +734,7 @@ impl Slot {
             // A connection the server closed while idle is replaced without
             // counting an error: no request was sent on it.
             if let Some(conn) = self.conn.as_mut() {
-                if !(conn.is_open() && conn.ready().await) {
+                if !conn.ready().await {
                     self.conn = None;
                 }
             }
@@ -638,15 +745,11 @@ impl Slot {
                 }
             }
             let conn = self.conn.as_mut().expect("connected above");
-            match conn.exchange(req, keep_success).await {
+            match conn.exchange(req, rng, keep_success).await {
                 Ok(answer) => Outcome::Answer(answer),
-                Err(e) => {
+                Err(kind) => {
                     self.conn = None;
-                    if e.is_timeout() {
-                        Outcome::Failed(TransportError::Timeout)
-                    } else {
-                        Outcome::Failed(TransportError::Io)
-                    }
+                    Outcome::Failed(kind)
                 }
             }
         };
@@ -716,21 +819,24 @@ pub async fn get(
     timeout: Duration,
 ) -> Result<Answer, String> {
     let attempt = async {
-        let mut conn = Conn::connect(addr, Protocol::Http1)
+        let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let (mut sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let mut io = Some(conn);
         let mut req = Request::new(Full::new(Bytes::new()));
         *req.uri_mut() = path
             .parse()
             .map_err(|e| format!("invalid path {path}: {e}"))?;
         req.headers_mut().insert(HOST, host.clone());
         req.headers_mut().insert(http::header::ACCEPT, JSON.clone());
-        let Conn { sender, io, .. } = &mut conn;
-        let response = drive(io, sender.send(req))
+        let response = drive(&mut io, sender.send_request(req))
             .await
             .map_err(|e| format!("GET {path}: {e}"))?;
         let status = response.status().as_u16();
-        let body = drive(io, response.into_body().collect())
+        let body = drive(&mut io, response.into_body().collect())
             .await
             .map_err(|e| format!("GET {path}: {e}"))?
             .to_bytes();
@@ -829,17 +935,17 @@ mod tests {
 
     #[test]
     fn requests_carry_json_type_id_and_a_valid_number() {
-        let t = RequestTemplate {
-            protocol: Protocol::Http1,
-            method: Method::POST,
-            uri: Uri::from_static("/api/v1/compute/fast"),
-            host: HeaderValue::from_static("localhost:8080"),
-            body: BodySpec::Number(NumberRange { lo: 5, hi: 9 }),
-            headers: vec![(
+        let t = RequestTemplate::new(
+            Protocol::Http1,
+            Method::POST,
+            Uri::from_static("/api/v1/compute/fast"),
+            HeaderValue::from_static("localhost:8080"),
+            BodySpec::Number(NumberRange { lo: 5, hi: 9 }),
+            vec![(
                 http::HeaderName::from_static("x-api-key"),
                 HeaderValue::from_static("k"),
             )],
-        };
+        );
         let mut rng = fastrand::Rng::with_seed(1);
         for _ in 0..100 {
             let req = t.build(&mut rng);
@@ -851,6 +957,130 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
             let n = v["number"].as_u64().unwrap();
             assert!((5..=9).contains(&n));
+        }
+    }
+
+    /// Parses an HTTP/1.1 request: method, target, headers (lower-case names), body.
+    fn parse_request(raw: &[u8]) -> (String, String, Vec<(String, String)>, Vec<u8>) {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut headers);
+        let httparse::Status::Complete(len) = req.parse(raw).unwrap() else {
+            panic!("incomplete request")
+        };
+        let headers = req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8(h.value.to_vec()).unwrap(),
+                )
+            })
+            .collect();
+        (
+            req.method.unwrap().to_owned(),
+            req.path.unwrap().to_owned(),
+            headers,
+            raw[len..].to_vec(),
+        )
+    }
+
+    #[test]
+    fn http1_requests_carry_what_hypers_would() {
+        let extra = |name: &'static str, value: &'static str| {
+            (
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            )
+        };
+        let t = RequestTemplate::new(
+            Protocol::Http1,
+            Method::POST,
+            Uri::from_static("/api/v2/jobs"),
+            HeaderValue::from_static("h:1"),
+            BodySpec::Number(NumberRange { lo: 7, hi: 7 }),
+            vec![extra("x-api-key", "a"), extra("x-api-key", "b")],
+        );
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut out = Vec::new();
+        Req::Template(&t).encode_http1(&mut rng, &mut out);
+        let (method, path, headers, body) = parse_request(&out);
+        assert_eq!((method.as_str(), path.as_str()), ("POST", "/api/v2/jobs"));
+        assert_eq!(body, b"{\"number\": 7}");
+        let names: Vec<&str> = headers.iter().map(|h| h.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "host",
+                "content-type",
+                "x-api-key",
+                "x-request-id",
+                "content-length"
+            ]
+        );
+        assert_eq!(headers[0].1, "h:1");
+        assert_eq!(headers[1].1, "application/json");
+        assert_eq!(headers[2].1, "b", "the last value of a name given twice");
+        assert_eq!(headers[3].1.len(), 36);
+        assert_eq!(headers[4].1, "13");
+        // hyper's request for the same template has the same headers.
+        let req = t.build(&mut rng);
+        for (name, value) in &headers {
+            if name != "x-request-id" && name != "content-length" {
+                assert_eq!(req.headers()[name.as_str()], value.as_str(), "{name}");
+            }
+        }
+        assert_eq!(req.headers().len() + 1, headers.len());
+
+        // A job's body and a poll; an extra header may replace a default one.
+        let t = RequestTemplate::new(
+            Protocol::Http1,
+            Method::POST,
+            Uri::from_static("/base/api/v2/jobs"),
+            HeaderValue::from_static("h:1"),
+            BodySpec::Empty,
+            vec![extra("host", "other"), extra("x-request-id", "mine")],
+        );
+        out.clear();
+        Req::Body(&t, &Bytes::from_static(b"{}")).encode_http1(&mut rng, &mut out);
+        let (_, _, headers, body) = parse_request(&out);
+        assert_eq!(body, b"{}");
+        assert_eq!(
+            headers,
+            [
+                ("content-type".into(), "application/json".into()),
+                ("host".into(), "other".into()),
+                ("x-request-id".into(), "mine".into()),
+                ("content-length".into(), "2".into()),
+            ]
+        );
+        let uri = t.poll_uri("0197-ab").unwrap();
+        assert!(t.poll_uri("a b").is_err());
+        out.clear();
+        Req::Get(&t, &uri).encode_http1(&mut rng, &mut out);
+        let (method, path, headers, body) = parse_request(&out);
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            ("GET", "/base/api/v2/jobs/0197-ab")
+        );
+        assert!(body.is_empty());
+        let names: Vec<&str> = headers.iter().map(|h| h.0.as_str()).collect();
+        assert_eq!(names, ["accept", "host", "x-request-id"]);
+        // GET and DELETE without a body send no Content-Length; POST sends 0.
+        for (method, length) in [(Method::GET, None), (Method::POST, Some("0"))] {
+            let t = RequestTemplate::new(
+                Protocol::Http1,
+                method,
+                Uri::from_static("/"),
+                HeaderValue::from_static("h"),
+                BodySpec::Empty,
+                Vec::new(),
+            );
+            out.clear();
+            Req::Template(&t).encode_http1(&mut rng, &mut out);
+            let (_, _, headers, _) = parse_request(&out);
+            let found = headers.iter().find(|h| h.0 == "content-length");
+            assert_eq!(found.map(|h| h.1.as_str()), length);
         }
     }
 

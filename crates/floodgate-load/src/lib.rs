@@ -7,6 +7,7 @@
 pub mod chart;
 pub mod cli;
 pub mod client;
+pub mod h1;
 pub mod html;
 pub mod jobs;
 pub mod progress;
@@ -175,18 +176,18 @@ pub async fn run(
                 .map_err(|e| Error::Usage(format!("invalid path {path}: {e}")))?;
             phase_targets.push(PhaseTarget {
                 addr,
-                template: RequestTemplate {
-                    protocol: if opts.grpc {
+                template: RequestTemplate::new(
+                    if opts.grpc {
                         Protocol::Grpc
                     } else {
                         Protocol::Http1
                     },
-                    method: scenario.method.clone(),
+                    scenario.method.clone(),
                     uri,
-                    host: target.host_header(),
-                    body: body.clone(),
-                    headers: opts.headers.clone(),
-                },
+                    target.host_header(),
+                    body.clone(),
+                    opts.headers.clone(),
+                ),
             });
             urls.push(target.url(&scenario.path));
         }

@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::cli::NumberRange;
-use crate::client::{Conn, Outcome, Protocol, RequestTemplate, Slot};
+use crate::client::{Conn, Outcome, Protocol, Req, RequestTemplate, Slot};
 use crate::jobs::{self, Job, JobState, JobStats};
 use crate::schedule;
 use crate::stats::{latency_ns, new_histogram, Stats};
@@ -545,13 +545,19 @@ async fn worker(shared: Arc<Shared>, target: usize, shard: usize, mut slot: Slot
             .await;
             continue;
         }
-        let req = target.template.build(&mut rng);
         let sent = match shared.model {
             LoadModel::Closed { .. } => base,
             LoadModel::Open { .. } => Instant::now(),
         };
         timeout.as_mut().reset(sent + shared.timeout);
-        let outcome = slot.execute(req, timeout.as_mut(), false).await;
+        let outcome = slot
+            .execute(
+                Req::Template(&target.template),
+                &mut rng,
+                timeout.as_mut(),
+                false,
+            )
+            .await;
         record(&shared.live, shard, &outcome, base, shared.record_window);
     }
     slot.into_conn()
@@ -630,11 +636,16 @@ async fn follow_job(
     base: Instant,
 ) {
     let number = rng.u64(plan.numbers.lo..=plan.numbers.hi);
-    let req = target
-        .template
-        .build_with(rng, jobs::job_body(number, plan.rounds));
+    let body = jobs::job_body(number, plan.rounds);
     timeout.as_mut().reset(Instant::now() + shared.timeout);
-    let outcome = slot.execute(req, timeout.as_mut(), true).await;
+    let outcome = slot
+        .execute(
+            Req::Body(&target.template, &body),
+            rng,
+            timeout.as_mut(),
+            true,
+        )
+        .await;
     let latency = record(&shared.live, shard, &outcome, base, false);
     let submitted = match &outcome {
         Outcome::Answer(a) if (200..300).contains(&a.status) => Job::parse(&a.body),
@@ -661,7 +672,7 @@ async fn follow_job(
             return;
         }
         tokio::time::sleep_until(next).await;
-        let Ok(req) = target.template.build_get_below(rng, &job.id) else {
+        let Ok(uri) = target.template.poll_uri(&job.id) else {
             // An id that cannot be a path segment: the job cannot be followed.
             with_jobs(shard, |j, _| j.record_lost());
             return;
@@ -669,7 +680,14 @@ async fn follow_job(
         target.polls.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
         timeout.as_mut().reset(sent + shared.timeout);
-        let outcome = slot.execute(req, timeout.as_mut(), true).await;
+        let outcome = slot
+            .execute(
+                Req::Get(&target.template, &uri),
+                rng,
+                timeout.as_mut(),
+                true,
+            )
+            .await;
         record(&shared.live, shard, &outcome, sent, false);
         let seen = match &outcome {
             Outcome::Answer(a) if a.status == 200 => {
