@@ -17,7 +17,7 @@ const HEIGHT: f64 = 280.0;
 pub const WIDE: (f64, f64) = (1000.0, 400.0);
 /// Plot area margins: left (y tick labels), right, top (legend), bottom (x ticks and label).
 const LEFT: f64 = 68.0;
-const RIGHT: f64 = 20.0;
+const RIGHT: f64 = 36.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 46.0;
 
