@@ -728,11 +728,3 @@ pub fn execute(opts: Opts) -> i32 {
     }
     exit_status(&report, &opts)
 }
-
-#[doc(hidden)]
-pub fn flag(name: &str) -> bool {
-    static FLAGS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    FLAGS
-        .get_or_init(|| std::env::var("FL_FLAGS").unwrap_or_default())
-        .contains(name)
-}
