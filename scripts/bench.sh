@@ -213,20 +213,18 @@ run_wrk() { # METHOD PATH CONNECTIONS
     done
 }
 
-run_floodgate_load() { # METHOD PATH CONNECTIONS
-    local out fields responses successful body=()
-    [ "$1" = POST ] && body=(--body '{"number": 42}')
-    out=$(taskset -c 1 "$release/floodgate-load" --url "http://$addr" --method "$1" --path "$2" \
-        "${body[@]}" --threads 1 --concurrency "$3" --duration "${duration}s" \
-        --requests 1000000000 --warmup 0 --no-health-check --no-server-metrics \
-        --quiet --output json 2>"$work/load.err") || true
-    # Latencies in whole microseconds; no latency at all (no responses) counts as 0.
+# parse_load_report REPORT: sets the r_* variables from floodgate-load's JSON
+# report (its first scenario); exits with the output and $work/load.err when
+# REPORT is not one. Latencies in whole microseconds; no latency at all (no
+# responses) counts as 0.
+parse_load_report() {
+    local fields responses successful
     if ! fields=$(jq -er '.scenarios[0]
             | [.requests.total, .rps,
                ((.latency_ms.p50_ms // 0) * 1000 | floor), ((.latency_ms.p99_ms // 0) * 1000 | floor),
                .requests.responses, .requests.successful]
-            | if any(. == null) then null else @tsv end' <<<"$out" 2>/dev/null); then
-        log "unexpected floodgate-load output: $out $(cat "$work/load.err")"
+            | if any(. == null) then null else @tsv end' <<<"$1" 2>/dev/null); then
+        log "unexpected floodgate-load output: $1 $(cat "$work/load.err")"
         exit 1
     fi
     read -r r_requests r_rps r_p50_us r_p99_us responses successful <<<"$fields"
@@ -234,24 +232,24 @@ run_floodgate_load() { # METHOD PATH CONNECTIONS
     r_errors=$((r_requests - responses))
 }
 
+run_floodgate_load() { # METHOD PATH CONNECTIONS
+    local out body=()
+    [ "$1" = POST ] && body=(--body '{"number": 42}')
+    out=$(taskset -c 1 "$release/floodgate-load" --url "http://$addr" --method "$1" --path "$2" \
+        "${body[@]}" --threads 1 --concurrency "$3" --duration "${duration}s" \
+        --requests 1000000000 --warmup 0 --no-health-check --no-server-metrics \
+        --quiet --output json 2>"$work/load.err") || true
+    parse_load_report "$out"
+}
+
 run_grpc_load() { # METHOD PATH CONNECTIONS (the path names the RPC)
-    local out fields responses successful scenario=fast
+    local out scenario=fast
     [[ $2 == */Intensive ]] && scenario=intensive
     out=$(taskset -c 1 "$release/floodgate-load" --url "http://$addr" --grpc --scenario "$scenario" \
         --threads 1 --concurrency "$3" --duration "${duration}s" \
         --requests 1000000000 --warmup 0 --no-health-check --no-server-metrics \
         --quiet --output json 2>"$work/load.err") || true
-    if ! fields=$(jq -er '.scenarios[0]
-            | [.requests.total, .rps,
-               ((.latency_ms.p50_ms // 0) * 1000 | floor), ((.latency_ms.p99_ms // 0) * 1000 | floor),
-               .requests.responses, .requests.successful]
-            | if any(. == null) then null else @tsv end' <<<"$out" 2>/dev/null); then
-        log "unexpected floodgate-load output: $out $(cat "$work/load.err")"
-        exit 1
-    fi
-    read -r r_requests r_rps r_p50_us r_p99_us responses successful <<<"$fields"
-    r_non2xx=$((responses - successful))
-    r_errors=$((r_requests - responses))
+    parse_load_report "$out"
 }
 
 # jobs_start CONNECTIONS SECONDS OUT: floodgate-load --scenario jobs in the
