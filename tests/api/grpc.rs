@@ -200,10 +200,7 @@ async fn raw_call(
     message: impl prost::Message,
     metadata: &[(&str, &str)],
 ) -> reqwest::Response {
-    let payload = message.encode_to_vec();
-    let mut body = vec![0u8];
-    body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    body.extend_from_slice(&payload);
+    let body = grpc_frame(&message.encode_to_vec());
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()

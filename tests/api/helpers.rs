@@ -523,6 +523,16 @@ pub async fn get_text(url: &str) -> String {
         .unwrap()
 }
 
+/// A gRPC message as it goes on the wire: an uncompressed-flag byte, the length as four
+/// big-endian bytes, then the encoded message.
+pub fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(5 + message.len());
+    frame.push(0u8);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
+}
+
 /// A `/proc/{pid}/status` field in KiB (`VmRSS:`, `VmHWM:`).
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -144,10 +144,7 @@ async fn grpc_calls_are_served_over_tls() {
     let files = CertFiles::new();
     let app = spawn_tls(&files).await;
     let h2 = tls_client(app.addr, &[&files.pem], false);
-    let payload = floodgate::grpc::pb::ComputeRequest { number: 12 }.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&payload);
+    let frame = grpc_frame(&floodgate::grpc::pb::ComputeRequest { number: 12 }.encode_to_vec());
     let r = h2
         .post(format!(
             "https://{HOST}:{}/floodgate.v1.ComputeService/Fast",
