@@ -13,6 +13,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use crate::test_tools::{tool, venv_python};
+
 /// A running application on a loopback port.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -310,44 +312,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Find an external tool on PATH or where `scripts/install-test-tools.sh` puts it; fail with
-/// the way to install it otherwise (a test that needs a real tool never passes without it).
-pub fn tool(name: &str) -> std::path::PathBuf {
-    let tools = tools_dir();
-    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Some(t) = tools {
-        dirs.push(t.join("bin"));
-        dirs.push(t.join("venv/bin"));
-    }
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("`{name}` is required by this test and was not found; install the test tools with scripts/install-test-tools.sh")
-        })
-}
-
-/// Where scripts/install-test-tools.sh puts the test tools.
-fn tools_dir() -> Option<std::path::PathBuf> {
-    std::env::var_os("FLOODGATE_TOOLS")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| std::path::Path::new(&h).join(".cache/floodgate-tools"))
-        })
-}
-
-/// The Python of the test tools' virtual environment, where its client libraries are
-/// (never the system's, which lacks them).
-pub fn venv_python() -> std::path::PathBuf {
-    tools_dir()
-        .map(|t| t.join("venv/bin/python"))
-        .filter(|p| p.is_file())
-        .expect("the test tools' Python is required; install it with scripts/install-test-tools.sh")
 }
 
 /// A child process killed when dropped.

@@ -6,6 +6,8 @@ mod helpers;
 mod postgres_server;
 #[path = "../support/redis_server.rs"]
 mod redis_server;
+#[path = "../support/test_tools.rs"]
+mod test_tools;
 
 mod admin;
 mod architecture;

@@ -10,6 +10,8 @@
 #[path = "../../../../tests/support/redis_server.rs"]
 mod redis_server;
 mod support;
+#[path = "../../../../tests/support/test_tools.rs"]
+mod test_tools;
 
 mod against_floodgate;
 mod cli;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::test_tools::venv_python;
+
 /// Upper bound for one floodgate-load invocation.
 pub const RUN_LIMIT: Duration = Duration::from_secs(60);
 
@@ -76,24 +78,6 @@ pub fn quick_args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     ];
     args.extend_from_slice(extra);
     args
-}
-
-/// Where scripts/install-test-tools.sh puts the test tools.
-fn tools_dir() -> Option<std::path::PathBuf> {
-    std::env::var_os("FLOODGATE_TOOLS")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| std::path::Path::new(&h).join(".cache/floodgate-tools"))
-        })
-}
-
-/// The Python of the test tools' virtual environment, where Playwright is.
-pub fn venv_python() -> std::path::PathBuf {
-    tools_dir()
-        .map(|t| t.join("venv/bin/python"))
-        .filter(|p| p.is_file())
-        .expect("the test tools' Python is required; install it with scripts/install-test-tools.sh")
 }
 
 /// Opens `page` in headless Chromium with tests/clients/html_report.py (it
