@@ -11,34 +11,14 @@ screenshot to SCREENSHOT. Prints one JSON line with what it saw; exits non-zero 
 reason otherwise.
 """
 import json
-import os
 import sys
 
-from playwright.sync_api import sync_playwright
-
-# Chromium's background services try to reach Google's hosts; on a closed network they only
-# add noise and refused connections.
-ARGS = [
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+from chromium import fail, open_page, save_screenshot  # tests/clients/chromium.py, next to this script
 
 
 def main():
     url, screenshot = sys.argv[1], sys.argv[2]
-    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    problems = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 760})
-        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}"))
+    with open_page({"width": 1200, "height": 760}) as (page, problems):
         response = page.goto(url)
         if response is None or response.status != 200:
             fail(f"GET {url}: {response and response.status}")
@@ -65,8 +45,7 @@ def main():
                     [s.id, { points: +s.dataset.points, max: +s.dataset.max, lines: s.querySelectorAll('polyline').length }])),
             })"""
         )
-        page.screenshot(path=screenshot, full_page=True)
-        browser.close()
+        save_screenshot(page, screenshot)
     seen["first_totals"] = first_total
     seen["csp"] = csp
     seen["problems"] = problems
@@ -75,11 +54,6 @@ def main():
     if seen["totals"] == first_total:
         fail("the totals did not move while load was sent", seen)
     print(json.dumps(seen))
-
-
-def fail(reason, seen=None):
-    print(json.dumps({"error": reason, "seen": seen}))
-    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -13,23 +13,13 @@ their data attributes, every figure with a data-value (its value and its text), 
 JSON report embedded in the page; exits non-zero with the reason otherwise.
 """
 import json
-import os
 import pathlib
 import sys
 
-from playwright.sync_api import sync_playwright
-
-# Chromium's background services try to reach Google's hosts; on a closed network they only
-# add noise and refused connections.
-ARGS = [
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+# The browser driver shared with floodgate's own browser checks, in the repository's
+# tests/clients/.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4] / "tests" / "clients"))
+from chromium import fail, open_page, save_screenshot  # noqa: E402
 
 SEE = """() => {
     const charts = [...document.querySelectorAll('svg.chart')].map((svg) => {
@@ -64,20 +54,12 @@ SEE = """() => {
 
 def main():
     report, screenshot = pathlib.Path(sys.argv[1]).resolve(), sys.argv[2]
-    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     url = report.as_uri()
-    problems = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}"))
+    with open_page({"width": 1200, "height": 900}) as (page, problems):
         page.on("request", lambda r: problems.append(f"request for another resource: {r.url}") if r.url != url else None)
         page.goto(url, wait_until="load")
         seen = page.evaluate(SEE)
-        page.screenshot(path=screenshot, full_page=True)
-        browser.close()
+        save_screenshot(page, screenshot)
     seen["problems"] = problems
     if problems:
         fail(f"the page reported problems: {problems}", seen)
@@ -99,11 +81,6 @@ def main():
         fail("the page does not carry its JSON report", seen)
     seen["json"] = json.loads(seen["json"])
     print(json.dumps(seen))
-
-
-def fail(reason, seen=None):
-    print(json.dumps({"error": reason, "seen": seen}))
-    sys.exit(1)
 
 
 if __name__ == "__main__":
