@@ -135,6 +135,9 @@ struct Series {
     duration: Histogram,
 }
 
+/// One route's cached series, indexed by method, then status.
+type RouteSeries = [OnceLock<Series>; MethodLabel::COUNT * STATUSES.len()];
+
 /// The JSON statistics: atomics updated with the Prometheus series in one call.
 #[derive(Default)]
 pub struct RequestStats {
@@ -339,7 +342,9 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     process: metrics_process::Collector,
-    series: Vec<OnceLock<Series>>,
+    /// Per route, its series by method and status; a route's block is allocated when it first
+    /// answers, so the cache costs memory only for the routes in use.
+    series: [OnceLock<Box<RouteSeries>>; MAX_ROUTES],
     rate_limited: Counter,
     active: Gauge,
     stats: RequestStats,
@@ -399,14 +404,11 @@ impl Metrics {
                 &metadata(),
             )
             .set(1.0);
-        let series = (0..MAX_ROUTES * MethodLabel::COUNT * STATUSES.len())
-            .map(|_| OnceLock::new())
-            .collect();
         Self {
             recorder,
             handle,
             process,
-            series,
+            series: std::array::from_fn(|_| OnceLock::new()),
             rate_limited,
             active,
             stats: RequestStats::default(),
@@ -473,9 +475,9 @@ impl Metrics {
         let secs = elapsed.as_secs_f64();
         match STATUSES.iter().position(|s| *s == status) {
             Some(status_index) if route.index < MAX_ROUTES => {
-                let slot = (route.index * MethodLabel::COUNT + method as usize) * STATUSES.len()
-                    + status_index;
-                let series = self.series[slot]
+                let block = self.series[route.index]
+                    .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+                let series = block[method as usize * STATUSES.len() + status_index]
                     .get_or_init(|| self.register_series(route.template, method, status));
                 series.requests.increment(1);
                 series.duration.record(secs);
