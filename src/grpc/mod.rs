@@ -10,6 +10,8 @@ pub mod service;
 pub mod status;
 
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderMap, Response};
@@ -174,11 +176,6 @@ pub fn stack(
     request_timeout: Duration,
     reflection: bool,
 ) -> Stack {
-    let descriptors = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
     let compute = ComputeServer::new(service::ComputeApi::new(state.clone()));
     let compute = DeadlineLayer::new(request_timeout, GrpcGate).layer(compute);
     let compute = AdmittedCompute(AdmissionLayer::new(admission, GrpcGate).layer(compute));
@@ -186,19 +183,64 @@ pub fn stack(
         tonic_health::pb::health_server::HealthServer::new(health::HealthApi::new(state)),
     );
     if reflection {
+        let descriptors = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
         routes = routes
-            .add_service(
+            .add_service(BuiltOnFirstCall::new(move || {
                 descriptors()
                     .build_v1()
-                    .expect("the compiled descriptor sets are valid"),
-            )
-            .add_service(
+                    .expect("the compiled descriptor sets are valid")
+            }))
+            .add_service(BuiltOnFirstCall::new(move || {
                 descriptors()
                     .build_v1alpha()
-                    .expect("the compiled descriptor sets are valid"),
-            );
+                    .expect("the compiled descriptor sets are valid")
+            }));
     }
     context.layer(routes.prepare())
+}
+
+/// A service built when it is first called. Server reflection decodes every descriptor it
+/// serves when built: memory and start-up work that only a tool's first question needs.
+#[derive(Clone)]
+struct BuiltOnFirstCall<S, F> {
+    service: Arc<OnceLock<S>>,
+    build: F,
+}
+
+impl<S, F: Fn() -> S> BuiltOnFirstCall<S, F> {
+    fn new(build: F) -> Self {
+        Self {
+            service: Arc::default(),
+            build,
+        }
+    }
+}
+
+impl<S: tonic::server::NamedService, F> tonic::server::NamedService for BuiltOnFirstCall<S, F> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, F, R> tower::Service<R> for BuiltOnFirstCall<S, F>
+where
+    S: tower::Service<R> + Clone,
+    F: Fn() -> S,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    /// Generated tonic servers are always ready (they hold no capacity to reserve).
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        self.service.get_or_init(&self.build).clone().call(request)
+    }
 }
 
 /// Whether a request is a gRPC call: `content-type: application/grpc` (or `+proto`, …).
