@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Regenerates src/link-order.txt: the functions the release binary runs while it starts
+# and while it serves the common requests, hottest first. build.rs hands the file to the
+# linker (`--symbol-ordering-file`), which places those functions side by side at the start
+# of the code, so the pages the kernel maps in (64 KiB around each first touch) hold code
+# that runs instead of its scattered neighbours: it sets most of the idle RSS.
+#
+# A function renamed since the last run is simply left in the default order (the linker is
+# told not to warn), so a stale file costs memory, never correctness. Rerun this after
+# changes that move a lot of code; it takes about a minute.
+#
+# Usage: scripts/link-order.sh [BINARY]   (default: target/release/floodgate; needs valgrind)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+binary=${1:-${CARGO_TARGET_DIR:-$root/target}/release/floodgate}
+out=$root/src/link-order.txt
+log() { printf '%s\n' "$*" >&2; }
+command -v valgrind >/dev/null || { log "needs valgrind (apt-get install valgrind)"; exit 1; }
+command -v curl >/dev/null || { log "needs curl"; exit 1; }
+[ -x "$binary" ] || { log "no binary at $binary (cargo build --release --bin floodgate)"; exit 1; }
+
+work=$(mktemp -d /tmp/floodgate-link-order.XXXXXX)
+pid=
+cleanup() { [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+log "[1/4] starting $binary under callgrind (the production configuration)"
+ENVIRONMENT=production LOG_LEVEL=info SERVER_PORT=127.0.0.1:0 \
+    FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" DATABASE_URL="sqlite://$work/jobs.db" \
+    valgrind --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no \
+    --callgrind-out-file="$work/callgrind.out" "$binary" >"$work/out" 2>"$work/err" &
+pid=$!
+addr=
+for _ in $(seq 600); do
+    # The production log is JSON: {"message":"listening","address":"127.0.0.1:PORT",…}
+    addr=$(grep -m1 '"message":"listening"' "$work/out" | grep -o '"address":"[0-9.:]*"' | cut -d'"' -f4) || true
+    [ -n "$addr" ] && break
+    kill -0 "$pid" 2>/dev/null || { log "it exited: $(tail -n5 "$work/err")"; exit 1; }
+    sleep 0.1
+done
+[ -n "$addr" ] || { log "it did not start listening within 60 s"; exit 1; }
+
+url=http://$addr
+log "[2/4] the first probe, then the common requests on $addr"
+curl -fsS "$url/health" -o /dev/null
+# Everything run so far is what is resident at idle: dump it apart (zeroing the counts).
+callgrind_control --dump=started "$pid" >/dev/null
+for _ in $(seq 600); do
+    [ -e "$work/callgrind.out.1" ] && break
+    sleep 0.1
+done
+[ -e "$work/callgrind.out.1" ] || { log "callgrind wrote no dump for the start"; exit 1; }
+json=(-H 'content-type: application/json')
+for round in $(seq 20); do
+    curl -fsS "$url/health" "$url/health/live" "$url/health/ready" -o /dev/null -o /dev/null -o /dev/null
+    curl -fsS "${json[@]}" -d "{\"number\": $round}" "$url/api/v1/compute/fast" -o /dev/null
+    curl -fsS "${json[@]}" -d "{\"number\": $round}" "$url/api/v1/compute/intensive" -o /dev/null
+    curl -sS "${json[@]}" -d '{"number": "x"}' "$url/api/v1/compute/fast" -o /dev/null
+    curl -fsS "$url/metrics" "$url/api/v1/stats" -o /dev/null -o /dev/null
+    printf '\r      %d/20' "$round" >&2
+done
+log ""
+
+log "[3/4] stopping it"
+kill -TERM "$pid"
+wait "$pid" || true
+pid=
+
+log "[4/4] writing $out"
+# Each `fn=` line names a function that ran; its cost lines follow. What ran by the first
+# probe comes first, then what only requests run, each part hottest first: idle touches one
+# compact block, and the request path shares pages too.
+costs() {
+    awk '
+        /^fn=/ { fn = substr($0, 4); next }
+        /^(cfn|cfi|cfl|calls)=/ { skip = ($1 ~ /^calls=/); next }
+        /^[0-9+*-]/ { if (skip) { skip = 0; next } if (fn != "") cost[fn] += $2 }
+        END { for (f in cost) printf "%d\t%s\n", cost[f], f }
+    ' "$@" | sort -t$'\t' -k1,1nr | cut -f2
+}
+costs "$work/callgrind.out.1" >"$work/start"
+costs "$work/callgrind.out" |
+    awk 'NR == FNR { seen[$0] = 1; next } !seen[$0]' "$work/start" - >"$work/requests"
+# Keep only the symbols the binary defines (callgrind also names libc's).
+nm --defined-only "$binary" | awk '{print $3}' | sort -u >"$work/defined"
+cat "$work/start" "$work/requests" |
+    awk 'NR == FNR { defined[$1] = 1; next } defined[$1] && !seen[$1]++' "$work/defined" - >"$out"
+log "$(wc -l <"$work/start") functions run by the first probe, $(wc -l <"$work/requests") more by requests; $(wc -l <"$out") in $out"
