@@ -103,7 +103,11 @@ db_dir=${BENCH_DB_DIR:-$out_dir}
 have_load=0
 if [ "$build" = 1 ]; then
     log "== building release binaries (fat LTO: this takes a while) =="
-    cargo build --release --bin floodgate --example bare_hyper --example bare_axum --example bare_tonic
+    # floodgate on its own, as the image is built: with the examples in the same invocation its
+    # dependencies get the dev-dependencies' features, other symbol names, and the code
+    # layout of src/link-order.txt would no longer apply (scripts/link-order.sh).
+    cargo build --release --bin floodgate
+    cargo build --release --example bare_hyper --example bare_axum --example bare_tonic
     if cargo build --release -p floodgate-load --bin floodgate-load; then
         have_load=1
     else

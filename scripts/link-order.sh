@@ -5,16 +5,36 @@
 # of the code, so the pages the kernel maps in (64 KiB around each first touch) hold code
 # that runs instead of its scattered neighbours: it sets most of the idle RSS.
 #
-# A function renamed since the last run is simply left in the default order (the linker is
-# told not to warn), so a stale file costs memory, never correctness. Rerun this after
-# changes that move a lot of code; it takes about a minute.
+# Symbol names carry a hash of their crate's build (version, features, profile), so the file
+# matches a binary built the way the image and scripts/test.sh build it:
+# `cargo build --release --bin floodgate` on its own. (Built in one invocation with the
+# examples, dependencies get the dev-dependencies' features and other names.) A function the
+# file names but the binary lacks is left in the default order, the linker told not to warn:
+# a stale file costs memory, never correctness. `--check` fails when under 90% of the listed
+# functions are found; rerun this script then (it takes about a minute).
 #
-# Usage: scripts/link-order.sh [BINARY]   (default: target/release/floodgate; needs valgrind)
+# Usage: scripts/link-order.sh [--check] [BINARY]   (default: target/release/floodgate;
+#        generating needs valgrind, checking only nm)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+check=0
+if [ "${1:-}" = --check ]; then check=1; shift; fi
 binary=${1:-${CARGO_TARGET_DIR:-$root/target}/release/floodgate}
 out=$root/src/link-order.txt
 log() { printf '%s\n' "$*" >&2; }
+
+if [ "$check" = 1 ]; then
+    [ -x "$binary" ] || { log "no binary at $binary (cargo build --release --bin floodgate)"; exit 1; }
+    listed=$(wc -l <"$out")
+    found=$(nm --defined-only "$binary" | awk '{print $3}' | sort -u |
+        awk 'NR == FNR { defined[$1] = 1; next } defined[$1]' - "$out" | wc -l)
+    log "link order: $found of $listed functions in src/link-order.txt are in $binary"
+    if [ $((found * 10)) -lt $((listed * 9)) ]; then
+        log "src/link-order.txt no longer matches the code: run scripts/link-order.sh (or build with \`cargo build --release --bin floodgate\` alone)"
+        exit 1
+    fi
+    exit 0
+fi
 command -v valgrind >/dev/null || { log "needs valgrind (apt-get install valgrind)"; exit 1; }
 command -v curl >/dev/null || { log "needs curl"; exit 1; }
 [ -x "$binary" ] || { log "no binary at $binary (cargo build --release --bin floodgate)"; exit 1; }

@@ -32,4 +32,5 @@ scripts/validate-deploy.sh
 
 step "container image: the Dockerfile's runtime stage built and run with podman"
 cargo build --release --locked --bin floodgate
+scripts/link-order.sh --check
 scripts/test-image.sh
