@@ -64,7 +64,27 @@ fn link_order() {
         );
         println!("cargo:rustc-link-arg-bin=floodgate=-Wl,--no-warn-symbol-ordering");
     }
-    // Relative relocations packed (DT_RELR, glibc 2.36+, Debian 12's): the loader reads a
-    // few KiB at start instead of half a MiB of `.rela.dyn`.
-    println!("cargo:rustc-link-arg-bin=floodgate=-Wl,-z,pack-relative-relocs");
+    // Relative relocations packed (DT_RELR): the loader reads a few KiB at start instead of
+    // half a MiB of `.rela.dyn`. Only a glibc of 2.36 or later (Debian 12's, the image's)
+    // applies them, so only when the glibc built against is one: an older loader would
+    // skip them and the binary would not run.
+    if glibc_at_least(2, 36) {
+        println!("cargo:rustc-link-arg-bin=floodgate=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// Whether the build machine's glibc (`getconf GNU_LIBC_VERSION`: "glibc 2.36") is at least
+/// `major.minor`; false when it cannot tell.
+fn glibc_at_least(major: u32, minor: u32) -> bool {
+    std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .ok()
+        .and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let version = text.trim().strip_prefix("glibc ")?.to_owned();
+            let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .is_some_and(|found| found >= (major, minor))
 }
