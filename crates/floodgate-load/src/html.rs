@@ -770,17 +770,11 @@ fn write_server_metrics(out: &mut String, i: usize, m: &ServerMetrics) {
         if m.targets.len() > 1 {
             out.push_str("<table><tr><th>target</th><th>server delta / client</th><th></th></tr>");
             for t in &m.targets {
-                let counters: Vec<String> = t
-                    .check
-                    .counters
-                    .iter()
-                    .map(|c| format!("{} {}/{}", c.counter, c.delta, c.client))
-                    .collect();
                 let _ = write!(
                     out,
                     "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
                     escape(&t.url),
-                    escape(&counters.join("  ")),
+                    escape(&t.check.summary()),
                     if t.check.ok { "ok" } else { "bad" },
                     if t.check.ok { "ok" } else { "MISMATCH" }
                 );

@@ -871,17 +871,11 @@ fn write_server_metrics(out: &mut String, m: &ServerMetrics) {
                 let _ = writeln!(out, "    per target (server delta / client):");
                 let width = m.targets.iter().map(|t| t.url.len()).max().unwrap_or(0);
                 for t in &m.targets {
-                    let counters: Vec<String> = t
-                        .check
-                        .counters
-                        .iter()
-                        .map(|c| format!("{} {}/{}", c.counter, c.delta, c.client))
-                        .collect();
                     let _ = writeln!(
                         out,
                         "      {:<width$}  {}{}",
                         t.url,
-                        counters.join("  "),
+                        t.check.summary(),
                         if t.check.ok { "" } else { "  MISMATCH" }
                     );
                 }

@@ -161,6 +161,18 @@ pub struct CountCheck {
     pub counters: Vec<CounterCheck>,
 }
 
+impl CountCheck {
+    /// `counter delta/client` for each counter, two spaces apart: one target's line in the
+    /// text and HTML reports.
+    pub fn summary(&self) -> String {
+        self.counters
+            .iter()
+            .map(|c| format!("{} {}/{}", c.counter, c.delta, c.client))
+            .collect::<Vec<_>>()
+            .join("  ")
+    }
+}
+
 /// Compares the server's counter deltas with the client's counts.
 pub fn compare(
     before: &Map<String, Value>,
