@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::stub::{spawn_stub, Stub};
-use crate::support::{json_f64, open_in_chromium, output_dir, run_load};
+use crate::support::{json_f64, json_pairs, open_in_chromium, output_dir, run_load, series_values};
 
 /// `1234.5` as the reports show requests/s: `1,234.5`.
 fn rate_text(r: f64) -> String {
@@ -20,28 +20,6 @@ fn rate_text(r: f64) -> String {
         grouped.push(c);
     }
     format!("{grouped}.{}", tenths % 10)
-}
-
-/// The `x,y …` of a chart's series, as numbers.
-fn values(series: &Value) -> Vec<(f64, f64)> {
-    series["values"]
-        .as_str()
-        .unwrap()
-        .split(' ')
-        .map(|p| {
-            let (x, y) = p.split_once(',').unwrap();
-            (json_f64(x), json_f64(y))
-        })
-        .collect()
-}
-
-fn series<'a>(chart: &'a Value, name: &str) -> &'a Value {
-    chart["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no series {name} in {chart}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,34 +107,13 @@ async fn in_headless_chromium_the_html_report_draws_every_chart_with_the_json_nu
     assert_eq!(s["server_metrics"]["status"], "match");
 
     // The charts draw the JSON report's series.
-    let spectrum: Vec<(f64, f64)> = s["percentiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["percentile"].as_f64().unwrap(),
-                p["latency_ms"].as_f64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        values(series(charts["s0-percentiles"], "latency")),
-        spectrum
-    );
+    let spectrum = json_pairs(&s["percentiles"], "percentile", "latency_ms");
+    assert_eq!(series_values(charts["s0-percentiles"], "latency"), spectrum);
     let points = s["timeline"]["points"].as_array().unwrap();
     assert_eq!(points.len(), 3, "{points:?}");
-    let throughput: Vec<(f64, f64)> = points
-        .iter()
-        .map(|p| {
-            (
-                p["start_secs"].as_f64().unwrap(),
-                p["rps"].as_f64().unwrap(),
-            )
-        })
-        .collect();
+    let throughput = json_pairs(&s["timeline"]["points"], "start_secs", "rps");
     assert_eq!(
-        values(series(charts["s0-throughput"], "requests/s")),
+        series_values(charts["s0-throughput"], "requests/s"),
         throughput
     );
     assert_eq!(
@@ -166,16 +123,8 @@ async fn in_headless_chromium_the_html_report_draws_every_chart_with_the_json_nu
             .sum::<u64>(),
         total
     );
-    let p99s: Vec<(f64, f64)> = points
-        .iter()
-        .map(|p| {
-            (
-                p["start_secs"].as_f64().unwrap(),
-                p["p99_ms"].as_f64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(values(series(charts["s0-latency"], "p99")), p99s);
+    let p99s = json_pairs(&s["timeline"]["points"], "start_secs", "p99_ms");
+    assert_eq!(series_values(charts["s0-latency"], "p99"), p99s);
     let bars: Vec<(String, u64)> = charts["s0-status"]["bars"]
         .as_array()
         .unwrap()

@@ -120,6 +120,36 @@ pub fn json_f64(text: &str) -> f64 {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("`{text}` is not a number: {e}"))
 }
 
+/// The `x,y …` points of the series `name` of a chart the HTML report drew
+/// (its `data-chart` JSON), as numbers.
+pub fn series_values(chart: &serde_json::Value, name: &str) -> Vec<(f64, f64)> {
+    chart["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no series {name} in {chart}"))["values"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .map(|p| {
+            let (x, y) = p.split_once(',').unwrap();
+            (json_f64(x), json_f64(y))
+        })
+        .collect()
+}
+
+/// The `(x, y)` fields of each object of a JSON report's array: the points a
+/// chart of that array should draw.
+pub fn json_pairs(items: &serde_json::Value, x: &str, y: &str) -> Vec<(f64, f64)> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| (item[x].as_f64().unwrap(), item[y].as_f64().unwrap()))
+        .collect()
+}
+
 /// A directory of this test binary's output under the test output directory.
 pub fn output_dir(name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::stub::{spawn_stub, Stub};
-use crate::support::{json_f64, open_in_chromium, output_dir, run_load};
+use crate::support::{json_f64, json_pairs, open_in_chromium, output_dir, run_load, series_values};
 
 /// A sweep of the stub's `/paced` route (20 ms per answer) over two
 /// connections: it serves about 100 requests/s, so 20 and 80 requests/s meet
@@ -266,17 +266,7 @@ async fn in_headless_chromium_a_sweep_and_a_comparison_draw_their_curves() {
             knee["offered_rate"].as_f64().unwrap()
         );
         let p99 = series_values(chart, &format!("{} p99", c["name"].as_str().unwrap()));
-        let expected: Vec<(f64, f64)> = c["sweep"]["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                (
-                    s["achieved_rate"].as_f64().unwrap(),
-                    s["p99_ms"].as_f64().unwrap(),
-                )
-            })
-            .collect();
+        let expected = json_pairs(&c["sweep"]["steps"], "achieved_rate", "p99_ms");
         assert_eq!(p99, expected);
     }
     // The p99 limit and both knees are drawn.
@@ -292,21 +282,4 @@ async fn in_headless_chromium_a_sweep_and_a_comparison_draw_their_curves() {
     .await;
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("holds no sweep"), "{}", run.stderr);
-}
-
-fn series_values(chart: &Value, name: &str) -> Vec<(f64, f64)> {
-    chart["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {chart}"))["values"]
-        .as_str()
-        .unwrap()
-        .split(' ')
-        .map(|p| {
-            let (x, y) = p.split_once(',').unwrap();
-            (json_f64(x), json_f64(y))
-        })
-        .collect()
 }
