@@ -22,12 +22,16 @@ if [ "${1:-}" = --check ]; then check=1; shift; fi
 binary=${1:-${CARGO_TARGET_DIR:-$root/target}/release/floodgate}
 out=$root/src/link-order.txt
 log() { printf '%s\n' "$*" >&2; }
+# defined_in FILE: the lines of FILE that name a symbol the binary defines.
+defined_in() {
+    nm --defined-only "$binary" | awk '{print $3}' | sort -u |
+        awk 'NR == FNR { defined[$1] = 1; next } defined[$1]' - "$1"
+}
 
 if [ "$check" = 1 ]; then
     [ -x "$binary" ] || { log "no binary at $binary (cargo build --release --bin floodgate)"; exit 1; }
     listed=$(wc -l <"$out")
-    found=$(nm --defined-only "$binary" | awk '{print $3}' | sort -u |
-        awk 'NR == FNR { defined[$1] = 1; next } defined[$1]' - "$out" | wc -l)
+    found=$(defined_in "$out" | wc -l)
     log "link order: $found of $listed functions in src/link-order.txt are in $binary"
     if [ $((found * 10)) -lt $((listed * 9)) ]; then
         log "src/link-order.txt no longer matches the code: run scripts/link-order.sh (or build with \`cargo build --release --bin floodgate\` alone)"
@@ -101,8 +105,7 @@ costs() {
 costs "$work/callgrind.out.1" >"$work/start"
 costs "$work/callgrind.out" |
     awk 'NR == FNR { seen[$0] = 1; next } !seen[$0]' "$work/start" - >"$work/requests"
-# Keep only the symbols the binary defines (callgrind also names libc's).
-nm --defined-only "$binary" | awk '{print $3}' | sort -u >"$work/defined"
-cat "$work/start" "$work/requests" |
-    awk 'NR == FNR { defined[$1] = 1; next } defined[$1] && !seen[$1]++' "$work/defined" - >"$out"
+# Keep only the symbols the binary defines (callgrind also names libc's), each once.
+cat "$work/start" "$work/requests" >"$work/ran"
+defined_in "$work/ran" | awk '!seen[$0]++' >"$out"
 log "$(wc -l <"$work/start") functions run by the first probe, $(wc -l <"$work/requests") more by requests; $(wc -l <"$out") in $out"
