@@ -30,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn link_order() {
     println!("cargo:rerun-if-changed=src/link-order.txt");
     println!("cargo:rerun-if-env-changed=FLOODGATE_LINK_ORDER");
+    println!("cargo:rustc-check-cfg=cfg(floodgate_link_order)");
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let rustc_minor =
         std::process::Command::new(std::env::var_os("RUSTC").unwrap_or("rustc".into()))
@@ -63,6 +64,9 @@ fn link_order() {
             file.display()
         );
         println!("cargo:rustc-link-arg-bin=floodgate=-Wl,--no-warn-symbol-ordering");
+        // The startup-only block between its markers exists: `startup_code::release` may
+        // hand it back.
+        println!("cargo:rustc-cfg=floodgate_link_order");
     }
     // Relative relocations packed (DT_RELR): the loader reads a few KiB at start instead of
     // half a MiB of `.rela.dyn`. Only a glibc of 2.36 or later (Debian 12's, the image's)

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Regenerates src/link-order.txt: the functions the release binary runs while it starts
-# and while it serves the common requests, hottest first. build.rs hands the file to the
-# linker (`--symbol-ordering-file`), which places those functions side by side at the start
-# of the code, so the pages the kernel maps in (64 KiB around each first touch) hold code
-# that runs instead of its scattered neighbours: it sets most of the idle RSS.
+# and while it serves the common requests. build.rs hands the file to the linker
+# (`--symbol-ordering-file`), which places those functions side by side at the start of the
+# code, so the pages the kernel maps in (64 KiB around each first touch) hold code that runs
+# instead of its scattered neighbours: it sets most of the idle RSS. In order: what serving
+# runs and the start ran too (resident at idle), hottest first; what only the first probe
+# ran; what only serving runs; then, between the markers floodgate_startup_code_begin and
+# _end, what only the start ran, which src/startup_code.rs hands back once the service serves
+# (all but the release itself).
 #
 # Symbol names carry a hash of their crate's build (version, features, profile), so the file
 # matches a binary built the way the image and scripts/test.sh build it:
@@ -37,6 +41,16 @@ if [ "$check" = 1 ]; then
         log "src/link-order.txt no longer matches the code: run scripts/link-order.sh (or build with \`cargo build --release --bin floodgate\` alone)"
         exit 1
     fi
+    # The startup-only block: both markers, in order, a plausible size apart.
+    read -r begin end < <(nm --defined-only "$binary" |
+        awk '$3 == "floodgate_startup_code_begin" { b = $1 } $3 == "floodgate_startup_code_end" { e = $1 }
+             END { print (b == "" ? "0" : b), (e == "" ? "0" : e) }')
+    size=$(( 0x$end - 0x$begin ))
+    log "link order: the startup-only block is $((size / 1024)) KiB"
+    if [ "$size" -le 65536 ] || [ "$size" -gt $((64 << 20)) ]; then
+        log "the startup-only block is not laid out between its markers (begin 0x$begin, end 0x$end)"
+        exit 1
+    fi
     exit 0
 fi
 command -v valgrind >/dev/null || { log "needs valgrind (apt-get install valgrind)"; exit 1; }
@@ -49,7 +63,7 @@ cleanup() { [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
 log "[1/4] starting $binary under callgrind (the production configuration)"
-ENVIRONMENT=production LOG_LEVEL=info SERVER_PORT=127.0.0.1:0 \
+ENVIRONMENT=production LOG_LEVEL=info,floodgate::startup_code=debug SERVER_PORT=127.0.0.1:0 \
     FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" DATABASE_URL="sqlite://$work/jobs.db" \
     valgrind --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no \
     --callgrind-out-file="$work/callgrind.out" "$binary" >"$work/out" 2>"$work/err" &
@@ -65,15 +79,27 @@ done
 [ -n "$addr" ] || { log "it did not start listening within 60 s"; exit 1; }
 
 url=http://$addr
-log "[2/4] the first probe, then the common requests on $addr"
-curl -fsS "$url/health" -o /dev/null
-# Everything run so far is what is resident at idle: dump it apart (zeroing the counts).
-callgrind_control --dump=started "$pid" >/dev/null
+# dump N WHAT: callgrind writes what ran since the last dump to callgrind.out.N and zeroes
+# its counts.
+dump() {
+    callgrind_control --dump="$2" "$pid" >/dev/null
+    for _ in $(seq 600); do
+        [ -e "$work/callgrind.out.$1" ] && return
+        sleep 0.1
+    done
+    log "callgrind wrote no dump for $2"
+    exit 1
+}
+# Everything run until startup_code::release is the start.
 for _ in $(seq 600); do
-    [ -e "$work/callgrind.out.1" ] && break
+    grep -q '"message":"startup code released"' "$work/out" && break
     sleep 0.1
 done
-[ -e "$work/callgrind.out.1" ] || { log "callgrind wrote no dump for the start"; exit 1; }
+grep -q '"message":"startup code released"' "$work/out" || { log "start-up did not end within 60 s"; exit 1; }
+dump 1 started
+log "[2/4] the first probe, then the common requests on $addr"
+curl -fsS "$url/health" -o /dev/null
+dump 2 probed
 json=(-H 'content-type: application/json')
 for round in $(seq 20); do
     curl -fsS "$url/health" "$url/health/live" "$url/health/ready" -o /dev/null -o /dev/null -o /dev/null
@@ -91,9 +117,7 @@ wait "$pid" || true
 pid=
 
 log "[4/4] writing $out"
-# Each `fn=` line names a function that ran; its cost lines follow. What ran by the first
-# probe comes first, then what only requests run, each part hottest first: idle touches one
-# compact block, and the request path shares pages too.
+# Each `fn=` line names a function that ran; its cost lines follow.
 costs() {
     awk '
         /^fn=/ { fn = substr($0, 4); next }
@@ -102,10 +126,27 @@ costs() {
         END { for (f in cost) printf "%d\t%s\n", cost[f], f }
     ' "$@" | sort -t$'\t' -k1,1nr | cut -f2
 }
+# among WANT LAST LIST...: the lines of LAST, in its order, that are (WANT=1) or are not
+# (WANT=0) lines of a LIST file.
+among() {
+    local want=$1 last=$2
+    shift 2
+    awk -v want="$want" -v last="$last" \
+        'FILENAME != last { seen[$0] = 1; next } (want == 1) == ($0 in seen)' "$@" "$last"
+}
 costs "$work/callgrind.out.1" >"$work/start"
-costs "$work/callgrind.out" |
-    awk 'NR == FNR { seen[$0] = 1; next } !seen[$0]' "$work/start" - >"$work/requests"
+costs "$work/callgrind.out.2" >"$work/probe"
+costs "$work/callgrind.out" >"$work/serve"
+{
+    among 1 "$work/serve" "$work/start" "$work/probe"
+    among 0 "$work/probe" "$work/serve"
+    among 0 "$work/serve" "$work/start" "$work/probe"
+    # The release itself returns through its own code: that stays.
+    among 0 "$work/start" "$work/probe" "$work/serve" | grep 'startup_code' || true
+    echo floodgate_startup_code_begin
+    among 0 "$work/start" "$work/probe" "$work/serve" | grep -v 'startup_code'
+    echo floodgate_startup_code_end
+} >"$work/ran"
 # Keep only the symbols the binary defines (callgrind also names libc's), each once.
-cat "$work/start" "$work/requests" >"$work/ran"
 defined_in "$work/ran" | awk '!seen[$0]++' >"$out"
-log "$(wc -l <"$work/start") functions run by the first probe, $(wc -l <"$work/requests") more by requests; $(wc -l <"$out") in $out"
+log "$(wc -l <"$work/start") functions run by the start, $(wc -l <"$work/probe") by the first probe, $(wc -l <"$work/serve") by requests and idle; $(wc -l <"$out") in $out"

@@ -366,6 +366,7 @@ impl Application {
             self.kernel,
             self.pending_store,
             self.job_metrics,
+            crate::startup_code::release,
         ));
 
         shutdown.await;
@@ -453,10 +454,19 @@ fn pool_metrics(metrics: &Metrics) -> PoolMetrics {
     }
 }
 
-/// Open the jobs database if start-up could not, then run the jobs.
-async fn run_jobs(state: AppState, kernel: Kernel, pending: bool, metrics: JobMetrics) {
+/// Opens the jobs database first if it was away at start, then runs the jobs. `started` is
+/// called when start-up is over: once the jobs ran their first round, or at once when there
+/// are no jobs here or their database is away.
+async fn run_jobs(
+    state: AppState,
+    kernel: Kernel,
+    pending: bool,
+    metrics: JobMetrics,
+    started: fn(),
+) {
     let settings = &state.settings;
     if pending {
+        started();
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let opened = JobStore::open(
@@ -475,12 +485,16 @@ async fn run_jobs(state: AppState, kernel: Kernel, pending: bool, metrics: JobMe
         }
     }
     let Some(jobs) = state.jobs.get().cloned() else {
+        started();
         return;
     };
     let max_running = settings
         .jobs
         .effective_max_running(state.pool.status().workers);
-    jobs.run(state.pool.clone(), kernel, max_running).await;
+    // Already called when the database was away at start.
+    let started = if pending { || () } else { started };
+    jobs.run(state.pool.clone(), kernel, max_running, started)
+        .await;
 }
 
 fn store_metrics(metrics: &Metrics) -> StoreMetrics {

@@ -18,6 +18,7 @@ pub mod health;
 pub mod http;
 pub mod observability;
 pub mod pool;
+pub mod startup_code;
 pub mod state;
 pub mod store;
 pub mod transport;

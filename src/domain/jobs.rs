@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 
 use sha2::{Digest, Sha256};
 
@@ -253,47 +253,65 @@ impl Jobs {
     }
 
     /// Claim and run jobs, at most `max_running` at once, and keep the store tidy: fail jobs
-    /// out of attempts, purge old ones, publish the gauges. Runs until dropped.
-    pub async fn run(self, pool: WorkerPool, kernel: Kernel, max_running: usize) {
-        let upkeep = self.clone().upkeep();
-        let claims = self.claim_loop(pool, kernel, max_running);
+    /// out of attempts, purge old ones, publish the gauges. Runs until dropped. `started` is
+    /// called once the first round of upkeep and then the first claim are done: what the jobs
+    /// need (connections, prepared statements) is in place, and start-up is over.
+    pub async fn run(
+        self,
+        pool: WorkerPool,
+        kernel: Kernel,
+        max_running: usize,
+        started: impl FnOnce() + Send,
+    ) {
+        let (upkept, first_upkeep) = oneshot::channel();
+        let upkeep = self.clone().upkeep(upkept);
+        let claims = self.claim_loop(pool, kernel, max_running, first_upkeep, started);
         tokio::join!(upkeep, claims);
     }
 
-    async fn claim_loop(self, pool: WorkerPool, kernel: Kernel, max_running: usize) {
+    async fn claim_loop(
+        self,
+        pool: WorkerPool,
+        kernel: Kernel,
+        max_running: usize,
+        first_upkeep: oneshot::Receiver<()>,
+        started: impl FnOnce() + Send,
+    ) {
+        let _ = first_upkeep.await;
+        let mut started = Some(started);
         let owner = uuid::Uuid::new_v4().to_string();
         let permits = Arc::new(Semaphore::new(max_running.max(1)));
-        {
-            loop {
-                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                    break;
-                };
-                let now = now_us();
-                let claimed = self
-                    .store
-                    .claim(
-                        &owner,
-                        now,
-                        now + micros(self.settings.lease),
-                        self.settings.max_attempts,
-                    )
-                    .await;
-                match claimed {
-                    Ok(Some(job)) => {
-                        let (jobs, pool, owner) = (self.clone(), pool.clone(), owner.clone());
-                        tokio::spawn(async move {
-                            jobs.run_job(job, &owner, pool, kernel).await;
-                            drop(permit);
-                        });
-                    }
-                    Ok(None) | Err(_) => {
+        loop {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                break;
+            };
+            let now = now_us();
+            let claimed = self
+                .store
+                .claim(
+                    &owner,
+                    now,
+                    now + micros(self.settings.lease),
+                    self.settings.max_attempts,
+                )
+                .await;
+            if let Some(started) = started.take() {
+                started();
+            }
+            match claimed {
+                Ok(Some(job)) => {
+                    let (jobs, pool, owner) = (self.clone(), pool.clone(), owner.clone());
+                    tokio::spawn(async move {
+                        jobs.run_job(job, &owner, pool, kernel).await;
                         drop(permit);
-                        // Nothing to do (or the database is away): wait for a new job here,
-                        // or poll for other replicas' jobs and lapsed leases.
-                        let _ =
-                            tokio::time::timeout(Duration::from_millis(250), self.wake.notified())
-                                .await;
-                    }
+                    });
+                }
+                Ok(None) | Err(_) => {
+                    drop(permit);
+                    // Nothing to do (or the database is away): wait for a new job here,
+                    // or poll for other replicas' jobs and lapsed leases.
+                    let _ = tokio::time::timeout(Duration::from_millis(250), self.wake.notified())
+                        .await;
                 }
             }
         }
@@ -385,8 +403,9 @@ impl Jobs {
             .unwrap_or(true)
     }
 
-    async fn upkeep(self) {
+    async fn upkeep(self, upkept: oneshot::Sender<()>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut first = Some(upkept);
         loop {
             tick.tick().await;
             let (idle, used) = self.store.connections();
@@ -407,6 +426,9 @@ impl Jobs {
                 }
                 let age = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1e6);
                 self.metrics.oldest_queued_age.set(age);
+            }
+            if let Some(first) = first.take() {
+                let _ = first.send(());
             }
         }
     }
