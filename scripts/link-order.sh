@@ -4,10 +4,10 @@
 # (`--symbol-ordering-file`), which places those functions side by side at the start of the
 # code, so the pages the kernel maps in (64 KiB around each first touch) hold code that runs
 # instead of its scattered neighbours: it sets most of the idle RSS. In order: what serving
-# runs and the start ran too (resident at idle), hottest first; what only the first probe
-# ran; what only serving runs; then, between the markers floodgate_startup_code_begin and
-# _end, what only the start ran, which src/startup_code.rs hands back once the service serves
-# (all but the release itself).
+# runs and the start ran too (resident at idle), hottest first; what only the release of the
+# start-up code and the first probe ran; what only serving runs; then, between the markers
+# floodgate_startup_code_begin and _end, what only the start ran (until
+# startup_code::release, which hands those pages back).
 #
 # Symbol names carry a hash of their crate's build (version, features, profile), so the file
 # matches a binary built the way the image and scripts/test.sh build it:
@@ -62,44 +62,44 @@ pid=
 cleanup() { [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-log "[1/4] starting $binary under callgrind (the production configuration)"
-ENVIRONMENT=production LOG_LEVEL=info,floodgate::startup_code=debug SERVER_PORT=127.0.0.1:0 \
-    FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" DATABASE_URL="sqlite://$work/jobs.db" \
-    valgrind --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no \
-    --callgrind-out-file="$work/callgrind.out" "$binary" >"$work/out" 2>"$work/err" &
-pid=$!
-addr=
-for _ in $(seq 600); do
-    # The production log is JSON: {"message":"listening","address":"127.0.0.1:PORT",…}
-    addr=$(grep -m1 '"message":"listening"' "$work/out" | grep -o '"address":"[0-9.:]*"' | cut -d'"' -f4) || true
-    [ -n "$addr" ] && break
-    kill -0 "$pid" 2>/dev/null || { log "it exited: $(tail -n5 "$work/err")"; exit 1; }
-    sleep 0.1
-done
-[ -n "$addr" ] || { log "it did not start listening within 60 s"; exit 1; }
-
-url=http://$addr
-# dump N WHAT: callgrind writes what ran since the last dump to callgrind.out.N and zeroes
-# its counts.
-dump() {
-    callgrind_control --dump="$2" "$pid" >/dev/null
+# Callgrind dumps what ran (and zeroes its counts) as startup_code::release begins:
+# OUT.1 is the start. The release itself falls in the next dump, with the first probe, so
+# its code stays mapped while it runs on after the unmapping.
+release='_ZN9floodgate12startup_code7release17h*'
+# profile OUT: start the binary under callgrind, writing OUT; sets pid.
+profile() {
+    ENVIRONMENT=production LOG_LEVEL=info SERVER_PORT=127.0.0.1:0 \
+        FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" DATABASE_URL="sqlite://$work/jobs.db" \
+        valgrind --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no \
+        --dump-before="$release" --callgrind-out-file="$1" "$binary" >"$work/out" 2>"$work/err" &
+    pid=$!
+}
+# await_file FILE WHAT: wait for FILE (60 s at most).
+await_file() {
     for _ in $(seq 600); do
-        [ -e "$work/callgrind.out.$1" ] && return
+        [ -e "$1" ] && return
+        kill -0 "$pid" 2>/dev/null || { log "it exited before $2: $(tail -n5 "$work/err")"; exit 1; }
         sleep 0.1
     done
-    log "callgrind wrote no dump for $2"
+    log "callgrind wrote nothing for $2 within 60 s"
     exit 1
 }
-# Everything run until startup_code::release is the start.
-for _ in $(seq 600); do
-    grep -q '"message":"startup code released"' "$work/out" && break
-    sleep 0.1
-done
-grep -q '"message":"startup code released"' "$work/out" || { log "start-up did not end within 60 s"; exit 1; }
-dump 1 started
+
+# A first start creates the database; the second finds it there, as a restart does.
+log "[1/4] two starts under callgrind (the production configuration), on a new database and on the same one again"
+profile "$work/first.out"
+await_file "$work/first.out.1" "the end of the first start"
+kill -TERM "$pid"
+wait "$pid" || true
+profile "$work/callgrind.out"
+await_file "$work/callgrind.out.1" "the end of the second start"
+addr=$(grep -m1 '"message":"listening"' "$work/out" | grep -o '"address":"[0-9.:]*"' | cut -d'"' -f4) || true
+[ -n "$addr" ] || { log "it logged no address: $(tail -n5 "$work/out")"; exit 1; }
+url=http://$addr
 log "[2/4] the first probe, then the common requests on $addr"
 curl -fsS "$url/health" -o /dev/null
-dump 2 probed
+callgrind_control --dump=probed "$pid" >/dev/null
+await_file "$work/callgrind.out.2" "the first probe"
 json=(-H 'content-type: application/json')
 for round in $(seq 20); do
     curl -fsS "$url/health" "$url/health/live" "$url/health/ready" -o /dev/null -o /dev/null -o /dev/null
@@ -134,19 +134,17 @@ among() {
     awk -v want="$want" -v last="$last" \
         'FILENAME != last { seen[$0] = 1; next } (want == 1) == ($0 in seen)' "$@" "$last"
 }
-costs "$work/callgrind.out.1" >"$work/start"
+costs "$work/callgrind.out.1" "$work/first.out.1" >"$work/start"
 costs "$work/callgrind.out.2" >"$work/probe"
 costs "$work/callgrind.out" >"$work/serve"
 {
     among 1 "$work/serve" "$work/start" "$work/probe"
     among 0 "$work/probe" "$work/serve"
     among 0 "$work/serve" "$work/start" "$work/probe"
-    # The release itself returns through its own code: that stays.
-    among 0 "$work/start" "$work/probe" "$work/serve" | grep 'startup_code' || true
     echo floodgate_startup_code_begin
-    among 0 "$work/start" "$work/probe" "$work/serve" | grep -v 'startup_code'
+    among 0 "$work/start" "$work/probe" "$work/serve"
     echo floodgate_startup_code_end
 } >"$work/ran"
 # Keep only the symbols the binary defines (callgrind also names libc's), each once.
 defined_in "$work/ran" | awk '!seen[$0]++' >"$out"
-log "$(wc -l <"$work/start") functions run by the start, $(wc -l <"$work/probe") by the first probe, $(wc -l <"$work/serve") by requests and idle; $(wc -l <"$out") in $out"
+log "$(wc -l <"$work/start") functions run by the start, $(wc -l <"$work/probe") by the release and the first probe, $(wc -l <"$work/serve") by requests and idle; $(wc -l <"$out") in $out"
