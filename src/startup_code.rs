@@ -41,9 +41,9 @@ fn whole_pages(begin: usize, end: usize, page: usize) -> Option<(usize, usize)> 
     (last > first).then(|| (first, last - first))
 }
 
-/// Unmap the startup-only block's pages, and log (at debug, which `scripts/link-order.sh`
-/// waits for) how much was released: nothing when this build has no such block or the kernel
-/// refused.
+/// Unmap the startup-only block's pages and drop them from the page cache; logs at debug how
+/// much was released (nothing when this build has no such block or the kernel refused).
+/// `scripts/link-order.sh` ends the start where this function is entered, by its name.
 pub fn release() {
     let released = release_block().unwrap_or_else(|error| {
         tracing::debug!(%error, "startup code kept");
