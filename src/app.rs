@@ -510,8 +510,7 @@ fn store_metrics(metrics: &Metrics) -> StoreMetrics {
         claim: op("claim"),
         renew: op("renew"),
         finish: op("finish"),
-        purge: op("purge"),
-        count: op("count"),
+        tidy: op("tidy"),
     }
 }
 

@@ -412,19 +412,20 @@ impl Jobs {
             self.metrics.db_idle.set(f64::from(idle));
             self.metrics.db_used.set(f64::from(used));
             let now = now_us();
-            let _ = self
+            let before = now - micros(self.settings.retention);
+            // A database that is away skips a round; the next one catches up.
+            if let Ok(tidied) = self
                 .store
-                .fail_exhausted(now, self.settings.max_attempts)
-                .await;
-            let _ = self
-                .store
-                .purge(now - micros(self.settings.retention), 1000)
-                .await;
-            if let Ok((counts, oldest)) = self.store.counts().await {
+                .tidy(now, self.settings.max_attempts, before, 1000)
+                .await
+            {
                 for (status, gauge) in JobStatus::ALL.iter().zip(&self.metrics.by_status) {
-                    gauge.set(counts.get(status.as_str()).copied().unwrap_or(0) as f64);
+                    let count = tidied.by_status.get(status.as_str()).copied();
+                    gauge.set(count.unwrap_or(0) as f64);
                 }
-                let age = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1e6);
+                let age = tidied
+                    .oldest_queued
+                    .map_or(0.0, |t| (now - t).max(0) as f64 / 1e6);
                 self.metrics.oldest_queued_age.set(age);
             }
             if let Some(first) = first.take() {

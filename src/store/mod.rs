@@ -68,8 +68,7 @@ pub struct StoreMetrics {
     pub claim: Histogram,
     pub renew: Histogram,
     pub finish: Histogram,
-    pub purge: Histogram,
-    pub count: Histogram,
+    pub tidy: Histogram,
 }
 
 impl Default for StoreMetrics {
@@ -85,8 +84,7 @@ impl Default for StoreMetrics {
             claim: Histogram::noop(),
             renew: Histogram::noop(),
             finish: Histogram::noop(),
-            purge: Histogram::noop(),
-            count: Histogram::noop(),
+            tidy: Histogram::noop(),
         }
     }
 }
@@ -518,51 +516,67 @@ impl JobStore {
         Ok(done == 1)
     }
 
-    /// Fail the jobs whose lease lapsed after their last allowed attempt.
-    pub async fn fail_exhausted(&self, now: i64, max_attempts: u32) -> Result<u64, StoreError> {
-        let sql = "UPDATE jobs SET status = 'failed', error = 'no replica finished it within its attempts', \
-                   finished_at = $1, lease_owner = NULL, lease_until = NULL \
-                   WHERE status = 'running' AND lease_until < $1 AND attempts >= $2";
-        Ok(on_pool!(self, claim, |p| {
-            sqlx::query(sql)
-                .bind(now)
-                .bind(i64::from(max_attempts))
-                .execute(p)
-                .await?
-                .rows_affected()
-        }))
-    }
-
-    /// Delete up to `batch` jobs that finished before `before`.
-    pub async fn purge(&self, before: i64, batch: u32) -> Result<u64, StoreError> {
-        let sql =
+    /// One round of upkeep: fail the jobs whose lease lapsed after their last allowed
+    /// attempt, delete up to `batch` jobs that finished before `before`, and count the jobs
+    /// by status with the creation time of the oldest queued one. All on one connection:
+    /// sqlx checks a connection on its way back to the pool, so statements issued one after
+    /// another through the pool would keep a second connection (and its thread) open.
+    pub async fn tidy(
+        &self,
+        now: i64,
+        max_attempts: u32,
+        before: i64,
+        batch: u32,
+    ) -> Result<Tidied, StoreError> {
+        let fail = "UPDATE jobs SET status = 'failed', error = 'no replica finished it within its attempts', \
+                    finished_at = $1, lease_owner = NULL, lease_until = NULL \
+                    WHERE status = 'running' AND lease_until < $1 AND attempts >= $2";
+        let purge =
             "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < $1 LIMIT $2)";
-        Ok(on_pool!(self, purge, |p| {
-            sqlx::query(sql)
-                .bind(before)
-                .bind(i64::from(batch))
-                .execute(p)
-                .await?
-                .rows_affected()
-        }))
-    }
-
-    /// Jobs by status, and the creation time of the oldest queued one.
-    pub async fn counts(&self) -> Result<(BTreeMap<String, i64>, Option<i64>), StoreError> {
         let by_status = "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status";
         let oldest = "SELECT MIN(created_at) AS t FROM jobs WHERE status = 'queued'";
-        Ok(on_pool!(self, count, |p| {
-            let mut counts = BTreeMap::new();
+        Ok(on_pool!(self, tidy, |p| {
+            let failed = sqlx::query(fail)
+                .bind(now)
+                .bind(i64::from(max_attempts))
+                .execute(&mut *p)
+                .await?
+                .rows_affected();
+            let purged = sqlx::query(purge)
+                .bind(before)
+                .bind(i64::from(batch))
+                .execute(&mut *p)
+                .await?
+                .rows_affected();
+            let mut by_status_counts = BTreeMap::new();
             for row in sqlx::query(by_status).fetch_all(&mut *p).await? {
-                counts.insert(
+                by_status_counts.insert(
                     row.try_get::<String, _>("status")?,
                     row.try_get::<i64, _>("n")?,
                 );
             }
-            let oldest: Option<i64> = sqlx::query(oldest).fetch_one(p).await?.try_get("t")?;
-            (counts, oldest)
+            let oldest_queued: Option<i64> =
+                sqlx::query(oldest).fetch_one(p).await?.try_get("t")?;
+            Tidied {
+                failed,
+                purged,
+                by_status: by_status_counts,
+                oldest_queued,
+            }
         }))
     }
+}
+
+/// What one round of [`JobStore::tidy`] did and found.
+pub struct Tidied {
+    /// Jobs failed because their last attempt's lease lapsed.
+    pub failed: u64,
+    /// Finished jobs deleted.
+    pub purged: u64,
+    /// Jobs by status.
+    pub by_status: BTreeMap<String, i64>,
+    /// When the oldest queued job was created.
+    pub oldest_queued: Option<i64>,
 }
 
 fn migration_error(e: sqlx::migrate::MigrateError) -> OpenError {

@@ -77,6 +77,37 @@ async fn a_job_is_queued_committed_and_run_to_its_digest() {
     assert_eq!(r.json::<Value>().await.unwrap()["rounds"], 10_000);
 }
 
+/// The upkeep round (fail lapsed jobs, purge old ones, count by status) runs its statements
+/// on one connection and publishes what it counted: a statement that failed would skip the
+/// round and leave the gauges unset.
+#[tokio::test]
+async fn upkeep_publishes_the_jobs_by_status() {
+    let app = spawn_app().await;
+    let r = submit(&app, r#"{"number": 5, "rounds": 1000}"#, None).await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for_job(&app.url(""), &id, |j| j["status"] == "succeeded").await;
+    let text = app
+        .wait_for_exposition("the succeeded job counted", |t| {
+            sum_series(t, "floodgate_jobs", |l| l.contains("\"succeeded\"")) == 1.0
+        })
+        .await;
+    for status in ["queued", "running", "failed", "cancelled"] {
+        let quoted = format!("\"{status}\"");
+        assert_eq!(
+            sum_series(&text, "floodgate_jobs", |l| l.contains(&quoted)),
+            0.0,
+            "{status}"
+        );
+    }
+    assert_eq!(
+        sum_series(&text, "floodgate_jobs_oldest_queued_age_seconds", |_| true),
+        0.0
+    );
+}
+
 #[tokio::test]
 async fn idempotency_keys_replay_the_job_or_refuse_a_different_body() {
     let app = spawn_app().await;
