@@ -1,14 +1,18 @@
-//! The code that runs only while the service starts, handed back once it serves, as a
+//! The parts of the executable that serving does not use, handed back once it serves, as a
 //! kernel frees its init sections.
 //!
 //! The release binary is laid out by `src/link-order.txt` (`scripts/link-order.sh`,
-//! `build.rs`): the functions that run only at start sit together, between
-//! [`floodgate_startup_code_begin`] and [`floodgate_startup_code_end`]. Their pages stay mapped
-//! after they ran (about a megabyte of the idle RSS) though nothing runs them again;
-//! [`release`] unmaps them and drops them from the page cache, so the memory is free, not only
-//! out of the RSS. They are clean pages of the executable, so a function there that does run
-//! again (a rare path shared with start-up, such as opening another database connection) is
-//! read back in from the file by an ordinary page fault, at the cost of that fault. Builds
+//! `build.rs`): the code that serving runs comes first; then, between
+//! [`floodgate_startup_code_begin`] and [`floodgate_startup_code_end`], the code that runs only
+//! at start; then the code no profiled run reached (error paths, other configurations). The
+//! pages of the last two, and of the read-only data (relocation and symbol tables read once by
+//! the loader, the configuration's and documents' text), stay mapped once touched, and the
+//! kernel maps their neighbours with them (fault-around, read-ahead): about 2 MiB of an idle
+//! replica and more under load, though nothing serving runs needs them. [`release`] unmaps
+//! them, drops them from the page cache (so the memory is free, not only out of the RSS) and
+//! asks that they be read back one page at a time, so what serving does touch later costs
+//! that page, not the 64–128 KiB around it. They are clean pages of the executable: anything
+//! there that runs again is read back in from the file by an ordinary page fault. Builds
 //! without the layout (debug, another linker, `FLOODGATE_LINK_ORDER=off`, a binary embedding
 //! the library) release nothing.
 
@@ -41,18 +45,18 @@ fn whole_pages(begin: usize, end: usize, page: usize) -> Option<(usize, usize)> 
     (last > first).then(|| (first, last - first))
 }
 
-/// Unmap the startup-only block's pages and drop them from the page cache; logs at debug how
-/// much was released (nothing when this build has no such block or the kernel refused).
-/// `scripts/link-order.sh` ends the start where this function is entered, by its name.
+/// Release what serving does not use; logs at debug how much (nothing when this build has
+/// no layout or the kernel refused). `scripts/link-order.sh` ends the start where this
+/// function is entered, by its name.
 pub fn release() {
-    let released = release_block().unwrap_or_else(|error| {
+    let released = release_unused().unwrap_or_else(|error| {
         tracing::debug!(%error, "startup code kept");
         0
     });
     tracing::debug!(kib = released / 1024, "startup code released");
 }
 
-fn release_block() -> std::io::Result<usize> {
+fn release_unused() -> std::io::Result<usize> {
     if !cfg!(floodgate_link_order) {
         return Ok(0);
     }
@@ -60,83 +64,175 @@ fn release_block() -> std::io::Result<usize> {
     let end = floodgate_startup_code_end as *const () as usize;
     // SAFETY: sysconf has no preconditions.
     let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
-    let Some((start, len)) = whole_pages(begin, end, page) else {
+    let Some((from, _)) = whole_pages(begin, end, page) else {
         return Ok(0);
     };
-    // Where the block is in the file, found before it is unmapped, so that nothing after
-    // the unmapping runs code of the block (the layout keeps this module's code and what it
-    // calls out of it).
-    let cached = cached_copy(start, len);
-    // SAFETY: the range lies inside this executable's code, a private read-only mapping of
-    // its file that is never written (no text relocations), so MADV_DONTNEED only drops the
-    // page-table entries: the next execution of any of it faults the same bytes back in from
-    // the file. No Rust object lives there.
-    let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let dropped = cached.and_then(|(exe, offset, len)| {
-        // SAFETY: the descriptor is open for the call; the advice touches no memory of ours.
-        match unsafe {
-            libc::posix_fadvise(exe.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED)
-        } {
-            0 => Ok(()),
-            rc => Err(std::io::Error::from_raw_os_error(rc)),
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let exe = std::fs::File::open("/proc/self/exe")?;
+    let mut released = 0;
+    for unused in unused_ranges(&smaps, from) {
+        // SAFETY: `unused_ranges` yields only ranges of this executable's private mappings
+        // that are read-only and hold no anonymous (written) page: MADV_DONTNEED then drops
+        // only page-table entries, and the next access faults the same bytes back in from
+        // the file. No Rust object lives there. MADV_RANDOM only changes read-ahead.
+        unsafe {
+            let at = unused.start as *mut libc::c_void;
+            if libc::madvise(at, unused.len, libc::MADV_DONTNEED) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::madvise(at, unused.len, libc::MADV_RANDOM);
         }
-    });
-    if let Err(error) = dropped {
-        tracing::debug!(%error, "startup code unmapped, left in the page cache");
+        released += unused.len;
+        let (Ok(offset), Ok(len)) = (
+            libc::off_t::try_from(unused.offset),
+            libc::off_t::try_from(unused.len),
+        ) else {
+            continue;
+        };
+        // SAFETY: the descriptor is open for the call; the advice touches no memory of ours.
+        // The kernel drops only cached pages that no process maps, so nothing in use goes.
+        let rc =
+            unsafe { libc::posix_fadvise(exe.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            let error = std::io::Error::from_raw_os_error(rc);
+            tracing::debug!(%error, "unused code unmapped, left in the page cache");
+        }
     }
-    Ok(len)
+    Ok(released)
 }
 
-/// The executable and the offset and length in it of `[start, start + len)`, to drop those
-/// pages from the page cache once they are unmapped. The kernel drops only pages no process
-/// maps, so nothing in use goes.
-fn cached_copy(
+/// A range of the executable's image that serving does not use, and its offset in the file.
+#[derive(Debug, PartialEq, Eq)]
+struct Unused {
     start: usize,
     len: usize,
-) -> std::io::Result<(std::fs::File, libc::off_t, libc::off_t)> {
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let offset = file_offset(&maps, start, len)
-        .ok_or_else(|| std::io::Error::other("the code's mapping is not in /proc/self/maps"))?;
-    let exe = std::fs::File::open("/proc/self/exe")?;
-    let offset = libc::off_t::try_from(offset).map_err(std::io::Error::other)?;
-    let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
-    Ok((exe, offset, len))
+    offset: u64,
 }
 
-/// The offset in its file of address `start`, from `/proc/self/maps` lines
-/// (`low-high perms offset device inode path`), when one mapping holds all of
-/// `[start, start + len)`.
-fn file_offset(maps: &str, start: usize, len: usize) -> Option<u64> {
-    maps.lines().find_map(|line| {
+/// From `/proc/self/smaps`: the code from `from` (the startup-only block's first whole page)
+/// to the end of its mapping, and every other read-only mapping of the same file that holds
+/// no anonymous page (not the RELRO segment, whose pages the loader wrote).
+fn unused_ranges(smaps: &str, from: usize) -> Vec<Unused> {
+    struct Mapping<'a> {
+        low: usize,
+        high: usize,
+        perms: &'a str,
+        offset: u64,
+        file: (&'a str, &'a str),
+        anonymous: Option<u64>,
+    }
+    let mut mappings: Vec<Mapping<'_>> = Vec::new();
+    for line in smaps.lines() {
         let mut fields = line.split_whitespace();
-        let (low, high) = fields.next()?.split_once('-')?;
-        let low = usize::from_str_radix(low, 16).ok()?;
-        let high = usize::from_str_radix(high, 16).ok()?;
-        let offset = u64::from_str_radix(fields.nth(1)?, 16).ok()?;
-        let inside = low <= start && start.checked_add(len)? <= high;
-        inside.then(|| offset + (start - low) as u64)
-    })
+        let Some(first) = fields.next() else { continue };
+        if let Some((low, high)) = first.split_once('-') {
+            let (Ok(low), Ok(high)) = (
+                usize::from_str_radix(low, 16),
+                usize::from_str_radix(high, 16),
+            ) else {
+                continue;
+            };
+            let (Some(perms), Some(offset), Some(device), Some(inode)) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let Ok(offset) = u64::from_str_radix(offset, 16) else {
+                continue;
+            };
+            mappings.push(Mapping {
+                low,
+                high,
+                perms,
+                offset,
+                file: (device, inode),
+                anonymous: None,
+            });
+        } else if first == "Anonymous:" {
+            if let Some(last) = mappings.last_mut() {
+                last.anonymous = fields.next().and_then(|kib| kib.parse().ok());
+            }
+        }
+    }
+    let Some(code) = mappings
+        .iter()
+        .find(|m| m.low <= from && from < m.high && m.perms == "r-xp" && m.file.1 != "0")
+    else {
+        return Vec::new();
+    };
+    let clean = |m: &Mapping<'_>| m.file == code.file && m.anonymous == Some(0);
+    let mut unused = Vec::new();
+    if clean(code) {
+        unused.push(Unused {
+            start: from,
+            len: code.high - from,
+            offset: code.offset + (from - code.low) as u64,
+        });
+    }
+    unused.extend(
+        mappings
+            .iter()
+            .filter(|m| m.perms == "r--p" && clean(m))
+            .map(|m| Unused {
+                start: m.low,
+                len: m.high - m.low,
+                offset: m.offset,
+            }),
+    );
+    unused
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{file_offset, whole_pages};
+    use super::{unused_ranges, whole_pages, Unused};
+
+    /// A process's smaps: this executable's four segments (its code with `code_anon` KiB
+    /// written), a library and an anonymous mapping.
+    fn smaps(code_anon: u32) -> String {
+        format!(
+            "55e0a1000000-55e0a1d68000 r--p 00000000 fe:00 5497024 /srv/floodgate\n\
+             Rss:                1280 kB\n\
+             Anonymous:             0 kB\n\
+             55e0a1d69000-55e0a28dd000 r-xp 00d68000 fe:00 5497024 /srv/floodgate\n\
+             Anonymous:    {code_anon:>10} kB\n\
+             55e0a28dd000-55e0a2937000 r--p 018da000 fe:00 5497024 /srv/floodgate\n\
+             Anonymous:           360 kB\n\
+             55e0a2937000-55e0a2941000 rw-p 01933000 fe:00 5497024 /srv/floodgate\n\
+             Anonymous:            40 kB\n\
+             7f0000000000-7f0000021000 r--p 00000000 fe:00 1234 /usr/lib/libc.so.6\n\
+             Anonymous:             0 kB\n\
+             7f0000100000-7f0000121000 rw-p 00000000 00:00 0\n\
+             Anonymous:           132 kB\n"
+        )
+    }
 
     #[test]
-    fn the_file_offset_comes_from_the_mapping_that_holds_the_range() {
-        let maps = "55e0a1000000-55e0a1d68000 r--p 00000000 fe:00 5497024 /srv/floodgate\n\
-                    55e0a1d69000-55e0a28dd000 r-xp 00d68000 fe:00 5497024 /srv/floodgate\n\
-                    7f0000000000-7f0000021000 rw-p 00000000 00:00 0\n";
+    fn the_cold_code_and_the_clean_read_only_data_are_unused() {
+        let data = Unused {
+            start: 0x55e0_a100_0000,
+            len: 0xd6_8000,
+            offset: 0,
+        };
+        let cold_code = Unused {
+            start: 0x55e0_a1e0_0000,
+            len: 0x55e0_a28d_d000 - 0x55e0_a1e0_0000,
+            offset: 0xd6_8000 + 0x9_7000,
+        };
         assert_eq!(
-            file_offset(maps, 0x55e0_a1e0_0000, 0x1000),
-            Some(0xd6_8000 + 0x9_7000)
+            unused_ranges(&smaps(0), 0x55e0_a1e0_0000),
+            vec![cold_code, data]
         );
-        assert_eq!(file_offset(maps, 0x55e0_a28d_c000, 0x2000), None);
-        assert_eq!(file_offset(maps, 0x1000, 0x1000), None);
-        assert_eq!(file_offset("garbage\n", 0x1000, 0x1000), None);
+        // Code with a written page (text relocations) is kept; the data still goes.
+        let data = Unused {
+            start: 0x55e0_a100_0000,
+            len: 0xd6_8000,
+            offset: 0,
+        };
+        assert_eq!(unused_ranges(&smaps(4), 0x55e0_a1e0_0000), vec![data]);
+        // Not inside this executable's code: nothing.
+        assert_eq!(unused_ranges(&smaps(0), 0x7f00_0010_0000), vec![]);
+        assert_eq!(unused_ranges(&smaps(0), 0x55e0_a100_0000), vec![]);
+        assert_eq!(unused_ranges("garbage\n", 0x1000), vec![]);
     }
 
     #[test]
