@@ -157,7 +157,7 @@ async fn overload_is_refused_fast_and_counted_exactly() {
 }
 
 /// Hundreds of connections dribbling headers do not stop a normal client, and are closed
-/// at the header timeout.
+/// at the header timeout, each counted.
 #[tokio::test]
 async fn slow_loris_connections_are_cut_off() {
     let _one_at_a_time = exclusive().await;
@@ -220,6 +220,12 @@ async fn slow_loris_connections_are_cut_off() {
         assert!(closed, "slow connection left open");
         assert!(elapsed < Duration::from_secs(3), "closed after {elapsed:?}");
     }
+    app.wait_for_exposition("every slow connection counted", |t| {
+        sum_series(t, "floodgate_http_connection_errors_total", |l| {
+            l.contains("kind=\"header_timeout\"")
+        }) >= 200.0
+    })
+    .await;
 }
 
 /// More clients than the connection limit wait their turn; none fails.
