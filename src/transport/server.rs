@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,6 +176,9 @@ async fn accept_loop<S>(
             let mut req = req.map(axum::body::Body::new);
             req.extensions_mut().insert(ConnectInfo(peer));
             counted.dispatched.fetch_add(1, Ordering::Relaxed);
+            if req.version() == http::Version::HTTP_2 {
+                counted.multiplexed.store(true, Ordering::Relaxed);
+            }
             Answered {
                 inner: service.clone().call(req),
                 activity: Arc::clone(&counted),
@@ -223,9 +226,10 @@ async fn accept_loop<S>(
 const DRAIN_IDLE: Duration = Duration::from_millis(100);
 
 /// Run a connection to completion: closed when it has moved no bytes for the keep-alive
-/// timeout, or when it has been waiting for a complete request head for the header-read
-/// timeout (a client dribbling a head, or saying nothing); asked to finish its in-flight
-/// requests and close when `stop` fires.
+/// timeout, or, over HTTP/1, when it has been waiting for a complete request head for the
+/// header-read timeout (a client dribbling a head, or saying nothing; a response still
+/// streaming is not waiting); asked to finish its in-flight requests and close when `stop`
+/// fires.
 ///
 /// Both are checked on one timer per connection, ticking at a quarter of the header-read
 /// timeout (or the keep-alive timeout, if shorter), rather than on a timer armed for each
@@ -285,7 +289,11 @@ async fn drive<C>(
                 }
                 let dispatched = activity.dispatched();
                 quiet = if now == seen { quiet + tick } else { Duration::ZERO };
-                waiting = if dispatched == seen_dispatched && activity.idle() {
+                waiting = if dispatched == seen_dispatched
+                    && activity.idle()
+                    && activity.streaming.load(Ordering::Relaxed) == 0
+                    && !activity.multiplexed.load(Ordering::Relaxed)
+                {
                     waiting + tick
                 } else {
                     Duration::ZERO
@@ -332,12 +340,17 @@ fn report(
 }
 
 /// What a connection has done: I/O calls that moved bytes (the idle check compares counts
-/// rather than reading the clock on every call), requests handed to the service, and
-/// requests answered.
+/// rather than reading the clock on every call), requests handed to the service, requests
+/// answered, and answers whose bodies are still streaming.
 struct Activity {
     io: AtomicU64,
     dispatched: AtomicU64,
     answered: AtomicU64,
+    /// Response bodies still streaming.
+    streaming: AtomicU64,
+    /// An HTTP/2 connection: it has no request head to wait for between streams, and its
+    /// client may keep it open with pings, as gRPC clients do.
+    multiplexed: AtomicBool,
 }
 
 impl Activity {
@@ -346,6 +359,8 @@ impl Activity {
             io: AtomicU64::new(0),
             dispatched: AtomicU64::new(0),
             answered: AtomicU64::new(0),
+            streaming: AtomicU64::new(0),
+            multiplexed: AtomicBool::new(false),
         }
     }
     fn touch(&self) {
@@ -372,16 +387,62 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F: std::future::Future> std::future::Future for Answered<F> {
+impl<F> std::future::Future for Answered<F>
+where
+    F: std::future::Future<Output = Result<Response, Infallible>>,
+{
     type Output = F::Output;
     fn poll(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
+        use http_body::Body as _;
         let this = self.project();
-        let out = std::task::ready!(this.inner.poll(cx));
+        let Ok(response) = std::task::ready!(this.inner.poll(cx));
         this.activity.answered.fetch_add(1, Ordering::Relaxed);
-        std::task::Poll::Ready(out)
+        // A body of known length goes out with the head; one that streams (server-sent
+        // events) keeps the connection busy until it ends, which the header-read deadline
+        // must see. Only those are wrapped.
+        if response.body().size_hint().exact().is_some() {
+            return std::task::Poll::Ready(Ok(response));
+        }
+        this.activity.streaming.fetch_add(1, Ordering::Relaxed);
+        let activity = Arc::clone(this.activity);
+        std::task::Poll::Ready(Ok(
+            response.map(|inner| axum::body::Body::new(Streaming { inner, activity }))
+        ))
+    }
+}
+
+/// A response body being streamed, counted in [`Activity`] until it ends or is dropped.
+struct Streaming {
+    inner: axum::body::Body,
+    activity: Arc<Activity>,
+}
+
+impl http_body::Body for Streaming {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.activity.streaming.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -170,6 +170,37 @@ async fn a_job_stream_follows_the_job_to_its_end_then_closes_normally() {
     assert!(shown.contains("\"status\":\"succeeded\""), "{shown}");
 }
 
+/// The header-read deadline covers waiting for a request head, not sending an answer: a
+/// server-sent-events stream that stays quiet for longer than it is not cut.
+#[tokio::test]
+async fn an_event_stream_outlives_the_header_read_timeout() {
+    let app = spawn_with(|s| s.server.header_read_timeout = Duration::from_millis(200)).await;
+    let job: Value = app
+        .post_json("/api/v2/jobs", r#"{"number": 12, "rounds": 100000000}"#)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap();
+    let started = Instant::now();
+    let body = app
+        .client
+        .get(app.url(&format!("/api/v2/jobs/{id}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("\"status\":\"succeeded\""), "{body}");
+    assert!(
+        started.elapsed() > Duration::from_millis(400),
+        "the job ended in {:?}, too soon to show anything",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn streams_are_closed_with_1001_at_shutdown() {
     let app = spawn_app().await;
