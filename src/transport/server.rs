@@ -280,7 +280,11 @@ async fn drive<C>(
                 let now = activity.io();
                 if draining {
                     // Nothing in progress and nothing moving: no request will come of it.
-                    if now == seen && activity.idle() {
+                    // A streaming answer is in progress until its body ends, however quiet.
+                    if now == seen
+                        && activity.idle()
+                        && activity.streaming.load(Ordering::Relaxed) == 0
+                    {
                         break;
                     }
                     seen = now;

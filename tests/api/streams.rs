@@ -170,11 +170,15 @@ async fn a_job_stream_follows_the_job_to_its_end_then_closes_normally() {
     assert!(shown.contains("\"status\":\"succeeded\""), "{shown}");
 }
 
-/// The header-read deadline covers waiting for a request head, not sending an answer: a
-/// server-sent-events stream that stays quiet for longer than it is not cut.
+/// The header-read and keep-alive deadlines cover waiting for a request, not sending an
+/// answer: a server-sent-events stream that stays quiet for longer than both is not cut.
 #[tokio::test]
-async fn an_event_stream_outlives_the_header_read_timeout() {
-    let app = spawn_with(|s| s.server.header_read_timeout = Duration::from_millis(200)).await;
+async fn an_event_stream_outlives_the_connection_deadlines() {
+    let app = spawn_with(|s| {
+        s.server.header_read_timeout = Duration::from_millis(200);
+        s.server.keep_alive_timeout = Duration::from_millis(200);
+    })
+    .await;
     let job: Value = app
         .post_json("/api/v2/jobs", r#"{"number": 12, "rounds": 100000000}"#)
         .await
