@@ -280,11 +280,7 @@ async fn drive<C>(
                 let now = activity.io();
                 if draining {
                     // Nothing in progress and nothing moving: no request will come of it.
-                    // A streaming answer is in progress until its body ends, however quiet.
-                    if now == seen
-                        && activity.idle()
-                        && activity.streaming.load(Ordering::Relaxed) == 0
-                    {
+                    if now == seen && activity.idle() {
                         break;
                     }
                     seen = now;
@@ -295,7 +291,6 @@ async fn drive<C>(
                 quiet = if now == seen { quiet + tick } else { Duration::ZERO };
                 waiting = if dispatched == seen_dispatched
                     && activity.idle()
-                    && activity.streaming.load(Ordering::Relaxed) == 0
                     && !activity.multiplexed.load(Ordering::Relaxed)
                 {
                     waiting + tick
@@ -344,14 +339,12 @@ fn report(
 }
 
 /// What a connection has done: I/O calls that moved bytes (the idle check compares counts
-/// rather than reading the clock on every call), requests handed to the service, requests
-/// answered, and answers whose bodies are still streaming.
+/// rather than reading the clock on every call), requests handed to the service, and
+/// requests answered (their whole body sent, or dropped).
 struct Activity {
     io: AtomicU64,
     dispatched: AtomicU64,
     answered: AtomicU64,
-    /// Response bodies still streaming.
-    streaming: AtomicU64,
     /// An HTTP/2 connection: it has no request head to wait for between streams, and its
     /// client may keep it open with pings, as gRPC clients do.
     multiplexed: AtomicBool,
@@ -363,7 +356,6 @@ impl Activity {
             io: AtomicU64::new(0),
             dispatched: AtomicU64::new(0),
             answered: AtomicU64::new(0),
-            streaming: AtomicU64::new(0),
             multiplexed: AtomicBool::new(false),
         }
     }
@@ -376,14 +368,14 @@ impl Activity {
     fn dispatched(&self) -> u64 {
         self.dispatched.load(Ordering::Relaxed)
     }
-    /// No request is being handled.
+    /// No request is being handled, and no answer is still streaming (however quiet).
     fn idle(&self) -> bool {
         self.dispatched.load(Ordering::Relaxed) == self.answered.load(Ordering::Relaxed)
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A response future that counts its request as answered when it completes.
+    /// A response future that counts its request as answered once its body is out.
     struct Answered<F> {
         #[pin]
         inner: F,
@@ -403,14 +395,13 @@ where
         use http_body::Body as _;
         let this = self.project();
         let Ok(response) = std::task::ready!(this.inner.poll(cx));
-        this.activity.answered.fetch_add(1, Ordering::Relaxed);
         // A body of known length goes out with the head; one that streams (server-sent
-        // events) keeps the connection busy until it ends, which the header-read deadline
-        // must see. Only those are wrapped.
+        // events) keeps the request in progress until it ends, which the connection's
+        // deadlines must see. Only those are wrapped.
         if response.body().size_hint().exact().is_some() {
+            this.activity.answered.fetch_add(1, Ordering::Relaxed);
             return std::task::Poll::Ready(Ok(response));
         }
-        this.activity.streaming.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::clone(this.activity);
         std::task::Poll::Ready(Ok(
             response.map(|inner| axum::body::Body::new(Streaming { inner, activity }))
@@ -418,7 +409,8 @@ where
     }
 }
 
-/// A response body being streamed, counted in [`Activity`] until it ends or is dropped.
+/// A response body being streamed; its request counts as answered when it is dropped (sent
+/// to its end, or the connection closed).
 struct Streaming {
     inner: axum::body::Body,
     activity: Arc<Activity>,
@@ -446,7 +438,7 @@ impl http_body::Body for Streaming {
 
 impl Drop for Streaming {
     fn drop(&mut self) {
-        self.activity.streaming.fetch_sub(1, Ordering::Relaxed);
+        self.activity.answered.fetch_add(1, Ordering::Relaxed);
     }
 }
 
