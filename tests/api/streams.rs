@@ -134,16 +134,7 @@ async fn a_job_stream_follows_the_job_to_its_end_then_closes_normally() {
         "{statuses:?}"
     );
     // The same as server-sent events for a client that does not upgrade.
-    let body = app
-        .client
-        .get(app.url(&format!("/api/v2/jobs/{id}/events")))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = job_events_as_sse(&app, id).await;
     assert!(body.contains("event: job"), "{body}");
     assert!(body.contains("\"status\":\"succeeded\""), "{body}");
     // And as `curl -N` shows them: the stream ends by itself after the final status.
@@ -187,16 +178,7 @@ async fn an_event_stream_outlives_the_connection_deadlines() {
         .unwrap();
     let id = job["id"].as_str().unwrap();
     let started = Instant::now();
-    let body = app
-        .client
-        .get(app.url(&format!("/api/v2/jobs/{id}/events")))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = job_events_as_sse(&app, id).await;
     assert!(body.contains("\"status\":\"succeeded\""), "{body}");
     assert!(
         started.elapsed() > Duration::from_millis(400),
@@ -420,4 +402,17 @@ async fn readers_that_never_read_are_closed_with_1013_and_cost_bounded_memory() 
         "{READERS} stuck readers took {} KiB more while messages fell due",
         peak - connected
     );
+}
+
+/// A job's events as server-sent events, read to the end of the stream.
+async fn job_events_as_sse(app: &TestApp, id: &str) -> String {
+    app.client
+        .get(app.url(&format!("/api/v2/jobs/{id}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
