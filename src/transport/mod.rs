@@ -2,6 +2,7 @@
 //! by ALPN), the split of gRPC calls from HTTP requests on one listener, and the TLS
 //! certificate that can be reloaded while serving.
 
+mod connection;
 pub mod protocols;
 pub mod server;
 pub mod tls;

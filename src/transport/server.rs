@@ -12,12 +12,12 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::response::Response;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tower::Service;
 
+use super::connection::{Builders, Connection, Graceful};
 use super::tls::Tls;
 
 /// What connections report: errors that end a connection before any handler sees a
@@ -123,8 +123,8 @@ async fn accept_loop<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    http.http1()
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         // Answers are small: one flattened write costs less than a vectored one.
         .writev(false)
         // `drive` enforces the header-read deadline: hyper's own allocates, registers and
@@ -132,12 +132,12 @@ async fn accept_loop<S>(
         .header_read_timeout(None)
         .keep_alive(true)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    http.http2()
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    // A connection borrows its builder; each task holds the builder it serves from.
-    let http = Arc::new(http);
+    let builders = Arc::new(Builders { http1, http2 });
     loop {
         // At the connection limit, stop accepting: new clients wait in the kernel backlog
         // instead of taking memory and file descriptors from the ones being served.
@@ -187,16 +187,16 @@ async fn accept_loop<S>(
         let errors = errors.clone();
         match &tls {
             None => {
-                let http = Arc::clone(&http);
+                let builders = Arc::clone(&builders);
                 tokio::spawn(async move {
-                    let conn = http.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
+                    let conn = Connection::new(io, hyper_service, builders);
                     drive(conn, peer, activity, limits, stop, errors).await;
                     drop(permit);
                 });
             }
             Some(tls) => {
                 let acceptor = tls.acceptor.clone();
-                let http = Arc::clone(&http);
+                let builders = Arc::clone(&builders);
                 tokio::spawn(async move {
                     // The handshake counts against the header-read deadline: a client that
                     // opens a socket and says nothing is cut off either way.
@@ -204,10 +204,7 @@ async fn accept_loop<S>(
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io));
                     match handshake.await {
                         Ok(Ok(stream)) => {
-                            let conn = http.serve_connection_with_upgrades(
-                                TokioIo::new(stream),
-                                hyper_service,
-                            );
+                            let conn = Connection::new(stream, hyper_service, builders);
                             drive(conn, peer, activity, limits, stop, errors).await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
@@ -243,8 +240,7 @@ async fn drive<C>(
     mut stop: watch::Receiver<bool>,
     errors: ConnectionErrors,
 ) where
-    C: GracefulConnection,
-    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    C: Graceful,
 {
     tokio::pin!(conn);
     let mut draining = *stop.borrow();
@@ -266,7 +262,7 @@ async fn drive<C>(
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    report(e.into(), peer, &errors);
+                    report(e, peer, &errors);
                 }
                 break;
             }
