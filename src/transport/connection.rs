@@ -81,9 +81,9 @@ pin_project_lite::pin_project! {
             #[pin]
             conn: http1::UpgradeableConnection<TokioIo<Prefixed<I>>, S>,
         },
+        // Boxed: inline, its 1.6 KiB would size every HTTP/1 connection's state.
         Http2 {
-            #[pin]
-            conn: http2::Connection<TokioIo<Prefixed<I>>, S, TokioExecutor>,
+            conn: Pin<Box<http2::Connection<TokioIo<Prefixed<I>>, S, TokioExecutor>>>,
         },
         Closed,
     }
@@ -153,7 +153,7 @@ where
                     let service = service.take().expect("held until the protocol is chosen");
                     let next = if head.rest() == PREFACE.as_slice() {
                         State::Http2 {
-                            conn: builders.http2.serve_connection(io, service),
+                            conn: Box::pin(builders.http2.serve_connection(io, service)),
                         }
                     } else {
                         State::Http1 {
@@ -163,14 +163,14 @@ where
                     (next, *draining)
                 }
                 StateProj::Http1 { conn } => return conn.poll(cx).map_err(Into::into),
-                StateProj::Http2 { conn } => return conn.poll(cx).map_err(Into::into),
+                StateProj::Http2 { conn } => return conn.as_mut().poll(cx).map_err(Into::into),
                 StateProj::Closed => return Poll::Ready(Ok(())),
             };
             state.set(next);
             if draining {
                 match state.as_mut().project() {
                     StateProj::Http1 { conn } => conn.graceful_shutdown(),
-                    StateProj::Http2 { conn } => conn.graceful_shutdown(),
+                    StateProj::Http2 { conn } => conn.as_mut().graceful_shutdown(),
                     _ => {}
                 }
             }
@@ -194,7 +194,7 @@ where
             StateProj::Choosing { head, .. } if head.len == 0 => state.set(State::Closed),
             StateProj::Choosing { draining, .. } => *draining = true,
             StateProj::Http1 { conn } => conn.graceful_shutdown(),
-            StateProj::Http2 { conn } => conn.graceful_shutdown(),
+            StateProj::Http2 { conn } => conn.as_mut().graceful_shutdown(),
             StateProj::Closed => {}
         }
     }

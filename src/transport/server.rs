@@ -189,7 +189,7 @@ async fn accept_loop<S>(
             None => {
                 let builders = Arc::clone(&builders);
                 tokio::spawn(async move {
-                    let conn = Connection::new(io, hyper_service, builders);
+                    let conn = Box::pin(Connection::new(io, hyper_service, builders));
                     drive(conn, peer, activity, limits, stop, errors).await;
                     drop(permit);
                 });
@@ -204,7 +204,7 @@ async fn accept_loop<S>(
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io));
                     match handshake.await {
                         Ok(Ok(stream)) => {
-                            let conn = Connection::new(stream, hyper_service, builders);
+                            let conn = Box::pin(Connection::new(stream, hyper_service, builders));
                             drive(conn, peer, activity, limits, stop, errors).await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
@@ -232,8 +232,11 @@ const DRAIN_IDLE: Duration = Duration::from_millis(100);
 /// timeout (or the keep-alive timeout, if shorter), rather than on a timer armed for each
 /// request: a deadline is met within one tick of its time. The check reads counters the
 /// connection's I/O and service keep, not the clock.
+///
+/// The connection comes boxed: moved into this future and pinned here, it would be held
+/// twice in every connection's task.
 async fn drive<C>(
-    conn: C,
+    mut conn: std::pin::Pin<Box<C>>,
     peer: SocketAddr,
     activity: Arc<Activity>,
     limits: ConnectionLimits,
@@ -242,7 +245,6 @@ async fn drive<C>(
 ) where
     C: Graceful,
 {
-    tokio::pin!(conn);
     let mut draining = *stop.borrow();
     if draining {
         conn.as_mut().graceful_shutdown();
