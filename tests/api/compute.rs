@@ -153,3 +153,48 @@ async fn cleartext_http2_with_prior_knowledge_is_served() {
     let r = client().get(app.url("/health")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
 }
+
+/// The protocol is told by the first bytes however they are split: a connection that has
+/// sent part of the HTTP/2 preface, or the start of an HTTP/1.1 request, is waited for, not
+/// answered or closed, and then served in the protocol it turns out to speak.
+#[tokio::test]
+async fn the_protocol_is_told_from_first_bytes_however_they_arrive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let app = spawn_app().await;
+    // Nothing comes back for a while: the server waits for the rest.
+    async fn waits(s: &mut tokio::net::TcpStream) {
+        let mut byte = [0u8; 1];
+        let quiet = std::time::Duration::from_millis(200);
+        let read = tokio::time::timeout(quiet, s.read(&mut byte)).await;
+        assert!(read.is_err(), "answered or closed before the rest came");
+    }
+
+    let mut h2 = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    h2.set_nodelay(true).unwrap();
+    h2.write_all(&PREFACE[..10]).await.unwrap();
+    waits(&mut h2).await;
+    h2.write_all(&PREFACE[10..]).await.unwrap();
+    // An empty SETTINGS frame; the server's first frame is its own SETTINGS.
+    h2.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut frame = [0u8; 9];
+    h2.read_exact(&mut frame).await.unwrap();
+    assert_eq!(frame[3], 4, "an HTTP/2 SETTINGS frame, got {frame:?}");
+
+    let request = format!(
+        "POST /api/v1/compute/fast HTTP/1.1\r\nHost: {}\r\ncontent-type: application/json\r\n\
+         content-length: 13\r\nconnection: close\r\n\r\n{{\"number\":12}}",
+        app.addr
+    );
+    let mut h1 = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    h1.set_nodelay(true).unwrap();
+    h1.write_all(&request.as_bytes()[..3]).await.unwrap();
+    waits(&mut h1).await;
+    h1.write_all(&request.as_bytes()[3..40]).await.unwrap();
+    waits(&mut h1).await;
+    h1.write_all(&request.as_bytes()[40..]).await.unwrap();
+    let mut answer = String::new();
+    h1.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"result\":144"), "{answer}");
+}
