@@ -123,9 +123,9 @@ where
 {
     type Output = Result<(), BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
+            let mut state = self.as_mut().project().state;
             let (next, draining) = match state.as_mut().project() {
                 StateProj::Choosing {
                     io,
@@ -169,11 +169,7 @@ where
             };
             state.set(next);
             if draining {
-                match state.as_mut().project() {
-                    StateProj::Http1 { conn } => conn.graceful_shutdown(),
-                    StateProj::Http2 { conn } => conn.as_mut().graceful_shutdown(),
-                    _ => {}
-                }
+                self.as_mut().graceful_shutdown();
             }
         }
     }
