@@ -23,6 +23,9 @@ pub mod state;
 pub mod store;
 pub mod transport;
 
+#[cfg(test)]
+mod testing;
+
 pub use app::Application;
 pub use config::Settings;
 

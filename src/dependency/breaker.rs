@@ -7,10 +7,17 @@
 //! fallback, for `open_for`. Then it half-opens and
 //! lets exactly one probe through: success closes it, failure opens it again.
 //!
+//! A call's leave is a [`Ticket`], and a ticket that is dropped unsettled (the caller's future
+//! was dropped mid-call: a client that gave up, a deadline that passed) frees what it held:
+//! the half-open probe slot goes back, so the next call probes. Without that, one cancelled
+//! probe would leave the breaker half-open with its probe "out" for good.
+//!
 //! Hand-written because the behaviour the service depends on is small and exact — a single
 //! probe in half-open, a ratio over a time window, a deadline on every call, and metrics on
-//! every transition — and the crates that offer breakers let several calls through when
-//! half-open or report transitions only through their own instrumentation types.
+//! every transition. `failsafe` lets every call through while half-open (a recovering
+//! dependency meets the whole backlog at once) and reports through its own instrument trait;
+//! `tower-resilience-circuitbreaker` is a young 0.x release whose breaker is a tower layer,
+//! which the store's and the limiter's calls (not services) would have to be bent into.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -138,10 +145,35 @@ pub struct Breaker {
     metrics: BreakerMetrics,
 }
 
-/// Leave to make one call; report its outcome with [`Breaker::record`].
+/// Leave to make one call; settle it with [`Ticket::settle`]. Dropped unsettled, the call's
+/// outcome is unknown and counted neither way, and a probe's slot is freed for the next call.
 #[must_use]
-pub struct Ticket {
+pub struct Ticket<'a> {
+    breaker: &'a Breaker,
     probe: bool,
+    settled: bool,
+}
+
+impl Ticket<'_> {
+    /// Report how the call went.
+    pub fn settle(self, ok: bool) {
+        self.settle_with(ok, "");
+    }
+
+    /// Report how the call went; `why` it failed goes into the log line of the transition it
+    /// causes.
+    pub fn settle_with(mut self, ok: bool, why: &str) {
+        self.settled = true;
+        self.breaker.record(self.probe, ok, why);
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.settled && self.probe {
+            self.breaker.release_probe();
+        }
+    }
 }
 
 impl Breaker {
@@ -159,50 +191,59 @@ impl Breaker {
         }
     }
 
-    /// The state now (an expired open period counts as half-open).
+    /// The state now. An open period that has lapsed is half-open from that moment, whether
+    /// or not a call came to probe: the state (and its gauge, refreshed by calling this)
+    /// never shows open after `open_for`.
     pub fn state(&self) -> CircuitState {
-        match &*self.lock() {
+        let mut state = self.lock();
+        self.lapse(&mut state);
+        match &*state {
             State::Closed { .. } => CircuitState::Closed,
             State::HalfOpen { .. } => CircuitState::HalfOpen,
-            State::Open { until } if Instant::now() >= *until => CircuitState::HalfOpen,
             State::Open { .. } => CircuitState::Open,
         }
     }
 
-    /// Leave for one call, or `None` while open (and while the one half-open probe is out).
-    pub fn try_call(&self) -> Option<Ticket> {
-        let mut state = self.lock();
-        match &mut *state {
-            State::Closed { .. } => Some(Ticket { probe: false }),
-            State::Open { until } => {
-                if Instant::now() < *until {
-                    return None;
-                }
-                *state = State::HalfOpen { probing: true };
+    /// An open period that is over becomes half-open with the probe free.
+    fn lapse(&self, state: &mut State) {
+        if let State::Open { until } = state {
+            if Instant::now() >= *until {
+                *state = State::HalfOpen { probing: false };
                 self.entered(CircuitState::HalfOpen, "");
-                Some(Ticket { probe: true })
-            }
-            State::HalfOpen { probing } => {
-                if *probing {
-                    None
-                } else {
-                    *probing = true;
-                    Some(Ticket { probe: true })
-                }
             }
         }
     }
 
-    /// Report how the call behind `ticket` went; `why` it failed goes into the log line of
-    /// the transition it causes.
-    pub fn record(&self, ticket: Ticket, ok: bool) {
-        self.record_with(ticket, ok, "");
+    /// Leave for one call, or `None` while open (and while the one half-open probe is out).
+    pub fn try_call(&self) -> Option<Ticket<'_>> {
+        let mut state = self.lock();
+        self.lapse(&mut state);
+        let probe = match &mut *state {
+            State::Closed { .. } => false,
+            State::Open { .. } | State::HalfOpen { probing: true } => return None,
+            State::HalfOpen { probing } => {
+                *probing = true;
+                true
+            }
+        };
+        Some(Ticket {
+            breaker: self,
+            probe,
+            settled: false,
+        })
     }
 
-    fn record_with(&self, ticket: Ticket, ok: bool, why: &str) {
+    /// The probe's caller went away without an outcome: let the next call probe.
+    fn release_probe(&self) {
+        if let State::HalfOpen { probing } = &mut *self.lock() {
+            *probing = false;
+        }
+    }
+
+    fn record(&self, probe: bool, ok: bool, why: &str) {
         self.metrics.up.set(if ok { 1.0 } else { 0.0 });
         let mut state = self.lock();
-        if ticket.probe {
+        if probe {
             if matches!(*state, State::HalfOpen { .. }) {
                 if ok {
                     *state = State::Closed {
@@ -270,19 +311,25 @@ impl Breaker {
         duration.record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(Ok(value)) => {
-                self.record(ticket, true);
+                ticket.settle(true);
                 Ok(value)
             }
             Ok(Err(e)) => {
                 let why = e.to_string();
-                self.record_with(ticket, false, &why);
+                ticket.settle_with(false, &why);
                 Err(CallError::Failed(why))
             }
             Err(_) => {
-                self.record_with(ticket, false, "no answer within the call deadline");
+                ticket.settle_with(false, "no answer within the call deadline");
                 Err(CallError::Timeout)
             }
         }
+    }
+
+    /// Open it now, as a run of failures would.
+    #[cfg(test)]
+    pub(crate) fn trip(&self) {
+        self.open(&mut self.lock(), "tripped by a test");
     }
 
     fn open(&self, state: &mut State, why: &str) {
@@ -343,7 +390,7 @@ mod tests {
     fn call(b: &Breaker, ok: bool) -> bool {
         match b.try_call() {
             Some(t) => {
-                b.record(t, ok);
+                t.settle(ok);
                 true
             }
             None => false,
@@ -401,7 +448,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         let probe = b.try_call().expect("one probe after open_for");
         assert!(b.try_call().is_none(), "only one probe at a time");
-        b.record(probe, false);
+        probe.settle(false);
         assert_eq!(
             b.state(),
             CircuitState::Open,
@@ -409,7 +456,7 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(30));
         let probe = b.try_call().unwrap();
-        b.record(probe, true);
+        probe.settle(true);
         assert_eq!(b.state(), CircuitState::Closed);
         assert!(call(&b, true));
     }
@@ -429,5 +476,143 @@ mod tests {
             .call(Duration::from_secs(1), &h, async { Ok::<_, String>(2) })
             .await;
         assert_eq!(fast, Ok(2));
+    }
+
+    /// Polls `b.state()` until it is `want` (within `within`).
+    async fn until_state(b: &Breaker, want: CircuitState, within: Duration) {
+        let started = Instant::now();
+        while b.state() != want {
+            assert!(started.elapsed() < within, "never reached {want:?}");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A call that answers after `after`.
+    async fn answer(after: Duration, ok: bool) -> Result<(), String> {
+        tokio::time::sleep(after).await;
+        if ok {
+            Ok(())
+        } else {
+            Err("refused".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_probe_dropped_at_any_await_frees_the_probe_for_the_next_call() {
+        let open_for = Duration::from_millis(20);
+        let deadline = Duration::from_millis(200);
+        let b = breaker(open_for);
+        let h = Histogram::noop();
+        for _ in 0..4 {
+            call(&b, false);
+        }
+        until_state(&b, CircuitState::HalfOpen, Duration::from_secs(1)).await;
+        let covered = crate::testing::drop_at_every_await(
+            || b.call(deadline, &h, answer(Duration::from_millis(5), true)),
+            |_| async {
+                // The dropped probe left no outcome: the breaker is still half-open, and the
+                // next call is let through as its probe at once.
+                assert_eq!(b.state(), CircuitState::HalfOpen);
+                let probe = b.try_call().expect("the dropped probe freed its slot");
+                drop(probe);
+            },
+        )
+        .await;
+        assert!(covered >= 1, "the probe was dropped mid-call");
+        assert_eq!(
+            b.state(),
+            CircuitState::Closed,
+            "the probe that ran to the end closed it"
+        );
+    }
+
+    #[tokio::test]
+    async fn after_dropped_probes_the_breaker_settles_within_open_for_and_the_deadline() {
+        let (open_for, deadline) = (Duration::from_millis(20), Duration::from_millis(50));
+        for dependency_ok in [true, false] {
+            let b = breaker(open_for);
+            let h = Histogram::noop();
+            for _ in 0..4 {
+                call(&b, false);
+            }
+            until_state(&b, CircuitState::HalfOpen, Duration::from_secs(1)).await;
+            // Callers that give up before the dependency answers, one after another.
+            for _ in 0..5 {
+                let gave_up = crate::testing::drop_at_suspension(
+                    b.call(deadline, &h, answer(Duration::from_secs(1), dependency_ok)),
+                    1,
+                )
+                .await;
+                assert!(gave_up.is_none());
+            }
+            let started = Instant::now();
+            let _ = b
+                .call(
+                    deadline,
+                    &h,
+                    answer(Duration::from_millis(1), dependency_ok),
+                )
+                .await;
+            let want = if dependency_ok {
+                CircuitState::Closed
+            } else {
+                CircuitState::Open
+            };
+            assert_eq!(b.state(), want, "dependency ok: {dependency_ok}");
+            assert!(started.elapsed() < open_for + deadline);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_call_dropped_mid_call_is_counted_neither_way() {
+        let b = breaker(Duration::from_secs(60));
+        let h = Histogram::noop();
+        for _ in 0..3 {
+            call(&b, false);
+        }
+        for _ in 0..10 {
+            let dropped = crate::testing::drop_at_suspension(
+                b.call(
+                    Duration::from_secs(1),
+                    &h,
+                    answer(Duration::from_secs(1), false),
+                ),
+                1,
+            )
+            .await;
+            assert!(dropped.is_none());
+        }
+        assert_eq!(
+            b.state(),
+            CircuitState::Closed,
+            "ten dropped calls are not ten failures"
+        );
+        assert!(call(&b, false));
+        assert_eq!(b.state(), CircuitState::Open, "the fourth failure counted");
+    }
+
+    #[test]
+    fn an_open_period_that_lapsed_reads_half_open_and_sets_the_gauge() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let gauge = metrics::with_local_recorder(&recorder, || metrics::gauge!("state"));
+        let b = Breaker::new(
+            "test",
+            breaker(Duration::from_millis(10)).config,
+            BreakerMetrics {
+                state: gauge,
+                ..BreakerMetrics::default()
+            },
+        );
+        for _ in 0..4 {
+            call(&b, false);
+        }
+        assert!(handle.render().contains("state 2"));
+        let started = Instant::now();
+        while b.state() != CircuitState::HalfOpen {
+            assert!(started.elapsed() < Duration::from_secs(1));
+            std::thread::yield_now();
+        }
+        assert!(handle.render().contains("state 1"), "{}", handle.render());
     }
 }

@@ -16,9 +16,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::config::DatabaseSettings;
-use crate::dependency::{Breaker, BreakerConfig, BreakerMetrics};
+use crate::dependency::{Breaker, BreakerConfig, BreakerMetrics, CircuitState};
 
 mod record;
+#[cfg(test)]
+mod tests;
 
 pub use record::{now_us, Job, JobStatus};
 
@@ -131,64 +133,110 @@ pub enum Finish {
     Failed(String),
 }
 
+/// Why a statement through [`on_pool!`] produced nothing.
+#[derive(Debug)]
+enum DbError {
+    /// The breaker refused the call.
+    Open,
+    /// No answer (connection and statement) within the call's deadline.
+    Timeout,
+    /// The database answered with an error.
+    Sql(sqlx::Error),
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Open => StoreError::Unavailable("circuit open".into()),
+            DbError::Timeout => StoreError::Unavailable("no answer within the deadline".into()),
+            DbError::Sql(e) => e.into(),
+        }
+    }
+}
+
+/// Whether an error says the database is failing (the breaker counts it), rather than that
+/// it answered and refused this statement (a constraint) or that a row was not as expected.
+fn is_dependency_failure(e: &sqlx::Error) -> bool {
+    use sqlx::error::ErrorKind;
+    match e {
+        sqlx::Error::Database(db) => matches!(db.kind(), ErrorKind::Other),
+        sqlx::Error::RowNotFound
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::TypeNotFound { .. } => false,
+        _ => true,
+    }
+}
+
 /// Runs the same statement, on a pooled connection of whichever backend is configured,
 /// through the breaker and within the call's deadline, timing the wait for the connection
 /// and the statement (under `$op`). In `$body`, `$c` is the connection and `?` applies to
-/// database errors; the macro's value is the body's, or a [`StoreError`] is returned.
+/// database errors; the macro's value is `Result<body, DbError>`.
+///
+/// Cancel-safe: the breaker's ticket is a local of the caller's future, so a caller that is
+/// dropped at any await here (a client gone, a deadline passed) hands its probe back.
+/// Statements that write and return rows are read with `fetch_all`, never `fetch_one` or
+/// `fetch_optional`: those stop at the first row, and SQLite commits (and reports a full
+/// disk or a busy database) only when the statement is stepped to its end.
 macro_rules! on_pool {
     ($store:expr, $op:ident, |$c:ident| $body:expr) => {{
         let store = $store;
-        let ticket = store
-            .breaker
-            .try_call()
-            .ok_or_else(|| StoreError::Unavailable("circuit open".into()))?;
-        let started = Instant::now();
-        let run = async {
-            match &store.backend {
-                Backend::Sqlite(pool) => {
-                    let mut conn = pool.acquire().await?;
-                    store
-                        .metrics
-                        .acquire_wait
-                        .record(started.elapsed().as_secs_f64());
-                    let $c = &mut *conn;
-                    Ok::<_, sqlx::Error>($body)
+        match store.breaker.try_call() {
+            None => Err(DbError::Open),
+            Some(ticket) => {
+                let started = Instant::now();
+                let run = async {
+                    match &store.backend {
+                        Backend::Sqlite(pool) => {
+                            let mut conn = pool.acquire().await?;
+                            store
+                                .metrics
+                                .acquire_wait
+                                .record(started.elapsed().as_secs_f64());
+                            let $c = &mut *conn;
+                            Ok::<_, sqlx::Error>($body)
+                        }
+                        Backend::Postgres(pool) => {
+                            let mut conn = pool.acquire().await?;
+                            store
+                                .metrics
+                                .acquire_wait
+                                .record(started.elapsed().as_secs_f64());
+                            let $c = &mut *conn;
+                            Ok::<_, sqlx::Error>($body)
+                        }
+                    }
+                };
+                let span = tracing::info_span!(
+                    "db",
+                    otel.name = stringify!($op),
+                    otel.kind = "client",
+                    db.system.name = store.system(),
+                    db.operation.name = stringify!($op),
+                );
+                let outcome = tracing::Instrument::instrument(
+                    tokio::time::timeout(store.deadline, run),
+                    span,
+                )
+                .await;
+                store.metrics.$op.record(started.elapsed().as_secs_f64());
+                match outcome {
+                    Ok(Ok(value)) => {
+                        ticket.settle(true);
+                        Ok(value)
+                    }
+                    Ok(Err(e)) => {
+                        ticket.settle_with(!is_dependency_failure(&e), &e.to_string());
+                        Err(DbError::Sql(e))
+                    }
+                    Err(_) => {
+                        ticket.settle_with(false, "no answer within the deadline");
+                        Err(DbError::Timeout)
+                    }
                 }
-                Backend::Postgres(pool) => {
-                    let mut conn = pool.acquire().await?;
-                    store
-                        .metrics
-                        .acquire_wait
-                        .record(started.elapsed().as_secs_f64());
-                    let $c = &mut *conn;
-                    Ok::<_, sqlx::Error>($body)
-                }
-            }
-        };
-        let span = tracing::info_span!(
-            "db",
-            otel.name = stringify!($op),
-            otel.kind = "client",
-            db.system.name = store.system(),
-            db.operation.name = stringify!($op),
-        );
-        let outcome =
-            tracing::Instrument::instrument(tokio::time::timeout(store.deadline, run), span).await;
-        store.metrics.$op.record(started.elapsed().as_secs_f64());
-        match outcome {
-            Ok(Ok(value)) => {
-                store.breaker.record(ticket, true);
-                value
-            }
-            Ok(Err(e)) => {
-                store.breaker.record(ticket, false);
-                return Err(e.into());
-            }
-            Err(_) => {
-                store.breaker.record(ticket, false);
-                return Err(StoreError::Unavailable(
-                    "no answer within the deadline".into(),
-                ));
             }
         }
     }};
@@ -264,6 +312,11 @@ impl JobStore {
         })
     }
 
+    /// The breaker's state: whether calls go through now.
+    pub fn state(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
     /// The database system, as OpenTelemetry names it.
     fn system(&self) -> &'static str {
         match self.backend {
@@ -290,8 +343,8 @@ impl JobStore {
                 .bind(key)
                 .bind(job.created_at)
                 .execute(p)
-                .await
-                .map(|_| ()))?;
+                .await?
+                .rows_affected())?;
             if let Some(found) = self.by_key(key, hash).await? {
                 return Ok(found);
             }
@@ -314,20 +367,24 @@ impl JobStore {
                 .bind(&key)
                 .bind(&hash)
                 .bind(expires)
-                .fetch_one(p)
-                .await
-                .map(|row| job_from_row(&row))
+                .fetch_all(p)
+                .await?
+                .first()
+                .map(job_from_row)
+                .ok_or(sqlx::Error::RowNotFound)??
         });
         match inserted {
-            Ok(job) => Ok(Inserted::Created(job?)),
+            Ok(job) => Ok(Inserted::Created(job)),
             // Another request inserted the same key between our look and our insert.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => match (&key, &hash) {
-                (Some(k), Some(h)) => match self.by_key(k, h).await? {
-                    Some(found) => Ok(found),
-                    None => Err(StoreError::Unavailable("idempotency race".into())),
-                },
-                _ => Err(StoreError::Unavailable(e.to_string())),
-            },
+            Err(DbError::Sql(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                match (&key, &hash) {
+                    (Some(k), Some(h)) => match self.by_key(k, h).await? {
+                        Some(found) => Ok(found),
+                        None => Err(StoreError::Unavailable("idempotency race".into())),
+                    },
+                    _ => Err(StoreError::Unavailable(e.to_string())),
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -346,7 +403,7 @@ impl JobStore {
                 }
                 None => None,
             }
-        });
+        })?;
         Ok(found.map(|(job, stored)| {
             if stored.as_deref() == Some(hash) {
                 Inserted::Replayed(job)
@@ -364,7 +421,7 @@ impl JobStore {
                 Some(row) => Some(job_from_row(&row)?),
                 None => None,
             }
-        }))
+        })?)
     }
 
     /// Jobs newest first, after `cursor` (`(created_at, id)` of the last one seen).
@@ -394,7 +451,7 @@ impl JobStore {
                 .iter()
                 .map(job_from_row)
                 .collect::<Result<Vec<_>, _>>()?
-        });
+        })?;
         Ok(rows)
     }
 
@@ -409,13 +466,14 @@ impl JobStore {
             match sqlx::query(sql)
                 .bind(id)
                 .bind(now)
-                .fetch_optional(p)
+                .fetch_all(p)
                 .await?
+                .first()
             {
-                Some(row) => Some(job_from_row(&row)?),
+                Some(row) => Some(job_from_row(row)?),
                 None => None,
             }
-        });
+        })?;
         Ok(match cancelled {
             Some(job) => Cancelled::Cancelled(job),
             None => match self.get(id).await? {
@@ -459,13 +517,14 @@ impl JobStore {
                 .bind(lease_until)
                 .bind(now)
                 .bind(i64::from(max_attempts))
-                .fetch_optional(p)
+                .fetch_all(p)
                 .await?
+                .first()
             {
-                Some(row) => Some(job_from_row(&row)?),
+                Some(row) => Some(job_from_row(row)?),
                 None => None,
             }
-        }))
+        })?)
     }
 
     /// Extend `owner`'s lease; false when the job is no longer its to run (cancelled, or
@@ -480,7 +539,7 @@ impl JobStore {
                 .execute(p)
                 .await?
                 .rows_affected()
-        });
+        })?;
         Ok(done == 1)
     }
 
@@ -512,7 +571,7 @@ impl JobStore {
                 .execute(p)
                 .await?
                 .rows_affected()
-        });
+        })?;
         Ok(done == 1)
     }
 
@@ -563,7 +622,7 @@ impl JobStore {
                 by_status: by_status_counts,
                 oldest_queued,
             }
-        }))
+        })?)
     }
 }
 

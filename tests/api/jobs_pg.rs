@@ -555,3 +555,84 @@ async fn jobs_pg_database_down_costs_v2_a_fast_503_and_v2_comes_back() {
         }
     }
 }
+
+/// The database breaker's state in the exposition (0 closed, 1 half-open, 2 open).
+async fn database_breaker(app: &TestApp) -> f64 {
+    sum_series(&app.exposition().await, "floodgate_circuit_state", |l| {
+        l.contains("\"database\"")
+    })
+}
+
+/// PostgreSQL hung (SIGSTOP), then gRPC callers with a 5 ms deadline arriving whenever the
+/// breaker is half-open (each dropped mid-call, holding the probe), then PostgreSQL let go:
+/// v2 and the breaker are back within seconds. Before, the first dropped probe left the
+/// breaker half-open for good: every v2 call 503, no job claimed, `/health` 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_pg_dropped_probes_do_not_keep_the_database_breaker_half_open() {
+    use floodgate::grpc::pb::compute_service_client::ComputeServiceClient;
+    let _one_at_a_time = exclusive().await;
+    let pg = PostgresServer::start();
+    let url = pg.url();
+    let app = spawn_with(|s| {
+        s.database.url = url.clone();
+        s.database.acquire_timeout = Duration::from_millis(200);
+        s.database.breaker.open_for = Duration::from_millis(300);
+    })
+    .await;
+    let c = client();
+    let r = submit(&c, &app.url(""), 5, 1000).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = ComputeServiceClient::new(channel);
+
+    pg.signal_all("-STOP");
+    let started = Instant::now();
+    while database_breaker(&app).await != 2.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the breaker never opened"
+        );
+        let _ = submit(&c, &app.url(""), 5, 1000).await;
+    }
+    // For two seconds, whenever the breaker is half-open, callers that give up at once.
+    let impatient = Instant::now();
+    let mut dropped = 0;
+    while impatient.elapsed() < Duration::from_secs(2) {
+        if database_breaker(&app).await == 1.0 {
+            for _ in 0..5 {
+                let mut request =
+                    tonic::Request::new(floodgate::grpc::pb::JobRequest { id: id.clone() });
+                request.set_timeout(Duration::from_millis(5));
+                let _ = grpc.get_job(request).await;
+                dropped += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(dropped > 0, "the breaker was never half-open");
+    pg.signal_all("-CONT");
+    let back = Instant::now();
+    loop {
+        let r = submit(&c, &app.url(""), 6, 1000).await;
+        if r.status() == 202 && database_breaker(&app).await == 0.0 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "PostgreSQL is back but v2 answers {} and the breaker is {}",
+            r.status(),
+            database_breaker(&app).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health = c.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}

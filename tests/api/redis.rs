@@ -349,3 +349,70 @@ async fn breaker_state(app: &TestApp) -> f64 {
     let text = app.exposition().await;
     sum_series(&text, "floodgate_circuit_state", |l| l.contains("redis"))
 }
+
+/// gRPC `Fast` calls whose deadline (`ms`) passes while Redis does not answer: the server
+/// drops each call mid-way through its rate-limit decision.
+async fn impatient_grpc_calls(app: &TestApp, n: usize, ms: u64) {
+    use floodgate::grpc::pb::compute_service_client::ComputeServiceClient;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = ComputeServiceClient::new(channel);
+    for _ in 0..n {
+        let mut request = tonic::Request::new(floodgate::grpc::pb::ComputeRequest { number: 3 });
+        request.set_timeout(Duration::from_millis(ms));
+        let _ = c.fast(request).await;
+    }
+}
+
+/// Redis frozen, then callers with short deadlines arriving while the breaker is half-open
+/// (each one's probe dropped mid-call), then Redis back: the shared limit is in force again
+/// within seconds. Before, the first dropped probe left the breaker half-open with its probe
+/// "out" for good, and with `redis_fallback=deny` every request was refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_probes_do_not_keep_the_redis_breaker_half_open() {
+    let _one_at_a_time = exclusive().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let app = spawn_with(|s| {
+        redis_settings(&url)(s);
+        s.rate_limit.redis_fallback = floodgate::config::RedisFallback::Deny;
+    })
+    .await;
+    assert_eq!(app.compute("fast", 1).await.status(), 200);
+    redis.signal("-STOP");
+    let started = Instant::now();
+    while breaker_state(&app).await != 2.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the breaker never opened"
+        );
+        let _ = app.compute("fast", 1).await;
+    }
+    // Half-open: the next call is the probe, and every one of these gives up on it.
+    let started = Instant::now();
+    while breaker_state(&app).await != 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never half-open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    impatient_grpc_calls(&app, 20, 5).await;
+    redis.signal("-CONT");
+    let back = Instant::now();
+    loop {
+        let status = app.compute("fast", 1).await.status();
+        if status == 200 && breaker_state(&app).await == 0.0 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "Redis is back but the breaker stays {} and requests get {status}",
+            breaker_state(&app).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
