@@ -15,7 +15,7 @@ use crate::domain::cache::Cache;
 use crate::domain::jobs::{JobMetrics, Jobs};
 use crate::domain::{Compute, Kernel};
 use crate::grpc::{self, RpcContextConfig, RpcContextLayer};
-use crate::health::{HealthCheck, HealthRegistry, RedisCheck, WorkerPoolCheck};
+use crate::health::{DatabaseCheck, HealthCheck, HealthRegistry, RedisCheck, WorkerPoolCheck};
 use crate::http::routes::docs::Document;
 use crate::http::{self, ContextConfig, ContextLayer, RouteSpec, RouteTable, StackOptions};
 use crate::observability::access_log::AccessLog;
@@ -103,6 +103,11 @@ impl ApplicationBuilder {
             }
             None => None,
         };
+        if let Some(redis) = redis.clone() {
+            metrics.on_render(move || {
+                redis.state();
+            });
+        }
         raise_open_file_limit(settings.server.max_connections);
         let listener = bind(settings.server.address)?;
         let admin_listener = settings.server.admin_address.map(bind).transpose()?;
@@ -118,6 +123,16 @@ impl ApplicationBuilder {
         health.register(WorkerPoolCheck(pool.clone()));
         if let Some(redis) = &redis {
             health.register(RedisCheck(redis.clone()));
+        }
+        let jobs: Arc<std::sync::OnceLock<Jobs>> = Arc::new(std::sync::OnceLock::new());
+        if settings.jobs.enabled {
+            health.register(DatabaseCheck(Arc::clone(&jobs)));
+            let jobs = Arc::clone(&jobs);
+            metrics.on_render(move || {
+                if let Some(jobs) = jobs.get() {
+                    jobs.store.state();
+                }
+            });
         }
         let cache = Cache::from_settings(&settings.cache, redis.as_ref(), &metrics);
         let access_log = if settings.log.access_log_enabled() {
@@ -149,7 +164,7 @@ impl ApplicationBuilder {
                 .as_ref()
                 .filter(|_| settings.log.access_log_path.is_some())
                 .map(|log| log.sink().clone()),
-            jobs: Arc::new(std::sync::OnceLock::new()),
+            jobs,
             streams: Streams::new(settings.streams.max_connections),
         });
         // The jobs database: a setting that cannot work stops the start (exit 64); a

@@ -141,3 +141,27 @@ impl HealthCheck for RedisCheck {
         false
     }
 }
+
+/// The jobs database, when jobs are on: unavailable while it cannot be reached (at start, or
+/// its breaker open or probing), or while the runner is not running. API v2 answers 503
+/// meanwhile, so `/health` does too; readiness is not gated, because every replica shares
+/// the database and API v1 does not need it.
+pub struct DatabaseCheck(pub Arc<std::sync::OnceLock<crate::domain::jobs::Jobs>>);
+
+impl HealthCheck for DatabaseCheck {
+    fn name(&self) -> &str {
+        "database"
+    }
+
+    fn check(&self) -> CheckFuture<'_> {
+        let verdict = match self.0.get() {
+            None => Err("unavailable: not reachable since start; API v2 answers 503".to_owned()),
+            Some(jobs) => jobs.health(),
+        };
+        Box::pin(async move { verdict })
+    }
+
+    fn gates_readiness(&self) -> bool {
+        false
+    }
+}

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::Kernel;
 use crate::config::JobsSettings;
+use crate::dependency::CircuitState;
 use crate::error::ApiError;
 use crate::pool::{SubmitError, WorkerPool};
 use crate::store::{
@@ -231,6 +232,17 @@ impl Jobs {
             }
             Cancelled::AlreadyFinished(job) => Err(ApiError::JobFinished(job.id)),
             Cancelled::NotFound => Err(not_found(&id)),
+        }
+    }
+
+    /// Whether API v2 can be served: `Err` says why not, for `/health`.
+    pub fn health(&self) -> Result<(), String> {
+        match self.store.state() {
+            CircuitState::Closed => Ok(()),
+            CircuitState::HalfOpen => {
+                Err("unavailable: probing after failures; API v2 answers 503".to_owned())
+            }
+            CircuitState::Open => Err("unavailable: circuit open; API v2 answers 503".to_owned()),
         }
     }
 

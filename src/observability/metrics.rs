@@ -348,6 +348,8 @@ pub struct Metrics {
     rate_limited: Counter,
     active: Gauge,
     stats: RequestStats,
+    /// Run before each exposition, to bring gauges that are read lazily up to date.
+    refreshers: std::sync::RwLock<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl Default for Metrics {
@@ -412,7 +414,17 @@ impl Metrics {
             rate_limited,
             active,
             stats: RequestStats::default(),
+            refreshers: std::sync::RwLock::default(),
         }
+    }
+
+    /// Run `refresh` before each exposition: for state that changes with time alone, such as
+    /// a breaker whose open period lapsed, whose gauge nothing else would set.
+    pub fn on_render(&self, refresh: impl Fn() + Send + Sync + 'static) {
+        self.refreshers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(refresh));
     }
 
     /// A counter in this application's registry.
@@ -574,6 +586,14 @@ impl Metrics {
 
     /// Prometheus text exposition; refreshes process and runtime gauges first.
     pub fn render(&self) -> String {
+        for refresh in self
+            .refreshers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            refresh();
+        }
         metrics::with_local_recorder(&self.recorder, || self.process.collect());
         let rt = tokio::runtime::Handle::try_current()
             .ok()

@@ -10,6 +10,7 @@ async fn health_reports_the_documented_shape() {
     assert_eq!(r.headers()["content-type"], "application/json");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["status"]["worker_pool"], "healthy");
+    assert_eq!(body["status"]["database"], "healthy");
     assert!(body["timestamp"].as_u64().unwrap() > 1_600_000_000);
     assert!(body["goroutines"].as_u64().unwrap() >= 1);
     assert_eq!(body["version"], floodgate::VERSION);
@@ -30,7 +31,7 @@ async fn liveness_and_readiness() {
 struct Failing;
 impl HealthCheck for Failing {
     fn name(&self) -> &str {
-        "database"
+        "inventory"
     }
     fn check(&self) -> CheckFuture<'_> {
         Box::pin(async { Err("connection refused".to_owned()) })
@@ -43,7 +44,7 @@ async fn a_failing_check_makes_health_and_readiness_503() {
     let r = app.get("/health").await;
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["status"]["database"], "connection refused");
+    assert_eq!(body["status"]["inventory"], "connection refused");
     assert_eq!(body["status"]["worker_pool"], "healthy");
     assert_eq!(app.get("/health/ready").await.status(), 503);
     assert_eq!(app.get("/health/live").await.status(), 200);

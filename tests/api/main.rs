@@ -22,6 +22,7 @@ mod hardening;
 mod health;
 mod hygiene;
 mod jobs;
+mod jobs_faults;
 mod jobs_pg;
 mod metrics;
 mod openapi;

@@ -1,0 +1,190 @@
+//! API v2 on SQLite when things go wrong under it: a full disk, the file deleted, two
+//! replicas migrating one new file, a drain with a backlog, a runner that panics.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// A small tmpfs of its own, unmounted when dropped; `None` (with the reason printed) where
+/// this process may not mount one (not root, or no `CAP_SYS_ADMIN`).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("floodgate-tmpfs-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(Tmpfs(dir)),
+            Ok(out) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs here (needs root): {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Take all but `left` bytes of the free space.
+    fn fill(&self, left: u64) {
+        let free = {
+            let out = Command::new("df")
+                .args(["--output=avail", "-B1"])
+                .arg(&self.0)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .nth(1)
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        };
+        let take = free.saturating_sub(left) as usize;
+        std::fs::write(self.0.join("filler"), vec![0u8; take]).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+async fn submit(c: &reqwest::Client, base: &str, number: u64) -> reqwest::Response {
+    c.post(format!("{base}/api/v2/jobs"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"number": {number}, "rounds": 1000}}"#))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// On a full disk every submission is either refused with 503 or stored: none is answered
+/// 202 and then gone, and `/health` says the database is failing.
+#[tokio::test]
+async fn a_full_disk_refuses_submissions_and_never_acknowledges_a_lost_one() {
+    let Some(fs) = Tmpfs::mount("2m") else { return };
+    let url = format!("sqlite://{}/jobs.db", fs.path().display());
+    let app = spawn_with(|s| {
+        s.database.url = url.clone();
+        s.database.breaker.consecutive_failures = 3;
+    })
+    .await;
+    let c = client();
+    let base = app.url("");
+    // Jobs that stay queued behind a long one, to be cancelled once the disk is full.
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        let r = c
+            .post(format!("{base}/api/v2/jobs"))
+            .header("content-type", "application/json")
+            .body(r#"{"number": 1, "rounds": 100000000}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        queued.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    fs.fill(64 * 1024);
+    let (mut acknowledged, mut refused) = (Vec::new(), 0);
+    for n in 0..400 {
+        let r = submit(&c, &base, n).await;
+        match r.status().as_u16() {
+            202 => acknowledged.push(
+                r.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ),
+            503 => {
+                assert_envelope(r, 503, "DEPENDENCY_UNAVAILABLE").await;
+                refused += 1;
+            }
+            other => panic!("submission {n}: {other}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "the disk never filled ({} stored)",
+        acknowledged.len()
+    );
+    let victim = queued.last().unwrap();
+    let cancel = c
+        .delete(format!("{base}/api/v2/jobs/{victim}"))
+        .send()
+        .await
+        .unwrap();
+    let cancel_acknowledged = match cancel.status().as_u16() {
+        200 => true,
+        503 => false,
+        other => panic!("cancel on a full disk: {other}"),
+    };
+    let health = c.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 503, "a failing database is not healthy");
+    let body: Value = health.json().await.unwrap();
+    assert!(
+        body["status"]["database"]
+            .as_str()
+            .unwrap()
+            .starts_with("unavailable"),
+        "{body}"
+    );
+    // Room again: everything that was acknowledged is there.
+    std::fs::remove_file(fs.path().join("filler")).unwrap();
+    let started = Instant::now();
+    for id in &acknowledged {
+        loop {
+            let r = c
+                .get(format!("{base}/api/v2/jobs/{id}"))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                break;
+            }
+            assert_eq!(r.status(), 503, "acknowledged job {id} is gone");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the database never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    if cancel_acknowledged {
+        let job: Value = c
+            .get(format!("{base}/api/v2/jobs/{victim}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job["status"], "cancelled", "answered cancelled, but {job}");
+    }
+}
