@@ -388,6 +388,12 @@ impl Application {
         let started = Instant::now();
         let timeout = settings.server.shutdown_timeout;
         self.state.readiness.start_draining();
+        // No job is claimed from now on: what this replica can no longer run stays queued.
+        // Without a store yet there is nothing in flight: stop trying to open it.
+        match self.state.jobs.get() {
+            Some(jobs) => jobs.drain(),
+            None => runner.abort(),
+        }
         // Streams are told first, so each gets its 1001 before its connection is cut.
         self.state.streams.close_all(Duration::from_secs(1)).await;
         tracing::info!(timeout = ?timeout, "shutting down: draining connections and jobs");
@@ -397,11 +403,15 @@ impl Application {
         drained &= tokio::task::spawn_blocking(move || pool.shutdown(remaining))
             .await
             .unwrap_or(false);
+        // The jobs the pool ran record how they ended, and unstarted claims go back.
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let runner_abort = runner.abort_handle();
+        drained &= tokio::time::timeout(remaining, runner).await.is_ok();
+        runner_abort.abort();
         if let Some(admin) = admin {
             admin.shutdown(Duration::from_millis(100)).await;
         }
         drop(upkeep);
-        runner.abort();
         for task in reloaders.into_iter().flatten() {
             task.abort();
         }
@@ -500,6 +510,9 @@ async fn run_jobs(
             )
             .await;
             if let Ok(store) = opened {
+                if state.readiness.is_draining() {
+                    return;
+                }
                 tracing::info!("jobs database reachable; API v2 is available");
                 let _ = state
                     .jobs
@@ -559,6 +572,7 @@ fn job_metrics(metrics: &Metrics) -> JobMetrics {
         succeeded: finished("succeeded"),
         failed: finished("failed"),
         cancelled: finished("cancelled"),
+        runner_restarts: metrics.counter(m::JOB_RUNNER_RESTARTS, &[]),
         attempts: metrics.histogram(m::JOB_ATTEMPTS),
         by_status: JobStatus::ALL
             .map(|s| metrics.labelled_gauge(m::JOBS, &[("status", s.as_str())])),

@@ -247,6 +247,31 @@ mod tests {
                 "pool.worker_niceness",
             ),
             ("FLOODGATE__AUTH__JWT_LEEWAY", "100y", "auth.jwt_leeway"),
+            (
+                "FLOODGATE__DATABASE__BREAKER__OPEN_FOR",
+                "500000000000y",
+                "database.breaker.open_for",
+            ),
+            (
+                "FLOODGATE__DATABASE__BREAKER__WINDOW",
+                "500000000000y",
+                "database.breaker.window",
+            ),
+            (
+                "FLOODGATE__DATABASE__BREAKER__MIN_CALLS",
+                "0",
+                "database.breaker.min_calls",
+            ),
+            (
+                "FLOODGATE__DATABASE__BREAKER__CONSECUTIVE_FAILURES",
+                "0",
+                "database.breaker.consecutive_failures",
+            ),
+            (
+                "FLOODGATE__DATABASE__BREAKER__FAILURE_RATIO",
+                "1.5",
+                "database.breaker.failure_ratio",
+            ),
         ] {
             let e = load(&[(var, value)]).unwrap_err();
             assert_eq!(e.setting, setting, "{var}={value}: {e}");
@@ -277,6 +302,22 @@ mod tests {
         assert!(e.setting.starts_with("auth.api_key_hashes"), "{e}");
         assert!(e.source.contains("API_KEY_HASHES"), "{e}");
         assert!(!e.to_string().contains("plaintext"), "never echoed: {e}");
+    }
+
+    #[test]
+    fn a_retention_shorter_than_the_idempotency_ttl_is_refused() {
+        let e = load(&[
+            ("FLOODGATE__JOBS__RETENTION", "1h"),
+            ("FLOODGATE__JOBS__IDEMPOTENCY_TTL", "2h"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.setting, "jobs.retention", "{e}");
+        assert!(e.reason.contains("idempotency_ttl"), "{e}");
+        load(&[
+            ("FLOODGATE__JOBS__RETENTION", "2h"),
+            ("FLOODGATE__JOBS__IDEMPOTENCY_TTL", "2h"),
+        ])
+        .unwrap();
     }
 
     #[test]

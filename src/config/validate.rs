@@ -18,7 +18,7 @@ impl Settings {
     /// Every numeric setting with its documented range. Bounds are what one instance can
     /// use: a queue of a billion jobs or a trillion connections would abort or overflow,
     /// not serve.
-    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 21] {
+    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 23] {
         let n = |v: usize| v as i128;
         [
             ("pool.workers", n(self.pool.workers), 0, 4096),
@@ -102,6 +102,18 @@ impl Settings {
                 1_000_000,
             ),
             (
+                "database.breaker.min_calls",
+                self.database.breaker.min_calls.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "database.breaker.consecutive_failures",
+                self.database.breaker.consecutive_failures.into(),
+                1,
+                1_000_000,
+            ),
+            (
                 "jobs.max_rounds",
                 self.jobs.max_rounds.into(),
                 1,
@@ -126,7 +138,7 @@ impl Settings {
     }
 
     /// Every duration setting with its documented range.
-    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 16] {
+    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 18] {
         let s = &self.server;
         [
             ("server.request_timeout", s.request_timeout, MS, HOUR),
@@ -156,6 +168,18 @@ impl Settings {
             (
                 "redis.breaker.open_for",
                 self.redis.breaker.open_for,
+                10 * MS,
+                HOUR,
+            ),
+            (
+                "database.breaker.window",
+                self.database.breaker.window,
+                SECOND,
+                HOUR,
+            ),
+            (
+                "database.breaker.open_for",
+                self.database.breaker.open_for,
                 10 * MS,
                 HOUR,
             ),
@@ -220,13 +244,33 @@ impl Settings {
                 &format!("must be between {} and {}", d(&min), d(&max)),
             )?;
         }
-        let ratio = self.redis.breaker.failure_ratio;
         check(
-            ratio > 0.0 && ratio <= 1.0,
-            "redis.breaker.failure_ratio",
-            ratio,
-            "must be more than 0 and at most 1",
+            self.jobs.retention >= self.jobs.idempotency_ttl,
+            "jobs.retention",
+            d(&self.jobs.retention),
+            &format!(
+                "must be at least jobs.idempotency_ttl ({}): a job purged before its key expires \
+                 would let a retry with that key make a second job",
+                d(&self.jobs.idempotency_ttl)
+            ),
         )?;
+        for (key, ratio) in [
+            (
+                "redis.breaker.failure_ratio",
+                self.redis.breaker.failure_ratio,
+            ),
+            (
+                "database.breaker.failure_ratio",
+                self.database.breaker.failure_ratio,
+            ),
+        ] {
+            check(
+                ratio > 0.0 && ratio <= 1.0,
+                key,
+                ratio,
+                "must be more than 0 and at most 1",
+            )?;
+        }
         if let Some(url) = &self.redis.url {
             check(
                 url.starts_with("redis://") || url.starts_with("rediss://"),

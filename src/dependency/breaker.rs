@@ -333,9 +333,12 @@ impl Breaker {
     }
 
     fn open(&self, state: &mut State, why: &str) {
-        *state = State::Open {
-            until: Instant::now() + self.config.open_for,
-        };
+        // Checked: an open period past what `Instant` can hold means "until further notice".
+        let now = Instant::now();
+        let until = now
+            .checked_add(self.config.open_for)
+            .unwrap_or(now + Duration::from_secs(100 * 365 * 24 * 3600));
+        *state = State::Open { until };
         self.metrics.up.set(0.0);
         self.entered(CircuitState::Open, why);
     }

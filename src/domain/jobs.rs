@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
 use sha2::{Digest, Sha256};
 
@@ -77,6 +77,7 @@ pub struct JobMetrics {
     pub succeeded: Counter,
     pub failed: Counter,
     pub cancelled: Counter,
+    pub runner_restarts: Counter,
     pub attempts: Histogram,
     /// `floodgate_jobs{status}`, in [`JobStatus::ALL`] order.
     pub by_status: [Gauge; 5],
@@ -91,6 +92,7 @@ impl Default for JobMetrics {
             succeeded: Counter::noop(),
             failed: Counter::noop(),
             cancelled: Counter::noop(),
+            runner_restarts: Counter::noop(),
             attempts: Histogram::noop(),
             by_status: std::array::from_fn(|_| Gauge::noop()),
             oldest_queued_age: Gauge::noop(),
@@ -127,7 +129,20 @@ pub struct Jobs {
     /// Flags of the jobs running here, so a cancellation here stops them at once (elsewhere,
     /// the lease renewal notices).
     running: Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>,
+    /// Set when the service starts shutting down.
+    draining: Arc<watch::Sender<bool>>,
+    /// Why the runner last stopped, until it works again.
+    fault: Arc<Mutex<Option<String>>>,
     metrics: JobMetrics,
+}
+
+/// How a claimed job's run went.
+enum Run {
+    Ended(Finish),
+    /// Cancelled, or taken over after its lease lapsed.
+    NotOurs,
+    /// The pool took no more work (the service is shutting down): it never ran.
+    NotStarted,
 }
 
 impl Jobs {
@@ -137,6 +152,8 @@ impl Jobs {
             settings,
             wake: Arc::new(Notify::new()),
             running: Arc::new(Mutex::new(HashMap::new())),
+            draining: Arc::new(watch::channel(false).0),
+            fault: Arc::default(),
             metrics,
         }
     }
@@ -237,6 +254,11 @@ impl Jobs {
 
     /// Whether API v2 can be served: `Err` says why not, for `/health`.
     pub fn health(&self) -> Result<(), String> {
+        if let Some(fault) = &*self.fault.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(format!(
+                "unhealthy: the job runner panicked ({fault}) and is restarting"
+            ));
+        }
         match self.store.state() {
             CircuitState::Closed => Ok(()),
             CircuitState::HalfOpen => {
@@ -264,16 +286,50 @@ impl Jobs {
         self.metrics.cancelled.increment(1);
     }
 
+    /// Stop claiming: the service is shutting down. Jobs already handed to the worker pool
+    /// run to their end and are recorded; a claim the pool no longer takes goes back to the
+    /// queue as it was; [`Jobs::run`] returns once nothing is in flight.
+    pub fn drain(&self) {
+        let _ = self.draining.send(true);
+    }
+
     /// Claim and run jobs, at most `max_running` at once, and keep the store tidy: fail jobs
-    /// out of attempts, purge old ones, publish the gauges. Runs until dropped. `started` is
-    /// called once the first round of upkeep and then the first claim are done: what the jobs
-    /// need (connections, prepared statements) is in place, and start-up is over.
+    /// out of attempts, purge old ones, publish the gauges. Runs until [`Jobs::drain`]ed.
+    /// `started` is called once the first round of upkeep and then the first claim are done:
+    /// what the jobs need (connections, prepared statements) is in place, and start-up is
+    /// over.
+    ///
+    /// Supervised: a panic in the runner is logged, counted, reported by `/health`, and the
+    /// runner starts again a second later; it never stops silently while submissions are
+    /// still accepted.
     pub async fn run(
         self,
         pool: WorkerPool,
         kernel: Kernel,
         max_running: usize,
-        started: impl FnOnce() + Send,
+        started: impl FnOnce() + Send + 'static,
+    ) {
+        let mut started: Option<Box<dyn FnOnce() + Send>> = Some(Box::new(started));
+        let start = || {
+            tokio::spawn(
+                self.clone()
+                    .run_once(pool.clone(), kernel, max_running, started.take()),
+            )
+        };
+        let fault = |fault: String| {
+            tracing::error!(error = %fault, "the job runner panicked; it starts again in 1 s");
+            self.metrics.runner_restarts.increment(1);
+            *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(fault);
+        };
+        supervise(start, fault, self.draining.subscribe()).await;
+    }
+
+    async fn run_once(
+        self,
+        pool: WorkerPool,
+        kernel: Kernel,
+        max_running: usize,
+        started: Option<Box<dyn FnOnce() + Send>>,
     ) {
         let (upkept, first_upkeep) = oneshot::channel();
         let upkeep = self.clone().upkeep(upkept);
@@ -287,16 +343,22 @@ impl Jobs {
         kernel: Kernel,
         max_running: usize,
         first_upkeep: oneshot::Receiver<()>,
-        started: impl FnOnce() + Send,
+        mut started: Option<Box<dyn FnOnce() + Send>>,
     ) {
         let _ = first_upkeep.await;
-        let mut started = Some(started);
         let owner = uuid::Uuid::new_v4().to_string();
-        let permits = Arc::new(Semaphore::new(max_running.max(1)));
+        let slots = max_running.max(1);
+        let permits = Arc::new(Semaphore::new(slots));
+        let mut draining = self.draining.subscribe();
         loop {
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                break;
+            let permit = tokio::select! {
+                biased;
+                _ = draining.wait_for(|d| *d) => break,
+                permit = Arc::clone(&permits).acquire_owned() => permit.expect("never closed"),
             };
+            if *draining.borrow() {
+                break;
+            }
             let now = now_us();
             let claimed = self
                 .store
@@ -312,6 +374,8 @@ impl Jobs {
             }
             match claimed {
                 Ok(Some(job)) => {
+                    // The runner is doing its work again after a restart.
+                    self.fault.lock().unwrap_or_else(|p| p.into_inner()).take();
                     let (jobs, pool, owner) = (self.clone(), pool.clone(), owner.clone());
                     tokio::spawn(async move {
                         jobs.run_job(job, &owner, pool, kernel).await;
@@ -319,14 +383,21 @@ impl Jobs {
                     });
                 }
                 Ok(None) | Err(_) => {
+                    if claimed.is_ok() {
+                        self.fault.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    }
                     drop(permit);
                     // Nothing to do (or the database is away): wait for a new job here,
                     // or poll for other replicas' jobs and lapsed leases.
-                    let _ = tokio::time::timeout(Duration::from_millis(250), self.wake.notified())
-                        .await;
+                    tokio::select! {
+                        _ = draining.wait_for(|d| *d) => break,
+                        _ = tokio::time::timeout(Duration::from_millis(250), self.wake.notified()) => {}
+                    }
                 }
             }
         }
+        // Draining: every job in flight records how it ended before the runner returns.
+        let _ = permits.acquire_many(slots as u32).await;
     }
 
     async fn run_job(&self, job: Job, owner: &str, pool: WorkerPool, kernel: Kernel) {
@@ -340,8 +411,23 @@ impl Jobs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&job.id);
-        let Some(end) = outcome else {
-            return; // cancelled, or no longer ours: whoever ended it recorded it
+        let end = match outcome {
+            Run::Ended(end) => end,
+            // Cancelled, or no longer ours: whoever ended it recorded it.
+            Run::NotOurs => return,
+            Run::NotStarted => {
+                // The claim cost the job nothing: back to the queue, its attempt returned,
+                // for this replica after its restart or for another one now.
+                match self.store.release(&job.id, owner).await {
+                    Ok(_) => {
+                        tracing::info!(job = %job.id, "job released unstarted: the service is shutting down")
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %job.id, error = %e, "could not release a job at shutdown; it is taken again when its lease lapses")
+                    }
+                }
+                return;
+            }
         };
         let succeeded = matches!(end, Finish::Succeeded { .. });
         if let Ok(true) = self.store.finish(&job.id, owner, now_us(), end).await {
@@ -354,8 +440,7 @@ impl Jobs {
         }
     }
 
-    /// Run the job on the pool, renewing the lease meanwhile; `None` if it stopped being
-    /// ours to finish.
+    /// Run the job on the pool, renewing the lease meanwhile.
     async fn execute(
         &self,
         job: &Job,
@@ -363,7 +448,7 @@ impl Jobs {
         pool: WorkerPool,
         kernel: Kernel,
         flag: &Arc<AtomicBool>,
-    ) -> Option<Finish> {
+    ) -> Run {
         let (number, rounds) = (job.number, job.rounds);
         let renew_every = (self.settings.lease / 3).min(Duration::from_secs(1));
         let mut renew = tokio::time::interval(renew_every);
@@ -372,14 +457,18 @@ impl Jobs {
             let running = Arc::clone(flag);
             match pool.submit(move || run_chunked(kernel, number, rounds, &running)) {
                 Ok(handle) => break handle,
-                // The pool is busy with v1 work: keep the lease and try again.
+                Err(SubmitError::ShuttingDown) => return Run::NotStarted,
+                // The pool is busy with v1 work: keep the lease and try again, unless the
+                // service is shutting down.
                 Err(SubmitError::Full) => {
                     renew.tick().await;
+                    if *self.draining.borrow() {
+                        return Run::NotStarted;
+                    }
                     if !self.renew(job, owner).await {
-                        return None;
+                        return Run::NotOurs;
                     }
                 }
-                Err(SubmitError::ShuttingDown) => return None,
             }
         };
         tokio::pin!(handle);
@@ -387,12 +476,12 @@ impl Jobs {
             tokio::select! {
                 done = &mut handle => {
                     return match done {
-                        Ok(Some(digest)) => Some(Finish::Succeeded {
+                        Ok(Some(digest)) => Run::Ended(Finish::Succeeded {
                             result: number.wrapping_mul(number),
                             digest,
                         }),
-                        Ok(None) => None,
-                        Err(e) => Some(Finish::Failed(e.to_string())),
+                        Ok(None) => Run::NotOurs,
+                        Err(e) => Run::Ended(Finish::Failed(e.to_string())),
                     };
                 }
                 _ = renew.tick() => {
@@ -418,8 +507,12 @@ impl Jobs {
     async fn upkeep(self, upkept: oneshot::Sender<()>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut first = Some(upkept);
+        let mut draining = self.draining.subscribe();
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = draining.wait_for(|d| *d) => return,
+                _ = tick.tick() => {}
+            }
             let (idle, used) = self.store.connections();
             self.metrics.db_idle.set(f64::from(idle));
             self.metrics.db_used.set(f64::from(used));
@@ -447,9 +540,78 @@ impl Jobs {
     }
 }
 
+/// How long a runner that panicked waits before it starts again.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
+
+/// Runs the task `start` spawns until it returns; a panic is handed to `fault` and the task
+/// started again after [`RESTART_AFTER`], unless `stop` says the service is shutting down.
+async fn supervise(
+    mut start: impl FnMut() -> tokio::task::JoinHandle<()>,
+    mut fault: impl FnMut(String),
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        match start().await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => fault(crate::pool::panic_message(&e.into_panic())),
+            Err(_) => return,
+        }
+        tokio::select! {
+            _ = stop.wait_for(|d| *d) => return,
+            _ = tokio::time::sleep(RESTART_AFTER) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_runner_that_panics_is_reported_and_started_again() {
+        let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let mut faults = Vec::new();
+        let (_stop, stopped) = watch::channel(false);
+        let counted = Arc::clone(&starts);
+        let begun = tokio::time::Instant::now();
+        supervise(
+            || {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if n < 2 {
+                        panic!("runner fault {n}");
+                    }
+                })
+            },
+            |f| faults.push(f),
+            stopped,
+        )
+        .await;
+        assert_eq!(
+            starts.load(Ordering::SeqCst),
+            3,
+            "started again after each panic"
+        );
+        assert_eq!(faults, ["runner fault 0", "runner fault 1"]);
+        assert!(
+            begun.elapsed() >= RESTART_AFTER * 2,
+            "a pause between restarts"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_stops_the_restarts() {
+        let (stop, stopped) = watch::channel(false);
+        let mut faults = 0;
+        let _ = stop.send(true);
+        supervise(
+            || tokio::spawn(async { panic!("always") }),
+            |_| faults += 1,
+            stopped,
+        )
+        .await;
+        assert_eq!(faults, 1);
+    }
 
     #[test]
     fn chunks_give_the_same_digest_and_stop_when_cancelled() {

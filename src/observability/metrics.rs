@@ -46,6 +46,7 @@ pub const JOBS: &str = "floodgate_jobs";
 pub const JOBS_FINISHED: &str = "floodgate_jobs_finished_total";
 pub const JOBS_OLDEST_QUEUED_AGE: &str = "floodgate_jobs_oldest_queued_age_seconds";
 pub const JOB_ATTEMPTS: &str = "floodgate_job_attempts";
+pub const JOB_RUNNER_RESTARTS: &str = "floodgate_job_runner_restarts_total";
 pub const DB_CONNECTIONS: &str = "floodgate_db_connections";
 pub const DB_ACQUIRE_WAIT: &str = "floodgate_db_acquire_wait_seconds";
 pub const STREAMS_OPEN: &str = "floodgate_streams_open";
@@ -815,6 +816,12 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Histogram,
         Some(Unit::Count),
         "Attempts per finished job.",
+    ),
+    (
+        JOB_RUNNER_RESTARTS,
+        Kind::Counter,
+        Some(Unit::Count),
+        "Times the job runner panicked and was started again.",
     ),
     (
         DB_CONNECTIONS,

@@ -543,6 +543,23 @@ impl JobStore {
         Ok(done == 1)
     }
 
+    /// Put a job `owner` claimed but never started back in the queue, its attempt returned;
+    /// false when it was no longer its job.
+    pub async fn release(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
+        let sql = "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, \
+                   lease_until = NULL, started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END \
+                   WHERE id = $1 AND lease_owner = $2 AND status = 'running'";
+        let done = on_pool!(self, finish, |p| {
+            sqlx::query(sql)
+                .bind(id)
+                .bind(owner)
+                .execute(p)
+                .await?
+                .rows_affected()
+        })?;
+        Ok(done == 1)
+    }
+
     /// Record how `owner`'s run of a job ended; false when it was no longer its job.
     pub async fn finish(
         &self,

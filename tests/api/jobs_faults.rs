@@ -188,3 +188,105 @@ async fn a_full_disk_refuses_submissions_and_never_acknowledges_a_lost_one() {
         assert_eq!(job["status"], "cancelled", "answered cancelled, but {job}");
     }
 }
+
+/// `(status, attempts, started_at is set)` of every job in a SQLite file.
+async fn rows(url: &str) -> Vec<(String, i64, bool)> {
+    let db = sqlx::SqlitePool::connect(url).await.unwrap();
+    let rows: Vec<(String, i64, Option<i64>)> =
+        sqlx::query_as("SELECT status, attempts, started_at FROM jobs")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    db.close().await;
+    rows.into_iter()
+        .map(|(s, a, t)| (s, a, t.is_some()))
+        .collect()
+}
+
+/// A backlog when SIGTERM arrives, with one attempt per job: the draining replica claims
+/// nothing more, so the jobs it did not run stay queued with no attempt spent and no lease,
+/// and run after the restart. Before, it kept claiming what its pool refused: every queued
+/// job burnt its only attempt, and failed without ever running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_with_a_backlog_leaves_the_backlog_queued_and_untouched() {
+    let _one_at_a_time = exclusive().await;
+    let db = temp_database_url();
+    let envs = [
+        ("DATABASE_URL", db.as_str()),
+        ("WORKER_COUNT", "2"),
+        ("FLOODGATE__JOBS__MAX_ATTEMPTS", "1"),
+        ("FLOODGATE__LOG__ACCESS_LOG", "false"),
+    ];
+    let mut app = spawn_binary(&envs).await;
+    let c = client();
+    let mut ids = Vec::new();
+    for n in 0..30u64 {
+        let r = c
+            .post(format!("{}/api/v2/jobs", app.base))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"number": {n}, "rounds": 20000000}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // One is running: the backlog is real.
+    let started = Instant::now();
+    loop {
+        let list: Value = get_json(&format!("{}/api/v2/jobs?status=running", app.base)).await;
+        if !list["jobs"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no job started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = app.child.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let (status, _) = app.wait_for_exit();
+    assert_eq!(status.code(), Some(0));
+
+    let after_drain = rows(&db).await;
+    assert_eq!(after_drain.len(), 30);
+    let queued = after_drain.iter().filter(|r| r.0 == "queued").count();
+    assert!(
+        queued > 0,
+        "the backlog ran within the drain: nothing was tested"
+    );
+    for (status, attempts, started) in &after_drain {
+        match status.as_str() {
+            "succeeded" => assert_eq!(*attempts, 1),
+            "queued" => assert_eq!(
+                (*attempts, *started),
+                (0, false),
+                "a queued job was touched"
+            ),
+            other => panic!("a job is {other} after a graceful drain: {after_drain:?}"),
+        }
+    }
+
+    let app = spawn_binary(&envs).await;
+    for id in &ids {
+        let started = Instant::now();
+        loop {
+            let job = get_json(&format!("{}/api/v2/jobs/{id}", app.base)).await;
+            if job["status"] == "succeeded" {
+                break;
+            }
+            assert!(
+                ["queued", "running"].contains(&job["status"].as_str().unwrap()),
+                "{job}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(60), "{job}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
