@@ -2,7 +2,6 @@
 
 use axum::extract::{FromRef, FromRequest, Request};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use std::collections::HashMap;
 
 use serde::Deserialize;
 
@@ -153,9 +152,11 @@ fn exact_integer(literal: &str, max: u64) -> Option<u64> {
     (value <= max).then_some(value)
 }
 
-/// The top-level fields of a JSON object body, each kept as written; every failure says
-/// what was wrong.
-pub fn json_object(body: &[u8]) -> Result<HashMap<String, &serde_json::value::RawValue>, ApiError> {
+/// The fields a body's struct names (each an `Option<&RawValue>`, kept as written), read
+/// from a JSON object; every failure says what was wrong. Every JSON body goes through here:
+/// a derived `Deserialize` refuses a field written twice (`duplicate field`), where a map
+/// would let the last copy win over the one a proxy or a log may have read.
+pub fn json_fields<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     check_object(body)?;
     serde_json::from_slice(body).map_err(json_error)
 }
@@ -221,8 +222,7 @@ struct RawCompute<'a> {
 
 /// Decode a compute body; every failure says what was wrong.
 pub fn parse_compute_body(body: &[u8]) -> Result<ComputeInput, ApiError> {
-    check_object(body)?;
-    let raw: RawCompute = serde_json::from_slice(body).map_err(json_error)?;
+    let raw: RawCompute = json_fields(body)?;
     let number = whole_number(raw.number.map(|n| n.get()), "number", MAX_NUMBER)?;
     Ok(ComputeInput { number })
 }
@@ -307,6 +307,7 @@ mod tests {
         assert!(err(r#"{"number": 1"#).contains("truncated"));
         assert!(err(r#"{"number": 1} trailing"#).contains("not valid JSON"));
         assert!(err("[1]").contains("JSON object"));
+        assert!(err(r#"{"number": 1, "number": 2}"#).contains("duplicate field `number`"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::jobs::{Jobs, Submission};
 use crate::error::ApiError;
 use crate::http::error::JobErrors;
-use crate::http::extract::{json_object, whole_number, BodyBytes};
+use crate::http::extract::{json_fields, whole_number, BodyBytes};
 use crate::state::AppState;
 use crate::store::{Job, JobStatus};
 
@@ -167,16 +167,25 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// The fields of a submission, kept as written (see [`json_fields`]).
+#[derive(Deserialize)]
+struct RawSubmit<'a> {
+    #[serde(default, borrow)]
+    number: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    rounds: Option<&'a serde_json::value::RawValue>,
+}
+
 /// `{"number": n, "rounds": r}`, `rounds` optional; the ranges are checked again, for every
 /// transport, by [`Jobs::submit`].
 fn parse_submit(body: &[u8], max_rounds: u64) -> Result<(u64, Option<u64>), ApiError> {
-    let fields = json_object(body)?;
+    let fields: RawSubmit = json_fields(body)?;
     let number = whole_number(
-        fields.get("number").map(|v| v.get()),
+        fields.number.map(|v| v.get()),
         "number",
         crate::domain::MAX_NUMBER,
     )?;
-    let rounds = match fields.get("rounds").map(|v| v.get()) {
+    let rounds = match fields.rounds.map(|v| v.get()) {
         None | Some("null") => None,
         Some(raw) => Some(whole_number(Some(raw), "rounds", max_rounds)?),
     };
