@@ -28,9 +28,9 @@ pub enum ApiError {
     /// The credential is valid but lacks the required scope.
     #[error("token lacks the required scope `{0}`")]
     Forbidden(String),
-    /// No such route (the path).
-    #[error("no route for {0}")]
-    NotFound(String),
+    /// No such route, or no such resource behind one; one code for both, the text says which.
+    #[error("{0}")]
+    NotFound(Missing),
     /// The route exists but not with this method.
     #[error("method {0} is not allowed on this route")]
     MethodNotAllowed(String),
@@ -74,6 +74,18 @@ pub enum ApiError {
     /// A bug; details go to the log, not the client.
     #[error("internal server error")]
     InternalError,
+}
+
+/// What a `NOT_FOUND` did not find: a client told "no route" for a job it mistyped would look
+/// for a wrong URL instead of a wrong id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Missing {
+    /// No route serves this path.
+    #[error("no route for {0}")]
+    Route(String),
+    /// No job has this id.
+    #[error("job {0} not found")]
+    Job(String),
 }
 
 impl ApiError {
@@ -127,6 +139,11 @@ mod tests {
             ApiError::InvalidRequest(String::new()).code(),
             "INVALID_REQUEST"
         );
+        let route = ApiError::NotFound(Missing::Route("/nope".into()));
+        let job = ApiError::NotFound(Missing::Job("0193".into()));
+        assert_eq!((route.code(), job.code()), ("NOT_FOUND", "NOT_FOUND"));
+        assert_eq!(route.to_string(), "no route for /nope");
+        assert_eq!(job.to_string(), "job 0193 not found");
         let all: Vec<_> = ErrorCode::all().map(ErrorCode::as_str).collect();
         assert_eq!(all.len(), 17);
         assert!(all.contains(&"SHUTTING_DOWN") && all.contains(&"PROCESSING_ERROR"));

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::Kernel;
 use crate::config::JobsSettings;
 use crate::dependency::CircuitState;
-use crate::error::ApiError;
+use crate::error::{ApiError, Missing};
 use crate::pool::{SubmitError, WorkerPool};
 use crate::store::{
     now_us, Cancelled, Finish, Inserted, Job, JobStatus, JobStore, NewJob, StoreError,
@@ -46,7 +46,7 @@ pub fn job_id(id: &str) -> Result<String, ApiError> {
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("/api/v2/jobs/{id}"))
+    ApiError::NotFound(Missing::Job(id.to_owned()))
 }
 
 /// What a submission gave back.

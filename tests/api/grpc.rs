@@ -365,9 +365,20 @@ async fn jobs_submit_get_watch_and_cancel_mirror_api_v2() {
         })
         .await
         .unwrap_err(),
-        c.watch_job(JobRequest { id: unknown }).await.unwrap_err(),
+        c.cancel_job(JobRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .unwrap_err(),
+        c.watch_job(JobRequest {
+            id: unknown.clone(),
+        })
+        .await
+        .unwrap_err(),
     ] {
         assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), format!("job {unknown} not found"));
+        assert_eq!(status.get_details_error_info().unwrap().reason, "NOT_FOUND");
     }
     let bad = c
         .get_job(JobRequest { id: "nope".into() })

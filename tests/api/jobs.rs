@@ -179,6 +179,39 @@ async fn errors_are_the_envelope_with_the_right_status() {
     assert_envelope(r, 409, "JOB_FINISHED").await;
 }
 
+/// An unknown job is 404 `NOT_FOUND` saying the job was not found, wherever it is asked
+/// for; a path no route serves still says so.
+#[tokio::test]
+async fn an_unknown_job_is_not_found_and_says_so() {
+    let app = spawn_app().await;
+    let unknown = uuid::Uuid::now_v7();
+    let expected = format!("job {unknown} not found");
+    let path = format!("/api/v2/jobs/{unknown}");
+    let events = app
+        .client
+        .get(app.url(&format!("{path}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let delete = app.client.delete(app.url(&path)).send().await.unwrap();
+    for r in [app.get(&path).await, delete, events] {
+        let env = assert_envelope(r, 404, "NOT_FOUND").await;
+        assert_eq!(env["error"], expected.as_str());
+    }
+    // Any spelling of the id names the job canonically.
+    let upper = unknown.to_string().to_uppercase();
+    let env = assert_envelope(
+        app.get(&format!("/api/v2/jobs/{upper}")).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_eq!(env["error"], expected.as_str());
+    let env = assert_envelope(app.get("/api/v2/nothing").await, 404, "NOT_FOUND").await;
+    assert_eq!(env["error"], "no route for /api/v2/nothing");
+}
+
 /// A field written twice is refused on v2 as on v1, with the same message: which copy
 /// counts would be a guess, and a proxy or a log may have read the other one.
 #[tokio::test]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue};
 use utoipa_swagger_ui::Config;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Missing};
 
 /// The served OpenAPI document, serialized on first request: building it at start would add
 /// its code and allocations to every instance's idle footprint.
@@ -80,7 +80,7 @@ fn serve(file: &str) -> Response {
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"));
             ([(header::CONTENT_TYPE, content_type)], body).into_response()
         }
-        Ok(None) => ApiError::NotFound(format!("/docs/{file}")).into_response(),
+        Ok(None) => ApiError::NotFound(Missing::Route(format!("/docs/{file}"))).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot serve the API reference page");
             ApiError::InternalError.into_response()

@@ -13,7 +13,7 @@ use axum::routing::{delete, get, post};
 use http::Method;
 
 use super::table::{RouteSpec, Surface};
-use crate::error::ApiError;
+use crate::error::{ApiError, Missing};
 
 /// Every route the service serves itself.
 pub fn builtin() -> Vec<RouteSpec> {
@@ -112,7 +112,7 @@ pub fn builtin() -> Vec<RouteSpec> {
 
 /// 404 for unknown paths.
 pub async fn not_found(uri: http::Uri) -> ApiError {
-    ApiError::NotFound(uri.path().to_owned())
+    ApiError::NotFound(Missing::Route(uri.path().to_owned()))
 }
 
 /// 405 for known paths with the wrong method.

@@ -7,7 +7,7 @@
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderName, HeaderValue};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Missing};
 
 /// Scripts and styles from this origin only, nothing inline, connections only back to this
 /// origin (its WebSocket included), and no framing.
@@ -35,7 +35,7 @@ pub async fn asset(uri: http::Uri) -> Response {
         "status.js" => serve("text/javascript; charset=utf-8", SCRIPT),
         "status.css" => serve("text/css; charset=utf-8", STYLE),
         "icon.svg" => serve("image/svg+xml", ICON),
-        _ => ApiError::NotFound(uri.path().to_owned()).into_response(),
+        _ => ApiError::NotFound(Missing::Route(uri.path().to_owned())).into_response(),
     }
 }
 
