@@ -280,15 +280,9 @@ impl Call {
         let elapsed = self.start.elapsed();
         let config = &self.config;
         let method = config.method(&self.path);
-        let refused = self
-            .slot
-            .0
-            .get()
-            .copied()
-            .or(match tonic::Code::from(code) {
-                tonic::Code::ResourceExhausted => Some(Refused::RateLimited),
-                _ => None,
-            });
+        // Admission's refusals say so on their response; RESOURCE_EXHAUSTED alone is not
+        // one (an oversized message is that code too).
+        let refused = self.slot.0.get().copied();
         config.metrics.record_rpc(method, code, refused, elapsed);
         self.span.record("rpc.grpc.status_code", i64::from(code));
         if is_server_error(code) {

@@ -38,7 +38,7 @@ pub mod pb {
 pub const COMPUTE_SERVICE: &str = "floodgate.v1.ComputeService";
 
 /// The assembled gRPC service.
-pub type Stack = RpcContext<tonic::service::Routes>;
+pub type Stack = RpcContext<status::MessageLimit<tonic::service::Routes>>;
 
 type ComputeServer = pb::compute_service_server::ComputeServiceServer<service::ComputeApi>;
 
@@ -167,8 +167,8 @@ pub fn unknown_method() -> RpcMethod {
     RpcMethod::new("unknown", "unknown", false)
 }
 
-/// Assemble the services and layers: the call's context around every service; admission
-/// and the deadline around the compute service.
+/// Assemble the services and layers: the call's context and the message-size refusal
+/// around every service; admission and the deadline around the compute service.
 pub fn stack(
     state: AppState,
     context: RpcContextLayer,
@@ -176,11 +176,13 @@ pub fn stack(
     request_timeout: Duration,
     reflection: bool,
 ) -> Stack {
-    let compute = ComputeServer::new(service::ComputeApi::new(state.clone()));
+    let compute = ComputeServer::new(service::ComputeApi::new(state.clone()))
+        .max_decoding_message_size(status::MAX_MESSAGE_BYTES);
     let compute = DeadlineLayer::new(request_timeout, GrpcGate).layer(compute);
     let compute = AdmittedCompute(AdmissionLayer::new(admission, GrpcGate).layer(compute));
     let mut routes = tonic::service::Routes::new(compute).add_service(
-        tonic_health::pb::health_server::HealthServer::new(health::HealthApi::new(state)),
+        tonic_health::pb::health_server::HealthServer::new(health::HealthApi::new(state))
+            .max_decoding_message_size(status::MAX_MESSAGE_BYTES),
     );
     if reflection {
         let descriptors = || {
@@ -193,14 +195,16 @@ pub fn stack(
                 descriptors()
                     .build_v1()
                     .expect("the compiled descriptor sets are valid")
+                    .max_decoding_message_size(status::MAX_MESSAGE_BYTES)
             }))
             .add_service(BuiltOnFirstCall::new(move || {
                 descriptors()
                     .build_v1alpha()
                     .expect("the compiled descriptor sets are valid")
+                    .max_decoding_message_size(status::MAX_MESSAGE_BYTES)
             }));
     }
-    context.layer(routes.prepare())
+    context.layer(status::MessageLimitLayer.layer(routes.prepare()))
 }
 
 /// A service built when it is first called. Server reflection decodes every descriptor it

@@ -4,7 +4,8 @@
 //!
 //! | error | status | details |
 //! |---|---|---|
-//! | `INVALID_REQUEST`, `UNSUPPORTED_MEDIA_TYPE`, `PAYLOAD_TOO_LARGE` | `INVALID_ARGUMENT` | `BadRequest` (the field, when the message names one) |
+//! | `INVALID_REQUEST`, `UNSUPPORTED_MEDIA_TYPE` | `INVALID_ARGUMENT` | `BadRequest` (the field, when the message names one) |
+//! | `PAYLOAD_TOO_LARGE` (a request message over [`MAX_MESSAGE_BYTES`]) | `RESOURCE_EXHAUSTED` | |
 //! | `UNAUTHORIZED` | `UNAUTHENTICATED` | |
 //! | `FORBIDDEN` | `PERMISSION_DENIED` | |
 //! | `NOT_FOUND` | `NOT_FOUND` | |
@@ -18,11 +19,24 @@
 //! | `INTERNAL_ERROR` | `INTERNAL` | none: details go to the log |
 //!
 //! Every status but `INTERNAL` also carries `ErrorInfo { reason: <code>, domain: "floodgate" }`.
+//!
+//! Tonic's codec answers a message over its decode limit itself, as `OUT_OF_RANGE`;
+//! [`MessageLimit`] renders that refusal here too.
 
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use futures_util::future::MapOk;
+use futures_util::TryFutureExt;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use tower::{Layer, Service};
 
 use crate::error::ApiError;
+
+/// The largest request message every service decodes (tonic's default, set explicitly so
+/// the refusal can name it).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The `ErrorInfo` domain.
 pub const ERROR_DOMAIN: &str = "floodgate";
@@ -30,9 +44,9 @@ pub const ERROR_DOMAIN: &str = "floodgate";
 /// The gRPC status code for `err`.
 pub fn code(err: &ApiError) -> Code {
     match err {
-        ApiError::InvalidRequest(_)
-        | ApiError::UnsupportedMediaType(_)
-        | ApiError::PayloadTooLarge(_) => Code::InvalidArgument,
+        ApiError::InvalidRequest(_) | ApiError::UnsupportedMediaType(_) => Code::InvalidArgument,
+        // What gRPC's own servers answer for a message over the limit.
+        ApiError::PayloadTooLarge(_) => Code::ResourceExhausted,
         ApiError::Unauthorized { .. } => Code::Unauthenticated,
         ApiError::Forbidden(_) => Code::PermissionDenied,
         ApiError::NotFound(_) => Code::NotFound,
@@ -75,6 +89,56 @@ pub fn status(err: &ApiError) -> Status {
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
         status(&err)
+    }
+}
+
+/// Applies [`MessageLimit`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessageLimitLayer;
+
+impl<S> Layer<S> for MessageLimitLayer {
+    type Service = MessageLimit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        MessageLimit(inner)
+    }
+}
+
+/// Answers a request message over [`MAX_MESSAGE_BYTES`] as `PAYLOAD_TOO_LARGE`
+/// (`RESOURCE_EXHAUSTED`) where tonic's codec answered `OUT_OF_RANGE`. The codec's refusal is
+/// told by a trailers-only `OUT_OF_RANGE`: no service here answers that code, and the codec
+/// refuses on the declared length, before the handler runs.
+#[derive(Debug, Clone)]
+pub struct MessageLimit<S>(S);
+
+type Answer = http::Response<tonic::body::Body>;
+
+impl<S, R> Service<R> for MessageLimit<S>
+where
+    S: Service<R, Response = Answer, Error = Infallible>,
+{
+    type Response = Answer;
+    type Error = Infallible;
+    type Future = MapOk<S::Future, fn(Answer) -> Answer>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        self.0.call(request).map_ok(over_the_limit)
+    }
+}
+
+fn over_the_limit(response: Answer) -> Answer {
+    let out_of_range = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
+        == Some(Code::OutOfRange as i32);
+    if out_of_range {
+        status(&ApiError::PayloadTooLarge(MAX_MESSAGE_BYTES)).into_http()
+    } else {
+        response
     }
 }
 

@@ -682,3 +682,39 @@ async fn a_cancelled_call_is_recorded_and_not_left_in_flight() {
     assert!(text.contains("rpc_method=\"Intensive\""), "{text}");
     drop(gate);
 }
+
+/// A request message over the 4 MiB decode limit is RESOURCE_EXHAUSTED (`PAYLOAD_TOO_LARGE`),
+/// as gRPC's own servers answer it, not the codec's OUT_OF_RANGE; it is not retryable (no
+/// `RetryInfo`), not counted as rate limited, and never reaches the handler.
+#[tokio::test]
+async fn an_oversized_message_is_resource_exhausted() {
+    let app = spawn_app().await;
+    let mut c = compute(&app).await;
+    let status = c
+        .submit_job(SubmitJobRequest {
+            number: 1,
+            rounds: Some(1),
+            idempotency_key: Some("k".repeat(4 * 1024 * 1024)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.get_details_error_info().unwrap().reason,
+        "PAYLOAD_TOO_LARGE"
+    );
+    assert!(status.get_details_retry_info().is_none());
+    let list: serde_json::Value = app.get("/api/v2/jobs").await.json().await.unwrap();
+    assert_eq!(list["jobs"], serde_json::json!([]), "no job was queued");
+    // One byte under the limit is decoded (and then refused for its key, by the handler).
+    let under = c
+        .submit_job(SubmitJobRequest {
+            number: 1,
+            rounds: Some(1),
+            idempotency_key: Some("k".repeat(4 * 1024 * 1024 - 16)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(under.code(), Code::InvalidArgument, "{under:?}");
+    assert_eq!(app.stats().await["rate_limited_count"], 0);
+}
