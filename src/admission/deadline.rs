@@ -1,7 +1,9 @@
 //! The request deadline (the configured timeout, or the caller's own when the transport has
 //! one and it is shorter), for any `http::Request` service: past it the inner future is
 //! dropped (cancelling its work; a queued job is then skipped) and the transport renders
-//! [`ApiError::Timeout`] — one response, never a second body.
+//! [`ApiError::Timeout`] — one response, never a second body. A deadline already passed
+//! when the request arrives (a caller's timeout of zero) is refused without calling the
+//! inner service: a timer polls its future once before it looks at the clock.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -65,19 +67,28 @@ where
             Some(asked) => asked.min(self.timeout),
             None => self.timeout,
         };
-        DeadlineFuture {
+        let gate = self.gate.clone();
+        if timeout.is_zero() {
+            return DeadlineFuture::Passed { gate };
+        }
+        DeadlineFuture::Running {
             inner: tokio::time::timeout(timeout, self.inner.call(req)),
-            gate: self.gate.clone(),
+            gate,
         }
     }
 }
 
 pin_project_lite::pin_project! {
     /// The response future of [`Deadline`].
-    pub struct DeadlineFuture<F, G> {
-        #[pin]
-        inner: tokio::time::Timeout<F>,
-        gate: G,
+    #[project = DeadlineProj]
+    pub enum DeadlineFuture<F, G> {
+        Running {
+            #[pin]
+            inner: tokio::time::Timeout<F>,
+            gate: G,
+        },
+        /// The deadline had passed before the call began.
+        Passed { gate: G },
     }
 }
 
@@ -89,10 +100,12 @@ where
     type Output = Result<Response<G::Body>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        Poll::Ready(match ready!(this.inner.poll(cx)) {
-            Ok(response) => response,
-            Err(_) => Ok(this.gate.refuse(ApiError::Timeout)),
+        Poll::Ready(match self.project() {
+            DeadlineProj::Running { inner, gate } => match ready!(inner.poll(cx)) {
+                Ok(response) => response,
+                Err(_) => Ok(gate.refuse(ApiError::Timeout)),
+            },
+            DeadlineProj::Passed { gate } => Ok(gate.refuse(ApiError::Timeout)),
         })
     }
 }

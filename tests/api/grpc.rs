@@ -288,6 +288,47 @@ async fn grpc_timeout_is_honoured_and_the_job_is_skipped() {
     );
 }
 
+/// A call whose deadline has already passed (`grpc-timeout` of zero, in any unit) ends with
+/// DEADLINE_EXCEEDED without its handler running: no work reaches the pool.
+#[tokio::test]
+async fn a_deadline_already_passed_is_exceeded_without_running_the_call() {
+    let app = spawn_app().await;
+    for timeout in ["0n", "0m", "00S"] {
+        for method in ["Fast", "Intensive"] {
+            let response = raw_call(&app, method, number(3), &[("grpc-timeout", timeout)]).await;
+            assert_eq!(
+                response.headers().get("grpc-status").map(|v| v.as_bytes()),
+                Some(&b"4"[..]),
+                "{method} with grpc-timeout {timeout}: {:?}",
+                response.headers()
+            );
+        }
+    }
+    assert_eq!(
+        compute(&app)
+            .await
+            .intensive(number(5))
+            .await
+            .unwrap()
+            .into_inner()
+            .result,
+        25
+    );
+    let jobs = |text: &str| {
+        sum_series(text, "floodgate_jobs_total", |l| {
+            l.contains("outcome=\"completed\"") || l.contains("outcome=\"cancelled\"")
+        })
+    };
+    let text = app
+        .wait_for_exposition("the one call's job", |t| jobs(t) >= 1.0)
+        .await;
+    assert_eq!(
+        jobs(&text),
+        1.0,
+        "only the live call reached the pool: {text}"
+    );
+}
+
 #[tokio::test]
 async fn jobs_submit_get_watch_and_cancel_mirror_api_v2() {
     let app = spawn_app().await;
