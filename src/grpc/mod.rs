@@ -247,11 +247,29 @@ where
     }
 }
 
-/// Whether a request is a gRPC call: `content-type: application/grpc` (or `+proto`, …).
+/// Whether a request is a gRPC call: `content-type: application/grpc` or
+/// `application/grpc+<codec>` (parameters aside, any case). Look-alikes are not: gRPC-Web
+/// (`application/grpc-web…`, which is not served) and `application/grpcx` go to the HTTP API,
+/// which answers them with its envelope.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    const GRPC: &[u8] = b"application/grpc";
+    let Some(value) = headers.get(http::header::CONTENT_TYPE) else {
+        return false;
+    };
+    let essence = value
+        .as_bytes()
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default();
+    let essence = essence.trim_ascii();
+    let Some((kind, codec)) = essence.split_at_checked(GRPC.len()) else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case(GRPC)
+        && match codec.strip_prefix(b"+") {
+            None => codec.is_empty(),
+            Some(codec) => !codec.is_empty(),
+        }
 }
 
 #[cfg(test)]
@@ -267,5 +285,35 @@ mod tests {
         for bad in ["", "m", "123456789m", "10x", "-1S", "1.5S"] {
             assert_eq!(grpc_timeout(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn grpc_is_application_grpc_or_a_codec_of_it() {
+        let grpc = |content_type: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::CONTENT_TYPE, content_type.parse().unwrap());
+            is_grpc(&headers)
+        };
+        for yes in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc+json",
+            "Application/GRPC",
+            "application/grpc; charset=utf-8",
+        ] {
+            assert!(grpc(yes), "{yes}");
+        }
+        for no in [
+            "application/grpc-web",
+            "application/grpc-web+proto",
+            "application/grpc-web-text",
+            "application/grpcx",
+            "application/grpc+",
+            "application/grp",
+            "application/json",
+        ] {
+            assert!(!grpc(no), "{no}");
+        }
+        assert!(!is_grpc(&HeaderMap::new()));
     }
 }

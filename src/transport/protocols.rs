@@ -1,5 +1,6 @@
-//! One listener, two protocols: gRPC calls (`content-type: application/grpc…`) go to the
-//! gRPC stack, everything else to the HTTP stack.
+//! One listener, two protocols: gRPC calls (`content-type: application/grpc` or
+//! `application/grpc+<codec>`, see [`crate::grpc::is_grpc`]) go to the gRPC stack, everything
+//! else (gRPC-Web included) to the HTTP stack.
 
 use std::convert::Infallible;
 use std::task::{ready, Context, Poll};

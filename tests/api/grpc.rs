@@ -524,6 +524,49 @@ async fn calls_are_measured_by_service_method_and_code() {
     assert!(!text.contains("ComputeService/Fast\",status="), "{text}");
 }
 
+/// Only `application/grpc` and `application/grpc+<codec>` are gRPC: gRPC-Web (not served)
+/// and look-alikes such as `application/grpcx` reach the HTTP API and get its envelope.
+#[tokio::test]
+async fn only_grpc_content_types_reach_the_grpc_service() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let call = |content_type: &'static str, path: &'static str| {
+        client
+            .post(format!("http://{}{path}", app.addr))
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .body(grpc_frame(&prost::Message::encode_to_vec(&number(3))))
+            .send()
+    };
+    const FAST: &str = "/floodgate.v1.ComputeService/Fast";
+    for content_type in [
+        "application/grpc-web",
+        "application/grpc-web+proto",
+        "application/grpc-web-text",
+        "application/grpcx",
+        "application/grpc+",
+    ] {
+        let r = call(content_type, FAST).await.unwrap();
+        assert_eq!(r.headers().get("grpc-status"), None, "{content_type}");
+        let env = assert_envelope(r, 404, "NOT_FOUND").await;
+        assert_eq!(
+            env["error"],
+            format!("no route for {FAST}"),
+            "{content_type}"
+        );
+        let r = call(content_type, "/api/v1/compute/fast").await.unwrap();
+        assert_envelope(r, 415, "UNSUPPORTED_MEDIA_TYPE").await;
+    }
+    for content_type in ["application/grpc", "application/grpc+proto"] {
+        let r = call(content_type, FAST).await.unwrap();
+        assert_eq!(r.status(), 200, "{content_type}");
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+    }
+}
+
 #[tokio::test]
 async fn rest_requests_are_untouched_by_the_grpc_route() {
     let app = spawn_with(|s| s.grpc.enabled = false).await;
