@@ -131,27 +131,34 @@ impl Authenticator {
                 ));
             }
         }
-        if let Some(key) = headers.get(&X_API_KEY) {
+        // The protocol credential stands in for headers a browser's WebSocket cannot set; on
+        // any other request the header is no credential.
+        let protocol = if is_websocket_upgrade(headers) {
+            websocket_credential(headers)?
+        } else {
+            None
+        };
+        let key = headers.get(&X_API_KEY);
+        let authorization = headers.get(http::header::AUTHORIZATION);
+        match (key, authorization, protocol) {
+            (Some(key), None, None) => self.verify_key(key.as_bytes()),
+            (None, Some(value), None) => self.verify_authorization(value.as_bytes()),
+            (None, None, Some(credential)) => self.verify_bearer(&credential),
+            (None, None, None) => Err(unauthorized(
+                "missing credentials: send `Authorization: Bearer <key or token>` or `X-API-Key`",
+                false,
+            )),
             // Two credentials are ambiguous (RFC 6750 §2 allows one method per request);
             // accepting the valid one would hide that the other is wrong.
-            if headers.contains_key(http::header::AUTHORIZATION) {
-                return Err(unauthorized(
-                    "send one credential: `Authorization` or `X-API-Key`, not both",
-                    true,
-                ));
-            }
-            return self.verify_key(key.as_bytes());
+            _ => Err(unauthorized(
+                "send one credential: `Authorization`, `X-API-Key` or the WebSocket protocol, not several",
+                true,
+            )),
         }
-        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return match websocket_credential(headers)? {
-                Some(credential) => self.verify_bearer(&credential),
-                None => Err(unauthorized(
-                    "missing credentials: send `Authorization: Bearer <key or token>` or `X-API-Key`",
-                    false,
-                )),
-            };
-        };
-        let value = value.as_bytes();
+    }
+
+    /// `Authorization: Bearer <key or token>`.
+    fn verify_authorization(&self, value: &[u8]) -> Result<Principal, Refusal> {
         let credential = match value.split_at_checked(7) {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
             _ => {
@@ -222,6 +229,20 @@ impl Authenticator {
 /// WebSocket API cannot set headers: `floodgate.bearer.<base64url of the key or token>`,
 /// offered next to `floodgate.v1`, the protocol the server selects (never the credential).
 pub const WEBSOCKET_CREDENTIAL_PREFIX: &str = "floodgate.bearer.";
+
+/// Whether the request asks to become a WebSocket (RFC 6455 §4.1: `Upgrade: websocket` and
+/// `Connection: Upgrade`, tokens in any case).
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: http::header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has_token(http::header::UPGRADE, "websocket") && has_token(http::header::CONNECTION, "upgrade")
+}
 
 fn websocket_credential(headers: &HeaderMap) -> Result<Option<Vec<u8>>, Refusal> {
     use base64::Engine;
@@ -351,15 +372,25 @@ mod tests {
         h
     }
 
+    /// A WebSocket upgrade offering `protocol`.
+    fn upgrade(protocol: &str) -> HeaderMap {
+        let mut h = headers("sec-websocket-protocol", protocol);
+        h.insert(http::header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(
+            http::header::CONNECTION,
+            "keep-alive, Upgrade".parse().unwrap(),
+        );
+        h
+    }
+
     #[test]
     fn a_websocket_protocol_carries_one_base64url_credential() {
         let auth = Authenticator::from_settings(&settings(&[&sha("s3cret")]))
             .unwrap()
             .unwrap();
-        let protocol = |v: &str| headers("sec-websocket-protocol", v);
         // base64url("s3cret") = "czNjcmV0"
         assert!(auth
-            .authenticate(&protocol("floodgate.v1, floodgate.bearer.czNjcmV0"))
+            .authenticate(&upgrade("floodgate.v1, floodgate.bearer.czNjcmV0"))
             .is_ok());
         for refused in [
             "floodgate.v1, floodgate.bearer.d3Jvbmc",
@@ -367,7 +398,29 @@ mod tests {
             "floodgate.bearer.czNjcmV0, floodgate.bearer.czNjcmV0",
             "floodgate.v1",
         ] {
-            assert!(auth.authenticate(&protocol(refused)).is_err(), "{refused}");
+            assert!(auth.authenticate(&upgrade(refused)).is_err(), "{refused}");
+        }
+        // Only on an upgrade.
+        let plain = headers("sec-websocket-protocol", "floodgate.bearer.czNjcmV0");
+        assert!(matches!(
+            auth.authenticate(&plain),
+            Err(Refusal::Unauthorized { invalid: false, .. })
+        ));
+        // One credential among the others: with a second, valid or not, refused.
+        for (name, value) in [
+            ("x-api-key", "s3cret"),
+            ("x-api-key", "wrong"),
+            ("authorization", "Bearer s3cret"),
+        ] {
+            let mut both = upgrade("floodgate.v1, floodgate.bearer.czNjcmV0");
+            both.insert(http::HeaderName::from_static(name), value.parse().unwrap());
+            assert!(
+                matches!(
+                    auth.authenticate(&both),
+                    Err(Refusal::Unauthorized { invalid: true, .. })
+                ),
+                "{name}: {value}"
+            );
         }
     }
 

@@ -314,6 +314,71 @@ async fn a_browser_passes_its_credential_as_a_websocket_protocol() {
     assert!(none.to_string().contains("401"), "{none}");
 }
 
+/// The protocol credential is one credential among `X-API-Key` and `Authorization`: sent
+/// with either, the upgrade is a 401 whichever is valid (as two credential headers are). It is
+/// read on WebSocket upgrades only: elsewhere the header is no credential at all.
+#[tokio::test]
+async fn the_websocket_protocol_credential_is_one_more_credential_on_upgrades_only() {
+    use base64::Engine;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let key = "stream-key";
+    let app = spawn_with(|s| {
+        s.auth.enabled = true;
+        s.auth.api_key_hashes = vec![sha256_hex(key)];
+    })
+    .await;
+    let protocol = format!(
+        "floodgate.v1, floodgate.bearer.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+    );
+    let url = format!("ws://{}/api/v2/stats/stream?interval=100ms", app.addr);
+    let upgrade = |headers: &[(&'static str, String)]| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(*name, value.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(request)
+    };
+    for other in [
+        ("x-api-key", key.to_owned()),
+        ("x-api-key", "wrong".to_owned()),
+        ("authorization", format!("Bearer {key}")),
+    ] {
+        let err = upgrade(&[("sec-websocket-protocol", protocol.clone()), other.clone()])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("401"), "{other:?}: {err}");
+    }
+    // Each alone is admitted.
+    for alone in [
+        ("sec-websocket-protocol", protocol.clone()),
+        ("x-api-key", key.to_owned()),
+    ] {
+        let (mut socket, _) = upgrade(std::slice::from_ref(&alone))
+            .await
+            .unwrap_or_else(|e| panic!("{alone:?}: {e}"));
+        assert!(next_json(&mut socket).await.get("total_requests").is_some());
+    }
+    // Not an upgrade: the header carries no credential.
+    let r = app
+        .client
+        .post(app.url("/api/v1/compute/fast"))
+        .header("content-type", "application/json")
+        .header("sec-websocket-protocol", &protocol)
+        .body(r#"{"number": 7}"#)
+        .send()
+        .await
+        .unwrap();
+    let env = assert_envelope(r, 401, "UNAUTHORIZED").await;
+    assert!(
+        env["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing credentials"),
+        "{env}"
+    );
+}
+
 /// Readers that never read while the statistics fall due every 100 ms: the server closes each
 /// with 1013 once its queue is full, and its memory grows by the bounded queues, never by
 /// what was due.
