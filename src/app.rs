@@ -47,6 +47,8 @@ pub struct Application {
     /// The jobs database could not be reached at start: keep trying while serving.
     pending_store: bool,
     job_metrics: JobMetrics,
+    /// SIGHUP, handled from before the listeners are bound.
+    hangups: tokio::signal::unix::Signal,
 }
 
 /// Totals reported when the application stops.
@@ -90,6 +92,9 @@ impl ApplicationBuilder {
     /// Bind the listeners and assemble state, routes and layers. Unusable key, certificate
     /// or credential files are `InvalidInput` errors naming the file.
     pub async fn build(self) -> std::io::Result<Application> {
+        // Before any port is bound: SIGHUP's default action would kill the process, and
+        // process managers send it to ask for a reload.
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let settings = Arc::new(self.settings);
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         let tls = Tls::from_settings(&settings.tls).map_err(invalid)?;
@@ -282,6 +287,7 @@ impl ApplicationBuilder {
             kernel: self.kernel,
             pending_store,
             job_metrics: job_metrics(&metrics),
+            hangups,
         })
     }
 }
@@ -357,12 +363,11 @@ impl Application {
             version = crate::VERSION,
             "listening"
         );
-        let reloaders = self.tls_cert().map(|cert| {
-            [
-                tokio::spawn(tls::reload_on_sighup(Arc::clone(&cert))),
-                tokio::spawn(tls::reload_when_changed(cert, CERT_CHECK_INTERVAL)),
-            ]
-        });
+        let cert = self.tls_cert();
+        let reloaders = [
+            Some(tokio::spawn(reload_on_hangup(self.hangups, cert.clone()))),
+            cert.map(|cert| tokio::spawn(tls::reload_when_changed(cert, CERT_CHECK_INTERVAL))),
+        ];
         let errors = connection_errors(&self.state.metrics);
         let server = Server::start(
             self.listener,
@@ -436,6 +441,26 @@ impl Application {
             "stopped"
         );
         Ok(summary)
+    }
+}
+
+/// At each SIGHUP, reload what can be reloaded without a restart, and say what was.
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    cert: Option<Arc<ReloadableCert>>,
+) {
+    while hangups.recv().await.is_some() {
+        match &cert {
+            Some(cert) => match cert.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS certificate reload failed; keeping the old one")
+                }
+            },
+            None => tracing::info!(
+                "SIGHUP: nothing to reload (no TLS certificate); the configuration is read at start"
+            ),
+        }
     }
 }
 

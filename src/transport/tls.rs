@@ -130,20 +130,3 @@ async fn watch<T: PartialEq>(
         }
     }
 }
-
-/// Reload the certificate whenever the process receives SIGHUP.
-pub async fn reload_on_sighup(cert: Arc<ReloadableCert>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot install the SIGHUP handler; certificate reload is off");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        match cert.reload() {
-            Ok(()) => tracing::info!("TLS certificate reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one")
-            }
-        }
-    }
-}

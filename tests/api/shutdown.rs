@@ -221,3 +221,56 @@ async fn sigterm_right_after_binding_is_a_clean_stop() {
     let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+/// SIGHUP, which process managers send to ask for a reload, is handled without TLS too:
+/// right after the port is bound, and while serving; the process logs it and keeps serving
+/// (before, with no TLS configured, it died of the signal).
+#[tokio::test]
+async fn sighup_without_tls_is_logged_and_the_service_keeps_serving() {
+    let mut child = ChildGuard(
+        floodgate_command()
+            .env("SERVER_PORT", "127.0.0.1:0")
+            .env("LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let started = Instant::now();
+    while !has_listener(pid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never listened"
+        );
+        std::thread::yield_now();
+    }
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGHUP at start: {status:?}");
+
+    let mut app = spawn_binary(&[("LOG_LEVEL", "info")]).await;
+    let pid = app.child.0.id().to_string();
+    for _ in 0..3 {
+        Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        let health = client()
+            .get(format!("{}/health", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+    }
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let (status, lines) = app.wait_for_exit();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let log = lines.join("\n");
+    assert!(log.contains("SIGHUP: nothing to reload"), "{log}");
+}
