@@ -259,6 +259,9 @@ impl Jobs {
                 "unhealthy: the job runner panicked ({fault}) and is restarting"
             ));
         }
+        if let Some(why) = self.store.lost() {
+            return Err(format!("unavailable: {why}"));
+        }
         match self.store.state() {
             CircuitState::Closed => Ok(()),
             CircuitState::HalfOpen => {
@@ -516,6 +519,7 @@ impl Jobs {
             let (idle, used) = self.store.connections();
             self.metrics.db_idle.set(f64::from(idle));
             self.metrics.db_used.set(f64::from(used));
+            self.store.check_file().await;
             let now = now_us();
             let before = now - micros(self.settings.retention);
             // A database that is away skips a round; the next one catches up.

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use metrics::Histogram;
 
 use sqlx::postgres::PgPool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::config::DatabaseSettings;
 use crate::dependency::{Breaker, BreakerConfig, BreakerMetrics, CircuitState};
 
 mod record;
+mod sqlite_file;
 #[cfg(test)]
 mod tests;
 
@@ -52,7 +53,7 @@ pub enum OpenError {
 /// The pool, by backend.
 #[derive(Clone)]
 enum Backend {
-    Sqlite(SqlitePool),
+    Sqlite(Arc<sqlite_file::SqliteFile>),
     Postgres(PgPool),
 }
 
@@ -138,6 +139,8 @@ pub enum Finish {
 enum DbError {
     /// The breaker refused the call.
     Open,
+    /// The SQLite file is gone: nothing is tried.
+    Lost(String),
     /// No answer (connection and statement) within the call's deadline.
     Timeout,
     /// The database answered with an error.
@@ -148,6 +151,7 @@ impl From<DbError> for StoreError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Open => StoreError::Unavailable("circuit open".into()),
+            DbError::Lost(why) => StoreError::Unavailable(why),
             DbError::Timeout => StoreError::Unavailable("no answer within the deadline".into()),
             DbError::Sql(e) => e.into(),
         }
@@ -184,60 +188,63 @@ fn is_dependency_failure(e: &sqlx::Error) -> bool {
 macro_rules! on_pool {
     ($store:expr, $op:ident, |$c:ident| $body:expr) => {{
         let store = $store;
-        match store.breaker.try_call() {
-            None => Err(DbError::Open),
-            Some(ticket) => {
-                let started = Instant::now();
-                let run = async {
-                    match &store.backend {
-                        Backend::Sqlite(pool) => {
-                            let mut conn = pool.acquire().await?;
-                            store
-                                .metrics
-                                .acquire_wait
-                                .record(started.elapsed().as_secs_f64());
-                            let $c = &mut *conn;
-                            Ok::<_, sqlx::Error>($body)
+        match store.lost() {
+            Some(why) => Err(DbError::Lost(why)),
+            None => match store.breaker.try_call() {
+                None => Err(DbError::Open),
+                Some(ticket) => {
+                    let started = Instant::now();
+                    let run = async {
+                        match &store.backend {
+                            Backend::Sqlite(file) => {
+                                let mut conn = file.pool().acquire().await?;
+                                store
+                                    .metrics
+                                    .acquire_wait
+                                    .record(started.elapsed().as_secs_f64());
+                                let $c = &mut *conn;
+                                Ok::<_, sqlx::Error>($body)
+                            }
+                            Backend::Postgres(pool) => {
+                                let mut conn = pool.acquire().await?;
+                                store
+                                    .metrics
+                                    .acquire_wait
+                                    .record(started.elapsed().as_secs_f64());
+                                let $c = &mut *conn;
+                                Ok::<_, sqlx::Error>($body)
+                            }
                         }
-                        Backend::Postgres(pool) => {
-                            let mut conn = pool.acquire().await?;
-                            store
-                                .metrics
-                                .acquire_wait
-                                .record(started.elapsed().as_secs_f64());
-                            let $c = &mut *conn;
-                            Ok::<_, sqlx::Error>($body)
+                    };
+                    let span = tracing::info_span!(
+                        "db",
+                        otel.name = stringify!($op),
+                        otel.kind = "client",
+                        db.system.name = store.system(),
+                        db.operation.name = stringify!($op),
+                    );
+                    let outcome = tracing::Instrument::instrument(
+                        tokio::time::timeout(store.deadline, run),
+                        span,
+                    )
+                    .await;
+                    store.metrics.$op.record(started.elapsed().as_secs_f64());
+                    match outcome {
+                        Ok(Ok(value)) => {
+                            ticket.settle(true);
+                            Ok(value)
                         }
-                    }
-                };
-                let span = tracing::info_span!(
-                    "db",
-                    otel.name = stringify!($op),
-                    otel.kind = "client",
-                    db.system.name = store.system(),
-                    db.operation.name = stringify!($op),
-                );
-                let outcome = tracing::Instrument::instrument(
-                    tokio::time::timeout(store.deadline, run),
-                    span,
-                )
-                .await;
-                store.metrics.$op.record(started.elapsed().as_secs_f64());
-                match outcome {
-                    Ok(Ok(value)) => {
-                        ticket.settle(true);
-                        Ok(value)
-                    }
-                    Ok(Err(e)) => {
-                        ticket.settle_with(!is_dependency_failure(&e), &e.to_string());
-                        Err(DbError::Sql(e))
-                    }
-                    Err(_) => {
-                        ticket.settle_with(false, "no answer within the deadline");
-                        Err(DbError::Timeout)
+                        Ok(Err(e)) => {
+                            ticket.settle_with(!is_dependency_failure(&e), &e.to_string());
+                            Err(DbError::Sql(e))
+                        }
+                        Err(_) => {
+                            ticket.settle_with(false, "no answer within the deadline");
+                            Err(DbError::Timeout)
+                        }
                     }
                 }
-            }
+            },
         }
     }};
 }
@@ -284,15 +291,7 @@ impl JobStore {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(s.acquire_timeout);
-            let pool = pool_options(s)
-                .connect_with(options)
-                .await
-                .map_err(|e| OpenError::Config(format!("invalid setting `database.url`: {e}")))?;
-            sqlx::migrate!("migrations/sqlite")
-                .run(&pool)
-                .await
-                .map_err(migration_error)?;
-            Backend::Sqlite(pool)
+            Backend::Sqlite(Arc::new(sqlite_file::SqliteFile::open(options, s).await?))
         } else {
             let pool = pool_options(s)
                 .connect(url)
@@ -317,6 +316,22 @@ impl JobStore {
         self.breaker.state()
     }
 
+    /// Why every call is refused without trying (the SQLite file was deleted), while it is.
+    pub fn lost(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Sqlite(file) => file.lost(),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Check that the SQLite file open is still the one at its path (see
+    /// [`sqlite_file::SqliteFile::check`]); nothing to do on PostgreSQL.
+    pub async fn check_file(&self) {
+        if let Backend::Sqlite(file) = &self.backend {
+            file.check().await;
+        }
+    }
+
     /// The database system, as OpenTelemetry names it.
     fn system(&self) -> &'static str {
         match self.backend {
@@ -328,7 +343,10 @@ impl JobStore {
     /// Connections `(idle, in use)`.
     pub fn connections(&self) -> (u32, u32) {
         let (size, idle) = match &self.backend {
-            Backend::Sqlite(p) => (p.size(), p.num_idle() as u32),
+            Backend::Sqlite(file) => {
+                let p = file.pool();
+                (p.size(), p.num_idle() as u32)
+            }
             Backend::Postgres(p) => (p.size(), p.num_idle() as u32),
         };
         (idle, size.saturating_sub(idle))

@@ -188,9 +188,10 @@ async fn a_write_the_database_refuses_is_an_error_and_a_breaker_failure() {
     let mut settings = sqlite_settings();
     settings.max_connections = 1;
     let store = store(&settings, Duration::from_secs(60)).await;
-    let Backend::Sqlite(pool) = &store.backend else {
+    let Backend::Sqlite(file) = &store.backend else {
         unreachable!()
     };
+    let pool = &file.pool();
     // A database that cannot grow: the next page it needs is refused with SQLITE_FULL, as on
     // a full disk.
     let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
