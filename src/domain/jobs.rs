@@ -14,6 +14,7 @@ use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
 use sha2::{Digest, Sha256};
 
+use super::job_events::{JobWatch, JobWatchers};
 use super::Kernel;
 use crate::config::JobsSettings;
 use crate::dependency::CircuitState;
@@ -134,6 +135,8 @@ pub struct Jobs {
     /// Why the runner last stopped, until it works again.
     fault: Arc<Mutex<Option<String>>>,
     metrics: JobMetrics,
+    /// One watcher per job followed by a stream, shared by its streams.
+    watchers: JobWatchers,
 }
 
 /// How a claimed job's run went.
@@ -155,6 +158,7 @@ impl Jobs {
             draining: Arc::new(watch::channel(false).0),
             fault: Arc::default(),
             metrics,
+            watchers: JobWatchers::default(),
         }
     }
 
@@ -228,10 +232,15 @@ impl Jobs {
             .ok_or_else(|| not_found(&id))
     }
 
-    /// The job `id` as it is now, `None` once it is gone; for watchers, which keep looking
-    /// while the database is away.
-    pub async fn peek(&self, id: &str) -> Result<Option<Job>, ApiError> {
-        self.store.get(id).await.map_err(store_error)
+    /// Follow the job `id` (as [`Jobs::find`] returned it): its changes, from the one
+    /// watcher this replica runs for the job.
+    pub fn watch(&self, id: &str) -> JobWatch {
+        self.watchers.subscribe(&self.store, id)
+    }
+
+    /// Jobs this replica is watching for streams now.
+    pub fn watched(&self) -> usize {
+        self.watchers.len()
     }
 
     /// Cancel a queued or running job (a running one stops between chunks of rounds).

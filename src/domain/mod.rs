@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod compute;
+pub mod job_events;
 pub mod jobs;
 
 pub use compute::{Compute, ComputeInput, Computed, Kernel, MAX_NUMBER};

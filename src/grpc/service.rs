@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::context::RefusalSlot;
 use super::pb;
 use super::status::status;
+use crate::domain::job_events::JobEvent;
 use crate::domain::jobs::{Jobs, Submission};
 use crate::domain::{ComputeInput, Computed, MAX_NUMBER};
 use crate::error::ApiError;
@@ -98,19 +99,7 @@ fn job(j: Job, replayed: bool) -> pb::Job {
     }
 }
 
-/// How often a watched job is looked at, as the REST job stream does.
-const WATCH_POLL: Duration = Duration::from_millis(200);
-
 type JobStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
-
-/// A watched job: what was sent last, and whether the stream is done.
-struct Watch {
-    jobs: Jobs,
-    id: String,
-    first: Option<Job>,
-    last: Option<JobStatus>,
-    done: bool,
-}
 
 #[tonic::async_trait]
 impl pb::compute_service_server::ComputeService for ComputeApi {
@@ -185,35 +174,12 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
             .find(&request.get_ref().id)
             .await
             .map_err(|e| refuse(&request, e))?;
-        let watch = Watch {
-            id: first.id.clone(),
-            jobs,
-            first: Some(first),
-            last: None,
-            done: false,
-        };
-        let stream = futures_util::stream::unfold(watch, |mut w| async move {
-            if w.done {
-                return None;
-            }
-            loop {
-                let current = match w.first.take() {
-                    Some(current) => current,
-                    None => {
-                        tokio::time::sleep(WATCH_POLL).await;
-                        match w.jobs.peek(&w.id).await {
-                            Ok(Some(current)) => current,
-                            Ok(None) => return None,
-                            Err(_) => continue, // the database is away: keep looking
-                        }
-                    }
-                };
-                if w.last == Some(current.status) {
-                    continue;
-                }
-                w.last = Some(current.status);
-                w.done = current.status.is_final();
-                return Some((Ok(job(current, false)), w));
+        // The replica's one watcher of the job feeds this stream, as it feeds the REST ones.
+        let watch = jobs.watch(&first.id);
+        let stream = futures_util::stream::unfold(watch, |mut watch| async move {
+            match watch.next().await? {
+                JobEvent::Changed(current) => Some((Ok(job(current, false)), watch)),
+                JobEvent::Gone => None,
             }
         });
         Ok(Response::new(Box::pin(stream) as JobStream))

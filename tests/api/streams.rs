@@ -481,3 +481,128 @@ async fn job_events_as_sse(app: &TestApp, id: &str) -> String {
         .await
         .unwrap()
 }
+
+/// An application whose jobs wait on gates, and a job held running there: its status stays
+/// put for as long as the gate is held.
+async fn held_job() -> (TestApp, Gate, String) {
+    let app =
+        spawn_builder(floodgate::Application::builder(test_settings()).with_kernel(gated_kernel))
+            .await;
+    let gate = Gate::hold();
+    let job: Value = app
+        .post_json(
+            "/api/v2/jobs",
+            &format!("{{\"number\": {}}}", gate.number()),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.wait_for_busy_workers(1).await;
+    (app, gate, job["id"].as_str().unwrap().to_owned())
+}
+
+/// Jobs database calls of `operation` so far.
+fn queries(exposition: &str, operation: &str) -> f64 {
+    sum_series(
+        exposition,
+        "floodgate_db_query_duration_seconds_count",
+        |l| l.contains(&format!("operation=\"{operation}\"")),
+    )
+}
+
+/// A job's server-sent events, read up to the first event.
+async fn open_sse(client: &reqwest::Client, app: &TestApp, id: &str) -> reqwest::Response {
+    let mut response = client
+        .get(app.url(&format!("/api/v2/jobs/{id}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains("event: job") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream is open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    response
+}
+
+/// How long the service takes to read jobs `n` more times.
+async fn time_for_gets(app: &TestApp, n: f64) -> Duration {
+    let before = queries(&app.exposition().await, "get");
+    let started = Instant::now();
+    app.wait_for_exposition(&format!("{n} more job reads"), |t| {
+        queries(t, "get") >= before + n
+    })
+    .await;
+    started.elapsed()
+}
+
+/// Server-sent-event streams whose clients leave while their job stays put: nothing keeps
+/// running for them, and the job is no longer read once they are gone.
+#[tokio::test]
+async fn sse_streams_dropped_by_their_clients_leave_no_task_and_no_query_behind() {
+    const STREAMS: usize = 50;
+    let (app, _gate, id) = held_job().await;
+    let before = floodgate::observability::metrics::live_tasks();
+    let c = client();
+    let streams =
+        futures_util::future::join_all((0..STREAMS).map(|_| open_sse(&c, &app, &id))).await;
+    assert!(floodgate::observability::metrics::live_tasks() >= before + STREAMS);
+    drop(streams);
+    drop(c);
+    let started = Instant::now();
+    loop {
+        let live = floodgate::observability::metrics::live_tasks();
+        if live <= before {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{live} tasks live 10 s after {STREAMS} streams closed, {before} before them"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let jobs = app.state.jobs.get().unwrap();
+    assert_eq!(jobs.watched(), 0, "the job's watcher outlived its streams");
+    // The job runner's upkeep reads the database every second: over two of its rounds, no
+    // stream's reading of the job goes on.
+    let text = app.exposition().await;
+    let (gets, tidied) = (queries(&text, "get"), queries(&text, "tidy"));
+    let text = app
+        .wait_for_exposition("two rounds of upkeep", |t| {
+            queries(t, "tidy") >= tidied + 2.0
+        })
+        .await;
+    assert_eq!(queries(&text, "get"), gets, "the job is still being read");
+}
+
+/// Twenty streams of one job, over WebSocket and server-sent events, cost the database about
+/// what one does: the replica reads the job once per look, for all of them.
+#[tokio::test]
+async fn streams_of_one_job_share_one_reading_of_it() {
+    const READS: f64 = 5.0;
+    let (app, _gate, id) = held_job().await;
+    let c = client();
+    let first = open_sse(&c, &app, &id).await;
+    let alone = time_for_gets(&app, READS).await;
+    let sse = futures_util::future::join_all((0..10).map(|_| open_sse(&c, &app, &id))).await;
+    let ws = futures_util::future::join_all((0..9).map(|_| async {
+        let mut socket = connect(&app, &format!("/api/v2/jobs/{id}/events")).await;
+        assert_eq!(next_json(&mut socket).await["status"], "running");
+        socket
+    }))
+    .await;
+    assert_eq!(app.state.jobs.get().unwrap().watched(), 1);
+    let shared = time_for_gets(&app, READS).await;
+    assert!(
+        shared >= alone / 2,
+        "{READS} reads of the job took {alone:?} for one stream, {shared:?} for 20"
+    );
+    drop((first, sse, ws));
+}

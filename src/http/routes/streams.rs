@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::jobs::{self, JobBody};
 use super::metrics::{snapshot_of, StatsBody};
+use crate::domain::job_events::{JobEvent, JobWatch};
 use crate::error::ApiError;
 use crate::http::error::StreamErrors;
 use crate::observability::metrics as m;
@@ -245,7 +246,8 @@ pub async fn job_events(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let id = jobs::jobs(&state)?.find(&id).await?.id;
+    let jobs = jobs::jobs(&state)?.clone();
+    let id = jobs.find(&id).await?.id;
     let wants_sse = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
@@ -256,14 +258,14 @@ pub async fn job_events(
             let permit = admit(&state)?;
             Ok(sized(upgrade).on_upgrade(move |socket| async move {
                 let (tx, rx) = mpsc::channel(state.settings.streams.send_queue);
-                let producer = produce_job(state.clone(), id, tx);
+                let producer = produce_job(jobs.watch(&id), tx);
                 run("job", socket, rx, producer, &state).await;
                 drop(permit);
             }))
         }
         Err(_) if wants_sse => {
             let permit = admit(&state)?;
-            Ok(sse_job(state, id, permit).into_response())
+            Ok(sse_job(&state, jobs.watch(&id), permit).into_response())
         }
         Err(_) => Err(ApiError::InvalidRequest(
             "send a WebSocket upgrade, or accept text/event-stream".into(),
@@ -271,62 +273,51 @@ pub async fn job_events(
     }
 }
 
-/// How often a job stream looks for a change.
-const JOB_POLL: Duration = Duration::from_millis(200);
-
-async fn produce_job(state: AppState, id: String, tx: mpsc::Sender<Outgoing>) {
-    let mut last = None;
-    loop {
-        let Some(jobs) = state.jobs.get() else { return };
-        match jobs.peek(&id).await {
-            Ok(Some(job)) => {
-                let status = job.status;
-                if last != Some(status) {
-                    last = Some(status);
-                    let text = serde_json::to_string(&JobBody::from(job)).unwrap_or_default();
-                    if tx.try_send(Outgoing::Text(text)).is_err() {
-                        return;
-                    }
-                }
-                if status.is_final() {
-                    let _ = tx.send(Outgoing::Close(1000, "the job has finished")).await;
-                    return;
-                }
-            }
-            Ok(None) => {
-                let _ = tx.send(Outgoing::Close(1000, "the job is gone")).await;
-                return;
-            }
-            Err(_) => {} // the database is away: keep looking
+/// The job's changes, from the replica's one watcher of it, as messages; a close after the
+/// final status.
+async fn produce_job(mut watch: JobWatch, tx: mpsc::Sender<Outgoing>) {
+    while let Some(event) = watch.next().await {
+        let JobEvent::Changed(job) = event else {
+            let _ = tx.send(Outgoing::Close(1000, "the job is gone")).await;
+            return;
+        };
+        let finished = job.status.is_final();
+        let text = serde_json::to_string(&JobBody::from(job)).unwrap_or_default();
+        if tx.try_send(Outgoing::Text(text)).is_err() {
+            return;
         }
-        tokio::time::sleep(JOB_POLL).await;
+        if finished {
+            let _ = tx.send(Outgoing::Close(1000, "the job has finished")).await;
+            return;
+        }
     }
 }
 
+/// The job's changes as server-sent events. The subscription is part of the body: when
+/// the client leaves and the body is dropped, so is the subscription (and with the job's
+/// last one, its watcher), and nothing keeps running for a stream that has gone. A reader
+/// slower than the changes is sent the latest status, not a queue of them.
 fn sse_job(
-    state: AppState,
-    id: String,
+    state: &AppState,
+    watch: JobWatch,
     permit: OwnedSemaphorePermit,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let (tx, rx) = mpsc::channel(state.settings.streams.send_queue);
-    let opened = open_gauge(&state, "job");
-    tokio::spawn(produce_job(state.clone(), id, tx));
+    let opened = open_gauge(state, "job");
     let messages = state
         .metrics
         .counter(m::STREAM_MESSAGES, &[("kind", "job")]);
     let stream = futures_util::stream::unfold(
-        (rx, permit, opened, messages),
-        |(mut rx, permit, opened, messages)| async move {
-            match rx.recv().await {
-                Some(Outgoing::Text(text)) => {
-                    messages.increment(1);
-                    Some((
-                        Ok(Event::default().event("job").data(text)),
-                        (rx, permit, opened, messages),
-                    ))
-                }
-                _ => None,
-            }
+        (watch, permit, opened, messages),
+        |(mut watch, permit, opened, messages)| async move {
+            let JobEvent::Changed(job) = watch.next().await? else {
+                return None;
+            };
+            messages.increment(1);
+            let text = serde_json::to_string(&JobBody::from(job)).unwrap_or_default();
+            Some((
+                Ok(Event::default().event("job").data(text)),
+                (watch, permit, opened, messages),
+            ))
         },
     );
     Sse::new(stream).keep_alive(KeepAlive::default())
