@@ -170,7 +170,10 @@ impl ApplicationBuilder {
                 .filter(|_| settings.log.access_log_path.is_some())
                 .map(|log| log.sink().clone()),
             jobs,
-            streams: Streams::new(settings.streams.max_connections),
+            streams: Streams::new(
+                settings.streams.max_connections,
+                settings.streams.max_operational_connections,
+            ),
         });
         // The jobs database: a setting that cannot work stops the start (exit 64); a
         // database that is only away is retried while the service runs without API v2.

@@ -8,6 +8,7 @@ use crate::config::Settings;
 use crate::domain::cache::Cache;
 use crate::domain::jobs::Jobs;
 use crate::domain::Compute;
+use crate::error::ApiError;
 use crate::health::HealthRegistry;
 use crate::observability::log_sink::LogSink;
 use crate::observability::metrics::{self as m, Metrics};
@@ -84,30 +85,77 @@ impl Deref for AppState {
     }
 }
 
-/// The long-lived streams of this replica: a bound on how many are open, and the signal that
-/// tells them the service is shutting down (they close with 1001 before the drain ends).
+/// Which limit a stream counts against. Operational streams (the status page's, gRPC health
+/// `Watch`) need no credential, so they have a limit of their own: anonymous clients that
+/// fill it cannot take the places of authenticated API streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamClass {
+    /// `streams.max_connections`: the API's streams (REST and gRPC `WatchJob`).
+    Api,
+    /// `streams.max_operational_connections`.
+    Operational,
+}
+
+/// The long-lived streams of this replica: a bound on how many are open of each class, and
+/// the signal that tells them the service is shutting down (they close with 1001 before the
+/// drain ends).
 #[derive(Clone)]
 pub struct Streams {
-    permits: Arc<tokio::sync::Semaphore>,
-    max: usize,
+    api: Limit,
+    operational: Limit,
     closing: tokio::sync::watch::Sender<bool>,
     /// Readings shared by the statistics streams that tick at the same instant.
     pub readings: Arc<crate::observability::metrics::Readings>,
 }
 
-impl Streams {
-    pub fn new(max: usize) -> Self {
+/// Places for streams, and how many there are.
+#[derive(Clone)]
+struct Limit {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl Limit {
+    fn new(max: usize) -> Self {
         Self {
             permits: Arc::new(tokio::sync::Semaphore::new(max)),
             max,
+        }
+    }
+
+    /// Resolves once every place is free again.
+    async fn all_free(&self) {
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        let _ = self.permits.acquire_many(all).await;
+    }
+}
+
+/// How long a client refused a stream is asked to wait.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Streams {
+    /// `max_api` API streams and `max_operational` operational ones at most.
+    pub fn new(max_api: usize, max_operational: usize) -> Self {
+        Self {
+            api: Limit::new(max_api),
+            operational: Limit::new(max_operational),
             closing: tokio::sync::watch::channel(false).0,
             readings: Arc::default(),
         }
     }
 
-    /// A place for one more stream, or `None` at the limit.
-    pub fn open(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        Arc::clone(&self.permits).try_acquire_owned().ok()
+    /// A place for one more stream of `class`, held until the permit is dropped; refused
+    /// at the limit (every transport renders the refusal its own way).
+    pub fn admit(&self, class: StreamClass) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        let limit = match class {
+            StreamClass::Api => &self.api,
+            StreamClass::Operational => &self.operational,
+        };
+        Arc::clone(&limit.permits)
+            .try_acquire_owned()
+            .map_err(|_| ApiError::ServiceOverloaded {
+                retry_after: RETRY_AFTER,
+            })
     }
 
     /// Resolves when the service starts shutting down.
@@ -118,10 +166,10 @@ impl Streams {
     /// Tell every stream to close, and wait up to `timeout` for them to have.
     pub async fn close_all(&self, timeout: std::time::Duration) -> bool {
         let _ = self.closing.send(true);
-        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
-        tokio::time::timeout(timeout, self.permits.acquire_many(all))
-            .await
-            .is_ok()
+        let both = async {
+            tokio::join!(self.api.all_free(), self.operational.all_free());
+        };
+        tokio::time::timeout(timeout, both).await.is_ok()
     }
 }
 

@@ -622,8 +622,13 @@ impl Default for GrpcSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamsSettings {
-    /// Open streams per replica; beyond it, 503 before any upgrade.
+    /// Open API streams per replica (REST and gRPC `WatchJob`); beyond it, 503 before any
+    /// upgrade (gRPC: `UNAVAILABLE`).
     pub max_connections: usize,
+    /// Open operational streams per replica (`/status/stream`, gRPC health `Watch`), apart
+    /// from the API's: they need no credential, so anonymous clients that fill this limit
+    /// leave the API's places alone.
+    pub max_operational_connections: usize,
     /// How often a WebSocket peer is pinged; one that has not answered by the next ping is
     /// closed.
     #[serde(with = "duration")]
@@ -636,6 +641,7 @@ impl Default for StreamsSettings {
     fn default() -> Self {
         Self {
             max_connections: 1000,
+            max_operational_connections: 100,
             ping_interval: Duration::from_secs(15),
             send_queue: 16,
         }

@@ -18,7 +18,7 @@ impl Settings {
     /// Every numeric setting with its documented range. Bounds are what one instance can
     /// use: a queue of a billion jobs or a trillion connections would abort or overflow,
     /// not serve.
-    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 23] {
+    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 24] {
         let n = |v: usize| v as i128;
         [
             ("pool.workers", n(self.pool.workers), 0, 4096),
@@ -130,6 +130,12 @@ impl Settings {
             (
                 "streams.max_connections",
                 n(self.streams.max_connections),
+                0,
+                1_000_000,
+            ),
+            (
+                "streams.max_operational_connections",
+                n(self.streams.max_operational_connections),
                 0,
                 1_000_000,
             ),

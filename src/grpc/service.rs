@@ -5,18 +5,19 @@ use std::pin::Pin;
 use std::time::{Duration, UNIX_EPOCH};
 
 use futures_util::Stream;
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::{Request, Response, Status};
 
 use super::context::RefusalSlot;
 use super::pb;
 use super::status::status;
-use crate::domain::job_events::JobEvent;
+use crate::domain::job_events::{JobEvent, JobWatch};
 use crate::domain::jobs::{Jobs, Submission};
 use crate::domain::{ComputeInput, Computed, MAX_NUMBER};
 use crate::error::ApiError;
 use crate::http::context::{unix_now, RequestInfo};
 use crate::observability::metrics::Refused;
-use crate::state::AppState;
+use crate::state::{AppState, StreamClass};
 use crate::store::{Job, JobStatus};
 
 /// The service over the application's state.
@@ -101,6 +102,17 @@ fn job(j: Job, replayed: bool) -> pb::Job {
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
 
+/// One `WatchJob`: its subscription to the job, the shutdown signal, and its place among the
+/// API's streams (freed when the stream is dropped, however it ends).
+struct Following {
+    watch: JobWatch,
+    closing: tokio::sync::watch::Receiver<bool>,
+    _place: OwnedSemaphorePermit,
+}
+
+/// How long a `WatchJob` ended by shutdown is asked to wait before following again.
+const SHUTDOWN_RETRY: Duration = Duration::from_secs(1);
+
 #[tonic::async_trait]
 impl pb::compute_service_server::ComputeService for ComputeApi {
     async fn fast(
@@ -164,7 +176,9 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
     type WatchJobStream = JobStream;
 
     /// The job at once and at every status change, ending after its final status. The
-    /// stream is the response body: it is not bound by the request timeout.
+    /// stream is the response body: it is not bound by the request timeout, and holds a
+    /// place of `streams.max_connections` as the REST job streams do (`UNAVAILABLE` at the
+    /// limit); it ends with `UNAVAILABLE` (`SHUTTING_DOWN`) when the service shuts down.
     async fn watch_job(
         &self,
         request: Request<pb::JobRequest>,
@@ -174,12 +188,32 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
             .find(&request.get_ref().id)
             .await
             .map_err(|e| refuse(&request, e))?;
+        let place = self
+            .state
+            .streams
+            .admit(StreamClass::Api)
+            .map_err(|e| refuse(&request, e))?;
         // The replica's one watcher of the job feeds this stream, as it feeds the REST ones.
-        let watch = jobs.watch(&first.id);
-        let stream = futures_util::stream::unfold(watch, |mut watch| async move {
-            match watch.next().await? {
-                JobEvent::Changed(current) => Some((Ok(job(current, false)), watch)),
-                JobEvent::Gone => None,
+        let following = Following {
+            watch: jobs.watch(&first.id),
+            closing: self.state.streams.closing(),
+            _place: place,
+        };
+        let stream = futures_util::stream::unfold(Some(following), |following| async move {
+            let mut f = following?;
+            let event = tokio::select! {
+                event = f.watch.next() => Some(event),
+                _ = f.closing.wait_for(|closing| *closing) => None,
+            };
+            match event {
+                Some(Some(JobEvent::Changed(current))) => Some((Ok(job(current, false)), Some(f))),
+                Some(Some(JobEvent::Gone) | None) => None,
+                None => {
+                    let err = ApiError::ShuttingDown {
+                        retry_after: SHUTDOWN_RETRY,
+                    };
+                    Some((Err(status(&err)), None))
+                }
             }
         });
         Ok(Response::new(Box::pin(stream) as JobStream))

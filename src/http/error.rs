@@ -232,7 +232,7 @@ impl utoipa::IntoResponses for StreamErrors {
             ),
             (
                 &[C::ServiceOverloaded, C::DependencyUnavailable, C::ShuttingDown],
-                "`streams.max_connections` streams are open, the jobs database is unavailable, or the service is draining; retry after `Retry-After` seconds",
+                "the stream limit is reached (`streams.max_connections` for the API's streams, `streams.max_operational_connections` for `/status/stream`), the jobs database is unavailable, or the service is draining; retry after `Retry-After` seconds",
             ),
             (&[C::InternalError], "the service hit a bug"),
         ])

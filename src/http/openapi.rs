@@ -25,7 +25,7 @@ use super::table::Schemas;
     tags(
         (name = "compute", description = "The compute API: rate limited, timed out and, when configured, authenticated."),
         (name = "jobs", description = "API v2: durable jobs, committed to a database before they are acknowledged; admitted like the compute API."),
-        (name = "streams", description = "API v2: live statistics and job progress over WebSocket (and server-sent events); at most `streams.max_connections` open at once."),
+        (name = "streams", description = "API v2: live statistics and job progress over WebSocket (and server-sent events); at most `streams.max_connections` open at once, and apart from them `streams.max_operational_connections` of the status page's."),
         (name = "health", description = "Liveness, readiness and health checks."),
         (name = "metrics", description = "Request statistics and the Prometheus exposition."),
         (name = "docs", description = "This document and its browser view."),

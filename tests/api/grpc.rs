@@ -487,6 +487,135 @@ async fn health_follows_readiness_and_knows_its_services() {
     );
 }
 
+/// Health `Watch` streams need no credential: each holds a place of
+/// `streams.max_operational_connections`, those past it are refused at once, so the tasks they
+/// cost stay bounded, and the open ones end when the service shuts down.
+#[tokio::test]
+async fn health_watches_are_bounded_and_end_at_shutdown() {
+    const PLACES: usize = 4;
+    const PAST: usize = 40;
+    let app = spawn_with(|s| s.streams.max_operational_connections = PLACES).await;
+    let mut health = HealthClient::new(channel(&app).await);
+    let all = || HealthCheckRequest {
+        service: String::new(),
+    };
+    health.check(all()).await.unwrap();
+    let before = floodgate::observability::metrics::live_tasks();
+    let mut open = Vec::new();
+    for _ in 0..PLACES {
+        let mut watch = health.watch(all()).await.unwrap().into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+        open.push(watch);
+    }
+    let refused = futures_util::future::join_all((0..PAST).map(|_| {
+        let mut health = health.clone();
+        async move { health.watch(all()).await }
+    }))
+    .await;
+    for outcome in refused {
+        let status = outcome.expect_err("refused past the limit");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "SERVICE_OVERLOADED"
+        );
+        assert!(status.get_details_retry_info().is_some());
+    }
+    let started = Instant::now();
+    loop {
+        let live = floodgate::observability::metrics::live_tasks();
+        if live <= before + PLACES {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{live} tasks live with {PLACES} watches open, {before} before them"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = tokio::spawn(app.stop());
+    for watch in &mut open {
+        let ending = async {
+            let mut last = None;
+            while let Some(m) = watch.message().await.unwrap() {
+                last = Some(m.status);
+            }
+            last
+        };
+        let last = tokio::time::timeout(Duration::from_secs(5), ending)
+            .await
+            .expect("the watch ends at shutdown");
+        assert_eq!(last, Some(ServingStatus::NotServing as i32));
+    }
+    assert!(stopping.await.unwrap().drained);
+}
+
+/// `WatchJob` is an API stream like the REST job stream: it holds a place of
+/// `streams.max_connections`, and is refused with `UNAVAILABLE` past it.
+#[tokio::test]
+async fn watch_job_streams_count_against_the_api_stream_limit() {
+    let mut settings = test_settings();
+    settings.streams.max_connections = 1;
+    let app = spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await;
+    let gate = Gate::hold();
+    let mut c = compute(&app).await;
+    let id = c
+        .submit_job(SubmitJobRequest {
+            number: gate.number(),
+            rounds: None,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let mut watch = c
+        .watch_job(JobRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some());
+    let refused = c
+        .watch_job(JobRequest { id: id.clone() })
+        .await
+        .expect_err("refused past the limit");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(
+        refused.get_details_error_info().unwrap().reason,
+        "SERVICE_OVERLOADED"
+    );
+    // The REST streams share the limit.
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v2/jobs/{id}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_envelope(r, 503, "SERVICE_OVERLOADED").await;
+    drop(gate);
+    let mut last = None;
+    while let Some(update) = watch.message().await.unwrap() {
+        last = Some(update.status);
+    }
+    assert_eq!(last, Some(pb::JobStatus::Succeeded as i32));
+    // Its place is freed once it has ended.
+    let started = Instant::now();
+    let mut again = loop {
+        match c.watch_job(JobRequest { id: id.clone() }).await {
+            Ok(again) => break again.into_inner(),
+            Err(refused) => assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "still refused 5 s after the first stream ended: {refused:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let job = again.message().await.unwrap().unwrap();
+    assert_eq!(job.status, pb::JobStatus::Succeeded as i32);
+}
+
 #[tokio::test]
 async fn calls_are_measured_by_service_method_and_code() {
     let app = spawn_app().await;

@@ -606,3 +606,44 @@ async fn streams_of_one_job_share_one_reading_of_it() {
     );
     drop((first, sse, ws));
 }
+
+/// The status page's stream needs no credential, so it has a limit of its own: anonymous
+/// clients that fill it leave the API's streams their places.
+#[tokio::test]
+async fn status_page_streams_have_a_limit_of_their_own() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let key = "stream-key";
+    let app = spawn_with(|s| {
+        s.auth.enabled = true;
+        s.auth.api_key_hashes = vec![sha256_hex(key)];
+        s.streams.max_connections = 1;
+        s.streams.max_operational_connections = 3;
+    })
+    .await;
+    let mut anonymous = Vec::new();
+    for _ in 0..3 {
+        anonymous.push(connect(&app, "/status/stream?interval=100ms").await);
+    }
+    let full = tokio_tungstenite::connect_async(format!("ws://{}/status/stream", app.addr))
+        .await
+        .unwrap_err();
+    assert!(full.to_string().contains("503"), "{full}");
+    // An authenticated API stream still opens, and reads.
+    let api = || {
+        let mut request = format!("ws://{}/api/v2/stats/stream?interval=100ms", app.addr)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("x-api-key", key.parse().unwrap());
+        request
+    };
+    let (mut socket, _) = tokio_tungstenite::connect_async(api()).await.unwrap();
+    assert!(next_json(&mut socket).await.get("total_requests").is_some());
+    // The API's limit is its own too.
+    let err = tokio_tungstenite::connect_async(api()).await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    for socket in &mut anonymous {
+        assert!(next_json(socket).await.get("total_requests").is_some());
+    }
+}

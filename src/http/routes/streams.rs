@@ -25,9 +25,7 @@ use crate::domain::job_events::{JobEvent, JobWatch};
 use crate::error::ApiError;
 use crate::http::error::StreamErrors;
 use crate::observability::metrics as m;
-use crate::state::AppState;
-
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+use crate::state::{AppState, StreamClass};
 
 /// What the socket side sends.
 enum Outgoing {
@@ -92,13 +90,6 @@ fn sized(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
         .max_frame_size(64 * 1024)
 }
 
-/// A place for one more stream, or 503.
-fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
-    state.streams.open().ok_or(ApiError::ServiceOverloaded {
-        retry_after: RETRY_AFTER,
-    })
-}
-
 /// With CORS origins configured, a browser's upgrade must come from one of them
 /// (cross-site WebSocket hijacking).
 fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -129,16 +120,17 @@ pub async fn stats(
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    open_stats(state, headers, query, upgrade)
+    open_stats(StreamClass::Api, state, headers, query, upgrade)
 }
 
 /// `GET /status/stream?interval=1s`: the statistics stream for the status page, with the
 /// operational routes (the admin listener, when separate), which are not authenticated:
-/// it carries what `/api/v1/stats` already shows there.
+/// it carries what `/api/v1/stats` already shows there. Being open to anyone, it counts
+/// against `streams.max_operational_connections`, not the API's limit.
 #[utoipa::path(get, path = "/status/stream", tag = "streams", operation_id = "status_stream",
     params(("interval" = Option<String>, Query, description = "How often a message is sent: a duration from `100ms` to `60s`; `1s` when absent.")),
     responses(
-        (status = 101, description = "The same WebSocket as `/api/v2/stats/stream`, beside the status page."),
+        (status = 101, description = "The same WebSocket as `/api/v2/stats/stream`, beside the status page; at most `streams.max_operational_connections` open at once, apart from the API's streams."),
         StreamErrors,
     ),
 )]
@@ -148,10 +140,11 @@ pub async fn status_stream(
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    open_stats(state, headers, query, upgrade)
+    open_stats(StreamClass::Operational, state, headers, query, upgrade)
 }
 
 fn open_stats(
+    class: StreamClass,
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
@@ -164,7 +157,7 @@ fn open_stats(
         ApiError::InvalidRequest("this is a WebSocket endpoint: send an upgrade request".into())
     })?;
     check_origin(&state, &headers)?;
-    let permit = admit(&state)?;
+    let permit = state.streams.admit(class)?;
     Ok(sized(upgrade).on_upgrade(move |socket| async move {
         let (tx, rx) = mpsc::channel(state.settings.streams.send_queue);
         let producer = produce_stats(state.clone(), every, tx);
@@ -255,7 +248,7 @@ pub async fn job_events(
     match upgrade {
         Ok(upgrade) => {
             check_origin(&state, &headers)?;
-            let permit = admit(&state)?;
+            let permit = state.streams.admit(StreamClass::Api)?;
             Ok(sized(upgrade).on_upgrade(move |socket| async move {
                 let (tx, rx) = mpsc::channel(state.settings.streams.send_queue);
                 let producer = produce_job(jobs.watch(&id), tx);
@@ -264,7 +257,7 @@ pub async fn job_events(
             }))
         }
         Err(_) if wants_sse => {
-            let permit = admit(&state)?;
+            let permit = state.streams.admit(StreamClass::Api)?;
             Ok(sse_job(&state, jobs.watch(&id), permit).into_response())
         }
         Err(_) => Err(ApiError::InvalidRequest(
