@@ -34,6 +34,10 @@ pub enum ApiError {
     /// The route exists but not with this method.
     #[error("method {0} is not allowed on this route")]
     MethodNotAllowed(String),
+    /// The route speaks WebSocket and the request did not ask to upgrade; the text says
+    /// what to send.
+    #[error("{0}")]
+    UpgradeRequired(&'static str),
     /// The request took longer than the configured request timeout.
     #[error("request timeout")]
     Timeout,
@@ -145,7 +149,7 @@ mod tests {
         assert_eq!(route.to_string(), "no route for /nope");
         assert_eq!(job.to_string(), "job 0193 not found");
         let all: Vec<_> = ErrorCode::all().map(ErrorCode::as_str).collect();
-        assert_eq!(all.len(), 17);
+        assert_eq!(all.len(), 18);
         assert!(all.contains(&"SHUTTING_DOWN") && all.contains(&"PROCESSING_ERROR"));
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! | error | status | details |
 //! |---|---|---|
-//! | `INVALID_REQUEST`, `UNSUPPORTED_MEDIA_TYPE` | `INVALID_ARGUMENT` | `BadRequest` (the field, when the message names one) |
+//! | `INVALID_REQUEST`, `UNSUPPORTED_MEDIA_TYPE`, `UPGRADE_REQUIRED` | `INVALID_ARGUMENT` | `BadRequest` (the field, when the message names one) |
 //! | `PAYLOAD_TOO_LARGE` (a request message over [`MAX_MESSAGE_BYTES`]) | `RESOURCE_EXHAUSTED` | |
 //! | `UNAUTHORIZED` | `UNAUTHENTICATED` | |
 //! | `FORBIDDEN` | `PERMISSION_DENIED` | |
@@ -44,7 +44,9 @@ pub const ERROR_DOMAIN: &str = "floodgate";
 /// The gRPC status code for `err`.
 pub fn code(err: &ApiError) -> Code {
     match err {
-        ApiError::InvalidRequest(_) | ApiError::UnsupportedMediaType(_) => Code::InvalidArgument,
+        ApiError::InvalidRequest(_)
+        | ApiError::UnsupportedMediaType(_)
+        | ApiError::UpgradeRequired(_) => Code::InvalidArgument,
         // What gRPC's own servers answer for a message over the limit.
         ApiError::PayloadTooLarge(_) => Code::ResourceExhausted,
         ApiError::Unauthorized { .. } => Code::Unauthenticated,

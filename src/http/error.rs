@@ -31,6 +31,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
         ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -112,6 +113,11 @@ pub fn render(err: &ApiError, request_id: &str, timestamp: u64) -> Response {
         if let Ok(v) = HeaderValue::from_str(&challenge) {
             headers.insert(header::WWW_AUTHENTICATE, v);
         }
+    }
+    if matches!(err, ApiError::UpgradeRequired(_)) {
+        // RFC 9110 (15.5.22): a 426 names the protocol to upgrade to.
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     }
     if matches!(err, ApiError::ShuttingDown { .. }) {
         // This connection is about to close; say so rather than let the client find out.
@@ -215,7 +221,11 @@ impl utoipa::IntoResponses for StreamErrors {
         documented(&[
             (
                 &[C::InvalidRequest],
-                "not a WebSocket upgrade (nor, for job events, `Accept: text/event-stream`), or the job id or `interval` is malformed",
+                "the job id or `interval` is malformed, or the WebSocket handshake is (a missing `Sec-WebSocket-Key`, a `Sec-WebSocket-Version` other than 13, HTTP/2)",
+            ),
+            (
+                &[C::UpgradeRequired],
+                "an HTTP/1.1 request that does not ask to upgrade (`Connection: Upgrade`, `Upgrade: websocket`), and for job events does not accept `text/event-stream` either",
             ),
             (
                 &[C::Unauthorized],
@@ -274,6 +284,21 @@ fn documented(
                         .description(Some("Seconds to wait before retrying."))
                         .build(),
                 );
+            }
+            if status == StatusCode::UPGRADE_REQUIRED {
+                for (name, value) in [("Upgrade", "websocket"), ("Connection", "Upgrade")] {
+                    response = response.header(
+                        name,
+                        HeaderBuilder::new()
+                            .schema(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::String)
+                                    .enum_values(Some([value])),
+                            )
+                            .description(Some(format!("`{value}`: the protocol to upgrade to.")))
+                            .build(),
+                    );
+                }
             }
             if matches!(status.as_u16(), 401 | 403) {
                 response = response.header(

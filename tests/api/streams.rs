@@ -647,3 +647,51 @@ async fn status_page_streams_have_a_limit_of_their_own() {
         assert!(next_json(socket).await.get("total_requests").is_some());
     }
 }
+
+/// A plain `GET` of a stream route is told which protocol to upgrade to (426), after the
+/// interval is checked; a request that asks to upgrade with a broken handshake is malformed.
+#[tokio::test]
+async fn a_plain_get_of_a_stream_route_is_told_to_upgrade() {
+    let app = spawn_app().await;
+    let job: Value = app
+        .post_json("/api/v2/jobs", r#"{"number": 3, "rounds": 1000}"#)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events = format!("/api/v2/jobs/{}/events", job["id"].as_str().unwrap());
+    for path in [
+        "/api/v2/stats/stream",
+        "/api/v2/stats/stream?interval=250ms",
+        "/status/stream?interval=1m",
+        &events,
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.headers()["upgrade"], "websocket", "{path}");
+        assert!(
+            r.headers()["connection"]
+                .to_str()
+                .unwrap()
+                .eq_ignore_ascii_case("upgrade"),
+            "{path}: {:?}",
+            r.headers()
+        );
+        assert_envelope(r, 426, "UPGRADE_REQUIRED").await;
+    }
+    for bad in ["", "0ms", "99ms", "61s", "soon"] {
+        let r = app
+            .get(&format!("/api/v2/stats/stream?interval={bad}"))
+            .await;
+        assert_envelope(r, 400, "INVALID_REQUEST").await;
+    }
+    let keyless = app
+        .client
+        .get(app.url("/api/v2/stats/stream"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .send()
+        .await
+        .unwrap();
+    assert_envelope(keyless, 400, "INVALID_REQUEST").await;
+}

@@ -9,6 +9,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -90,6 +91,25 @@ fn sized(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
         .max_frame_size(64 * 1024)
 }
 
+/// Why a request is not a WebSocket upgrade. One that does not ask to upgrade is told to
+/// (426, naming the protocol); one that asks with a malformed handshake, or over HTTP/2,
+/// where this server takes no WebSocket, is refused as malformed: upgrading would not help.
+fn not_upgraded(rejection: WebSocketUpgradeRejection, what: &'static str) -> ApiError {
+    use WebSocketUpgradeRejection as R;
+    match rejection {
+        R::InvalidConnectionHeader(_) | R::InvalidUpgradeHeader(_) => {
+            ApiError::UpgradeRequired(what)
+        }
+        R::MethodNotConnect(_) | R::InvalidProtocolPseudoheader(_) => ApiError::InvalidRequest(
+            "WebSocket streams are served over HTTP/1.1: send the upgrade there".into(),
+        ),
+        other => ApiError::InvalidRequest(format!(
+            "the WebSocket handshake is malformed: {}",
+            other.body_text()
+        )),
+    }
+}
+
 /// With CORS origins configured, a browser's upgrade must come from one of them
 /// (cross-site WebSocket hijacking).
 fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -106,8 +126,12 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// `GET /api/v2/stats/stream?interval=1s`: WebSocket.
+///
+/// The request must be an HTTP/1.1 WebSocket upgrade (RFC 6455: `Connection: Upgrade`,
+/// `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, `Sec-WebSocket-Key`): a plain `GET`
+/// is answered 426 Upgrade Required.
 #[utoipa::path(get, path = "/api/v2/stats/stream", tag = "streams", operation_id = "stats_stream",
-    params(("interval" = Option<String>, Query, description = "How often a message is sent: a duration from `100ms` to `60s`; `1s` when absent.")),
+    params(("interval" = Option<String>, Query, pattern = "^(?:(?:[1-9][0-9]{2,3}|[1-5][0-9]{4}|60000)ms|(?:[1-9]|[1-5][0-9]|60)s|1m)$", description = "How often a message is sent: a whole number of milliseconds (`100ms`–`60000ms`) or seconds (`1s`–`60s`), or `1m`; `1s` when absent.")),
     responses(
         (status = 101, description = "A WebSocket (RFC 6455): one JSON text message per interval with the `/api/v1/stats` totals plus `interval_ms`, `requests_per_second`, `errors_per_second`, `rejected_per_second`, `interval_latency_p50_us`, `interval_latency_p99_us`, `busy_workers` and `queue_capacity`. Pinged every `streams.ping_interval`; closed with 1001 when the service shuts down, 1013 when the reader falls `streams.send_queue` messages behind."),
         StreamErrors,
@@ -118,7 +142,7 @@ pub async fn stats(
     state: State<AppState>,
     headers: HeaderMap,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     open_stats(StreamClass::Api, state, headers, query, upgrade)
 }
@@ -127,8 +151,12 @@ pub async fn stats(
 /// operational routes (the admin listener, when separate), which are not authenticated:
 /// it carries what `/api/v1/stats` already shows there. Being open to anyone, it counts
 /// against `streams.max_operational_connections`, not the API's limit.
+///
+/// The request must be an HTTP/1.1 WebSocket upgrade (RFC 6455: `Connection: Upgrade`,
+/// `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, `Sec-WebSocket-Key`): a plain `GET`
+/// is answered 426 Upgrade Required.
 #[utoipa::path(get, path = "/status/stream", tag = "streams", operation_id = "status_stream",
-    params(("interval" = Option<String>, Query, description = "How often a message is sent: a duration from `100ms` to `60s`; `1s` when absent.")),
+    params(("interval" = Option<String>, Query, pattern = "^(?:(?:[1-9][0-9]{2,3}|[1-5][0-9]{4}|60000)ms|(?:[1-9]|[1-5][0-9]|60)s|1m)$", description = "How often a message is sent: a whole number of milliseconds (`100ms`–`60000ms`) or seconds (`1s`–`60s`), or `1m`; `1s` when absent.")),
     responses(
         (status = 101, description = "The same WebSocket as `/api/v2/stats/stream`, beside the status page; at most `streams.max_operational_connections` open at once, apart from the API's streams."),
         StreamErrors,
@@ -138,7 +166,7 @@ pub async fn status_stream(
     state: State<AppState>,
     headers: HeaderMap,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     open_stats(StreamClass::Operational, state, headers, query, upgrade)
 }
@@ -148,14 +176,13 @@ fn open_stats(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query
         .map_err(|e| ApiError::InvalidRequest(format!("the query string is malformed: {e}")))?;
     let every = interval(&q)?;
-    let upgrade = upgrade.map_err(|_| {
-        ApiError::InvalidRequest("this is a WebSocket endpoint: send an upgrade request".into())
-    })?;
+    let upgrade = upgrade
+        .map_err(|r| not_upgraded(r, "this is a WebSocket endpoint: send an upgrade request"))?;
     check_origin(&state, &headers)?;
     let permit = state.streams.admit(class)?;
     Ok(sized(upgrade).on_upgrade(move |socket| async move {
@@ -222,8 +249,12 @@ fn unix_ms() -> u64 {
 }
 
 /// `GET /api/v2/jobs/{id}/events`: the job at once and at every status change, then a
-/// normal close (1000) after its final status. WebSocket, or server-sent events when the
-/// request accepts `text/event-stream` without upgrading.
+/// normal close (1000) after its final status.
+///
+/// The request must be an HTTP/1.1 WebSocket upgrade (RFC 6455: `Connection: Upgrade`,
+/// `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, `Sec-WebSocket-Key`), or accept
+/// `text/event-stream` for server-sent events; any other `GET` is answered 426 Upgrade
+/// Required.
 #[utoipa::path(get, path = "/api/v2/jobs/{id}/events", tag = "streams", operation_id = "job_events",
     params(("id" = String, Path, pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", description = "The job's id (a UUID).")),
     responses(
@@ -237,7 +268,7 @@ pub async fn job_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let jobs = jobs::jobs(&state)?.clone();
     let id = jobs.find(&id).await?.id;
@@ -260,8 +291,9 @@ pub async fn job_events(
             let permit = state.streams.admit(StreamClass::Api)?;
             Ok(sse_job(&state, jobs.watch(&id), permit).into_response())
         }
-        Err(_) => Err(ApiError::InvalidRequest(
-            "send a WebSocket upgrade, or accept text/event-stream".into(),
+        Err(rejection) => Err(not_upgraded(
+            rejection,
+            "send a WebSocket upgrade, or accept text/event-stream",
         )),
     }
 }
@@ -500,4 +532,90 @@ async fn close(
         reason: reason.into(),
     })))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::routes;
+    use crate::http::table::RouteTable;
+
+    fn accepted(raw: &str) -> bool {
+        interval(&StatsQuery {
+            interval: Some(raw.to_owned()),
+        })
+        .is_ok()
+    }
+
+    /// The `interval` pattern in the document admits nothing the server refuses, and every
+    /// whole number of `ms`, `s` or `m` the server accepts.
+    #[test]
+    fn the_documented_interval_pattern_is_what_the_server_accepts() {
+        let doc =
+            crate::http::openapi::document(RouteTable::new(&routes::builtin()).paths(), false);
+        let doc = serde_json::to_value(doc).unwrap();
+        let pattern = |path: &str| {
+            let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+            let interval = params.iter().find(|p| p["name"] == "interval").unwrap();
+            interval["schema"]["pattern"].as_str().unwrap().to_owned()
+        };
+        let documented = pattern("/api/v2/stats/stream");
+        assert_eq!(pattern("/status/stream"), documented);
+        let re = regex::Regex::new(&documented).unwrap();
+        let mut admitted = 0;
+        for unit in ["ms", "s", "m", "us", "h", "sec"] {
+            for n in 0..=70_000 {
+                let plain = format!("{n}{unit}");
+                if ["ms", "s", "m"].contains(&unit) {
+                    assert_eq!(re.is_match(&plain), accepted(&plain), "{plain}");
+                }
+                for raw in [plain.clone(), format!("0{plain}"), format!("{plain} 1ms")] {
+                    if re.is_match(&raw) {
+                        assert!(accepted(&raw), "the pattern admits {raw}");
+                        admitted += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(admitted, 59_901 + 60 + 1);
+        for raw in ["", " 1s", "1s ", "1.5s", "-1s", "1 s", "1S"] {
+            assert!(!re.is_match(raw), "the pattern admits {raw:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_request_that_does_not_ask_to_upgrade_is_told_to() {
+        use axum::extract::FromRequestParts;
+        let rejection = |request: http::Request<()>| {
+            let (mut parts, ()) = request.into_parts();
+            let extracted = WebSocketUpgrade::from_request_parts(&mut parts, &());
+            futures_util::FutureExt::now_or_never(extracted)
+                .unwrap()
+                .err()
+                .unwrap()
+        };
+        let plain = http::Request::get("/").body(()).unwrap();
+        assert_eq!(
+            not_upgraded(rejection(plain), "upgrade").code(),
+            "UPGRADE_REQUIRED"
+        );
+        let keyless = http::Request::get("/")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            not_upgraded(rejection(keyless), "upgrade").code(),
+            "INVALID_REQUEST"
+        );
+        let over_http2 = http::Request::get("/")
+            .version(http::Version::HTTP_2)
+            .body(())
+            .unwrap();
+        assert_eq!(
+            not_upgraded(rejection(over_http2), "upgrade").code(),
+            "INVALID_REQUEST"
+        );
+    }
 }
