@@ -98,7 +98,7 @@ impl Entry {
     async fn watch(self, store: JobStore) {
         let mut last = None;
         loop {
-            let ended = match store.get(&self.id).await {
+            let ended = match store.get(&self.id, None).await {
                 Ok(Some(job)) => {
                     let status = job.status;
                     if last != Some(status) {

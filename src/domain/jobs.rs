@@ -202,6 +202,7 @@ impl Jobs {
                 number: s.number,
                 rounds,
                 created_at: now,
+                owner: None,
                 idempotency,
             })
             .await
@@ -226,7 +227,7 @@ impl Jobs {
     pub async fn find(&self, id: &str) -> Result<Job, ApiError> {
         let id = job_id(id)?;
         self.store
-            .get(&id)
+            .get(&id, None)
             .await
             .map_err(store_error)?
             .ok_or_else(|| not_found(&id))
@@ -248,7 +249,7 @@ impl Jobs {
         let id = job_id(id)?;
         match self
             .store
-            .cancel(&id, now_us())
+            .cancel(&id, None, now_us())
             .await
             .map_err(store_error)?
         {

@@ -124,7 +124,9 @@ pub struct NewJob {
     pub number: u64,
     pub rounds: u64,
     pub created_at: i64,
-    /// `(key, hash of the request, when the key may be reused)`.
+    /// The principal that submitted it; `None` while authentication is off.
+    pub owner: Option<String>,
+    /// `(key, hash of the request, when the key may be reused)`, unique per owner.
     pub idempotency: Option<(String, String, i64)>,
 }
 
@@ -352,18 +354,23 @@ impl JobStore {
         (idle, size.saturating_sub(idle))
     }
 
-    /// Insert a job, honouring its idempotency key.
+    /// Insert a job, honouring its idempotency key: the same owner's earlier job with that
+    /// key is replayed; another owner's key is another key.
     pub async fn insert(&self, job: NewJob) -> Result<Inserted, StoreError> {
+        // As the unique index reads it: no owner is '', which no principal is.
+        let owner = job.owner.as_deref().unwrap_or("");
         if let Some((key, hash, _)) = &job.idempotency {
             // A key past its lifetime may be used again.
-            let sql = "UPDATE jobs SET idempotency_key = NULL WHERE idempotency_key = $1 AND idempotency_expires_at < $2";
+            let sql = "UPDATE jobs SET idempotency_key = NULL \
+                       WHERE COALESCE(owner, '') = $1 AND idempotency_key = $2 AND idempotency_expires_at < $3";
             on_pool!(self, insert, |p| sqlx::query(sql)
+                .bind(owner)
                 .bind(key)
                 .bind(job.created_at)
                 .execute(p)
                 .await?
                 .rows_affected())?;
-            if let Some(found) = self.by_key(key, hash).await? {
+            if let Some(found) = self.by_key(owner, key, hash).await? {
                 return Ok(found);
             }
         }
@@ -372,8 +379,8 @@ impl JobStore {
             None => (None, None, None),
         };
         let sql = concat!(
-            "INSERT INTO jobs (id, status, number, rounds, attempts, created_at, idempotency_key, request_hash, idempotency_expires_at) ",
-            "VALUES ($1, 'queued', $2, $3, 0, $4, $5, $6, $7) RETURNING ",
+            "INSERT INTO jobs (id, status, number, rounds, attempts, created_at, owner, idempotency_key, request_hash, idempotency_expires_at) ",
+            "VALUES ($1, 'queued', $2, $3, 0, $4, $5, $6, $7, $8) RETURNING ",
             columns!()
         );
         let inserted = on_pool!(self, insert, |p| {
@@ -382,6 +389,7 @@ impl JobStore {
                 .bind(job.number as i64)
                 .bind(job.rounds as i64)
                 .bind(job.created_at)
+                .bind(&job.owner)
                 .bind(&key)
                 .bind(&hash)
                 .bind(expires)
@@ -396,7 +404,7 @@ impl JobStore {
             // Another request inserted the same key between our look and our insert.
             Err(DbError::Sql(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                 match (&key, &hash) {
-                    (Some(k), Some(h)) => match self.by_key(k, h).await? {
+                    (Some(k), Some(h)) => match self.by_key(owner, k, h).await? {
                         Some(found) => Ok(found),
                         None => Err(StoreError::Unavailable("idempotency race".into())),
                     },
@@ -407,14 +415,25 @@ impl JobStore {
         }
     }
 
-    async fn by_key(&self, key: &str, hash: &str) -> Result<Option<Inserted>, StoreError> {
+    /// The job `owner` (`''` for none) submitted with `key`.
+    async fn by_key(
+        &self,
+        owner: &str,
+        key: &str,
+        hash: &str,
+    ) -> Result<Option<Inserted>, StoreError> {
         let sql = concat!(
             "SELECT ",
             columns!(),
-            ", request_hash FROM jobs WHERE idempotency_key = $1"
+            ", request_hash FROM jobs WHERE COALESCE(owner, '') = $1 AND idempotency_key = $2"
         );
         let found = on_pool!(self, insert, |p| {
-            match sqlx::query(sql).bind(key).fetch_optional(p).await? {
+            match sqlx::query(sql)
+                .bind(owner)
+                .bind(key)
+                .fetch_optional(p)
+                .await?
+            {
                 Some(row) => {
                     let stored: Option<String> = row.try_get("request_hash")?;
                     Some((job_from_row(&row)?, stored))
@@ -431,59 +450,91 @@ impl JobStore {
         }))
     }
 
-    /// One job.
-    pub async fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        let sql = concat!("SELECT ", columns!(), " FROM jobs WHERE id = $1");
+    /// One job; with `owner`, only when it is that owner's.
+    pub async fn get(&self, id: &str, owner: Option<&str>) -> Result<Option<Job>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM jobs WHERE id = $1 AND ($2 IS NULL OR owner = $2)"
+        );
         Ok(on_pool!(self, get, |p| {
-            match sqlx::query(sql).bind(id).fetch_optional(p).await? {
+            match sqlx::query(sql)
+                .bind(id)
+                .bind(owner)
+                .fetch_optional(p)
+                .await?
+            {
                 Some(row) => Some(job_from_row(&row)?),
                 None => None,
             }
         })?)
     }
 
-    /// Jobs newest first, after `cursor` (`(created_at, id)` of the last one seen).
+    /// Jobs newest first, after `cursor` (`(created_at, id)` of the last one seen); with
+    /// `owner`, only that owner's.
     pub async fn list(
         &self,
+        owner: Option<&str>,
         status: Option<JobStatus>,
         limit: u32,
         cursor: Option<(i64, String)>,
     ) -> Result<Vec<Job>, StoreError> {
         let (after_created, after_id) = cursor.unwrap_or((i64::MAX, String::new()));
         let status = status.map(JobStatus::as_str);
-        let sql = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM jobs WHERE ($1 IS NULL OR status = $1) ",
-            "AND (created_at < $2 OR (created_at = $2 AND ($3 = '' OR id < $3))) ",
-            "ORDER BY created_at DESC, id DESC LIMIT $4"
-        );
+        // Two statements rather than `($5 IS NULL OR owner = $5)`, which a prepared
+        // statement's generic plan could not answer from the owner's index.
+        macro_rules! list {
+            ($owner:literal) => {
+                concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM jobs WHERE ($1 IS NULL OR status = $1) ",
+                    $owner,
+                    "AND (created_at < $2 OR (created_at = $2 AND ($3 = '' OR id < $3))) ",
+                    "ORDER BY created_at DESC, id DESC LIMIT $4"
+                )
+            };
+        }
+        let sql = match owner {
+            Some(_) => list!("AND owner = $5 "),
+            None => list!(""),
+        };
         let rows = on_pool!(self, list, |p| {
-            sqlx::query(sql)
+            let query = sqlx::query(sql)
                 .bind(status)
                 .bind(after_created)
                 .bind(&after_id)
-                .bind(i64::from(limit))
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(job_from_row)
-                .collect::<Result<Vec<_>, _>>()?
+                .bind(i64::from(limit));
+            match owner {
+                Some(owner) => query.bind(owner),
+                None => query,
+            }
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>, _>>()?
         })?;
         Ok(rows)
     }
 
-    /// Cancel a queued or running job.
-    pub async fn cancel(&self, id: &str, now: i64) -> Result<Cancelled, StoreError> {
+    /// Cancel a queued or running job; with `owner`, only when it is that owner's.
+    pub async fn cancel(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        now: i64,
+    ) -> Result<Cancelled, StoreError> {
         let sql = concat!(
             "UPDATE jobs SET status = 'cancelled', finished_at = $2, lease_owner = NULL, lease_until = NULL ",
-            "WHERE id = $1 AND status IN ('queued', 'running') RETURNING ",
+            "WHERE id = $1 AND status IN ('queued', 'running') AND ($3 IS NULL OR owner = $3) RETURNING ",
             columns!()
         );
         let cancelled = on_pool!(self, cancel, |p| {
             match sqlx::query(sql)
                 .bind(id)
                 .bind(now)
+                .bind(owner)
                 .fetch_all(p)
                 .await?
                 .first()
@@ -494,7 +545,7 @@ impl JobStore {
         })?;
         Ok(match cancelled {
             Some(job) => Cancelled::Cancelled(job),
-            None => match self.get(id).await? {
+            None => match self.get(id, owner).await? {
                 Some(job) => Cancelled::AlreadyFinished(job),
                 None => Cancelled::NotFound,
             },

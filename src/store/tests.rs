@@ -41,6 +41,7 @@ fn new_job(n: u64, key: Option<&str>) -> NewJob {
         number: n,
         rounds: 1,
         created_at: now_us(),
+        owner: None,
         idempotency: key.map(|k| (k.to_owned(), "hash".to_owned(), i64::MAX)),
     }
 }
@@ -97,7 +98,7 @@ async fn every_call_path_dropped_at_every_await_hands_its_probe_back() {
             "get",
             Box::new(|| {
                 Box::pin(async {
-                    let _ = s.get(id).await;
+                    let _ = s.get(id, None).await;
                 })
             }),
         ),
@@ -105,7 +106,7 @@ async fn every_call_path_dropped_at_every_await_hands_its_probe_back() {
             "list",
             Box::new(|| {
                 Box::pin(async {
-                    let _ = s.list(None, 10, None).await;
+                    let _ = s.list(None, None, 10, None).await;
                 })
             }),
         ),
@@ -137,7 +138,9 @@ async fn every_call_path_dropped_at_every_await_hands_its_probe_back() {
             "cancel an unknown job",
             Box::new(|| {
                 Box::pin(async {
-                    let _ = s.cancel(&uuid::Uuid::now_v7().to_string(), now_us()).await;
+                    let _ = s
+                        .cancel(&uuid::Uuid::now_v7().to_string(), None, now_us())
+                        .await;
                 })
             }),
         ),
@@ -160,7 +163,7 @@ async fn every_call_path_dropped_at_every_await_hands_its_probe_back() {
             // closes the breaker.
             let started = Instant::now();
             store
-                .get(id)
+                .get(id, None)
                 .await
                 .unwrap_or_else(|e| panic!("{name}, dropped at await {k}: {e}"));
             assert_eq!(store.breaker.state(), CircuitState::Closed, "{name} at {k}");
@@ -211,7 +214,7 @@ async fn a_write_the_database_refuses_is_an_error_and_a_breaker_failure() {
         match store.insert(job).await {
             Ok(Inserted::Created(_)) => {
                 assert!(
-                    store.get(&id).await.unwrap().is_some(),
+                    store.get(&id, None).await.unwrap().is_some(),
                     "acknowledged, then lost"
                 );
             }
@@ -229,4 +232,126 @@ async fn a_write_the_database_refuses_is_an_error_and_a_breaker_failure() {
         CircuitState::Open,
         "a refused write is a failure of the database, not a success"
     );
+}
+
+fn owned_job(n: u64, owner: Option<&str>, key: &str) -> NewJob {
+    NewJob {
+        owner: owner.map(str::to_owned),
+        ..new_job(n, Some(key))
+    }
+}
+
+/// An idempotency key is one owner's: another owner's same key makes its own job, each
+/// owner's replay finds its own, and lookups by owner see nothing of the others' jobs.
+#[tokio::test]
+async fn idempotency_keys_and_lookups_are_per_owner() {
+    let store = store(&sqlite_settings(), Duration::from_secs(60)).await;
+    let mut ids = Vec::new();
+    for owner in [Some("key:alice"), Some("key:bob"), None] {
+        match store.insert(owned_job(1, owner, "k")).await.unwrap() {
+            Inserted::Created(job) => ids.push(job.id),
+            _ => panic!("{owner:?}: the same key under another owner is a new job"),
+        }
+        match store.insert(owned_job(1, owner, "k")).await.unwrap() {
+            Inserted::Replayed(job) => assert_eq!(&job.id, ids.last().unwrap(), "{owner:?}"),
+            _ => panic!("{owner:?}: its own key replays its job"),
+        }
+    }
+    let (alice, bob) = (&ids[0], &ids[1]);
+    assert!(store.get(alice, Some("key:bob")).await.unwrap().is_none());
+    assert!(store.get(alice, Some("key:alice")).await.unwrap().is_some());
+    assert!(store.get(alice, None).await.unwrap().is_some());
+    let listed = |owner| {
+        let store = &store;
+        async move {
+            let jobs = store.list(owner, None, 10, None).await.unwrap();
+            jobs.into_iter().map(|j| j.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(Some("key:bob")).await, [bob.as_str()]);
+    assert_eq!(listed(None).await.len(), 3);
+    assert!(matches!(
+        store
+            .cancel(alice, Some("key:bob"), now_us())
+            .await
+            .unwrap(),
+        Cancelled::NotFound
+    ));
+    assert!(matches!(
+        store
+            .cancel(alice, Some("key:alice"), now_us())
+            .await
+            .unwrap(),
+        Cancelled::Cancelled(_)
+    ));
+}
+
+/// The unique index itself (what settles two submissions racing with one key) holds per
+/// owner, and for jobs without an owner too, which a plain index on `(owner, key)` would
+/// let repeat a key: NULLs are distinct in a unique index.
+#[tokio::test]
+async fn the_database_keeps_keys_unique_per_owner_even_without_one() {
+    let store = store(&sqlite_settings(), Duration::from_secs(60)).await;
+    let Backend::Sqlite(file) = &store.backend else {
+        unreachable!()
+    };
+    let pool = &file.pool();
+    let insert = |owner: Option<&'static str>| async move {
+        sqlx::query(
+            "INSERT INTO jobs (id, status, number, rounds, created_at, owner, idempotency_key) \
+             VALUES ($1, 'queued', 1, 1, 0, $2, 'k')",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(owner)
+        .execute(pool)
+        .await
+    };
+    for owner in [None, Some("key:alice"), Some("key:bob")] {
+        insert(owner).await.unwrap();
+        let again = insert(owner).await.unwrap_err();
+        assert!(
+            matches!(&again, sqlx::Error::Database(e) if e.is_unique_violation()),
+            "{owner:?}: {again}"
+        );
+    }
+}
+
+/// A database written before jobs had owners keeps its jobs and keys: they have no owner,
+/// so a replay without authentication still finds them.
+#[tokio::test]
+async fn jobs_from_before_owners_keep_their_keys() {
+    let settings = sqlite_settings();
+    let path = settings.url.trim_start_matches("sqlite://");
+    std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+    let options = SqliteConnectOptions::from_str(&settings.url)
+        .unwrap()
+        .create_if_missing(true);
+    let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate!("migrations/sqlite")
+        .run_to(1, &old)
+        .await
+        .unwrap();
+    let id = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO jobs (id, status, number, rounds, created_at, idempotency_key, request_hash, \
+         idempotency_expires_at) VALUES ($1, 'succeeded', 3, 1, 0, 'k', 'hash', $2)",
+    )
+    .bind(&id)
+    .bind(i64::MAX)
+    .execute(&old)
+    .await
+    .unwrap();
+    old.close().await;
+
+    let store = store(&settings, Duration::from_secs(60)).await;
+    assert_eq!(store.get(&id, None).await.unwrap().unwrap().number, 3);
+    match store.insert(new_job(3, Some("k"))).await.unwrap() {
+        Inserted::Replayed(job) => assert_eq!(job.id, id),
+        _ => panic!("the key written before the migration is replayed"),
+    }
+    let owned = store
+        .insert(owned_job(3, Some("key:alice"), "k"))
+        .await
+        .unwrap();
+    assert!(matches!(owned, Inserted::Created(_)));
 }

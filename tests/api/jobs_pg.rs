@@ -636,3 +636,64 @@ async fn jobs_pg_dropped_probes_do_not_keep_the_database_breaker_half_open() {
     let health = c.get(app.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+/// A database migrated before jobs had owners keeps its keyed job, which has no owner: a
+/// replay without authentication still finds it. The unique index that settles two
+/// submissions racing with one key holds per owner, and for jobs without an owner too.
+#[tokio::test]
+async fn jobs_pg_idempotency_keys_are_unique_per_owner() {
+    let _one_at_a_time = exclusive().await;
+    let pg = PostgresServer::start();
+    let url = pg.url();
+    let db = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::migrate!("migrations/postgres")
+        .run_to(1, &db)
+        .await
+        .unwrap();
+    let legacy = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO jobs (id, status, number, rounds, created_at, idempotency_key, request_hash, \
+         idempotency_expires_at) VALUES ($1, 'succeeded', 3, 1000, 0, 'order-17', $2, $3)",
+    )
+    .bind(&legacy)
+    .bind(sha256_hex("3:1000"))
+    .bind(i64::MAX)
+    .execute(&db)
+    .await
+    .unwrap();
+
+    let app = spawn_with(|s| s.database.url = url.clone()).await;
+    let c = client();
+    let replay = c
+        .post(app.url("/api/v2/jobs"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "order-17")
+        .body(r#"{"number": 3, "rounds": 1000}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 200);
+    assert_eq!(replay.json::<Value>().await.unwrap()["id"], legacy.as_str());
+
+    let insert = |owner: Option<&'static str>| {
+        sqlx::query(
+            "INSERT INTO jobs (id, status, number, rounds, created_at, owner, idempotency_key) \
+             VALUES ($1, 'queued', 1, 1, 0, $2, 'k')",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(owner)
+        .execute(&db)
+    };
+    for owner in [None, Some("key:alice"), Some("key:bob")] {
+        insert(owner).await.unwrap();
+        let again = insert(owner).await.unwrap_err();
+        assert!(
+            matches!(&again, sqlx::Error::Database(e) if e.is_unique_violation()),
+            "{owner:?}: {again}"
+        );
+    }
+}

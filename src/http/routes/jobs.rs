@@ -282,7 +282,7 @@ pub async fn list(
     let cursor = q.cursor.as_deref().map(parse_cursor).transpose()?;
     let page = jobs
         .store
-        .list(status, limit, cursor)
+        .list(None, status, limit, cursor)
         .await
         .map_err(|_| crate::domain::jobs::unavailable())?;
     let next_cursor = (page.len() == limit as usize)
