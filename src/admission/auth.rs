@@ -20,9 +20,22 @@ use crate::config::{is_sha256_hex, AuthSettings};
 pub static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
 /// Who a request authenticated as: `key:<name>` or `jwt:<sub>`. Used as the rate-limit key
-/// when limits are per client.
+/// when limits are per client, and as the owner of the jobs it submits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Principal(pub Arc<str>);
+
+/// The scope that lets a token see and cancel every principal's jobs.
+pub const JOBS_ADMIN_SCOPE: &str = "jobs:admin";
+
+/// An authenticated caller, left in the request's extensions by admission. What it may do
+/// is kept apart from the principal, so a token's scopes never change its rate-limit bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub principal: Principal,
+    /// May see and cancel every principal's jobs: a token with [`JOBS_ADMIN_SCOPE`], or a
+    /// principal listed in `auth.admin_principals`.
+    pub jobs_admin: bool,
+}
 
 struct ApiKey {
     name: Arc<str>,
@@ -41,6 +54,8 @@ pub struct Authenticator {
     jwt_keys: Vec<JwtKey>,
     validation: Validation,
     required_scope: Option<String>,
+    /// `auth.admin_principals`.
+    admins: Vec<String>,
 }
 
 impl Authenticator {
@@ -116,11 +131,12 @@ impl Authenticator {
             jwt_keys,
             validation,
             required_scope: s.jwt_required_scope.clone(),
+            admins: s.admin_principals.clone(),
         }))
     }
 
-    /// The principal the request's credentials prove, or the 401/403 to answer with.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Refusal> {
+    /// Who the request's credentials prove it is, or the 401/403 to answer with.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, Refusal> {
         // A repeated header is ambiguous: whichever copy a proxy or this check reads first
         // would decide, and a valid copy would hide an invalid one.
         for name in [&X_API_KEY, &http::header::AUTHORIZATION] {
@@ -158,7 +174,7 @@ impl Authenticator {
     }
 
     /// `Authorization: Bearer <key or token>`.
-    fn verify_authorization(&self, value: &[u8]) -> Result<Principal, Refusal> {
+    fn verify_authorization(&self, value: &[u8]) -> Result<Identity, Refusal> {
         let credential = match value.split_at_checked(7) {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
             _ => {
@@ -172,7 +188,7 @@ impl Authenticator {
     }
 
     /// A bearer credential: a JWT when it looks like one and JWTs are accepted, else a key.
-    fn verify_bearer(&self, credential: &[u8]) -> Result<Principal, Refusal> {
+    fn verify_bearer(&self, credential: &[u8]) -> Result<Identity, Refusal> {
         let looks_like_jwt = credential.iter().filter(|&&b| b == b'.').count() == 2;
         if looks_like_jwt && !self.jwt_keys.is_empty() {
             let token = std::str::from_utf8(credential)
@@ -183,7 +199,7 @@ impl Authenticator {
         }
     }
 
-    fn verify_key(&self, presented: &[u8]) -> Result<Principal, Refusal> {
+    fn verify_key(&self, presented: &[u8]) -> Result<Identity, Refusal> {
         if self.keys.is_empty() {
             return Err(unauthorized("API keys are not accepted; send a JWT", true));
         }
@@ -196,12 +212,21 @@ impl Authenticator {
             }
         }
         match found {
-            Some(name) => Ok(Principal(format!("key:{name}").into())),
+            Some(name) => Ok(self.identity(format!("key:{name}"), false)),
             None => Err(unauthorized("invalid API key", true)),
         }
     }
 
-    fn verify_jwt(&self, token: &str) -> Result<Principal, Refusal> {
+    /// `principal`, a jobs admin when listed in `auth.admin_principals` or `scoped` so.
+    fn identity(&self, principal: String, scoped: bool) -> Identity {
+        let jobs_admin = scoped || self.admins.contains(&principal);
+        Identity {
+            principal: Principal(principal.into()),
+            jobs_admin,
+        }
+    }
+
+    fn verify_jwt(&self, token: &str) -> Result<Identity, Refusal> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthorized("invalid token: malformed", true))?;
         let key = self
@@ -221,7 +246,8 @@ impl Authenticator {
             }
         }
         let sub = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("-");
-        Ok(Principal(format!("jwt:{sub}").into()))
+        let scoped = has_scope(&claims, JOBS_ADMIN_SCOPE);
+        Ok(self.identity(format!("jwt:{sub}"), scoped))
     }
 }
 
@@ -475,6 +501,53 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn jobs_admins_are_listed_principals_or_tokens_with_the_scope() {
+        let dir = std::env::temp_dir().join(format!("floodgate-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (keys, secret_file) = (dir.join("keys"), dir.join("secret"));
+        let secret = "a-secret-of-at-least-32-bytes-long!!";
+        std::fs::write(&keys, format!("ops:{}\nalice:{}\n", sha("o"), sha("a"))).unwrap();
+        std::fs::write(&secret_file, secret).unwrap();
+        let auth = Authenticator::from_settings(&AuthSettings {
+            enabled: true,
+            api_keys_file: Some(keys),
+            jwt_hs256_secret_file: Some(secret_file),
+            admin_principals: vec!["key:ops".into(), "jwt:auditor".into()],
+            ..AuthSettings::default()
+        })
+        .unwrap()
+        .unwrap();
+        let identity = |h: HeaderMap| auth.authenticate(&h).unwrap();
+        let admin = |h: HeaderMap| identity(h).jobs_admin;
+        let token = |claims: serde_json::Value| {
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .unwrap();
+            headers("authorization", &format!("Bearer {token}"))
+        };
+        let exp = jsonwebtoken::get_current_timestamp() + 60;
+        assert!(admin(headers("x-api-key", "o")));
+        assert!(!admin(headers("x-api-key", "a")));
+        assert_eq!(
+            identity(headers("x-api-key", "a")).principal,
+            Principal("key:alice".into())
+        );
+        assert!(admin(token(
+            serde_json::json!({"sub": "auditor", "exp": exp})
+        )));
+        assert!(admin(token(
+            serde_json::json!({"sub": "bob", "exp": exp, "scope": "read jobs:admin"})
+        )));
+        assert!(!admin(token(
+            serde_json::json!({"sub": "bob", "exp": exp, "scope": "read jobs"})
+        )));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -53,8 +53,8 @@ impl<S, G: Clone> Layer<S> for AdmissionLayer<G> {
     }
 }
 
-/// See [`AdmissionLayer`]. The caller's principal, when authenticated, is left in the
-/// request's extensions.
+/// See [`AdmissionLayer`]. The caller's [`Identity`](super::Identity), when authenticated,
+/// is left in the request's extensions.
 #[derive(Clone)]
 pub struct Admitted<S, G> {
     inner: S,
@@ -90,8 +90,8 @@ where
         };
         match self.admission.admit(&caller).now() {
             Ok(Ok(permit)) => {
-                if let Some(p) = permit.principal {
-                    req.extensions_mut().insert(p);
+                if let Some(identity) = permit.identity {
+                    req.extensions_mut().insert(identity);
                 }
                 Either::Left(self.inner.call(req))
             }
@@ -106,8 +106,8 @@ where
                 Either::Right(Either::Right(Box::pin(async move {
                     match pending.await {
                         Ok(permit) => {
-                            if let Some(p) = permit.principal {
-                                req.extensions_mut().insert(p);
+                            if let Some(identity) = permit.identity {
+                                req.extensions_mut().insert(identity);
                             }
                             inner.call(req).await
                         }

@@ -13,7 +13,7 @@ pub mod layer;
 pub mod rate_limit;
 pub mod throttle;
 
-pub use auth::{Authenticator, Principal};
+pub use auth::{Authenticator, Identity, Principal};
 pub use deadline::{Deadline, DeadlineLayer};
 pub use layer::{AdmissionLayer, Admitted, Gate};
 pub use rate_limit::{ClientKey, RateLimiter};
@@ -41,7 +41,7 @@ pub struct Caller<'a> {
 /// An admitted call, with whom it authenticated as.
 #[derive(Debug, Clone, Default)]
 pub struct Permit {
-    pub principal: Option<Principal>,
+    pub identity: Option<Identity>,
 }
 
 /// Why a call was not admitted.
@@ -95,7 +95,7 @@ impl Admission {
     /// on the principal.
     pub fn admit(&self, caller: &Caller<'_>) -> Admit {
         let address = caller.client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let principal = match &self.auth {
+        let identity = match &self.auth {
             Some((auth, failures)) => {
                 // An address that has failed too often is refused before its credential is
                 // checked: checking would let it go on guessing at full speed.
@@ -116,20 +116,20 @@ impl Admission {
             None => None,
         };
         let Some(limiter) = &self.limiter else {
-            return Admit::ready(Ok(Permit { principal }));
+            return Admit::ready(Ok(Permit { identity }));
         };
-        let key = limiter.per_client().then(|| match &principal {
-            Some(p) => ClientKey::Principal(p.clone()),
+        let key = limiter.per_client().then(|| match &identity {
+            Some(i) => ClientKey::Principal(i.principal.clone()),
             None => ClientKey::Address(address),
         });
         match limiter.check(key.as_ref()) {
-            rate_limit::Check::Ready(Ok(())) => Admit::ready(Ok(Permit { principal })),
+            rate_limit::Check::Ready(Ok(())) => Admit::ready(Ok(Permit { identity })),
             rate_limit::Check::Ready(Err(retry_after)) => {
                 Admit::ready(Err(Refusal::RateLimited { retry_after }))
             }
             rate_limit::Check::Pending(decision) => Admit(Inner::Pending(Box::pin(async move {
                 match decision.await {
-                    Ok(()) => Ok(Permit { principal }),
+                    Ok(()) => Ok(Permit { identity }),
                     Err(retry_after) => Err(Refusal::RateLimited { retry_after }),
                 }
             }))),

@@ -40,6 +40,7 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
 const LIST_SETTINGS: &[&str] = &[
     "rate_limit.trusted_proxies",
     "auth.api_key_hashes",
+    "auth.admin_principals",
     "cors.allowed_origins",
 ];
 

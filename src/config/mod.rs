@@ -333,6 +333,16 @@ mod tests {
     }
 
     #[test]
+    fn admin_principals_are_a_list_of_named_principals() {
+        let s = load(&[("FLOODGATE__AUTH__ADMIN_PRINCIPALS", "key:ops,jwt:auditor")]).unwrap();
+        assert_eq!(s.auth.admin_principals, ["key:ops", "jwt:auditor"]);
+        for bad in ["ops", "key:", "user:ops", "key: ops"] {
+            let e = load(&[("FLOODGATE__AUTH__ADMIN_PRINCIPALS", bad)]).unwrap_err();
+            assert_eq!(e.setting, "auth.admin_principals", "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn listen_address_forms() {
         assert_eq!(
             parse_listen_addr(":8080").unwrap(),

@@ -425,6 +425,9 @@ pub struct AuthSettings {
     pub jwt_leeway: Duration,
     /// A scope every token must carry (`scope` or `scp` claim); missing gives 403.
     pub jwt_required_scope: Option<String>,
+    /// Principals (`key:<name>`, `jwt:<sub>`) that see and cancel every principal's jobs, as
+    /// a token with the `jobs:admin` scope does; others see only their own.
+    pub admin_principals: Vec<String>,
     /// Failed authentications allowed per client address and minute, sustained; past them
     /// (and the burst) the address gets 429 without its credential being checked.
     pub failed_attempts_per_minute: u32,
@@ -444,6 +447,7 @@ impl Default for AuthSettings {
             jwt_audience: None,
             jwt_leeway: Duration::from_secs(60),
             jwt_required_scope: None,
+            admin_principals: Vec::new(),
             failed_attempts_per_minute: 60,
             failed_attempts_burst: 10,
         }

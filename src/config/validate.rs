@@ -370,6 +370,19 @@ impl Settings {
                 "must be the SHA-256 of the key as 64 hex digits (e.g. `printf %s \"$KEY\" | sha256sum`)",
             )?;
         }
+        for principal in &self.auth.admin_principals {
+            let named = |kind| {
+                principal
+                    .strip_prefix(kind)
+                    .is_some_and(|name: &str| !name.is_empty() && name.trim() == name)
+            };
+            check(
+                named("key:") || named("jwt:"),
+                "auth.admin_principals",
+                principal,
+                "must name a principal: `key:<API key name>` or `jwt:<token subject>`",
+            )?;
+        }
         check(
             !self.auth.enabled
                 || !self.auth.api_key_hashes.is_empty()

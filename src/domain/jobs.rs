@@ -50,6 +50,38 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(Missing::Job(id.to_owned()))
 }
 
+/// Whose jobs a call sees. With authentication on, a job belongs to the principal that
+/// submitted it, idempotency keys included, and only a jobs admin sees every principal's;
+/// another principal's job is not found, so a caller learns nothing of it, not even that it
+/// exists. With authentication off, jobs have no owner and every call sees them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// Who calls: the owner of the jobs it submits.
+    owner: Option<String>,
+    /// Sees every owner's jobs.
+    all: bool,
+}
+
+impl Scope {
+    /// The scope of a call that authenticated as `principal` (`None` with authentication
+    /// off), seeing every principal's jobs when `admin`.
+    pub fn of(principal: Option<&str>, admin: bool) -> Scope {
+        Scope {
+            owner: principal.map(str::to_owned),
+            all: admin || principal.is_none(),
+        }
+    }
+
+    /// The owner whose jobs alone the store may return; `None` for every job.
+    fn only(&self) -> Option<&str> {
+        if self.all {
+            None
+        } else {
+            self.owner.as_deref()
+        }
+    }
+}
+
 /// What a submission gave back.
 #[derive(Debug)]
 pub struct Submitted {
@@ -162,8 +194,14 @@ impl Jobs {
         }
     }
 
-    /// Validate and queue a job; it is committed to the database before this returns.
-    pub async fn submit(&self, s: Submission, default_rounds: u32) -> Result<Submitted, ApiError> {
+    /// Validate and queue a job for the caller; it is committed to the database before this
+    /// returns.
+    pub async fn submit(
+        &self,
+        scope: &Scope,
+        s: Submission,
+        default_rounds: u32,
+    ) -> Result<Submitted, ApiError> {
         let max = crate::domain::MAX_NUMBER;
         if s.number > max {
             return Err(ApiError::InvalidRequest(format!(
@@ -202,7 +240,7 @@ impl Jobs {
                 number: s.number,
                 rounds,
                 created_at: now,
-                owner: None,
+                owner: scope.owner.clone(),
                 idempotency,
             })
             .await
@@ -223,11 +261,11 @@ impl Jobs {
         }
     }
 
-    /// The job `id` (any UUID spelling).
-    pub async fn find(&self, id: &str) -> Result<Job, ApiError> {
+    /// The job `id` (any UUID spelling), when `scope` sees it.
+    pub async fn find(&self, scope: &Scope, id: &str) -> Result<Job, ApiError> {
         let id = job_id(id)?;
         self.store
-            .get(&id, None)
+            .get(&id, scope.only())
             .await
             .map_err(store_error)?
             .ok_or_else(|| not_found(&id))
@@ -244,12 +282,13 @@ impl Jobs {
         self.watchers.len()
     }
 
-    /// Cancel a queued or running job (a running one stops between chunks of rounds).
-    pub async fn cancel(&self, id: &str) -> Result<Job, ApiError> {
+    /// Cancel a queued or running job `scope` sees (a running one stops between chunks of
+    /// rounds).
+    pub async fn cancel(&self, scope: &Scope, id: &str) -> Result<Job, ApiError> {
         let id = job_id(id)?;
         match self
             .store
-            .cancel(&id, None, now_us())
+            .cancel(&id, scope.only(), now_us())
             .await
             .map_err(store_error)?
         {
@@ -260,6 +299,21 @@ impl Jobs {
             Cancelled::AlreadyFinished(job) => Err(ApiError::JobFinished(job.id)),
             Cancelled::NotFound => Err(not_found(&id)),
         }
+    }
+
+    /// The jobs `scope` sees, newest first, after `cursor` (`(created_at, id)` of the last
+    /// one seen).
+    pub async fn list(
+        &self,
+        scope: &Scope,
+        status: Option<JobStatus>,
+        limit: u32,
+        cursor: Option<(i64, String)>,
+    ) -> Result<Vec<Job>, ApiError> {
+        self.store
+            .list(scope.only(), status, limit, cursor)
+            .await
+            .map_err(store_error)
     }
 
     /// Whether API v2 can be served: `Err` says why not, for `/health`.

@@ -11,11 +11,13 @@ use tonic::{Request, Response, Status};
 use super::context::RefusalSlot;
 use super::pb;
 use super::status::status;
+use crate::admission::Identity;
 use crate::domain::job_events::{JobEvent, JobWatch};
-use crate::domain::jobs::{Jobs, Submission};
+use crate::domain::jobs::{Jobs, Scope, Submission};
 use crate::domain::{ComputeInput, Computed, MAX_NUMBER};
 use crate::error::ApiError;
 use crate::http::context::{unix_now, RequestInfo};
+use crate::http::extract::jobs_scope;
 use crate::observability::metrics::Refused;
 use crate::state::{AppState, StreamClass};
 use crate::store::{Job, JobStatus};
@@ -47,6 +49,11 @@ fn refuse<T>(request: &Request<T>, err: ApiError) -> Status {
         }
     }
     status(&err)
+}
+
+/// Whose jobs the caller sees, as over REST.
+fn scope<T>(request: &Request<T>) -> Scope {
+    jobs_scope(request.extensions().get::<Identity>())
 }
 
 fn input(number: u64) -> Result<ComputeInput, ApiError> {
@@ -146,7 +153,11 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
             idempotency_key: r.idempotency_key.clone(),
         };
         let submitted = jobs
-            .submit(submission, self.state.settings.compute.intensive_rounds)
+            .submit(
+                &scope(&request),
+                submission,
+                self.state.settings.compute.intensive_rounds,
+            )
             .await
             .map_err(|e| refuse(&request, e))?;
         Ok(Response::new(job(submitted.job, submitted.replayed)))
@@ -155,7 +166,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
     async fn get_job(&self, request: Request<pb::JobRequest>) -> Result<Response<pb::Job>, Status> {
         let jobs = self.jobs().map_err(|e| refuse(&request, e))?;
         let found = jobs
-            .find(&request.get_ref().id)
+            .find(&scope(&request), &request.get_ref().id)
             .await
             .map_err(|e| refuse(&request, e))?;
         Ok(Response::new(job(found, false)))
@@ -167,7 +178,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
     ) -> Result<Response<pb::Job>, Status> {
         let jobs = self.jobs().map_err(|e| refuse(&request, e))?;
         let cancelled = jobs
-            .cancel(&request.get_ref().id)
+            .cancel(&scope(&request), &request.get_ref().id)
             .await
             .map_err(|e| refuse(&request, e))?;
         Ok(Response::new(job(cancelled, false)))
@@ -185,7 +196,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let jobs = self.jobs().map_err(|e| refuse(&request, e))?.clone();
         let first = jobs
-            .find(&request.get_ref().id)
+            .find(&scope(&request), &request.get_ref().id)
             .await
             .map_err(|e| refuse(&request, e))?;
         let place = self

@@ -184,11 +184,14 @@ impl utoipa::IntoResponses for JobErrors {
                 "authentication is on and the credential is missing or invalid",
             ),
             (&[C::Forbidden], "the token lacks the required scope"),
-            (&[C::NotFound], "no job with this id"),
+            (
+                &[C::NotFound],
+                "no job with this id that the caller may see (with authentication on, another principal's job is not found)",
+            ),
             (&[C::JobFinished], "the job has already finished"),
             (
                 &[C::IdempotencyKeyReused],
-                "the `Idempotency-Key` was used with a different body",
+                "the caller used this `Idempotency-Key` with a different body",
             ),
             (&[C::PayloadTooLarge], "the body is larger than the limit"),
             (
@@ -235,7 +238,10 @@ impl utoipa::IntoResponses for StreamErrors {
                 &[C::Forbidden],
                 "the `Origin` is not an allowed CORS origin, or the token lacks the required scope",
             ),
-            (&[C::NotFound], "no job with this id"),
+            (
+                &[C::NotFound],
+                "no job with this id that the caller may see (with authentication on, another principal's job is not found)",
+            ),
             (
                 &[C::RateLimitExceeded],
                 "over the rate limit; retry after `Retry-After` seconds",

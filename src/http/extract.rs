@@ -1,10 +1,14 @@
 //! Request extractors whose rejections are [`ApiError`]s, and the JSON body rules.
 
-use axum::extract::{FromRef, FromRequest, Request};
+use std::convert::Infallible;
+
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use serde::Deserialize;
 
+use crate::admission::Identity;
+use crate::domain::jobs::Scope;
 use crate::domain::{ComputeInput, MAX_NUMBER};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -21,6 +25,27 @@ where
         let body = BodyBytes::from_request(req, state).await?;
         parse_compute_body(&body.0)
     }
+}
+
+/// Whose jobs the caller sees, from the identity admission left in the request.
+impl<S: Send + Sync> FromRequestParts<S> for Scope {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(jobs_scope(parts.extensions.get::<Identity>()))
+    }
+}
+
+/// The jobs scope of a caller, for every transport: its own jobs, or every job for a jobs
+/// admin or while authentication is off (no identity).
+pub fn jobs_scope(identity: Option<&Identity>) -> Scope {
+    Scope::of(
+        identity.map(|i| &*i.principal.0),
+        identity.is_some_and(|i| i.jobs_admin),
+    )
 }
 
 /// A JSON request body, within the body limit: 415 for another content type, 413 past the

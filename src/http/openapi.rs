@@ -24,7 +24,7 @@ use super::table::Schemas;
     components(schemas(super::error::Envelope)),
     tags(
         (name = "compute", description = "The compute API: rate limited, timed out and, when configured, authenticated."),
-        (name = "jobs", description = "API v2: durable jobs, committed to a database before they are acknowledged; admitted like the compute API."),
+        (name = "jobs", description = "API v2: durable jobs, committed to a database before they are acknowledged; admitted like the compute API. With authentication on, a job belongs to the principal that submitted it: its idempotency key, its reading, cancelling, listing and events are that principal's alone, and another principal's job is 404 `NOT_FOUND` as if it did not exist; a token with the `jobs:admin` scope, or a principal listed in `auth.admin_principals`, sees every job. With authentication off, every job is visible."),
         (name = "streams", description = "API v2: live statistics and job progress over WebSocket (and server-sent events); at most `streams.max_connections` open at once, and apart from them `streams.max_operational_connections` of the status page's."),
         (name = "health", description = "Liveness, readiness and health checks."),
         (name = "metrics", description = "Request statistics and the Prometheus exposition."),

@@ -1,8 +1,6 @@
 //! Authentication of the compute API: API keys, JWTs (HS256, RS256 and ES256 from a JWKS),
 //! scopes, per-principal rate limits, and credentials kept out of the logs.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -18,30 +16,6 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-/// A file under the system temp directory that lives as long as the value.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, contents: &str) -> TempFile {
-        let path = std::env::temp_dir().join(format!(
-            "floodgate-test-{}-{}-{name}",
-            std::process::id(),
-            uuid::Uuid::new_v4()
-        ));
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(contents.as_bytes())
-            .unwrap();
-        TempFile(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 async fn post(app: &TestApp, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -203,7 +177,7 @@ async fn hs256_tokens_are_checked_for_signature_time_issuer_audience_and_scope()
 
 #[tokio::test]
 async fn rs256_and_es256_tokens_are_verified_with_a_jwks() {
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/fixtures");
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/fixtures");
     let rsa_pem = std::fs::read(fixtures.join("jwt-rs256-test-key.pem")).unwrap();
     let mut jwks: Value =
         serde_json::from_slice(&std::fs::read(fixtures.join("jwt-rs256-test-jwks.json")).unwrap())
@@ -397,4 +371,120 @@ async fn grpc_calls_are_authorized_by_the_same_token_rules() {
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
     let none = c.fast(call(None)).await.unwrap_err();
     assert_eq!(none.code(), tonic::Code::Unauthenticated);
+}
+
+/// Over gRPC too a job is its token subject's: another subject's GetJob, CancelJob and
+/// WatchJob are NOT_FOUND as for a job that does not exist, and the same idempotency key makes
+/// its own job; a token with the `jobs:admin` scope sees every job, over gRPC and REST.
+#[tokio::test]
+async fn jobs_belong_to_the_token_subject_and_the_jobs_admin_scope_sees_all() {
+    use floodgate::grpc::pb::compute_service_client::ComputeServiceClient;
+    use floodgate::grpc::pb::{JobRequest, SubmitJobRequest};
+    use tonic::Code;
+    let secret = TempFile::new("secret", &format!("{SECRET}\n"));
+    let mut settings = test_settings();
+    settings.auth.enabled = true;
+    settings.auth.jwt_hs256_secret_file = Some(secret.0.clone());
+    let app =
+        spawn_builder(floodgate::Application::builder(settings).with_kernel(gated_kernel)).await;
+    let token = |sub: &str, scope: Value| {
+        let claims = json!({"sub": sub, "exp": now() + 300, "scp": scope});
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let (alice, bob, auditor) = (
+        token("alice", json!([])),
+        token("bob", json!(["read"])),
+        token("auditor", json!(["read", "jobs:admin"])),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = ComputeServiceClient::new(channel);
+    fn call<T>(token: &str, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    }
+    let gate = Gate::hold();
+    let submission = SubmitJobRequest {
+        number: gate.number(),
+        rounds: None,
+        idempotency_key: Some("nightly".into()),
+    };
+    let hers = c
+        .submit_job(call(&alice, submission.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = JobRequest {
+        id: hers.id.clone(),
+    };
+    let not_found = format!("job {} not found", hers.id);
+    let refusals = [
+        c.get_job(call(&bob, id.clone())).await.unwrap_err(),
+        c.cancel_job(call(&bob, id.clone())).await.unwrap_err(),
+        c.watch_job(call(&bob, id.clone())).await.unwrap_err(),
+    ];
+    for status in refusals {
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert_eq!(status.message(), not_found);
+    }
+    let his = c
+        .submit_job(call(&bob, submission.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!his.replayed);
+    assert_ne!(his.id, hers.id, "Bob's key is his own");
+    let again = c
+        .submit_job(call(&alice, submission))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.replayed);
+    assert_eq!(again.id, hers.id);
+
+    let seen = c
+        .get_job(call(&auditor, id.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        seen.status,
+        floodgate::grpc::pb::JobStatus::Cancelled as i32
+    );
+    let listed = |token: String| {
+        let request = app
+            .client
+            .get(app.url("/api/v2/jobs"))
+            .header("authorization", format!("Bearer {token}"));
+        async move {
+            let page: Value = request.send().await.unwrap().json().await.unwrap();
+            let mut ids: Vec<String> = page["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_str().unwrap().to_owned())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(listed(bob.clone()).await, [his.id.as_str()]);
+    let mut both = vec![hers.id.clone(), his.id.clone()];
+    both.sort();
+    assert_eq!(listed(auditor.clone()).await, both);
+    let cancelled = c.cancel_job(call(&auditor, id)).await.unwrap().into_inner();
+    assert_eq!(
+        cancelled.status,
+        floodgate::grpc::pb::JobStatus::Cancelled as i32
+    );
 }

@@ -449,6 +449,27 @@ fn field_address(line: &str, field: &str) -> Option<SocketAddr> {
     rest[..end].parse().ok()
 }
 
+/// A file under the system temp directory that lives as long as the value.
+pub struct TempFile(pub std::path::PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, contents: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!(
+            "floodgate-test-{}-{}-{name}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The SHA-256 of `key` as hex: the form API keys are configured in.
 pub fn sha256_hex(key: &str) -> String {
     use sha2::Digest;

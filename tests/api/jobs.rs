@@ -476,3 +476,152 @@ fn a_schema_newer_than_the_binary_exits_64() {
         "{err}"
     );
 }
+
+/// API v2 as the holder of one API key.
+struct Holder<'a> {
+    app: &'a TestApp,
+    key: &'static str,
+}
+
+impl Holder<'_> {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.app
+            .client
+            .request(method, self.app.url(path))
+            .header("x-api-key", self.key)
+    }
+
+    async fn submit(&self, number: u64, idempotency_key: &str) -> reqwest::Response {
+        self.request(reqwest::Method::POST, "/api/v2/jobs")
+            .header("content-type", "application/json")
+            .header("idempotency-key", idempotency_key)
+            .body(format!("{{\"number\": {number}}}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.request(method, path).send().await.unwrap()
+    }
+
+    /// The ids of the jobs it lists.
+    async fn listed(&self) -> HashSet<String> {
+        let page: Value = self
+            .send(reqwest::Method::GET, "/api/v2/jobs")
+            .await
+            .json()
+            .await
+            .unwrap();
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+async fn id_of(r: reqwest::Response, status: u16) -> String {
+    assert_eq!(r.status(), status);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// With authentication on, a job is its submitter's: another principal cannot read, cancel,
+/// list or watch it (404, as for a job that does not exist), and its idempotency key is the
+/// submitter's alone, so the same key from another principal makes that principal's own job.
+/// A principal in `auth.admin_principals` sees every job.
+#[tokio::test]
+async fn jobs_belong_to_the_principal_that_submitted_them() {
+    use reqwest::Method;
+    let keys = TempFile::new(
+        "keys",
+        &format!(
+            "alice:{}\nbob:{}\nops:{}\n",
+            sha256_hex("alice-key"),
+            sha256_hex("bob-key"),
+            sha256_hex("ops-key")
+        ),
+    );
+    let mut settings = test_settings();
+    settings.auth.enabled = true;
+    settings.auth.api_keys_file = Some(keys.0.clone());
+    settings.auth.admin_principals = vec!["key:ops".into()];
+    let app = spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await;
+    let (alice, bob, ops) = (
+        Holder {
+            app: &app,
+            key: "alice-key",
+        },
+        Holder {
+            app: &app,
+            key: "bob-key",
+        },
+        Holder {
+            app: &app,
+            key: "ops-key",
+        },
+    );
+    // Alice's job waits on the gate: nothing ends it but a cancellation.
+    let gate = Gate::hold();
+    let hers = id_of(alice.submit(gate.number(), "order-17").await, 202).await;
+    let path = format!("/api/v2/jobs/{hers}");
+
+    let not_found = format!("job {hers} not found");
+    let events = bob
+        .request(Method::GET, &format!("{path}/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    for r in [
+        bob.send(Method::GET, &path).await,
+        bob.send(Method::DELETE, &path).await,
+        events,
+    ] {
+        let env = assert_envelope(r, 404, "NOT_FOUND").await;
+        assert_eq!(env["error"], not_found.as_str());
+    }
+    let mut upgrade =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}{path}/events",
+            app.addr
+        ))
+        .unwrap();
+    upgrade
+        .headers_mut()
+        .insert("x-api-key", "bob-key".parse().unwrap());
+    match tokio_tungstenite::connect_async(upgrade).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 404),
+        other => panic!("Bob watches Alice's job: {other:?}"),
+    }
+
+    // Bob's "order-17" is his own key: a new job, whatever Alice's body was.
+    let his = id_of(bob.submit(6, "order-17").await, 202).await;
+    assert_ne!(his, hers);
+    assert_eq!(id_of(bob.submit(6, "order-17").await, 200).await, his);
+    assert_eq!(
+        id_of(alice.submit(gate.number(), "order-17").await, 200).await,
+        hers
+    );
+    let reused = alice.submit(6, "order-17").await;
+    assert_envelope(reused, 422, "IDEMPOTENCY_KEY_REUSED").await;
+
+    assert_eq!(alice.listed().await, HashSet::from([hers.clone()]));
+    assert_eq!(bob.listed().await, HashSet::from([his.clone()]));
+    assert_eq!(ops.listed().await, HashSet::from([hers.clone(), his]));
+    let job: Value = alice.send(Method::GET, &path).await.json().await.unwrap();
+    assert_ne!(
+        job["status"], "cancelled",
+        "Bob's cancel did nothing: {job}"
+    );
+    let cancelled = ops.send(Method::DELETE, &path).await;
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(
+        cancelled.json::<Value>().await.unwrap()["status"],
+        "cancelled"
+    );
+}

@@ -638,8 +638,10 @@ async fn jobs_pg_dropped_probes_do_not_keep_the_database_breaker_half_open() {
 }
 
 /// A database migrated before jobs had owners keeps its keyed job, which has no owner: a
-/// replay without authentication still finds it. The unique index that settles two
-/// submissions racing with one key holds per owner, and for jobs without an owner too.
+/// replay without authentication still finds it. With authentication on, the same key from
+/// two principals makes two jobs, neither the old one, and each replays its own. The unique
+/// index that settles two submissions racing with one key holds per owner, and for jobs
+/// without an owner too.
 #[tokio::test]
 async fn jobs_pg_idempotency_keys_are_unique_per_owner() {
     let _one_at_a_time = exclusive().await;
@@ -678,6 +680,45 @@ async fn jobs_pg_idempotency_keys_are_unique_per_owner() {
         .unwrap();
     assert_eq!(replay.status(), 200);
     assert_eq!(replay.json::<Value>().await.unwrap()["id"], legacy.as_str());
+
+    let keys = TempFile::new(
+        "keys",
+        &format!(
+            "alice:{}\nbob:{}\n",
+            sha256_hex("alice-key"),
+            sha256_hex("bob-key")
+        ),
+    );
+    let authenticated = spawn_with(|s| {
+        s.database.url = url.clone();
+        s.auth.enabled = true;
+        s.auth.api_keys_file = Some(keys.0.clone());
+    })
+    .await;
+    let submit_as = |key: &'static str| {
+        let request = c
+            .post(authenticated.url("/api/v2/jobs"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "order-17")
+            .header("x-api-key", key)
+            .body(r#"{"number": 3, "rounds": 1000}"#);
+        async move {
+            let r = request.send().await.unwrap();
+            let status = r.status().as_u16();
+            let id = r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (status, id)
+        }
+    };
+    let (created, alices) = submit_as("alice-key").await;
+    assert_eq!(created, 202);
+    let (created, bobs) = submit_as("bob-key").await;
+    assert_eq!(created, 202);
+    assert!(alices != bobs && alices != legacy && bobs != legacy);
+    assert_eq!(submit_as("alice-key").await, (200, alices));
+    assert_eq!(submit_as("bob-key").await, (200, bobs));
 
     let insert = |owner: Option<&'static str>| {
         sqlx::query(

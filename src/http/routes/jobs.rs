@@ -8,7 +8,7 @@ use axum::Json;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::jobs::{Jobs, Submission};
+use crate::domain::jobs::{Jobs, Scope, Submission};
 use crate::error::ApiError;
 use crate::http::error::JobErrors;
 use crate::http::extract::{json_fields, whole_number, BodyBytes};
@@ -103,7 +103,7 @@ pub(super) fn jobs(state: &AppState) -> Result<&Jobs, ApiError> {
 /// `POST /api/v2/jobs`: queue a job; 202 once it is committed to the database.
 #[utoipa::path(post, path = "/api/v2/jobs", tag = "jobs", operation_id = "submit_job",
     request_body = SubmitJob,
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1–255 visible ASCII characters: the same key with the same body returns the original job.")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1–255 visible ASCII characters: the same key with the same body returns the original job. With authentication on, keys are per principal: another principal's same key is another key.")),
     responses(
         (status = 202, description = "Queued and committed; `Location` names the job.", body = JobBody,
             headers(("Location" = String, description = "/api/v2/jobs/{id}")),
@@ -118,6 +118,7 @@ pub(super) fn jobs(state: &AppState) -> Result<&Jobs, ApiError> {
 )]
 pub async fn submit(
     State(state): State<AppState>,
+    scope: Scope,
     headers: HeaderMap,
     body: BodyBytes,
 ) -> Result<Response, ApiError> {
@@ -129,7 +130,7 @@ pub async fn submit(
         idempotency_key: idempotency_key(&headers)?,
     };
     let submitted = jobs
-        .submit(submission, state.settings.compute.intensive_rounds)
+        .submit(&scope, submission, state.settings.compute.intensive_rounds)
         .await?;
     let job = JobBody::from(submitted.job);
     if submitted.replayed {
@@ -200,9 +201,10 @@ fn parse_submit(body: &[u8], max_rounds: u64) -> Result<(u64, Option<u64>), ApiE
 )]
 pub async fn get(
     State(state): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = jobs(&state)?.find(&id).await?;
+    let job = jobs(&state)?.find(&scope, &id).await?;
     Ok(Json(JobBody::from(job)).into_response())
 }
 
@@ -215,9 +217,10 @@ pub async fn get(
 )]
 pub async fn cancel(
     State(state): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = jobs(&state)?.cancel(&id).await?;
+    let job = jobs(&state)?.cancel(&scope, &id).await?;
     Ok(Json(JobBody::from(job)).into_response())
 }
 
@@ -258,6 +261,7 @@ pub enum StatusFilter {
 )]
 pub async fn list(
     State(state): State<AppState>,
+    scope: Scope,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let jobs = jobs(&state)?;
@@ -280,11 +284,7 @@ pub async fn list(
             })?,
     };
     let cursor = q.cursor.as_deref().map(parse_cursor).transpose()?;
-    let page = jobs
-        .store
-        .list(None, status, limit, cursor)
-        .await
-        .map_err(|_| crate::domain::jobs::unavailable())?;
+    let page = jobs.list(&scope, status, limit, cursor).await?;
     let next_cursor = (page.len() == limit as usize)
         .then(|| page.last().map(|j| format!("{}_{}", j.created_at, j.id)))
         .flatten();

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use super::jobs::{self, JobBody};
 use super::metrics::{snapshot_of, StatsBody};
 use crate::domain::job_events::{JobEvent, JobWatch};
+use crate::domain::jobs::Scope;
 use crate::error::ApiError;
 use crate::http::error::StreamErrors;
 use crate::observability::metrics as m;
@@ -266,12 +267,13 @@ fn unix_ms() -> u64 {
 )]
 pub async fn job_events(
     State(state): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let jobs = jobs::jobs(&state)?.clone();
-    let id = jobs.find(&id).await?.id;
+    let id = jobs.find(&scope, &id).await?.id;
     let wants_sse = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
