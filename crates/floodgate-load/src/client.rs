@@ -23,8 +23,8 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::cli::NumberRange;
 use crate::h1::H1Conn;
+use crate::options::NumberRange;
 use crate::stats::TransportError;
 
 type Http2Future = http2::Connection<TokioIo<TcpStream>, Full<Bytes>, TokioExecutor>;

@@ -10,6 +10,7 @@ pub mod client;
 pub mod h1;
 pub mod html;
 pub mod jobs;
+pub mod options;
 pub mod progress;
 pub mod report;
 pub mod run;
@@ -342,7 +343,7 @@ struct Ctx<'a> {
 
 /// The scenario being measured and where its requests go.
 struct Measured<'a> {
-    scenario: &'a cli::Scenario,
+    scenario: &'a options::Scenario,
     targets: &'a [PhaseTarget],
     urls: &'a [String],
 }

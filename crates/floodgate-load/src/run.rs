@@ -33,9 +33,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::cli::NumberRange;
 use crate::client::{Conn, Outcome, Protocol, Req, RequestTemplate, Slot};
 use crate::jobs::{self, Job, JobState, JobStats};
+use crate::options::NumberRange;
 use crate::schedule;
 use crate::stats::{latency_ns, new_histogram, Stats};
 use crate::timeline::{SlotClock, SlotRecorder, Timeline, TimelineReport};
