@@ -4,11 +4,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::io::Write;
+
 use clap::{Parser, ValueEnum};
 use http::{HeaderName, HeaderValue, Method};
+use tokio::sync::watch;
 
+use crate::html;
 use crate::options::{parse_number_range, NumberRange, Scenario};
-use crate::sweep::{parse_compare, parse_sweep, SweepSpec};
+use crate::progress::{note, Mode};
+use crate::report::{self, RunReport, ScenarioReport};
+use crate::scenarios::{run, Error};
+use crate::sweep::{self, parse_compare, parse_sweep, SweepSpec};
 
 /// Requests in the default "fast" scenario.
 pub const FAST_REQUESTS: u64 = 1_000_000;
@@ -367,6 +374,155 @@ fn parse_path(s: &str) -> Result<String, String> {
     }
     http::uri::PathAndQuery::try_from(s).map_err(|e| format!("invalid path: {e}"))?;
     Ok(s.to_owned())
+}
+
+/// Builds the runtime `--threads` asks for.
+pub fn build_runtime(threads: Option<u32>) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        |t| t as usize,
+    );
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
+/// The exit status a finished run maps to.
+pub fn exit_status(report: &RunReport, opts: &Opts) -> i32 {
+    if report.interrupted {
+        EXIT_INTERRUPTED
+    } else if !report.jobs_verified {
+        // A wrong answer outranks a missed threshold.
+        EXIT_MISMATCH
+    } else if !report.thresholds_passed {
+        EXIT_THRESHOLD
+    } else if opts.fail_on_mismatch && !report.counts_consistent {
+        EXIT_MISMATCH
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Writes `rendered` to `--output-file` or stdout; `false` (after saying
+/// why) when it could not.
+fn write_output(opts: &Opts, mode: Mode, rendered: &str) -> bool {
+    match &opts.output_file {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, rendered) {
+                eprintln!(
+                    "floodgate-load: cannot write the report to {}: {e}",
+                    path.display()
+                );
+                return false;
+            }
+            note(mode, &format!("Report written to {}", path.display()));
+            true
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(rendered.as_bytes())
+                .and_then(|()| out.flush())
+                .is_ok()
+        }
+    }
+}
+
+/// `--compare`: the sweeps of earlier JSON reports on one chart; no load.
+fn compare(opts: &Opts, mode: Mode) -> i32 {
+    let comparison = match sweep::load_curves(&opts.compare) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("floodgate-load: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let rendered = match opts.output {
+        OutputFormat::Text => report::comparison_text(&comparison),
+        OutputFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&comparison).expect("curves serialize");
+            s.push('\n');
+            s
+        }
+        OutputFormat::Html => html::render_compare(&comparison),
+    };
+    if write_output(opts, mode, &rendered) {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }
+}
+
+/// The whole command: runs, writes the report, returns the exit status.
+pub fn execute(opts: Opts) -> i32 {
+    let mode = Mode::detect(opts.quiet);
+    if !opts.compare.is_empty() {
+        return compare(&opts, mode);
+    }
+    let runtime = match build_runtime(opts.threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("floodgate-load: cannot start the runtime: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let result = runtime.block_on(async {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "\nInterrupted: stopping and reporting (press Ctrl-C again to quit at once)"
+                );
+                let _ = tx.send(true);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(EXIT_INTERRUPTED);
+                }
+            }
+        });
+        run(&opts, mode, rx).await
+    });
+    // Workers still parked on the runtime are not waited for.
+    runtime.shutdown_background();
+    let report = match result {
+        Ok(report) => report,
+        Err(Error::Usage(m)) => {
+            eprintln!("floodgate-load: {m}");
+            return EXIT_USAGE;
+        }
+        Err(Error::Runtime(m)) => {
+            eprintln!("floodgate-load: {m}");
+            return EXIT_ERROR;
+        }
+    };
+    let rendered = match opts.output {
+        OutputFormat::Text => report.to_text(),
+        OutputFormat::Json => report.to_json(),
+        OutputFormat::Html => html::render(&report),
+    };
+    if !write_output(&opts, mode, &rendered) {
+        return EXIT_ERROR;
+    }
+    if !report.counts_consistent {
+        eprintln!("floodgate-load: MISMATCH between the server's /metrics counters and the client's counts");
+    }
+    let wrong: u64 = report
+        .scenarios
+        .iter()
+        .map(ScenarioReport::digest_mismatches)
+        .sum();
+    if wrong > 0 {
+        eprintln!(
+            "floodgate-load: DIGEST MISMATCH: {} succeeded jobs came back with a wrong digest or result",
+            report::thousands(wrong)
+        );
+    }
+    exit_status(&report, &opts)
 }
 
 #[cfg(test)]

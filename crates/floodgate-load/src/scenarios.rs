@@ -1,0 +1,561 @@
+//! Running the scenarios: the health check, then each scenario in turn: its
+//! warmup, then its measured phase or its sweep's steps, each measured phase
+//! between two reads of the servers' `/metrics`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Uri};
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use crate::cli::Opts;
+use crate::client::{self, BodySpec, Protocol, RequestTemplate};
+use crate::options::Scenario;
+use crate::progress::{note, Mode, Progress};
+use crate::report::{self, RunReport, ScenarioReport, ServerMetrics, TargetMetrics};
+use crate::run::{self, JobPlan, LoadModel, PhasePlan, PhaseTarget, StopReason};
+use crate::schedule;
+use crate::server::{self, ClientCounts, MetricsSource};
+use crate::sweep::{self, Next, SweepEnd, SweepLimits, SweepReport, SweepSpec, SweepStep};
+
+/// Why a run could not produce a report.
+#[derive(Debug)]
+pub enum Error {
+    /// Invalid arguments (exit status 2).
+    Usage(String),
+    /// Server unhealthy or unreachable, I/O failures (exit status 1).
+    Runtime(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Usage(m) | Error::Runtime(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// How long to wait for the server's counters to settle after a phase.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// Runs the health check and every scenario of `opts`. Progress goes to
+/// stderr according to `mode`; `interrupt` turning true stops the run and
+/// returns the report of what ran.
+pub async fn run(
+    opts: &Opts,
+    mode: Mode,
+    interrupt: watch::Receiver<bool>,
+) -> Result<RunReport, Error> {
+    opts.validate().map_err(Error::Usage)?;
+    let targets = client::parse_targets(&opts.urls).map_err(Error::Usage)?;
+    if (opts.concurrency as usize) < targets.len() {
+        return Err(Error::Usage(format!(
+            "--concurrency {} is less than the {} targets: each target needs a connection",
+            opts.concurrency,
+            targets.len()
+        )));
+    }
+    let control_timeout = opts.timeout.min(Duration::from_secs(10));
+
+    let mut addrs = Vec::with_capacity(targets.len());
+    for target in &targets {
+        let addr = client::resolve(&target.host, target.port, control_timeout)
+            .await
+            .map_err(|e| {
+                Error::Runtime(format!("server at {} is not reachable: {e}", target.base))
+            })?;
+        // Two names for one server would have its counters summed twice.
+        if let Some(same) = targets
+            .iter()
+            .zip(&addrs)
+            .find(|(t, a)| **a == addr && t.prefix == target.prefix)
+        {
+            return Err(Error::Usage(format!(
+                "`{}` and `{}` are the same server ({addr}); give each server once",
+                same.0.base, target.base
+            )));
+        }
+        addrs.push(addr);
+    }
+    if !opts.no_health_check {
+        for (target, &addr) in targets.iter().zip(&addrs) {
+            server::check_health(
+                addr,
+                &target.host_header(),
+                &target.path("/health"),
+                control_timeout,
+            )
+            .await
+            .map_err(|e| {
+                Error::Runtime(format!("server at {} is not healthy: {e}", target.base))
+            })?;
+            note(
+                mode,
+                &format!("Health check passed: {}/health", target.base),
+            );
+        }
+    }
+
+    let threads = current_threads();
+    let metrics: Vec<MetricsSource> = targets
+        .iter()
+        .zip(&addrs)
+        .map(|(target, &addr)| MetricsSource {
+            base: target.base.clone(),
+            addr,
+            host: target.host_header(),
+            path: target.path("/metrics"),
+        })
+        .collect();
+    let model = match opts.rate {
+        Some(rate) => LoadModel::Open {
+            rate,
+            concurrency: opts.concurrency,
+        },
+        None => LoadModel::Closed {
+            concurrency: opts.concurrency,
+        },
+    };
+    let ctx = Ctx {
+        opts,
+        mode,
+        metrics: &metrics,
+        control_timeout,
+        threads,
+        interrupt,
+    };
+    let mut reports = Vec::new();
+    let mut sweeps = Vec::new();
+    let mut interrupted = false;
+    for scenario in opts.scenarios() {
+        let jobs = scenario.jobs.then_some(JobPlan {
+            numbers: opts.number_range,
+            rounds: opts.rounds,
+            poll_interval: opts.poll_interval,
+        });
+        // What is loaded: requests, or jobs followed until they finish.
+        let unit = if jobs.is_some() { "jobs" } else { "requests" };
+        let body = match (&opts.body, &scenario.method) {
+            // Each job's body is made when it is submitted.
+            _ if jobs.is_some() => BodySpec::Empty,
+            (Some(b), _) => BodySpec::Fixed(Bytes::from(b.clone())),
+            (None, m) if *m == Method::POST || *m == Method::PUT || *m == Method::PATCH => {
+                BodySpec::Number(opts.number_range)
+            }
+            (None, _) => BodySpec::Empty,
+        };
+        let mut phase_targets = Vec::with_capacity(targets.len());
+        let mut urls = Vec::with_capacity(targets.len());
+        for (target, &addr) in targets.iter().zip(&addrs) {
+            let path = target.path(&scenario.path);
+            let uri: Uri = path
+                .parse()
+                .map_err(|e| Error::Usage(format!("invalid path {path}: {e}")))?;
+            phase_targets.push(PhaseTarget {
+                addr,
+                template: RequestTemplate::new(
+                    if opts.grpc {
+                        Protocol::Grpc
+                    } else {
+                        Protocol::Http1
+                    },
+                    scenario.method.clone(),
+                    uri,
+                    target.host_header(),
+                    body.clone(),
+                    opts.headers.clone(),
+                ),
+            });
+            urls.push(target.url(&scenario.path));
+        }
+        let mut pools = Vec::new();
+
+        if opts.warmup > 0 {
+            note(
+                mode,
+                &format!(
+                    "Warmup {}: {} {unit} (not counted)",
+                    scenario.name,
+                    report::thousands(opts.warmup)
+                ),
+            );
+            let warm_plan = PhasePlan {
+                model: LoadModel::Closed {
+                    concurrency: opts
+                        .concurrency
+                        .min(opts.warmup.min(u64::from(u32::MAX)) as u32),
+                },
+                max_requests: opts.warmup,
+                max_duration: opts.duration,
+                timeout: opts.timeout,
+                threads,
+                record_window: false,
+                jobs,
+            };
+            let (warm, kept) = run::run_phase(
+                &phase_targets,
+                &warm_plan,
+                pools,
+                |_| {},
+                ctx.interrupt.clone(),
+            )
+            .await;
+            pools = kept;
+            if warm.stop_reason == StopReason::Interrupted {
+                interrupted = true;
+                break;
+            }
+            if warm.stats.failed() > 0 {
+                note(
+                    mode,
+                    &format!(
+                        "Warmup {}: {} of {} requests failed",
+                        scenario.name,
+                        report::thousands(warm.stats.failed()),
+                        report::thousands(warm.stats.total())
+                    ),
+                );
+            }
+        }
+
+        let spread = if targets.len() > 1 {
+            format!(" over {} targets", targets.len())
+        } else {
+            String::new()
+        };
+        let measured = Measured {
+            scenario: &scenario,
+            targets: &phase_targets,
+            urls: &urls,
+        };
+        if let Some(spec) = &opts.sweep {
+            let (sweep, steps, stop) = run_sweep(&ctx, &measured, spec, &spread, pools).await;
+            reports.extend(steps);
+            sweeps.push(sweep);
+            if stop == StopReason::Interrupted {
+                interrupted = true;
+                break;
+            }
+            continue;
+        }
+
+        let load = match (model, &jobs) {
+            (LoadModel::Closed { concurrency }, None) => {
+                format!("closed loop, {concurrency} connections{spread}")
+            }
+            (LoadModel::Open { rate, concurrency }, None) => {
+                format!("open loop, {rate} req/s, at most {concurrency} in flight{spread}")
+            }
+            (LoadModel::Closed { concurrency }, Some(plan)) => format!(
+                "closed loop, {concurrency} connections{spread}, each following one job at a time | {}",
+                describe_jobs(plan)
+            ),
+            (LoadModel::Open { rate, concurrency }, Some(plan)) => format!(
+                "open loop, {rate} jobs/s, at most {concurrency} followed at once{spread} | {}",
+                describe_jobs(plan)
+            ),
+        };
+        note(
+            mode,
+            &format!(
+                "Scenario {}: {} {} | {} | {load}",
+                scenario.name,
+                scenario.method,
+                urls.join(", "),
+                match model {
+                    LoadModel::Closed { .. } => format!(
+                        "{} {unit}, at most {}",
+                        report::thousands(scenario.requests),
+                        humantime::format_duration(opts.duration)
+                    ),
+                    LoadModel::Open { rate, .. } => format!(
+                        "{} {unit} scheduled over {}",
+                        report::thousands(schedule::planned_requests(
+                            rate,
+                            opts.duration,
+                            scenario.requests
+                        )),
+                        humantime::format_duration(opts.duration)
+                    ),
+                }
+            ),
+        );
+        let plan = PhasePlan {
+            model,
+            max_requests: scenario.requests,
+            max_duration: opts.duration,
+            timeout: opts.timeout,
+            threads,
+            record_window: mode != Mode::Off,
+            jobs,
+        };
+        let (report, stop, _pools) = measure(
+            &ctx,
+            &measured,
+            &plan,
+            &scenario.name,
+            (opts.fail_under_success_rate, opts.fail_over_p99),
+            pools,
+        )
+        .await;
+        reports.push(report);
+        if stop == StopReason::Interrupted {
+            interrupted = true;
+            break;
+        }
+    }
+    Ok(RunReport::new(reports, interrupted).with_sweeps(sweeps))
+}
+
+/// What a run shares with each of its measured phases.
+struct Ctx<'a> {
+    opts: &'a Opts,
+    mode: Mode,
+    metrics: &'a [MetricsSource],
+    control_timeout: Duration,
+    threads: usize,
+    interrupt: watch::Receiver<bool>,
+}
+
+/// The scenario being measured and where its requests go.
+struct Measured<'a> {
+    scenario: &'a Scenario,
+    targets: &'a [PhaseTarget],
+    urls: &'a [String],
+}
+
+/// One measured phase: the server's counters before, the load, the counters
+/// after (and their check), and the phase's report; also returns how the
+/// phase stopped and the connections to keep.
+async fn measure(
+    ctx: &Ctx<'_>,
+    m: &Measured<'_>,
+    plan: &PhasePlan,
+    label: &str,
+    thresholds: (Option<f64>, Option<f64>),
+    pools: Vec<run::Pool>,
+) -> (ScenarioReport, StopReason, Vec<run::Pool>) {
+    let opts = ctx.opts;
+    let before = if opts.no_server_metrics {
+        None
+    } else {
+        Some(server::snapshot_all(ctx.metrics, ctx.control_timeout).await)
+    };
+    let mut progress = Progress::none();
+    let (result, pools) = run::run_phase(
+        m.targets,
+        plan,
+        pools,
+        |live| progress = Progress::start(ctx.mode, live, opts.report_interval, label),
+        ctx.interrupt.clone(),
+    )
+    .await;
+    progress.finish();
+
+    let server_metrics = match before {
+        None => ServerMetrics::skipped(),
+        Some(Err(reason)) => ServerMetrics::unavailable(reason),
+        Some(Ok(before)) => {
+            let client = ClientCounts::from_stats(&result.stats, result.cancelled);
+            let settle = if client.abandoned > 0 {
+                SETTLE.max(opts.timeout.min(Duration::from_secs(10)))
+            } else {
+                SETTLE
+            };
+            match server::settled_snapshot(
+                ctx.metrics,
+                ctx.control_timeout,
+                &before,
+                client,
+                settle,
+            )
+            .await
+            {
+                Ok((after, check)) => checked_metrics(ctx.metrics, &result, before, after, check),
+                Err(reason) => ServerMetrics::unavailable(format!("after the run: {reason}")),
+            }
+        }
+    };
+    let report = ScenarioReport::new(
+        &m.scenario.name,
+        m.scenario.method.as_str(),
+        m.urls,
+        plan.model,
+        &result,
+        server_metrics,
+        thresholds,
+    );
+    (report, result.stop_reason, pools)
+}
+
+/// A scenario's sweep (see [`sweep`]): open-loop steps, each a measured
+/// phase with its own `/metrics` check, on the connections the warmup (and
+/// each step) left open. Returns the sweep, the steps' reports and how the
+/// last step stopped.
+async fn run_sweep(
+    ctx: &Ctx<'_>,
+    m: &Measured<'_>,
+    spec: &SweepSpec,
+    spread: &str,
+    mut pools: Vec<run::Pool>,
+) -> (SweepReport, Vec<ScenarioReport>, StopReason) {
+    let opts = ctx.opts;
+    let step_duration = opts.sweep_step_duration.unwrap_or(opts.duration);
+    // Steps last their duration unless --requests is given.
+    let max_requests = opts.requests.unwrap_or(u64::MAX);
+    let limits = SweepLimits {
+        max_p99_ms: opts.sweep_max_p99,
+        max_error_rate: opts.sweep_max_errors,
+    };
+    note(
+        ctx.mode,
+        &format!(
+            "Sweep {}: {} {} | rates {spec}, {} per step, at most {} in flight{spread} | limits: p99 <= {} ms, errors <= {} %",
+            m.scenario.name,
+            m.scenario.method,
+            m.urls.join(", "),
+            humantime::format_duration(step_duration),
+            opts.concurrency,
+            limits.max_p99_ms,
+            limits.max_error_rate
+        ),
+    );
+    let mut done = Vec::new();
+    let mut steps = Vec::new();
+    let mut reports = Vec::new();
+    let mut stop = StopReason::Duration;
+    let stopped = loop {
+        let rate = match sweep::next_step(spec, &done) {
+            Next::Run(rate) => rate,
+            Next::Done(end) => break end,
+        };
+        let n = done.len() + 1;
+        let plan = PhasePlan {
+            model: LoadModel::Open {
+                rate,
+                concurrency: opts.concurrency,
+            },
+            max_requests,
+            max_duration: step_duration,
+            timeout: opts.timeout,
+            threads: ctx.threads,
+            record_window: ctx.mode != Mode::Off,
+            jobs: None,
+        };
+        let label = format!("{} {}/s", m.scenario.name, report::fmt_rate(rate));
+        let (mut report, step_stop, kept) =
+            measure(ctx, m, &plan, &label, (None, None), pools).await;
+        pools = kept;
+        stop = step_stop;
+        report.sweep_step = Some(n);
+        let step = SweepStep::new(
+            n,
+            rate,
+            &report,
+            &limits,
+            step_stop == StopReason::Interrupted,
+        );
+        note(
+            ctx.mode,
+            &format!(
+                "Sweep {} step {n}: {} req/s offered, {} achieved, p99 {}, errors {:.3} % | {}",
+                m.scenario.name,
+                report::fmt_rate(rate),
+                report::fmt_rate(step.achieved_rate),
+                step.p99_ms
+                    .map_or_else(|| "-".to_owned(), report::fmt_latency_short),
+                step.error_rate,
+                step.reason.as_deref().unwrap_or("within the limits")
+            ),
+        );
+        done.push((rate, step.passed));
+        steps.push(step);
+        reports.push(report);
+        if step_stop == StopReason::Interrupted {
+            break SweepEnd::Interrupted;
+        }
+    };
+    let sweep = SweepReport::new(
+        &m.scenario.name,
+        m.scenario.method.as_str(),
+        m.urls,
+        spec,
+        step_duration,
+        opts.concurrency,
+        limits,
+        steps,
+        stopped,
+    );
+    match &sweep.knee {
+        Some(knee) => note(
+            ctx.mode,
+            &format!(
+                "Sweep {}: knee at {} req/s offered ({} achieved, p99 {}); {}",
+                m.scenario.name,
+                report::fmt_rate(knee.offered_rate),
+                report::fmt_rate(knee.achieved_rate),
+                knee.p99_ms
+                    .map_or_else(|| "-".to_owned(), report::fmt_latency_short),
+                stopped.describe()
+            ),
+        ),
+        None => note(
+            ctx.mode,
+            &format!(
+                "Sweep {}: no step met the limits; {}",
+                m.scenario.name,
+                stopped.describe()
+            ),
+        ),
+    }
+    (sweep, reports, stop)
+}
+
+/// `rounds 1000, polled every 50ms`.
+fn describe_jobs(plan: &JobPlan) -> String {
+    let rounds = plan
+        .rounds
+        .map_or_else(|| "the server's default".to_owned(), report::thousands);
+    format!(
+        "rounds {rounds}, polled every {}",
+        humantime::format_duration(plan.poll_interval)
+    )
+}
+
+/// The `/metrics` part of a scenario report: with one target its snapshots as
+/// served, with several the sums of the compared counters; each target's
+/// snapshots and its own check against what the client got from it.
+fn checked_metrics(
+    sources: &[MetricsSource],
+    result: &run::PhaseResult,
+    before: Vec<Map<String, Value>>,
+    after: Vec<Map<String, Value>>,
+    check: server::CountCheck,
+) -> ServerMetrics {
+    let per_target = sources
+        .iter()
+        .zip(before.iter().zip(&after))
+        .zip(&result.targets)
+        .map(|((source, (b, a)), t)| TargetMetrics {
+            url: source.base.clone(),
+            before: b.clone(),
+            after: a.clone(),
+            check: server::compare(b, a, ClientCounts::from_stats(&t.stats, t.cancelled)),
+        })
+        .collect();
+    let (before, after) = match (&before[..], &after[..]) {
+        ([before], [after]) => (before.clone(), after.clone()),
+        _ => (server::sum_counters(&before), server::sum_counters(&after)),
+    };
+    ServerMetrics::checked(before, after, check).with_targets(per_target)
+}
+
+fn current_threads() -> usize {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => 1,
+        _ => tokio::runtime::Handle::current().metrics().num_workers(),
+    }
+}
