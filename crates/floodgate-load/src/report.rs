@@ -1,5 +1,5 @@
 //! Reports: one per scenario, as text or JSON (the HTML report, made from
-//! the same values, is in [`crate::html`]).
+//! the same values, is rendered by the `html` module, which builds on this one).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,7 +11,7 @@ use crate::jobs::{JobStats, Mismatch};
 use crate::run::{JobPlan, LoadModel, PhaseResult, StopReason};
 use crate::server::CountCheck;
 use crate::stats::{rate_per_second, LatencySummary, PercentilePoint, Stats};
-use crate::sweep::SweepReport;
+use crate::sweep::{StepFigures, SweepReport};
 use crate::timeline::TimelineReport;
 
 /// Everything a run produced.
@@ -398,6 +398,21 @@ impl ScenarioReport {
     /// Succeeded jobs with a wrong answer.
     pub fn digest_mismatches(&self) -> u64 {
         self.jobs.as_ref().map_or(0, |j| j.digest_mismatches)
+    }
+
+    /// The figures a sweep shows and judges this phase by, as one of its steps.
+    pub fn step_figures(&self) -> StepFigures {
+        let r = &self.requests;
+        StepFigures {
+            rps: self.rps,
+            duration_secs: self.duration_secs,
+            requests: r.total,
+            successful: r.successful,
+            failed: r.failed,
+            unsent: r.unsent,
+            latency_ms: self.latency_ms,
+            server_metrics: self.server_metrics.status.clone(),
+        }
     }
 }
 
@@ -1032,6 +1047,38 @@ pub(crate) mod tests {
             metrics,
             thresholds,
         )
+    }
+
+    #[test]
+    fn a_phase_judged_as_a_sweep_step() {
+        use crate::sweep::{SweepLimits, SweepStep};
+        let s = report(ServerMetrics::skipped(), (None, None));
+        let figures = s.step_figures();
+        assert_eq!(
+            (figures.requests, figures.successful, figures.failed),
+            (100, 90, 10)
+        );
+        assert_eq!(figures.server_metrics, "skipped");
+        let limits = |max_p99_ms, max_error_rate| SweepLimits {
+            max_p99_ms,
+            max_error_rate,
+        };
+        let step = SweepStep::new(3, 60.0, s.step_figures(), &limits(100.0, 10.0), false);
+        assert_eq!(
+            (step.step, step.offered_rate, step.achieved_rate),
+            (3, 60.0, 50.0)
+        );
+        assert_eq!(step.error_rate, 10.0);
+        assert!(step.passed, "{:?}", step.reason);
+        let step = SweepStep::new(3, 60.0, s.step_figures(), &limits(0.01, 5.0), false);
+        let reason = step.reason.unwrap();
+        assert!(!step.passed);
+        assert!(
+            reason.starts_with("p99 ") && reason.ends_with("errors 10.000 % over 5 %"),
+            "{reason}"
+        );
+        let step = SweepStep::new(3, 60.0, s.step_figures(), &limits(100.0, 10.0), true);
+        assert_eq!(step.reason.as_deref(), Some("interrupted"));
     }
 
     #[test]

@@ -454,7 +454,7 @@ async fn run_sweep(
         let step = SweepStep::new(
             n,
             rate,
-            &report,
+            report.step_figures(),
             &limits,
             step_stop == StopReason::Interrupted,
         );

@@ -21,8 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::ScenarioReport;
-use crate::stats::percentage;
+use crate::stats::{percentage, LatencySummary};
 
 /// First rate of `auto`, requests/s.
 pub const AUTO_START: f64 = 1_000.0;
@@ -233,19 +232,37 @@ pub struct SweepStep {
     pub reason: Option<String>,
 }
 
+/// What a step's measured phase gave: the figures of its report that the
+/// sweep shows and judges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepFigures {
+    /// Requests finished per second of the step.
+    pub rps: f64,
+    pub duration_secs: f64,
+    /// Requests finished: `successful + failed`.
+    pub requests: u64,
+    pub successful: u64,
+    pub failed: u64,
+    /// Due before the deadline but never sent.
+    pub unsent: u64,
+    /// Over the step's responses; `None` when there were none.
+    pub latency_ms: Option<LatencySummary>,
+    /// The step's `/metrics` check status.
+    pub server_metrics: String,
+}
+
 impl SweepStep {
-    /// The step from its scenario report; an `interrupted` step is not judged.
+    /// The step from what it measured; an `interrupted` step is not judged.
     pub fn new(
         step: usize,
         offered_rate: f64,
-        s: &ScenarioReport,
+        m: StepFigures,
         limits: &SweepLimits,
         interrupted: bool,
     ) -> Self {
-        let r = &s.requests;
-        let due = r.total + r.unsent;
-        let error_rate = percentage(r.failed + r.unsent, due);
-        let p99 = s.latency_ms.map(|l| l.p99_ms);
+        let due = m.requests + m.unsent;
+        let error_rate = percentage(m.failed + m.unsent, due);
+        let p99 = m.latency_ms.map(|l| l.p99_ms);
         let mut reasons = Vec::new();
         if interrupted {
             reasons.push("interrupted".to_owned());
@@ -265,18 +282,18 @@ impl SweepStep {
         SweepStep {
             step,
             offered_rate,
-            achieved_rate: s.rps,
-            duration_secs: s.duration_secs,
-            requests: r.total,
-            successful: r.successful,
-            failed: r.failed,
-            unsent: r.unsent,
+            achieved_rate: m.rps,
+            duration_secs: m.duration_secs,
+            requests: m.requests,
+            successful: m.successful,
+            failed: m.failed,
+            unsent: m.unsent,
             error_rate,
-            p50_ms: s.latency_ms.map(|l| l.p50_ms),
-            p90_ms: s.latency_ms.map(|l| l.p90_ms),
+            p50_ms: m.latency_ms.map(|l| l.p50_ms),
+            p90_ms: m.latency_ms.map(|l| l.p90_ms),
             p99_ms: p99,
-            max_ms: s.latency_ms.map(|l| l.max_ms),
-            server_metrics: s.server_metrics.status.clone(),
+            max_ms: m.latency_ms.map(|l| l.max_ms),
+            server_metrics: m.server_metrics,
             passed: reasons.is_empty(),
             reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
         }
