@@ -11,11 +11,11 @@ use http::{HeaderName, HeaderValue, Method};
 use tokio::sync::watch;
 
 use crate::html;
-use crate::options::{parse_number_range, NumberRange, Scenario};
+use crate::options::{parse_number_range, NumberRange, RunOptions, Scenario, SweepOptions};
 use crate::progress::{note, Mode};
 use crate::report::{self, RunReport, ScenarioReport};
 use crate::scenarios::{run, Error};
-use crate::sweep::{self, parse_compare, parse_sweep, SweepSpec};
+use crate::sweep::{self, parse_compare, parse_sweep, SweepLimits, SweepSpec};
 
 /// Requests in the default "fast" scenario.
 pub const FAST_REQUESTS: u64 = 1_000_000;
@@ -312,6 +312,44 @@ impl Opts {
     }
 }
 
+impl Opts {
+    /// The run these options ask for; an error (a usage error) for the
+    /// combinations clap cannot reject.
+    pub fn run_options(&self) -> Result<RunOptions, String> {
+        self.validate()?;
+        Ok(RunOptions {
+            urls: self.urls.clone(),
+            scenarios: self.scenarios(),
+            concurrency: self.concurrency,
+            rate: self.rate,
+            sweep: self.sweep.map(|spec| SweepOptions {
+                spec,
+                step_duration: self.sweep_step_duration.unwrap_or(self.duration),
+                // Steps last their duration unless --requests is given.
+                step_requests: self.requests.unwrap_or(u64::MAX),
+                limits: SweepLimits {
+                    max_p99_ms: self.sweep_max_p99,
+                    max_error_rate: self.sweep_max_errors,
+                },
+            }),
+            timeout: self.timeout,
+            duration: self.duration,
+            warmup: self.warmup,
+            report_interval: self.report_interval,
+            number_range: self.number_range,
+            rounds: self.rounds,
+            poll_interval: self.poll_interval,
+            body: self.body.clone(),
+            headers: self.headers.clone(),
+            grpc: self.grpc,
+            check_health: !self.no_health_check,
+            read_server_metrics: !self.no_server_metrics,
+            min_success_rate: self.fail_under_success_rate,
+            max_p99_ms: self.fail_over_p99,
+        })
+    }
+}
+
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 500ms, 1m)"))?;
     if d.is_zero() {
@@ -465,6 +503,13 @@ pub fn execute(opts: Opts) -> i32 {
     if !opts.compare.is_empty() {
         return compare(&opts, mode);
     }
+    let run_options = match opts.run_options() {
+        Ok(o) => o,
+        Err(m) => {
+            eprintln!("floodgate-load: {m}");
+            return EXIT_USAGE;
+        }
+    };
     let runtime = match build_runtime(opts.threads) {
         Ok(rt) => rt,
         Err(e) => {
@@ -485,7 +530,7 @@ pub fn execute(opts: Opts) -> i32 {
                 }
             }
         });
-        run(&opts, mode, rx).await
+        run(&run_options, mode, rx).await
     });
     // Workers still parked on the runtime are not waited for.
     runtime.shutdown_background();
@@ -712,6 +757,54 @@ mod tests {
         assert_eq!(o.threads, Some(1));
         assert!(parse(&["-o", "xml"]).is_err());
         assert_eq!(parse(&["-o", "html"]).unwrap().output, OutputFormat::Html);
+    }
+
+    #[test]
+    fn the_run_options_follow_the_flags() {
+        let o = parse(&[]).unwrap().run_options().unwrap();
+        assert_eq!(o.urls, ["http://localhost:8080"]);
+        assert_eq!(o.scenarios, parse(&[]).unwrap().scenarios());
+        assert!(o.check_health && o.read_server_metrics && !o.grpc);
+        assert!(o.sweep.is_none() && o.rate.is_none());
+        assert_eq!((o.min_success_rate, o.max_p99_ms), (None, None));
+        let o = parse(&[
+            "--no-health-check",
+            "--no-server-metrics",
+            "--fail-under-success-rate",
+            "99",
+            "--fail-over-p99",
+            "20",
+            "-H",
+            "X-API-Key: k",
+        ])
+        .unwrap()
+        .run_options()
+        .unwrap();
+        assert!(!o.check_health && !o.read_server_metrics);
+        assert_eq!((o.min_success_rate, o.max_p99_ms), (Some(99.0), Some(20.0)));
+        assert_eq!(o.headers.len(), 1);
+        let o = parse(&["--sweep", "auto", "-d", "7s"])
+            .unwrap()
+            .run_options()
+            .unwrap();
+        let sweep = o.sweep.unwrap();
+        assert_eq!(sweep.spec, SweepSpec::Auto);
+        assert_eq!(sweep.step_duration, Duration::from_secs(7));
+        assert_eq!(sweep.step_requests, u64::MAX, "steps last their duration");
+        assert_eq!(
+            (sweep.limits.max_p99_ms, sweep.limits.max_error_rate),
+            (100.0, 1.0)
+        );
+        let o = parse(&["--sweep", "auto", "--sweep-step-duration", "2s", "-n", "50"])
+            .unwrap()
+            .run_options()
+            .unwrap();
+        let sweep = o.sweep.unwrap();
+        assert_eq!(
+            (sweep.step_duration, sweep.step_requests),
+            (Duration::from_secs(2), 50)
+        );
+        assert!(parse(&["--rounds", "10"]).unwrap().run_options().is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! floodgate-load: a load-testing client for floodgate.
 //!
-//! [`run()`] executes the scenarios an [`Opts`] describes and returns a
-//! [`RunReport`]; [`execute`] wraps it for the command line (runtime, Ctrl-C,
-//! progress, report output and exit status).
+//! [`run()`] executes the scenarios a [`RunOptions`] describes and returns a
+//! [`RunReport`]; [`execute`] wraps it for the command line (the options from
+//! the flags, [`Opts`], then runtime, Ctrl-C, progress, report output and
+//! exit status).
 
 pub mod chart;
 pub mod cli;
@@ -22,5 +23,6 @@ pub mod sweep;
 pub mod timeline;
 
 pub use cli::{execute, Opts};
+pub use options::RunOptions;
 pub use report::RunReport;
 pub use scenarios::{run, Error};

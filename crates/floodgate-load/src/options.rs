@@ -1,7 +1,12 @@
-//! What a run is given: the scenarios it loads and the values its requests
-//! are made from. The command line builds these; everything else reads them.
+//! What a run is given: the servers, the scenarios it loads, how it loads
+//! them and what it checks. The command line builds these; everything else
+//! reads them.
 
-use http::Method;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::sweep::{SweepLimits, SweepSpec};
 
 /// Smallest and largest `number` the floodgate compute endpoints accept.
 pub const NUMBER_MIN: u64 = 0;
@@ -24,6 +29,63 @@ pub struct Scenario {
     pub requests: u64,
     /// The jobs scenario: each request submits a job that is then followed.
     pub jobs: bool,
+}
+
+/// A run: what is loaded, how, and what is checked.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Base URLs of the servers, as given (`http://host[:port][/prefix]`).
+    pub urls: Vec<String>,
+    /// The scenarios, in the order they run.
+    pub scenarios: Vec<Scenario>,
+    /// Connections over all servers: the most requests in flight.
+    pub concurrency: u32,
+    /// Open loop at this many requests per second; closed loop without it.
+    pub rate: Option<f64>,
+    /// Each scenario swept instead of measured once.
+    pub sweep: Option<SweepOptions>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Longest a scenario (and its warmup) runs.
+    pub duration: Duration,
+    /// Requests (jobs) sent before each scenario and not counted.
+    pub warmup: u64,
+    /// Between two progress lines when stderr is not a terminal.
+    pub report_interval: Duration,
+    /// Each generated `number` (of a request body or a job) is drawn from this range.
+    pub number_range: NumberRange,
+    /// The jobs scenario: each job's `rounds`; `None` leaves the field out.
+    pub rounds: Option<u64>,
+    /// The jobs scenario: time between two polls of a job.
+    pub poll_interval: Duration,
+    /// Sent as-is with every request; without it POST, PUT and PATCH send
+    /// `{"number": n}` and other methods no body.
+    pub body: Option<String>,
+    /// Extra headers sent with every request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Call the gRPC API instead of the REST API.
+    pub grpc: bool,
+    /// `GET /health` every server before the first scenario.
+    pub check_health: bool,
+    /// Read every server's `/metrics` before and after each measured phase.
+    pub read_server_metrics: bool,
+    /// A scenario whose success rate (percent) is below this fails its threshold.
+    pub min_success_rate: Option<f64>,
+    /// A scenario whose p99 latency (milliseconds) is above this fails its threshold.
+    pub max_p99_ms: Option<f64>,
+}
+
+/// How each scenario is swept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SweepOptions {
+    /// The rates.
+    pub spec: SweepSpec,
+    /// How long each step lasts.
+    pub step_duration: Duration,
+    /// Requests a step sends at most (`u64::MAX`: it lasts its duration).
+    pub step_requests: u64,
+    /// When a step meets the limits.
+    pub limits: SweepLimits,
 }
 
 /// Parses `LO..=HI` or `LO-HI` (both inclusive) within 0..=1000000.

@@ -9,15 +9,14 @@ use http::{Method, Uri};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use crate::cli::Opts;
 use crate::client::{self, BodySpec, Protocol, RequestTemplate};
-use crate::options::Scenario;
+use crate::options::{RunOptions, Scenario, SweepOptions};
 use crate::progress::{note, Mode, Progress};
 use crate::report::{self, RunReport, ScenarioReport, ServerMetrics, TargetMetrics};
 use crate::run::{self, JobPlan, LoadModel, PhasePlan, PhaseTarget, StopReason};
 use crate::schedule;
 use crate::server::{self, ClientCounts, MetricsSource};
-use crate::sweep::{self, Next, SweepEnd, SweepLimits, SweepReport, SweepSpec, SweepStep};
+use crate::sweep::{self, Next, SweepEnd, SweepReport, SweepStep};
 
 /// Why a run could not produce a report.
 #[derive(Debug)]
@@ -45,11 +44,10 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// stderr according to `mode`; `interrupt` turning true stops the run and
 /// returns the report of what ran.
 pub async fn run(
-    opts: &Opts,
+    opts: &RunOptions,
     mode: Mode,
     interrupt: watch::Receiver<bool>,
 ) -> Result<RunReport, Error> {
-    opts.validate().map_err(Error::Usage)?;
     let targets = client::parse_targets(&opts.urls).map_err(Error::Usage)?;
     if (opts.concurrency as usize) < targets.len() {
         return Err(Error::Usage(format!(
@@ -80,7 +78,7 @@ pub async fn run(
         }
         addrs.push(addr);
     }
-    if !opts.no_health_check {
+    if opts.check_health {
         for (target, &addr) in targets.iter().zip(&addrs) {
             server::check_health(
                 addr,
@@ -130,7 +128,7 @@ pub async fn run(
     let mut reports = Vec::new();
     let mut sweeps = Vec::new();
     let mut interrupted = false;
-    for scenario in opts.scenarios() {
+    for scenario in &opts.scenarios {
         let jobs = scenario.jobs.then_some(JobPlan {
             numbers: opts.number_range,
             rounds: opts.rounds,
@@ -227,12 +225,12 @@ pub async fn run(
             String::new()
         };
         let measured = Measured {
-            scenario: &scenario,
+            scenario,
             targets: &phase_targets,
             urls: &urls,
         };
-        if let Some(spec) = &opts.sweep {
-            let (sweep, steps, stop) = run_sweep(&ctx, &measured, spec, &spread, pools).await;
+        if let Some(options) = &opts.sweep {
+            let (sweep, steps, stop) = run_sweep(&ctx, &measured, options, &spread, pools).await;
             reports.extend(steps);
             sweeps.push(sweep);
             if stop == StopReason::Interrupted {
@@ -297,7 +295,7 @@ pub async fn run(
             &measured,
             &plan,
             &scenario.name,
-            (opts.fail_under_success_rate, opts.fail_over_p99),
+            (opts.min_success_rate, opts.max_p99_ms),
             pools,
         )
         .await;
@@ -312,7 +310,7 @@ pub async fn run(
 
 /// What a run shares with each of its measured phases.
 struct Ctx<'a> {
-    opts: &'a Opts,
+    opts: &'a RunOptions,
     mode: Mode,
     metrics: &'a [MetricsSource],
     control_timeout: Duration,
@@ -339,10 +337,10 @@ async fn measure(
     pools: Vec<run::Pool>,
 ) -> (ScenarioReport, StopReason, Vec<run::Pool>) {
     let opts = ctx.opts;
-    let before = if opts.no_server_metrics {
-        None
-    } else {
+    let before = if opts.read_server_metrics {
         Some(server::snapshot_all(ctx.metrics, ctx.control_timeout).await)
+    } else {
+        None
     };
     let mut progress = Progress::none();
     let (result, pools) = run::run_phase(
@@ -398,18 +396,17 @@ async fn measure(
 async fn run_sweep(
     ctx: &Ctx<'_>,
     m: &Measured<'_>,
-    spec: &SweepSpec,
+    options: &SweepOptions,
     spread: &str,
     mut pools: Vec<run::Pool>,
 ) -> (SweepReport, Vec<ScenarioReport>, StopReason) {
     let opts = ctx.opts;
-    let step_duration = opts.sweep_step_duration.unwrap_or(opts.duration);
-    // Steps last their duration unless --requests is given.
-    let max_requests = opts.requests.unwrap_or(u64::MAX);
-    let limits = SweepLimits {
-        max_p99_ms: opts.sweep_max_p99,
-        max_error_rate: opts.sweep_max_errors,
-    };
+    let SweepOptions {
+        spec,
+        step_duration,
+        step_requests: max_requests,
+        limits,
+    } = *options;
     note(
         ctx.mode,
         &format!(
@@ -428,7 +425,7 @@ async fn run_sweep(
     let mut reports = Vec::new();
     let mut stop = StopReason::Duration;
     let stopped = loop {
-        let rate = match sweep::next_step(spec, &done) {
+        let rate = match sweep::next_step(&spec, &done) {
             Next::Run(rate) => rate,
             Next::Done(end) => break end,
         };
@@ -482,7 +479,7 @@ async fn run_sweep(
         &m.scenario.name,
         m.scenario.method.as_str(),
         m.urls,
-        spec,
+        &spec,
         step_duration,
         opts.concurrency,
         limits,
