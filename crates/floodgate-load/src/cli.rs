@@ -1,10 +1,12 @@
-//! Command-line options. Every option has an environment fallback
-//! (`FLOODGATE_LOAD_<NAME>`), so CI can configure a run without flags.
-
-use std::path::PathBuf;
-use std::time::Duration;
+//! The command line: its options, and the command, [`execute`], which turns
+//! them into a run, writes the report and says how the run ended ([`Exit`]).
+//! Every option has an environment fallback (`FLOODGATE_LOAD_<NAME>`), so CI
+//! can configure a run without flags.
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use http::{HeaderName, HeaderValue, Method};
@@ -24,19 +26,44 @@ pub const INTENSIVE_REQUESTS: u64 = 100_000;
 /// Jobs in the "jobs" scenario.
 pub const JOBS_REQUESTS: u64 = 1_000;
 
-/// Exit status when the run finished and every threshold held.
-pub const EXIT_OK: i32 = 0;
-/// Exit status for runtime failures: server unhealthy or unreachable, report not writable.
-pub const EXIT_ERROR: i32 = 1;
-/// Exit status for invalid arguments (also clap's own status for usage errors).
-pub const EXIT_USAGE: i32 = 2;
-/// Exit status when `--fail-under-success-rate` or `--fail-over-p99` was violated.
-pub const EXIT_THRESHOLD: i32 = 3;
-/// Exit status when `--fail-on-mismatch` is set and the server's counters
-/// disagree, or when a job's digest or result is wrong (always).
-pub const EXIT_MISMATCH: i32 = 4;
-/// Exit status after Ctrl-C (the report of what ran is still printed).
-pub const EXIT_INTERRUPTED: i32 = 130;
+/// How the command ended; [`Exit::code`] is its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The run finished and every threshold held (0).
+    Ok,
+    /// Runtime failures: server unhealthy or unreachable, report not writable (1).
+    Error,
+    /// Invalid arguments (2, also clap's own status for usage errors).
+    Usage,
+    /// `--fail-under-success-rate` or `--fail-over-p99` was violated (3).
+    Threshold,
+    /// `--fail-on-mismatch` is set and the server's counters disagree, or a
+    /// job's digest or result is wrong (always) (4).
+    Mismatch,
+    /// Ctrl-C: the report of what ran is still printed; after a second one,
+    /// nothing is (130).
+    Interrupted,
+}
+
+impl Exit {
+    /// The exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Error => 1,
+            Exit::Usage => 2,
+            Exit::Threshold => 3,
+            Exit::Mismatch => 4,
+            Exit::Interrupted => 130,
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit.code())
+    }
+}
 
 const EXIT_CODES_HELP: &str = "\
 Exit status:
@@ -432,19 +459,19 @@ pub fn build_runtime(threads: Option<u32>) -> std::io::Result<tokio::runtime::Ru
     }
 }
 
-/// The exit status a finished run maps to.
-pub fn exit_status(report: &RunReport, opts: &Opts) -> i32 {
+/// How a finished run ends.
+pub fn exit_status(report: &RunReport, opts: &Opts) -> Exit {
     if report.interrupted {
-        EXIT_INTERRUPTED
+        Exit::Interrupted
     } else if !report.jobs_verified {
         // A wrong answer outranks a missed threshold.
-        EXIT_MISMATCH
+        Exit::Mismatch
     } else if !report.thresholds_passed {
-        EXIT_THRESHOLD
+        Exit::Threshold
     } else if opts.fail_on_mismatch && !report.counts_consistent {
-        EXIT_MISMATCH
+        Exit::Mismatch
     } else {
-        EXIT_OK
+        Exit::Ok
     }
 }
 
@@ -473,12 +500,12 @@ fn write_output(opts: &Opts, mode: Mode, rendered: &str) -> bool {
 }
 
 /// `--compare`: the sweeps of earlier JSON reports on one chart; no load.
-fn compare(opts: &Opts, mode: Mode) -> i32 {
+fn compare(opts: &Opts, mode: Mode) -> Exit {
     let comparison = match sweep::load_curves(&opts.compare) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("floodgate-load: {e}");
-            return EXIT_ERROR;
+            return Exit::Error;
         }
     };
     let rendered = match opts.output {
@@ -491,14 +518,27 @@ fn compare(opts: &Opts, mode: Mode) -> i32 {
         OutputFormat::Html => html::render_compare(&comparison),
     };
     if write_output(opts, mode, &rendered) {
-        EXIT_OK
+        Exit::Ok
     } else {
-        EXIT_ERROR
+        Exit::Error
     }
 }
 
-/// The whole command: runs, writes the report, returns the exit status.
-pub fn execute(opts: Opts) -> i32 {
+/// Stops the run (through `stop`) at the first Ctrl-C and resolves at the
+/// second; never resolves when Ctrl-C cannot be listened for.
+async fn interrupted_twice(stop: watch::Sender<bool>) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("\nInterrupted: stopping and reporting (press Ctrl-C again to quit at once)");
+        let _ = stop.send(true);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
+/// The whole command: runs, writes the report, says how it ended.
+pub fn execute(opts: Opts) -> Exit {
     let mode = Mode::detect(opts.quiet);
     if !opts.compare.is_empty() {
         return compare(&opts, mode);
@@ -507,42 +547,36 @@ pub fn execute(opts: Opts) -> i32 {
         Ok(o) => o,
         Err(m) => {
             eprintln!("floodgate-load: {m}");
-            return EXIT_USAGE;
+            return Exit::Usage;
         }
     };
     let runtime = match build_runtime(opts.threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("floodgate-load: cannot start the runtime: {e}");
-            return EXIT_ERROR;
+            return Exit::Error;
         }
     };
+    // `None`: a second Ctrl-C quit the run at once, with no report.
     let result = runtime.block_on(async {
         let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\nInterrupted: stopping and reporting (press Ctrl-C again to quit at once)"
-                );
-                let _ = tx.send(true);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(EXIT_INTERRUPTED);
-                }
-            }
-        });
-        run(&run_options, mode, rx).await
+        tokio::select! {
+            result = run(&run_options, mode, rx) => Some(result),
+            () = interrupted_twice(tx) => None,
+        }
     });
     // Workers still parked on the runtime are not waited for.
     runtime.shutdown_background();
     let report = match result {
-        Ok(report) => report,
-        Err(Error::Usage(m)) => {
+        None => return Exit::Interrupted,
+        Some(Ok(report)) => report,
+        Some(Err(Error::Usage(m))) => {
             eprintln!("floodgate-load: {m}");
-            return EXIT_USAGE;
+            return Exit::Usage;
         }
-        Err(Error::Runtime(m)) => {
+        Some(Err(Error::Runtime(m))) => {
             eprintln!("floodgate-load: {m}");
-            return EXIT_ERROR;
+            return Exit::Error;
         }
     };
     let rendered = match opts.output {
@@ -551,7 +585,7 @@ pub fn execute(opts: Opts) -> i32 {
         OutputFormat::Html => html::render(&report),
     };
     if !write_output(&opts, mode, &rendered) {
-        return EXIT_ERROR;
+        return Exit::Error;
     }
     if !report.counts_consistent {
         eprintln!("floodgate-load: MISMATCH between the server's /metrics counters and the client's counts");
@@ -757,6 +791,60 @@ mod tests {
         assert_eq!(o.threads, Some(1));
         assert!(parse(&["-o", "xml"]).is_err());
         assert_eq!(parse(&["-o", "html"]).unwrap().output, OutputFormat::Html);
+    }
+
+    #[test]
+    fn exit_statuses_are_the_documented_ones() {
+        let all = [
+            Exit::Ok,
+            Exit::Error,
+            Exit::Usage,
+            Exit::Threshold,
+            Exit::Mismatch,
+            Exit::Interrupted,
+        ];
+        assert_eq!(all.map(Exit::code), [0, 1, 2, 3, 4, 130]);
+        for exit in all {
+            let line = format!("\n  {:<5}", exit.code());
+            assert!(EXIT_CODES_HELP.contains(&line), "--help lacks {exit:?}");
+        }
+    }
+
+    #[test]
+    fn a_finished_run_ends_with_its_worst_outcome() {
+        let run = |thresholds_passed, counts_consistent, jobs_verified, interrupted| RunReport {
+            scenarios: Vec::new(),
+            sweeps: Vec::new(),
+            thresholds_passed,
+            counts_consistent,
+            jobs_verified,
+            interrupted,
+        };
+        let (plain, strict) = (parse(&[]).unwrap(), parse(&["--fail-on-mismatch"]).unwrap());
+        assert_eq!(
+            exit_status(&run(true, true, true, false), &strict),
+            Exit::Ok
+        );
+        assert_eq!(
+            exit_status(&run(true, false, true, false), &plain),
+            Exit::Ok
+        );
+        assert_eq!(
+            exit_status(&run(true, false, true, false), &strict),
+            Exit::Mismatch
+        );
+        assert_eq!(
+            exit_status(&run(false, false, true, false), &strict),
+            Exit::Threshold
+        );
+        assert_eq!(
+            exit_status(&run(false, true, false, false), &plain),
+            Exit::Mismatch
+        );
+        assert_eq!(
+            exit_status(&run(false, false, false, true), &strict),
+            Exit::Interrupted
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 
-fn main() {
+fn main() -> ExitCode {
     let opts = floodgate_load::Opts::parse();
-    std::process::exit(floodgate_load::execute(opts));
+    floodgate_load::execute(opts).into()
 }
