@@ -31,6 +31,17 @@ pub struct Scenario {
     pub jobs: bool,
 }
 
+impl Scenario {
+    /// What it loads: requests, or jobs followed until they finish.
+    pub fn unit(&self) -> &'static str {
+        if self.jobs {
+            "jobs"
+        } else {
+            "requests"
+        }
+    }
+}
+
 /// A run: what is loaded, how, and what is checked.
 #[derive(Debug, Clone)]
 pub struct RunOptions {

@@ -2,6 +2,7 @@
 //! warmup, then its measured phase or its sweep's steps, each measured phase
 //! between two reads of the servers' `/metrics`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use http::{Method, Uri};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use crate::client::{self, BodySpec, Protocol, RequestTemplate};
+use crate::client::{self, BodySpec, Protocol, RequestTemplate, Target};
 use crate::options::{RunOptions, Scenario, SweepOptions};
 use crate::progress::{note, Mode, Progress};
 use crate::report::{self, RunReport, ScenarioReport, ServerMetrics, TargetMetrics};
@@ -48,6 +49,53 @@ pub async fn run(
     mode: Mode,
     interrupt: watch::Receiver<bool>,
 ) -> Result<RunReport, Error> {
+    let control_timeout = opts.timeout.min(Duration::from_secs(10));
+    let (targets, addrs) = resolve_targets(opts, control_timeout).await?;
+    if opts.check_health {
+        check_health(&targets, &addrs, control_timeout, mode).await?;
+    }
+    let metrics: Vec<MetricsSource> = targets
+        .iter()
+        .zip(&addrs)
+        .map(|(target, &addr)| MetricsSource {
+            base: target.base.clone(),
+            addr,
+            host: target.host_header(),
+            path: target.path("/metrics"),
+        })
+        .collect();
+    let ctx = Ctx {
+        opts,
+        mode,
+        targets: &targets,
+        addrs: &addrs,
+        metrics: &metrics,
+        control_timeout,
+        threads: current_threads(),
+        interrupt,
+    };
+    let mut reports = Vec::new();
+    let mut sweeps = Vec::new();
+    let mut interrupted = false;
+    for scenario in &opts.scenarios {
+        let ran = run_scenario(&ctx, scenario).await?;
+        reports.extend(ran.reports);
+        sweeps.extend(ran.sweep);
+        if ran.interrupted {
+            interrupted = true;
+            break;
+        }
+    }
+    Ok(RunReport::new(reports, interrupted).with_sweeps(sweeps))
+}
+
+/// The servers of `opts.urls` and their addresses, in the order given; a
+/// usage error for a bad URL, fewer connections than servers or a server
+/// given twice, a runtime error for one that cannot be resolved.
+async fn resolve_targets(
+    opts: &RunOptions,
+    control_timeout: Duration,
+) -> Result<(Vec<Target>, Vec<SocketAddr>), Error> {
     let targets = client::parse_targets(&opts.urls).map_err(Error::Usage)?;
     if (opts.concurrency as usize) < targets.len() {
         return Err(Error::Usage(format!(
@@ -56,8 +104,6 @@ pub async fn run(
             targets.len()
         )));
     }
-    let control_timeout = opts.timeout.min(Duration::from_secs(10));
-
     let mut addrs = Vec::with_capacity(targets.len());
     for target in &targets {
         let addr = client::resolve(&target.host, target.port, control_timeout)
@@ -78,36 +124,97 @@ pub async fn run(
         }
         addrs.push(addr);
     }
-    if opts.check_health {
-        for (target, &addr) in targets.iter().zip(&addrs) {
-            server::check_health(
-                addr,
-                &target.host_header(),
-                &target.path("/health"),
-                control_timeout,
-            )
-            .await
-            .map_err(|e| {
-                Error::Runtime(format!("server at {} is not healthy: {e}", target.base))
-            })?;
-            note(
-                mode,
-                &format!("Health check passed: {}/health", target.base),
-            );
+    Ok((targets, addrs))
+}
+
+/// `GET /health` on every server, in order; the first that fails is the error.
+async fn check_health(
+    targets: &[Target],
+    addrs: &[SocketAddr],
+    control_timeout: Duration,
+    mode: Mode,
+) -> Result<(), Error> {
+    for (target, &addr) in targets.iter().zip(addrs) {
+        server::check_health(
+            addr,
+            &target.host_header(),
+            &target.path("/health"),
+            control_timeout,
+        )
+        .await
+        .map_err(|e| Error::Runtime(format!("server at {} is not healthy: {e}", target.base)))?;
+        note(
+            mode,
+            &format!("Health check passed: {}/health", target.base),
+        );
+    }
+    Ok(())
+}
+
+/// What a run shares with each of its scenarios and measured phases.
+struct Ctx<'a> {
+    opts: &'a RunOptions,
+    mode: Mode,
+    /// The servers, and their addresses in the same order.
+    targets: &'a [Target],
+    addrs: &'a [SocketAddr],
+    metrics: &'a [MetricsSource],
+    control_timeout: Duration,
+    threads: usize,
+    interrupt: watch::Receiver<bool>,
+}
+
+/// What one scenario gave.
+struct ScenarioRun {
+    /// Its measured phase's report, or its sweep steps' reports.
+    reports: Vec<ScenarioReport>,
+    sweep: Option<SweepReport>,
+    /// Ctrl-C cut it short: no further scenario runs.
+    interrupted: bool,
+}
+
+/// One scenario: its warmup, then its measured phase or its sweep. The
+/// connections the warmup opened carry the measured load.
+async fn run_scenario(ctx: &Ctx<'_>, scenario: &Scenario) -> Result<ScenarioRun, Error> {
+    let opts = ctx.opts;
+    let jobs = scenario.jobs.then_some(JobPlan {
+        numbers: opts.number_range,
+        rounds: opts.rounds,
+        poll_interval: opts.poll_interval,
+    });
+    let (targets, urls) = phase_targets(ctx, scenario)?;
+    let measured = Measured {
+        scenario,
+        targets: &targets,
+        urls: &urls,
+    };
+    let mut pools = Vec::new();
+    if opts.warmup > 0 {
+        let (stop, kept) = warm_up(ctx, &measured, jobs).await;
+        if stop == StopReason::Interrupted {
+            return Ok(ScenarioRun {
+                reports: Vec::new(),
+                sweep: None,
+                interrupted: true,
+            });
         }
+        pools = kept;
     }
 
-    let threads = current_threads();
-    let metrics: Vec<MetricsSource> = targets
-        .iter()
-        .zip(&addrs)
-        .map(|(target, &addr)| MetricsSource {
-            base: target.base.clone(),
-            addr,
-            host: target.host_header(),
-            path: target.path("/metrics"),
-        })
-        .collect();
+    let spread = if ctx.targets.len() > 1 {
+        format!(" over {} targets", ctx.targets.len())
+    } else {
+        String::new()
+    };
+    if let Some(options) = &opts.sweep {
+        let (sweep, steps, stop) = run_sweep(ctx, &measured, options, &spread, pools).await;
+        return Ok(ScenarioRun {
+            reports: steps,
+            sweep: Some(sweep),
+            interrupted: stop == StopReason::Interrupted,
+        });
+    }
+
     let model = match opts.rate {
         Some(rate) => LoadModel::Open {
             rate,
@@ -117,205 +224,178 @@ pub async fn run(
             concurrency: opts.concurrency,
         },
     };
-    let ctx = Ctx {
-        opts,
-        mode,
-        metrics: &metrics,
-        control_timeout,
-        threads,
-        interrupt,
+    note(
+        ctx.mode,
+        &format!(
+            "Scenario {}: {} {} | {} | {}",
+            scenario.name,
+            scenario.method,
+            urls.join(", "),
+            describe_budget(opts, model, scenario),
+            describe_load(model, jobs.as_ref(), &spread)
+        ),
+    );
+    let plan = PhasePlan {
+        model,
+        max_requests: scenario.requests,
+        max_duration: opts.duration,
+        timeout: opts.timeout,
+        threads: ctx.threads,
+        record_window: ctx.mode != Mode::Off,
+        jobs,
     };
-    let mut reports = Vec::new();
-    let mut sweeps = Vec::new();
-    let mut interrupted = false;
-    for scenario in &opts.scenarios {
-        let jobs = scenario.jobs.then_some(JobPlan {
-            numbers: opts.number_range,
-            rounds: opts.rounds,
-            poll_interval: opts.poll_interval,
-        });
-        // What is loaded: requests, or jobs followed until they finish.
-        let unit = if jobs.is_some() { "jobs" } else { "requests" };
-        let body = match (&opts.body, &scenario.method) {
-            // Each job's body is made when it is submitted.
-            _ if jobs.is_some() => BodySpec::Empty,
-            (Some(b), _) => BodySpec::Fixed(Bytes::from(b.clone())),
-            (None, m) if *m == Method::POST || *m == Method::PUT || *m == Method::PATCH => {
-                BodySpec::Number(opts.number_range)
-            }
-            (None, _) => BodySpec::Empty,
-        };
-        let mut phase_targets = Vec::with_capacity(targets.len());
-        let mut urls = Vec::with_capacity(targets.len());
-        for (target, &addr) in targets.iter().zip(&addrs) {
-            let path = target.path(&scenario.path);
-            let uri: Uri = path
-                .parse()
-                .map_err(|e| Error::Usage(format!("invalid path {path}: {e}")))?;
-            phase_targets.push(PhaseTarget {
-                addr,
-                template: RequestTemplate::new(
-                    if opts.grpc {
-                        Protocol::Grpc
-                    } else {
-                        Protocol::Http1
-                    },
-                    scenario.method.clone(),
-                    uri,
-                    target.host_header(),
-                    body.clone(),
-                    opts.headers.clone(),
-                ),
-            });
-            urls.push(target.url(&scenario.path));
-        }
-        let mut pools = Vec::new();
-
-        if opts.warmup > 0 {
-            note(
-                mode,
-                &format!(
-                    "Warmup {}: {} {unit} (not counted)",
-                    scenario.name,
-                    report::thousands(opts.warmup)
-                ),
-            );
-            let warm_plan = PhasePlan {
-                model: LoadModel::Closed {
-                    concurrency: opts
-                        .concurrency
-                        .min(opts.warmup.min(u64::from(u32::MAX)) as u32),
-                },
-                max_requests: opts.warmup,
-                max_duration: opts.duration,
-                timeout: opts.timeout,
-                threads,
-                record_window: false,
-                jobs,
-            };
-            let (warm, kept) = run::run_phase(
-                &phase_targets,
-                &warm_plan,
-                pools,
-                |_| {},
-                ctx.interrupt.clone(),
-            )
-            .await;
-            pools = kept;
-            if warm.stop_reason == StopReason::Interrupted {
-                interrupted = true;
-                break;
-            }
-            if warm.stats.failed() > 0 {
-                note(
-                    mode,
-                    &format!(
-                        "Warmup {}: {} of {} requests failed",
-                        scenario.name,
-                        report::thousands(warm.stats.failed()),
-                        report::thousands(warm.stats.total())
-                    ),
-                );
-            }
-        }
-
-        let spread = if targets.len() > 1 {
-            format!(" over {} targets", targets.len())
-        } else {
-            String::new()
-        };
-        let measured = Measured {
-            scenario,
-            targets: &phase_targets,
-            urls: &urls,
-        };
-        if let Some(options) = &opts.sweep {
-            let (sweep, steps, stop) = run_sweep(&ctx, &measured, options, &spread, pools).await;
-            reports.extend(steps);
-            sweeps.push(sweep);
-            if stop == StopReason::Interrupted {
-                interrupted = true;
-                break;
-            }
-            continue;
-        }
-
-        let load = match (model, &jobs) {
-            (LoadModel::Closed { concurrency }, None) => {
-                format!("closed loop, {concurrency} connections{spread}")
-            }
-            (LoadModel::Open { rate, concurrency }, None) => {
-                format!("open loop, {rate} req/s, at most {concurrency} in flight{spread}")
-            }
-            (LoadModel::Closed { concurrency }, Some(plan)) => format!(
-                "closed loop, {concurrency} connections{spread}, each following one job at a time | {}",
-                describe_jobs(plan)
-            ),
-            (LoadModel::Open { rate, concurrency }, Some(plan)) => format!(
-                "open loop, {rate} jobs/s, at most {concurrency} followed at once{spread} | {}",
-                describe_jobs(plan)
-            ),
-        };
-        note(
-            mode,
-            &format!(
-                "Scenario {}: {} {} | {} | {load}",
-                scenario.name,
-                scenario.method,
-                urls.join(", "),
-                match model {
-                    LoadModel::Closed { .. } => format!(
-                        "{} {unit}, at most {}",
-                        report::thousands(scenario.requests),
-                        humantime::format_duration(opts.duration)
-                    ),
-                    LoadModel::Open { rate, .. } => format!(
-                        "{} {unit} scheduled over {}",
-                        report::thousands(schedule::planned_requests(
-                            rate,
-                            opts.duration,
-                            scenario.requests
-                        )),
-                        humantime::format_duration(opts.duration)
-                    ),
-                }
-            ),
-        );
-        let plan = PhasePlan {
-            model,
-            max_requests: scenario.requests,
-            max_duration: opts.duration,
-            timeout: opts.timeout,
-            threads,
-            record_window: mode != Mode::Off,
-            jobs,
-        };
-        let (report, stop, _pools) = measure(
-            &ctx,
-            &measured,
-            &plan,
-            &scenario.name,
-            (opts.min_success_rate, opts.max_p99_ms),
-            pools,
-        )
-        .await;
-        reports.push(report);
-        if stop == StopReason::Interrupted {
-            interrupted = true;
-            break;
-        }
-    }
-    Ok(RunReport::new(reports, interrupted).with_sweeps(sweeps))
+    let (report, stop, _pools) = measure(
+        ctx,
+        &measured,
+        &plan,
+        &scenario.name,
+        (opts.min_success_rate, opts.max_p99_ms),
+        pools,
+    )
+    .await;
+    Ok(ScenarioRun {
+        reports: vec![report],
+        sweep: None,
+        interrupted: stop == StopReason::Interrupted,
+    })
 }
 
-/// What a run shares with each of its measured phases.
-struct Ctx<'a> {
-    opts: &'a RunOptions,
-    mode: Mode,
-    metrics: &'a [MetricsSource],
-    control_timeout: Duration,
-    threads: usize,
-    interrupt: watch::Receiver<bool>,
+/// Where the requests of `scenario` go, with what, on each server; and the
+/// URL each loads.
+fn phase_targets(
+    ctx: &Ctx<'_>,
+    scenario: &Scenario,
+) -> Result<(Vec<PhaseTarget>, Vec<String>), Error> {
+    let opts = ctx.opts;
+    let body = request_body(opts, scenario);
+    let mut phase_targets = Vec::with_capacity(ctx.targets.len());
+    let mut urls = Vec::with_capacity(ctx.targets.len());
+    for (target, &addr) in ctx.targets.iter().zip(ctx.addrs) {
+        let path = target.path(&scenario.path);
+        let uri: Uri = path
+            .parse()
+            .map_err(|e| Error::Usage(format!("invalid path {path}: {e}")))?;
+        phase_targets.push(PhaseTarget {
+            addr,
+            template: RequestTemplate::new(
+                if opts.grpc {
+                    Protocol::Grpc
+                } else {
+                    Protocol::Http1
+                },
+                scenario.method.clone(),
+                uri,
+                target.host_header(),
+                body.clone(),
+                opts.headers.clone(),
+            ),
+        });
+        urls.push(target.url(&scenario.path));
+    }
+    Ok((phase_targets, urls))
+}
+
+/// The body of each request of `scenario`: `--body`, or a fresh number for
+/// POST, PUT and PATCH, or none.
+fn request_body(opts: &RunOptions, scenario: &Scenario) -> BodySpec {
+    match (&opts.body, &scenario.method) {
+        // Each job's body is made when it is submitted.
+        _ if scenario.jobs => BodySpec::Empty,
+        (Some(b), _) => BodySpec::Fixed(Bytes::from(b.clone())),
+        (None, m) if *m == Method::POST || *m == Method::PUT || *m == Method::PATCH => {
+            BodySpec::Number(opts.number_range)
+        }
+        (None, _) => BodySpec::Empty,
+    }
+}
+
+/// The warmup of a scenario: `--warmup` requests (jobs), closed loop, not
+/// counted. Returns how it stopped and the connections it leaves open.
+async fn warm_up(
+    ctx: &Ctx<'_>,
+    m: &Measured<'_>,
+    jobs: Option<JobPlan>,
+) -> (StopReason, Vec<run::Pool>) {
+    let opts = ctx.opts;
+    note(
+        ctx.mode,
+        &format!(
+            "Warmup {}: {} {} (not counted)",
+            m.scenario.name,
+            report::thousands(opts.warmup),
+            m.scenario.unit()
+        ),
+    );
+    let plan = PhasePlan {
+        model: LoadModel::Closed {
+            concurrency: opts
+                .concurrency
+                .min(opts.warmup.min(u64::from(u32::MAX)) as u32),
+        },
+        max_requests: opts.warmup,
+        max_duration: opts.duration,
+        timeout: opts.timeout,
+        threads: ctx.threads,
+        record_window: false,
+        jobs,
+    };
+    let (warm, pools) =
+        run::run_phase(m.targets, &plan, Vec::new(), |_| {}, ctx.interrupt.clone()).await;
+    if warm.stop_reason != StopReason::Interrupted && warm.stats.failed() > 0 {
+        note(
+            ctx.mode,
+            &format!(
+                "Warmup {}: {} of {} requests failed",
+                m.scenario.name,
+                report::thousands(warm.stats.failed()),
+                report::thousands(warm.stats.total())
+            ),
+        );
+    }
+    (warm.stop_reason, pools)
+}
+
+/// What a measured phase of `scenario` sends at most: `1,000 requests, at
+/// most 5m`, or in open loop `1,000 requests scheduled over 5m`.
+fn describe_budget(opts: &RunOptions, model: LoadModel, scenario: &Scenario) -> String {
+    let unit = scenario.unit();
+    match model {
+        LoadModel::Closed { .. } => format!(
+            "{} {unit}, at most {}",
+            report::thousands(scenario.requests),
+            humantime::format_duration(opts.duration)
+        ),
+        LoadModel::Open { rate, .. } => format!(
+            "{} {unit} scheduled over {}",
+            report::thousands(schedule::planned_requests(
+                rate,
+                opts.duration,
+                scenario.requests
+            )),
+            humantime::format_duration(opts.duration)
+        ),
+    }
+}
+
+/// How the load is paced: `closed loop, 500 connections over 2 targets`, and
+/// how jobs are followed in the jobs scenario.
+fn describe_load(model: LoadModel, jobs: Option<&JobPlan>, spread: &str) -> String {
+    match (model, jobs) {
+        (LoadModel::Closed { concurrency }, None) => {
+            format!("closed loop, {concurrency} connections{spread}")
+        }
+        (LoadModel::Open { rate, concurrency }, None) => {
+            format!("open loop, {rate} req/s, at most {concurrency} in flight{spread}")
+        }
+        (LoadModel::Closed { concurrency }, Some(plan)) => format!(
+            "closed loop, {concurrency} connections{spread}, each following one job at a time | {}",
+            describe_jobs(plan)
+        ),
+        (LoadModel::Open { rate, concurrency }, Some(plan)) => format!(
+            "open loop, {rate} jobs/s, at most {concurrency} followed at once{spread} | {}",
+            describe_jobs(plan)
+        ),
+    }
 }
 
 /// The scenario being measured and where its requests go.
@@ -455,19 +535,7 @@ async fn run_sweep(
             &limits,
             step_stop == StopReason::Interrupted,
         );
-        note(
-            ctx.mode,
-            &format!(
-                "Sweep {} step {n}: {} req/s offered, {} achieved, p99 {}, errors {:.3} % | {}",
-                m.scenario.name,
-                report::fmt_rate(rate),
-                report::fmt_rate(step.achieved_rate),
-                step.p99_ms
-                    .map_or_else(|| "-".to_owned(), report::fmt_latency_short),
-                step.error_rate,
-                step.reason.as_deref().unwrap_or("within the limits")
-            ),
-        );
+        note(ctx.mode, &describe_step(&m.scenario.name, &step));
         done.push((rate, step.passed));
         steps.push(step);
         reports.push(report);
@@ -486,29 +554,43 @@ async fn run_sweep(
         steps,
         stopped,
     );
+    note(ctx.mode, &describe_sweep_end(&sweep));
+    (sweep, reports, stop)
+}
+
+/// A step as it finishes: `Sweep fast step 3: 4,000.0 req/s offered,
+/// 3,998.2 achieved, p99 3.1ms, errors 0.000 % | within the limits`.
+fn describe_step(scenario: &str, step: &SweepStep) -> String {
+    format!(
+        "Sweep {scenario} step {}: {} req/s offered, {} achieved, p99 {}, errors {:.3} % | {}",
+        step.step,
+        report::fmt_rate(step.offered_rate),
+        report::fmt_rate(step.achieved_rate),
+        step.p99_ms
+            .map_or_else(|| "-".to_owned(), report::fmt_latency_short),
+        step.error_rate,
+        step.reason.as_deref().unwrap_or("within the limits")
+    )
+}
+
+/// The sweep's knee (or that no step met the limits), and why it ended.
+fn describe_sweep_end(sweep: &SweepReport) -> String {
     match &sweep.knee {
-        Some(knee) => note(
-            ctx.mode,
-            &format!(
-                "Sweep {}: knee at {} req/s offered ({} achieved, p99 {}); {}",
-                m.scenario.name,
-                report::fmt_rate(knee.offered_rate),
-                report::fmt_rate(knee.achieved_rate),
-                knee.p99_ms
-                    .map_or_else(|| "-".to_owned(), report::fmt_latency_short),
-                stopped.describe()
-            ),
+        Some(knee) => format!(
+            "Sweep {}: knee at {} req/s offered ({} achieved, p99 {}); {}",
+            sweep.scenario,
+            report::fmt_rate(knee.offered_rate),
+            report::fmt_rate(knee.achieved_rate),
+            knee.p99_ms
+                .map_or_else(|| "-".to_owned(), report::fmt_latency_short),
+            sweep.stopped.describe()
         ),
-        None => note(
-            ctx.mode,
-            &format!(
-                "Sweep {}: no step met the limits; {}",
-                m.scenario.name,
-                stopped.describe()
-            ),
+        None => format!(
+            "Sweep {}: no step met the limits; {}",
+            sweep.scenario,
+            sweep.stopped.describe()
         ),
     }
-    (sweep, reports, stop)
 }
 
 /// `rounds 1000, polled every 50ms`.
