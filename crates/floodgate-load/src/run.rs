@@ -178,6 +178,29 @@ pub struct Live {
 }
 
 impl Live {
+    /// The live state of a phase starting at `started_at` with `shards`
+    /// statistics shards and `planned` requests.
+    fn new(shards: usize, plan: &PhasePlan, planned: u64, started_at: Instant) -> Live {
+        let clock = SlotClock::new(plan.max_duration, plan.timeout);
+        Live {
+            shards: (0..shards)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        stats: Stats::new(),
+                        window: new_histogram(),
+                        timeline: SlotRecorder::new(),
+                        jobs: plan.jobs.map(|_| JobStats::default()),
+                    })
+                })
+                .collect(),
+            planned,
+            started_at,
+            jobs: plan.jobs.is_some(),
+            timeline: Mutex::new(Timeline::new(clock)),
+            clock,
+        }
+    }
+
     /// Finished requests (jobs the client is done with, in the jobs scenario)
     /// and failures (jobs not verified) so far, and drains the window histogram.
     pub fn sample(&self) -> (u64, u64, Histogram<u64>) {
@@ -286,7 +309,7 @@ pub async fn connect_pool(
 pub async fn run_phase(
     targets: &[PhaseTarget],
     plan: &PhasePlan,
-    mut pools: Vec<Pool>,
+    pools: Vec<Pool>,
     on_start: impl FnOnce(Arc<Live>),
     mut interrupt: watch::Receiver<bool>,
 ) -> (PhaseResult, Vec<Pool>) {
@@ -299,8 +322,50 @@ pub async fn run_phase(
         }
     };
     let per_target = spread(concurrency, targets.len());
+    let pools = connect_targets(targets, &per_target, pools, plan.timeout).await;
+
+    let shard_ranges = shard_ranges(&per_target, plan.threads);
+    let shard_count = shard_ranges.last().map_or(0, |r| r.end);
+    let target_states = target_states(targets, &per_target);
+    let started_at = Instant::now();
+    let live = Arc::new(Live::new(shard_count, plan, limit, started_at));
+    let shared = Arc::new(Shared {
+        live: live.clone(),
+        targets: target_states,
+        model: plan.model,
+        limit,
+        deadline: started_at + plan.max_duration,
+        timeout: plan.timeout,
+        next: AtomicU64::new(0),
+        record_window: plan.record_window,
+        jobs: plan.jobs,
+    });
+    on_start(live.clone());
+
+    let workers = spawn_workers(&shared, targets, pools, &shard_ranges, concurrency);
+    let (pools, interrupted) = join_workers(workers, &per_target, &mut interrupt).await;
+    let elapsed = started_at.elapsed();
+    let result = phase_result(
+        &shared,
+        plan,
+        shard_ranges,
+        &per_target,
+        elapsed,
+        interrupted,
+    );
+    (result, pools)
+}
+
+/// Each target's pool topped up to its share of the connections, all
+/// targets connecting at once.
+async fn connect_targets(
+    targets: &[PhaseTarget],
+    per_target: &[u32],
+    mut pools: Vec<Pool>,
+    timeout: Duration,
+) -> Vec<Pool> {
     pools.resize_with(targets.len(), Vec::new);
-    let connect_timeout = plan.timeout.min(Duration::from_secs(5));
+    let connect_timeout = timeout.min(Duration::from_secs(5));
     let mut connecting = JoinSet::new();
     for (t, (target, pool)) in targets.iter().zip(pools).enumerate() {
         let (addr, n, protocol) = (target.addr, per_target[t], target.template.protocol);
@@ -317,25 +382,34 @@ pub async fn run_phase(
             pools[t] = pool;
         }
     }
+    pools
+}
 
-    // Each target gets its own shards, so its statistics can be told apart.
-    let mut shard_ranges = Vec::with_capacity(targets.len());
+/// The statistics shards of each target, as consecutive index ranges: each
+/// target gets its own, so its statistics can be told apart.
+fn shard_ranges(per_target: &[u32], threads: usize) -> Vec<Range<usize>> {
+    let mut ranges = Vec::with_capacity(per_target.len());
     let mut shard_count = 0;
-    for &n in &per_target {
-        let count = if plan.threads <= 1 {
+    for &n in per_target {
+        let count = if threads <= 1 {
             1
         } else {
-            (plan.threads * 4).min(n as usize).max(1)
+            (threads * 4).min(n as usize).max(1)
         };
-        shard_ranges.push(shard_count..shard_count + count);
+        ranges.push(shard_count..shard_count + count);
         shard_count += count;
     }
-    // Open loop: request `i` goes to the `i % slots`-th target that has connections.
+    ranges
+}
+
+/// Each target's share of the phase. In open loop request `i` goes to the
+/// `i % slots`-th target that has connections.
+fn target_states(targets: &[PhaseTarget], per_target: &[u32]) -> Vec<TargetState> {
     let slots = per_target.iter().filter(|&&n| n > 0).count() as u64;
     let mut slot = 0;
-    let target_states = targets
+    targets
         .iter()
-        .zip(&per_target)
+        .zip(per_target)
         .map(|(target, &n)| {
             let state = TargetState {
                 template: target.template.clone(),
@@ -348,40 +422,19 @@ pub async fn run_phase(
             slot += u64::from(n > 0);
             state
         })
-        .collect();
-    let clock = SlotClock::new(plan.max_duration, plan.timeout);
-    let started_at = Instant::now();
-    let live = Arc::new(Live {
-        shards: (0..shard_count)
-            .map(|_| {
-                Mutex::new(Shard {
-                    stats: Stats::new(),
-                    window: new_histogram(),
-                    timeline: SlotRecorder::new(),
-                    jobs: plan.jobs.map(|_| JobStats::default()),
-                })
-            })
-            .collect(),
-        planned: limit,
-        started_at,
-        jobs: plan.jobs.is_some(),
-        timeline: Mutex::new(Timeline::new(clock)),
-        clock,
-    });
-    let shared = Arc::new(Shared {
-        live: live.clone(),
-        targets: target_states,
-        model: plan.model,
-        limit,
-        deadline: started_at + plan.max_duration,
-        timeout: plan.timeout,
-        next: AtomicU64::new(0),
-        record_window: plan.record_window,
-        jobs: plan.jobs,
-    });
-    on_start(live.clone());
+        .collect()
+}
 
-    // Connection `w` goes to target `w % targets`.
+/// One worker per connection: connection `w` goes to target `w % targets`,
+/// and the workers of a target take its shards in turn. Each worker returns
+/// its target and its connection.
+fn spawn_workers(
+    shared: &Arc<Shared>,
+    targets: &[PhaseTarget],
+    pools: Vec<Pool>,
+    shard_ranges: &[Range<usize>],
+    concurrency: u32,
+) -> JoinSet<(usize, Option<Conn>)> {
     let mut workers = JoinSet::new();
     let mut conns: Vec<_> = pools.into_iter().map(Vec::into_iter).collect();
     let mut assigned = vec![0usize; targets.len()];
@@ -397,9 +450,20 @@ pub async fn run_phase(
         let shared = shared.clone();
         workers.spawn(async move { (t, worker(shared, t, shard, slot).await) });
     }
+    workers
+}
 
-    let mut pools: Vec<Pool> = (0..targets.len())
-        .map(|t| Vec::with_capacity(per_target[t] as usize))
+/// Waits for every worker (aborting them all if `interrupt` turns true) and
+/// gathers the connections they kept, per target; also says whether the
+/// phase was interrupted.
+async fn join_workers(
+    mut workers: JoinSet<(usize, Option<Conn>)>,
+    per_target: &[u32],
+    interrupt: &mut watch::Receiver<bool>,
+) -> (Vec<Pool>, bool) {
+    let mut pools: Vec<Pool> = per_target
+        .iter()
+        .map(|&n| Vec::with_capacity(n as usize))
         .collect();
     let mut interrupted = false;
     loop {
@@ -409,13 +473,26 @@ pub async fn run_phase(
                 Some(Ok((t, conn))) => pools[t].push(conn),
                 Some(Err(_)) => {}
             },
-            () = wait_for_interrupt(&mut interrupt), if !interrupted => {
+            () = wait_for_interrupt(interrupt), if !interrupted => {
                 interrupted = true;
                 workers.abort_all();
             }
         }
     }
-    let elapsed = started_at.elapsed();
+    (pools, interrupted)
+}
+
+/// What the phase did, once its workers are done: statistics per target and
+/// together, the timeline, and why and how it stopped.
+fn phase_result(
+    shared: &Shared,
+    plan: &PhasePlan,
+    shard_ranges: Vec<Range<usize>>,
+    per_target: &[u32],
+    elapsed: Duration,
+    interrupted: bool,
+) -> PhaseResult {
+    let live = &shared.live;
     for shard in &live.shards {
         shard
             .lock()
@@ -425,10 +502,10 @@ pub async fn run_phase(
     }
     let timeline = live.timeline.lock().expect("timeline lock").report(elapsed);
 
-    let target_results: Vec<TargetResult> = shard_ranges
+    let targets: Vec<TargetResult> = shard_ranges
         .into_iter()
         .zip(&shared.targets)
-        .zip(&per_target)
+        .zip(per_target)
         .map(|((range, state), &connections)| {
             let stats = live.merged(range.clone());
             let requests =
@@ -441,7 +518,8 @@ pub async fn run_phase(
             }
         })
         .collect();
-    let stats = live.merged(0..shard_count);
+    let all_shards = 0..live.shards.len();
+    let stats = live.merged(all_shards.clone());
     let started: u64 = shared
         .targets
         .iter()
@@ -462,24 +540,21 @@ pub async fn run_phase(
     };
     let unsent = match (plan.model, stop_reason) {
         (LoadModel::Open { .. }, StopReason::Duration | StopReason::Requests) => {
-            limit.saturating_sub(started)
+            shared.limit.saturating_sub(started)
         }
         _ => 0,
     };
-    (
-        PhaseResult {
-            stats,
-            elapsed,
-            stop_reason,
-            cancelled,
-            unsent,
-            targets: target_results,
-            jobs: live.merged_jobs(0..shard_count),
-            job_plan: plan.jobs,
-            timeline,
-        },
-        pools,
-    )
+    PhaseResult {
+        stats,
+        elapsed,
+        stop_reason,
+        cancelled,
+        unsent,
+        targets,
+        jobs: live.merged_jobs(all_shards),
+        job_plan: plan.jobs,
+        timeline,
+    }
 }
 
 /// Resolves when `interrupt` turns true; never if its sender is gone.
@@ -719,5 +794,11 @@ mod tests {
         assert_eq!(spread(7, 3), [3, 2, 2]);
         assert_eq!(spread(500, 1), [500]);
         assert_eq!(spread(2, 3), [1, 1, 0]);
+    }
+
+    #[test]
+    fn each_target_gets_its_own_shards() {
+        assert_eq!(shard_ranges(&[3, 2], 1), [0..1, 1..2]);
+        assert_eq!(shard_ranges(&[500, 2, 0], 4), [0..16, 16..18, 18..19]);
     }
 }
