@@ -15,9 +15,12 @@ use serde::Serialize;
 use crate::chart::{
     escape, fmt_number, Bar, BarChart, LineChart, Rule, Scale, Series, PALETTE, WIDE,
 };
-use crate::report::{fmt_percent, fmt_rate, thousands, RunReport, ScenarioReport, ServerMetrics};
+use crate::report::{
+    fmt_percent, fmt_rate, thousands, JobsReport, RunReport, ScenarioReport, ServerMetrics,
+};
 use crate::run::{LoadModel, StopReason};
 use crate::sweep::{Comparison, SweepReport};
+use crate::timeline::{TimelinePoint, TimelineReport};
 
 const STYLE: &str = r#"
 :root { color-scheme: light; --fg: #1d2330; --muted: #5b6475; --line: #d9dee7; --bg: #ffffff; --panel: #f6f8fb; }
@@ -144,14 +147,46 @@ fn describe_stop(stop: StopReason) -> &'static str {
     }
 }
 
+/// One scenario's section: heading, figures, charts, the server check, the
+/// targets, thresholds and jobs.
 fn write_scenario(out: &mut String, i: usize, s: &ScenarioReport) {
-    let id = |field: &str| format!("s{i}-{field}");
-    let r = &s.requests;
     let _ = write!(
         out,
         "<section class=\"scenario\" id=\"s{i}\" data-name=\"{}\">",
         escape(&s.name)
     );
+    write_heading(out, s);
+    write_figures(out, i, s);
+
+    out.push_str("<div class=\"charts\">");
+    write_percentile_chart(out, i, s);
+    write_timeline_charts(out, i, s);
+    write_status_chart(out, i, s);
+    write_error_chart(out, i, s);
+    out.push_str("</div>");
+    if s.error_codes.is_empty() && s.requests.failed == 0 {
+        out.push_str("<p class=\"meta ok\">No errors.</p>");
+    }
+
+    write_server_metrics(out, i, &s.server_metrics);
+    if s.targets.len() > 1 {
+        write_targets(out, s);
+    }
+    write_thresholds(out, s);
+    if let Some(j) = &s.jobs {
+        write_jobs(out, i, j);
+    }
+    out.push_str("</section>");
+}
+
+/// The id of a scenario's element: `s{scenario}-{field}`.
+fn field_id(i: usize, field: &str) -> String {
+    format!("s{i}-{field}")
+}
+
+/// `Scenario fast: POST http://…`, then the load model, why it stopped and
+/// how long it ran.
+fn write_heading(out: &mut String, s: &ScenarioReport) {
     let target = match &s.url {
         Some(url) => url.clone(),
         None => format!("{} targets", s.targets.len()),
@@ -169,7 +204,13 @@ fn write_scenario(out: &mut String, i: usize, s: &ScenarioReport) {
         describe_stop(s.stop_reason),
         s.duration_secs
     );
+}
 
+/// The headline figures: counts, rate, duration, latency percentiles and
+/// errors by kind.
+fn write_figures(out: &mut String, i: usize, s: &ScenarioReport) {
+    let id = |field: &str| field_id(i, field);
+    let r = &s.requests;
     out.push_str("<dl class=\"figures\">");
     figure(out, &id("total"), "Requests", &r.total, &thousands(r.total));
     figure(
@@ -252,220 +293,241 @@ fn write_scenario(out: &mut String, i: usize, s: &ScenarioReport) {
         );
     }
     out.push_str("</dl>");
+}
 
-    out.push_str("<div class=\"charts\">");
-    if !s.percentiles.is_empty() {
-        let mut chart = LineChart::new(
-            &id("percentiles"),
-            "Latency by percentile",
-            "percentile",
-            "latency (ms)",
-        );
-        chart.x_scale = Scale::Percentile;
-        chart.series.push(
-            Series::new(
-                "latency",
-                PALETTE[0],
-                s.percentiles
-                    .iter()
-                    .map(|p| (p.percentile, p.latency_ms))
-                    .collect(),
-            )
-            .with_markers(),
-        );
-        chart_figure(
-            out,
-            "Latency by percentile",
-            &chart.render(),
-            "HDR histogram of all responses; the axis spreads the tail: 90 %, 99 %, 99.9 % … evenly.",
-        );
+/// Latency by percentile, on the HDR axis (none without responses).
+fn write_percentile_chart(out: &mut String, i: usize, s: &ScenarioReport) {
+    if s.percentiles.is_empty() {
+        return;
     }
-    let points = &s.timeline.points;
-    if !points.is_empty() {
-        let secs = |p: &crate::timeline::TimelinePoint| p.start_secs as f64;
-        let mut chart = LineChart::new(
-            &id("throughput"),
-            "Throughput over time",
-            "seconds",
-            "requests/s",
-        );
-        chart.series.push(Series::new(
-            "requests/s",
+    let mut chart = LineChart::new(
+        &field_id(i, "percentiles"),
+        "Latency by percentile",
+        "percentile",
+        "latency (ms)",
+    );
+    chart.x_scale = Scale::Percentile;
+    chart.series.push(
+        Series::new(
+            "latency",
             PALETTE[0],
-            points.iter().map(|p| (secs(p), p.rps)).collect(),
-        ));
-        if points.iter().any(|p| p.failed > 0) {
-            let interval = s.timeline.interval_secs as f64;
-            chart.series.push(Series::new(
-                "failed/s",
-                PALETTE[1],
-                points
-                    .iter()
-                    .map(|p| {
-                        let rate = if p.requests > 0 {
-                            p.rps * p.failed as f64 / p.requests as f64
-                        } else {
-                            p.failed as f64 / interval
-                        };
-                        (secs(p), rate)
-                    })
-                    .collect(),
-            ));
-        }
+            s.percentiles
+                .iter()
+                .map(|p| (p.percentile, p.latency_ms))
+                .collect(),
+        )
+        .with_markers(),
+    );
+    chart_figure(
+        out,
+        "Latency by percentile",
+        &chart.render(),
+        "HDR histogram of all responses; the axis spreads the tail: 90 %, 99 %, 99.9 % … evenly.",
+    );
+}
+
+/// Throughput and latency over time, from the timeline (none when it is empty).
+fn write_timeline_charts(out: &mut String, i: usize, s: &ScenarioReport) {
+    if s.timeline.points.is_empty() {
+        return;
+    }
+    chart_figure(
+        out,
+        "Throughput over time",
+        &throughput_chart(&field_id(i, "throughput"), &s.timeline).render(),
+        &format!(
+            "Requests completed per second, by the {} s interval they completed in.",
+            s.timeline.interval_secs
+        ),
+    );
+    let chart = latency_chart(&field_id(i, "latency"), &s.timeline);
+    if chart.points() > 0 {
         chart_figure(
             out,
-            "Throughput over time",
-            &chart.render(),
-            &format!(
-                "Requests completed per second, by the {} s interval they completed in.",
-                s.timeline.interval_secs
-            ),
-        );
-        let mut chart = LineChart::new(
-            &id("latency"),
             "Latency over time",
-            "seconds",
-            "latency (ms)",
+            &chart.render(),
+            "Percentiles of the responses completed in each interval (2 significant digits; max exact).",
         );
-        for (name, color, pick) in [
-            ("p50", PALETTE[2], 0),
-            ("p90", PALETTE[0], 1),
-            ("p99", PALETTE[3], 2),
-            ("max", PALETTE[1], 3),
-        ] {
-            let values: Vec<(f64, f64)> = points
-                .iter()
-                .filter_map(|p| {
-                    let v = [p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms][pick]?;
-                    Some((secs(p), v))
-                })
-                .collect();
-            if !values.is_empty() {
-                let series = Series::new(name, color, values);
-                chart.series.push(if name == "max" {
-                    series.dashed()
-                } else {
-                    series
-                });
-            }
-        }
-        if chart.points() > 0 {
-            chart_figure(
-                out,
-                "Latency over time",
-                &chart.render(),
-                "Percentiles of the responses completed in each interval (2 significant digits; max exact).",
-            );
-        }
     }
-    if !s.status_codes.is_empty() {
-        let chart = BarChart {
-            id: id("status"),
-            title: "Status codes".into(),
-            bars: s
-                .status_codes
+}
+
+/// Requests per second interval by interval, and failed ones when there are any.
+fn throughput_chart(id: &str, timeline: &TimelineReport) -> LineChart {
+    let points = &timeline.points;
+    let secs = |p: &TimelinePoint| p.start_secs as f64;
+    let mut chart = LineChart::new(id, "Throughput over time", "seconds", "requests/s");
+    chart.series.push(Series::new(
+        "requests/s",
+        PALETTE[0],
+        points.iter().map(|p| (secs(p), p.rps)).collect(),
+    ));
+    if points.iter().any(|p| p.failed > 0) {
+        let interval = timeline.interval_secs as f64;
+        chart.series.push(Series::new(
+            "failed/s",
+            PALETTE[1],
+            points
                 .iter()
-                .map(|(code, n)| Bar {
-                    label: code.clone(),
-                    value: *n,
-                    color: status_color(code).into(),
+                .map(|p| {
+                    let rate = if p.requests > 0 {
+                        p.rps * p.failed as f64 / p.requests as f64
+                    } else {
+                        p.failed as f64 / interval
+                    };
+                    (secs(p), rate)
                 })
                 .collect(),
-        };
-        chart_figure(
-            out,
-            "Status codes",
-            &chart.render(),
-            "Responses by HTTP status.",
-        );
+        ));
     }
+    chart
+}
+
+/// p50, p90, p99 and max interval by interval (those with responses).
+fn latency_chart(id: &str, timeline: &TimelineReport) -> LineChart {
+    let secs = |p: &TimelinePoint| p.start_secs as f64;
+    let mut chart = LineChart::new(id, "Latency over time", "seconds", "latency (ms)");
+    for (name, color, pick) in [
+        ("p50", PALETTE[2], 0),
+        ("p90", PALETTE[0], 1),
+        ("p99", PALETTE[3], 2),
+        ("max", PALETTE[1], 3),
+    ] {
+        let values: Vec<(f64, f64)> = timeline
+            .points
+            .iter()
+            .filter_map(|p| {
+                let v = [p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms][pick]?;
+                Some((secs(p), v))
+            })
+            .collect();
+        if !values.is_empty() {
+            let series = Series::new(name, color, values);
+            chart.series.push(if name == "max" {
+                series.dashed()
+            } else {
+                series
+            });
+        }
+    }
+    chart
+}
+
+/// Responses by HTTP status (none without responses).
+fn write_status_chart(out: &mut String, i: usize, s: &ScenarioReport) {
+    if s.status_codes.is_empty() {
+        return;
+    }
+    let chart = BarChart {
+        id: field_id(i, "status"),
+        title: "Status codes".into(),
+        bars: s
+            .status_codes
+            .iter()
+            .map(|(code, n)| Bar {
+                label: code.clone(),
+                value: *n,
+                color: status_color(code).into(),
+            })
+            .collect(),
+    };
+    chart_figure(
+        out,
+        "Status codes",
+        &chart.render(),
+        "Responses by HTTP status.",
+    );
+}
+
+/// Non-2xx responses by error code, and requests that got no response by
+/// why (none without errors).
+fn write_error_chart(out: &mut String, i: usize, s: &ScenarioReport) {
+    let r = &s.requests;
     let transport = [
         ("timeout", r.timeouts),
         ("connect failure", r.connect_failures),
         ("broken connection", r.broken_connections),
     ];
-    if !s.error_codes.is_empty() || transport.iter().any(|(_, n)| *n > 0) {
-        let mut bars: Vec<Bar> = s
-            .error_codes
+    if s.error_codes.is_empty() && transport.iter().all(|(_, n)| *n == 0) {
+        return;
+    }
+    let mut bars: Vec<Bar> = s
+        .error_codes
+        .iter()
+        .map(|(code, n)| Bar {
+            label: code.clone(),
+            value: *n,
+            color: PALETTE[1].into(),
+        })
+        .collect();
+    bars.extend(
+        transport
             .iter()
-            .map(|(code, n)| Bar {
-                label: code.clone(),
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| Bar {
+                label: format!("({what})"),
                 value: *n,
-                color: PALETTE[1].into(),
-            })
-            .collect();
-        bars.extend(
-            transport
-                .iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(what, n)| Bar {
-                    label: format!("({what})"),
-                    value: *n,
-                    color: PALETTE[7].into(),
-                }),
-        );
-        let chart = BarChart {
-            id: id("errors"),
-            title: "Errors".into(),
-            bars,
-        };
-        chart_figure(
-            out,
-            "Errors",
-            &chart.render(),
-            "Non-2xx responses by the JSON code of their body, and requests that got no response.",
-        );
-    }
-    out.push_str("</div>");
-    if s.error_codes.is_empty() && r.failed == 0 {
-        out.push_str("<p class=\"meta ok\">No errors.</p>");
-    }
+                color: PALETTE[7].into(),
+            }),
+    );
+    let chart = BarChart {
+        id: field_id(i, "errors"),
+        title: "Errors".into(),
+        bars,
+    };
+    chart_figure(
+        out,
+        "Errors",
+        &chart.render(),
+        "Non-2xx responses by the JSON code of their body, and requests that got no response.",
+    );
+}
 
-    write_server_metrics(out, i, &s.server_metrics);
-    if s.targets.len() > 1 {
-        write_targets(out, s);
+/// Each threshold, its limit, the actual value and the verdict.
+fn write_thresholds(out: &mut String, s: &ScenarioReport) {
+    if s.thresholds.is_empty() {
+        return;
     }
-    if !s.thresholds.is_empty() {
-        out.push_str("<h3>Thresholds</h3><table><tr><th>threshold</th><th>limit</th><th>actual</th><th></th></tr>");
-        for t in &s.thresholds {
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
-                escape(&t.name),
-                t.limit,
-                t.actual
-                    .map_or_else(|| "n/a".to_owned(), |a| format!("{a:.3}")),
-                if t.passed { "ok" } else { "bad" },
-                if t.passed { "PASS" } else { "FAIL" }
-            );
-        }
-        out.push_str("</table>");
+    out.push_str("<h3>Thresholds</h3><table><tr><th>threshold</th><th>limit</th><th>actual</th><th></th></tr>");
+    for t in &s.thresholds {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            escape(&t.name),
+            t.limit,
+            t.actual
+                .map_or_else(|| "n/a".to_owned(), |a| format!("{a:.3}")),
+            if t.passed { "ok" } else { "bad" },
+            if t.passed { "PASS" } else { "FAIL" }
+        );
     }
-    if let Some(j) = &s.jobs {
-        out.push_str("<h3>Jobs</h3><dl class=\"figures\">");
-        for (field, label, v) in [
-            ("jobs-submitted", "Submitted", j.submitted),
-            ("jobs-completed", "Completed", j.completed),
-            ("jobs-verified", "Verified", j.verified),
-            ("jobs-wrong", "Wrong digest", j.digest_mismatches),
-            ("jobs-failed", "Failed", j.failed),
-            ("jobs-lost", "Lost", j.lost),
-            ("jobs-unfinished", "Unfinished", j.unfinished),
-        ] {
-            figure(out, &id(field), label, &v, &thousands(v));
-        }
-        if let Some(l) = &j.time_to_completion_ms {
-            figure(
-                out,
-                &id("jobs-ttc-p99"),
-                "Time to completion p99",
-                &l.p99_ms,
-                &fmt_ms(l.p99_ms),
-            );
-        }
-        out.push_str("</dl>");
+    out.push_str("</table>");
+}
+
+/// The jobs scenario's figures: what became of the jobs.
+fn write_jobs(out: &mut String, i: usize, j: &JobsReport) {
+    let id = |field: &str| field_id(i, field);
+    out.push_str("<h3>Jobs</h3><dl class=\"figures\">");
+    for (field, label, v) in [
+        ("jobs-submitted", "Submitted", j.submitted),
+        ("jobs-completed", "Completed", j.completed),
+        ("jobs-verified", "Verified", j.verified),
+        ("jobs-wrong", "Wrong digest", j.digest_mismatches),
+        ("jobs-failed", "Failed", j.failed),
+        ("jobs-lost", "Lost", j.lost),
+        ("jobs-unfinished", "Unfinished", j.unfinished),
+    ] {
+        figure(out, &id(field), label, &v, &thousands(v));
     }
-    out.push_str("</section>");
+    if let Some(l) = &j.time_to_completion_ms {
+        figure(
+            out,
+            &id("jobs-ttc-p99"),
+            "Time to completion p99",
+            &l.p99_ms,
+            &fmt_ms(l.p99_ms),
+        );
+    }
+    out.push_str("</dl>");
 }
 
 /// The latency-versus-throughput chart of `curves` (name, sweep, colour):
