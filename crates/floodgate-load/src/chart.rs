@@ -333,6 +333,28 @@ impl LineChart {
 
     /// The chart as an `<svg>` element.
     pub fn render(&self) -> String {
+        let plot = self.plot();
+        let (width, height) = self.size;
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            r#"<svg class="chart" id="{id}" data-kind="line" data-points="{points}" data-series="{series}" viewBox="0 0 {width} {height}" role="img" aria-labelledby="{id}-title" xmlns="http://www.w3.org/2000/svg"><title id="{id}-title">{title}</title>"#,
+            id = escape(&self.id),
+            points = self.points(),
+            series = self.series.len(),
+            title = escape(&self.title),
+        );
+        write_grid(&mut out, &plot);
+        self.write_frame(&mut out, &plot);
+        self.write_rules(&mut out, &plot);
+        self.write_series(&mut out, &plot);
+        self.write_legend(&mut out);
+        out.push_str("</svg>");
+        out
+    }
+
+    /// The axes over every point and rule, and the plot area inside the margins.
+    fn plot(&self) -> Plot {
         let xs = self
             .series
             .iter()
@@ -343,46 +365,18 @@ impl LineChart {
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.1))
             .chain(self.y_rules.iter().map(|r| r.value));
-        let x_axis = Axis::new(self.x_scale, xs);
-        let y_axis = Axis::new(self.y_scale, ys);
         let (width, height) = self.size;
-        let (plot_w, plot_h) = (width - LEFT - RIGHT, height - TOP - BOTTOM);
-        let px = |v: f64| x_axis.fraction(v).map(|f| LEFT + f * plot_w);
-        let py = |v: f64| y_axis.fraction(v).map(|f| TOP + plot_h - f * plot_h);
+        Plot {
+            x_axis: Axis::new(self.x_scale, xs),
+            y_axis: Axis::new(self.y_scale, ys),
+            width: width - LEFT - RIGHT,
+            height: height - TOP - BOTTOM,
+        }
+    }
 
-        let mut out = String::new();
-        let _ = write!(
-            out,
-            r#"<svg class="chart" id="{id}" data-kind="line" data-points="{points}" data-series="{series}" viewBox="0 0 {width} {height}" role="img" aria-labelledby="{id}-title" xmlns="http://www.w3.org/2000/svg"><title id="{id}-title">{title}</title>"#,
-            id = escape(&self.id),
-            points = self.points(),
-            series = self.series.len(),
-            title = escape(&self.title),
-        );
-        // Grid and ticks.
-        out.push_str(r#"<g class="grid">"#);
-        for (pos, label) in &y_axis.ticks {
-            let y = TOP + plot_h - (pos - y_axis.lo) / (y_axis.hi - y_axis.lo) * plot_h;
-            let _ = write!(
-                out,
-                r#"<line x1="{LEFT}" x2="{x2}" y1="{y:.1}" y2="{y:.1}"/><text class="tick" x="{tx}" y="{ty:.1}" text-anchor="end">{label}</text>"#,
-                x2 = LEFT + plot_w,
-                tx = LEFT - 6.0,
-                ty = y + 4.0,
-                label = escape(label),
-            );
-        }
-        for (pos, label) in &x_axis.ticks {
-            let x = LEFT + (pos - x_axis.lo) / (x_axis.hi - x_axis.lo) * plot_w;
-            let _ = write!(
-                out,
-                r#"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{y2}"/><text class="tick" x="{x:.1}" y="{ty}" text-anchor="middle">{label}</text>"#,
-                y2 = TOP + plot_h,
-                ty = TOP + plot_h + 16.0,
-                label = escape(label),
-            );
-        }
-        out.push_str("</g>");
+    /// The frame around the plot and the axis labels.
+    fn write_frame(&self, out: &mut String, plot: &Plot) {
+        let (plot_w, plot_h) = (plot.width, plot.height);
         let _ = write!(
             out,
             r#"<rect class="frame" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}"/>"#
@@ -391,7 +385,7 @@ impl LineChart {
             out,
             r#"<text class="axis-label" x="{x}" y="{y}" text-anchor="middle">{label}</text>"#,
             x = LEFT + plot_w / 2.0,
-            y = height - 8.0,
+            y = self.size.1 - 8.0,
             label = escape(&self.x_label),
         );
         let _ = write!(
@@ -400,9 +394,14 @@ impl LineChart {
             y = TOP + plot_h / 2.0,
             label = escape(&self.y_label),
         );
-        // Reference lines.
+    }
+
+    /// The reference lines, each with its label: horizontal ones at the
+    /// right end, vertical ones stacked downwards from the top.
+    fn write_rules(&self, out: &mut String, plot: &Plot) {
+        let (plot_w, plot_h) = (plot.width, plot.height);
         for rule in &self.y_rules {
-            if let Some(y) = py(rule.value) {
+            if let Some(y) = plot.y(rule.value) {
                 let _ = write!(
                     out,
                     r#"<line class="rule" data-value="{value}" x1="{LEFT}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" stroke="{color}"/><text class="rule-label" x="{tx}" y="{ty:.1}" text-anchor="end" fill="{color}">{label}</text>"#,
@@ -416,7 +415,7 @@ impl LineChart {
             }
         }
         for (i, rule) in self.x_rules.iter().enumerate() {
-            if let Some(x) = px(rule.value) {
+            if let Some(x) = plot.x(rule.value) {
                 // Labels stack downwards, and stay inside the plot.
                 let width = 7.0 * rule.label.chars().count() as f64;
                 let (tx, anchor) = if x + 4.0 + width > LEFT + plot_w {
@@ -435,12 +434,16 @@ impl LineChart {
                 );
             }
         }
-        // Series.
+    }
+
+    /// Each series as a polyline carrying its data values, with markers
+    /// when asked for (or when it has a single point).
+    fn write_series(&self, out: &mut String, plot: &Plot) {
         for s in &self.series {
             let coords: Vec<(f64, f64)> = s
                 .points
                 .iter()
-                .filter_map(|&(x, y)| Some((px(x)?, py(y)?)))
+                .filter_map(|&(x, y)| Some((plot.x(x)?, plot.y(y)?)))
                 .collect();
             let mut path = String::new();
             for (i, (x, y)) in coords.iter().enumerate() {
@@ -474,7 +477,10 @@ impl LineChart {
             }
             out.push_str("</g>");
         }
-        // Legend, along the top.
+    }
+
+    /// The legend, along the top.
+    fn write_legend(&self, out: &mut String) {
         let mut lx = LEFT;
         for s in &self.series {
             let _ = write!(
@@ -492,9 +498,59 @@ impl LineChart {
             );
             lx += 36.0 + 7.5 * s.name.chars().count() as f64;
         }
-        out.push_str("</svg>");
-        out
     }
+}
+
+/// Where a line chart's data goes: its axes, and the plot area (its size;
+/// it starts at `LEFT`, `TOP`).
+struct Plot {
+    x_axis: Axis,
+    y_axis: Axis,
+    width: f64,
+    height: f64,
+}
+
+impl Plot {
+    /// The horizontal position of `x`; `None` if it cannot be drawn.
+    fn x(&self, v: f64) -> Option<f64> {
+        self.x_axis.fraction(v).map(|f| LEFT + f * self.width)
+    }
+
+    /// The vertical position of `y`; `None` if it cannot be drawn.
+    fn y(&self, v: f64) -> Option<f64> {
+        self.y_axis
+            .fraction(v)
+            .map(|f| TOP + self.height - f * self.height)
+    }
+}
+
+/// The grid lines at the ticks of both axes, with their labels.
+fn write_grid(out: &mut String, plot: &Plot) {
+    let (x_axis, y_axis) = (&plot.x_axis, &plot.y_axis);
+    let (plot_w, plot_h) = (plot.width, plot.height);
+    out.push_str(r#"<g class="grid">"#);
+    for (pos, label) in &y_axis.ticks {
+        let y = TOP + plot_h - (pos - y_axis.lo) / (y_axis.hi - y_axis.lo) * plot_h;
+        let _ = write!(
+            out,
+            r#"<line x1="{LEFT}" x2="{x2}" y1="{y:.1}" y2="{y:.1}"/><text class="tick" x="{tx}" y="{ty:.1}" text-anchor="end">{label}</text>"#,
+            x2 = LEFT + plot_w,
+            tx = LEFT - 6.0,
+            ty = y + 4.0,
+            label = escape(label),
+        );
+    }
+    for (pos, label) in &x_axis.ticks {
+        let x = LEFT + (pos - x_axis.lo) / (x_axis.hi - x_axis.lo) * plot_w;
+        let _ = write!(
+            out,
+            r#"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{y2}"/><text class="tick" x="{x:.1}" y="{ty}" text-anchor="middle">{label}</text>"#,
+            y2 = TOP + plot_h,
+            ty = TOP + plot_h + 16.0,
+            label = escape(label),
+        );
+    }
+    out.push_str("</g>");
 }
 
 /// One bar of a bar chart.
