@@ -490,8 +490,25 @@ impl RunReport {
     }
 }
 
+/// One scenario: what ran and the counts, the jobs, latency, statuses and
+/// errors, the targets, the server check and the thresholds.
 fn write_scenario(out: &mut String, s: &ScenarioReport) {
-    let r = &s.requests;
+    write_heading(out, s);
+    write_counts(out, s);
+    if let Some(j) = &s.jobs {
+        write_jobs(out, j);
+    }
+    write_scenario_latency(out, s);
+    write_statuses_and_errors(out, s);
+    if s.targets.len() > 1 {
+        write_targets(out, s);
+    }
+    write_server_metrics(out, &s.server_metrics);
+    write_thresholds(out, s);
+}
+
+/// `Scenario fast: POST http://…`, the load model and why it stopped.
+fn write_heading(out: &mut String, s: &ScenarioReport) {
     let step = s
         .sweep_step
         .map_or_else(String::new, |n| format!(" (sweep step {n})"));
@@ -524,6 +541,11 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
         StopReason::Interrupted => "interrupted (Ctrl-C)",
     };
     let _ = writeln!(out, "  Stopped:            {stopped}");
+}
+
+/// Requests, their outcome, duration and rate, and those not counted.
+fn write_counts(out: &mut String, s: &ScenarioReport) {
+    let r = &s.requests;
     let _ = writeln!(out, "  Total requests:     {}", thousands(r.total));
     let _ = writeln!(
         out,
@@ -548,9 +570,11 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
             thousands(r.unsent)
         );
     }
-    if let Some(j) = &s.jobs {
-        write_jobs(out, j);
-    }
+}
+
+/// The latency of the scenario's responses, and what it leaves out.
+fn write_scenario_latency(out: &mut String, s: &ScenarioReport) {
+    let r = &s.requests;
     match &s.latency_ms {
         Some(l) => {
             let what = if s.jobs.is_some() {
@@ -572,6 +596,12 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
             let _ = writeln!(out, "  Latency:            no responses");
         }
     }
+}
+
+/// Responses by status, non-2xx ones by error code, and the failures
+/// without a response.
+fn write_statuses_and_errors(out: &mut String, s: &ScenarioReport) {
+    let r = &s.requests;
     let _ = writeln!(out, "  Status codes:");
     if s.status_codes.is_empty() {
         let _ = writeln!(out, "    (none)");
@@ -594,35 +624,40 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
         thousands(r.connect_failures),
         thousands(r.broken_connections)
     );
-    if s.targets.len() > 1 {
-        let _ = writeln!(out, "  Targets:");
-        let width = s.targets.iter().map(|t| t.url.len()).max().unwrap_or(0);
-        for t in &s.targets {
-            let r = &t.requests;
-            let p99 = t.latency_ms.map_or_else(
-                || "no responses".to_owned(),
-                |l| format!("p99 {:.3} ms", l.p99_ms),
-            );
-            let jobs = t.jobs.as_ref().map_or_else(String::new, |j| {
-                format!(
-                    "  jobs: {} completed  {} verified  {} wrong",
-                    thousands(j.completed),
-                    thousands(j.verified),
-                    thousands(j.digest_mismatches)
-                )
-            });
-            let _ = writeln!(
-                out,
-                "    {:<width$}  {} conn  {} requests  {} successful  {} failed  {p99}{jobs}",
-                t.url,
-                thousands(u64::from(t.connections)),
-                thousands(r.total),
-                thousands(r.successful),
-                thousands(r.failed),
-            );
-        }
+}
+
+/// One line per target: its connections, counts, p99 and jobs.
+fn write_targets(out: &mut String, s: &ScenarioReport) {
+    let _ = writeln!(out, "  Targets:");
+    let width = s.targets.iter().map(|t| t.url.len()).max().unwrap_or(0);
+    for t in &s.targets {
+        let r = &t.requests;
+        let p99 = t.latency_ms.map_or_else(
+            || "no responses".to_owned(),
+            |l| format!("p99 {:.3} ms", l.p99_ms),
+        );
+        let jobs = t.jobs.as_ref().map_or_else(String::new, |j| {
+            format!(
+                "  jobs: {} completed  {} verified  {} wrong",
+                thousands(j.completed),
+                thousands(j.verified),
+                thousands(j.digest_mismatches)
+            )
+        });
+        let _ = writeln!(
+            out,
+            "    {:<width$}  {} conn  {} requests  {} successful  {} failed  {p99}{jobs}",
+            t.url,
+            thousands(u64::from(t.connections)),
+            thousands(r.total),
+            thousands(r.successful),
+            thousands(r.failed),
+        );
     }
-    write_server_metrics(out, &s.server_metrics);
+}
+
+/// Each threshold, the actual value and the verdict.
+fn write_thresholds(out: &mut String, s: &ScenarioReport) {
     for t in &s.thresholds {
         let actual = t
             .actual
