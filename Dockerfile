@@ -6,15 +6,21 @@
 #   docker run --rm -p 8080:8080 floodgate:0.1.0
 #
 # Stages: chef (toolchain + cargo-chef) -> planner (dependency recipe) ->
-# builder (dependencies cached in their own layer, then the binary) ->
-# runtime (distroless, no shell, non-root).
+# builder (dependencies cached in their own layer, then the binary, laid out by a profile of
+# itself: scripts/release-build.sh) -> runtime (distroless, no shell, non-root).
 
-ARG RUST_VERSION=1.95
+# The toolchain the project is built and tested with (README, "Toolchain").
+ARG RUST_VERSION=1.95.0
 ARG CARGO_CHEF_VERSION=0.1.78
 
 FROM rust:${RUST_VERSION}-bookworm AS chef
 ARG CARGO_CHEF_VERSION
 RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
+# The release build profiles the binary under callgrind (valgrind) to lay out its code;
+# curl is already in the image.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends valgrind=1:3.19.0-1 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 
 # Reduce the workspace to a recipe that only changes when dependencies change.
@@ -30,7 +36,7 @@ COPY . .
 # Exposed to the build so the binary can report it in floodgate_build_info.
 ARG GIT_SHA=unknown
 ENV FLOODGATE_GIT_SHA=${GIT_SHA}
-RUN cargo build --release --locked --bin floodgate \
+RUN scripts/release-build.sh \
     && strip --strip-debug --output-file /floodgate target/release/floodgate \
     && mkdir /jobs-data
 

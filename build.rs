@@ -1,9 +1,11 @@
 //! Generates the gRPC service from `proto/` with a pure-Rust protobuf compiler (protox), so
-//! no `protoc` is needed, and keeps the descriptor set for server reflection; and lays out
-//! the release binary's code (see [`link_order`]).
+//! no `protoc` is needed, and keeps the descriptor set for server reflection; packs the
+//! release binary's relocations (see [`packed_relocations`]) and, when asked, lays out its
+//! code (see [`code_layout`]).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    link_order();
+    packed_relocations();
+    code_layout();
     let protos = ["proto/floodgate/v1/compute.proto"];
     println!("cargo:rerun-if-changed=proto");
     // `sqlx::migrate!` embeds the migrations; a new file must rebuild the crate.
@@ -22,17 +24,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// In release builds linked by LLD (rustc's default on x86_64 Linux since 1.90), place the
-/// functions listed in `src/link-order.txt` (what runs at start and on the common requests,
-/// written by `scripts/link-order.sh`) together at the start of the code. The kernel maps
-/// code in 64 KiB around each first touch, so scattered startup code kept 8.5 MiB of a 13 MiB
-/// `.text` resident; laid out together it is under 3 MiB. `FLOODGATE_LINK_ORDER=off` skips it
-/// (and the packed relocations below), as does any other toolchain, target or linker, which
-/// simply keep the default layout.
-fn link_order() {
-    println!("cargo:rerun-if-changed=src/link-order.txt");
-    println!("cargo:rerun-if-env-changed=FLOODGATE_LINK_ORDER");
-    println!("cargo:rustc-check-cfg=cfg(floodgate_link_order)");
+/// Relative relocations packed (DT_RELR) in release builds: the loader reads a few KiB at
+/// start instead of half a MiB of `.rela.dyn`, pages that would otherwise stay resident.
+/// Only for the linker rustc uses by default on x86_64 Linux (LLD, since 1.90), which knows
+/// the option, and only when the glibc built against is 2.36 or later (Debian 12's, the
+/// image's): an older loader would skip them and the binary would not run. Any other
+/// target, linker or toolchain builds the same binary without it.
+fn packed_relocations() {
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let rustc_minor =
         std::process::Command::new(std::env::var_os("RUSTC").unwrap_or("rustc".into()))
@@ -51,31 +49,30 @@ fn link_order() {
     let lld_by_default = var("TARGET") == "x86_64-unknown-linux-gnu" && rustc_minor >= Some(90);
     let other_linker = var("CARGO_ENCODED_RUSTFLAGS").contains("link")
         || std::env::vars().any(|(k, _)| k.starts_with("CARGO_TARGET_") && k.ends_with("_LINKER"));
-    if var("PROFILE") != "release"
-        || !lld_by_default
-        || other_linker
-        || var("FLOODGATE_LINK_ORDER") == "off"
-    {
-        return;
+    if var("PROFILE") == "release" && lld_by_default && !other_linker && glibc_at_least(2, 36) {
+        println!("cargo:rustc-link-arg-bin=floodgate=-Wl,-z,pack-relative-relocs");
     }
-    let file = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("src/link-order.txt");
-    if file.exists() {
-        // A function the list names but this build no longer has is not worth a warning.
+}
+
+/// With `FLOODGATE_CODE_LAYOUT=FILE` (written by `scripts/release-build.sh` from a profile
+/// of the same build), the functions it lists are placed side by side at the start of the
+/// code. The kernel reads executable pages back 64 KiB at a time, so what serving runs,
+/// packed together, keeps a fraction of the pages resident that it does scattered. Nothing
+/// derived from a build is kept in the tree: without the variable the default layout is
+/// used, and a list that no longer matches only costs memory (the linker skips names it does
+/// not find).
+fn code_layout() {
+    println!("cargo:rerun-if-env-changed=FLOODGATE_CODE_LAYOUT");
+    if let Some(file) = std::env::var_os("FLOODGATE_CODE_LAYOUT").filter(|f| !f.is_empty()) {
+        println!(
+            "cargo:rerun-if-changed={}",
+            std::path::Path::new(&file).display()
+        );
         println!(
             "cargo:rustc-link-arg-bin=floodgate=-Wl,--symbol-ordering-file={}",
-            file.display()
+            std::path::Path::new(&file).display()
         );
         println!("cargo:rustc-link-arg-bin=floodgate=-Wl,--no-warn-symbol-ordering");
-        // The startup-only block between its markers exists: `startup_code::release` may
-        // hand it back.
-        println!("cargo:rustc-cfg=floodgate_link_order");
-    }
-    // Relative relocations packed (DT_RELR): the loader reads a few KiB at start instead of
-    // half a MiB of `.rela.dyn`. Only a glibc of 2.36 or later (Debian 12's, the image's)
-    // applies them, so only when the glibc built against is one: an older loader would
-    // skip them and the binary would not run.
-    if glibc_at_least(2, 36) {
-        println!("cargo:rustc-link-arg-bin=floodgate=-Wl,-z,pack-relative-relocs");
     }
 }
 

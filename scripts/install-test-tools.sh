@@ -4,7 +4,8 @@
 # already present is left alone.
 #
 # Installs:
-#   apt:   prometheus (prometheus + promtool), wrk, curl, jq, redis-server and postgresql
+#   apt:   prometheus (prometheus + promtool), wrk, valgrind (scripts/release-build.sh, which
+#          the benchmark builds with), curl, jq, redis-server and postgresql
 #          (the suite starts its own servers; PostgreSQL's server binaries are in
 #          /usr/lib/postgresql/<version>/bin), python3-venv,
 #          docker-compose (only used for `docker-compose config`, no engine needed),
@@ -44,6 +45,7 @@ fi
 apt_missing=()
 command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
 command -v wrk >/dev/null 2>&1 || apt_missing+=(wrk)
+command -v valgrind >/dev/null 2>&1 || apt_missing+=(valgrind)
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
 command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
 command -v jq >/dev/null 2>&1 || apt_missing+=(jq)

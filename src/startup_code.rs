@@ -1,86 +1,59 @@
-//! The parts of the executable that serving does not use, handed back once it serves, as a
-//! kernel frees its init sections.
+//! The executable's pages handed back once the service serves, as a kernel frees its init
+//! sections: whatever serving then runs is read back in, page by page.
 //!
-//! The release binary is laid out by `src/link-order.txt` (`scripts/link-order.sh`,
-//! `build.rs`): the code that serving runs comes first; then, between
-//! [`floodgate_startup_code_begin`] and [`floodgate_startup_code_end`], the code that runs only
-//! at start; then the code no profiled run reached (error paths, other configurations). The
-//! pages of the last two, and of the read-only data (relocation and symbol tables read once by
-//! the loader, the configuration's and documents' text), stay mapped once touched, and the
-//! kernel maps their neighbours with them (fault-around, read-ahead): about 2 MiB of an idle
-//! replica and more under load, though nothing serving runs needs them. [`release`] unmaps
-//! them, drops them from the page cache (so the memory is free, not only out of the RSS) and
-//! asks that they be read back one page at a time, so what serving does touch later costs
-//! that page, not the 64–128 KiB around it. They are clean pages of the executable: anything
-//! there that runs again is read back in from the file by an ordinary page fault. Builds
-//! without the layout (debug, another linker, `FLOODGATE_LINK_ORDER=off`, a binary embedding
-//! the library) release nothing.
+//! At start the loader, the configuration, the migrations, the route table and the API
+//! documents touch code and read-only data scattered over the whole binary, and the kernel
+//! maps 64–128 KiB around each first touch (fault-around, read-ahead): about 16 MiB of an
+//! idle replica is the executable's own clean pages, most of which serving never uses again.
+//! [`release`] unmaps them, drops them from the page cache (so the memory is free, not only
+//! out of the RSS) and asks that they be read back one page at a time, so what serving does
+//! touch later costs that page, not the 64–128 KiB around it. They are clean pages of the
+//! executable: anything there that runs again is read back in by an ordinary page fault.
+//!
+//! It needs no layout of the code and nothing derived from a particular build: it works the
+//! same whatever toolchain, linker or build command made the binary. A page that holds
+//! anything written (the loader's relocations) is never touched.
 
 use std::os::fd::AsRawFd;
 
-/// First function of the startup-only block; never called, only its address is read.
-#[no_mangle]
-#[inline(never)]
-pub extern "C" fn floodgate_startup_code_begin() -> u32 {
-    // Distinct bodies, so the two markers are not merged into one function.
-    0x6265_6769
-}
-
-/// Last function of the startup-only block; never called, only its address is read.
-#[no_mangle]
-#[inline(never)]
-pub extern "C" fn floodgate_startup_code_end() -> u32 {
-    0x656e_6421
-}
-
-/// The whole pages inside `[begin, end)`; `None` when there are none or the markers are not
-/// laid out as a block (out of order, or further apart than any startup code could be).
-fn whole_pages(begin: usize, end: usize, page: usize) -> Option<(usize, usize)> {
-    const LARGEST_BLOCK: usize = 64 << 20;
-    if end <= begin || end - begin > LARGEST_BLOCK || !page.is_power_of_two() {
-        return None;
-    }
-    let first = begin.checked_add(page - 1)? & !(page - 1);
-    let last = end & !(page - 1);
-    (last > first).then(|| (first, last - first))
-}
-
-/// Release what serving does not use; logs at debug how much (nothing when this build has
-/// no layout or the kernel refused). `scripts/link-order.sh` ends the start where this
-/// function is entered, by its name.
+/// Release the executable's clean pages; logs at debug how much (nothing when the kernel
+/// refused).
 pub fn release() {
     let released = release_unused().unwrap_or_else(|error| {
-        tracing::debug!(%error, "startup code kept");
+        tracing::debug!(%error, "executable pages kept");
         0
     });
-    tracing::debug!(kib = released / 1024, "startup code released");
+    tracing::info!(kib = released / 1024, "executable pages released");
 }
 
 fn release_unused() -> std::io::Result<usize> {
-    if !cfg!(floodgate_link_order) {
-        return Ok(0);
-    }
-    let begin = floodgate_startup_code_begin as *const () as usize;
-    let end = floodgate_startup_code_end as *const () as usize;
-    // SAFETY: sysconf has no preconditions.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
-    let Some((from, _)) = whole_pages(begin, end, page) else {
-        return Ok(0);
-    };
+    // Any address of this executable's code names its mapping.
+    let here = release as *const () as usize;
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let exe = std::fs::File::open("/proc/self/exe")?;
     let mut released = 0;
-    for unused in unused_ranges(&smaps, from) {
+    for unused in unused_ranges(&smaps, here) {
         // SAFETY: `unused_ranges` yields only ranges of this executable's private mappings
-        // that are read-only and hold no anonymous (written) page: MADV_DONTNEED then drops
-        // only page-table entries, and the next access faults the same bytes back in from
-        // the file. No Rust object lives there. MADV_RANDOM only changes read-ahead.
+        // that are read-only and hold no anonymous (written) page: the advice below drops
+        // only page-table entries and clean page-cache pages, and the next access faults the
+        // same bytes back in from the file. No Rust object lives there.
+        //
+        // The order matters. MADV_RANDOM first, so a page faulted back in from now on is read
+        // alone, not with its read-ahead neighbours. MADV_PAGEOUT then reclaims the pages
+        // while they are still mapped here: the page cache holds the binary in large folios,
+        // and the threads running meanwhile (this one included, returning into this very
+        // code) map a page back at once; one mapped page would keep its whole folio (up to
+        // 2 MiB) cached past the eviction below, and the kernel maps 64 KiB around every
+        // later fault from it. MADV_PAGEOUT is advice (Linux 5.4+): refused, the rest still
+        // helps. MADV_DONTNEED then drops what is left mapped, and POSIX_FADV_DONTNEED the
+        // cached pages nobody maps.
         unsafe {
             let at = unused.start as *mut libc::c_void;
+            libc::madvise(at, unused.len, libc::MADV_RANDOM);
+            libc::madvise(at, unused.len, libc::MADV_PAGEOUT);
             if libc::madvise(at, unused.len, libc::MADV_DONTNEED) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            libc::madvise(at, unused.len, libc::MADV_RANDOM);
         }
         released += unused.len;
         let (Ok(offset), Ok(len)) = (
@@ -109,10 +82,10 @@ struct Unused {
     offset: u64,
 }
 
-/// From `/proc/self/smaps`: the code from `from` (the startup-only block's first whole page)
-/// to the end of its mapping, and every other read-only mapping of the same file that holds
-/// no anonymous page (not the RELRO segment, whose pages the loader wrote).
-fn unused_ranges(smaps: &str, from: usize) -> Vec<Unused> {
+/// From `/proc/self/smaps`: the executable code mapping that holds `code`, and every
+/// read-only mapping of the same file, each only if it holds no anonymous page (not the RELRO
+/// segment, whose pages the loader wrote).
+fn unused_ranges(smaps: &str, code: usize) -> Vec<Unused> {
     struct Mapping<'a> {
         low: usize,
         high: usize,
@@ -154,37 +127,30 @@ fn unused_ranges(smaps: &str, from: usize) -> Vec<Unused> {
             }
         }
     }
-    let Some(code) = mappings
+    let Some(text) = mappings
         .iter()
-        .find(|m| m.low <= from && from < m.high && m.perms == "r-xp" && m.file.1 != "0")
+        .find(|m| m.low <= code && code < m.high && m.perms == "r-xp" && m.file.1 != "0")
     else {
         return Vec::new();
     };
-    let clean = |m: &Mapping<'_>| m.file == code.file && m.anonymous == Some(0);
-    let mut unused = Vec::new();
-    if clean(code) {
-        unused.push(Unused {
-            start: from,
-            len: code.high - from,
-            offset: code.offset + (from - code.low) as u64,
-        });
-    }
-    unused.extend(
-        mappings
-            .iter()
-            .filter(|m| m.perms == "r--p" && clean(m))
-            .map(|m| Unused {
-                start: m.low,
-                len: m.high - m.low,
-                offset: m.offset,
-            }),
-    );
-    unused
+    mappings
+        .iter()
+        .filter(|m| {
+            m.file == text.file
+                && (m.perms == "r-xp" || m.perms == "r--p")
+                && m.anonymous == Some(0)
+        })
+        .map(|m| Unused {
+            start: m.low,
+            len: m.high - m.low,
+            offset: m.offset,
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{unused_ranges, whole_pages, Unused};
+    use super::{unused_ranges, Unused};
 
     /// A process's smaps: this executable's four segments (its code with `code_anon` KiB
     /// written), a library and an anonymous mapping.
@@ -207,42 +173,29 @@ mod tests {
     }
 
     #[test]
-    fn the_cold_code_and_the_clean_read_only_data_are_unused() {
+    fn the_clean_code_and_read_only_data_of_this_executable_are_released() {
         let data = Unused {
             start: 0x55e0_a100_0000,
             len: 0xd6_8000,
             offset: 0,
         };
-        let cold_code = Unused {
-            start: 0x55e0_a1e0_0000,
-            len: 0x55e0_a28d_d000 - 0x55e0_a1e0_0000,
-            offset: 0xd6_8000 + 0x9_7000,
+        let code = Unused {
+            start: 0x55e0_a1d6_9000,
+            len: 0x55e0_a28d_d000 - 0x55e0_a1d6_9000,
+            offset: 0xd6_8000,
         };
-        assert_eq!(
-            unused_ranges(&smaps(0), 0x55e0_a1e0_0000),
-            vec![cold_code, data]
-        );
-        // Code with a written page (text relocations) is kept; the data still goes.
+        assert_eq!(unused_ranges(&smaps(0), 0x55e0_a200_0000), vec![data, code]);
+        // Code with a written page (text relocations) is kept; the clean data still goes,
+        // and the RELRO segment (written by the loader) never does.
         let data = Unused {
             start: 0x55e0_a100_0000,
             len: 0xd6_8000,
             offset: 0,
         };
-        assert_eq!(unused_ranges(&smaps(4), 0x55e0_a1e0_0000), vec![data]);
-        // Not inside this executable's code: nothing.
+        assert_eq!(unused_ranges(&smaps(4), 0x55e0_a200_0000), vec![data]);
+        // An address outside this executable's code: nothing, not even a library.
         assert_eq!(unused_ranges(&smaps(0), 0x7f00_0010_0000), vec![]);
         assert_eq!(unused_ranges(&smaps(0), 0x55e0_a100_0000), vec![]);
         assert_eq!(unused_ranges("garbage\n", 0x1000), vec![]);
-    }
-
-    #[test]
-    fn only_whole_pages_inside_the_markers_are_released() {
-        assert_eq!(whole_pages(0x1010, 0x5008, 0x1000), Some((0x2000, 0x3000)));
-        assert_eq!(whole_pages(0x1000, 0x3000, 0x1000), Some((0x1000, 0x2000)));
-        assert_eq!(whole_pages(0x1010, 0x2ff0, 0x1000), None);
-        assert_eq!(whole_pages(0x5000, 0x1000, 0x1000), None);
-        assert_eq!(whole_pages(0x1000, 0x1000 + (65 << 20), 0x1000), None);
-        assert_eq!(whole_pages(0x1000, 0x9000, 0), None);
-        assert_eq!(whole_pages(usize::MAX - 10, usize::MAX, 0x1000), None);
     }
 }
