@@ -1,13 +1,10 @@
-//! The integration suite: one binary, one module per concern. Every test starts the real
-//! application (or the real binary) on 127.0.0.1 and talks to it over TCP.
+//! The in-process tier: the integration suite that needs nothing but the Rust build, run by
+//! a plain `cargo test`. One binary, one module per concern; every test starts the real
+//! application (or the real binary) on 127.0.0.1 and talks to it over TCP. The tests that
+//! need a program from outside the build are in the services tier (tests/services/).
 
+#[path = "../support/helpers.rs"]
 mod helpers;
-#[path = "../support/postgres_server.rs"]
-mod postgres_server;
-#[path = "../support/redis_server.rs"]
-mod redis_server;
-#[path = "../support/test_tools.rs"]
-mod test_tools;
 
 mod admin;
 mod architecture;
@@ -23,14 +20,11 @@ mod health;
 mod hygiene;
 mod jobs;
 mod jobs_faults;
-mod jobs_pg;
 mod metrics;
 mod openapi;
 mod otel;
 mod pool;
-mod prometheus;
 mod rate_limit;
-mod redis;
 mod request_id;
 mod resilience;
 mod shutdown;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
-pub use crate::redis_server::RedisServer;
+use crate::redis_server::RedisServer;
 
 fn redis_settings(url: &str) -> impl Fn(&mut floodgate::Settings) + '_ {
     move |s| {

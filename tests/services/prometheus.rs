@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::helpers::*;
+use crate::test_tools::tool;
 
 struct Prometheus {
     _child: ChildGuard,
@@ -87,7 +88,7 @@ impl Prometheus {
 async fn prometheus_scrapes_exactly_the_workload_sent() {
     // The cache is on, and the limiter in a real Redis, so the dashboards' cache and Redis
     // panels have series to query.
-    let redis = crate::redis::RedisServer::start();
+    let redis = crate::redis_server::RedisServer::start();
     let app = spawn_with(|s| {
         s.cache.enabled = true;
         s.redis.url = Some(redis.url());

@@ -1,5 +1,7 @@
-//! `spawn_app` and friends.
+//! What the integration tests share: `spawn_app` and friends (an application in this process
+//! or the real binary, on 127.0.0.1:0), requests and the waits on their effects.
 
+// Each test binary that includes this uses part of it.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -12,8 +14,6 @@ use floodgate::Application;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-pub use crate::test_tools::{tool, venv_python};
 
 /// A running application on a loopback port.
 pub struct TestApp {
