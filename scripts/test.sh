@@ -23,13 +23,13 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo clippy --locked --test services -- -D warnings
+cargo clippy --workspace --locked --test services -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace --locked
 
-step "cargo test --test services"
-cargo test --locked --test services
+step "cargo test --workspace --test services"
+cargo test --workspace --locked --test services
 
 step "deployment validation"
 scripts/validate-deploy.sh

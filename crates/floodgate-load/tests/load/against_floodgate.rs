@@ -1,79 +1,10 @@
 //! Runs against floodgate itself, started in this process on 127.0.0.1:0,
 //! each instance with its own SQLite jobs database in the temporary directory.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use floodgate::{Application, Settings};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
-use crate::support::{quick_args, run_load};
-
-/// A floodgate serving on a loopback port; stops when dropped, and its jobs
-/// database is removed.
-struct Floodgate {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    db: PathBuf,
-}
-
-impl Drop for Floodgate {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.db.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// A path for a new SQLite database, unique in this run.
-fn temp_db() -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    std::env::temp_dir().join(format!(
-        "floodgate-load-test-jobs-{}-{}.db",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-/// Starts floodgate with the documented defaults (no access log, a rate limit
-/// the tests never reach, a 10 s request timeout) adjusted by `adjust`. The
-/// listener is bound before this returns, so the server is ready at once.
-async fn spawn_floodgate(adjust: impl FnOnce(&mut Settings)) -> Floodgate {
-    let mut settings = Settings::default();
-    settings.server.address = "127.0.0.1:0".parse().unwrap();
-    settings.server.request_timeout = Duration::from_secs(10);
-    settings.rate_limit.requests_per_second = 1_000_000;
-    settings.log.access_log = Some(false);
-    let db = temp_db();
-    settings.database.url = format!("sqlite://{}", db.display());
-    adjust(&mut settings);
-    let app = Application::build(settings)
-        .await
-        .expect("floodgate builds");
-    let url = format!("http://{}", app.local_addr());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    Floodgate {
-        url,
-        stop: Some(stop),
-        db,
-    }
-}
-
-/// The SHA-256 of `key` as hex: the form API keys are configured in.
-fn sha256_hex(key: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(key.as_bytes()))
-}
+use crate::floodgate_server::{sha256_hex, spawn_floodgate};
+use crate::run::{quick_args, run_load};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_match_floodgate_metrics() {
@@ -248,69 +179,6 @@ async fn sends_extra_headers_such_as_an_api_key() {
     let s = &without.json()["scenarios"][0];
     assert_eq!(s["status_codes"], json!({"401": 50}), "{s}");
     assert_eq!(s["error_codes"]["UNAUTHORIZED"], 50, "{s}");
-}
-
-/// Three replicas sharing one limit in a real Redis, loaded through one client with three
-/// `--url`s: the total admitted is the service's limit (300/s with a burst of 30, for 10 s),
-/// within 5%, and the cross-check, summed over the three, matches.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_behind_one_client_share_one_redis_limit() {
-    let redis = crate::redis_server::RedisServer::start();
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(
-            spawn_floodgate(|s| {
-                s.redis.url = Some(redis.url());
-                s.rate_limit.backend = floodgate::config::RateLimitBackend::Redis;
-                s.rate_limit.requests_per_second = 300;
-                s.rate_limit.burst = 30;
-                // Loaded debug builds: no decision may fall back for a slow call.
-                s.redis.timeout = Duration::from_millis(500);
-            })
-            .await,
-        );
-    }
-    let mut args = Vec::new();
-    for r in &replicas {
-        args.extend(["--url", r.url.as_str()]);
-    }
-    args.extend([
-        "--scenario",
-        "fast",
-        "--duration",
-        "10s",
-        "--requests",
-        "10000000",
-        "-c",
-        "12",
-        "--warmup",
-        "0",
-        "--quiet",
-        "--output",
-        "json",
-        "--threads",
-        "2",
-        "--fail-on-mismatch",
-    ]);
-    let started = std::time::Instant::now();
-    let run = run_load(&args, &[]).await;
-    let expected = 300.0 * started.elapsed().as_secs_f64() + 30.0;
-    assert_eq!(
-        run.code, 0,
-        "stdout: {}\nstderr: {}",
-        run.stdout, run.stderr
-    );
-    let s = &run.json()["scenarios"][0];
-    let admitted = s["status_codes"]["200"].as_u64().unwrap_or(0) as f64;
-    let limited = s["status_codes"]["429"].as_u64().unwrap_or(0) as f64;
-    assert!(limited > admitted, "the load was above the limit: {s}");
-    let error = (admitted - expected).abs() / expected;
-    assert!(
-        error <= 0.05,
-        "{admitted} admitted, {expected:.0} expected ({:.1}% off)",
-        error * 100.0
-    );
-    assert_eq!(s["server_metrics"]["status"], "match", "{s}");
 }
 
 /// Checks a jobs scenario in which every one of `n` jobs succeeded with the

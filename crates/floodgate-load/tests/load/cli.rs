@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{run_load, LOAD_BIN};
+use crate::run::{run_load, LOAD_BIN};
 
 fn bin() -> Command {
     Command::new(LOAD_BIN)

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
+use crate::run::{quick_args, run_load};
 use crate::stub::{spawn_stub, JobFate, Stub};
-use crate::support::{quick_args, run_load};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_digests_are_reported_and_fail_the_run() {

@@ -1,23 +1,23 @@
-//! The floodgate-load binary, run for real: its command-line surface, load
-//! scenarios against a stub server (errors, delays, broken connections,
-//! miscounting metrics, jobs that go wrong), several stubs loaded at once,
-//! runs against floodgate started in this process, sweeps, and the HTML
-//! reports in headless Chromium.
+//! The in-process tier: the floodgate-load binary, run for real, needing nothing but the
+//! Rust build (run by a plain `cargo test`): its command-line surface, load scenarios
+//! against a stub server (errors, delays, broken connections, miscounting metrics, jobs that
+//! go wrong), several stubs loaded at once, runs against floodgate started in this process,
+//! and sweeps. The tests that need a program from outside the build are in the services
+//! tier (tests/services/).
 //!
 //! Cargo builds the binary for this test and names it in
 //! `CARGO_BIN_EXE_floodgate-load`.
 
-#[path = "../../../../tests/support/redis_server.rs"]
-mod redis_server;
-mod support;
-#[path = "../../../../tests/support/test_tools.rs"]
-mod test_tools;
+#[path = "../support/floodgate_server.rs"]
+mod floodgate_server;
+#[path = "../support/run.rs"]
+mod run;
+#[path = "../support/stub.rs"]
+mod stub;
 
 mod against_floodgate;
 mod cli;
-mod html_report;
 mod jobs;
 mod scenarios;
-mod stub;
 mod sweep;
 mod targets;

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
+use crate::run::{load_command, quick_args, run_load, RUN_LIMIT};
 use crate::stub::{refusing_port, spawn_hang_up, spawn_stub, Stub};
-use crate::support::{load_command, quick_args, run_load, RUN_LIMIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_statuses_and_error_codes() {

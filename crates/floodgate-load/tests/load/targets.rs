@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::Barrier;
 
+use crate::run::{quick_args, run_load};
 use crate::stub::{spawn_stub, Stub};
-use crate::support::{quick_args, run_load};
 
 /// `n` default stubs; their URLs and states.
 async fn stubs(n: usize) -> (Vec<String>, Vec<Arc<Stub>>) {
