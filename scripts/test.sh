@@ -1,34 +1,72 @@
 #!/usr/bin/env bash
-# Run every test: formatting and lints, the Rust suites (unit tests and the integration
-# suite, which starts real Prometheus and OpenTelemetry collectors), then the deployment
-# validation (Helm, Kubernetes and CRD schemas, promtool, hadolint, dashboards), and the
-# container image built from the Dockerfile's runtime stage and run with podman
-# (scripts/test-image.sh; it says SKIP where podman cannot run).
+# Run every test, in both tiers: formatting and lints; the in-process tier (`cargo test
+# --workspace`: the unit tests, tests/api/ and the load client's tests/load/, which need
+# nothing but the Rust build); the services tier (`cargo test --workspace --test services`:
+# tests/services/ and crates/floodgate-load/tests/services/, which run Redis, PostgreSQL,
+# Prometheus, the rotel collector, Chromium, Python and k6 clients, curl, schemathesis and
+# Helm); then the deployment validation (Helm, Kubernetes and CRD schemas, promtool,
+# hadolint, dashboards), and the container image built from the Dockerfile's runtime stage
+# and run with podman (scripts/test-image.sh; it says SKIP where podman cannot run).
 #
 # Missing tools are installed first by scripts/install-test-tools.sh (apt-get and a venv
 # under ${FLOODGATE_TOOLS:-~/.cache/floodgate-tools}); set FLOODGATE_NO_INSTALL=1 to skip that.
+# Before anything is compiled, scripts/check-test-tools.sh checks that every program the
+# services tier and the deployment checks need is there, and fails naming each one missing
+# with the command that installs it. Each step's time is printed when it ends, and all of
+# them at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# step NAME: end the current step (printing its time) and start NAME.
+current=""
+started=0
+times=()
+end_step() { # [STATUS]
+  [[ -n "$current" ]] || return 0
+  local took=$((SECONDS - started)) outcome=""
+  [[ "${1:-0}" -eq 0 ]] || outcome=" (failed)"
+  times+=("$(printf '%4dm%02ds  %s%s' $((took / 60)) $((took % 60)) "$current" "$outcome")")
+  printf '<== %s: %dm%02ds%s\n' "$current" $((took / 60)) $((took % 60)) "$outcome"
+  current=""
+}
+step() {
+  end_step
+  current="$*"
+  started=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
+finish() {
+  local status=$?
+  end_step "$status"
+  if [[ "${#times[@]}" -gt 0 ]]; then
+    printf '\n==> time per step (%dm%02ds in all)\n' $((SECONDS / 60)) $((SECONDS % 60))
+    printf '%s\n' "${times[@]}"
+  fi
+  exit "$status"
+}
+trap finish EXIT
+
 if [[ -z "${FLOODGATE_NO_INSTALL:-}" ]]; then
+  step "install the test tools (scripts/install-test-tools.sh)"
   scripts/install-test-tools.sh
 fi
 # shellcheck source=scripts/tools-env.sh
 . scripts/tools-env.sh
 
-step() { printf '\n==> %s\n' "$*"; }
+step "test tools present (scripts/check-test-tools.sh)"
+scripts/check-test-tools.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
+step "cargo clippy --all-targets, --test services -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --workspace --locked --test services -- -D warnings
 
-step "cargo test --workspace"
+step "cargo test --workspace (the in-process tier)"
 cargo test --workspace --locked
 
-step "cargo test --workspace --test services"
+step "cargo test --workspace --test services (the services tier)"
 cargo test --workspace --locked --test services
 
 step "deployment validation"
