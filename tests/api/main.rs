@@ -30,5 +30,6 @@ mod resilience;
 mod shutdown;
 mod status_page;
 mod streams;
+mod tiers;
 mod timeout;
 mod tls;
