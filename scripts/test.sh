@@ -8,12 +8,13 @@
 # hadolint, dashboards), and the container image built from the Dockerfile's runtime stage
 # and run with podman (scripts/test-image.sh; it says SKIP where podman cannot run).
 #
-# Missing tools are installed first by scripts/install-test-tools.sh (apt-get and a venv
-# under ${FLOODGATE_TOOLS:-~/.cache/floodgate-tools}); set FLOODGATE_NO_INSTALL=1 to skip that.
-# Before anything is compiled, scripts/check-test-tools.sh checks that every program the
-# services tier and the deployment checks need is there, and fails naming each one missing
-# with the command that installs it. Each step's time is printed when it ends, and all of
-# them at the end.
+# Missing tools are installed by scripts/install-test-tools.sh (apt-get and a venv under
+# ${FLOODGATE_TOOLS:-~/.cache/floodgate-tools}) while the in-process tier runs; set
+# FLOODGATE_NO_INSTALL=1 to skip that. scripts/check-test-tools.sh then checks that every
+# program the services tier and the deployment checks need is there, and fails naming each
+# one missing with the command that installs it (with FLOODGATE_NO_INSTALL=1, before
+# anything is compiled). Each step's time is printed when it ends, and all of them at the
+# end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,11 @@ step() {
 finish() {
   local status=$?
   end_step "$status"
+  # A failure before the tools were waited for: let the installation finish rather than
+  # leave apt or pip half done.
+  if [[ -n "${install_pid:-}" ]]; then
+    wait "$install_pid" 2>/dev/null || true
+  fi
   if [[ "${#times[@]}" -gt 0 ]]; then
     printf '\n==> time per step (%dm%02ds in all)\n' $((SECONDS / 60)) $((SECONDS % 60))
     printf '%s\n' "${times[@]}"
@@ -46,15 +52,20 @@ finish() {
 }
 trap finish EXIT
 
+# The tools are installed while the in-process tier compiles and runs, which needs none of
+# them: installing is mostly waiting on the network and the disk, compiling on the CPU.
+install_pid=""
+install_log=""
 if [[ -z "${FLOODGATE_NO_INSTALL:-}" ]]; then
-  step "install the test tools (scripts/install-test-tools.sh)"
-  scripts/install-test-tools.sh
+  install_log=$(mktemp)
+  step "install the test tools in the background (scripts/install-test-tools.sh, log: $install_log)"
+  scripts/install-test-tools.sh >"$install_log" 2>&1 &
+  install_pid=$!
+else
+  # Nothing to wait for: the missing are named before anything is compiled.
+  step "test tools present (scripts/check-test-tools.sh)"
+  scripts/check-test-tools.sh
 fi
-# shellcheck source=scripts/tools-env.sh
-. scripts/tools-env.sh
-
-step "test tools present (scripts/check-test-tools.sh)"
-scripts/check-test-tools.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -65,6 +76,18 @@ cargo clippy --workspace --locked --test services -- -D warnings
 
 step "cargo test --workspace (the in-process tier)"
 cargo test --workspace --locked
+
+if [[ -n "$install_pid" ]]; then
+  step "the test tools installed (scripts/install-test-tools.sh)"
+  install_status=0
+  wait "$install_pid" || install_status=$?
+  cat "$install_log"
+  [[ "$install_status" -eq 0 ]] || { echo "installing the test tools failed" >&2; exit "$install_status"; }
+  step "test tools present (scripts/check-test-tools.sh)"
+  scripts/check-test-tools.sh
+fi
+# shellcheck source=scripts/tools-env.sh
+. scripts/tools-env.sh
 
 step "cargo test --workspace --test services (the services tier)"
 cargo test --workspace --locked --test services
