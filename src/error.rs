@@ -4,6 +4,7 @@
 //! (`http::error`), a gRPC side as a status. The `code` strings are derived from the variant
 //! names ([`ErrorCode`]), so the list in the API document cannot drift from the type.
 
+use std::any::Any;
 use std::time::Duration;
 
 /// Every error a client can receive. Each variant's name, in `SCREAMING_SNAKE_CASE`, is its
@@ -120,6 +121,19 @@ impl ErrorCode {
     /// The code as sent to clients.
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+}
+
+/// The message of a panic payload (`panic!` with a string or a format). Every layer that
+/// catches a panic reports it so: the worker threads, the job runner and each transport's
+/// call guard.
+pub fn panic_message(payload: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
     }
 }
 

@@ -621,7 +621,7 @@ async fn supervise(
     loop {
         match start().await {
             Ok(()) => return,
-            Err(e) if e.is_panic() => fault(crate::pool::panic_message(&e.into_panic())),
+            Err(e) if e.is_panic() => fault(crate::error::panic_message(&e.into_panic())),
             Err(_) => return,
         }
         tokio::select! {

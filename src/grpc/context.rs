@@ -182,7 +182,7 @@ where
             Err(panic) => {
                 tracing::error!(
                     request_id = call.id.to_str().unwrap_or_default(),
-                    panic = %crate::pool::panic_message(&panic),
+                    panic = %crate::error::panic_message(&panic),
                     "RPC handler panicked"
                 );
                 tonic::Status::internal("internal server error").into_http()

@@ -219,7 +219,7 @@ where
             Err(panic) => {
                 tracing::error!(
                     request_id = done.id.to_str().unwrap_or_default(),
-                    panic = %crate::pool::panic_message(&panic),
+                    panic = %crate::error::panic_message(&panic),
                     "handler panicked"
                 );
                 ApiError::InternalError.into_response()

@@ -9,7 +9,6 @@ mod kernel;
 
 pub use kernel::intensive_digest;
 
-use std::any::Any;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -21,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
+
+use crate::error::panic_message;
 
 /// Handles the pool records into; built by the metrics module and passed in, so the pool
 /// stays independent of how metrics are exported.
@@ -375,17 +376,6 @@ fn lower_priority(niceness: i32) {
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, niceness) };
     if rc != 0 {
         tracing::debug!(niceness, "could not lower the worker's priority");
-    }
-}
-
-/// The message of a panic payload (`panic!` with a string or a format), for logs.
-pub fn panic_message(payload: &Box<dyn Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
     }
 }
 
