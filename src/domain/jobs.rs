@@ -20,9 +20,12 @@ use crate::config::JobsSettings;
 use crate::dependency::CircuitState;
 use crate::error::{ApiError, Missing};
 use crate::pool::{SubmitError, WorkerPool};
-use crate::store::{
-    now_us, Cancelled, Finish, Inserted, Job, JobStatus, JobStore, NewJob, StoreError,
-};
+use crate::store::{now_us, Cancelled, Finish, Inserted, JobStore, NewJob, StoreError};
+
+/// A job as the domain hands it out, and where it is in its life. The store decodes its rows
+/// into this record, which holds nothing a caller must not see (owner, lease and idempotency
+/// key stay in the store); callers name it here, so no transport needs the store.
+pub use crate::store::{Job, JobStatus};
 
 /// How long a client is asked to wait while the database is unavailable.
 const RETRY_AFTER: Duration = Duration::from_secs(1);

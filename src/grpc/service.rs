@@ -13,14 +13,13 @@ use super::pb;
 use super::status::status;
 use crate::admission::Identity;
 use crate::domain::job_events::{JobEvent, JobWatch};
-use crate::domain::jobs::{Jobs, Scope, Submission};
+use crate::domain::jobs::{Job, JobStatus, Jobs, Scope, Submission};
 use crate::domain::{ComputeInput, Computed, MAX_NUMBER};
 use crate::error::ApiError;
 use crate::http::context::{unix_now, RequestInfo};
 use crate::http::extract::jobs_scope;
 use crate::observability::metrics::Refused;
 use crate::state::{AppState, StreamClass};
-use crate::store::{Job, JobStatus};
 
 /// The service over the application's state.
 #[derive(Clone)]

@@ -8,12 +8,11 @@ use axum::Json;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::jobs::{Jobs, Scope, Submission};
+use crate::domain::jobs::{Job, JobStatus, Jobs, Scope, Submission};
 use crate::error::ApiError;
 use crate::http::error::JobErrors;
 use crate::http::extract::{json_fields, whole_number, BodyBytes};
 use crate::state::AppState;
-use crate::store::{Job, JobStatus};
 
 /// `Idempotency-Key`.
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
