@@ -1,14 +1,16 @@
 //! floodgate: an HTTP compute service with a bounded worker pool, admission control,
 //! Prometheus metrics and OTLP traces.
 //!
-//! Data flows one way: [`config`] → [`observability`] → [`state`] → [`http`] (a transport) →
-//! [`admission`] → [`domain`] → [`pool`], with [`dependency`] (the breaker, Redis) under
-//! admission and domain. [`transport`] carries connections to a service it
-//! is given; [`error`] is the one error type every layer returns. Only [`app`] wires the
-//! pieces together. `admission`, `domain` and `pool` know nothing of axum.
+//! Data flows one way: [`config`] → [`observability`] → [`state`] → [`http`] or [`grpc`] (the
+//! transports; [`call`] holds what every call carries, for both) → [`admission`] → [`domain`] →
+//! [`pool`] and [`store`], with [`dependency`] (the breaker, Redis) under admission and domain.
+//! [`transport`] carries connections to a service it is given; [`error`] is the one error type
+//! every layer returns. Only [`app`] wires the pieces together. `admission`, `call`, `domain`
+//! and `pool` know nothing of axum.
 
 pub mod admission;
 pub mod app;
+pub mod call;
 pub mod config;
 pub mod dependency;
 pub mod domain;

@@ -1,28 +1,26 @@
-//! An RPC's lifecycle, in one layer, as [`crate::http::ContextLayer`] is a request's: request
-//! ID (`x-request-id` metadata, echoed), one server span with the caller's W3C context, panic
-//! guard, the duration histogram and JSON statistics, and one access-log line. The call is
-//! recorded when its response body ends, so a server stream counts its whole life and its
-//! final status from the trailers.
+//! An RPC's lifecycle, in one layer, as the REST transport's context layer is a request's and
+//! on the same [`crate::call`]: request ID (`x-request-id` metadata, echoed), one server span
+//! with the caller's W3C context, panic guard, the duration histogram and JSON statistics, and
+//! one access-log line. The call is recorded when its response body ends, so a server stream
+//! counts its whole life and its final status from the trailers.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::IpAddr;
-use std::panic::AssertUnwindSafe;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
 
+use axum::extract::ConnectInfo;
 use bytes::Bytes;
-use futures_util::future::{CatchUnwind, FutureExt};
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, Request, Response};
 use http_body::Frame;
 use tower::{Layer, Service};
 use tracing::field::Empty;
 use tracing::Span;
 
-use crate::http::context::{request_id, RequestInfo, X_REQUEST_ID};
-use crate::observability::access_log::{AccessLog, AccessRecord};
+use crate::call::{answer, guard, Ended, Guarded, RequestInfo, X_REQUEST_ID};
+use crate::observability::access_log::AccessLog;
 use crate::observability::metrics::{Metrics, Refused, RpcMethod};
 use crate::observability::telemetry;
 
@@ -104,30 +102,29 @@ where
     }
 
     fn call(&mut self, mut req: Request<axum::body::Body>) -> Self::Future {
-        let start = Instant::now();
-        let id = request_id(req.headers());
-        let client = crate::http::client_ip(&req, &self.config.trusted_proxies);
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.ip());
+        let info = RequestInfo::begin(req.headers(), peer, &self.config.trusted_proxies);
         let path = req.uri().path().to_owned();
         let method = self.config.method(&path);
-        let span = server_span(req.headers(), &path, method, &id, client);
+        let span = server_span(req.headers(), &path, method, &info);
         let slot = RefusalSlot::default();
-        req.extensions_mut()
-            .insert(RequestInfo::new(id.clone(), start, client));
+        req.extensions_mut().insert(info.clone());
         req.extensions_mut().insert(slot.clone());
         self.config.metrics.rpc_started(method);
         let inner = {
             let _entered = span.enter();
-            AssertUnwindSafe(self.inner.call(req)).catch_unwind()
+            guard(self.inner.call(req))
         };
         RpcFuture {
             inner,
             call: Some(Call {
                 config: Arc::clone(&self.config),
                 span,
-                start,
+                info,
                 path,
-                id,
-                client,
                 slot,
             }),
         }
@@ -138,7 +135,7 @@ pin_project_lite::pin_project! {
     /// The response future of [`RpcContext`].
     pub struct RpcFuture<F> {
         #[pin]
-        inner: CatchUnwind<AssertUnwindSafe<F>>,
+        inner: Guarded<F>,
         call: Option<Call>,
     }
 
@@ -156,10 +153,8 @@ pin_project_lite::pin_project! {
 struct Call {
     config: Arc<RpcContextConfig>,
     span: Span,
-    start: Instant,
+    info: RequestInfo,
     path: String,
-    id: HeaderValue,
-    client: Option<IpAddr>,
     slot: RefusalSlot,
 }
 
@@ -176,21 +171,12 @@ where
         let outcome = ready!(this.inner.poll(cx));
         drop(_entered);
         let call = this.call.take().expect("polled after completion");
-        let mut response = match outcome {
-            Ok(Ok(response)) => response,
-            Ok(Err(never)) => match never {},
-            Err(panic) => {
-                tracing::error!(
-                    request_id = call.id.to_str().unwrap_or_default(),
-                    panic = %crate::error::panic_message(&panic),
-                    "RPC handler panicked"
-                );
-                tonic::Status::internal("internal server error").into_http()
-            }
-        };
+        let mut response = answer(outcome, call.info.id(), "RPC handler", || {
+            tonic::Status::internal("internal server error").into_http()
+        });
         response
             .headers_mut()
-            .insert(X_REQUEST_ID.clone(), call.id.clone());
+            .insert(X_REQUEST_ID.clone(), call.info.id_header().clone());
         if let Some(refused) = response.extensions_mut().remove::<Refused>() {
             call.slot.set(refused);
         }
@@ -277,7 +263,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 
 impl Call {
     fn finish(self, code: i32) {
-        let elapsed = self.start.elapsed();
+        let elapsed = self.info.start.elapsed();
         let config = &self.config;
         let method = config.method(&self.path);
         // Admission's refusals say so on their response; RESOURCE_EXHAUSTED alone is not
@@ -285,23 +271,23 @@ impl Call {
         let refused = self.slot.0.get().copied();
         config.metrics.record_rpc(method, code, refused, elapsed);
         self.span.record("rpc.grpc.status_code", i64::from(code));
-        if is_server_error(code) {
-            self.span.record("otel.status_code", "ERROR");
-        }
-        let Some(log) = &config.access_log else {
-            return;
-        };
-        let trace_ids = telemetry::trace_ids(&self.span);
-        log.write(&AccessRecord {
-            request_id: self.id.to_str().unwrap_or_default(),
-            method: "POST",
-            path: &self.path,
-            status: 200,
-            grpc_status: Some(code),
-            latency: elapsed,
-            client_ip: self.client,
-            trace: trace_ids.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
-        });
+        self.info.record(
+            &self.span,
+            config.access_log.as_ref(),
+            Ended {
+                method: "POST",
+                path: &self.path,
+                status: 200,
+                grpc_status: Some(code),
+                server_error: is_server_error(code),
+                elapsed,
+                // Only the access log reads them.
+                trace: config
+                    .access_log
+                    .as_ref()
+                    .and_then(|_| telemetry::trace_ids(&self.span)),
+            },
+        );
     }
 }
 
@@ -314,13 +300,7 @@ fn is_server_error(code: i32) -> bool {
     )
 }
 
-fn server_span(
-    headers: &HeaderMap,
-    path: &str,
-    method: &RpcMethod,
-    id: &HeaderValue,
-    client: Option<IpAddr>,
-) -> Span {
+fn server_span(headers: &HeaderMap, path: &str, method: &RpcMethod, info: &RequestInfo) -> Span {
     let span = tracing::info_span!(
         target: GRPC_SPAN_TARGET,
         "rpc",
@@ -331,8 +311,8 @@ fn server_span(
         rpc.service = method.service,
         rpc.method = method.method,
         rpc.grpc.status_code = Empty,
-        client.address = client.map(tracing::field::display),
-        request_id = id.to_str().unwrap_or_default(),
+        client.address = info.client.map(tracing::field::display),
+        request_id = info.id(),
         trace_id = Empty,
         span_id = Empty,
     );

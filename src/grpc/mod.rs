@@ -18,9 +18,9 @@ use http::{HeaderMap, Response};
 use tower::Layer;
 
 use crate::admission::{Admission, AdmissionLayer, Admitted, Deadline, DeadlineLayer, Gate};
+use crate::call::{self, RequestInfo};
 use crate::error::ApiError;
-use crate::http::context::RequestInfo;
-use crate::observability::metrics::{Refused, RpcMethod};
+use crate::observability::metrics::RpcMethod;
 use crate::state::AppState;
 pub use context::{RpcContext, RpcContextConfig, RpcContextLayer};
 
@@ -85,17 +85,12 @@ impl Gate for GrpcGate {
     type Body = tonic::body::Body;
 
     fn client(&self, extensions: &http::Extensions) -> Option<IpAddr> {
-        extensions.get::<RequestInfo>().and_then(|i| i.client)
+        RequestInfo::client_in(extensions)
     }
 
     fn refuse(&self, err: ApiError) -> Response<Self::Body> {
-        let refused = match err {
-            ApiError::RateLimitExceeded { .. } => Some(Refused::RateLimited),
-            ApiError::ServiceOverloaded { .. } => Some(Refused::Overloaded),
-            _ => None,
-        };
         let mut response = status::status(&err).into_http();
-        if let Some(refused) = refused {
+        if let Some(refused) = call::refused(&err) {
             response.extensions_mut().insert(refused);
         }
         response

@@ -12,12 +12,11 @@ use super::context::RefusalSlot;
 use super::pb;
 use super::status::status;
 use crate::admission::Identity;
+use crate::call::{jobs_scope, unix_now, RequestInfo};
 use crate::domain::job_events::{JobEvent, JobWatch};
 use crate::domain::jobs::{Job, JobStatus, Jobs, Scope, Submission};
 use crate::domain::{ComputeInput, Computed, MAX_NUMBER};
 use crate::error::ApiError;
-use crate::http::context::{unix_now, RequestInfo};
-use crate::http::extract::jobs_scope;
 use crate::observability::metrics::Refused;
 use crate::state::{AppState, StreamClass};
 

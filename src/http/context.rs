@@ -1,5 +1,7 @@
 //! The request's lifecycle, in one layer: request ID, server span, panic guard, metrics,
-//! access log, the JSON error envelope and the security headers every response carries.
+//! access log, the JSON error envelope and the security headers every response carries. What
+//! an RPC does alike (request ID, client address, panic guard, the access-log line) is
+//! [`crate::call`]'s.
 //!
 //! These run for every request and each needs the same start time, route and ID; doing them
 //! in one hand-written service (no boxing, one span enter per poll, labels resolved once)
@@ -7,16 +9,13 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::IpAddr;
-use std::panic::AssertUnwindSafe;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
-use futures_util::future::{CatchUnwind, FutureExt};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use opentelemetry::trace::TraceContextExt;
 use tower::{Layer, Service};
@@ -24,56 +23,23 @@ use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::client_ip::client_ip;
 use super::error;
 use super::table::{RouteId, RouteTable};
+use crate::call::{self, answer, guard, Ended, Guarded, RequestInfo, X_REQUEST_ID};
 use crate::error::ApiError;
-use crate::observability::access_log::{AccessLog, AccessRecord};
-use crate::observability::metrics::{MethodLabel, Metrics, Outcome, Refused};
+use crate::observability::access_log::AccessLog;
+use crate::observability::metrics::{MethodLabel, Metrics, Outcome};
 use crate::observability::telemetry::{self, HeaderInjector};
-
-/// `X-Request-ID`.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-
-/// Seconds since the Unix epoch, for `timestamp` fields.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// What handlers and inner layers may know about their request (one extension, so one
-/// insertion per request).
-#[derive(Debug, Clone)]
-pub struct RequestInfo {
-    /// Always 1–128 visible ASCII characters.
-    id: HeaderValue,
-    pub start: Instant,
-    /// The client address (see [`client_ip`]).
-    pub client: Option<IpAddr>,
-}
-
-impl RequestInfo {
-    /// What a transport knows of a request as it starts; `id` comes from [`request_id`].
-    pub fn new(id: HeaderValue, start: Instant, client: Option<IpAddr>) -> Self {
-        Self { id, start, client }
-    }
-
-    /// The request ID.
-    pub fn id(&self) -> &str {
-        self.id.to_str().unwrap_or_default()
-    }
-}
 
 /// What the layer needs, shared by every request.
 pub struct ContextConfig {
     pub routes: Arc<RouteTable>,
     pub metrics: Arc<Metrics>,
     pub access_log: Option<AccessLog>,
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<IpAddr>,
     pub server_port: u16,
     /// Path prefixes marked deprecated, with the headers every response under them gets.
     pub deprecations: Vec<(String, Vec<(HeaderName, HeaderValue)>)>,
@@ -119,41 +85,37 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        let start = Instant::now();
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.ip());
+        let info = RequestInfo::begin(req.headers(), peer, &self.config.trusted_proxies);
         let route = self.config.routes.classify(req.uri().path());
-        let id = request_id(req.headers());
-        let client = client_ip(&req, &self.config.trusted_proxies);
         let method = req.method().clone();
         let uri = req.uri().clone();
         let has_body = declares_body(req.headers());
         let span = if self.config.routes.label(route).recorded {
-            server_span(&req, &self.config, route, &id, client)
+            server_span(&req, &self.config, route, &info)
         } else {
             Span::none()
         };
-        req.extensions_mut().insert(RequestInfo {
-            id: id.clone(),
-            start,
-            client,
-        });
+        req.extensions_mut().insert(info.clone());
         self.config
             .metrics
             .request_started(self.config.routes.label(route));
         let inner = {
             let _entered = span.enter();
-            AssertUnwindSafe(self.inner.call(req)).catch_unwind()
+            guard(self.inner.call(req))
         };
         ContextFuture {
             inner,
             span,
             done: Some(Finish {
                 config: Arc::clone(&self.config),
-                start,
+                info,
                 route,
-                id,
                 method,
                 uri,
-                client,
                 has_body,
             }),
         }
@@ -164,7 +126,7 @@ pin_project_lite::pin_project! {
     /// The response future of [`RequestContext`].
     pub struct ContextFuture<F> {
         #[pin]
-        inner: CatchUnwind<AssertUnwindSafe<F>>,
+        inner: Guarded<F>,
         span: Span,
         done: Option<Finish>,
     }
@@ -193,12 +155,10 @@ pub const CLIENT_CLOSED_REQUEST: http::StatusCode = match http::StatusCode::from
 
 struct Finish {
     config: Arc<ContextConfig>,
-    start: Instant,
+    info: RequestInfo,
     route: RouteId,
-    id: HeaderValue,
     method: Method,
     uri: Uri,
-    client: Option<IpAddr>,
     has_body: bool,
 }
 
@@ -213,34 +173,20 @@ where
         let _entered = this.span.enter();
         let outcome = ready!(this.inner.poll(cx));
         let done = this.done.take().expect("polled after completion");
-        let response = match outcome {
-            Ok(Ok(response)) => response,
-            Ok(Err(never)) => match never {},
-            Err(panic) => {
-                tracing::error!(
-                    request_id = done.id.to_str().unwrap_or_default(),
-                    panic = %crate::error::panic_message(&panic),
-                    "handler panicked"
-                );
-                ApiError::InternalError.into_response()
-            }
-        };
+        let response = answer(outcome, done.info.id(), "handler", || {
+            ApiError::InternalError.into_response()
+        });
         Poll::Ready(Ok(done.finish(response, this.span)))
     }
 }
 
 impl Finish {
     fn finish(self, mut response: Response, span: &Span) -> Response {
-        let id_str = self.id.to_str().unwrap_or_default();
         let mut refused = None;
         if let Some(err) = response.extensions_mut().remove::<ApiError>() {
-            refused = match err {
-                ApiError::RateLimitExceeded { .. } => Some(Refused::RateLimited),
-                ApiError::ServiceOverloaded { .. } => Some(Refused::Overloaded),
-                _ => None,
-            };
+            refused = call::refused(&err);
             let inner_headers = std::mem::take(response.headers_mut());
-            response = error::render(&err, id_str, unix_now());
+            response = error::render(&err, self.info.id(), call::unix_now());
             if self.has_body && refused_unread(&err) {
                 // Answered without reading the body: the connection cannot carry another
                 // request, so say so instead of letting the client find a closed socket.
@@ -252,7 +198,7 @@ impl Finish {
         }
         let label = self.config.routes.label(self.route);
         let headers = response.headers_mut();
-        headers.insert(X_REQUEST_ID.clone(), self.id.clone());
+        headers.insert(X_REQUEST_ID.clone(), self.info.id_header().clone());
         headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
         if label.api {
             // Computed per request: no cache or proxy may keep or replay it.
@@ -266,7 +212,7 @@ impl Finish {
             }
         }
         let status = response.status().as_u16();
-        let elapsed = self.start.elapsed();
+        let elapsed = self.info.start.elapsed();
         self.config.metrics.record_request(
             label,
             Outcome {
@@ -280,10 +226,7 @@ impl Finish {
             return response;
         }
         span.record("http.response.status_code", i64::from(status));
-        if status >= 500 {
-            span.record("otel.status_code", "ERROR");
-        }
-        let mut trace_ids = None;
+        let mut trace = None;
         if telemetry::otel_active() {
             let cx = span.context();
             let sc = cx.span().span_context().clone();
@@ -291,21 +234,22 @@ impl Finish {
                 opentelemetry::global::get_text_map_propagator(|p| {
                     p.inject_context(&cx, &mut HeaderInjector(response.headers_mut()))
                 });
-                trace_ids = Some((sc.trace_id().to_string(), sc.span_id().to_string()));
+                trace = Some((sc.trace_id().to_string(), sc.span_id().to_string()));
             }
         }
-        if let Some(log) = &self.config.access_log {
-            log.write(&AccessRecord {
-                grpc_status: None,
-                request_id: id_str,
+        self.info.record(
+            span,
+            self.config.access_log.as_ref(),
+            Ended {
                 method: self.method.as_str(),
                 path: self.uri.path(),
                 status,
-                latency: elapsed,
-                client_ip: self.client,
-                trace: trace_ids.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
-            });
-        }
+                grpc_status: None,
+                server_error: status >= 500,
+                elapsed,
+                trace,
+            },
+        );
         response
     }
 }
@@ -364,26 +308,7 @@ fn refused_unread(err: &ApiError) -> bool {
     )
 }
 
-/// Honour a valid incoming `X-Request-ID`, otherwise make a UUID v4.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
-        let bytes = v.as_bytes();
-        if (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
-            return v.clone();
-        }
-    }
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(s).expect("a UUID is a valid header value")
-}
-
-fn server_span(
-    req: &Request,
-    config: &ContextConfig,
-    route: RouteId,
-    id: &HeaderValue,
-    client: Option<IpAddr>,
-) -> Span {
+fn server_span(req: &Request, config: &ContextConfig, route: RouteId, info: &RequestInfo) -> Span {
     let routes = &config.routes;
     let span = tracing::info_span!(
         target: super::HTTP_SPAN_TARGET,
@@ -394,9 +319,9 @@ fn server_span(
         http.request.method = req.method().as_str(),
         http.route = routes.label(route).template,
         url.path = req.uri().path(),
-        client.address = client.map(tracing::field::display),
+        client.address = info.client.map(tracing::field::display),
         server.port = i64::from(config.server_port),
-        request_id = id.to_str().unwrap_or_default(),
+        request_id = info.id(),
         http.response.status_code = Empty,
         trace_id = Empty,
         span_id = Empty,
@@ -416,30 +341,5 @@ fn method_label(method: &Method) -> MethodLabel {
         Method::HEAD => MethodLabel::Head,
         Method::OPTIONS => MethodLabel::Options,
         _ => MethodLabel::Other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_id_rules() {
-        let mut h = HeaderMap::new();
-        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&h), "abc-123");
-        for bad in ["has space", "", &"x".repeat(129)] {
-            let mut h = HeaderMap::new();
-            h.insert(&X_REQUEST_ID, HeaderValue::from_str(bad).unwrap());
-            let id = request_id(&h);
-            assert_eq!(id.len(), 36, "{bad:?} should be replaced by a UUID");
-            assert!(uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok());
-        }
-        let mut h = HeaderMap::new();
-        h.insert(
-            &X_REQUEST_ID,
-            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
-        );
-        assert_eq!(request_id(&h).len(), 36);
     }
 }

@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
 use crate::admission::Identity;
+use crate::call;
 use crate::domain::jobs::Scope;
 use crate::domain::{ComputeInput, MAX_NUMBER};
 use crate::error::ApiError;
@@ -35,17 +36,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Scope {
         parts: &mut http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(jobs_scope(parts.extensions.get::<Identity>()))
+        Ok(call::jobs_scope(parts.extensions.get::<Identity>()))
     }
-}
-
-/// The jobs scope of a caller, for every transport: its own jobs, or every job for a jobs
-/// admin or while authentication is off (no identity).
-pub fn jobs_scope(identity: Option<&Identity>) -> Scope {
-    Scope::of(
-        identity.map(|i| &*i.principal.0),
-        identity.is_some_and(|i| i.jobs_admin),
-    )
 }
 
 /// A JSON request body, within the body limit: 415 for another content type, 413 past the

@@ -1,7 +1,6 @@
 //! The REST transport: the route table, the one function that orders the layers, the request
 //! context, extractors, the JSON error envelope and the OpenAPI document.
 
-mod client_ip;
 pub mod context;
 pub mod error;
 pub mod extract;
@@ -10,10 +9,7 @@ pub mod openapi;
 pub mod routes;
 pub mod table;
 
-pub use client_ip::client_ip;
-pub use context::{
-    unix_now, ContextConfig, ContextLayer, RequestContext, RequestInfo, X_REQUEST_ID,
-};
+pub use context::{ContextConfig, ContextLayer, RequestContext};
 pub use table::{RouteSpec, RouteTable, Surface};
 
 use std::net::IpAddr;
@@ -29,6 +25,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::admission::{Admission, AdmissionLayer, DeadlineLayer, Gate};
+use crate::call::{RequestInfo, X_REQUEST_ID};
 use crate::config::CorsSettings;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -66,7 +63,7 @@ impl Gate for HttpGate {
     type Body = axum::body::Body;
 
     fn client(&self, extensions: &http::Extensions) -> Option<IpAddr> {
-        extensions.get::<RequestInfo>().and_then(|i| i.client)
+        RequestInfo::client_in(extensions)
     }
 
     fn refuse(&self, err: ApiError) -> Response {

@@ -6,9 +6,9 @@ use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 
+use crate::call::{unix_now, RequestInfo};
 use crate::domain::{ComputeInput, Computed};
 use crate::error::ApiError;
-use crate::http::context::{unix_now, RequestInfo};
 use crate::http::error::ComputeErrors;
 use crate::http::extract::ComputeRequest;
 use crate::state::AppState;

@@ -47,7 +47,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
     };
     let body = HealthBody {
         status: report.checks.into_iter().collect(),
-        timestamp: crate::http::unix_now(),
+        timestamp: crate::call::unix_now(),
         goroutines: crate::observability::metrics::live_tasks(),
         version: crate::VERSION,
     };

@@ -84,7 +84,7 @@ pub fn snapshot_of(state: &AppState, s: m::StatsSnapshot) -> StatsBody {
         queue_depth: pool.queue_depth,
         worker_count: pool.alive,
         goroutines: m::live_tasks(),
-        timestamp: crate::http::unix_now(),
+        timestamp: crate::call::unix_now(),
         rate_limited_count: s.rate_limited_count,
         overloaded_count: s.overloaded_count,
         latency_p50_us: s.latency_p50_us,

@@ -1,24 +1,23 @@
 //! The client's address: the peer, or the forwarded-for address when the peer is a
 //! configured trusted proxy (never from anyone else, or any client could pick its own key).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::ConnectInfo;
-use http::Request;
+use http::HeaderMap;
 
-/// Resolve the client address of `req`.
-pub fn client_ip<B>(req: &Request<B>, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())?;
+/// The client address of a call that `peer` sent with `headers`.
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted_proxies: &[IpAddr],
+) -> Option<IpAddr> {
+    let peer = peer?;
     if trusted_proxies.is_empty() || !trusted_proxies.contains(&peer) {
         return Some(peer);
     }
     // Walk X-Forwarded-For from the right, skipping our own proxies: the first address
     // not in the trusted set is the one a trusted proxy saw connect.
-    let forwarded = req
-        .headers()
+    let forwarded = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -39,34 +38,24 @@ pub fn client_ip<B>(req: &Request<B>, trusted_proxies: &[IpAddr]) -> Option<IpAd
 mod tests {
     use super::*;
 
-    fn req(peer: &str, xff: Option<&str>) -> Request<()> {
-        let mut r = Request::new(());
-        r.extensions_mut().insert(ConnectInfo::<SocketAddr>(
-            format!("{peer}:1234").parse().unwrap(),
-        ));
+    fn client(peer: &str, xff: Option<&str>, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+        let mut headers = HeaderMap::new();
         if let Some(x) = xff {
-            r.headers_mut()
-                .insert("x-forwarded-for", x.parse().unwrap());
+            headers.insert("x-forwarded-for", x.parse().unwrap());
         }
-        r
+        client_ip(Some(peer.parse().unwrap()), &headers, trusted_proxies)
     }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(client("192.0.2.9", Some("1.2.3.4"), &[proxy]), Some(other));
+        assert_eq!(client("192.0.2.9", Some("1.2.3.4"), &[]), Some(other));
         assert_eq!(
-            client_ip(&req("192.0.2.9", Some("1.2.3.4")), &[proxy]),
-            Some(other)
-        );
-        assert_eq!(
-            client_ip(&req("192.0.2.9", Some("1.2.3.4")), &[]),
-            Some(other)
-        );
-        assert_eq!(
-            client_ip(&req("10.0.0.1", Some("1.2.3.4, 10.0.0.1")), &[proxy]),
+            client("10.0.0.1", Some("1.2.3.4, 10.0.0.1"), &[proxy]),
             Some("1.2.3.4".parse().unwrap())
         );
-        assert_eq!(client_ip(&req("10.0.0.1", None), &[proxy]), Some(proxy));
+        assert_eq!(client("10.0.0.1", None, &[proxy]), Some(proxy));
     }
 }
