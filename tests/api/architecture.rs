@@ -1,6 +1,7 @@
 //! The module rules the README states, checked on the source: data flows one way between the
-//! top-level modules (no cycle), the transport-free modules use no web framework, and
-//! configuration depends on nothing else in the crate. The load client (`crates/floodgate-load`)
+//! top-level modules (no cycle), the transport-free modules use no web framework, the
+//! transports take nothing from each other, the pool or the store, and configuration depends
+//! on nothing else in the crate. The load client (`crates/floodgate-load`)
 //! is held to the first rule too, with its command line on top: none of its modules builds on
 //! `cli`.
 
@@ -10,6 +11,7 @@ use std::path::Path;
 /// Modules that must not know which transport a call came from.
 const TRANSPORT_FREE: &[&str] = &[
     "admission",
+    "call",
     "dependency",
     "domain",
     "pool",
@@ -19,6 +21,33 @@ const TRANSPORT_FREE: &[&str] = &[
 ];
 /// Crates that are transports.
 const FRAMEWORKS: &[&str] = &["axum::", "tonic::"];
+/// The modules a transport-free one must not build on.
+const TRANSPORT_BOUND: &[&str] = &["http", "grpc", "transport", "app", "state"];
+/// Dependencies between top-level modules that must never be: `(module, on, why)`.
+const NEVER: &[(&str, &str, &str)] = &[
+    ("grpc", "http", "what the transports share is `call`'s"),
+    ("http", "grpc", "what the transports share is `call`'s"),
+    (
+        "http",
+        "pool",
+        "a transport reaches the work through the domain",
+    ),
+    (
+        "grpc",
+        "pool",
+        "a transport reaches the work through the domain",
+    ),
+    (
+        "http",
+        "store",
+        "a transport names the domain's types, not the store's",
+    ),
+    (
+        "grpc",
+        "store",
+        "a transport names the domain's types, not the store's",
+    ),
+];
 
 /// `(top-level module, path, text)` of a source file.
 type Source = (String, String, String);
@@ -134,22 +163,38 @@ fn load_client_modules_depend_on_each_other_one_way() {
     }
 }
 
-#[test]
-fn transport_free_modules_use_no_web_framework() {
-    let (deps, files) = graph();
-    for (module, path, text) in &files {
+/// Where a transport-free module knows a transport: a web framework in its source, or a
+/// dependency on a module that serves one.
+fn transport_bound(deps: &Graph, files: &[Source]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (module, path, text) in files {
         if TRANSPORT_FREE.contains(&module.as_str()) {
-            for framework in FRAMEWORKS {
-                assert!(!text.contains(framework), "{path} uses {framework}");
+            for framework in FRAMEWORKS.iter().filter(|f| text.contains(**f)) {
+                found.push(format!("{path} uses {framework}"));
             }
-            for transport in ["http", "transport", "app", "state"] {
-                assert!(
-                    !deps[module].contains(transport),
-                    "{module} ({path}) depends on {transport}"
-                );
+            let uses = deps.get(module).into_iter().flatten();
+            for transport in uses.filter(|d| TRANSPORT_BOUND.contains(&d.as_str())) {
+                found.push(format!("{module} ({path}) depends on {transport}"));
             }
         }
     }
+    found
+}
+
+/// The dependencies in `deps` that [`NEVER`] forbids, each with why.
+fn forbidden(deps: &Graph) -> Vec<String> {
+    NEVER
+        .iter()
+        .filter(|(module, on, _)| deps.get(*module).is_some_and(|d| d.contains(*on)))
+        .map(|(module, on, why)| format!("{module} depends on {on}: {why}"))
+        .collect()
+}
+
+#[test]
+fn transport_free_modules_use_no_web_framework() {
+    let (deps, files) = graph();
+    let found = transport_bound(&deps, &files);
+    assert!(found.is_empty(), "{}", found.join("\n"));
     assert!(
         deps["config"].is_empty(),
         "config depends on {:?}",
@@ -169,4 +214,73 @@ fn the_checker_sees_a_cycle_when_there_is_one() {
     deps.get_mut("c").unwrap().clear();
     assert!(cycle_through(&deps, "a", "a", &mut vec!["a".into()]).is_none());
     assert!(any_cycle(&deps).is_none());
+}
+
+#[test]
+fn transports_take_nothing_from_each_other_the_pool_or_the_store() {
+    let (deps, _) = graph();
+    assert!(deps.contains_key("grpc") && deps.contains_key("call"));
+    let found = forbidden(&deps);
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
+fn the_checker_sees_a_transport_that_takes_from_another_the_pool_or_the_store() {
+    let mut deps = Graph::new();
+    for (module, on, _) in NEVER {
+        deps.entry((*module).into())
+            .or_default()
+            .insert((*on).into());
+    }
+    let found = forbidden(&deps);
+    assert_eq!(found.len(), NEVER.len(), "{found:?}");
+    for (module, on) in [
+        ("grpc", "http"),
+        ("http", "grpc"),
+        ("http", "pool"),
+        ("grpc", "pool"),
+        ("http", "store"),
+        ("grpc", "store"),
+    ] {
+        let prefix = format!("{module} depends on {on}:");
+        assert!(found.iter().any(|f| f.starts_with(&prefix)), "{found:?}");
+    }
+    let mut allowed = Graph::new();
+    for transport in ["http", "grpc"] {
+        let uses = allowed.entry(transport.into()).or_default();
+        uses.extend(["call", "domain", "admission"].map(String::from));
+    }
+    assert!(forbidden(&allowed).is_empty());
+}
+
+#[test]
+fn the_checker_sees_call_knowing_a_transport() {
+    let mut deps = Graph::new();
+    deps.entry("call".into())
+        .or_default()
+        .extend(["http", "grpc", "observability"].map(String::from));
+    let files = [(
+        "call".to_owned(),
+        "src/call/mod.rs".to_owned(),
+        "use axum::extract::ConnectInfo;\nuse tonic::Status;".to_owned(),
+    )];
+    let found = transport_bound(&deps, &files);
+    assert_eq!(
+        found,
+        [
+            "src/call/mod.rs uses axum::",
+            "src/call/mod.rs uses tonic::",
+            "call (src/call/mod.rs) depends on grpc",
+            "call (src/call/mod.rs) depends on http",
+        ]
+    );
+    deps.get_mut("call")
+        .unwrap()
+        .retain(|d| d == "observability");
+    let clean = [(
+        files[0].0.clone(),
+        files[0].1.clone(),
+        "use http::HeaderMap;".to_owned(),
+    )];
+    assert!(transport_bound(&deps, &clean).is_empty());
 }
