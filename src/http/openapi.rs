@@ -179,6 +179,8 @@ impl Modify for Common {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::http::routes;
     use crate::http::table::{RouteTable, Surface, UNMATCHED};
@@ -206,6 +208,27 @@ mod tests {
             let label = table.label(table.classify(path));
             assert_ne!(label.template, UNMATCHED, "{path} is not a route");
         }
+    }
+
+    #[test]
+    fn every_operation_is_documented_at_its_routes_method_and_path() {
+        let specs = routes::builtin();
+        let served: BTreeSet<(String, &str)> = specs
+            .iter()
+            .filter(|spec| spec.doc.is_some())
+            .map(|spec| (spec.method.as_str().to_lowercase(), spec.path))
+            .collect();
+        let d = serde_json::to_value(doc(false)).unwrap();
+        let documented: BTreeSet<(String, &str)> = d["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                let methods = item.as_object().unwrap().keys();
+                methods.map(move |method| (method.clone(), path.as_str()))
+            })
+            .collect();
+        assert_eq!(documented, served);
     }
 
     #[test]
