@@ -489,7 +489,7 @@ impl Upkeep {
                 {
                     metrics.run_upkeep();
                     tick = tick.wrapping_add(1);
-                    if tick % Self::HOUSEKEEPING_EVERY == 0 {
+                    if tick.is_multiple_of(Self::HOUSEKEEPING_EVERY) {
                         admission.housekeeping();
                     }
                 }

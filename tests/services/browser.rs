@@ -46,7 +46,7 @@ async fn in_headless_chromium_the_page_connects_and_its_numbers_move_under_load(
         tokio::select! {
             status = browser.wait() => break status.unwrap(),
             _ = async {
-                let endpoint = if sent % 10 == 0 { "intensive" } else { "fast" };
+                let endpoint = if sent.is_multiple_of(10) { "intensive" } else { "fast" };
                 let _ = app.compute(endpoint, 20 + u64::from(sent % 7)).await;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }, if sent < 20_000 => sent += 1,
