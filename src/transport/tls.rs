@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio_rustls::rustls::crypto::ring::default_provider;
+use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
@@ -17,6 +17,15 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsSettings;
+
+/// The cryptography TLS uses: *ring*, which builds from Rust and a little C with no other
+/// toolchain. rustls 0.23.48 deprecates it for lacking post-quantum key exchange (its
+/// aws-lc-rs provider has ML-KEM, at the cost of a CMake-free but much longer C build);
+/// classical key exchange is what this service's clients negotiate today.
+#[allow(deprecated)]
+fn provider() -> CryptoProvider {
+    tokio_rustls::rustls::crypto::ring::default_provider()
+}
 
 /// The certificate and key files, and the pair loaded from them last.
 #[derive(Debug)]
@@ -36,7 +45,7 @@ impl ReloadableCert {
         }
         let key = PrivateKeyDer::from_pem_file(key_path)
             .map_err(|e| format!("{}: {e}", key_path.display()))?;
-        CertifiedKey::from_der(certs, key, &default_provider())
+        CertifiedKey::from_der(certs, key, &provider())
             .map(Arc::new)
             .map_err(|e| format!("{} and {}: {e}", cert_path.display(), key_path.display()))
     }
@@ -75,7 +84,7 @@ impl Tls {
             cert_path: cert_path.clone(),
             key_path: key_path.clone(),
         });
-        let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_no_client_auth()
