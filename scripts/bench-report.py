@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""The benchmark's JSON report, and the README's generated performance tables from it.
+"""The benchmark's JSON report, and the generated tables of docs/performance.md from it.
 
-    scripts/bench-report.py [BENCH_DIR]                  write BENCH_DIR/results.json
-    scripts/bench-report.py [BENCH_DIR] --readme README  also rewrite the README's block
-                                                         between <!-- bench:begin --> and
-                                                         <!-- bench:end --> from that JSON
+    scripts/bench-report.py [BENCH_DIR]                 write BENCH_DIR/results.json
+    scripts/bench-report.py [BENCH_DIR] --readme FILE   also rewrite FILE's blocks between
+                                                        <!-- bench:begin --> and
+                                                        <!-- bench:end --> (the results) and
+                                                        <!-- scaling:begin --> and
+                                                        <!-- scaling:end --> (the capacity
+                                                        model) from that JSON; FILE is
+                                                        docs/performance.md, which holds both
 
 BENCH_DIR (default target/bench) holds what scripts/bench.sh wrote: runs.tsv (one line per
 run), startup.tsv, jobs.tsv and meta.json (date, commit, machine), and optionally
 capacity.json (scripts/capacity.sh) and sweep.svg (the latency-versus-throughput curves).
-Every number in the README block comes from results.json; none is typed by hand.
+Every number in those blocks comes from results.json; none is typed by hand.
 """
 import csv
 import json

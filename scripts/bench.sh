@@ -37,7 +37,7 @@
 #
 # Prints a markdown report (targets first) to stdout and writes it to
 # target/bench/results.md, and the same figures as target/bench/results.json
-# (scripts/bench-report.py, which also regenerates the README's tables from it);
+# (scripts/bench-report.py, which also regenerates docs/performance.md's tables from it);
 # progress lines go to stderr.
 #
 # Usage: scripts/bench.sh [--quick] [--no-build] [--sweep-only]
@@ -740,4 +740,4 @@ if [ "$sweep" = 1 ]; then
     fi
 fi
 python3 "$root/scripts/bench-report.py" "$out_dir"
-log "report written to $out_dir/results.md and results.json (README block: scripts/bench-report.py $out_dir --readme README.md); raw runs in $out_dir/runs.tsv, starts in $out_dir/startup.tsv, jobs in $out_dir/jobs.tsv"
+log "report written to $out_dir/results.md and results.json (tables in docs/performance.md: scripts/bench-report.py $out_dir --readme docs/performance.md); raw runs in $out_dir/runs.tsv, starts in $out_dir/startup.tsv, jobs in $out_dir/jobs.tsv"

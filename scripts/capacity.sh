@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The ceilings of the shared dependencies, for the capacity model in the README's "Scaling"
-# section: how many rate-limit decisions one redis-server makes per second with floodgate's
-# own GCRA script, and how many job claims per second one PostgreSQL makes with floodgate's
-# own claim statement. The server under test is pinned to core 0, the load to core 1.
+# The ceilings of the shared dependencies, for the capacity model in docs/performance.md
+# ("Capacity model"): how many rate-limit decisions one redis-server makes per second with
+# floodgate's own GCRA script, and how many job claims per second one PostgreSQL makes with
+# floodgate's own claim statement. The server under test is pinned to core 0, the load to core 1.
 #
 #   Redis: redis-benchmark EVALSHA of the script in src/admission/rate_limit/redis.rs,
 #          50 connections, on one hot key (one principal) and on 10,000 keys.
