@@ -7,8 +7,8 @@ use clap::Parser;
 use floodgate::config::{LoadOptions, Settings};
 
 /// jemalloc, with background threads returning freed pages to the system within a second:
-/// glibc's allocator kept tens of megabytes after every burst of connections (see the
-/// README's Resilience section).
+/// glibc's allocator kept tens of megabytes after every burst of connections (see "Memory" in
+/// docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
