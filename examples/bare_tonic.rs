@@ -70,6 +70,17 @@ impl ComputeService for Bare {
         Err(Status::unimplemented("not in the reference server"))
     }
 
+    async fn retry_job(&self, _: Request<JobRequest>) -> Result<Response<Job>, Status> {
+        Err(Status::unimplemented("not in the reference server"))
+    }
+
+    async fn submit_jobs(
+        &self,
+        _: Request<floodgate::grpc::pb::SubmitJobsRequest>,
+    ) -> Result<Response<floodgate::grpc::pb::SubmitJobsResponse>, Status> {
+        Err(Status::unimplemented("not in the reference server"))
+    }
+
     type WatchJobStream = JobStream;
 
     async fn watch_job(&self, _: Request<JobRequest>) -> Result<Response<JobStream>, Status> {

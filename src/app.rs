@@ -600,9 +600,11 @@ fn job_metrics(metrics: &Metrics) -> JobMetrics {
         succeeded: finished("succeeded"),
         failed: finished("failed"),
         cancelled: finished("cancelled"),
+        discarded: finished("discarded"),
+        retried: metrics.counter(m::JOB_RETRIES, &[]),
         runner_restarts: metrics.counter(m::JOB_RUNNER_RESTARTS, &[]),
         attempts: metrics.histogram(m::JOB_ATTEMPTS),
-        by_status: JobStatus::ALL
+        by_status: JobStatus::ACTIVE
             .map(|s| metrics.labelled_gauge(m::JOBS, &[("status", s.as_str())])),
         oldest_queued_age: metrics.gauge(m::JOBS_OLDEST_QUEUED_AGE),
         db_idle: metrics.labelled_gauge(m::DB_CONNECTIONS, &[("state", "idle")]),

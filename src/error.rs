@@ -55,9 +55,13 @@ pub enum ApiError {
     /// The job has already ended and cannot be cancelled.
     #[error("job {0} has already finished")]
     JobFinished(String),
-    /// The `Idempotency-Key` was used before with a different request.
-    #[error("this Idempotency-Key was used with a different request")]
-    IdempotencyKeyReused,
+    /// The job is neither discarded nor failed: there is nothing to retry.
+    #[error("job {0} is not discarded or failed: only those can be retried")]
+    JobNotRetryable(String),
+    /// The `Idempotency-Key` was used before with a different request (in a batch, the
+    /// index of the first job that did).
+    #[error("{}this Idempotency-Key was used with a different request", match .job { Some(i) => format!("jobs[{i}]: "), None => String::new() })]
+    IdempotencyKeyReused { job: Option<usize> },
     /// A dependency without a fallback (the jobs database) is unavailable.
     #[error("{what} is unavailable")]
     DependencyUnavailable {
@@ -163,7 +167,8 @@ mod tests {
         assert_eq!(route.to_string(), "no route for /nope");
         assert_eq!(job.to_string(), "job 0193 not found");
         let all: Vec<_> = ErrorCode::all().map(ErrorCode::as_str).collect();
-        assert_eq!(all.len(), 18);
+        assert_eq!(all.len(), 19);
+        assert!(all.contains(&"JOB_NOT_RETRYABLE"));
         assert!(all.contains(&"SHUTTING_DOWN") && all.contains(&"PROCESSING_ERROR"));
     }
 }

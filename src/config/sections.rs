@@ -518,8 +518,18 @@ pub struct JobsSettings {
     /// the job runs.
     #[serde(with = "duration")]
     pub lease: Duration,
-    /// Claims a job gets before it is failed.
+    /// Attempts a job gets; after the last one fails it is discarded.
     pub max_attempts: u32,
+    /// The backoff before the second attempt; it doubles with each attempt after that.
+    #[serde(with = "duration")]
+    pub retry_backoff: Duration,
+    /// The longest backoff between two attempts.
+    #[serde(with = "duration")]
+    pub retry_backoff_max: Duration,
+    /// How often each replica's upkeep runs (rescue, purge, gauges); also how late a job is
+    /// noticed at worst when the wake-up that announced it was lost.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
     /// Finished jobs are deleted after this long.
     #[serde(with = "duration")]
     pub retention: Duration,
@@ -536,6 +546,9 @@ impl Default for JobsSettings {
             max_running: 0,
             lease: Duration::from_secs(30),
             max_attempts: 3,
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(5),
             retention: Duration::from_secs(24 * 3600),
             idempotency_ttl: Duration::from_secs(24 * 3600),
         }

@@ -144,7 +144,7 @@ impl Settings {
     }
 
     /// Every duration setting with its documented range.
-    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 18] {
+    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 21] {
         let s = &self.server;
         [
             ("server.request_timeout", s.request_timeout, MS, HOUR),
@@ -190,6 +190,19 @@ impl Settings {
                 HOUR,
             ),
             ("jobs.lease", self.jobs.lease, SECOND, HOUR),
+            ("jobs.retry_backoff", self.jobs.retry_backoff, MS, HOUR),
+            (
+                "jobs.retry_backoff_max",
+                self.jobs.retry_backoff_max,
+                MS,
+                DAY,
+            ),
+            (
+                "jobs.poll_interval",
+                self.jobs.poll_interval,
+                100 * MS,
+                5 * MINUTE,
+            ),
             ("jobs.retention", self.jobs.retention, MINUTE, 365 * DAY),
             (
                 "jobs.idempotency_ttl",
@@ -250,6 +263,15 @@ impl Settings {
                 &format!("must be between {} and {}", d(&min), d(&max)),
             )?;
         }
+        check(
+            self.jobs.retry_backoff_max >= self.jobs.retry_backoff,
+            "jobs.retry_backoff_max",
+            d(&self.jobs.retry_backoff_max),
+            &format!(
+                "must be at least jobs.retry_backoff ({})",
+                d(&self.jobs.retry_backoff)
+            ),
+        )?;
         check(
             self.jobs.retention >= self.jobs.idempotency_ttl,
             "jobs.retention",

@@ -14,7 +14,7 @@ use super::status::status;
 use crate::admission::Identity;
 use crate::call::{jobs_scope, unix_now, RequestInfo};
 use crate::domain::job_events::{JobEvent, JobWatch};
-use crate::domain::jobs::{Job, JobStatus, Jobs, Scope, Submission};
+use crate::domain::jobs::{Job, JobStatus, Jobs, Scope, Submission, When};
 use crate::domain::{ComputeInput, Computed, MAX_NUMBER};
 use crate::error::ApiError;
 use crate::observability::metrics::Refused;
@@ -88,6 +88,8 @@ fn job(j: Job, replayed: bool) -> pb::Job {
         JobStatus::Succeeded => pb::JobStatus::Succeeded,
         JobStatus::Failed => pb::JobStatus::Failed,
         JobStatus::Cancelled => pb::JobStatus::Cancelled,
+        JobStatus::Scheduled => pb::JobStatus::Scheduled,
+        JobStatus::Discarded => pb::JobStatus::Discarded,
     };
     pb::Job {
         id: j.id,
@@ -102,7 +104,28 @@ fn job(j: Job, replayed: bool) -> pb::Job {
         started_at: j.started_at.map(rfc3339),
         finished_at: j.finished_at.map(rfc3339),
         replayed,
+        run_at: rfc3339(j.run_at),
     }
+}
+
+/// A submission as the REST API reads it.
+fn submission(r: &pb::SubmitJobRequest) -> Result<Submission, ApiError> {
+    let when = match (&r.run_at, &r.delay) {
+        (None, None) => When::Now,
+        (Some(at), None) => When::At(at.clone()),
+        (None, Some(delay)) => When::After(delay.clone()),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidRequest(
+                "give run_at or delay, not both".into(),
+            ))
+        }
+    };
+    Ok(Submission {
+        number: r.number,
+        rounds: r.rounds,
+        idempotency_key: r.idempotency_key.clone(),
+        when,
+    })
 }
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
@@ -144,12 +167,7 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let jobs = self.jobs().map_err(|e| refuse(&request, e))?;
-        let r = request.get_ref();
-        let submission = Submission {
-            number: r.number,
-            rounds: r.rounds,
-            idempotency_key: r.idempotency_key.clone(),
-        };
+        let submission = submission(request.get_ref()).map_err(|e| refuse(&request, e))?;
         let submitted = jobs
             .submit(
                 &scope(&request),
@@ -159,6 +177,54 @@ impl pb::compute_service_server::ComputeService for ComputeApi {
             .await
             .map_err(|e| refuse(&request, e))?;
         Ok(Response::new(job(submitted.job, submitted.replayed)))
+    }
+
+    async fn submit_jobs(
+        &self,
+        request: Request<pb::SubmitJobsRequest>,
+    ) -> Result<Response<pb::SubmitJobsResponse>, Status> {
+        let jobs = self.jobs().map_err(|e| refuse(&request, e))?;
+        let batch = request
+            .get_ref()
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                submission(r).map_err(|e| match e {
+                    ApiError::InvalidRequest(why) => {
+                        ApiError::InvalidRequest(format!("jobs[{i}]: {why}"))
+                    }
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| refuse(&request, e))?;
+        let submitted = jobs
+            .submit_batch(
+                &scope(&request),
+                batch,
+                self.state.settings.compute.intensive_rounds,
+            )
+            .await
+            .map_err(|e| refuse(&request, e))?;
+        Ok(Response::new(pb::SubmitJobsResponse {
+            jobs: submitted
+                .into_iter()
+                .map(|s| job(s.job, s.replayed))
+                .collect(),
+        }))
+    }
+
+    async fn retry_job(
+        &self,
+        request: Request<pb::JobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let jobs = self.jobs().map_err(|e| refuse(&request, e))?;
+        let retried = jobs
+            .retry(&scope(&request), &request.get_ref().id)
+            .await
+            .map_err(|e| refuse(&request, e))?;
+        Ok(Response::new(job(retried, false)))
     }
 
     async fn get_job(&self, request: Request<pb::JobRequest>) -> Result<Response<pb::Job>, Status> {

@@ -13,7 +13,7 @@
 //! | `TIMEOUT` | `DEADLINE_EXCEEDED` | |
 //! | `RATE_LIMIT_EXCEEDED` | `RESOURCE_EXHAUSTED` | `RetryInfo` |
 //! | `SERVICE_OVERLOADED`, `SHUTTING_DOWN`, `DEPENDENCY_UNAVAILABLE`, `PROFILER_BUSY` | `UNAVAILABLE` | `RetryInfo` |
-//! | `JOB_FINISHED` | `FAILED_PRECONDITION` | |
+//! | `JOB_FINISHED`, `JOB_NOT_RETRYABLE` | `FAILED_PRECONDITION` | |
 //! | `IDEMPOTENCY_KEY_REUSED` | `ALREADY_EXISTS` | |
 //! | `PROCESSING_ERROR` | `ABORTED` | |
 //! | `INTERNAL_ERROR` | `INTERNAL` | none: details go to the log |
@@ -59,8 +59,8 @@ pub fn code(err: &ApiError) -> Code {
         | ApiError::ShuttingDown { .. }
         | ApiError::DependencyUnavailable { .. }
         | ApiError::ProfilerBusy { .. } => Code::Unavailable,
-        ApiError::JobFinished(_) => Code::FailedPrecondition,
-        ApiError::IdempotencyKeyReused => Code::AlreadyExists,
+        ApiError::JobFinished(_) | ApiError::JobNotRetryable(_) => Code::FailedPrecondition,
+        ApiError::IdempotencyKeyReused { .. } => Code::AlreadyExists,
         ApiError::ProcessingError(_) => Code::Aborted,
         ApiError::InternalError => Code::Internal,
     }

@@ -36,7 +36,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::JobFinished => StatusCode::CONFLICT,
+        ErrorCode::JobFinished | ErrorCode::JobNotRetryable => StatusCode::CONFLICT,
         ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::ServiceOverloaded
         | ErrorCode::ShuttingDown
@@ -189,6 +189,10 @@ impl utoipa::IntoResponses for JobErrors {
                 "no job with this id that the caller may see (with authentication on, another principal's job is not found)",
             ),
             (&[C::JobFinished], "the job has already finished"),
+            (
+                &[C::JobNotRetryable],
+                "the job is not discarded or failed, so there is nothing to retry",
+            ),
             (
                 &[C::IdempotencyKeyReused],
                 "the caller used this `Idempotency-Key` with a different body",

@@ -47,6 +47,7 @@ pub const JOBS_FINISHED: &str = "floodgate_jobs_finished_total";
 pub const JOBS_OLDEST_QUEUED_AGE: &str = "floodgate_jobs_oldest_queued_age_seconds";
 pub const JOB_ATTEMPTS: &str = "floodgate_job_attempts";
 pub const JOB_RUNNER_RESTARTS: &str = "floodgate_job_runner_restarts_total";
+pub const JOB_RETRIES: &str = "floodgate_job_retries_total";
 pub const DB_CONNECTIONS: &str = "floodgate_db_connections";
 pub const DB_ACQUIRE_WAIT: &str = "floodgate_db_acquire_wait_seconds";
 pub const STREAMS_OPEN: &str = "floodgate_streams_open";
@@ -797,25 +798,31 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         JOBS,
         Kind::Gauge,
         Some(Unit::Count),
-        "Durable jobs in the database, by status.",
+        "Durable jobs not yet ended, by status: queued, scheduled, running (counted from an index of them alone).",
     ),
     (
         JOBS_FINISHED,
         Kind::Counter,
         Some(Unit::Count),
-        "Durable jobs this replica finished, by status: succeeded, failed, cancelled.",
+        "Durable jobs that ended, by status: succeeded, failed, discarded (recorded by this replica's runner or upkeep), cancelled (through this replica's API).",
     ),
     (
         JOBS_OLDEST_QUEUED_AGE,
         Kind::Gauge,
         Some(Unit::Seconds),
-        "Age of the oldest queued job (0 when none): the autoscaling signal.",
+        "How long the job due longest has waited for a runner (0 when none is due): the autoscaling signal.",
     ),
     (
         JOB_ATTEMPTS,
         Kind::Histogram,
         Some(Unit::Count),
         "Attempts per finished job.",
+    ),
+    (
+        JOB_RETRIES,
+        Kind::Counter,
+        Some(Unit::Count),
+        "Job attempts that failed with attempts left, scheduled again after a backoff.",
     ),
     (
         JOB_RUNNER_RESTARTS,

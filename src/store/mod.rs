@@ -3,7 +3,6 @@
 //! serves both backends (numbered parameters, `RETURNING`), except the claim, where
 //! PostgreSQL skips rows other replicas hold and SQLite relies on its single writer.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ mod sqlite_file;
 #[cfg(test)]
 mod tests;
 
-pub use record::{now_us, Job, JobStatus};
+pub use record::{now_us, Attempt, Job, JobStatus};
 
 /// Why a store call produced nothing.
 #[derive(Debug, thiserror::Error)]
@@ -111,11 +110,27 @@ pub enum Inserted {
     KeyReused,
 }
 
+/// What asking for a retry did.
+pub enum Retried {
+    Retried(Job),
+    /// Not discarded or failed: nothing to retry.
+    NotRetryable(Job),
+    NotFound,
+}
+
 /// What cancelling did.
 pub enum Cancelled {
     Cancelled(Job),
     AlreadyFinished(Job),
     NotFound,
+}
+
+/// What inserting a batch did.
+pub enum Batch {
+    /// Every job, in order: created, or the earlier job of its idempotency key.
+    Inserted(Vec<Inserted>),
+    /// The job at this index reused a key with another request: nothing was inserted.
+    KeyReused(usize),
 }
 
 /// A job to insert.
@@ -124,16 +139,23 @@ pub struct NewJob {
     pub number: u64,
     pub rounds: u64,
     pub created_at: i64,
+    /// Not run before this; at or before `created_at` for a job to run at once.
+    pub run_at: i64,
     /// The principal that submitted it; `None` while authentication is off.
     pub owner: Option<String>,
     /// `(key, hash of the request, when the key may be reused)`, unique per owner.
     pub idempotency: Option<(String, String, i64)>,
 }
 
-/// How a job ended, for [`JobStore::finish`].
-pub enum Finish {
-    Succeeded { result: u64, digest: u64 },
-    Failed(String),
+impl NewJob {
+    /// Queued to run at once, or scheduled for later.
+    fn status(&self) -> JobStatus {
+        if self.run_at > self.created_at {
+            JobStatus::Scheduled
+        } else {
+            JobStatus::Queued
+        }
+    }
 }
 
 /// Why a statement through [`on_pool!`] produced nothing.
@@ -188,36 +210,46 @@ fn is_dependency_failure(e: &sqlx::Error) -> bool {
 /// `fetch_optional`: those stop at the first row, and SQLite commits (and reports a full
 /// disk or a busy database) only when the statement is stepped to its end.
 macro_rules! on_pool {
-    ($store:expr, $op:ident, |$c:ident| $body:expr) => {{
-        let store = $store;
-        match store.lost() {
+    ($store:expr, $op:ident, |$c:ident| $body:expr) => {
+        on_pool!(@call $store, $op, |store, started| match &store.backend {
+            Backend::Sqlite(file) => on_pool!(@conn store, started, file.pool(), |$c| $body),
+            Backend::Postgres(pool) => on_pool!(@conn store, started, pool, |$c| $body),
+        })
+    };
+    // A statement only PostgreSQL speaks; the caller has checked the backend.
+    ($store:expr, $op:ident, postgres |$c:ident| $body:expr) => {
+        on_pool!(@call $store, $op, |store, started| match &store.backend {
+            Backend::Postgres(pool) => on_pool!(@conn store, started, pool, |$c| $body),
+            Backend::Sqlite(_) => Err(sqlx::Error::Configuration("a PostgreSQL statement on SQLite".into())),
+        })
+    };
+    // A statement only SQLite speaks; the caller has checked the backend.
+    ($store:expr, $op:ident, sqlite |$c:ident| $body:expr) => {
+        on_pool!(@call $store, $op, |store, started| match &store.backend {
+            Backend::Sqlite(file) => on_pool!(@conn store, started, file.pool(), |$c| $body),
+            Backend::Postgres(_) => Err(sqlx::Error::Configuration("a SQLite statement on PostgreSQL".into())),
+        })
+    };
+    (@conn $store:ident, $started:ident, $pool:expr, |$c:ident| $body:expr) => {{
+        let mut conn = $pool.acquire().await?;
+        $store
+            .metrics
+            .acquire_wait
+            .record($started.elapsed().as_secs_f64());
+        let $c = &mut *conn;
+        Ok::<_, sqlx::Error>($body)
+    }};
+    (@call $store_expr:expr, $op:ident, |$store:ident, $started:ident| $run:expr) => {{
+        let $store = $store_expr;
+        match $store.lost() {
             Some(why) => Err(DbError::Lost(why)),
-            None => match store.breaker.try_call() {
+            None => match $store.breaker.try_call() {
                 None => Err(DbError::Open),
                 Some(ticket) => {
-                    let started = Instant::now();
-                    let run = async {
-                        match &store.backend {
-                            Backend::Sqlite(file) => {
-                                let mut conn = file.pool().acquire().await?;
-                                store
-                                    .metrics
-                                    .acquire_wait
-                                    .record(started.elapsed().as_secs_f64());
-                                let $c = &mut *conn;
-                                Ok::<_, sqlx::Error>($body)
-                            }
-                            Backend::Postgres(pool) => {
-                                let mut conn = pool.acquire().await?;
-                                store
-                                    .metrics
-                                    .acquire_wait
-                                    .record(started.elapsed().as_secs_f64());
-                                let $c = &mut *conn;
-                                Ok::<_, sqlx::Error>($body)
-                            }
-                        }
-                    };
+                    let $started = Instant::now();
+                    let store = $store;
+                    let started = $started;
+                    let run = async { $run };
                     let span = tracing::info_span!(
                         "db",
                         otel.name = stringify!($op),
@@ -254,16 +286,23 @@ macro_rules! on_pool {
 /// The columns a [`Job`] is read from, as a literal so statements stay `&'static str`.
 macro_rules! columns {
     () => {
-        "id, status, number, rounds, result, digest, error, attempts, created_at, started_at, finished_at"
+        "id, status, number, rounds, result, digest, error, attempts, created_at, run_at, started_at, finished_at"
     };
 }
 
-/// The pool settings both backends share.
+mod queue;
+
+pub use queue::{Backoff, End, Upkept};
+
+/// The pool settings both backends share. A connection is not pinged before each use: a
+/// dead one fails its statement, which the breaker counts and the pool then replaces, and
+/// an idle replica's database sees no statement but its upkeep.
 fn pool_options<DB: sqlx::Database>(s: &DatabaseSettings) -> sqlx::pool::PoolOptions<DB> {
     sqlx::pool::PoolOptions::new()
         .max_connections(s.max_connections)
         .acquire_timeout(s.acquire_timeout)
         .idle_timeout(s.idle_timeout)
+        .test_before_acquire(false)
 }
 
 impl JobStore {
@@ -355,99 +394,202 @@ impl JobStore {
     }
 
     /// Insert a job, honouring its idempotency key: the same owner's earlier job with that
-    /// key is replayed; another owner's key is another key.
+    /// key is replayed; another owner's key is another key. Committed before this returns.
     pub async fn insert(&self, job: NewJob) -> Result<Inserted, StoreError> {
-        // As the unique index reads it: no owner is '', which no principal is.
-        let owner = job.owner.as_deref().unwrap_or("");
-        if let Some((key, hash, _)) = &job.idempotency {
-            // A key past its lifetime may be used again.
-            let sql = "UPDATE jobs SET idempotency_key = NULL \
-                       WHERE COALESCE(owner, '') = $1 AND idempotency_key = $2 AND idempotency_expires_at < $3";
-            on_pool!(self, insert, |p| sqlx::query(sql)
-                .bind(owner)
-                .bind(key)
-                .bind(job.created_at)
-                .execute(p)
-                .await?
-                .rows_affected())?;
-            if let Some(found) = self.by_key(owner, key, hash).await? {
-                return Ok(found);
-            }
+        if job.idempotency.is_some() {
+            return Ok(match self.insert_batch(vec![job]).await? {
+                Batch::Inserted(mut one) => one.pop().expect("one job in, one out"),
+                Batch::KeyReused(_) => Inserted::KeyReused,
+            });
         }
-        let (key, hash, expires) = match &job.idempotency {
-            Some((k, h, e)) => (Some(k.clone()), Some(h.clone()), Some(*e)),
-            None => (None, None, None),
-        };
         let sql = concat!(
-            "INSERT INTO jobs (id, status, number, rounds, attempts, created_at, owner, idempotency_key, request_hash, idempotency_expires_at) ",
-            "VALUES ($1, 'queued', $2, $3, 0, $4, $5, $6, $7, $8) RETURNING ",
+            "INSERT INTO jobs (id, status, number, rounds, attempts, created_at, run_at, owner) ",
+            "VALUES ($1, $2, $3, $4, 0, $5, $6, $7) RETURNING ",
             columns!()
         );
-        let inserted = on_pool!(self, insert, |p| {
+        let job = on_pool!(self, insert, |p| {
             sqlx::query(sql)
                 .bind(&job.id)
+                .bind(job.status().as_str())
                 .bind(job.number as i64)
                 .bind(job.rounds as i64)
                 .bind(job.created_at)
+                .bind(job.run_at)
                 .bind(&job.owner)
-                .bind(&key)
-                .bind(&hash)
-                .bind(expires)
                 .fetch_all(p)
                 .await?
                 .first()
                 .map(job_from_row)
                 .ok_or(sqlx::Error::RowNotFound)??
-        });
-        match inserted {
-            Ok(job) => Ok(Inserted::Created(job)),
-            // Another request inserted the same key between our look and our insert.
-            Err(DbError::Sql(sqlx::Error::Database(e))) if e.is_unique_violation() => {
-                match (&key, &hash) {
-                    (Some(k), Some(h)) => match self.by_key(owner, k, h).await? {
-                        Some(found) => Ok(found),
-                        None => Err(StoreError::Unavailable("idempotency race".into())),
-                    },
-                    _ => Err(StoreError::Unavailable(e.to_string())),
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
+        })?;
+        Ok(Inserted::Created(job))
     }
 
-    /// The job `owner` (`''` for none) submitted with `key`.
-    async fn by_key(
-        &self,
-        owner: &str,
-        key: &str,
-        hash: &str,
-    ) -> Result<Option<Inserted>, StoreError> {
-        let sql = concat!(
+    /// Insert jobs in one transaction: all are committed, or none. A job whose idempotency
+    /// key was used before with the same request is the earlier job (also within the batch);
+    /// a key used with another request refuses the whole batch, naming the first such job.
+    pub async fn insert_batch(&self, jobs: Vec<NewJob>) -> Result<Batch, StoreError> {
+        // Two batches with one key racing: the loser's insert violates the unique index and
+        // its transaction rolls back; the second try finds the winner's job.
+        for _ in 0..2 {
+            match self.try_insert_batch(&jobs).await {
+                Err(DbError::Sql(sqlx::Error::Database(e))) if e.is_unique_violation() => continue,
+                other => return other.map_err(StoreError::from),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "idempotency keys in use by concurrent submissions; try again".into(),
+        ))
+    }
+
+    async fn try_insert_batch(&self, jobs: &[NewJob]) -> Result<Batch, DbError> {
+        // A key past its lifetime may be used again.
+        let expire = "UPDATE jobs SET idempotency_key = NULL \
+                      WHERE COALESCE(owner, '') = $1 AND idempotency_key = $2 AND idempotency_expires_at < $3";
+        let find = concat!(
             "SELECT ",
             columns!(),
             ", request_hash FROM jobs WHERE COALESCE(owner, '') = $1 AND idempotency_key = $2"
         );
-        let found = on_pool!(self, insert, |p| {
-            match sqlx::query(sql)
-                .bind(owner)
-                .bind(key)
-                .fetch_optional(p)
-                .await?
-            {
-                Some(row) => {
-                    let stored: Option<String> = row.try_get("request_hash")?;
-                    Some((job_from_row(&row)?, stored))
+        let insert = concat!(
+            "INSERT INTO jobs (id, status, number, rounds, attempts, created_at, run_at, owner, ",
+            "idempotency_key, request_hash, idempotency_expires_at) ",
+            "VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10) RETURNING ",
+            columns!()
+        );
+        on_pool!(self, insert, |p| {
+            let mut tx = sqlx::Connection::begin(&mut *p).await?;
+            let mut out: Vec<Inserted> = Vec::with_capacity(jobs.len());
+            // Keys met earlier in this batch: (owner, key) → (hash, index of its job).
+            let mut seen: std::collections::HashMap<(&str, &str), (&str, usize)> =
+                std::collections::HashMap::new();
+            let mut reused = None;
+            for (i, job) in jobs.iter().enumerate() {
+                // As the unique index reads it: no owner is '', which no principal is.
+                let owner = job.owner.as_deref().unwrap_or("");
+                if let Some((key, hash, _)) = &job.idempotency {
+                    if let Some(&(first_hash, first)) = seen.get(&(owner, key.as_str())) {
+                        if first_hash != hash {
+                            reused = Some(i);
+                            break;
+                        }
+                        let earlier = match &out[first] {
+                            Inserted::Created(j) | Inserted::Replayed(j) => j.clone(),
+                            Inserted::KeyReused => unreachable!("a refused key ends the batch"),
+                        };
+                        out.push(Inserted::Replayed(earlier));
+                        continue;
+                    }
+                    seen.insert((owner, key.as_str()), (hash.as_str(), i));
+                    sqlx::query(expire)
+                        .bind(owner)
+                        .bind(key)
+                        .bind(job.created_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    if let Some(row) = sqlx::query(find)
+                        .bind(owner)
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    {
+                        let stored: Option<String> = row.try_get("request_hash")?;
+                        if stored.as_deref() != Some(hash.as_str()) {
+                            reused = Some(i);
+                            break;
+                        }
+                        out.push(Inserted::Replayed(job_from_row(&row)?));
+                        continue;
+                    }
                 }
+                let (key, hash, expires) = match &job.idempotency {
+                    Some((k, h, e)) => (Some(k.as_str()), Some(h.as_str()), Some(*e)),
+                    None => (None, None, None),
+                };
+                let rows = sqlx::query(insert)
+                    .bind(&job.id)
+                    .bind(job.status().as_str())
+                    .bind(job.number as i64)
+                    .bind(job.rounds as i64)
+                    .bind(job.created_at)
+                    .bind(job.run_at)
+                    .bind(&job.owner)
+                    .bind(key)
+                    .bind(hash)
+                    .bind(expires)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+                out.push(Inserted::Created(job_from_row(row)?));
+            }
+            match reused {
+                Some(i) => {
+                    tx.rollback().await?;
+                    Batch::KeyReused(i)
+                }
+                None => {
+                    tx.commit().await?;
+                    Batch::Inserted(out)
+                }
+            }
+        })
+    }
+
+    /// Every attempt at a job, first to last.
+    pub async fn attempts(&self, id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let sql = "SELECT attempt, started_at, finished_at, error FROM job_attempts \
+                   WHERE job_id = $1 ORDER BY attempt";
+        Ok(on_pool!(self, get, |p| {
+            let mut attempts = Vec::new();
+            for row in sqlx::query(sql).bind(id).fetch_all(p).await? {
+                attempts.push(Attempt {
+                    attempt: row.try_get::<i32, _>("attempt")? as u32,
+                    started_at: row.try_get("started_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                    error: row.try_get("error")?,
+                });
+            }
+            attempts
+        })?)
+    }
+
+    /// Put a discarded or failed job `owner` sees back in the queue, its attempts counted
+    /// afresh (their history kept).
+    pub async fn retry(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        now: i64,
+    ) -> Result<Retried, StoreError> {
+        let sql = concat!(
+            "UPDATE jobs SET status = 'queued', attempts = 0, run_at = $2, result = NULL, ",
+            "digest = NULL, error = NULL, finished_at = NULL ",
+            "WHERE id = $1 AND status IN ('discarded', 'failed') AND ($3 IS NULL OR owner = $3) RETURNING ",
+            columns!()
+        );
+        let retried = on_pool!(self, insert, |p| {
+            match sqlx::query(sql)
+                .bind(id)
+                .bind(now)
+                .bind(owner)
+                .fetch_all(p)
+                .await?
+                .first()
+            {
+                Some(row) => Some(job_from_row(row)?),
                 None => None,
             }
         })?;
-        Ok(found.map(|(job, stored)| {
-            if stored.as_deref() == Some(hash) {
-                Inserted::Replayed(job)
-            } else {
-                Inserted::KeyReused
+        Ok(match retried {
+            Some(job) => {
+                self.notify().await;
+                Retried::Retried(job)
             }
-        }))
+            None => match self.get(id, owner).await? {
+                Some(job) => Retried::NotRetryable(job),
+                None => Retried::NotFound,
+            },
+        })
     }
 
     /// One job; with `owner`, only when it is that owner's.
@@ -518,7 +660,7 @@ impl JobStore {
         Ok(rows)
     }
 
-    /// Cancel a queued or running job; with `owner`, only when it is that owner's.
+    /// Cancel a job not yet ended; with `owner`, only when it is that owner's.
     pub async fn cancel(
         &self,
         id: &str,
@@ -527,7 +669,7 @@ impl JobStore {
     ) -> Result<Cancelled, StoreError> {
         let sql = concat!(
             "UPDATE jobs SET status = 'cancelled', finished_at = $2, lease_owner = NULL, lease_until = NULL ",
-            "WHERE id = $1 AND status IN ('queued', 'running') AND ($3 IS NULL OR owner = $3) RETURNING ",
+            "WHERE id = $1 AND status IN ('queued', 'scheduled', 'running') AND ($3 IS NULL OR owner = $3) RETURNING ",
             columns!()
         );
         let cancelled = on_pool!(self, cancel, |p| {
@@ -551,177 +693,6 @@ impl JobStore {
             },
         })
     }
-
-    /// Take the oldest queued job, or a running one whose lease expired (its replica died),
-    /// for `owner` until `lease_until`; `attempts` counts the takes.
-    pub async fn claim(
-        &self,
-        owner: &str,
-        now: i64,
-        lease_until: i64,
-        max_attempts: u32,
-    ) -> Result<Option<Job>, StoreError> {
-        macro_rules! claim {
-            ($lock:literal) => {
-                concat!(
-                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $1, ",
-                    "lease_until = $2, started_at = COALESCE(started_at, $3) ",
-                    "WHERE id = (SELECT id FROM jobs WHERE (status = 'queued' OR ",
-                    "(status = 'running' AND lease_until < $3)) AND attempts < $4 ",
-                    "ORDER BY created_at LIMIT 1 ",
-                    $lock,
-                    ") RETURNING ",
-                    columns!()
-                )
-            };
-        }
-        let sql = match self.backend {
-            Backend::Sqlite(_) => claim!(""),
-            // Other replicas' claims in flight are skipped, not waited for.
-            Backend::Postgres(_) => claim!("FOR UPDATE SKIP LOCKED"),
-        };
-        Ok(on_pool!(self, claim, |p| {
-            match sqlx::query(sql)
-                .bind(owner)
-                .bind(lease_until)
-                .bind(now)
-                .bind(i64::from(max_attempts))
-                .fetch_all(p)
-                .await?
-                .first()
-            {
-                Some(row) => Some(job_from_row(row)?),
-                None => None,
-            }
-        })?)
-    }
-
-    /// Extend `owner`'s lease; false when the job is no longer its to run (cancelled, or
-    /// taken over after the lease lapsed).
-    pub async fn renew(&self, id: &str, owner: &str, lease_until: i64) -> Result<bool, StoreError> {
-        let sql = "UPDATE jobs SET lease_until = $3 WHERE id = $1 AND lease_owner = $2 AND status = 'running'";
-        let done = on_pool!(self, renew, |p| {
-            sqlx::query(sql)
-                .bind(id)
-                .bind(owner)
-                .bind(lease_until)
-                .execute(p)
-                .await?
-                .rows_affected()
-        })?;
-        Ok(done == 1)
-    }
-
-    /// Put a job `owner` claimed but never started back in the queue, its attempt returned;
-    /// false when it was no longer its job.
-    pub async fn release(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
-        let sql = "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, \
-                   lease_until = NULL, started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END \
-                   WHERE id = $1 AND lease_owner = $2 AND status = 'running'";
-        let done = on_pool!(self, finish, |p| {
-            sqlx::query(sql)
-                .bind(id)
-                .bind(owner)
-                .execute(p)
-                .await?
-                .rows_affected()
-        })?;
-        Ok(done == 1)
-    }
-
-    /// Record how `owner`'s run of a job ended; false when it was no longer its job.
-    pub async fn finish(
-        &self,
-        id: &str,
-        owner: &str,
-        now: i64,
-        end: Finish,
-    ) -> Result<bool, StoreError> {
-        let (status, result, digest, error) = match end {
-            Finish::Succeeded { result, digest } => {
-                ("succeeded", Some(result as i64), Some(digest as i64), None)
-            }
-            Finish::Failed(why) => ("failed", None, None, Some(why)),
-        };
-        let sql = "UPDATE jobs SET status = $3, result = $4, digest = $5, error = $6, finished_at = $7, \
-                   lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2 AND status = 'running'";
-        let done = on_pool!(self, finish, |p| {
-            sqlx::query(sql)
-                .bind(id)
-                .bind(owner)
-                .bind(status)
-                .bind(result)
-                .bind(digest)
-                .bind(&error)
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected()
-        })?;
-        Ok(done == 1)
-    }
-
-    /// One round of upkeep: fail the jobs whose lease lapsed after their last allowed
-    /// attempt, delete up to `batch` jobs that finished before `before`, and count the jobs
-    /// by status with the creation time of the oldest queued one. All on one connection:
-    /// sqlx checks a connection on its way back to the pool, so statements issued one after
-    /// another through the pool would keep a second connection (and its thread) open.
-    pub async fn tidy(
-        &self,
-        now: i64,
-        max_attempts: u32,
-        before: i64,
-        batch: u32,
-    ) -> Result<Tidied, StoreError> {
-        let fail = "UPDATE jobs SET status = 'failed', error = 'no replica finished it within its attempts', \
-                    finished_at = $1, lease_owner = NULL, lease_until = NULL \
-                    WHERE status = 'running' AND lease_until < $1 AND attempts >= $2";
-        let purge =
-            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < $1 LIMIT $2)";
-        let by_status = "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status";
-        let oldest = "SELECT MIN(created_at) AS t FROM jobs WHERE status = 'queued'";
-        Ok(on_pool!(self, tidy, |p| {
-            let failed = sqlx::query(fail)
-                .bind(now)
-                .bind(i64::from(max_attempts))
-                .execute(&mut *p)
-                .await?
-                .rows_affected();
-            let purged = sqlx::query(purge)
-                .bind(before)
-                .bind(i64::from(batch))
-                .execute(&mut *p)
-                .await?
-                .rows_affected();
-            let mut by_status_counts = BTreeMap::new();
-            for row in sqlx::query(by_status).fetch_all(&mut *p).await? {
-                by_status_counts.insert(
-                    row.try_get::<String, _>("status")?,
-                    row.try_get::<i64, _>("n")?,
-                );
-            }
-            let oldest_queued: Option<i64> =
-                sqlx::query(oldest).fetch_one(p).await?.try_get("t")?;
-            Tidied {
-                failed,
-                purged,
-                by_status: by_status_counts,
-                oldest_queued,
-            }
-        })?)
-    }
-}
-
-/// What one round of [`JobStore::tidy`] did and found.
-pub struct Tidied {
-    /// Jobs failed because their last attempt's lease lapsed.
-    pub failed: u64,
-    /// Finished jobs deleted.
-    pub purged: u64,
-    /// Jobs by status.
-    pub by_status: BTreeMap<String, i64>,
-    /// When the oldest queued job was created.
-    pub oldest_queued: Option<i64>,
 }
 
 fn migration_error(e: sqlx::migrate::MigrateError) -> OpenError {
@@ -756,6 +727,7 @@ where
         error: row.try_get("error")?,
         attempts: row.try_get::<i32, _>("attempts")? as u32,
         created_at: row.try_get("created_at")?,
+        run_at: row.try_get("run_at")?,
         started_at: opt("started_at")?,
         finished_at: opt("finished_at")?,
     })

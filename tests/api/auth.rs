@@ -418,6 +418,7 @@ async fn jobs_belong_to_the_token_subject_and_the_jobs_admin_scope_sees_all() {
         number: gate.number(),
         rounds: None,
         idempotency_key: Some("nightly".into()),
+        ..Default::default()
     };
     let hers = c
         .submit_job(call(&alice, submission.clone()))

@@ -338,6 +338,7 @@ async fn jobs_submit_get_watch_and_cancel_mirror_api_v2() {
             number: 12,
             rounds: Some(1000),
             idempotency_key: Some("grpc-key-1".into()),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -376,6 +377,7 @@ async fn jobs_submit_get_watch_and_cancel_mirror_api_v2() {
             number: 12,
             rounds: Some(1000),
             idempotency_key: Some("grpc-key-1".into()),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -387,6 +389,7 @@ async fn jobs_submit_get_watch_and_cancel_mirror_api_v2() {
             number: 13,
             rounds: Some(1000),
             idempotency_key: Some("grpc-key-1".into()),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -431,6 +434,7 @@ async fn jobs_submit_get_watch_and_cancel_mirror_api_v2() {
             number: 1,
             rounds: Some(0),
             idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -565,6 +569,7 @@ async fn watch_job_streams_count_against_the_api_stream_limit() {
             number: gate.number(),
             rounds: None,
             idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -834,6 +839,7 @@ async fn an_oversized_message_is_resource_exhausted() {
             number: 1,
             rounds: Some(1),
             idempotency_key: Some("k".repeat(4 * 1024 * 1024)),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -851,6 +857,7 @@ async fn an_oversized_message_is_resource_exhausted() {
             number: 1,
             rounds: Some(1),
             idempotency_key: Some("k".repeat(4 * 1024 * 1024 - 16)),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -1,4 +1,4 @@
-//! API v2: durable jobs — submit, poll, cancel, list.
+//! API v2: durable jobs — submit (one, or a batch), poll, cancel, retry, list.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -8,7 +8,7 @@ use axum::Json;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::jobs::{Job, JobStatus, Jobs, Scope, Submission};
+use crate::domain::jobs::{Attempt, Job, JobStatus, Jobs, Scope, Submission, Submitted, When};
 use crate::error::ApiError;
 use crate::http::error::JobErrors;
 use crate::http::extract::{json_fields, whole_number, BodyBytes};
@@ -24,7 +24,9 @@ static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-rep
 pub struct JobBody {
     /// A UUIDv7: jobs sort by creation time.
     pub id: String,
-    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    /// `queued`, `scheduled` (not before `run_at`: asked for later, or waiting out the
+    /// backoff before another attempt), `running`, `succeeded`, `failed` (an error another
+    /// attempt would not mend), `cancelled` or `discarded` (every attempt failed).
     #[schema(example = "succeeded")]
     pub status: &'static str,
     pub number: u64,
@@ -35,17 +37,47 @@ pub struct JobBody {
     /// The workload's output, once succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<u64>,
-    /// Why it failed.
+    /// Why its last attempt failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Times a replica took it up.
+    /// Attempts so far (a retry asked for with `POST …/retry` counts afresh).
     pub attempts: u32,
     /// RFC 3339.
     pub created_at: String,
+    /// Not run before this (RFC 3339).
+    pub run_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// Every attempt, first to last, with why each failed (`GET /api/v2/jobs/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<AttemptBody>>,
+}
+
+/// One attempt at a job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AttemptBody {
+    /// 1 for the first.
+    pub attempt: u32,
+    /// RFC 3339.
+    pub started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Why it did not succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<Attempt> for AttemptBody {
+    fn from(a: Attempt) -> Self {
+        Self {
+            attempt: a.attempt,
+            started_at: rfc3339(a.started_at),
+            finished_at: a.finished_at.map(rfc3339),
+            error: a.error,
+        }
+    }
 }
 
 fn rfc3339(us: i64) -> String {
@@ -65,8 +97,10 @@ impl From<Job> for JobBody {
             error: j.error,
             attempts: j.attempts,
             created_at: rfc3339(j.created_at),
+            run_at: rfc3339(j.run_at),
             started_at: j.started_at.map(rfc3339),
             finished_at: j.finished_at.map(rfc3339),
+            history: None,
         }
     }
 }
@@ -90,6 +124,54 @@ pub struct SubmitJob {
     /// `jobs.max_rounds`.
     #[schema(minimum = 1)]
     pub rounds: Option<u64>,
+    /// Not run before this time: RFC 3339 in UTC, at most 365 days ahead; a time past runs
+    /// at once. Not with `delay`.
+    #[schema(format = DateTime, example = "2026-12-24T18:00:00Z")]
+    pub run_at: Option<String>,
+    /// Not run before this long after submission (`30s`, `1h30m`), at most 365 days. Not
+    /// with `run_at`.
+    #[schema(example = "30s", pattern = "^([0-9]+(ns|us|ms|s|m|h|d) ?)+$")]
+    pub delay: Option<String>,
+}
+
+/// One job of `POST /api/v2/jobs:batch`: a submission and its own idempotency key.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(example = json!({"number": 42, "delay": "10s", "idempotency_key": "order-17-a"}))]
+pub struct BatchJob {
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    pub number: u64,
+    #[schema(minimum = 1)]
+    pub rounds: Option<u64>,
+    #[schema(format = DateTime)]
+    pub run_at: Option<String>,
+    #[schema(pattern = "^([0-9]+(ns|us|ms|s|m|h|d) ?)+$")]
+    pub delay: Option<String>,
+    /// As the `Idempotency-Key` header of a single submission.
+    #[schema(pattern = "^[!-~]{1,255}$")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The body of `POST /api/v2/jobs:batch`.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct SubmitBatch {
+    /// 1 to 1,000 jobs, committed in one transaction.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub jobs: Vec<BatchJob>,
+}
+
+/// A job of a batch's answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchedJob {
+    #[serde(flatten)]
+    pub job: JobBody,
+    /// An earlier submission with the same idempotency key and body made this job.
+    pub replayed: bool,
+}
+
+/// The answer to `POST /api/v2/jobs:batch`: each job, in the order submitted.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchBody {
+    pub jobs: Vec<BatchedJob>,
 }
 
 pub(super) fn jobs(state: &AppState) -> Result<&Jobs, ApiError> {
@@ -122,12 +204,8 @@ pub async fn submit(
     body: BodyBytes,
 ) -> Result<Response, ApiError> {
     let jobs = jobs(&state)?;
-    let (number, rounds) = parse_submit(&body.0, jobs.settings.max_rounds)?;
-    let submission = Submission {
-        number,
-        rounds,
-        idempotency_key: idempotency_key(&headers)?,
-    };
+    let mut submission = parse_submit(&body.0, jobs.settings.max_rounds)?;
+    submission.idempotency_key = idempotency_key(&headers)?;
     let submitted = jobs
         .submit(&scope, submission, state.settings.compute.intensive_rounds)
         .await?;
@@ -174,12 +252,28 @@ struct RawSubmit<'a> {
     number: Option<&'a serde_json::value::RawValue>,
     #[serde(default, borrow)]
     rounds: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    run_at: Option<String>,
+    #[serde(default)]
+    delay: Option<String>,
+    /// In a batch only (a single submission uses the header).
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
-/// `{"number": n, "rounds": r}`, `rounds` optional; the ranges are checked again, for every
-/// transport, by [`Jobs::submit`].
-fn parse_submit(body: &[u8], max_rounds: u64) -> Result<(u64, Option<u64>), ApiError> {
+/// `{"number": n, "rounds": r, "run_at": t | "delay": d}`, all but `number` optional; the
+/// ranges are checked again, for every transport, by [`Jobs::submit`].
+fn parse_submit(body: &[u8], max_rounds: u64) -> Result<Submission, ApiError> {
     let fields: RawSubmit = json_fields(body)?;
+    if fields.idempotency_key.is_some() {
+        return Err(ApiError::InvalidRequest(
+            "idempotency_key belongs in the Idempotency-Key header here (in the body of a batch's jobs only)".into(),
+        ));
+    }
+    submission(fields, max_rounds)
+}
+
+fn submission(fields: RawSubmit<'_>, max_rounds: u64) -> Result<Submission, ApiError> {
     let number = whole_number(
         fields.number.map(|v| v.get()),
         "number",
@@ -189,7 +283,94 @@ fn parse_submit(body: &[u8], max_rounds: u64) -> Result<(u64, Option<u64>), ApiE
         None | Some("null") => None,
         Some(raw) => Some(whole_number(Some(raw), "rounds", max_rounds)?),
     };
-    Ok((number, rounds))
+    let when = match (fields.run_at, fields.delay) {
+        (None, None) => When::Now,
+        (Some(at), None) => When::At(at),
+        (None, Some(delay)) => When::After(delay),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidRequest(
+                "give run_at or delay, not both".into(),
+            ))
+        }
+    };
+    Ok(Submission {
+        number,
+        rounds,
+        idempotency_key: fields.idempotency_key,
+        when,
+    })
+}
+
+/// The body of a batch: its jobs, each kept as written.
+#[derive(Deserialize)]
+struct RawBatch<'a> {
+    #[serde(borrow)]
+    jobs: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// `POST /api/v2/jobs:batch`: queue up to 1,000 jobs in one transaction; every one is
+/// committed, or none.
+#[utoipa::path(post, path = "/api/v2/jobs:batch", tag = "jobs", operation_id = "submit_jobs",
+    request_body = SubmitBatch,
+    responses(
+        (status = 202, description = "Every job committed (or, for a replayed `idempotency_key`, the earlier job), in the order submitted.", body = BatchBody),
+        JobErrors,
+    ),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    scope: Scope,
+    body: BodyBytes,
+) -> Result<Response, ApiError> {
+    let jobs = jobs(&state)?;
+    let raw: RawBatch = json_fields(&body.0)?;
+    let batch = raw
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            json_fields::<RawSubmit>(item.get().as_bytes())
+                .and_then(|fields| submission(fields, jobs.settings.max_rounds))
+                .map_err(|e| match e {
+                    ApiError::InvalidRequest(why) => {
+                        ApiError::InvalidRequest(format!("jobs[{i}]: {why}"))
+                    }
+                    other => other,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let submitted = jobs
+        .submit_batch(&scope, batch, state.settings.compute.intensive_rounds)
+        .await?;
+    let body = BatchBody {
+        jobs: submitted
+            .into_iter()
+            .map(|Submitted { job, replayed }| BatchedJob {
+                job: JobBody::from(job),
+                replayed,
+            })
+            .collect(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `POST /api/v2/jobs/{id}/retry`: put a discarded or failed job back in the queue.
+#[utoipa::path(post, path = "/api/v2/jobs/{id}/retry", tag = "jobs", operation_id = "retry_job",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", description = "The job's id (a UUID).")),
+    responses(
+        (status = 200, description = "Queued again, its attempts counted afresh (their history kept).", body = JobBody),
+        JobErrors,
+    ),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = jobs(&state)?.retry(&scope, &id).await?;
+    Ok(Json(JobBody::from(job)).into_response())
 }
 
 /// `GET /api/v2/jobs/{id}`.
@@ -203,11 +384,15 @@ pub async fn get(
     scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = jobs(&state)?.find(&scope, &id).await?;
-    Ok(Json(JobBody::from(job)).into_response())
+    let jobs = jobs(&state)?;
+    let job = jobs.find(&scope, &id).await?;
+    let history = jobs.attempts(&job.id).await?;
+    let mut body = JobBody::from(job);
+    body.history = Some(history.into_iter().map(AttemptBody::from).collect());
+    Ok(Json(body).into_response())
 }
 
-/// `DELETE /api/v2/jobs/{id}`: cancel a queued or running job (a running one stops between
+/// `DELETE /api/v2/jobs/{id}`: cancel a job not yet ended (a running one stops between
 /// chunks of rounds).
 #[utoipa::path(delete, path = "/api/v2/jobs/{id}", tag = "jobs", operation_id = "cancel_job",
     params(("id" = String, Path, pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", description = "The job's id (a UUID).")),
@@ -246,10 +431,12 @@ pub struct ListQuery {
 #[allow(dead_code)]
 pub enum StatusFilter {
     Queued,
+    Scheduled,
     Running,
     Succeeded,
     Failed,
     Cancelled,
+    Discarded,
 }
 
 /// `GET /api/v2/jobs`: newest first, by keyset pages.

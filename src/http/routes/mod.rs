@@ -56,6 +56,20 @@ pub fn builtin() -> Vec<RouteSpec> {
             .documented::<jobs::__path_submit>(),
         RouteSpec::new(Method::GET, "/api/v2/jobs", Api, get(jobs::list))
             .documented::<jobs::__path_list>(),
+        RouteSpec::new(
+            Method::POST,
+            "/api/v2/jobs:batch",
+            Api,
+            post(jobs::submit_batch),
+        )
+        .documented::<jobs::__path_submit_batch>(),
+        RouteSpec::new(
+            Method::POST,
+            "/api/v2/jobs/{id}/retry",
+            Api,
+            post(jobs::retry),
+        )
+        .documented::<jobs::__path_retry>(),
         RouteSpec::new(Method::GET, "/api/v2/jobs/{id}", Api, get(jobs::get))
             .documented::<jobs::__path_get>(),
         RouteSpec::new(

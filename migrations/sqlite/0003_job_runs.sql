@@ -1,0 +1,19 @@
+-- Jobs at scale: a time before which a job is not run (`run_at`: scheduled jobs, and retries
+-- after their backoff), `scheduled` and `discarded` states, and one row per attempt, so a
+-- job's history (and every claim's interval) can be read back.
+ALTER TABLE jobs ADD COLUMN run_at INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET run_at = COALESCE(started_at, created_at);
+-- What a runner may claim, soonest first: queued jobs, and scheduled ones once due.
+CREATE INDEX jobs_ready ON jobs (run_at, id) WHERE status IN ('queued', 'scheduled');
+-- The jobs not yet finished, by status, for the gauges: never a scan of finished ones.
+DROP INDEX jobs_claim;
+CREATE INDEX jobs_active ON jobs (status) WHERE status IN ('queued', 'scheduled', 'running');
+CREATE TABLE job_attempts (
+    job_id      TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt     INTEGER NOT NULL,
+    runner      TEXT    NOT NULL,   -- the runner that claimed it (one per replica and start)
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    error       TEXT,               -- why this attempt did not succeed
+    PRIMARY KEY (job_id, attempt)
+);
