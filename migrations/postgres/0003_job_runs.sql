@@ -17,7 +17,9 @@ CREATE TABLE job_attempts (
     started_at  BIGINT  NOT NULL,
     finished_at BIGINT,
     error       TEXT,               -- why this attempt did not succeed
-    PRIMARY KEY (job_id, attempt)
+    -- One open attempt per job at most (it has one lease); a retried job counts afresh, so
+    -- an attempt number may come back: each attempt is its job and its start.
+    PRIMARY KEY (job_id, started_at)
 );
 -- One notification per statement that queues jobs (a batch of 1,000 is one), so idle
 -- runners wake up instead of polling.

@@ -15,5 +15,7 @@ CREATE TABLE job_attempts (
     started_at  INTEGER NOT NULL,
     finished_at INTEGER,
     error       TEXT,               -- why this attempt did not succeed
-    PRIMARY KEY (job_id, attempt)
+    -- One open attempt per job at most (it has one lease); a retried job counts afresh, so
+    -- an attempt number may come back: each attempt is its job and its start.
+    PRIMARY KEY (job_id, started_at)
 );

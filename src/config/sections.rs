@@ -526,6 +526,8 @@ pub struct JobsSettings {
     /// The longest backoff between two attempts.
     #[serde(with = "duration")]
     pub retry_backoff_max: Duration,
+    /// Largest body of `POST /api/v2/jobs:batch`.
+    pub max_batch_bytes: usize,
     /// How often each replica's upkeep runs (rescue, purge, gauges); also how late a job is
     /// noticed at worst when the wake-up that announced it was lost.
     #[serde(with = "duration")]
@@ -549,6 +551,7 @@ impl Default for JobsSettings {
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(600),
             poll_interval: Duration::from_secs(5),
+            max_batch_bytes: 1 << 20,
             retention: Duration::from_secs(24 * 3600),
             idempotency_ttl: Duration::from_secs(24 * 3600),
         }

@@ -18,7 +18,7 @@ impl Settings {
     /// Every numeric setting with its documented range. Bounds are what one instance can
     /// use: a queue of a billion jobs or a trillion connections would abort or overflow,
     /// not serve.
-    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 24] {
+    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 25] {
         let n = |v: usize| v as i128;
         [
             ("pool.workers", n(self.pool.workers), 0, 4096),
@@ -121,6 +121,12 @@ impl Settings {
             ),
             ("jobs.max_running", n(self.jobs.max_running), 0, 4096),
             ("jobs.max_attempts", self.jobs.max_attempts.into(), 1, 100),
+            (
+                "jobs.max_batch_bytes",
+                n(self.jobs.max_batch_bytes),
+                1024,
+                64 << 20,
+            ),
             (
                 "database.max_connections",
                 self.database.max_connections.into(),

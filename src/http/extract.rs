@@ -52,35 +52,55 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers()) {
-            return Err(ApiError::UnsupportedMediaType(
-                "Content-Type must be application/json",
-            ));
-        }
-        let limit = BodyLimit::from_ref(state).0;
-        if let Some(len) = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            if len > limit as u64 {
-                return Err(ApiError::PayloadTooLarge(limit));
-            }
-        }
-        let body = Limited::new(req.into_body(), limit)
-            .collect()
+        json_body(req, BodyLimit::from_ref(state).0)
             .await
-            .map_err(|e| {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    ApiError::PayloadTooLarge(limit)
-                } else {
-                    ApiError::InvalidRequest(format!("could not read the request body: {e}"))
-                }
-            })?
-            .to_bytes();
-        Ok(BodyBytes(body))
+            .map(BodyBytes)
     }
+}
+
+/// The JSON body of a batch of jobs, within `jobs.max_batch_bytes` (a batch of 1,000 jobs is
+/// larger than any single request the other routes take).
+pub struct BatchBytes(pub bytes::Bytes);
+
+impl FromRequest<AppState> for BatchBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        json_body(req, state.settings.jobs.max_batch_bytes)
+            .await
+            .map(BatchBytes)
+    }
+}
+
+/// A JSON request body, within `limit`: 415 for another content type, 413 past the limit
+/// (on the declared length before reading anything, else as soon as it is passed).
+async fn json_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    if !is_json(req.headers()) {
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be application/json",
+        ));
+    }
+    if let Some(len) = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+    }
+    Ok(Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::InvalidRequest(format!("could not read the request body: {e}"))
+            }
+        })?
+        .to_bytes())
 }
 
 /// The request body of the compute endpoints, as the API document describes it (decoding is

@@ -538,7 +538,7 @@ impl JobStore {
     /// Every attempt at a job, first to last.
     pub async fn attempts(&self, id: &str) -> Result<Vec<Attempt>, StoreError> {
         let sql = "SELECT attempt, started_at, finished_at, error FROM job_attempts \
-                   WHERE job_id = $1 ORDER BY attempt";
+                   WHERE job_id = $1 ORDER BY started_at";
         Ok(on_pool!(self, get, |p| {
             let mut attempts = Vec::new();
             for row in sqlx::query(sql).bind(id).fetch_all(p).await? {
@@ -660,7 +660,8 @@ impl JobStore {
         Ok(rows)
     }
 
-    /// Cancel a job not yet ended; with `owner`, only when it is that owner's.
+    /// Cancel a job not yet ended; with `owner`, only when it is that owner's. An attempt in
+    /// progress is closed as cancelled.
     pub async fn cancel(
         &self,
         id: &str,
@@ -672,18 +673,29 @@ impl JobStore {
             "WHERE id = $1 AND status IN ('queued', 'scheduled', 'running') AND ($3 IS NULL OR owner = $3) RETURNING ",
             columns!()
         );
+        let close = "UPDATE job_attempts SET finished_at = $2, error = 'cancelled' \
+                     WHERE job_id = $1 AND finished_at IS NULL";
         let cancelled = on_pool!(self, cancel, |p| {
-            match sqlx::query(sql)
+            let mut tx = sqlx::Connection::begin(&mut *p).await?;
+            let rows = sqlx::query(sql)
                 .bind(id)
                 .bind(now)
                 .bind(owner)
-                .fetch_all(p)
-                .await?
-                .first()
-            {
-                Some(row) => Some(job_from_row(row)?),
+                .fetch_all(&mut *tx)
+                .await?;
+            let cancelled = match rows.first() {
+                Some(row) => {
+                    sqlx::query(close)
+                        .bind(id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    Some(job_from_row(row)?)
+                }
                 None => None,
-            }
+            };
+            tx.commit().await?;
+            cancelled
         })?;
         Ok(match cancelled {
             Some(job) => Cancelled::Cancelled(job),

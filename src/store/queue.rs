@@ -265,13 +265,13 @@ impl JobStore {
         })
     }
 
-    /// Record how `runner`'s runs ended, all in one commit; the ids recorded (a job that is
-    /// no longer the runner's, cancelled meanwhile say, is left as it is).
+    /// Record how `runner`'s runs ended (each with the time it ended), all in one commit; the
+    /// ids recorded (a job that is no longer the runner's, cancelled meanwhile say, is left
+    /// as it is).
     pub async fn finish(
         &self,
         runner: &str,
-        now: i64,
-        ends: &[(String, End)],
+        ends: &[(String, i64, End)],
     ) -> Result<Vec<String>, StoreError> {
         if ends.is_empty() {
             return Ok(Vec::new());
@@ -280,15 +280,16 @@ impl JobStore {
             Backend::Postgres(_) => {
                 let sql = concat!(
                     "WITH v AS (SELECT * FROM UNNEST($2::text[], $3::text[], $4::bigint[], ",
-                    "$5::bigint[], $6::text[], $7::bigint[]) AS v(id, status, result, digest, error, run_at)), ",
+                    "$5::bigint[], $6::text[], $7::bigint[], $8::bigint[]) ",
+                    "AS v(id, status, result, digest, error, run_at, at)), ",
                     "done AS (UPDATE jobs SET status = v.status, result = v.result, digest = v.digest, ",
                     "error = v.error, run_at = COALESCE(v.run_at, jobs.run_at), ",
-                    "finished_at = CASE WHEN v.status = 'scheduled' THEN NULL ELSE $8 END, ",
+                    "finished_at = CASE WHEN v.status = 'scheduled' THEN NULL ELSE v.at END, ",
                     "lease_owner = NULL, lease_until = NULL ",
                     "FROM v WHERE jobs.id = v.id AND jobs.lease_owner = $1 AND jobs.status = 'running' ",
-                    "RETURNING jobs.id, jobs.attempts, v.error), ",
-                    "logged AS (UPDATE job_attempts SET finished_at = $8, error = done.error FROM done ",
-                    "WHERE job_attempts.job_id = done.id AND job_attempts.attempt = done.attempts) ",
+                    "RETURNING jobs.id, v.error, v.at), ",
+                    "logged AS (UPDATE job_attempts SET finished_at = done.at, error = done.error FROM done ",
+                    "WHERE job_attempts.job_id = done.id AND job_attempts.finished_at IS NULL) ",
                     "SELECT id FROM done"
                 );
                 let mut ids = Vec::with_capacity(ends.len());
@@ -297,7 +298,8 @@ impl JobStore {
                 let mut digests = Vec::with_capacity(ends.len());
                 let mut errors = Vec::with_capacity(ends.len());
                 let mut run_ats = Vec::with_capacity(ends.len());
-                for (id, end) in ends {
+                let mut ats = Vec::with_capacity(ends.len());
+                for (id, at, end) in ends {
                     let (status, result, digest, error, run_at) = end.columns();
                     ids.push(id.as_str());
                     statuses.push(status);
@@ -305,6 +307,7 @@ impl JobStore {
                     digests.push(digest);
                     errors.push(error);
                     run_ats.push(run_at);
+                    ats.push(*at);
                 }
                 on_pool!(
                     self,
@@ -318,7 +321,7 @@ impl JobStore {
                             .bind(&digests)
                             .bind(&errors)
                             .bind(&run_ats)
-                            .bind(now)
+                            .bind(&ats)
                             .fetch_all(p)
                             .await?
                             .iter()
@@ -332,16 +335,16 @@ impl JobStore {
                            run_at = COALESCE($7, run_at), \
                            finished_at = CASE WHEN $3 = 'scheduled' THEN NULL ELSE $8 END, \
                            lease_owner = NULL, lease_until = NULL \
-                           WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING attempts";
-                let attempt = "UPDATE job_attempts SET finished_at = $3, error = $4 \
-                               WHERE job_id = $1 AND attempt = $2";
+                           WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING id";
+                let attempt = "UPDATE job_attempts SET finished_at = $2, error = $3 \
+                               WHERE job_id = $1 AND finished_at IS NULL";
                 on_pool!(
                     self,
                     finish,
                     sqlite | p | {
                         let mut tx = sqlx::Connection::begin(&mut *p).await?;
                         let mut recorded = Vec::with_capacity(ends.len());
-                        for (id, end) in ends {
+                        for (id, at, end) in ends {
                             let (status, result, digest, error, run_at) = end.columns();
                             let rows = sqlx::query(job)
                                 .bind(id)
@@ -351,15 +354,13 @@ impl JobStore {
                                 .bind(digest)
                                 .bind(error)
                                 .bind(run_at)
-                                .bind(now)
+                                .bind(at)
                                 .fetch_all(&mut *tx)
                                 .await?;
-                            if let Some(row) = rows.first() {
-                                let attempts: i64 = row.try_get("attempts")?;
+                            if !rows.is_empty() {
                                 sqlx::query(attempt)
                                     .bind(id)
-                                    .bind(attempts)
-                                    .bind(now)
+                                    .bind(at)
                                     .bind(error)
                                     .execute(&mut *tx)
                                     .await?;
@@ -379,8 +380,8 @@ impl JobStore {
     pub async fn release(&self, id: &str, runner: &str) -> Result<bool, StoreError> {
         let back = "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, \
                     lease_until = NULL, started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END \
-                    WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING attempts";
-        let forget = "DELETE FROM job_attempts WHERE job_id = $1 AND attempt = $2";
+                    WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING id";
+        let forget = "DELETE FROM job_attempts WHERE job_id = $1 AND finished_at IS NULL";
         let released = on_pool!(self, finish, |p| {
             let mut tx = sqlx::Connection::begin(&mut *p).await?;
             let rows = sqlx::query(back)
@@ -388,18 +389,10 @@ impl JobStore {
                 .bind(runner)
                 .fetch_all(&mut *tx)
                 .await?;
-            let released = match rows.first() {
-                Some(row) => {
-                    let attempts: i64 = row.try_get("attempts")?;
-                    sqlx::query(forget)
-                        .bind(id)
-                        .bind(attempts + 1)
-                        .execute(&mut *tx)
-                        .await?;
-                    true
-                }
-                None => false,
-            };
+            let released = !rows.is_empty();
+            if released {
+                sqlx::query(forget).bind(id).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             released
         })?;
@@ -457,7 +450,7 @@ impl JobStore {
                     "RETURNING jobs.id, jobs.attempts, jobs.status), ",
                     "lapsed_attempts AS (UPDATE job_attempts SET finished_at = (SELECT t FROM now), ",
                     "error = $6 FROM lapsed WHERE job_attempts.job_id = lapsed.id ",
-                    "AND job_attempts.attempt = lapsed.attempts), ",
+                    "AND job_attempts.finished_at IS NULL), ",
                     "purged AS (DELETE FROM jobs WHERE id IN (SELECT id FROM jobs ",
                     "WHERE finished_at < (SELECT t FROM now) - $4 LIMIT $5) RETURNING 1) ",
                     "SELECT ",
@@ -496,8 +489,8 @@ impl JobStore {
                 let rescue = "UPDATE jobs SET status = $2, run_at = COALESCE($3, run_at), \
                               finished_at = $4, error = $5, lease_owner = NULL, lease_until = NULL \
                               WHERE id = $1 AND status = 'running'";
-                let lapsed_attempt = "UPDATE job_attempts SET finished_at = $3, error = $4 \
-                                      WHERE job_id = $1 AND attempt = $2";
+                let lapsed_attempt = "UPDATE job_attempts SET finished_at = $2, error = $3 \
+                                      WHERE job_id = $1 AND finished_at IS NULL";
                 let purge = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
                              WHERE finished_at < $1 LIMIT $2)";
                 let counts = "SELECT \
@@ -537,7 +530,6 @@ impl JobStore {
                                 .await?;
                             sqlx::query(lapsed_attempt)
                                 .bind(&id)
-                                .bind(attempts)
                                 .bind(now)
                                 .bind(LAPSED)
                                 .execute(&mut *tx)

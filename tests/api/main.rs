@@ -20,6 +20,7 @@ mod health;
 mod hygiene;
 mod jobs;
 mod jobs_faults;
+mod jobs_runs;
 mod metrics;
 mod openapi;
 mod otel;

@@ -745,3 +745,267 @@ async fn jobs_pg_idempotency_keys_are_unique_per_owner() {
         );
     }
 }
+
+/// Insert a queued job behind the service's back, as another replica's submission would:
+/// the database's own trigger announces it.
+async fn insert_directly(db: &PgPool, number: i64) -> String {
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = floodgate::store::now_us();
+    sqlx::query(
+        "INSERT INTO jobs (id, status, number, rounds, created_at, run_at) \
+         VALUES ($1, 'queued', $2, 1000, $3, $3)",
+    )
+    .bind(&id)
+    .bind(number)
+    .bind(now)
+    .execute(db)
+    .await
+    .unwrap();
+    id
+}
+
+/// How long until the job is claimed (its first attempt starts), 30 s at most.
+async fn time_to_claim(db: &PgPool, id: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_attempts WHERE job_id = $1")
+            .bind(id)
+            .fetch_one(db)
+            .await
+            .unwrap();
+        if n > 0 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{id} never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A job another replica queues wakes this one's runner at once (LISTEN/NOTIFY), with no
+/// polling; with its listening connection killed, the wake-up is lost and the upkeep's poll
+/// finds the job within `jobs.poll_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_pg_a_lost_wake_up_costs_at_most_the_poll_interval() {
+    let _one_at_a_time = exclusive().await;
+    let pg = PostgresServer::start();
+    let url = pg.url();
+    let poll = Duration::from_secs(3);
+    let app = spawn_with(|s| {
+        s.database.url = url.clone();
+        s.jobs.poll_interval = poll;
+    })
+    .await;
+    let db = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    // Listening: woken well within a poll.
+    let listening = Instant::now();
+    loop {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%'")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        if n > 0 {
+            break;
+        }
+        assert!(
+            listening.elapsed() < Duration::from_secs(10),
+            "the runner never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let woken = time_to_claim(&db, &insert_directly(&db, 1).await).await;
+    assert!(woken < poll / 2, "a notified job waited {woken:?}");
+
+    // The listening connection killed: the next notice is lost.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%'",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let lost = time_to_claim(&db, &insert_directly(&db, 2).await).await;
+    assert!(
+        lost <= poll + Duration::from_secs(1),
+        "a job whose wake-up was lost waited {lost:?}"
+    );
+    eprintln!("claimed {woken:?} after its notice; {lost:?} with the notice lost (poll {poll:?})");
+    drop(app);
+}
+
+/// An idle replica on PostgreSQL issues no claim and only its upkeep's statement a round
+/// (pg_stat_statements counts what it asks over 12 s with the default 5 s poll interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_pg_an_idle_replica_issues_no_claim_and_its_upkeep_alone() {
+    let _one_at_a_time = exclusive().await;
+    let pg = PostgresServer::start();
+    let url = pg.url();
+    let db = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&db)
+        .await
+        .unwrap();
+    let app = spawn_with(|s| s.database.url = url.clone()).await;
+    // One job run, so the runner has claimed, run and recorded once.
+    let r = submit(&client(), &app.url(""), 3, 1000).await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    loop {
+        let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if status == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&db)
+        .await
+        .unwrap();
+    let idle = Duration::from_secs(12);
+    tokio::time::sleep(idle).await;
+    let rows = sqlx::query(
+        "SELECT query, calls FROM pg_stat_statements \
+         WHERE query NOT ILIKE '%pg_stat_statements%' AND calls > 0",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let statements: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| (r.get("query"), r.get("calls")))
+        .collect();
+    let total: i64 = statements.iter().map(|(_, n)| n).sum();
+    assert!(
+        !statements.iter().any(|(q, _)| q.contains("SKIP LOCKED")),
+        "an idle replica claimed: {statements:?}"
+    );
+    assert!(
+        total <= 4,
+        "{total} statements in {idle:?} of idle: {statements:?}"
+    );
+    eprintln!("idle for {idle:?}: {total} statements");
+    drop(app);
+}
+
+/// Three replicas, 5,000 jobs submitted in batches: every job succeeds, once, with its
+/// digest, and no two claims of one job overlap (from each attempt's start and end as the
+/// database recorded them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_pg_three_replicas_claim_5000_jobs_each_once_per_attempt() {
+    let _one_at_a_time = exclusive().await;
+    let pg = PostgresServer::start();
+    let url = pg.url();
+    let envs = [
+        ("DATABASE_URL", url.as_str()),
+        ("WORKER_COUNT", "2"),
+        ("FLOODGATE__LOG__ACCESS_LOG", "false"),
+    ];
+    let (a, b, c3) = tokio::join!(
+        spawn_binary(&envs),
+        spawn_binary(&envs),
+        spawn_binary(&envs)
+    );
+    let bases = [a.base.clone(), b.base.clone(), c3.base.clone()];
+    let c = client();
+    let started = Instant::now();
+    for batch in 0..5u64 {
+        let jobs: Vec<String> = (0..1000u64)
+            .map(|i| {
+                format!(
+                    r#"{{"number": {}, "rounds": 1000}}"#,
+                    (batch * 1000 + i) % 1_000_000
+                )
+            })
+            .collect();
+        let r = c
+            .post(format!("{}/api/v2/jobs:batch", bases[batch as usize % 3]))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"jobs": [{}]}}"#, jobs.join(",")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let db = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    loop {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'scheduled', 'running')",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{left} jobs left after 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    let rows = sqlx::query("SELECT number, status, digest FROM jobs")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5000);
+    for row in &rows {
+        let n: i64 = row.get("number");
+        assert_eq!(row.get::<String, _>("status"), "succeeded");
+        assert_eq!(
+            row.get::<i64, _>("digest") as u64,
+            floodgate::pool::intensive_digest(n as u64, 1000)
+        );
+    }
+    let attempts = sqlx::query(
+        "SELECT job_id, runner, started_at, finished_at FROM job_attempts ORDER BY job_id, started_at",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let mut runners = HashSet::new();
+    let mut last: Option<(String, i64)> = None;
+    for row in &attempts {
+        let (job, start, end): (String, i64, Option<i64>) = (
+            row.get("job_id"),
+            row.get("started_at"),
+            row.get("finished_at"),
+        );
+        runners.insert(row.get::<String, _>("runner"));
+        let end = end.unwrap_or_else(|| panic!("an attempt at {job} never ended"));
+        assert!(start <= end);
+        if let Some((previous, previous_end)) = &last {
+            if *previous == job {
+                assert!(*previous_end <= start, "two claims of {job} overlap");
+            }
+        }
+        last = Some((job, end));
+    }
+    assert!(attempts.len() >= 5000);
+    assert_eq!(runners.len(), 3, "all three replicas claimed");
+    eprintln!(
+        "5,000 jobs on three replicas in {took:?} ({:.0}/s), {} attempts",
+        5000.0 / took.as_secs_f64(),
+        attempts.len()
+    );
+}

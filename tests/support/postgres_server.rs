@@ -107,10 +107,11 @@ impl PostgresServer {
         );
         assert!(out.status.success(), "{}", describe("initdb", &out));
         // Loopback TCP only (no Unix socket), trusted; durability traded for speed: the data
-        // is thrown away anyway.
+        // is thrown away anyway. pg_stat_statements counts what clients ask.
         let conf = format!(
             "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\n\
-             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
+             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n\
+             shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n"
         );
         append(&data.join("postgresql.conf"), &conf);
         std::fs::write(

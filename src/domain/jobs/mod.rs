@@ -148,9 +148,7 @@ impl When {
                         "run_at must be an RFC 3339 time in UTC such as `2026-12-24T18:00:00Z` (got `{raw}`)"
                     ))
                 })?;
-                let at = at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, micros);
+                let at = at.duration_since(std::time::UNIX_EPOCH).map_or(0, micros);
                 // A time past is now; one too far ahead is refused.
                 ahead(Duration::from_micros(at.saturating_sub(now).max(0) as u64))
             }

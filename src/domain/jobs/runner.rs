@@ -54,7 +54,8 @@ pub(super) fn run_chunked(
 
 /// How a claimed job's run went.
 enum Run {
-    Ended(End),
+    /// Ended at this time (µs since the epoch), so.
+    Ended(i64, End),
     /// Cancelled, or taken over after its lease lapsed: whoever did it recorded it.
     NotOurs,
     /// The pool took no more work (the service is shutting down): it never ran.
@@ -65,6 +66,8 @@ enum Run {
 struct Done {
     id: String,
     attempts: u32,
+    /// When the run ended.
+    at: i64,
     end: End,
 }
 
@@ -81,8 +84,11 @@ struct Runner {
     ready: Mutex<VecDeque<Job>>,
     /// Jobs handed to the pool and not yet ended.
     running: std::sync::atomic::AtomicUsize,
-    /// Woken when a slot frees or work may be due.
+    /// Woken when work may be due (a job queued here or announced, a retry or scheduled job
+    /// coming due, the upkeep finding due work).
     wake: Arc<Notify>,
+    /// Woken when a run ends and its slot frees.
+    freed: Notify,
     /// The earliest time a job this runner scheduled (a retry) comes due.
     next_retry: Mutex<Option<i64>>,
 }
@@ -115,6 +121,7 @@ impl Jobs {
                 ready: Mutex::default(),
                 running: Default::default(),
                 wake: Arc::clone(&self.wake),
+                freed: Notify::new(),
                 next_retry: Mutex::default(),
             });
             tokio::spawn(runner.run(started.take()))
@@ -164,7 +171,9 @@ impl Runner {
         let settings = &self.jobs.settings;
         let prefetch = self.slots * PREFETCH_PER_SLOT;
         let mut draining = self.jobs.draining.subscribe();
-        // Whether work may be due: at start, after a wake-up, after a full claim.
+        // Whether work may be due: at start, after a wake-up, after a full claim. A slot that
+        // frees is no reason to look: if the last claim took everything due, an idle replica
+        // asks nothing until it is told of new work.
         let mut look = true;
         loop {
             if self.draining() {
@@ -203,6 +212,7 @@ impl Runner {
             tokio::select! {
                 _ = draining.wait_for(|d| *d) => break,
                 _ = self.wake.notified() => look = true,
+                _ = self.freed.notified() => {}
                 _ = tokio::time::sleep(until_retry.unwrap_or(Duration::MAX)), if until_retry.is_some() => {
                     self.next_retry.lock().unwrap_or_else(|p| p.into_inner()).take();
                     look = true;
@@ -216,7 +226,7 @@ impl Runner {
             self.release(&job.id).await;
         }
         while self.running.load(Ordering::Acquire) > 0 {
-            self.wake.notified().await;
+            self.freed.notified().await;
         }
         drop(done);
     }
@@ -233,14 +243,21 @@ impl Runner {
                 let (id, attempts) = (job.id.clone(), job.attempts);
                 let run = runner.execute(job).await;
                 match run {
-                    Run::Ended(end) => {
-                        let _ = done.send(Done { id, attempts, end }).await;
+                    Run::Ended(at, end) => {
+                        let _ = done
+                            .send(Done {
+                                id,
+                                attempts,
+                                at,
+                                end,
+                            })
+                            .await;
                     }
                     Run::NotOurs => {}
                     Run::NotStarted => runner.release(&id).await,
                 }
                 runner.running.fetch_sub(1, Ordering::AcqRel);
-                runner.wake.notify_one();
+                runner.freed.notify_one();
             });
         }
     }
@@ -291,18 +308,26 @@ impl Runner {
                 }
             }
         };
-        match handle.await {
-            Ok(Some(digest)) => Run::Ended(End::Succeeded {
-                result: number.wrapping_mul(number),
-                digest,
-            }),
+        let done = handle.await;
+        let at = now_us();
+        match done {
+            Ok(Some(digest)) => Run::Ended(
+                at,
+                End::Succeeded {
+                    result: number.wrapping_mul(number),
+                    digest,
+                },
+            ),
             Ok(None) => Run::NotOurs,
-            Err(e) => Run::Ended(self.after_failure(job, &e)),
+            // The pool stopped before the job ran: the claim goes back.
+            Err(JobError::Stopped) => Run::NotStarted,
+            Err(e) => Run::Ended(at, self.after_failure(job, &e, at)),
         }
     }
 
-    /// A run that failed: another attempt after the backoff, or discarded after the last.
-    fn after_failure(&self, job: &Job, error: &JobError) -> End {
+    /// A run that failed at `at`: another attempt after the backoff, or discarded after the
+    /// last.
+    fn after_failure(&self, job: &Job, error: &JobError, at: i64) -> End {
         let settings = &self.jobs.settings;
         let error = error.to_string();
         if job.attempts >= settings.max_attempts {
@@ -313,7 +338,7 @@ impl Runner {
             max: settings.retry_backoff_max,
         };
         let delay = backoff.after(job.attempts, fastrand::f64());
-        let run_at = now_us().saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
+        let run_at = at.saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
         End::Retry { error, run_at }
     }
 
@@ -342,13 +367,13 @@ impl Runner {
     /// reported only once its end is committed; if it cannot be, the lease lapses and the
     /// job runs again (at least once).
     async fn record(&self, batch: &mut Vec<Done>) {
-        let ends: Vec<(String, End)> = batch
+        let ends: Vec<(String, i64, End)> = batch
             .iter()
-            .map(|d| (d.id.clone(), d.end.clone()))
+            .map(|d| (d.id.clone(), d.at, d.end.clone()))
             .collect();
         let give_up = tokio::time::Instant::now() + self.jobs.settings.lease / 2;
         let recorded = loop {
-            match self.jobs.store.finish(&self.id, now_us(), &ends).await {
+            match self.jobs.store.finish(&self.id, &ends).await {
                 Ok(ids) => break ids.into_iter().collect::<HashSet<_>>(),
                 Err(e) if tokio::time::Instant::now() >= give_up => {
                     tracing::warn!(error = %e, jobs = ends.len(), "could not record how jobs ended; they run again when their leases lapse");

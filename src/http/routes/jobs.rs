@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::jobs::{Attempt, Job, JobStatus, Jobs, Scope, Submission, Submitted, When};
 use crate::error::ApiError;
 use crate::http::error::JobErrors;
-use crate::http::extract::{json_fields, whole_number, BodyBytes};
+use crate::http::extract::{json_fields, whole_number, BatchBytes, BodyBytes};
 use crate::state::AppState;
 
 /// `Idempotency-Key`.
@@ -321,7 +321,7 @@ struct RawBatch<'a> {
 pub async fn submit_batch(
     State(state): State<AppState>,
     scope: Scope,
-    body: BodyBytes,
+    body: BatchBytes,
 ) -> Result<Response, ApiError> {
     let jobs = jobs(&state)?;
     let raw: RawBatch = json_fields(&body.0)?;
