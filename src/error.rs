@@ -55,6 +55,10 @@ pub enum ApiError {
     /// The job has already ended and cannot be cancelled.
     #[error("job {0} has already finished")]
     JobFinished(String),
+    /// A well-formed `run_at` or `delay` past the furthest a job may be scheduled (365 days,
+    /// or a duration too large to add).
+    #[error("{0}")]
+    ScheduleOutOfRange(String),
     /// The job is neither discarded nor failed: there is nothing to retry.
     #[error("job {0} is not discarded or failed: only those can be retried")]
     JobNotRetryable(String),
@@ -167,7 +171,7 @@ mod tests {
         assert_eq!(route.to_string(), "no route for /nope");
         assert_eq!(job.to_string(), "job 0193 not found");
         let all: Vec<_> = ErrorCode::all().map(ErrorCode::as_str).collect();
-        assert_eq!(all.len(), 19);
+        assert_eq!(all.len(), 20);
         assert!(all.contains(&"JOB_NOT_RETRYABLE"));
         assert!(all.contains(&"SHUTTING_DOWN") && all.contains(&"PROCESSING_ERROR"));
     }

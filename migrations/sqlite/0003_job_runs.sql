@@ -8,6 +8,8 @@ CREATE INDEX jobs_ready ON jobs (run_at, id) WHERE status IN ('queued', 'schedul
 -- The jobs not yet finished, by status, for the gauges: never a scan of finished ones.
 DROP INDEX jobs_claim;
 CREATE INDEX jobs_active ON jobs (status) WHERE status IN ('queued', 'scheduled', 'running');
+-- The last jobs discarded, for the status page, without scanning the finished ones.
+CREATE INDEX jobs_discarded ON jobs (finished_at) WHERE status = 'discarded';
 CREATE TABLE job_attempts (
     job_id      TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
     attempt     INTEGER NOT NULL,

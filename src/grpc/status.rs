@@ -61,6 +61,7 @@ pub fn code(err: &ApiError) -> Code {
         | ApiError::ProfilerBusy { .. } => Code::Unavailable,
         ApiError::JobFinished(_) | ApiError::JobNotRetryable(_) => Code::FailedPrecondition,
         ApiError::IdempotencyKeyReused { .. } => Code::AlreadyExists,
+        ApiError::ScheduleOutOfRange(_) => Code::OutOfRange,
         ApiError::ProcessingError(_) => Code::Aborted,
         ApiError::InternalError => Code::Internal,
     }

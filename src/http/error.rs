@@ -37,7 +37,9 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::JobFinished | ErrorCode::JobNotRetryable => StatusCode::CONFLICT,
-        ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::IdempotencyKeyReused | ErrorCode::ScheduleOutOfRange => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         ErrorCode::ServiceOverloaded
         | ErrorCode::ShuttingDown
         | ErrorCode::DependencyUnavailable
@@ -196,6 +198,10 @@ impl utoipa::IntoResponses for JobErrors {
             (
                 &[C::IdempotencyKeyReused],
                 "the caller used this `Idempotency-Key` with a different body",
+            ),
+            (
+                &[C::ScheduleOutOfRange],
+                "`run_at` or `delay` is more than 365 days ahead",
             ),
             (&[C::PayloadTooLarge], "the body is larger than the limit"),
             (

@@ -99,8 +99,18 @@ pub fn document_json(
             }
         }
     }
-    if let Some(rounds) = value.pointer_mut("/components/schemas/SubmitJob/properties/rounds") {
-        rounds["maximum"] = max_rounds.into();
+    for schema in ["SubmitJob", "BatchJob"] {
+        let Some(job) = value.pointer_mut(&format!("/components/schemas/{schema}")) else {
+            continue;
+        };
+        if let Some(rounds) = job.pointer_mut("/properties/rounds") {
+            rounds["maximum"] = max_rounds.into();
+        }
+        // One of `run_at` and `delay`: utoipa has no attribute for a rule across fields.
+        job["not"] = serde_json::json!({
+            "required": ["run_at", "delay"],
+            "properties": {"run_at": {"type": "string"}, "delay": {"type": "string"}},
+        });
     }
     serde_json::to_vec(&value)
         .expect("the document serializes")

@@ -292,7 +292,7 @@ macro_rules! columns {
 
 mod queue;
 
-pub use queue::{Backoff, End, Upkept};
+pub use queue::{Backoff, Discarded, End, Upkept};
 
 /// The pool settings both backends share. A connection is not pinged before each use: a
 /// dead one fails its statement, which the breaker counts and the pool then replaces, and

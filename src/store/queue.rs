@@ -117,6 +117,26 @@ pub struct Upkept {
     pub next_due: Option<i64>,
     /// The time the round was counted at (the database's clock on PostgreSQL).
     pub now: i64,
+    /// The last few jobs discarded, newest first.
+    pub recent_discards: Vec<Discarded>,
+}
+
+/// A job discarded after its last attempt, for the status page.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Discarded {
+    pub id: String,
+    pub error: Option<String>,
+    pub finished_at: i64,
+}
+
+/// Discarded jobs the upkeep reports.
+const RECENT_DISCARDS: i64 = 5;
+
+fn discards_from_json(json: Option<String>) -> Result<Vec<Discarded>, sqlx::Error> {
+    match json {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(e.into())),
+    }
 }
 
 fn micros(d: Duration) -> i64 {
@@ -464,7 +484,9 @@ impl JobStore {
                     "AND run_at <= (SELECT t FROM now)) AS oldest_due, ",
                     "(SELECT MIN(run_at) FROM jobs WHERE status IN ('queued', 'scheduled') ",
                     "AND run_at > (SELECT t FROM now)) AS next_due, ",
-                    "(SELECT t FROM now) AS now"
+                    "(SELECT t FROM now) AS now, ",
+                    "(SELECT CAST(json_agg(d) AS TEXT) FROM (SELECT id, error, finished_at FROM jobs ",
+                    "WHERE status = 'discarded' ORDER BY finished_at DESC LIMIT $7) d) AS discards"
                 );
                 Ok(on_pool!(
                     self,
@@ -477,6 +499,7 @@ impl JobStore {
                             .bind(retention)
                             .bind(batch)
                             .bind(LAPSED)
+                            .bind(RECENT_DISCARDS)
                             .fetch_one(p)
                             .await?;
                         upkept_from_row(&row)?
@@ -498,7 +521,10 @@ impl JobStore {
                     (SELECT COUNT(*) FROM jobs WHERE status = 'scheduled') AS scheduled, \
                     (SELECT COUNT(*) FROM jobs WHERE status = 'running') AS running, \
                     (SELECT MIN(run_at) FROM jobs WHERE status IN ('queued', 'scheduled') AND run_at <= $1) AS oldest_due, \
-                    (SELECT MIN(run_at) FROM jobs WHERE status IN ('queued', 'scheduled') AND run_at > $1) AS next_due";
+                    (SELECT MIN(run_at) FROM jobs WHERE status IN ('queued', 'scheduled') AND run_at > $1) AS next_due, \
+                    (SELECT json_group_array(json_object('id', id, 'error', error, 'finished_at', finished_at)) \
+                     FROM (SELECT id, error, finished_at FROM jobs WHERE status = 'discarded' \
+                     ORDER BY finished_at DESC LIMIT $2)) AS discards";
                 Ok(on_pool!(
                     self,
                     tidy,
@@ -541,7 +567,11 @@ impl JobStore {
                             .execute(&mut *tx)
                             .await?
                             .rows_affected();
-                        let row = sqlx::query(counts).bind(now).fetch_one(&mut *tx).await?;
+                        let row = sqlx::query(counts)
+                            .bind(now)
+                            .bind(RECENT_DISCARDS)
+                            .fetch_one(&mut *tx)
+                            .await?;
                         tx.commit().await?;
                         done.active = [
                             row.try_get("queued")?,
@@ -550,6 +580,7 @@ impl JobStore {
                         ];
                         done.oldest_due = row.try_get("oldest_due")?;
                         done.next_due = row.try_get("next_due")?;
+                        done.recent_discards = discards_from_json(row.try_get("discards")?)?;
                         done
                     }
                 )?)
@@ -581,6 +612,7 @@ fn upkept_from_row(row: &sqlx::postgres::PgRow) -> Result<Upkept, sqlx::Error> {
         oldest_due: row.try_get("oldest_due")?,
         next_due: row.try_get("next_due")?,
         now: count("now")?,
+        recent_discards: discards_from_json(row.try_get("discards")?)?,
     })
 }
 

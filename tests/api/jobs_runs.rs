@@ -186,12 +186,23 @@ async fn a_scheduled_job_is_not_run_before_its_time() {
         r#"{"number": 3, "run_at": "2030-01-01T00:00:00Z", "delay": "1s"}"#,
         r#"{"number": 3, "run_at": "tomorrow"}"#,
         r#"{"number": 3, "delay": "soon"}"#,
-        r#"{"number": 3, "delay": "400d"}"#,
     ] {
         assert_envelope(
             post(&app, "/api/v2/jobs", bad).await,
             400,
             "INVALID_REQUEST",
+        )
+        .await;
+    }
+    // Well-formed, but further ahead than a job may wait: 422.
+    for far in [
+        r#"{"number": 3, "delay": "400d"}"#,
+        r#"{"number": 3, "run_at": "9999-12-31T23:59:59+01:00"}"#,
+    ] {
+        assert_envelope(
+            post(&app, "/api/v2/jobs", far).await,
+            422,
+            "SCHEDULE_OUT_OF_RANGE",
         )
         .await;
     }
@@ -294,4 +305,75 @@ async fn a_batch_commits_or_fails_as_a_whole_and_keys_behave_as_one_by_one() {
     assert_eq!(answered[999]["id"], earlier["id"]);
     assert_eq!(answered[999]["replayed"], true);
     assert_eq!(count(&app).await, 1 + 998, "998 new jobs");
+}
+
+/// The statistics stream (and so the status page) shows the jobs: counts by status, the
+/// running total of successes and the last jobs discarded, with their errors.
+#[tokio::test]
+async fn the_stats_stream_carries_the_jobs_and_their_last_discards() {
+    use futures_util::StreamExt;
+    let app = app_with(flaky).await;
+    let ok = id_of(
+        &post(&app, "/api/v2/jobs", r#"{"number": 2, "rounds": 10}"#)
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    let thirteen = id_of(
+        &post(&app, "/api/v2/jobs", r#"{"number": 13, "rounds": 10}"#)
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    let later = post(&app, "/api/v2/jobs", r#"{"number": 3, "delay": "1h"}"#).await;
+    assert_eq!(later.status(), 202);
+    wait_for(&app, &ok, |j| j["status"] == "succeeded").await;
+    wait_for(&app, &thirteen, |j| j["status"] == "discarded").await;
+
+    let url = format!("ws://{}/api/v2/stats/stream?interval=100ms", app.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the stream is open")
+            .unwrap();
+        let tokio_tungstenite::tungstenite::Message::Text(text) = frame else {
+            continue;
+        };
+        let m: Value = serde_json::from_str(&text).unwrap();
+        let jobs = &m["jobs"];
+        let discards = jobs["recent_discards"]
+            .as_array()
+            .expect("jobs in the message");
+        if discards.iter().any(|d| d["id"] == thirteen.as_str()) {
+            assert_eq!(jobs["scheduled"], 1, "{m}");
+            assert_eq!(
+                (jobs["queued"].clone(), jobs["running"].clone()),
+                (0.into(), 0.into()),
+                "{m}"
+            );
+            assert!(jobs["succeeded_total"].as_u64().unwrap() >= 1, "{m}");
+            let d = discards
+                .iter()
+                .find(|d| d["id"] == thirteen.as_str())
+                .unwrap();
+            assert!(
+                d["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("thirteen always fails"),
+                "{m}"
+            );
+            assert!(d["finished_at"].as_str().unwrap().ends_with('Z'), "{m}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never shown: {m}"
+        );
+    }
 }

@@ -7,7 +7,7 @@ Usage: grpc_client.py HOST:PORT EXPECTED_DIGEST_OF_42
    floodgate.v1.ComputeService: both SERVING; an unknown service is NOT_FOUND.
 2. Discovers the services by server reflection (grpcio-reflection, which speaks v1alpha),
    builds the request and response classes from the descriptors it is sent, and checks
-   floodgate.v1.ComputeService is listed with its six methods.
+   floodgate.v1.ComputeService is listed with its eight methods.
 3. Calls Fast(42) and Intensive(42) through those classes: 1764, and the digest the REST API
    gave for 42; the request ID sent as `x-request-id` metadata comes back in the body and the
    initial metadata.
@@ -54,7 +54,7 @@ def main():
         service = pool.FindServiceByName(SERVICE)
         methods = sorted(m.name for m in service.methods)
         check(
-            methods == ["CancelJob", "Fast", "GetJob", "Intensive", "SubmitJob", "WatchJob"],
+            methods == ["CancelJob", "Fast", "GetJob", "Intensive", "RetryJob", "SubmitJob", "SubmitJobs", "WatchJob"],
             f"methods {methods}",
         )
         seen["services"] = services

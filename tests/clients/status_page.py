@@ -41,6 +41,14 @@ def main():
                 workers: document.getElementById('workers').textContent,
                 queue: document.getElementById('queue').textContent,
                 totals: document.getElementById('totals').textContent,
+                jobs: {
+                    hidden: document.getElementById('jobs').hidden,
+                    queued: document.getElementById('jobs-queued').textContent,
+                    running: document.getElementById('jobs-running').textContent,
+                    // A point of the succeeded/s line above the baseline: jobs were seen to finish.
+                    succeeded_drawn: [...document.querySelectorAll('#chart-jobs polyline.s0')].some((l) =>
+                        l.getAttribute('points').split(' ').some((p) => +p.split(',')[1] < 99.9)),
+                },
                 charts: Object.fromEntries([...document.querySelectorAll('svg.chart')].map((s) =>
                     [s.id, { points: +s.dataset.points, max: +s.dataset.max, lines: s.querySelectorAll('polyline').length }])),
             })"""

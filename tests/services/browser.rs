@@ -46,6 +46,16 @@ async fn in_headless_chromium_the_page_connects_and_its_numbers_move_under_load(
         tokio::select! {
             status = browser.wait() => break status.unwrap(),
             _ = async {
+                if sent.is_multiple_of(50) {
+                    // A durable job now and then, for the jobs panel.
+                    let _ = app
+                        .client
+                        .post(app.url("/api/v2/jobs"))
+                        .header("content-type", "application/json")
+                        .body(r#"{"number": 5, "rounds": 1000}"#)
+                        .send()
+                        .await;
+                }
                 let endpoint = if sent.is_multiple_of(10) { "intensive" } else { "fast" };
                 let _ = app.compute(endpoint, 20 + u64::from(sent % 7)).await;
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -56,7 +66,15 @@ async fn in_headless_chromium_the_page_connects_and_its_numbers_move_under_load(
     let (out, err) = read_out.await.unwrap();
     assert!(status.success(), "the browser check failed:\n{out}\n{err}");
     let seen: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
-    for chart in ["chart-rps", "chart-errors", "chart-latency", "chart-pool"] {
+    assert_eq!(seen["jobs"]["hidden"], false, "{seen}");
+    assert_eq!(seen["jobs"]["succeeded_drawn"], true, "{seen}");
+    for chart in [
+        "chart-rps",
+        "chart-errors",
+        "chart-latency",
+        "chart-pool",
+        "chart-jobs",
+    ] {
         assert!(
             seen["charts"][chart]["points"].as_u64().unwrap() >= 5,
             "{seen}"

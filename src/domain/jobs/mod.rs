@@ -26,7 +26,7 @@ mod runner;
 /// A job as the domain hands it out, and where it is in its life. The store decodes its rows
 /// into this record, which holds nothing a caller must not see (owner, lease and idempotency
 /// key stay in the store); callers name it here, so no transport needs the store.
-pub use crate::store::{Attempt, Job, JobStatus};
+pub use crate::store::{Attempt, Discarded, Job, JobStatus};
 
 /// How long a client is asked to wait while the database is unavailable.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -112,7 +112,7 @@ pub enum When {
     /// As soon as a runner is free.
     #[default]
     Now,
-    /// Not before this time: RFC 3339 in UTC (`2026-12-24T18:00:00Z`).
+    /// Not before this time: RFC 3339 with any offset (`2026-12-24T18:00:00Z`).
     At(String),
     /// Not before this long after submission: a duration (`30s`, `1h30m`).
     After(String),
@@ -129,7 +129,7 @@ impl When {
     fn run_at(&self, now: i64) -> Result<i64, ApiError> {
         let ahead = |d: Duration| -> Result<i64, ApiError> {
             if d > MAX_SCHEDULE_AHEAD {
-                return Err(ApiError::InvalidRequest(
+                return Err(ApiError::ScheduleOutOfRange(
                     "a job may be scheduled at most 365 days ahead".into(),
                 ));
             }
@@ -137,18 +137,26 @@ impl When {
         };
         match self {
             When::Now => Ok(now),
-            When::After(raw) => ahead(humantime::parse_duration(raw).map_err(|_| {
-                ApiError::InvalidRequest(format!(
+            When::After(raw) => ahead(humantime::parse_duration(raw).map_err(|e| match e {
+                // Well-formed but too large to hold: further ahead than allowed.
+                humantime::DurationError::NumberOverflow => ApiError::ScheduleOutOfRange(
+                    "a job may be scheduled at most 365 days ahead".into(),
+                ),
+                _ => ApiError::InvalidRequest(format!(
                     "delay must be a duration such as `30s` or `1h30m` (got `{raw}`)"
-                ))
+                )),
             })?),
             When::At(raw) => {
-                let at = humantime::parse_rfc3339(raw).map_err(|_| {
-                    ApiError::InvalidRequest(format!(
-                        "run_at must be an RFC 3339 time in UTC such as `2026-12-24T18:00:00Z` (got `{raw}`)"
-                    ))
-                })?;
-                let at = at.duration_since(std::time::UNIX_EPOCH).map_or(0, micros);
+                let at = time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                        ApiError::InvalidRequest(format!(
+                            "run_at must be an RFC 3339 time such as `2026-12-24T18:00:00Z` (got `{raw}`)"
+                        ))
+                    })?;
+                // Before the epoch is past: at once.
+                let at = i64::try_from(at.unix_timestamp_nanos() / 1000)
+                    .unwrap_or(0)
+                    .max(0);
                 // A time past is now; one too far ahead is refused.
                 ahead(Duration::from_micros(at.saturating_sub(now).max(0) as u64))
             }
@@ -212,6 +220,21 @@ pub struct Jobs {
     metrics: JobMetrics,
     /// One watcher per job followed by a stream, shared by its streams.
     watchers: JobWatchers,
+    /// What the last upkeep round found, and this replica's successes, for the status page.
+    seen: Arc<Mutex<JobsNow>>,
+}
+
+/// The jobs as the last upkeep round saw them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobsNow {
+    /// Jobs queued, scheduled and running, in [`JobStatus::ACTIVE`] order.
+    pub active: [i64; 3],
+    /// How long the job due longest has waited for a runner.
+    pub oldest_due_age: Duration,
+    /// The last few jobs discarded, newest first.
+    pub recent_discards: Vec<Discarded>,
+    /// Jobs this replica's runner recorded as succeeded since it started.
+    pub succeeded: u64,
 }
 
 impl Jobs {
@@ -225,6 +248,7 @@ impl Jobs {
             fault: Arc::default(),
             metrics,
             watchers: JobWatchers::default(),
+            seen: Arc::default(),
         }
     }
 
@@ -338,6 +362,9 @@ impl Jobs {
                     .map_err(|e| match e {
                         ApiError::InvalidRequest(why) => {
                             ApiError::InvalidRequest(format!("jobs[{i}]: {why}"))
+                        }
+                        ApiError::ScheduleOutOfRange(why) => {
+                            ApiError::ScheduleOutOfRange(format!("jobs[{i}]: {why}"))
                         }
                         other => other,
                     })
@@ -491,6 +518,15 @@ impl Jobs {
         let _ = self.draining.send(true);
     }
 
+    /// The jobs as the last upkeep round saw them.
+    pub fn now(&self) -> JobsNow {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, JobsNow> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The runner works again after a restart.
     fn clear_fault(&self) {
         self.fault.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -509,6 +545,36 @@ mod tests {
     use super::runner::{run_chunked, supervise, CHUNK};
     use super::*;
     use crate::domain::Kernel;
+
+    #[test]
+    fn run_at_takes_any_offset_and_a_time_before_the_epoch_as_now() {
+        let now = 1_796_000_000_000_000;
+        let at = |raw: &str| When::At(raw.into()).run_at(now);
+        let utc = at("2026-12-24T18:00:00Z").unwrap();
+        assert_eq!(at("2026-12-24T23:30:00+05:30").unwrap(), utc);
+        assert_eq!(at("2026-12-24T13:00:00.000-05:00").unwrap(), utc);
+        assert_eq!(at("0446-06-02T01:13:44.40+05:33").unwrap(), now);
+        assert_eq!(at("1970-01-01T00:00:00Z").unwrap(), now);
+        for bad in ["2026-12-24", "2026-12-24T18:00:00", "tomorrow"] {
+            assert!(matches!(at(bad), Err(ApiError::InvalidRequest(_))), "{bad}");
+        }
+        assert!(matches!(
+            at("2036-12-24T18:00:00Z"),
+            Err(ApiError::ScheduleOutOfRange(_))
+        ));
+        let after = |raw: &str| When::After(raw.into()).run_at(now);
+        assert_eq!(after("1h30m").unwrap(), now + 5_400_000_000);
+        for far in [
+            "366d",
+            "30637943930667202095d164461847ns",
+            "99999999999999999999s",
+        ] {
+            assert!(
+                matches!(after(far), Err(ApiError::ScheduleOutOfRange(_))),
+                "{far}"
+            );
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_runner_that_panics_is_reported_and_started_again() {

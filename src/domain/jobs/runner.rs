@@ -388,7 +388,10 @@ impl Runner {
                 continue;
             }
             match &done.end {
-                End::Succeeded { .. } => metrics.succeeded.increment(1),
+                End::Succeeded { .. } => {
+                    metrics.succeeded.increment(1);
+                    self.jobs.seen().succeeded += 1;
+                }
                 End::Failed { .. } => metrics.failed.increment(1),
                 End::Discard { .. } => metrics.discarded.increment(1),
                 End::Retry { run_at, .. } => {
@@ -470,8 +473,9 @@ impl Runner {
             metrics.db_idle.set(f64::from(idle));
             metrics.db_used.set(f64::from(used));
             self.jobs.store.check_file().await;
-            // A database that is away skips a round; the next one catches up.
-            if let Ok(done) = self
+            // A database that is away skips a round; the next one catches up. The failure is
+            // the breaker's to count (and `/health`'s to show); the log says which round.
+            let upkept = self
                 .jobs
                 .store
                 .upkeep(
@@ -482,7 +486,8 @@ impl Runner {
                     1000,
                 )
                 .await
-            {
+                .inspect_err(|e| tracing::warn!(error = %e, "the jobs upkeep failed"));
+            if let Ok(done) = upkept {
                 metrics.retried.increment(done.retried);
                 metrics.discarded.increment(done.discarded);
                 for (count, gauge) in done.active.iter().zip(&metrics.by_status) {
@@ -492,6 +497,12 @@ impl Runner {
                     .oldest_due
                     .map_or(0.0, |t| (done.now - t).max(0) as f64 / 1e6);
                 metrics.oldest_queued_age.set(age);
+                {
+                    let mut seen = self.jobs.seen();
+                    seen.active = done.active;
+                    seen.oldest_due_age = Duration::from_secs_f64(age);
+                    seen.recent_discards = done.recent_discards.clone();
+                }
                 if done.oldest_due.is_some() {
                     self.wake.notify_one();
                 }

@@ -80,7 +80,7 @@ impl From<Attempt> for AttemptBody {
     }
 }
 
-fn rfc3339(us: i64) -> String {
+pub(super) fn rfc3339(us: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_micros(us.max(0) as u64);
     humantime::format_rfc3339_micros(t).to_string()
 }
@@ -124,13 +124,13 @@ pub struct SubmitJob {
     /// `jobs.max_rounds`.
     #[schema(minimum = 1)]
     pub rounds: Option<u64>,
-    /// Not run before this time: RFC 3339 in UTC, at most 365 days ahead; a time past runs
-    /// at once. Not with `delay`.
-    #[schema(format = DateTime, example = "2026-12-24T18:00:00Z")]
+    /// Not run before this time (RFC 3339, such as `2026-12-24T18:00:00Z`), at most 365 days
+    /// ahead; a time past runs at once. Not with `delay`.
+    #[schema(format = DateTime)]
     pub run_at: Option<String>,
-    /// Not run before this long after submission (`30s`, `1h30m`), at most 365 days. Not
-    /// with `run_at`.
-    #[schema(example = "30s", pattern = "^([0-9]+(ns|us|ms|s|m|h|d) ?)+$")]
+    /// Not run before this long after submission (such as `30s` or `1h30m`), at most 365
+    /// days. Not with `run_at`.
+    #[schema(pattern = "^([0-9]+(ns|us|ms|s|m|h|d) ?)+$")]
     pub delay: Option<String>,
 }
 

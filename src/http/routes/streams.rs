@@ -58,6 +58,52 @@ pub struct StatsMessage {
     pub busy_workers: usize,
     /// Jobs the queue holds at most; `queue_depth` of them are waiting.
     pub queue_capacity: usize,
+    /// Durable jobs (API v2), when they are on and their database has been reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<JobsMessage>,
+}
+
+/// The durable jobs as the last upkeep round saw them.
+#[derive(Debug, Serialize)]
+pub struct JobsMessage {
+    pub queued: i64,
+    pub scheduled: i64,
+    pub running: i64,
+    /// Jobs this replica recorded as succeeded since it started (a counter: its rate is the
+    /// completions per second).
+    pub succeeded_total: u64,
+    /// How long the job due longest has waited for a runner.
+    pub oldest_queued_age_seconds: f64,
+    /// The last few jobs discarded after their last attempt, newest first.
+    pub recent_discards: Vec<DiscardMessage>,
+}
+
+/// A discarded job: its id, when, and why its last attempt failed.
+#[derive(Debug, Serialize)]
+pub struct DiscardMessage {
+    pub id: String,
+    pub finished_at: String,
+    pub error: Option<String>,
+}
+
+fn jobs_message(state: &AppState) -> Option<JobsMessage> {
+    let now = state.jobs.get()?.now();
+    Some(JobsMessage {
+        queued: now.active[0],
+        scheduled: now.active[1],
+        running: now.active[2],
+        succeeded_total: now.succeeded,
+        oldest_queued_age_seconds: now.oldest_due_age.as_secs_f64(),
+        recent_discards: now
+            .recent_discards
+            .into_iter()
+            .map(|d| DiscardMessage {
+                id: d.id,
+                finished_at: super::jobs::rfc3339(d.finished_at),
+                error: d.error,
+            })
+            .collect(),
+    })
 }
 
 fn interval(q: &StatsQuery) -> Result<Duration, ApiError> {
@@ -234,6 +280,7 @@ async fn produce_stats(state: AppState, every: Duration, tx: mpsc::Sender<Outgoi
             interval_latency_p99_us: p99,
             busy_workers: pool.busy,
             queue_capacity: pool.queue_capacity,
+            jobs: jobs_message(&state),
         };
         previous = now;
         let text = serde_json::to_string(&message).unwrap_or_default();

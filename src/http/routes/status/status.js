@@ -11,7 +11,38 @@ const charts = [
   { id: "chart-errors", series: [errorRate] },
   { id: "chart-latency", series: [(m) => m.interval_latency_p50_us / 1000, (m) => m.interval_latency_p99_us / 1000] },
   { id: "chart-pool", series: [(m) => m.busy_workers, (m) => m.queue_depth] },
+  { id: "chart-jobs", series: [(m) => m.jobs_per_second, (m) => m.jobs?.queued], when: (m) => m.jobs },
 ];
+
+// Jobs succeeded per second, from the running total of this message and the one before.
+function jobsRate(m, before) {
+  if (!m.jobs || !before?.jobs || m.timestamp <= before.timestamp) return 0;
+  return Math.max(0, m.jobs.succeeded_total - before.jobs.succeeded_total) / (m.timestamp - before.timestamp);
+}
+
+function showJobs(j) {
+  document.getElementById("jobs").hidden = !j;
+  if (!j) return;
+  text("jobs-queued", number(j.queued, 0));
+  text("jobs-scheduled", number(j.scheduled, 0));
+  text("jobs-running", number(j.running, 0));
+  text("jobs-age", number(j.oldest_queued_age_seconds, 1) + " s");
+  const list = document.getElementById("jobs-discards");
+  const items = j.recent_discards.map((d) => {
+    const li = document.createElement("li");
+    const id = document.createElement("code");
+    id.textContent = d.id;
+    li.append(id, ` at ${new Date(d.finished_at).toLocaleTimeString()}: ${d.error ?? "no error recorded"}`);
+    return li;
+  });
+  if (items.length === 0) {
+    const none = document.createElement("li");
+    none.className = "muted";
+    none.textContent = "none";
+    items.push(none);
+  }
+  list.replaceChildren(...items);
+}
 
 function errorRate(m) {
   return m.requests_per_second > 0 ? (100 * m.errors_per_second) / m.requests_per_second : 0;
@@ -41,7 +72,8 @@ function show(m) {
   text("queue", `${m.queue_depth} / ${m.queue_capacity}`);
   text("totals", `${number(m.total_requests, 0)} requests, ${number(m.success_rate, 2)} % succeeded, ${number(m.rejected_count, 0)} refused`);
   text("updated", "updated " + new Date(m.timestamp * 1000).toLocaleTimeString());
-  for (const chart of charts) draw(chart);
+  showJobs(m.jobs);
+  for (const chart of charts) if (!chart.when || chart.when(m)) draw(chart);
 }
 
 function draw(chart) {
@@ -105,6 +137,7 @@ function connect() {
     } catch {
       return;
     }
+    m.jobs_per_second = jobsRate(m, history[history.length - 1]);
     history.push(m);
     if (history.length > HISTORY) history.shift();
     show(m);
