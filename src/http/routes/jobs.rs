@@ -191,6 +191,7 @@ pub(super) fn jobs(state: &AppState) -> Result<&Jobs, ApiError> {
             links(
                 ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
                 ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
+                ("RetryJob" = (operation_id = "retry_job", parameters(("id" = "$response.body#/id")))),
             )),
         (status = 200, description = "The original job for a replayed `Idempotency-Key` (`Idempotent-Replayed: true`).", body = JobBody),
         JobErrors,
