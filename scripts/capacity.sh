@@ -6,12 +6,16 @@
 #
 #   Redis: redis-benchmark EVALSHA of the script in src/admission/rate_limit/redis.rs,
 #          50 connections, on one hot key (one principal) and on 10,000 keys.
-#   PostgreSQL: migrations/postgres applied to a fresh cluster, QUEUED jobs queued, then
-#          pgbench with 8 clients, each transaction claiming the oldest queued job
-#          (UPDATE … FOR UPDATE SKIP LOCKED, as store::JobStore::claim) and finishing it.
+#   PostgreSQL, a fresh cluster (fsync and synchronous commit on): the reference, pgbench's
+#          one-line INSERT with CLIENTS clients for SECONDS_PER_RUN seconds; then QUEUED jobs
+#          claimed and finished by floodgate's own statements (examples/claim_capacity.rs:
+#          store::JobStore::claim, up to 8 jobs per statement, and ::finish, one commit per
+#          batch) from CLIENTS claim loops. The figure is their ratio.
 #
 # Writes target/bench/capacity.md and capacity.json; progress goes to stderr.
-# Usage: scripts/capacity.sh   Env: REQUESTS (200000), QUEUED (50000), CAPACITY_PORT (18281)
+# Usage: scripts/capacity.sh   Env: REQUESTS (200000), QUEUED (50000), CLIENTS (8),
+#        SECONDS_PER_RUN (8), CAPACITY_PORT (18281), CAPACITY_PROFILE (the cargo profile the
+#        claim-path client is built with: release)
 # Needs: redis-server, redis-benchmark, PostgreSQL's initdb/pg_ctl/psql/pgbench, taskset, jq;
 # as root, a `postgres` user and runuser.
 set -euo pipefail
@@ -20,6 +24,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 requests=${REQUESTS:-200000}
 queued=${QUEUED:-50000}
+clients=${CLIENTS:-8}
+profile=${CAPACITY_PROFILE:-release}
+seconds=${SECONDS_PER_RUN:-8}
 port=${CAPACITY_PORT:-18281}
 out_dir=${CARGO_TARGET_DIR:-$root/target}/bench
 work=$(mktemp -d)
@@ -67,48 +74,48 @@ log "      $spread decisions/s"
 kill "$redis_pid"; redis_pid=
 
 # ---------------------------------------------------------------- PostgreSQL
-log "[4/4] PostgreSQL: $queued queued jobs claimed by 8 pgbench clients"
+log "[4/4] PostgreSQL: the reference (pgbench, one-line INSERT, $clients clients), then floodgate's claim path"
 pg_data=$work/pg
 chown postgres "$work" 2>/dev/null || true
 pg "$pg_bin/initdb" -D "$pg_data" -A trust -U floodgate >/dev/null
 pg_port=$((port + 1))
 pg taskset -c 0 "$pg_bin/pg_ctl" -D "$pg_data" -l "$work/pg.log" -w -s \
-    -o "-p $pg_port -k $work -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on" start
-psql=("$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U floodgate -d postgres -q -v ON_ERROR_STOP=1)
-"${psql[@]}" -f migrations/postgres/0001_jobs.sql >/dev/null
-"${psql[@]}" -c "INSERT INTO jobs (id, status, number, rounds, created_at)
-    SELECT lpad(g::text, 36, '0'), 'queued', g % 1000, 1000, g FROM generate_series(1, $queued) g" >/dev/null
-# The claim of store::JobStore::claim, then the finish, as one replica's runner does.
-cat >"$work/claim.sql" <<'EOF'
-UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = 'capacity',
-    lease_until = 9000000000000000, started_at = COALESCE(started_at, 1)
-  WHERE id = (SELECT id FROM jobs WHERE (status = 'queued' OR (status = 'running' AND lease_until < 1))
-              AND attempts < 5 ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-  RETURNING id \gset
-UPDATE jobs SET status = 'succeeded', result = 1, digest = 1, finished_at = 2,
-    lease_owner = NULL, lease_until = NULL WHERE id = :id;
-EOF
-per_client=$((queued / 8 - 100))
-claims=$(taskset -c 1 "$pg_bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U floodgate -n -c 8 -j 1 \
-    -M prepared -t "$per_client" -f "$work/claim.sql" postgres 2>"$work/pgbench.err" | awk '/^tps = / {print $3}')
-[ -n "$claims" ] || { log "pgbench failed: $(tail -n 3 "$work/pgbench.err")"; exit 1; }
-log "      $claims claims/s (each committed, then finished)"
-left=$("${psql[@]}" -At -c "SELECT count(*) FROM jobs WHERE status = 'queued'")
-done_jobs=$("${psql[@]}" -At -c "SELECT count(*) FROM jobs WHERE status = 'succeeded'")
-[ "$done_jobs" = $((per_client * 8)) ] || { log "expected $((per_client * 8)) finished jobs, found $done_jobs"; exit 1; }
+    -o "-p $pg_port -k $work -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=100" start
+psql=("$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U floodgate -q -v ON_ERROR_STOP=1)
+"${psql[@]}" -d postgres -c "CREATE DATABASE reference" -c "CREATE DATABASE floodgate" >/dev/null
+"${psql[@]}" -d reference -c "CREATE TABLE inserts (id bigserial PRIMARY KEY, v text NOT NULL)" >/dev/null
+echo "INSERT INTO inserts (v) VALUES ('x');" >"$work/insert.sql"
+inserts=$(taskset -c 1 "$pg_bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U floodgate -n -c "$clients" -j 2 \
+    -M prepared -T "$seconds" -f "$work/insert.sql" reference 2>"$work/pgbench.err" | awk '/^tps = / {print $3}')
+[ -n "$inserts" ] || { log "pgbench failed: $(tail -n 3 "$work/pgbench.err")"; exit 1; }
+log "      reference: $inserts single-row inserts/s, each committed"
+# floodgate's own statements (store::JobStore::claim and ::finish), as its runners issue them:
+# $clients claim loops, each claiming up to 8 jobs per statement and finishing them in one commit.
+log "      building the claim-path client (cargo build --profile $profile --example claim_capacity)"
+cargo build --profile "$profile" --quiet --example claim_capacity
+profile_dir=$profile
+[ "$profile" = dev ] && profile_dir=debug
+claim_json=$(taskset -c 1 "${CARGO_TARGET_DIR:-$root/target}/$profile_dir/examples/claim_capacity" \
+    --url "postgres://floodgate@127.0.0.1:$pg_port/floodgate" --jobs "$queued" --runners "$clients" --batch 8)
+claims=$(jq -r .per_s <<<"$claim_json")
+ratio=$(awk -v a="$claims" -v b="$inserts" 'BEGIN {printf "%.2f", a / b}')
+log "      floodgate: $(printf '%.0f' "$claims") jobs claimed and finished/s, ${ratio}x the reference"
 
 mkdir -p "$out_dir"
-jq -n --arg hot "$hot" --arg spread "$spread" --arg claims "$claims" --argjson left "$left" \
+jq -n --arg hot "$hot" --arg spread "$spread" --arg claims "$claims" --arg inserts "$inserts" \
+    --arg ratio "$ratio" --argjson clients "$clients" \
     --arg date "$(date -u '+%Y-%m-%d %H:%M UTC')" --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     --arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
     '{redis_decisions_per_s: {hot_key: ($hot | tonumber), keys_10000: ($spread | tonumber)},
-      postgres_claims_per_s: ($claims | tonumber), jobs_left_queued: $left,
+      postgres_claims_per_s: ($claims | tonumber), postgres_inserts_per_s: ($inserts | tonumber),
+      claims_to_inserts: ($ratio | tonumber), postgres_clients: $clients,
       date: $date, commit: $commit, cpu: $cpu}' >"$out_dir/capacity.json"
 {
     echo "| shared dependency (server on one core) | ceiling |"
     echo "|---|---|"
     printf '| redis-server: GCRA decisions/s, one hot key | %.0f |\n' "$hot"
     printf '| redis-server: GCRA decisions/s, 10,000 keys | %.0f |\n' "$spread"
-    printf '| PostgreSQL: job claims/s (claim + finish, 8 clients, fsync on) | %.0f |\n' "$claims"
+    printf '| PostgreSQL: single-row inserts/s (pgbench, %s clients, fsync on): the reference | %.0f |\n' "$clients" "$inserts"
+    printf '| PostgreSQL: jobs claimed and finished/s (floodgate'"'"'s statements, %s claim loops, 8 per claim) | %.0f (%sx the reference) |\n' "$clients" "$claims" "$ratio"
 } | tee "$out_dir/capacity.md"
 log "written to $out_dir/capacity.md and capacity.json"

@@ -10,8 +10,21 @@ DROP INDEX jobs_claim;
 CREATE INDEX jobs_active ON jobs (status) WHERE status IN ('queued', 'scheduled', 'running');
 -- The last jobs discarded, for the status page, without scanning the finished ones.
 CREATE INDEX jobs_discarded ON jobs (finished_at) WHERE status = 'discarded';
+-- Every change of a job's status writes a new entry into each index the new row belongs to:
+-- the indexes only some rows are read through hold only those rows.
+DROP INDEX jobs_lease;
+CREATE INDEX jobs_leased ON jobs (lease_until) WHERE status = 'running';
+DROP INDEX jobs_finished;
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+DROP INDEX jobs_idempotency;
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (COALESCE(owner, ''), idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+DROP INDEX jobs_owner_list;
+CREATE INDEX jobs_owner_list ON jobs (owner, created_at DESC, id DESC) WHERE owner IS NOT NULL;
 CREATE TABLE job_attempts (
-    job_id      TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    -- No foreign key: its check on every attempt logged would cost a lookup and a lock of
+    -- the job; the upkeep deletes a job's attempts with the job.
+    job_id      TEXT    NOT NULL,
     attempt     INTEGER NOT NULL,
     runner      TEXT    NOT NULL,   -- the runner that claimed it (one per replica and start)
     started_at  INTEGER NOT NULL,

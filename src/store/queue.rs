@@ -472,7 +472,9 @@ impl JobStore {
                     "error = $6 FROM lapsed WHERE job_attempts.job_id = lapsed.id ",
                     "AND job_attempts.finished_at IS NULL), ",
                     "purged AS (DELETE FROM jobs WHERE id IN (SELECT id FROM jobs ",
-                    "WHERE finished_at < (SELECT t FROM now) - $4 LIMIT $5) RETURNING 1) ",
+                    "WHERE finished_at < (SELECT t FROM now) - $4 LIMIT $5) RETURNING id), ",
+                    "purged_attempts AS (DELETE FROM job_attempts ",
+                    "WHERE job_id IN (SELECT id FROM purged)) ",
                     "SELECT ",
                     "(SELECT COUNT(*) FROM lapsed WHERE status = 'scheduled') AS retried, ",
                     "(SELECT COUNT(*) FROM lapsed WHERE status = 'discarded') AS discarded, ",
@@ -515,7 +517,8 @@ impl JobStore {
                 let lapsed_attempt = "UPDATE job_attempts SET finished_at = $2, error = $3 \
                                       WHERE job_id = $1 AND finished_at IS NULL";
                 let purge = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
-                             WHERE finished_at < $1 LIMIT $2)";
+                             WHERE finished_at < $1 LIMIT $2) RETURNING id";
+                let purge_attempts = "DELETE FROM job_attempts WHERE job_id = $1";
                 let counts = "SELECT \
                     (SELECT COUNT(*) FROM jobs WHERE status = 'queued') AS queued, \
                     (SELECT COUNT(*) FROM jobs WHERE status = 'scheduled') AS scheduled, \
@@ -561,12 +564,18 @@ impl JobStore {
                                 .execute(&mut *tx)
                                 .await?;
                         }
-                        done.purged = sqlx::query(purge)
+                        let purged = sqlx::query(purge)
                             .bind(now.saturating_sub(retention))
                             .bind(batch)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        for row in &purged {
+                            sqlx::query(purge_attempts)
+                                .bind(row.try_get::<String, _>("id")?)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        done.purged = purged.len() as u64;
                         let row = sqlx::query(counts)
                             .bind(now)
                             .bind(RECENT_DISCARDS)

@@ -444,3 +444,66 @@ async fn a_run_lost_before_its_commit_runs_again_and_is_recorded_once() {
     assert!(history[0].finished_at.unwrap() <= history[1].started_at);
     assert_eq!(history[1].error, None);
 }
+
+/// A finished job past its retention is purged with its attempts (there is no cascade to do
+/// it), and a job not yet past it keeps both.
+#[tokio::test]
+async fn the_upkeep_purges_a_job_with_its_attempts() {
+    let store = store(&sqlite_settings(), Duration::from_secs(60)).await;
+    let (old, young) = (new_job(1, Some("k-old")), new_job(2, None));
+    let (old_id, young_id) = (old.id.clone(), young.id.clone());
+    store.insert(old).await.unwrap();
+    let claimed = store
+        .claim("r", 8, Duration::from_secs(60), now_us())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let end = End::Succeeded {
+        result: 1,
+        digest: 1,
+    };
+    store
+        .finish("r", &[(old_id.clone(), now_us(), end.clone())])
+        .await
+        .unwrap();
+    let finished = now_us();
+    store.insert(young).await.unwrap();
+    store
+        .claim("r", 8, Duration::from_secs(60), now_us())
+        .await
+        .unwrap();
+    store
+        .finish("r", &[(young_id.clone(), finished + 10_000_000, end)])
+        .await
+        .unwrap();
+    assert_eq!(store.attempts(&old_id).await.unwrap().len(), 1);
+
+    let backoff = Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(1),
+    };
+    // One second past the old job's end, with a retention of half a second.
+    let upkept = store
+        .upkeep(
+            finished + 1_000_000,
+            3,
+            backoff,
+            Duration::from_millis(500),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(upkept.purged, 1);
+    assert!(store.get(&old_id, None).await.unwrap().is_none());
+    assert!(
+        store.attempts(&old_id).await.unwrap().is_empty(),
+        "attempts purged too"
+    );
+    assert!(store.get(&young_id, None).await.unwrap().is_some());
+    assert_eq!(store.attempts(&young_id).await.unwrap().len(), 1);
+    // Its key is free again: a new job may take it.
+    assert!(matches!(
+        store.insert(new_job(3, Some("k-old"))).await.unwrap(),
+        Inserted::Created(_)
+    ));
+}

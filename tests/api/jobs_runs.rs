@@ -213,7 +213,13 @@ async fn a_batch_commits_or_fails_as_a_whole_and_keys_behave_as_one_by_one() {
     let app = app_with(floodgate::pool::intensive_digest).await;
     let count = |app: &TestApp| {
         let url = app.url("/api/v2/jobs?limit=1000");
-        async move { get_json(&url).await["jobs"].as_array().unwrap().len() }
+        async move {
+            let page = get_json(&url).await;
+            page["jobs"]
+                .as_array()
+                .unwrap_or_else(|| panic!("not a page of jobs: {page}"))
+                .len()
+        }
     };
     let earlier: Value = app
         .client
