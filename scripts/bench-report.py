@@ -108,6 +108,13 @@ def build(bench_dir):
             "completion_p99_ms": median([int(r["ttc_p99_us"]) for r in rows]) / 1000,
             "wrong_digests": sum(int(r["wrong_digests"]) for r in rows),
         }
+        if mode == "fleet":
+            reference = median([float(r["reference_inserts_per_s"]) for r in rows])
+            job_summary[db][mode]["reference_inserts_per_s"] = round(reference, 1)
+            job_summary[db][mode]["to_reference"] = round(
+                job_summary[db][mode]["completed_per_s"] / reference, 3) if reference else None
+        if mode == "mixed":
+            job_summary[db][mode]["fast_p99_ms"] = median([int(r["fast_p99_us"]) for r in rows]) / 1000
     result = {"targets": targets, "measured": measured, "cases": cases, "jobs": job_summary}
     for extra in ("meta.json", "capacity.json"):
         path = os.path.join(bench_dir, extra)
@@ -160,11 +167,19 @@ def readme_block(r):
             alone = modes.get("alone")
             if alone:
                 lines.append(f"| {db} | {alone['submitted_per_s']:.0f} | {alone['completed_per_s']:.0f} | {alone['completion_p99_ms']:.1f} ms |")
+            fleet = modes.get("fleet")
+            if fleet:
+                lines.append(
+                    f"| {db}, 3 replicas ({fleet['to_reference']:.2f}× pgbench's "
+                    f"{fleet['reference_inserts_per_s']:.0f} one-line inserts/s) | "
+                    f"{fleet['submitted_per_s']:.0f} | {fleet['completed_per_s']:.0f} | "
+                    f"{fleet['completion_p99_ms']:.1f} ms |")
     cap = r.get("capacity")
     if cap:
         lines += ["", "| shared dependency, one core (`scripts/capacity.sh`) | ceiling |", "|---|---|",
                   f"| redis-server, GCRA decisions/s (one hot key / 10,000 keys) | {cap['redis_decisions_per_s']['hot_key']:.0f} / {cap['redis_decisions_per_s']['keys_10000']:.0f} |",
-                  f"| PostgreSQL, job claims/s (claim + finish, fsync on) | {cap['postgres_claims_per_s']:.0f} |"]
+                  f"| PostgreSQL, single-row inserts/s (pgbench, fsync on): the reference | {cap.get('postgres_inserts_per_s', 0):.0f} |",
+                  f"| PostgreSQL, jobs claimed and finished/s (floodgate's statements) | {cap['postgres_claims_per_s']:.0f} ({cap.get('claims_to_inserts', 0):.2f}× the reference) |"]
     return "\n".join(lines)
 
 

@@ -40,10 +40,12 @@
 # (scripts/bench-report.py, which also regenerates docs/performance.md's tables from it);
 # progress lines go to stderr.
 #
-# Usage: scripts/bench.sh [--quick] [--no-build] [--sweep-only]
+# Usage: scripts/bench.sh [--quick] [--no-build] [--sweep-only] [--jobs-only]
 #   --quick       2 s runs, one round, 3 starts (1 s sweep steps): a smoke test of the harness
 #   --no-build    use the release binaries already in the target directory
 #   --sweep-only  only the sweeps (needs floodgate-load)
+#   --jobs-only   only the durable jobs, and the fast case alone with floodgate-load (the
+#                 reference of the fast p99 while jobs run); needs floodgate-load
 # Env: DURATION (s, default 10), ROUNDS (3), CONNECTIONS (64),
 #      BIG_CONNECTIONS (500), STARTS (5), BENCH_PORT (18181; +1 Redis, +2 PostgreSQL),
 #      JOBS_CONNECTIONS (jobs followed at once, 16), JOBS_ROUNDS (rounds per
@@ -65,14 +67,16 @@ starts=${STARTS:-5}
 build=1
 sweep=${SWEEP:-0}
 sweep_only=0
+jobs_only=0
 sweep_step=${SWEEP_STEP:-3s}
 for arg in "$@"; do
     case $arg in
         --quick) duration=${DURATION:-2}; rounds=${ROUNDS:-1}; starts=${STARTS:-3}; sweep_step=${SWEEP_STEP:-1s} ;;
         --no-build) build=0 ;;
         --sweep-only) sweep=1; sweep_only=1 ;;
+        --jobs-only) jobs_only=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "usage: $0 [--quick] [--no-build] [--sweep-only]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--quick] [--no-build] [--sweep-only] [--jobs-only]" >&2; exit 2 ;;
     esac
 done
 sweep_rates=${SWEEP_RATES:-auto}
@@ -103,9 +107,14 @@ db_dir=${BENCH_DB_DIR:-$out_dir}
 have_load=0
 if [ "$build" = 1 ]; then
     log "== building release binaries (fat LTO: this takes a while) =="
-    # floodgate as the image is built: laid out by a profile of itself.
-    scripts/release-build.sh
-    cargo build --release --example bare_hyper --example bare_axum --example bare_tonic
+    if [ "$jobs_only" = 1 ]; then
+        # The jobs are bound by the database: the plain release build serves.
+        cargo build --release --bin floodgate
+    else
+        # floodgate as the image is built: laid out by a profile of itself.
+        scripts/release-build.sh
+        cargo build --release --example bare_hyper --example bare_axum --example bare_tonic
+    fi
     if cargo build --release -p floodgate-load --bin floodgate-load; then
         have_load=1
     else
@@ -114,7 +123,9 @@ if [ "$build" = 1 ]; then
 elif [ -x "$release/floodgate-load" ]; then
     have_load=1
 fi
-for bin in "$release/floodgate" "$release/examples/bare_hyper" "$release/examples/bare_axum" "$release/examples/bare_tonic"; do
+bins=("$release/floodgate")
+[ "$jobs_only" = 1 ] || bins+=("$release/examples/bare_hyper" "$release/examples/bare_axum" "$release/examples/bare_tonic")
+for bin in "${bins[@]}"; do
     [ -x "$bin" ] || { log "missing $bin (run without --no-build)"; exit 1; }
 done
 if [ "$have_load" = 1 ] && ! "$release/floodgate-load" --help >/dev/null 2>&1; then
@@ -139,8 +150,11 @@ jobs_pid=
 pg_dir=
 pg_data=
 jobs_db=
+fleet_pids=()
+fleet_addrs=()
 cleanup() {
     server_stop
+    fleet_stop
     if [ -n "$jobs_pid" ]; then kill "$jobs_pid" 2>/dev/null || true; fi
     if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi
     if [ -n "$pg_data" ]; then pg_stop; fi
@@ -257,9 +271,10 @@ run_grpc_load() { # METHOD PATH CONNECTIONS (the path names the RPC)
 # jobs_start CONNECTIONS SECONDS OUT: floodgate-load --scenario jobs in the
 # background, its JSON report to OUT; sets jobs_pid.
 jobs_start() {
-    local per_job=()
+    local per_job=() urls=(--url "http://$addr")
     [ -n "$jobs_rounds" ] && per_job=(--rounds "$jobs_rounds")
-    taskset -c 1 "$release/floodgate-load" --url "http://$addr" --scenario jobs "${per_job[@]}" \
+    for a in "${fleet_addrs[@]}"; do urls+=(--url "http://$a"); done
+    taskset -c 1 "$release/floodgate-load" "${urls[@]}" --scenario jobs "${per_job[@]}" \
         --poll-interval "$jobs_poll" --threads 1 --concurrency "$1" --duration "${2}s" \
         --requests 1000000000 --warmup 0 --no-server-metrics --quiet --output json \
         >"$3" 2>"$work/jobs.err" &
@@ -351,6 +366,48 @@ pg_stop() {
     [ -n "$pg_data" ] || return 0
     pg_run "$pg_ctl" -D "$pg_data" -m fast -w -s stop >/dev/null 2>&1 || true
     pg_data=
+}
+
+# fleet_start: two more floodgate replicas on core 0, on the same PostgreSQL as
+# floodgate-postgres; jobs_start spreads its jobs over all three.
+fleet_start() {
+    local i a
+    for i in 1 2; do
+        a=127.0.0.1:$((port + 4 + i))
+        taskset -c 0 env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+            DATABASE_URL="postgres://floodgate@127.0.0.1:$pg_port/postgres" \
+            SERVER_PORT="$a" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access-$i.log" \
+            "$release/floodgate" >"$work/replica-$i.out" 2>&1 &
+        fleet_pids+=($!)
+        fleet_addrs+=("$a")
+    done
+    for a in "${fleet_addrs[@]}"; do
+        server_await "start a replica on $a" http_ok "$a" /health
+    done
+}
+
+fleet_stop() {
+    local pid
+    for pid in "${fleet_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${fleet_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    fleet_pids=()
+    fleet_addrs=()
+}
+
+# pg_reference: the database's own commit rate, pgbench's one-line INSERT with
+# as many clients as the jobs run has connections, where the replicas would run
+# (core 0), on the fresh cluster pg_start made; sets pg_inserts.
+pg_reference() {
+    local pgbench
+    pgbench=$(dirname "$pg_ctl")/pgbench
+    [ -x "$pgbench" ] || pgbench=$(command -v pgbench)
+    pg_run "$(dirname "$pg_ctl")/psql" -h 127.0.0.1 -p "$pg_port" -U floodgate -d postgres -q \
+        -c "CREATE TABLE bench_inserts (id bigserial PRIMARY KEY, v text NOT NULL)" >/dev/null
+    echo "INSERT INTO bench_inserts (v) VALUES ('x');" >"$work/insert.sql"
+    pg_inserts=$(taskset -c 0 "$pgbench" -h 127.0.0.1 -p "$pg_port" -U floodgate -n \
+        -c "$jobs_connections" -j 2 -M prepared -T "$duration" -f "$work/insert.sql" postgres \
+        2>"$work/pgbench.err" | awk '/^tps = / {print $3}')
+    [ -n "$pg_inserts" ] || { log "pgbench failed: $(tail -n 3 "$work/pgbench.err")"; exit 1; }
 }
 
 # ---------------------------------------------------------------- sweeps
@@ -456,8 +513,19 @@ method[grpc-fast]=POST
 path[grpc-fast]=/floodgate.v1.ComputeService/Fast
 grpc_servers=()
 [ "$have_load" = 1 ] && grpc_servers=(bare-tonic floodgate)
+if [ "$jobs_only" = 1 ]; then
+    [ "$have_load" = 1 ] || { log "--jobs-only needs floodgate-load, which did not build or run"; exit 1; }
+    generators=(floodgate-load)
+    cases=(fast)
+    servers[fast]=floodgate
+    grpc_servers=()
+    starts=0
+fi
 
-total=$((starts + 2 + 2 * rounds * ${#jobs_backends[@]} + rounds * ${#grpc_servers[@]}))
+big_runs=2
+[ "$jobs_only" = 1 ] && big_runs=0
+total=$((starts + big_runs + 2 * rounds * ${#jobs_backends[@]} + rounds * ${#grpc_servers[@]}))
+[[ " ${jobs_backends[*]} " == *" postgres "* ]] && total=$((total + rounds))
 for g in "${generators[@]}"; do
     for c in "${cases[@]}"; do
         read -ra list <<<"${servers[$c]}"
@@ -509,10 +577,12 @@ for i in $(seq "$starts"); do
     log "      first /health 200 after $startup_ms ms, idle RSS $(( $(tail -n1 "$startup_file" | cut -f2) / 1024 )) MiB"
 done
 
-progress "fast: floodgate with $big_connections connections (wrk)"
-measure wrk "$big_case" floodgate 1 "$big_connections"
-progress "fast: bare-axum with $big_connections connections (wrk)"
-measure wrk "$big_case" bare-axum 1 "$big_connections"
+if [ "$jobs_only" = 0 ]; then
+    progress "fast: floodgate with $big_connections connections (wrk)"
+    measure wrk "$big_case" floodgate 1 "$big_connections"
+    progress "fast: bare-axum with $big_connections connections (wrk)"
+    measure wrk "$big_case" bare-axum 1 "$big_connections"
+fi
 
 jobs_file=$work/jobs.tsv
 : >"$jobs_file"
@@ -520,10 +590,16 @@ jobs_file=$work/jobs.tsv
 # alone: jobs only; mixed: the fast case (floodgate-load) while jobs run, the
 # jobs started a second before it and ending a second after.
 measure_jobs() {
-    local b=$1 mode=$2 round=$3 fast_rps=- fast_p99=-
+    local b=$1 mode=$2 round=$3 fast_rps=- fast_p99=- reference=-
     [ "$b" = postgres ] && pg_start
+    if [ "$mode" = fleet ]; then
+        pg_reference
+        reference=$pg_inserts
+        log "      reference: $(printf '%.0f' "$pg_inserts") single-row inserts/s (pgbench, $jobs_connections clients)"
+    fi
     start_server "floodgate-$b"
-    if [ "$mode" = alone ]; then
+    [ "$mode" = fleet ] && fleet_start
+    if [ "$mode" != mixed ]; then
         jobs_start "$jobs_connections" "$duration" "$work/jobs.json"
     else
         jobs_start "$jobs_connections" $((duration + 2)) "$work/jobs.json"
@@ -533,11 +609,12 @@ measure_jobs() {
         fast_p99=$r_p99_us
     fi
     jobs_wait "$work/jobs.json"
+    fleet_stop
     server_stop
     pg_stop
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$b" "$mode" "$round" "$j_submitted" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$b" "$mode" "$round" "$j_submitted" \
         "$j_completed" "$j_ttc_p50_us" "$j_ttc_p99_us" "$j_submit_p99_us" "$j_wrong" "$j_bad" \
-        "$fast_rps" "$fast_p99" >>"$jobs_file"
+        "$fast_rps" "$fast_p99" "$reference" >>"$jobs_file"
     local alongside=
     if [ "$mode" = mixed ]; then
         alongside=$(printf ', fast alongside: %.0f req/s, p99 %d.%03d ms' "$fast_rps" \
@@ -555,6 +632,12 @@ for b in "${jobs_backends[@]}"; do
         progress "fast while jobs run on $b: run $round"
         measure_jobs "$b" mixed "$round"
     done
+    if [ "$b" = postgres ]; then
+        for round in $(seq "$rounds"); do
+            progress "jobs on three replicas and one PostgreSQL, against pgbench's inserts: run $round"
+            measure_jobs "$b" fleet "$round"
+        done
+    fi
 done
 
 for round in $(seq "$rounds"); do
@@ -575,7 +658,7 @@ mkdir -p "$out_dir"
     cat "$startup_file"
 } >"$out_dir/startup.tsv"
 {
-    printf 'database\tmode\tround\tsubmitted_per_s\tcompleted_per_s\tttc_p50_us\tttc_p99_us\tsubmit_p99_us\twrong_digests\tfailed_cancelled_lost\tfast_rps\tfast_p99_us\n'
+    printf 'database\tmode\tround\tsubmitted_per_s\tcompleted_per_s\tttc_p50_us\tttc_p99_us\tsubmit_p99_us\twrong_digests\tfailed_cancelled_lost\tfast_rps\tfast_p99_us\treference_inserts_per_s\n'
     cat "$jobs_file"
 } >"$out_dir/jobs.tsv"
 jobs_desc="floodgate-load --scenario jobs --threads 1 -c $jobs_connections, polled every $jobs_poll"
@@ -597,7 +680,7 @@ jq -n --arg date "$(date -u '+%Y-%m-%d %H:%M UTC')" --arg commit "$commit" --arg
 awk -F'\t' -v gens="${generators[*]}" -v cases="health fast intensive" \
     -v conns="$connections" -v big="$big_connections" -v dur="$duration" -v rounds="$rounds" \
     -v startup_file="$startup_file" -v starts="$starts" \
-    -v jobs_file="$jobs_file" -v jobs_desc="$jobs_desc" -v pg_skip="$pg_skip" -v db_fs="$db_fs" \
+    -v jobs_file="$jobs_file" -v jconns="$jobs_connections" -v jobs_desc="$jobs_desc" -v pg_skip="$pg_skip" -v db_fs="$db_fs" \
     -v nproc="$(nproc --all)" -v cpu="$cpu" -v date="$(date -u '+%Y-%m-%d %H:%M UTC')" \
     -v commit="$commit" -v quick="$([ "$duration" -lt 10 ] && echo 1 || echo 0)" '
 function median(list,    a, n, i, j, t) {
@@ -628,6 +711,7 @@ END {
         jt50[jk] = jt50[jk] " " f[6]; jt99[jk] = jt99[jk] " " f[7]; js99[jk] = js99[jk] " " f[8]
         jwrong += f[9]; jbad[jk] += f[10]
         if (f[2] == "mixed") { jfrps[f[1]] = jfrps[f[1]] " " f[11]; jfp99[f[1]] = jfp99[f[1]] " " f[12] }
+        if (f[2] == "fleet") jref = jref " " f[13]
     }
 
     w = "wrk" SUBSEP
@@ -656,6 +740,20 @@ END {
     printf "| non-2xx responses and socket errors (floodgate, all runs) | %d | 0 | %s |\n", fg_bad, verdict(fg_bad == 0)
     if (jruns > 0)
         printf "| jobs: wrong digests or results (all runs) | %d | 0 | %s |\n", jwrong, verdict(jwrong == 0)
+    if (("postgres" SUBSEP "fleet") in jseen) {
+        fleet_ratio = ratio(median(jdone["postgres" SUBSEP "fleet"]), median(jref))
+        printf "| jobs: 3 replicas on PostgreSQL / pgbench inserts, completed/s | %.2f | ≥ 0.40 | %s |\n", fleet_ratio, verdict(fleet_ratio >= 0.40)
+    }
+    if (("sqlite" SUBSEP "alone") in jseen) {
+        sqlite_done = median(jdone["sqlite" SUBSEP "alone"])
+        printf "| jobs: SQLite completed/s / 507 (the one-at-a-time claim'"'"'s figure) | %.2f | ≥ 4 | %s |\n", sqlite_done / 507, verdict(sqlite_done >= 4 * 507)
+    }
+    fkk = "floodgate-load" SUBSEP "fast" SUBSEP "floodgate"
+    for (bi2 = split("sqlite postgres", dbs, " "); bi2 >= 1; bi2--) {
+        if (!((dbs[bi2] SUBSEP "mixed") in jseen) || !(fkk in seen)) continue
+        mixed_ratio = ratio(median(jfp99[dbs[bi2]]), median(p99[fkk]))
+        printf "| fast p99 with jobs running on %s / alone | %.2f× | ≤ 1.5× | %s |\n", dbs[bi2], mixed_ratio, verdict(mixed_ratio > 0 && mixed_ratio <= 1.5)
+    }
 
     ng = split(gens, g, " "); nc = split(cases, c, " "); ns = split("bare-hyper bare-axum floodgate floodgate-redis", s, " ")
     for (gi = 1; gi <= ng; gi++) {
@@ -712,6 +810,14 @@ END {
                 ms(median(jt50[k])), ms(median(jt99[k])), ms(median(js99[k])), jbad[k]
         else
             printf "| %s | not measured (%s) | | | | | |\n", dbname[db[bi]], (db[bi] == "postgres" && pg_skip != "" ? pg_skip : "floodgate-load unavailable")
+    }
+    fleet = "postgres" SUBSEP "fleet"
+    if (fleet in jseen) {
+        printf "\nThree replicas on one PostgreSQL (all on core 0, the database and the load on core 1), against the same fresh cluster'"'"'s pgbench one-line INSERT with %s clients; median of %d run(s).\n\n", jconns, rounds
+        print "| run | jobs completed/s | × pgbench inserts/s | completion p99 | failed, cancelled or lost |"
+        print "|---|---|---|---|---|"
+        printf "| pgbench one-line INSERT (the reference) | %.0f | 1.00 | – | – |\n", median(jref)
+        printf "| floodgate, 3 replicas | %.0f | %.2f | %s | %d |\n", median(jdone[fleet]), ratio(median(jdone[fleet]), median(jref)), ms(median(jt99[fleet])), jbad[fleet]
     }
     fk = "floodgate-load" SUBSEP "fast" SUBSEP "floodgate"
     if (jruns > 0) {
