@@ -81,7 +81,7 @@ def build(bench_dir):
         "intensive_rps_ratio": ratio("wrk", "intensive", "floodgate", "bare-axum"),
         "grpc_rps_ratio": ratio("grpc-load", "grpc-fast", "floodgate", "bare-tonic"),
         "redis_rps_ratio": ratio("wrk", "fast", "floodgate-redis", "floodgate"),
-        "idle_rss_mib": round(median([int(s["idle_rss_kib"]) for s in starts]) / 1024, 1),
+        "idle_rss_mib": round(median([int(s["idle_rss_kib"]) for s in starts]) / 1024, 1) if starts else None,
         "peak_rss_500_mib": round(
             cases.get("wrk", {}).get("fast-c500", {}).get("floodgate", {}).get("peak_rss_mib", 0), 1
         ),

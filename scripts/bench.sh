@@ -49,7 +49,8 @@
 # Env: DURATION (s, default 10), ROUNDS (3), CONNECTIONS (64),
 #      BIG_CONNECTIONS (500), STARTS (5), BENCH_PORT (18181; +1 Redis, +2 PostgreSQL),
 #      JOBS_CONNECTIONS (jobs followed at once, 16), JOBS_ROUNDS (rounds per
-#      job; default: the server's), JOBS_POLL_INTERVAL (20ms),
+#      job; default: the server's), JOBS_POLL_INTERVAL (20ms), PG_CLIENTS (pgbench clients
+#      of the PostgreSQL reference, 16),
 #      BENCH_DB_DIR (directory of the SQLite jobs database, $CARGO_TARGET_DIR/bench),
 #      BENCH_LOCK (/tmp/floodgate-bench.lock; empty: take no lock),
 #      SWEEP (1: add the sweeps to a full run), SWEEP_RATES (floodgate-load
@@ -87,6 +88,7 @@ big_connections=${BIG_CONNECTIONS:-500}
 jobs_connections=${JOBS_CONNECTIONS:-16}
 jobs_rounds=${JOBS_ROUNDS:-}
 jobs_poll=${JOBS_POLL_INTERVAL:-20ms}
+pg_clients=${PG_CLIENTS:-16}
 port=${BENCH_PORT:-18181}
 lock=${BENCH_LOCK-/tmp/floodgate-bench.lock}
 
@@ -395,17 +397,19 @@ fleet_stop() {
 }
 
 # pg_reference: the database's own commit rate, pgbench's one-line INSERT with
-# as many clients as the jobs run has connections, where the replicas would run
-# (core 0), on the fresh cluster pg_start made; sets pg_inserts.
+# PG_CLIENTS clients, where the replicas would run (core 0), on the fresh cluster
+# pg_start made; sets pg_inserts.
 pg_reference() {
-    local pgbench
-    pgbench=$(dirname "$pg_ctl")/pgbench
-    [ -x "$pgbench" ] || pgbench=$(command -v pgbench)
-    pg_run "$(dirname "$pg_ctl")/psql" -h 127.0.0.1 -p "$pg_port" -U floodgate -d postgres -q \
+    local pgbench psql d
+    for d in "$(dirname "$pg_ctl")" /usr/lib/postgresql/*/bin; do
+        if [ -x "$d/pgbench" ] && [ -x "$d/psql" ]; then pgbench=$d/pgbench psql=$d/psql; fi
+    done
+    [ -n "$pgbench" ] || { log "pgbench and psql not found next to $pg_ctl"; exit 1; }
+    pg_run "$psql" -h 127.0.0.1 -p "$pg_port" -U floodgate -d postgres -q \
         -c "CREATE TABLE bench_inserts (id bigserial PRIMARY KEY, v text NOT NULL)" >/dev/null
     echo "INSERT INTO bench_inserts (v) VALUES ('x');" >"$work/insert.sql"
     pg_inserts=$(taskset -c 0 "$pgbench" -h 127.0.0.1 -p "$pg_port" -U floodgate -n \
-        -c "$jobs_connections" -j 2 -M prepared -T "$duration" -f "$work/insert.sql" postgres \
+        -c "$pg_clients" -j 2 -M prepared -T "$duration" -f "$work/insert.sql" postgres \
         2>"$work/pgbench.err" | awk '/^tps = / {print $3}')
     [ -n "$pg_inserts" ] || { log "pgbench failed: $(tail -n 3 "$work/pgbench.err")"; exit 1; }
 }
@@ -595,7 +599,7 @@ measure_jobs() {
     if [ "$mode" = fleet ]; then
         pg_reference
         reference=$pg_inserts
-        log "      reference: $(printf '%.0f' "$pg_inserts") single-row inserts/s (pgbench, $jobs_connections clients)"
+        log "      reference: $(printf '%.0f' "$pg_inserts") single-row inserts/s (pgbench, $pg_clients clients)"
     fi
     start_server "floodgate-$b"
     [ "$mode" = fleet ] && fleet_start
@@ -680,7 +684,7 @@ jq -n --arg date "$(date -u '+%Y-%m-%d %H:%M UTC')" --arg commit "$commit" --arg
 awk -F'\t' -v gens="${generators[*]}" -v cases="health fast intensive" \
     -v conns="$connections" -v big="$big_connections" -v dur="$duration" -v rounds="$rounds" \
     -v startup_file="$startup_file" -v starts="$starts" \
-    -v jobs_file="$jobs_file" -v jconns="$jobs_connections" -v jobs_desc="$jobs_desc" -v pg_skip="$pg_skip" -v db_fs="$db_fs" \
+    -v jobs_file="$jobs_file" -v jconns="$pg_clients" -v jobs_desc="$jobs_desc" -v pg_skip="$pg_skip" -v db_fs="$db_fs" \
     -v nproc="$(nproc --all)" -v cpu="$cpu" -v date="$(date -u '+%Y-%m-%d %H:%M UTC')" \
     -v commit="$commit" -v quick="$([ "$duration" -lt 10 ] && echo 1 || echo 0)" '
 function median(list,    a, n, i, j, t) {
