@@ -18,6 +18,7 @@ use crate::progress::{note, Mode};
 use crate::report::{self, RunReport, ScenarioReport};
 use crate::scenarios::{run, Error};
 use crate::sweep::{self, parse_compare, parse_sweep, SweepLimits, SweepSpec};
+use crate::tls::TlsOptions;
 
 /// Requests in the default "fast" scenario.
 pub const FAST_REQUESTS: u64 = 1_000_000;
@@ -85,7 +86,7 @@ Exit status:
 #[derive(Debug, Clone, Parser)]
 #[command(name = "floodgate-load", version, after_help = EXIT_CODES_HELP)]
 pub struct Opts {
-    /// Base URL of the server (http only). Repeat it, or give a
+    /// Base URL of the server (http:// or https://). Repeat it, or give a
     /// comma-separated list, to load several servers: the connections are
     /// assigned to them round robin and their /metrics counters are summed.
     #[arg(
@@ -241,6 +242,52 @@ pub struct Opts {
     /// Do not read the server's /metrics before and after each scenario.
     #[arg(long, env = "FLOODGATE_LOAD_NO_SERVER_METRICS")]
     pub no_server_metrics: bool,
+
+    /// Load the REST API over HTTP/2: h2c with prior knowledge on http://
+    /// URLs, `h2` agreed by ALPN on https:// ones (a server that does not
+    /// agree stops the run before any load).
+    #[arg(long, env = "FLOODGATE_LOAD_HTTP2", conflicts_with = "grpc")]
+    pub http2: bool,
+
+    /// HTTP/2 streams per connection (--http2, --grpc): each connection
+    /// carries this many requests at once, so at most --concurrency x N are
+    /// in flight.
+    #[arg(long, env = "FLOODGATE_LOAD_STREAMS", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub streams: u32,
+
+    /// https:// URLs: trust only the CA certificates of this PEM file (instead
+    /// of the system's).
+    #[arg(
+        long,
+        env = "FLOODGATE_LOAD_CACERT",
+        value_name = "FILE",
+        conflicts_with = "insecure"
+    )]
+    pub cacert: Option<PathBuf>,
+
+    /// https:// URLs: do not check the server's certificate (it is said
+    /// loudly on stderr, and in the report).
+    #[arg(long, env = "FLOODGATE_LOAD_INSECURE")]
+    pub insecure: bool,
+
+    /// https:// URLs: the client certificate (PEM chain) for mutual TLS; with --key.
+    #[arg(
+        long,
+        env = "FLOODGATE_LOAD_CERT",
+        value_name = "FILE",
+        requires = "key"
+    )]
+    pub cert: Option<PathBuf>,
+
+    /// https:// URLs: the private key (PEM) of --cert.
+    #[arg(
+        long,
+        env = "FLOODGATE_LOAD_KEY",
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    pub key: Option<PathBuf>,
 }
 
 /// The gRPC methods of the fast and intensive scenarios.
@@ -319,6 +366,9 @@ impl Opts {
                 return Err("--grpc calls ComputeService/Fast and /Intensive with generated numbers; --path, --body and --method do not apply".into());
             }
         }
+        if self.streams > 1 && !(self.http2 || self.grpc) {
+            return Err("--streams applies to HTTP/2 (--http2 or --grpc)".into());
+        }
         if self.sweep.is_some() && self.runs_jobs() {
             return Err("--sweep loads requests; --scenario jobs cannot be swept".into());
         }
@@ -373,6 +423,14 @@ impl Opts {
             read_server_metrics: !self.no_server_metrics,
             min_success_rate: self.fail_under_success_rate,
             max_p99_ms: self.fail_over_p99,
+            tls: TlsOptions {
+                cacert: self.cacert.clone(),
+                insecure: self.insecure,
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+            },
+            http2: self.http2,
+            streams: self.streams,
         })
     }
 }

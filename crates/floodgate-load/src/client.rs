@@ -1,13 +1,17 @@
-//! HTTP/1.1 keep-alive connections (or, with `--grpc`, HTTP/2 connections
-//! carrying gRPC calls) and request execution.
+//! HTTP/1.1 keep-alive connections, HTTP/2 connections carrying REST requests
+//! (`--http2`) or gRPC calls (`--grpc`), over plain TCP or TLS, and request
+//! execution.
 //!
 //! Each worker owns one [`Conn`]. HTTP/1.1 requests are written straight
 //! from their [`RequestTemplate`] into the connection's buffer and their
-//! answers read by [`crate::h1`]; gRPC goes through hyper's HTTP/2 client,
-//! whose connection future is polled by the worker's own task together with
-//! the request (see [`drive`]), so a request costs no task hop between the
-//! worker and a connection task. The health check and `/metrics` use hyper's
-//! HTTP/1 client ([`get`]).
+//! answers read by [`crate::h1`]. HTTP/2 goes through hyper's HTTP/2 client:
+//! with one stream per connection (gRPC by default) its connection future is
+//! polled by the worker's own task together with the request (see [`drive`]),
+//! so a request costs no task hop between the worker and a connection task;
+//! with several streams per connection (`--streams`, and REST over HTTP/2)
+//! the connection runs in a task of its own and its workers share it. The
+//! health check, `/metrics` and the live-metrics pushes use hyper's HTTP/1
+//! client ([`send`]).
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -24,10 +28,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::h1::H1Conn;
+use crate::net::{Endpoint, Setup, Stream, TlsSession};
 use crate::options::NumberRange;
 use crate::stats::TransportError;
 
-type Http2Future = http2::Connection<TokioIo<TcpStream>, Full<Bytes>, TokioExecutor>;
+type Http2Future = http2::Connection<TokioIo<Stream>, Full<Bytes>, TokioExecutor>;
 
 /// What a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,35 +40,48 @@ pub enum Protocol {
     /// REST over HTTP/1.1 keep-alive.
     #[default]
     Http1,
-    /// gRPC calls over HTTP/2 with prior knowledge (h2c), one at a time per connection.
+    /// gRPC calls over HTTP/2 (h2c with prior knowledge, or `h2` by ALPN over TLS).
     Grpc,
+    /// REST over HTTP/2 (h2c with prior knowledge, or `h2` by ALPN over TLS).
+    Http2,
+}
+
+impl Protocol {
+    /// Whether it is carried by HTTP/2.
+    pub fn is_h2(self) -> bool {
+        self != Protocol::Http1
+    }
 }
 
 /// Largest body kept (an error body to find its JSON `code`, a job to check it).
 const MAX_KEPT_BODY: usize = 64 * 1024;
 
-/// Where requests go.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub addr: SocketAddr,
-    pub host: HeaderValue,
+/// A base URL, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    /// `https`.
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// The path prefix, without a trailing slash (empty for none).
+    pub prefix: String,
 }
 
-/// Parses an `http://host[:port][/prefix]` base URL; returns host, port and
-/// the path prefix (without a trailing slash).
-pub fn parse_base_url(url: &str) -> Result<(String, u16, String), String> {
+/// Parses an `http[s]://host[:port][/prefix]` base URL.
+pub fn parse_base_url(url: &str) -> Result<BaseUrl, String> {
     let uri: Uri = url
         .parse()
         .map_err(|e| format!("invalid URL `{url}`: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         Some(other) => {
             return Err(format!(
-                "unsupported URL scheme `{other}` in `{url}`: only http is supported"
+                "unsupported URL scheme `{other}` in `{url}`: only http and https are supported"
             ))
         }
         None => return Err(format!("URL `{url}` has no scheme; use http://host:port")),
-    }
+    };
     let host = uri
         .host()
         .ok_or_else(|| format!("URL `{url}` has no host"))?;
@@ -71,12 +89,17 @@ pub fn parse_base_url(url: &str) -> Result<(String, u16, String), String> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     if uri.query().is_some() {
         return Err(format!("URL `{url}` must not have a query; use --path"));
     }
     let prefix = uri.path().trim_end_matches('/').to_owned();
-    Ok((host, port, prefix))
+    Ok(BaseUrl {
+        tls,
+        host,
+        port,
+        prefix,
+    })
 }
 
 /// One server the load goes to, parsed from its base URL.
@@ -84,6 +107,8 @@ pub fn parse_base_url(url: &str) -> Result<(String, u16, String), String> {
 pub struct Target {
     /// The base URL as given, without a trailing slash.
     pub base: String,
+    /// `https`: the connections speak TLS.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// Path prefix without a trailing slash (empty for none).
@@ -95,7 +120,12 @@ pub struct Target {
 
 impl Target {
     pub fn parse(url: &str) -> Result<Target, String> {
-        let (host, port, prefix) = parse_base_url(url)?;
+        let BaseUrl {
+            tls,
+            host,
+            port,
+            prefix,
+        } = parse_base_url(url)?;
         let authority = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -104,6 +134,7 @@ impl Target {
         HeaderValue::from_str(&authority).map_err(|_| format!("invalid host in {url}"))?;
         Ok(Target {
             base: url.trim_end_matches('/').to_owned(),
+            tls,
             host,
             port,
             prefix,
@@ -121,9 +152,23 @@ impl Target {
         format!("{}{path}", self.prefix)
     }
 
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// The full URL of `path` below this target's prefix.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}{path}", self.authority, self.prefix)
+        format!(
+            "{}://{}{}{path}",
+            self.scheme(),
+            self.authority,
+            self.prefix
+        )
     }
 }
 
@@ -199,6 +244,8 @@ pub struct RequestTemplate {
     http1_head: Vec<u8>,
     /// An extra header sets `X-Request-ID` (no fresh one is made).
     own_request_id: bool,
+    /// HTTP/2 REST: the absolute URI (`:scheme`, `:authority`, `:path`).
+    absolute: Option<Uri>,
 }
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -234,7 +281,22 @@ impl RequestTemplate {
             headers,
             http1_head: head,
             own_request_id,
+            absolute: None,
         }
+    }
+
+    /// For HTTP/2 REST: requests carry `https` (`tls`) or `http` and the
+    /// `Host` value as their `:scheme` and `:authority`.
+    pub fn with_scheme(mut self, tls: bool) -> Self {
+        let scheme = if tls { "https" } else { "http" };
+        self.absolute = format!(
+            "{scheme}://{}{}",
+            self.host.to_str().unwrap_or_default(),
+            self.uri.path_and_query().map_or("/", |p| p.as_str())
+        )
+        .parse()
+        .ok();
+        self
     }
 
     /// The URI of `GET {template path}/{id}`: how a job submitted to the
@@ -254,7 +316,7 @@ impl RequestTemplate {
             BodySpec::Number(range) => {
                 let n = rng.u64(range.lo..=range.hi);
                 match self.protocol {
-                    Protocol::Http1 => number_body(n),
+                    Protocol::Http1 | Protocol::Http2 => number_body(n),
                     Protocol::Grpc => grpc_number_message(n),
                 }
             }
@@ -266,11 +328,17 @@ impl RequestTemplate {
     pub fn build_with(&self, rng: &mut fastrand::Rng, body: Bytes) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
+        match (self.protocol, &self.absolute) {
+            // `:authority` stands for Host.
+            (Protocol::Http2, Some(absolute)) => *req.uri_mut() = absolute.clone(),
+            _ => {
+                *req.uri_mut() = self.uri.clone();
+                req.headers_mut().insert(HOST, self.host.clone());
+            }
+        }
         let headers = req.headers_mut();
-        headers.insert(HOST, self.host.clone());
         match self.protocol {
-            Protocol::Http1 => {
+            Protocol::Http1 | Protocol::Http2 => {
                 headers.insert(CONTENT_TYPE, JSON.clone());
             }
             Protocol::Grpc => {
@@ -289,9 +357,18 @@ impl RequestTemplate {
     /// `X-Request-ID` and the extra headers.
     pub fn build_get(&self, rng: &mut fastrand::Rng, uri: &Uri) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(Bytes::new()));
-        *req.uri_mut() = uri.clone();
+        match (self.protocol, &self.absolute) {
+            (Protocol::Http2, Some(absolute)) => {
+                let mut parts = absolute.clone().into_parts();
+                parts.path_and_query = uri.path_and_query().cloned();
+                *req.uri_mut() = Uri::from_parts(parts).unwrap_or_else(|_| uri.clone());
+            }
+            _ => {
+                *req.uri_mut() = uri.clone();
+                req.headers_mut().insert(HOST, self.host.clone());
+            }
+        }
         let headers = req.headers_mut();
-        headers.insert(HOST, self.host.clone());
         headers.insert(http::header::ACCEPT, JSON.clone());
         headers.insert("x-request-id", request_id(rng));
         for (name, value) in &self.headers {
@@ -348,6 +425,13 @@ impl Req<'_> {
             Req::Template(t) => t.build(rng),
             Req::Body(t, body) => t.build_with(rng, body.clone()),
             Req::Get(t, uri) => t.build_get(rng, uri),
+        }
+    }
+
+    /// The protocol of its template.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Req::Template(t) | Req::Body(t, _) | Req::Get(t, _) => t.protocol,
         }
     }
 
@@ -509,43 +593,90 @@ pub fn request_id(rng: &mut fastrand::Rng) -> HeaderValue {
 /// One keep-alive connection.
 pub struct Conn {
     kind: ConnKind,
+    /// How long opening it took: taken, once, by the phase that first uses it.
+    setup: Option<Setup>,
 }
 
 enum ConnKind {
     Http1(H1Conn),
-    Grpc {
+    /// HTTP/2 with one stream at a time, its connection future polled by
+    /// the worker's own task.
+    H2Driven {
         sender: http2::SendRequest<Full<Bytes>>,
         /// The connection future; `None` once it has finished.
         io: Option<Pin<Box<Http2Future>>>,
     },
+    /// HTTP/2 whose connection runs in a task of its own; the workers of its
+    /// streams each hold a copy ([`Conn::share`]).
+    H2Shared {
+        sender: http2::SendRequest<Full<Bytes>>,
+    },
 }
 
 impl Conn {
-    /// Opens a TCP connection (TCP_NODELAY set), with the HTTP/2 handshake for gRPC.
-    pub async fn connect(addr: SocketAddr, protocol: Protocol) -> std::io::Result<Conn> {
-        let kind = match protocol {
-            Protocol::Http1 => ConnKind::Http1(H1Conn::connect(addr).await?),
-            Protocol::Grpc => {
-                let stream = TcpStream::connect(addr).await?;
-                stream.set_nodelay(true)?;
-                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(std::io::Error::other)?;
-                ConnKind::Grpc {
+    /// Opens a connection to `endpoint` (TCP_NODELAY set; TLS when the
+    /// endpoint says so), with the HTTP/2 handshake for HTTP/2. With `shared`
+    /// an HTTP/2 connection runs in a task of its own, so that several
+    /// workers can share it.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        protocol: Protocol,
+        shared: bool,
+    ) -> std::io::Result<Conn> {
+        let (stream, setup) = crate::net::open(endpoint).await?;
+        let kind = if protocol.is_h2() {
+            if endpoint.tls.is_some() && !stream.is_h2() {
+                return Err(std::io::Error::other(
+                    "the server did not agree to HTTP/2 by ALPN",
+                ));
+            }
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)?;
+            if shared {
+                tokio::spawn(conn);
+                ConnKind::H2Shared { sender }
+            } else {
+                ConnKind::H2Driven {
                     sender,
                     io: Some(Box::pin(conn)),
                 }
             }
+        } else {
+            ConnKind::Http1(H1Conn::new(stream))
         };
-        Ok(Conn { kind })
+        Ok(Conn {
+            kind,
+            setup: Some(setup),
+        })
+    }
+
+    /// A copy of a shared HTTP/2 connection, for another worker; `None` for
+    /// the other kinds.
+    pub fn share(&self) -> Option<Conn> {
+        match &self.kind {
+            ConnKind::H2Shared { sender } => Some(Conn {
+                kind: ConnKind::H2Shared {
+                    sender: sender.clone(),
+                },
+                setup: None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// How long opening it took, the first time it is asked.
+    pub fn take_setup(&mut self) -> Option<Setup> {
+        self.setup.take()
     }
 
     /// Whether the connection can still carry requests.
     pub fn is_open(&self) -> bool {
         match &self.kind {
             ConnKind::Http1(c) => c.is_open(),
-            ConnKind::Grpc { sender, io } => io.is_some() && !sender.is_closed(),
+            ConnKind::H2Driven { sender, io } => io.is_some() && !sender.is_closed(),
+            ConnKind::H2Shared { sender } => !sender.is_closed(),
         }
     }
 
@@ -553,8 +684,8 @@ impl Conn {
     /// meanwhile (the server ended the keep-alive connection).
     pub async fn ready(&mut self) -> bool {
         match &mut self.kind {
-            ConnKind::Http1(c) => !c.closed_while_idle(),
-            ConnKind::Grpc { sender, io } => {
+            ConnKind::Http1(c) => !c.closed_while_idle().await,
+            ConnKind::H2Driven { sender, io } => {
                 if io.is_none() || sender.is_closed() {
                     return false;
                 }
@@ -563,6 +694,7 @@ impl Conn {
                 }
                 drive(io, sender.ready()).await.is_ok() && io.is_some()
             }
+            ConnKind::H2Shared { sender } => !sender.is_closed(),
         }
     }
 
@@ -574,6 +706,7 @@ impl Conn {
         rng: &mut fastrand::Rng,
         keep_success: bool,
     ) -> Result<Answer, TransportError> {
+        let mut not_driven: Option<Pin<Box<Http2Future>>> = None;
         let (sender, io) = match &mut self.kind {
             ConnKind::Http1(c) => {
                 req.encode_http1(rng, c.request());
@@ -588,7 +721,8 @@ impl Conn {
                     grpc: None,
                 });
             }
-            ConnKind::Grpc { sender, io } => (sender, io),
+            ConnKind::H2Driven { sender, io } => (sender, io),
+            ConnKind::H2Shared { sender } => (sender, &mut not_driven),
         };
         let failed = |e: hyper::Error| {
             if e.is_timeout() {
@@ -601,10 +735,21 @@ impl Conn {
             .await
             .map_err(failed)?;
         let status = response.status().as_u16();
+        if req.protocol() != Protocol::Grpc {
+            let keep = keep_success || !(200..300).contains(&status);
+            let (body, _) = drive(io, read_body(response.into_body(), keep))
+                .await
+                .map_err(failed)?;
+            return Ok(Answer {
+                status,
+                body,
+                grpc: None,
+            });
+        }
         // A trailers-only answer (an error before any message) has its status in the
         // headers; otherwise it is in the trailers.
         let in_headers = grpc_status(response.headers());
-        let (body, in_trailers) = drive(io, read_grpc(response.into_body(), keep_success))
+        let (body, in_trailers) = drive(io, read_body(response.into_body(), keep_success))
             .await
             .map_err(failed)?;
         let code = in_headers.or(in_trailers);
@@ -617,6 +762,59 @@ impl Conn {
             body,
             grpc: code,
         })
+    }
+}
+
+/// One HTTP/2 connection whose streams several workers share: when it
+/// fails, the first of them to notice opens its replacement and the others
+/// take copies of that one.
+pub struct SharedConn {
+    endpoint: Endpoint,
+    protocol: Protocol,
+    /// The connection and its generation (how many times it was replaced).
+    current: tokio::sync::Mutex<(u64, Option<Conn>)>,
+}
+
+impl SharedConn {
+    pub fn new(endpoint: Endpoint, protocol: Protocol, conn: Option<Conn>) -> SharedConn {
+        SharedConn {
+            endpoint,
+            protocol,
+            current: tokio::sync::Mutex::new((0, conn)),
+        }
+    }
+
+    /// A copy of the connection for a worker, before the phase starts; the
+    /// first copy carries its set-up time.
+    pub fn copy_now(&self) -> Option<Conn> {
+        let mut current = self.current.try_lock().ok()?;
+        let master = current.1.as_mut()?;
+        let mut copy = master.share()?;
+        copy.setup = master.take_setup();
+        Some(copy)
+    }
+
+    /// A copy of a working connection, for a worker whose copy of generation
+    /// `seen` failed: the current one if it is newer and open, else a new one.
+    async fn renew(&self, seen: u64) -> std::io::Result<(u64, Conn)> {
+        let mut current = self.current.lock().await;
+        let usable = current.1.as_ref().is_some_and(Conn::is_open);
+        if current.0 != seen && usable {
+            let copy = current.1.as_ref().and_then(Conn::share);
+            if let Some(copy) = copy {
+                return Ok((current.0, copy));
+            }
+        }
+        let mut conn = Conn::connect(&self.endpoint, self.protocol, true).await?;
+        let mut copy = conn.share().expect("a shared HTTP/2 connection");
+        copy.setup = conn.take_setup();
+        *current = (current.0 + 1, Some(conn));
+        Ok((current.0, copy))
+    }
+
+    /// The connection, to keep for the next phase.
+    pub fn take(&self) -> Option<Conn> {
+        self.current.try_lock().ok()?.1.take()
     }
 }
 
@@ -644,8 +842,9 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
-/// The messages (kept when asked for) and the status from the trailers.
-async fn read_grpc(mut body: Incoming, keep: bool) -> Result<(Bytes, Option<u32>), hyper::Error> {
+/// The body (kept when asked for, up to [`MAX_KEPT_BODY`]) and the gRPC
+/// status from the trailers, if any.
+async fn read_body(mut body: Incoming, keep: bool) -> Result<(Bytes, Option<u32>), hyper::Error> {
     let mut kept = BytesMut::new();
     let mut code = None;
     while let Some(frame) = body.frame().await {
@@ -703,22 +902,48 @@ pub enum Outcome {
 
 /// A worker's connection slot: connects lazily and reconnects after errors.
 pub struct Slot {
-    endpoint_addr: SocketAddr,
+    endpoint: Endpoint,
     protocol: Protocol,
     conn: Option<Conn>,
+    /// The HTTP/2 connection this worker shares with others, and the
+    /// generation its copy in `conn` is of.
+    shared: Option<(std::sync::Arc<SharedConn>, u64)>,
 }
 
 impl Slot {
-    pub fn new(endpoint_addr: SocketAddr, protocol: Protocol, conn: Option<Conn>) -> Self {
+    pub fn new(endpoint: Endpoint, protocol: Protocol, conn: Option<Conn>) -> Self {
         Self {
-            endpoint_addr,
+            endpoint,
             protocol,
             conn,
+            shared: None,
         }
     }
 
+    /// A slot for one of the streams of `shared`.
+    pub fn sharing(shared: std::sync::Arc<SharedConn>) -> Self {
+        let conn = shared.copy_now();
+        Self {
+            endpoint: shared.endpoint.clone(),
+            protocol: shared.protocol,
+            conn,
+            shared: Some((shared, 0)),
+        }
+    }
+
+    /// The connection to keep for the next phase; `None` for a shared one
+    /// (its [`SharedConn`] keeps it).
     pub fn into_conn(self) -> Option<Conn> {
-        self.conn
+        match self.shared {
+            Some(_) => None,
+            None => self.conn,
+        }
+    }
+
+    /// How long opening its connection took, when it was opened since this
+    /// was last asked (and the connection is this slot's to report).
+    pub fn take_setup(&mut self) -> Option<Setup> {
+        self.conn.as_mut()?.take_setup()
     }
 
     /// Executes one request within `deadline` (connecting first if needed);
@@ -739,7 +964,16 @@ impl Slot {
                 }
             }
             if self.conn.is_none() {
-                match Conn::connect(self.endpoint_addr, self.protocol).await {
+                let connected = match &mut self.shared {
+                    Some((shared, generation)) => {
+                        shared.renew(*generation).await.map(|(renewed, conn)| {
+                            *generation = renewed;
+                            conn
+                        })
+                    }
+                    None => Conn::connect(&self.endpoint, self.protocol, false).await,
+                };
+                match connected {
                     Ok(c) => self.conn = Some(c),
                     Err(_) => return Outcome::Failed(TransportError::Connect),
                 }
@@ -748,7 +982,10 @@ impl Slot {
             match conn.exchange(req, rng, keep_success).await {
                 Ok(answer) => Outcome::Answer(answer),
                 Err(kind) => {
-                    self.conn = None;
+                    // An HTTP/2 stream can fail while its connection carries on.
+                    if !conn.is_open() {
+                        self.conn = None;
+                    }
                     Outcome::Failed(kind)
                 }
             }
@@ -765,8 +1002,11 @@ impl Slot {
         match result {
             Some(outcome) => outcome,
             None => {
-                // The connection is mid-request; it cannot be reused.
-                self.conn = None;
+                // An HTTP/1.1 connection is mid-request: it cannot be reused.
+                // An HTTP/2 stream dropped is reset; its connection carries on.
+                if !self.protocol.is_h2() {
+                    self.conn = None;
+                }
                 Outcome::Failed(TransportError::Timeout)
             }
         }
@@ -811,44 +1051,93 @@ impl<F: Future> Future for WithDeadline<'_, F> {
     }
 }
 
-/// A one-off request for the health check and /metrics.
+/// A one-off request on a connection of its own, over HTTP/1.1 (TLS for a
+/// TLS endpoint): the health check, `/metrics`, a live-metrics push.
+pub async fn send(
+    endpoint: &Endpoint,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let attempt = async {
+        let (stream, _) = crate::net::open(endpoint)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", endpoint.addr))?;
+        let (mut sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", endpoint.addr))?;
+        // The connection runs apart, so that when it fails (a TLS alert: the
+        // server refused the handshake) its error can be told.
+        let mut conn = tokio::spawn(conn);
+        let answer = async {
+            let response = sender.send_request(req).await?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>(Answer {
+                status,
+                body,
+                grpc: None,
+            })
+        }
+        .await;
+        match answer {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                let cause = match tokio::time::timeout(Duration::from_secs(1), &mut conn).await {
+                    Ok(Ok(Err(conn_error))) => describe_hyper_error(&conn_error),
+                    _ => describe_hyper_error(&e),
+                };
+                conn.abort();
+                Err(format!("{what}: {cause}"))
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("{what}: no answer within {timeout:?}")))
+}
+
+/// A hyper error, with the TLS reason (and what to do about it) when an I/O
+/// error of TLS is its cause.
+fn describe_hyper_error(e: &hyper::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return format!("{e}: {}", crate::tls::describe_error(io));
+        }
+        source = cause.source();
+    }
+    e.to_string()
+}
+
+/// `GET path` accepting JSON, for the health check and /metrics.
 pub async fn get(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     host: &HeaderValue,
     path: &str,
     timeout: Duration,
 ) -> Result<Answer, String> {
-    let attempt = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let (mut sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let mut io = Some(conn);
-        let mut req = Request::new(Full::new(Bytes::new()));
-        *req.uri_mut() = path
-            .parse()
-            .map_err(|e| format!("invalid path {path}: {e}"))?;
-        req.headers_mut().insert(HOST, host.clone());
-        req.headers_mut().insert(http::header::ACCEPT, JSON.clone());
-        let response = drive(&mut io, sender.send_request(req))
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let status = response.status().as_u16();
-        let body = drive(&mut io, response.into_body().collect())
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?
-            .to_bytes();
-        Ok(Answer {
-            status,
-            body,
-            grpc: None,
-        })
-    };
-    tokio::time::timeout(timeout, attempt)
+    let mut req = Request::new(Full::new(Bytes::new()));
+    *req.uri_mut() = path
+        .parse()
+        .map_err(|e| format!("invalid path {path}: {e}"))?;
+    req.headers_mut().insert(HOST, host.clone());
+    req.headers_mut().insert(http::header::ACCEPT, JSON.clone());
+    send(endpoint, req, timeout).await
+}
+
+/// What a TLS handshake with `endpoint` agrees on: made before any load, so
+/// that a certificate the client does not trust (or a server that does not
+/// speak the HTTP version asked for) stops the run with a clear error.
+pub async fn tls_session(
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Result<Option<TlsSession>, String> {
+    let (stream, _) = tokio::time::timeout(timeout, crate::net::open(endpoint))
         .await
-        .unwrap_or_else(|_| Err(format!("GET {path}: no answer within {timeout:?}")))
+        .map_err(|_| format!("no TLS handshake within {timeout:?}"))?
+        .map_err(|e| e.to_string())?;
+    Ok(stream.session())
 }
 
 #[cfg(test)]
@@ -857,27 +1146,39 @@ mod tests {
 
     #[test]
     fn base_urls() {
+        let url = |tls, host: &str, port, prefix: &str| {
+            Ok(BaseUrl {
+                tls,
+                host: host.into(),
+                port,
+                prefix: prefix.into(),
+            })
+        };
         assert_eq!(
             parse_base_url("http://localhost:8080"),
-            Ok(("localhost".into(), 8080, String::new()))
+            url(false, "localhost", 8080, "")
         );
         assert_eq!(
             parse_base_url("http://127.0.0.1"),
-            Ok(("127.0.0.1".into(), 80, String::new()))
+            url(false, "127.0.0.1", 80, "")
         );
         assert_eq!(
             parse_base_url("http://h:1/base/"),
-            Ok(("h".into(), 1, "/base".into()))
+            url(false, "h", 1, "/base")
         );
+        assert_eq!(parse_base_url("http://[::1]:9"), url(false, "::1", 9, ""));
+        assert_eq!(parse_base_url("https://h"), url(true, "h", 443, ""));
         assert_eq!(
-            parse_base_url("http://[::1]:9"),
-            Ok(("::1".into(), 9, String::new()))
+            parse_base_url("https://h:8443/p"),
+            url(true, "h", 8443, "/p")
         );
-        assert!(parse_base_url("https://h")
+        assert!(parse_base_url("ftp://h")
             .unwrap_err()
-            .contains("only http"));
+            .contains("only http and https"));
         assert!(parse_base_url("localhost:8080").is_err());
         assert!(parse_base_url("http://h/?q=1").is_err());
+        let t = Target::parse("https://h:8443/p").unwrap();
+        assert_eq!(t.url("/x"), "https://h:8443/p/x");
     }
 
     #[test]
@@ -902,7 +1203,7 @@ mod tests {
         assert!(parse_targets(&[" , "]).is_err());
         assert!(parse_targets(&["http://a:1", "ftp://b"])
             .unwrap_err()
-            .contains("only http"));
+            .contains("only http and https"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 client connection for the load itself: one request at
+//! A minimal HTTP/1.1 client connection for the load itself (over plain TCP
+//! or TLS, see [`crate::net`]): one request at
 //! a time on a keep-alive connection, the request written by the caller into
 //! the connection's own buffer and sent with one write, the response head
 //! parsed with `httparse` from a read buffer that is reused, and the body
@@ -23,7 +24,8 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+
+use crate::net::Stream;
 
 /// Initial size of the read buffer; it grows for larger heads.
 const READ_BUFFER: usize = 16 * 1024;
@@ -136,7 +138,7 @@ fn closed_early() -> Error {
 
 /// A keep-alive HTTP/1.1 connection.
 pub struct H1Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// The request being sent; the caller writes it.
     out: Vec<u8>,
     /// Received bytes: `buf[start..end]` are not consumed yet.
@@ -148,18 +150,22 @@ pub struct H1Conn {
 }
 
 impl H1Conn {
-    /// Connects (TCP_NODELAY set).
+    /// Connects over plain TCP (TCP_NODELAY set).
     pub async fn connect(addr: SocketAddr) -> std::io::Result<H1Conn> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(H1Conn {
+        let (stream, _) = crate::net::open(&crate::net::Endpoint::plain(addr)).await?;
+        Ok(H1Conn::new(stream))
+    }
+
+    /// A connection over `stream`, already open.
+    pub fn new(stream: Stream) -> H1Conn {
+        H1Conn {
             stream,
             out: Vec::with_capacity(512),
             buf: vec![0; READ_BUFFER],
             start: 0,
             end: 0,
             reusable: true,
-        })
+        }
     }
 
     /// Whether the connection may carry another request.
@@ -168,14 +174,34 @@ impl H1Conn {
     }
 
     /// Whether the server closed the connection (or sent something unasked)
-    /// while it was idle. Costs no system call when nothing arrived since the
-    /// last response was read (the runtime knows the socket is not readable).
-    pub fn closed_while_idle(&mut self) -> bool {
+    /// while it was idle. Over TCP this costs no system call when nothing
+    /// arrived since the last response was read (the runtime knows the socket
+    /// is not readable); over TLS the stream is polled once, which also takes
+    /// in what the server sends outside of responses (session tickets).
+    pub async fn closed_while_idle(&mut self) -> bool {
         if !self.reusable || self.start != self.end {
             return true;
         }
-        let mut probe = [0u8; 1];
-        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock)
+        match &mut self.stream {
+            Stream::Tcp(tcp) => {
+                let mut probe = [0u8; 1];
+                !matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock)
+            }
+            Stream::Tls(_) => {
+                let mut probe = [0u8; 1];
+                poll_fn(|cx| {
+                    let mut read = ReadBuf::new(&mut probe);
+                    match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
+                        // Nothing to read: still open (the waker registered is the
+                        // worker's own, which it will be polled with again anyway).
+                        std::task::Poll::Pending => std::task::Poll::Ready(false),
+                        // The end, an error, or bytes nobody asked for.
+                        std::task::Poll::Ready(_) => std::task::Poll::Ready(true),
+                    }
+                })
+                .await
+            }
+        }
     }
 
     /// The buffer to write the next request into, emptied.
@@ -204,6 +230,8 @@ impl H1Conn {
             }
             written += n;
         }
+        // TLS may hold the last record back until flushed; TCP flushes at once.
+        poll_fn(|cx| Pin::new(&mut self.stream).poll_flush(cx)).await?;
         let head = loop {
             match parse_head(&self.buf[self.start..self.end], head_request)? {
                 Some(head) if (100..200).contains(&head.status) && head.status != 101 => {
@@ -462,7 +490,7 @@ mod tests {
                 (200, &b""[..]),
                 "2xx bodies are not kept"
             );
-            assert!(conn.is_open() && !conn.closed_while_idle());
+            assert!(conn.is_open() && !conn.closed_while_idle().await);
             let r = get(&mut conn, false).await.unwrap();
             assert_eq!(
                 (r.status, &r.body[..]),
@@ -510,7 +538,7 @@ mod tests {
         // The server's task ends: it closes the connection.
         server.await.unwrap();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !conn.closed_while_idle() {
+        while !conn.closed_while_idle().await {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the close was not noticed"

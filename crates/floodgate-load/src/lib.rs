@@ -11,6 +11,7 @@ pub mod client;
 pub mod h1;
 pub mod html;
 pub mod jobs;
+pub mod net;
 pub mod options;
 pub mod progress;
 pub mod report;
@@ -21,6 +22,7 @@ pub mod server;
 pub mod stats;
 pub mod sweep;
 pub mod timeline;
+pub mod tls;
 
 pub use cli::{execute, Opts};
 pub use options::RunOptions;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 use crate::sweep::{SweepLimits, SweepSpec};
+use crate::tls::TlsOptions;
 
 /// Smallest and largest `number` the floodgate compute endpoints accept.
 pub const NUMBER_MIN: u64 = 0;
@@ -84,6 +85,12 @@ pub struct RunOptions {
     pub min_success_rate: Option<f64>,
     /// A scenario whose p99 latency (milliseconds) is above this fails its threshold.
     pub max_p99_ms: Option<f64>,
+    /// TLS for `https://` targets.
+    pub tls: TlsOptions,
+    /// The REST API over HTTP/2 (h2c with prior knowledge, `h2` by ALPN over TLS).
+    pub http2: bool,
+    /// HTTP/2 streams per connection: requests in flight on each (1 otherwise).
+    pub streams: u32,
 }
 
 /// How each scenario is swept.

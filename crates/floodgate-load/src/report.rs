@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::jobs::{JobStats, Mismatch};
+use crate::net::TlsSession;
 use crate::run::{JobPlan, LoadModel, PhaseResult, StopReason};
 use crate::server::CountCheck;
 use crate::stats::{rate_per_second, LatencySummary, PercentilePoint, Stats};
@@ -63,10 +64,53 @@ pub struct ScenarioReport {
     pub thresholds: Vec<ThresholdResult>,
     /// What each target got, in the order of `urls`.
     pub targets: Vec<TargetReport>,
+    /// How the load's connections were made: HTTP version, TLS, streams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportReport>,
+    /// The connections the phase used and how long opening them took, apart
+    /// from request latency.
+    pub connections: ConnectionsReport,
     /// The jobs scenario only: what became of the jobs. The other fields
     /// count HTTP requests, submissions and polls alike.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs: Option<JobsReport>,
+}
+
+/// How the load's connections were made.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransportReport {
+    /// `HTTP/1.1`, `HTTP/2` or `gRPC` (over HTTP/2).
+    pub protocol: String,
+    /// Requests in flight on each connection at most.
+    pub streams_per_connection: u32,
+    /// The TLS session agreed with the (first) `https://` target; `null` over plain TCP.
+    pub tls: Option<TlsSession>,
+    /// `false` with `--insecure`: the server's certificate was not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_verified: Option<bool>,
+}
+
+/// The connections a phase used: those it opened and those it took over
+/// from its warmup (or the sweep step before), each counted once.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectionsReport {
+    pub opened: u64,
+    /// TCP connect plus TLS handshake; `null` when no connection was opened.
+    pub setup_ms: Option<LatencySummary>,
+    pub tcp_connect_ms: Option<LatencySummary>,
+    /// `null` over plain TCP.
+    pub tls_handshake_ms: Option<LatencySummary>,
+}
+
+impl ConnectionsReport {
+    pub fn new(c: &crate::run::ConnectionStats) -> Self {
+        ConnectionsReport {
+            opened: c.opened,
+            setup_ms: c.setup.summary(),
+            tcp_connect_ms: c.tcp_connect.summary(),
+            tls_handshake_ms: c.tls_handshake.summary(),
+        }
+    }
 }
 
 /// The jobs of a jobs scenario (or of one of its targets).
@@ -388,11 +432,19 @@ impl ScenarioReport {
             server_metrics,
             thresholds,
             targets,
+            transport: None,
+            connections: ConnectionsReport::new(&result.connections),
             jobs: result
                 .jobs
                 .as_ref()
                 .map(|j| JobsReport::new(j, result.job_plan.as_ref(), result.elapsed)),
         }
+    }
+
+    /// Adds how the connections were made.
+    pub fn with_transport(mut self, transport: TransportReport) -> Self {
+        self.transport = Some(transport);
+        self
     }
 
     /// Succeeded jobs with a wrong answer.
@@ -500,6 +552,7 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
     }
     write_scenario_latency(out, s);
     write_statuses_and_errors(out, s);
+    write_connections(out, s);
     if s.targets.len() > 1 {
         write_targets(out, s);
     }
@@ -624,6 +677,57 @@ fn write_statuses_and_errors(out: &mut String, s: &ScenarioReport) {
         thousands(r.connect_failures),
         thousands(r.broken_connections)
     );
+}
+
+/// The protocol, TLS, and how long opening the connections took.
+fn write_connections(out: &mut String, s: &ScenarioReport) {
+    if let Some(t) = &s.transport {
+        let mut line = t.protocol.clone();
+        if t.streams_per_connection > 1 {
+            let _ = write!(
+                line,
+                ", {} streams per connection",
+                t.streams_per_connection
+            );
+        }
+        match &t.tls {
+            Some(tls) => {
+                let _ = write!(line, ", {} {}", tls.version, tls.cipher);
+                if let Some(alpn) = &tls.alpn {
+                    let _ = write!(line, ", ALPN {alpn}");
+                }
+                if t.tls_verified == Some(false) {
+                    line.push_str(", CERTIFICATE NOT CHECKED (--insecure)");
+                }
+            }
+            None => line.push_str(", no TLS"),
+        }
+        let _ = writeln!(out, "  Protocol:           {line}");
+    }
+    let c = &s.connections;
+    match &c.setup_ms {
+        Some(setup) => {
+            let mut line = format!(
+                "{} opened, set-up p50 {} p99 {} max {}",
+                thousands(c.opened),
+                fmt_latency_short(setup.p50_ms),
+                fmt_latency_short(setup.p99_ms),
+                fmt_latency_short(setup.max_ms)
+            );
+            if let Some(tls) = &c.tls_handshake_ms {
+                let _ = write!(
+                    line,
+                    " (TLS handshake p50 {} p99 {})",
+                    fmt_latency_short(tls.p50_ms),
+                    fmt_latency_short(tls.p99_ms)
+                );
+            }
+            let _ = writeln!(out, "  Connections:        {line}");
+        }
+        None => {
+            let _ = writeln!(out, "  Connections:        none opened");
+        }
+    }
 }
 
 /// One line per target: its connections, counts, p99 and jobs.
@@ -1046,6 +1150,7 @@ pub(crate) mod tests {
             jobs: None,
             job_plan: None,
             timeline: timeline(2),
+            connections: Default::default(),
         }
     }
 
@@ -1296,6 +1401,7 @@ pub(crate) mod tests {
             jobs: None,
             job_plan: None,
             timeline: timeline(1),
+            connections: Default::default(),
         }
     }
 

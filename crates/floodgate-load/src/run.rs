@@ -1,8 +1,9 @@
 //! Closed- and open-loop load phases.
 //!
-//! A phase starts `concurrency` workers, each with its own connection to one
-//! of the phase's targets: connection `w` goes to target `w % targets`, so
-//! the connections are spread round robin. Workers claim request indices
+//! A phase opens `concurrency` connections, connection `w` to target
+//! `w % targets`, so the connections are spread round robin, and starts a
+//! worker per connection, or with HTTP/2 streams (`--streams N`) N workers
+//! per connection, each with its own stream. Workers claim request indices
 //! until the request budget or the deadline is reached. In closed loop they
 //! share one counter and a worker sends its next request as soon as the
 //! previous one is answered; in open loop request `i` is due at
@@ -20,7 +21,6 @@
 //! polls) is counted in the phase's statistics; what became of each job, in
 //! its job statistics.
 
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,11 +33,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{Conn, Outcome, Protocol, Req, RequestTemplate, Slot};
+use crate::client::{Conn, Outcome, Protocol, Req, RequestTemplate, SharedConn, Slot};
 use crate::jobs::{self, Job, JobState, JobStats};
+use crate::net::{Endpoint, Setup};
 use crate::options::NumberRange;
 use crate::schedule;
-use crate::stats::{latency_ns, new_histogram, Stats};
+use crate::stats::{latency_ns, new_histogram, Latencies, LatencySummary, Stats};
 use crate::timeline::{SlotClock, SlotRecorder, Timeline, TimelineReport};
 
 /// Open-loop requests due within this much of now are sent at once rather
@@ -74,6 +75,8 @@ pub struct PhasePlan {
     pub threads: usize,
     /// Keep the window histogram the progress display drains.
     pub record_window: bool,
+    /// HTTP/2 streams per connection (1 otherwise): workers per connection.
+    pub streams: u32,
     /// The jobs scenario: each request is a job, followed until it finishes.
     pub jobs: Option<JobPlan>,
 }
@@ -104,7 +107,7 @@ pub enum StopReason {
 /// One server of a phase: where its connections go and what they send.
 #[derive(Debug, Clone)]
 pub struct PhaseTarget {
-    pub addr: SocketAddr,
+    pub endpoint: Endpoint,
     pub template: RequestTemplate,
 }
 
@@ -150,6 +153,36 @@ pub struct PhaseResult {
     pub job_plan: Option<JobPlan>,
     /// Requests completed and their latencies, interval by interval.
     pub timeline: TimelineReport,
+    /// The connections the phase used: how long opening them took.
+    pub connections: ConnectionStats,
+}
+
+/// How long opening the connections of a phase took (those the phase opened,
+/// and those it took over from its warmup or the step before), apart from
+/// request latency.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionStats {
+    pub opened: u64,
+    /// TCP connect and TLS handshake together.
+    pub setup: Latencies,
+    pub tcp_connect: Latencies,
+    pub tls_handshake: Latencies,
+}
+
+impl ConnectionStats {
+    fn record(&mut self, setup: Setup) {
+        self.opened += 1;
+        self.setup.record(setup.total());
+        self.tcp_connect.record(setup.tcp);
+        if let Some(tls) = setup.tls {
+            self.tls_handshake.record(tls);
+        }
+    }
+
+    /// The set-up time summary: `None` when no connection was opened.
+    pub fn setup_summary(&self) -> Option<LatencySummary> {
+        self.setup.summary()
+    }
 }
 
 /// Per-shard statistics: the whole phase, and a window the progress display
@@ -175,6 +208,8 @@ pub struct Live {
     pub timeline: Mutex<Timeline>,
     /// Which interval a completion falls in.
     pub clock: SlotClock,
+    /// How long opening each connection took.
+    pub connections: Mutex<ConnectionStats>,
 }
 
 impl Live {
@@ -198,7 +233,16 @@ impl Live {
             jobs: plan.jobs.is_some(),
             timeline: Mutex::new(Timeline::new(clock)),
             clock,
+            connections: Mutex::new(ConnectionStats::default()),
         }
+    }
+
+    /// A connection the phase uses was opened in `setup`.
+    fn record_setup(&self, setup: Setup) {
+        self.connections
+            .lock()
+            .expect("connections lock")
+            .record(setup);
     }
 
     /// Finished requests (jobs the client is done with, in the jobs scenario)
@@ -276,11 +320,13 @@ struct Shared {
 /// Connections to one target kept between phases (warmup → measurement).
 pub type Pool = Vec<Option<Conn>>;
 
-/// Opens up to `n` connections in parallel; failed ones are `None` and are
+/// Opens up to `n` connections in parallel (`shared`: HTTP/2 connections
+/// whose streams several workers share); failed ones are `None` and are
 /// retried (and counted) by the worker's first request.
 pub async fn connect_pool(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     protocol: Protocol,
+    shared: bool,
     n: u32,
     mut pool: Pool,
     timeout: Duration,
@@ -289,8 +335,9 @@ pub async fn connect_pool(
     let missing = (n as usize).saturating_sub(pool.len());
     let mut set = JoinSet::new();
     for _ in 0..missing {
+        let endpoint = endpoint.clone();
         set.spawn(async move {
-            tokio::time::timeout(timeout, Conn::connect(addr, protocol))
+            tokio::time::timeout(timeout, Conn::connect(&endpoint, protocol, shared))
                 .await
                 .ok()
                 .and_then(Result::ok)
@@ -322,7 +369,7 @@ pub async fn run_phase(
         }
     };
     let per_target = spread(concurrency, targets.len());
-    let pools = connect_targets(targets, &per_target, pools, plan.timeout).await;
+    let pools = connect_targets(targets, &per_target, pools, plan).await;
 
     let shard_ranges = shard_ranges(&per_target, plan.threads);
     let shard_count = shard_ranges.last().map_or(0, |r| r.end);
@@ -342,8 +389,11 @@ pub async fn run_phase(
     });
     on_start(live.clone());
 
-    let workers = spawn_workers(&shared, targets, pools, &shard_ranges, concurrency);
-    let (pools, interrupted) = join_workers(workers, &per_target, &mut interrupt).await;
+    let (workers, groups) = spawn_workers(&shared, targets, pools, &shard_ranges, plan);
+    let (mut pools, interrupted) = join_workers(workers, &per_target, &mut interrupt).await;
+    for (t, group) in groups {
+        pools[t].push(group.take());
+    }
     let elapsed = started_at.elapsed();
     let result = phase_result(
         &shared,
@@ -356,23 +406,35 @@ pub async fn run_phase(
     (result, pools)
 }
 
+/// Whether the phase's HTTP/2 connections are shared by several workers
+/// (REST over HTTP/2, whose connections run in a task of their own, and
+/// several streams per connection).
+fn shares_connections(protocol: Protocol, streams: u32) -> bool {
+    protocol == Protocol::Http2 || streams > 1
+}
+
 /// Each target's pool topped up to its share of the connections, all
 /// targets connecting at once.
 async fn connect_targets(
     targets: &[PhaseTarget],
     per_target: &[u32],
     mut pools: Vec<Pool>,
-    timeout: Duration,
+    plan: &PhasePlan,
 ) -> Vec<Pool> {
     pools.resize_with(targets.len(), Vec::new);
-    let connect_timeout = timeout.min(Duration::from_secs(5));
+    let connect_timeout = plan.timeout.min(Duration::from_secs(5));
     let mut connecting = JoinSet::new();
     for (t, (target, pool)) in targets.iter().zip(pools).enumerate() {
-        let (addr, n, protocol) = (target.addr, per_target[t], target.template.protocol);
+        let (endpoint, n, protocol) = (
+            target.endpoint.clone(),
+            per_target[t],
+            target.template.protocol,
+        );
+        let shared = shares_connections(protocol, plan.streams);
         connecting.spawn(async move {
             (
                 t,
-                connect_pool(addr, protocol, n, pool, connect_timeout).await,
+                connect_pool(&endpoint, protocol, shared, n, pool, connect_timeout).await,
             )
         });
     }
@@ -425,32 +487,50 @@ fn target_states(targets: &[PhaseTarget], per_target: &[u32]) -> Vec<TargetState
         .collect()
 }
 
-/// One worker per connection: connection `w` goes to target `w % targets`,
-/// and the workers of a target take its shards in turn. Each worker returns
-/// its target and its connection.
+/// The workers: connection `w` goes to target `w % targets`, with one worker
+/// (or, with HTTP/2 streams, one per stream), and the workers of a target
+/// take its shards in turn. Each worker returns its target and its
+/// connection; the shared HTTP/2 connections are returned apart, with their
+/// targets.
+#[allow(clippy::type_complexity)]
 fn spawn_workers(
     shared: &Arc<Shared>,
     targets: &[PhaseTarget],
     pools: Vec<Pool>,
     shard_ranges: &[Range<usize>],
-    concurrency: u32,
-) -> JoinSet<(usize, Option<Conn>)> {
+    plan: &PhasePlan,
+) -> (
+    JoinSet<(usize, Option<Conn>)>,
+    Vec<(usize, Arc<SharedConn>)>,
+) {
     let mut workers = JoinSet::new();
+    let mut groups = Vec::new();
     let mut conns: Vec<_> = pools.into_iter().map(Vec::into_iter).collect();
     let mut assigned = vec![0usize; targets.len()];
-    for w in 0..concurrency as usize {
+    let streams = plan.streams.max(1);
+    for w in 0..plan.model.concurrency() as usize {
         let t = w % targets.len();
         let Some(conn) = conns[t].next() else {
             continue;
         };
-        let range = &shard_ranges[t];
-        let shard = range.start + assigned[t] % range.len();
-        assigned[t] += 1;
-        let slot = Slot::new(targets[t].addr, targets[t].template.protocol, conn);
-        let shared = shared.clone();
-        workers.spawn(async move { (t, worker(shared, t, shard, slot).await) });
+        let protocol = targets[t].template.protocol;
+        let endpoint = targets[t].endpoint.clone();
+        let slots: Vec<Slot> = if shares_connections(protocol, streams) {
+            let group = Arc::new(SharedConn::new(endpoint, protocol, conn));
+            groups.push((t, group.clone()));
+            (0..streams).map(|_| Slot::sharing(group.clone())).collect()
+        } else {
+            vec![Slot::new(endpoint, protocol, conn)]
+        };
+        for slot in slots {
+            let range = &shard_ranges[t];
+            let shard = range.start + assigned[t] % range.len();
+            assigned[t] += 1;
+            let shared = shared.clone();
+            workers.spawn(async move { (t, worker(shared, t, shard, slot).await) });
+        }
     }
-    workers
+    (workers, groups)
 }
 
 /// Waits for every worker (aborting them all if `interrupt` turns true) and
@@ -554,6 +634,7 @@ fn phase_result(
         jobs: live.merged_jobs(all_shards),
         job_plan: plan.jobs,
         timeline,
+        connections: live.connections.lock().expect("connections lock").clone(),
     }
 }
 
@@ -582,6 +663,9 @@ async fn worker(shared: Arc<Shared>, target: usize, shard: usize, mut slot: Slot
     let mut timeout = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
     let shard = &shared.live.shards[shard];
     let target = &shared.targets[target];
+    if let Some(setup) = slot.take_setup() {
+        shared.live.record_setup(setup);
+    }
     while let Some(i) = claim(&shared, target) {
         let base = match shared.model {
             LoadModel::Closed { .. } => {
@@ -633,9 +717,26 @@ async fn worker(shared: Arc<Shared>, target: usize, shard: usize, mut slot: Slot
                 false,
             )
             .await;
+        let base = after_setup(&shared, &mut slot, base);
         record(&shared.live, shard, &outcome, base, shared.record_window);
     }
     slot.into_conn()
+}
+
+/// Records the set-up of a connection the slot opened for its last request,
+/// and returns when that request's latency starts: in closed loop, after the
+/// set-up (reported apart); in open loop, at its due time whatever happened.
+fn after_setup(shared: &Shared, slot: &mut Slot, base: Instant) -> Instant {
+    match slot.take_setup() {
+        None => base,
+        Some(setup) => {
+            shared.live.record_setup(setup);
+            match shared.model {
+                LoadModel::Closed { .. } => base + setup.total(),
+                LoadModel::Open { .. } => base,
+            }
+        }
+    }
 }
 
 /// Records the outcome of a request that started at `base` (its due time in
@@ -721,6 +822,7 @@ async fn follow_job(
             true,
         )
         .await;
+    let base = after_setup(shared, slot, base);
     let latency = record(&shared.live, shard, &outcome, base, false);
     let submitted = match &outcome {
         Outcome::Answer(a) if (200..300).contains(&a.status) => Job::parse(&a.body),
@@ -763,6 +865,7 @@ async fn follow_job(
                 true,
             )
             .await;
+        let sent = after_setup(shared, slot, sent);
         record(&shared.live, shard, &outcome, sent, false);
         let seen = match &outcome {
             Outcome::Answer(a) if a.status == 200 => {

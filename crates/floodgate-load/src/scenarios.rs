@@ -11,13 +11,17 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::client::{self, BodySpec, Protocol, RequestTemplate, Target};
+use crate::net::{Endpoint, TlsSession, TlsTarget};
 use crate::options::{RunOptions, Scenario, SweepOptions};
 use crate::progress::{note, Mode, Progress};
-use crate::report::{self, RunReport, ScenarioReport, ServerMetrics, TargetMetrics};
+use crate::report::{
+    self, RunReport, ScenarioReport, ServerMetrics, TargetMetrics, TransportReport,
+};
 use crate::run::{self, JobPlan, LoadModel, PhasePlan, PhaseTarget, StopReason};
 use crate::schedule;
 use crate::server::{self, ClientCounts, MetricsSource};
 use crate::sweep::{self, Next, SweepEnd, SweepReport, SweepStep};
+use crate::tls::{self, TlsClient};
 
 /// Why a run could not produce a report.
 #[derive(Debug)]
@@ -51,15 +55,16 @@ pub async fn run(
 ) -> Result<RunReport, Error> {
     let control_timeout = opts.timeout.min(Duration::from_secs(10));
     let (targets, addrs) = resolve_targets(opts, control_timeout).await?;
+    let servers = connect_tls(opts, &targets, &addrs, control_timeout, mode).await?;
     if opts.check_health {
-        check_health(&targets, &addrs, control_timeout, mode).await?;
+        check_health(&targets, &servers, control_timeout, mode).await?;
     }
     let metrics: Vec<MetricsSource> = targets
         .iter()
-        .zip(&addrs)
-        .map(|(target, &addr)| MetricsSource {
+        .zip(&servers)
+        .map(|(target, server)| MetricsSource {
             base: target.base.clone(),
-            addr,
+            endpoint: server.control.clone(),
             host: target.host_header(),
             path: target.path("/metrics"),
         })
@@ -68,7 +73,7 @@ pub async fn run(
         opts,
         mode,
         targets: &targets,
-        addrs: &addrs,
+        servers: &servers,
         metrics: &metrics,
         control_timeout,
         threads: current_threads(),
@@ -127,16 +132,109 @@ async fn resolve_targets(
     Ok((targets, addrs))
 }
 
-/// `GET /health` on every server, in order; the first that fails is the error.
-async fn check_health(
+/// How the client reaches one server: the endpoint of the control requests
+/// (`/health`, `/metrics`: HTTP/1.1), that of the load (TLS offering the
+/// HTTP version of the load by ALPN), and what its TLS handshake agreed on.
+pub struct Server {
+    pub control: Endpoint,
+    pub load: Endpoint,
+    pub session: Option<TlsSession>,
+}
+
+/// The TLS client of the run, when a target is `https://`.
+fn tls_client(opts: &RunOptions, targets: &[Target]) -> Result<Option<TlsClient>, Error> {
+    if !targets.iter().any(|t| t.tls) {
+        return Ok(None);
+    }
+    TlsClient::new(&opts.tls).map(Some).map_err(Error::Usage)
+}
+
+/// Each server's endpoints; for an `https://` server, a TLS handshake made
+/// before anything else is sent, so that a certificate the client does not
+/// trust, or a server that does not agree to HTTP/2, stops the run with a
+/// clear error before any load.
+async fn connect_tls(
+    opts: &RunOptions,
     targets: &[Target],
     addrs: &[SocketAddr],
     control_timeout: Duration,
     mode: Mode,
-) -> Result<(), Error> {
+) -> Result<Vec<Server>, Error> {
+    let tls = tls_client(opts, targets)?;
+    if tls.as_ref().is_some_and(|t| t.insecure) {
+        // Loud whatever the progress mode: the run trusts whoever answers.
+        eprintln!(
+            "floodgate-load: WARNING: --insecure: the servers' TLS certificates are not checked"
+        );
+    }
+    let h2 = opts.grpc || opts.http2;
+    let mut servers = Vec::with_capacity(targets.len());
     for (target, &addr) in targets.iter().zip(addrs) {
+        let (control, load) = match &tls {
+            None => (Endpoint::plain(addr), Endpoint::plain(addr)),
+            Some(tls) => {
+                let name = tls::server_name(&target.host).map_err(Error::Usage)?;
+                let endpoint = |http2: bool| Endpoint {
+                    addr,
+                    tls: Some(TlsTarget {
+                        connector: tls.connector(http2),
+                        name: name.clone(),
+                    }),
+                };
+                (endpoint(false), endpoint(h2))
+            }
+        };
+        let session = if target.tls {
+            let session = client::tls_session(&load, control_timeout)
+                .await
+                .map_err(|e| {
+                    Error::Runtime(format!("TLS handshake with {} failed: {e}", target.base))
+                })?;
+            if let Some(session) = &session {
+                if h2 && session.alpn.as_deref() != Some("h2") {
+                    return Err(Error::Runtime(format!(
+                        "{} did not agree to HTTP/2 by ALPN (it chose {}); leave --http2 out to load it over HTTP/1.1",
+                        target.base,
+                        session.alpn.as_deref().unwrap_or("nothing")
+                    )));
+                }
+                note(
+                    mode,
+                    &format!(
+                        "TLS: {} {} {}{}",
+                        target.base,
+                        session.version,
+                        session.cipher,
+                        session
+                            .alpn
+                            .as_deref()
+                            .map_or_else(String::new, |p| format!(", ALPN {p}"))
+                    ),
+                );
+            }
+            session
+        } else {
+            None
+        };
+        servers.push(Server {
+            control,
+            load,
+            session,
+        });
+    }
+    Ok(servers)
+}
+
+/// `GET /health` on every server, in order; the first that fails is the error.
+async fn check_health(
+    targets: &[Target],
+    servers: &[Server],
+    control_timeout: Duration,
+    mode: Mode,
+) -> Result<(), Error> {
+    for (target, server) in targets.iter().zip(servers) {
         server::check_health(
-            addr,
+            &server.control,
             &target.host_header(),
             &target.path("/health"),
             control_timeout,
@@ -155,9 +253,9 @@ async fn check_health(
 struct Ctx<'a> {
     opts: &'a RunOptions,
     mode: Mode,
-    /// The servers, and their addresses in the same order.
+    /// The servers, and how to reach them, in the same order.
     targets: &'a [Target],
-    addrs: &'a [SocketAddr],
+    servers: &'a [Server],
     metrics: &'a [MetricsSource],
     control_timeout: Duration,
     threads: usize,
@@ -242,6 +340,7 @@ async fn run_scenario(ctx: &Ctx<'_>, scenario: &Scenario) -> Result<ScenarioRun,
         timeout: opts.timeout,
         threads: ctx.threads,
         record_window: ctx.mode != Mode::Off,
+        streams: opts.streams,
         jobs,
     };
     let (report, stop, _pools) = measure(
@@ -270,29 +369,54 @@ fn phase_targets(
     let body = request_body(opts, scenario);
     let mut phase_targets = Vec::with_capacity(ctx.targets.len());
     let mut urls = Vec::with_capacity(ctx.targets.len());
-    for (target, &addr) in ctx.targets.iter().zip(ctx.addrs) {
+    for (target, server) in ctx.targets.iter().zip(ctx.servers) {
         let path = target.path(&scenario.path);
         let uri: Uri = path
             .parse()
             .map_err(|e| Error::Usage(format!("invalid path {path}: {e}")))?;
         phase_targets.push(PhaseTarget {
-            addr,
+            endpoint: server.load.clone(),
             template: RequestTemplate::new(
-                if opts.grpc {
-                    Protocol::Grpc
-                } else {
-                    Protocol::Http1
-                },
+                protocol(opts),
                 scenario.method.clone(),
                 uri,
                 target.host_header(),
                 body.clone(),
                 opts.headers.clone(),
-            ),
+            )
+            .with_scheme(target.tls),
         });
         urls.push(target.url(&scenario.path));
     }
     Ok((phase_targets, urls))
+}
+
+/// What the load's connections speak.
+fn protocol(opts: &RunOptions) -> Protocol {
+    if opts.grpc {
+        Protocol::Grpc
+    } else if opts.http2 {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    }
+}
+
+/// How the load's connections are made, for the report.
+fn transport(ctx: &Ctx<'_>) -> TransportReport {
+    let opts = ctx.opts;
+    let tls = ctx.servers.iter().find_map(|s| s.session.clone());
+    TransportReport {
+        protocol: match protocol(opts) {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
+            Protocol::Grpc => "gRPC",
+        }
+        .to_owned(),
+        streams_per_connection: opts.streams.max(1),
+        tls_verified: tls.as_ref().map(|_| !opts.tls.insecure),
+        tls,
+    }
 }
 
 /// The body of each request of `scenario`: `--body`, or a fresh number for
@@ -337,6 +461,7 @@ async fn warm_up(
         timeout: opts.timeout,
         threads: ctx.threads,
         record_window: false,
+        streams: opts.streams,
         jobs,
     };
     let (warm, pools) =
@@ -465,7 +590,8 @@ async fn measure(
         &result,
         server_metrics,
         thresholds,
-    );
+    )
+    .with_transport(transport(ctx));
     (report, result.stop_reason, pools)
 }
 
@@ -520,6 +646,7 @@ async fn run_sweep(
             timeout: opts.timeout,
             threads: ctx.threads,
             record_window: ctx.mode != Mode::Off,
+            streams: opts.streams,
             jobs: None,
         };
         let label = format!("{} {}/s", m.scenario.name, report::fmt_rate(rate));

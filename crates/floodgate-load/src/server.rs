@@ -11,7 +11,6 @@
 //! With several targets each server counts only the requests sent to it, so
 //! the counters of all targets are summed before the comparison.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -19,6 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::client;
+use crate::net::Endpoint;
 use crate::stats::Stats;
 
 /// Counters compared against the client's view.
@@ -26,12 +26,12 @@ pub const CHECKED_COUNTERS: [&str; 3] = ["total_requests", "success_count", "err
 
 /// Outcome of the health check.
 pub async fn check_health(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     host: &HeaderValue,
     path: &str,
     timeout: Duration,
 ) -> Result<(), String> {
-    let answer = client::get(addr, host, path, timeout).await?;
+    let answer = client::get(endpoint, host, path, timeout).await?;
     if !(200..300).contains(&answer.status) {
         let body = String::from_utf8_lossy(&answer.body);
         let body = body.trim();
@@ -48,12 +48,12 @@ pub async fn check_health(
 
 /// A `/metrics` snapshot (the JSON object as served).
 pub async fn snapshot(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     host: &HeaderValue,
     path: &str,
     timeout: Duration,
 ) -> Result<Map<String, Value>, String> {
-    let answer = client::get(addr, host, path, timeout).await?;
+    let answer = client::get(endpoint, host, path, timeout).await?;
     if !(200..300).contains(&answer.status) {
         return Err(format!("GET {path} returned {}", answer.status));
     }
@@ -72,7 +72,7 @@ pub async fn snapshot(
 pub struct MetricsSource {
     /// The target's base URL, for messages.
     pub base: String,
-    pub addr: SocketAddr,
+    pub endpoint: Endpoint,
     pub host: HeaderValue,
     pub path: String,
 }
@@ -85,7 +85,7 @@ pub async fn snapshot_all(
 ) -> Result<Vec<Map<String, Value>>, String> {
     let mut out = Vec::with_capacity(sources.len());
     for source in sources {
-        let snap = snapshot(source.addr, &source.host, &source.path, timeout)
+        let snap = snapshot(&source.endpoint, &source.host, &source.path, timeout)
             .await
             .map_err(|e| {
                 if sources.len() > 1 {

@@ -61,7 +61,11 @@ fn version() {
 async fn rejects_bad_arguments_with_status_2() {
     for args in [
         &["--rate", "0"][..],
-        &["--url", "https://example.invalid"],
+        &["--url", "ftp://127.0.0.1:1"],
+        &["--streams", "4"],
+        &["--http2", "--grpc"],
+        &["--cert", "client.pem"],
+        &["--cacert", "ca.pem", "--insecure"],
         &["--number-range", "0..=2000000"],
         &["--rounds", "10"],
         &["--scenario", "jobs", "--body", "{}"],

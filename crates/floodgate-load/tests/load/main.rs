@@ -10,10 +10,14 @@
 
 #[path = "../support/floodgate_server.rs"]
 mod floodgate_server;
+#[path = "../support/pki.rs"]
+mod pki;
 #[path = "../support/run.rs"]
 mod run;
 #[path = "../support/stub.rs"]
 mod stub;
+#[path = "../support/tls_stub.rs"]
+mod tls_stub;
 
 mod against_floodgate;
 mod cli;
@@ -21,3 +25,4 @@ mod jobs;
 mod scenarios;
 mod sweep;
 mod targets;
+mod tls;
