@@ -17,6 +17,7 @@ use crate::options::{parse_number_range, NumberRange, RunOptions, Scenario, Swee
 use crate::progress::{note, Mode};
 use crate::report::{self, RunReport, ScenarioReport};
 use crate::scenarios::{run, Error};
+use crate::stages::{self, Profile, Stage, StageKind};
 use crate::sweep::{self, parse_compare, parse_sweep, SweepLimits, SweepSpec};
 use crate::tls::TlsOptions;
 
@@ -288,6 +289,22 @@ pub struct Opts {
         requires = "cert"
     )]
     pub key: Option<PathBuf>,
+
+    /// A stage of a load profile: ramp linearly to TARGET over DURATION,
+    /// from where the stage before ended (the first from 0). TARGET is a
+    /// rate, `1000/s` (open loop; --concurrency caps requests in flight), or
+    /// connections, `64` (closed loop); every stage gives the same kind.
+    /// Repeatable, in order; `NAME=` names it in the reports and the live
+    /// metrics. The stages replace --rate and --duration.
+    #[arg(long = "stage", value_name = "[NAME=]DURATION:TARGET", value_parser = stages::parse_stage,
+          conflicts_with_all = ["rate", "sweep", "duration"])]
+    pub stages: Vec<(StageKind, Stage)>,
+
+    /// The stages of a load profile from a TOML file: `[[stage]]` tables with
+    /// `duration`, `rate` or `concurrency`, and an optional `name`.
+    #[arg(long = "stages", value_name = "FILE", env = "FLOODGATE_LOAD_STAGES",
+          conflicts_with_all = ["stages", "rate", "sweep", "duration"])]
+    pub stage_file: Option<PathBuf>,
 }
 
 /// The gRPC methods of the fast and intensive scenarios.
@@ -390,13 +407,37 @@ impl Opts {
 }
 
 impl Opts {
+    /// The staged load profile of `--stage` or `--stages`, if any.
+    pub fn profile(&self) -> Result<Option<Profile>, String> {
+        let (kind, stages) = match &self.stage_file {
+            Some(path) => stages::parse_stage_file(path)?,
+            None if self.stages.is_empty() => return Ok(None),
+            None => {
+                let kind = self.stages[0].0;
+                if self.stages.iter().any(|(k, _)| *k != kind) {
+                    return Err("--stage: every stage gives a rate (R/s) or every stage connections (N), not both".into());
+                }
+                (kind, self.stages.iter().map(|(_, s)| s.clone()).collect())
+            }
+        };
+        Profile::new(kind, stages).map(Some)
+    }
+
     /// The run these options ask for; an error (a usage error) for the
     /// combinations clap cannot reject.
     pub fn run_options(&self) -> Result<RunOptions, String> {
         self.validate()?;
+        let profile = self.profile()?;
+        let mut scenarios = self.scenarios();
+        if profile.is_some() && self.requests.is_none() {
+            // The profile alone says how much is sent.
+            for s in &mut scenarios {
+                s.requests = u64::MAX;
+            }
+        }
         Ok(RunOptions {
             urls: self.urls.clone(),
-            scenarios: self.scenarios(),
+            scenarios,
             concurrency: self.concurrency,
             rate: self.rate,
             sweep: self.sweep.map(|spec| SweepOptions {
@@ -431,6 +472,7 @@ impl Opts {
             },
             http2: self.http2,
             streams: self.streams,
+            stages: profile.map(std::sync::Arc::new),
         })
     }
 }

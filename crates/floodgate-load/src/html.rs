@@ -16,7 +16,8 @@ use crate::chart::{
     escape, fmt_number, Bar, BarChart, LineChart, Rule, Scale, Series, PALETTE, WIDE,
 };
 use crate::report::{
-    fmt_percent, fmt_rate, thousands, JobsReport, RunReport, ScenarioReport, ServerMetrics,
+    fmt_percent, fmt_rate, fmt_target, thousands, JobsReport, RunReport, ScenarioReport,
+    ServerMetrics, StageReport, TransportReport,
 };
 use crate::run::{LoadModel, StopReason};
 use crate::sweep::{Comparison, SweepReport};
@@ -139,6 +140,24 @@ fn describe_model(model: &LoadModel) -> String {
     }
 }
 
+/// `HTTP/2, 8 streams per connection, TLSv1.3 (ALPN h2)`.
+fn describe_transport(t: &TransportReport) -> String {
+    let mut out = t.protocol.clone();
+    if t.streams_per_connection > 1 {
+        let _ = write!(out, ", {} streams per connection", t.streams_per_connection);
+    }
+    if let Some(tls) = &t.tls {
+        let _ = write!(out, ", {} {}", tls.version, tls.cipher);
+        if let Some(alpn) = &tls.alpn {
+            let _ = write!(out, " (ALPN {alpn})");
+        }
+        if t.tls_verified == Some(false) {
+            out.push_str(", certificate NOT checked (--insecure)");
+        }
+    }
+    out
+}
+
 fn describe_stop(stop: StopReason) -> &'static str {
     match stop {
         StopReason::Requests => "all requests sent",
@@ -168,6 +187,7 @@ fn write_scenario(out: &mut String, i: usize, s: &ScenarioReport) {
         out.push_str("<p class=\"meta ok\">No errors.</p>");
     }
 
+    write_stages(out, i, s);
     write_server_metrics(out, i, &s.server_metrics);
     if s.targets.len() > 1 {
         write_targets(out, s);
@@ -194,13 +214,33 @@ fn write_heading(out: &mut String, s: &ScenarioReport) {
     let step = s
         .sweep_step
         .map_or_else(String::new, |n| format!(" (sweep step {n})"));
+    let model = if s.stages.is_empty() {
+        describe_model(&s.load_model)
+    } else {
+        format!(
+            "{} loop, {} stages up to {} {}",
+            if matches!(s.load_model, LoadModel::Open { .. }) {
+                "open"
+            } else {
+                "closed"
+            },
+            s.stages.len(),
+            fmt_target(s.stages.iter().map(|t| t.to).fold(0.0, f64::max)),
+            s.stages[0].unit
+        )
+    };
+    let transport = s
+        .transport
+        .as_ref()
+        .map_or_else(String::new, |t| format!(" · {}", describe_transport(t)));
     let _ = write!(
         out,
-        "<h2>Scenario {}{step}: {} {}</h2><p class=\"meta\">{} · stopped: {} · {:.3} s</p>",
+        "<h2>Scenario {}{step}: {} {}</h2><p class=\"meta\">{}{} · stopped: {} · {:.3} s</p>",
         escape(&s.name),
         escape(&s.method),
         escape(&target),
-        escape(&describe_model(&s.load_model)),
+        escape(&model),
+        escape(&transport),
         describe_stop(s.stop_reason),
         s.duration_secs
     );
@@ -292,6 +332,32 @@ fn write_figures(out: &mut String, i: usize, s: &ScenarioReport) {
             &thousands(r.cancelled),
         );
     }
+    let c = &s.connections;
+    figure(
+        out,
+        &id("connections"),
+        "Connections opened",
+        &c.opened,
+        &thousands(c.opened),
+    );
+    if let Some(setup) = &c.setup_ms {
+        figure(
+            out,
+            &id("setup-p99"),
+            "Connection set-up p99",
+            &setup.p99_ms,
+            &fmt_ms(setup.p99_ms),
+        );
+    }
+    if let Some(tls) = &c.tls_handshake_ms {
+        figure(
+            out,
+            &id("tls-p99"),
+            "TLS handshake p99",
+            &tls.p99_ms,
+            &fmt_ms(tls.p99_ms),
+        );
+    }
     out.push_str("</dl>");
 }
 
@@ -331,16 +397,22 @@ fn write_timeline_charts(out: &mut String, i: usize, s: &ScenarioReport) {
     if s.timeline.points.is_empty() {
         return;
     }
-    chart_figure(
-        out,
-        "Throughput over time",
-        &throughput_chart(&field_id(i, "throughput"), &s.timeline).render(),
-        &format!(
-            "Requests completed per second, by the {} s interval they completed in.",
-            s.timeline.interval_secs
-        ),
+    let mut throughput = throughput_chart(&field_id(i, "throughput"), &s.timeline);
+    let mut note = format!(
+        "Requests completed per second, by the {} s interval they completed in.",
+        s.timeline.interval_secs
     );
-    let chart = latency_chart(&field_id(i, "latency"), &s.timeline);
+    if let Some(target) = target_series(s) {
+        throughput.series.push(target.dashed());
+        note.push_str(" Dashed: the rate the stages scheduled.");
+    }
+    throughput.x_rules = stage_rules(&s.stages);
+    if !s.stages.is_empty() {
+        note.push_str(" Vertical lines: where each stage starts.");
+    }
+    chart_figure(out, "Throughput over time", &throughput.render(), &note);
+    let mut chart = latency_chart(&field_id(i, "latency"), &s.timeline);
+    chart.x_rules = stage_rules(&s.stages);
     if chart.points() > 0 {
         chart_figure(
             out,
@@ -349,6 +421,56 @@ fn write_timeline_charts(out: &mut String, i: usize, s: &ScenarioReport) {
             "Percentiles of the responses completed in each interval (2 significant digits; max exact).",
         );
     }
+}
+
+/// A vertical line where each stage (after the first) starts, named after it.
+fn stage_rules(stages: &[StageReport]) -> Vec<Rule> {
+    stages
+        .iter()
+        .filter(|t| t.start_secs > 0.0 && t.duration_secs > 0.0)
+        .map(|t| Rule {
+            value: t.start_secs,
+            label: t.name.clone(),
+            color: PALETTE[7].into(),
+        })
+        .collect()
+}
+
+/// Open-loop stages: the rate they scheduled in each interval of the
+/// timeline (the mean of the profile's rate over it).
+fn target_series(s: &ScenarioReport) -> Option<Series> {
+    if s.stages.is_empty() || s.stages[0].unit != "req/s" {
+        return None;
+    }
+    let interval = s.timeline.interval_secs as f64;
+    let last = s.timeline.points.len().saturating_sub(1);
+    let points = s
+        .timeline
+        .points
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let a = p.start_secs as f64;
+            // The last interval ends with the phase, as the timeline's does.
+            let b = if k == last {
+                s.duration_secs.max(a + 1e-9)
+            } else {
+                a + interval
+            };
+            let mut due = 0.0;
+            for t in &s.stages {
+                let (lo, hi) = (a.max(t.start_secs), b.min(t.start_secs + t.duration_secs));
+                if hi > lo && t.duration_secs > 0.0 {
+                    let at =
+                        |x: f64| t.from + (t.to - t.from) * (x - t.start_secs) / t.duration_secs;
+                    due += (hi - lo) * (at(lo) + at(hi)) / 2.0;
+                }
+            }
+            let span = (b - a).max(f64::EPSILON);
+            (a, due / span)
+        })
+        .collect();
+    Some(Series::new("scheduled/s", PALETTE[5], points))
 }
 
 /// Requests per second interval by interval, and failed ones when there are any.
@@ -501,6 +623,57 @@ fn write_thresholds(out: &mut String, s: &ScenarioReport) {
         );
     }
     out.push_str("</table>");
+}
+
+/// Each stage of a staged profile: its targets, what was sent, the rate and
+/// latency (each number carrying its JSON value).
+fn write_stages(out: &mut String, i: usize, s: &ScenarioReport) {
+    if s.stages.is_empty() {
+        return;
+    }
+    out.push_str("<h3>Stages</h3><table><tr><th>stage</th><th>start</th><th>target</th><th>scheduled</th><th>requests</th><th>req/s</th><th>failed</th><th>p50</th><th>p99</th></tr>");
+    let cell = |out: &mut String, id: String, value: &dyn erased::Value, shown: String| {
+        let _ = write!(
+            out,
+            "<td id=\"{}\" data-value=\"{}\">{}</td>",
+            escape(&id),
+            escape(&value.json()),
+            escape(&shown)
+        );
+    };
+    for t in &s.stages {
+        let id = |field: &str| field_id(i, &format!("stage{}-{field}", t.stage));
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{:.1} s</td><td>{} → {} {}</td><td>{}</td>",
+            escape(&t.name),
+            t.start_secs,
+            fmt_target(t.from),
+            fmt_target(t.to),
+            escape(&t.unit),
+            t.scheduled.map_or_else(|| "–".to_owned(), thousands),
+        );
+        cell(out, id("requests"), &t.requests, thousands(t.requests));
+        cell(out, id("rps"), &t.rps, fmt_rate(t.rps));
+        cell(out, id("failed"), &t.failed, thousands(t.failed));
+        let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), fmt_ms);
+        cell(out, id("p50"), &t.p50_ms, ms(t.p50_ms));
+        cell(out, id("p99"), &t.p99_ms, ms(t.p99_ms));
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>");
+}
+
+/// Serializing a cell's value without naming its type.
+mod erased {
+    pub trait Value {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Value for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).expect("a number serializes")
+        }
+    }
 }
 
 /// The jobs scenario's figures: what became of the jobs.

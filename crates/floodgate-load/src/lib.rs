@@ -19,6 +19,7 @@ pub mod run;
 pub mod scenarios;
 pub mod schedule;
 pub mod server;
+pub mod stages;
 pub mod stats;
 pub mod sweep;
 pub mod timeline;

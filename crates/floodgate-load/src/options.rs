@@ -91,6 +91,9 @@ pub struct RunOptions {
     pub http2: bool,
     /// HTTP/2 streams per connection: requests in flight on each (1 otherwise).
     pub streams: u32,
+    /// A staged load profile instead of one rate or concurrency; it sets the
+    /// measured phase's duration.
+    pub stages: Option<std::sync::Arc<crate::stages::Profile>>,
 }
 
 /// How each scenario is swept.

@@ -48,6 +48,13 @@ pub struct ScenarioReport {
     pub urls: Vec<String>,
     pub load_model: LoadModel,
     pub stop_reason: StopReason,
+    /// When the measured phase started, by the wall clock (milliseconds
+    /// since 1970): where the timeline starts on the servers' own graphs.
+    pub started_at_unix_ms: u64,
+    /// With a staged profile (`--stage`): each stage, its targets and what
+    /// was sent in it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageReport>,
     pub requests: RequestCounts,
     pub duration_secs: f64,
     pub rps: f64,
@@ -74,6 +81,83 @@ pub struct ScenarioReport {
     /// count HTTP requests, submissions and polls alike.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs: Option<JobsReport>,
+}
+
+/// One stage of a staged profile: its targets and the requests sent in it
+/// (by the time each was due, in open loop, or sent, in closed loop).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageReport {
+    /// 1, 2, … in order.
+    pub stage: usize,
+    pub name: String,
+    /// Start, in seconds from the start of the phase, and length.
+    pub start_secs: f64,
+    pub duration_secs: f64,
+    /// The target it ramps from and to.
+    pub from: f64,
+    pub to: f64,
+    /// `req/s` (open loop) or `connections` (closed loop).
+    pub unit: String,
+    /// Open loop: the requests the profile scheduled in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<u64>,
+    pub requests: u64,
+    pub successful: u64,
+    pub failed: u64,
+    /// `requests` over the stage's length (the part of it the phase ran).
+    pub rps: f64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+impl StageReport {
+    /// The stages of `profile` and what `data` (one per stage) holds of
+    /// each, for a phase that lasted `elapsed` seconds.
+    pub fn of(
+        profile: &crate::stages::Profile,
+        data: &[crate::timeline::SlotData],
+        elapsed: f64,
+    ) -> Vec<StageReport> {
+        let open = profile.kind == crate::stages::StageKind::Rate;
+        profile
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| {
+                let (start, from, to) = profile.span(i);
+                let duration = stage.duration.as_secs_f64();
+                let ran = (elapsed.min(start + duration) - start).max(0.0);
+                let d = data.get(i);
+                let requests = d.map_or(0, |d| d.requests());
+                let successful = d.map_or(0, |d| d.successful());
+                let due = |t: f64| (profile.due_by(t) - 1e-6).ceil().max(0.0) as u64;
+                StageReport {
+                    stage: i + 1,
+                    name: stage.name.clone(),
+                    start_secs: start,
+                    duration_secs: duration,
+                    from,
+                    to,
+                    unit: profile.kind.unit().to_owned(),
+                    scheduled: open.then(|| due(start + duration) - due(start)),
+                    requests,
+                    successful,
+                    failed: requests - successful,
+                    rps: if ran > 0.0 {
+                        requests as f64 / ran
+                    } else {
+                        0.0
+                    },
+                    p50_ms: d.and_then(|d| d.latency_ms(0.50)),
+                    p90_ms: d.and_then(|d| d.latency_ms(0.90)),
+                    p99_ms: d.and_then(|d| d.latency_ms(0.99)),
+                    max_ms: d.and_then(|d| d.max_ms()),
+                }
+            })
+            .collect()
+    }
 }
 
 /// How the load's connections were made.
@@ -421,6 +505,8 @@ impl ScenarioReport {
             urls: urls.to_vec(),
             load_model: model,
             stop_reason: result.stop_reason,
+            started_at_unix_ms: result.started_at_unix_ms,
+            stages: Vec::new(),
             requests,
             duration_secs: result.elapsed.as_secs_f64(),
             rps: rate_per_second(s.total(), result.elapsed),
@@ -439,6 +525,19 @@ impl ScenarioReport {
                 .as_ref()
                 .map(|j| JobsReport::new(j, result.job_plan.as_ref(), result.elapsed)),
         }
+    }
+
+    /// Adds the stages of the profile the phase followed, from what `result`
+    /// recorded of each.
+    pub fn with_stages(mut self, profile: &crate::stages::Profile, result: &PhaseResult) -> Self {
+        // A phase that ran its course ran every stage to its end, though its
+        // last request may have been due a little before.
+        let ran = match result.stop_reason {
+            StopReason::Duration => profile.duration().as_secs_f64(),
+            _ => result.elapsed.as_secs_f64(),
+        };
+        self.stages = StageReport::of(profile, &result.stages, ran);
+        self
     }
 
     /// Adds how the connections were made.
@@ -551,6 +650,7 @@ fn write_scenario(out: &mut String, s: &ScenarioReport) {
         write_jobs(out, j);
     }
     write_scenario_latency(out, s);
+    write_stages(out, s);
     write_statuses_and_errors(out, s);
     write_connections(out, s);
     if s.targets.len() > 1 {
@@ -580,6 +680,18 @@ fn write_heading(out: &mut String, s: &ScenarioReport) {
         }
     }
     let model = match s.load_model {
+        _ if !s.stages.is_empty() => format!(
+            "{} loop, {} stages up to {} {}{}",
+            if matches!(s.load_model, LoadModel::Open { .. }) { "open" } else { "closed" },
+            s.stages.len(),
+            fmt_target(s.stages.iter().map(|t| t.to).fold(0.0, f64::max)),
+            s.stages[0].unit,
+            if matches!(s.load_model, LoadModel::Open { .. }) {
+                " (latency from scheduled send time)"
+            } else {
+                ""
+            }
+        ),
         LoadModel::Closed { concurrency } => format!("closed loop, {} connections", thousands(u64::from(concurrency))),
         LoadModel::Open { rate, concurrency } => format!(
             "open loop, {} req/s scheduled, at most {} in flight (latency from scheduled send time)",
@@ -677,6 +789,42 @@ fn write_statuses_and_errors(out: &mut String, s: &ScenarioReport) {
         thousands(r.connect_failures),
         thousands(r.broken_connections)
     );
+}
+
+/// Each stage of a staged profile: its targets, what was sent, the rate and
+/// latency.
+fn write_stages(out: &mut String, s: &ScenarioReport) {
+    if s.stages.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  Stages:");
+    let width = s
+        .stages
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let _ = writeln!(
+        out,
+        "    {:<width$}  {:>8}  {:>24}  {:>10}  {:>10}  {:>8}  {:>10}  {:>10}",
+        "stage", "start", "target", "requests", "req/s", "failed", "p50", "p99"
+    );
+    for t in &s.stages {
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), fmt_latency_short);
+        let _ = writeln!(
+            out,
+            "    {:<width$}  {:>7.1}s  {:>24}  {:>10}  {:>10}  {:>8}  {:>10}  {:>10}",
+            t.name,
+            t.start_secs,
+            format!("{} → {} {}", fmt_target(t.from), fmt_target(t.to), t.unit),
+            thousands(t.requests),
+            fmt_rate(t.rps),
+            thousands(t.failed),
+            ms(t.p50_ms),
+            ms(t.p99_ms),
+        );
+    }
 }
 
 /// The protocol, TLS, and how long opening the connections took.
@@ -1086,6 +1234,15 @@ pub fn fmt_rate(r: f64) -> String {
     }
 }
 
+/// A stage's target as the reports show it: `1,000`, `12.5`.
+pub fn fmt_target(v: f64) -> String {
+    if v.fract() == 0.0 && v >= 0.0 {
+        thousands(v as u64)
+    } else {
+        format!("{v}")
+    }
+}
+
 /// A percentage as the reports show it: `90.000`, `100`.
 pub fn fmt_percent(p: f64) -> String {
     if p == 100.0 || p == 0.0 {
@@ -1151,6 +1308,8 @@ pub(crate) mod tests {
             job_plan: None,
             timeline: timeline(2),
             connections: Default::default(),
+            stages: Vec::new(),
+            started_at_unix_ms: 0,
         }
     }
 
@@ -1402,6 +1561,8 @@ pub(crate) mod tests {
             job_plan: None,
             timeline: timeline(1),
             connections: Default::default(),
+            stages: Vec::new(),
+            started_at_unix_ms: 0,
         }
     }
 

@@ -38,8 +38,9 @@ use crate::jobs::{self, Job, JobState, JobStats};
 use crate::net::{Endpoint, Setup};
 use crate::options::NumberRange;
 use crate::schedule;
+use crate::stages::Profile;
 use crate::stats::{latency_ns, new_histogram, Latencies, LatencySummary, Stats};
-use crate::timeline::{SlotClock, SlotRecorder, Timeline, TimelineReport};
+use crate::timeline::{SlotClock, SlotData, SlotRecorder, Timeline, TimelineReport};
 
 /// Open-loop requests due within this much of now are sent at once rather
 /// than slept for: the timer's resolution is one millisecond, and sleeping
@@ -75,8 +76,14 @@ pub struct PhasePlan {
     pub threads: usize,
     /// Keep the window histogram the progress display drains.
     pub record_window: bool,
+    /// Keep the live-metrics window (`--out`) of each shard.
+    pub record_out: bool,
     /// HTTP/2 streams per connection (1 otherwise): workers per connection.
     pub streams: u32,
+    /// A staged profile: in open loop the rate follows it (the model's rate
+    /// is its peak), in closed loop the connections at work (the model's
+    /// concurrency is its peak); `max_duration` is its duration.
+    pub profile: Option<Arc<Profile>>,
     /// The jobs scenario: each request is a job, followed until it finishes.
     pub jobs: Option<JobPlan>,
 }
@@ -155,6 +162,12 @@ pub struct PhaseResult {
     pub timeline: TimelineReport,
     /// The connections the phase used: how long opening them took.
     pub connections: ConnectionStats,
+    /// With a staged profile: what was sent in each stage (by the time each
+    /// request was due, or sent), all targets together.
+    pub stages: Vec<SlotData>,
+    /// When the phase started, by the wall clock (milliseconds since 1970),
+    /// to line the report up with the servers' own metrics.
+    pub started_at_unix_ms: u64,
 }
 
 /// How long opening the connections of a phase took (those the phase opened,
@@ -194,6 +207,11 @@ pub struct Shard {
     pub timeline: SlotRecorder,
     /// The jobs scenario's job statistics.
     pub jobs: Option<JobStats>,
+    /// With a staged profile: each stage's requests (by the time each was
+    /// due, or sent).
+    pub stages: Vec<SlotData>,
+    /// The live-metrics window (`--out`), drained by the pusher.
+    pub out: Option<SlotData>,
 }
 
 /// State the workers and the progress display share.
@@ -202,6 +220,8 @@ pub struct Live {
     /// Requests (jobs, in the jobs scenario) the phase plans to send.
     pub planned: u64,
     pub started_at: Instant,
+    /// `started_at` by the wall clock.
+    pub started_at_wall: std::time::SystemTime,
     /// The jobs scenario: progress counts jobs.
     pub jobs: bool,
     /// The intervals the shards have handed over.
@@ -210,6 +230,8 @@ pub struct Live {
     pub clock: SlotClock,
     /// How long opening each connection took.
     pub connections: Mutex<ConnectionStats>,
+    /// The staged profile, if any.
+    pub profile: Option<Arc<Profile>>,
 }
 
 impl Live {
@@ -225,16 +247,48 @@ impl Live {
                         window: new_histogram(),
                         timeline: SlotRecorder::new(),
                         jobs: plan.jobs.map(|_| JobStats::default()),
+                        stages: plan
+                            .profile
+                            .as_ref()
+                            .map_or_else(Vec::new, |p| vec![SlotData::new(); p.stages.len()]),
+                        out: plan.record_out.then(SlotData::new),
                     })
                 })
                 .collect(),
             planned,
             started_at,
+            started_at_wall: std::time::SystemTime::now(),
             jobs: plan.jobs.is_some(),
             timeline: Mutex::new(Timeline::new(clock)),
             clock,
             connections: Mutex::new(ConnectionStats::default()),
+            profile: plan.profile.clone(),
         }
+    }
+
+    /// The stage of a request sent (or due) at `base`.
+    fn stage_of(&self, base: Instant) -> Option<usize> {
+        let profile = self.profile.as_ref()?;
+        Some(
+            profile.stage_at(
+                base.saturating_duration_since(self.started_at)
+                    .as_secs_f64(),
+            ),
+        )
+    }
+
+    /// Each stage's requests so far, in the shards of `shards` (all of them:
+    /// `0..shards.len()`).
+    pub fn stages(&self, shards: Range<usize>) -> Vec<SlotData> {
+        let mut all: Vec<SlotData> = Vec::new();
+        for shard in &self.shards[shards] {
+            let s = shard.lock().expect("stats lock");
+            all.resize_with(s.stages.len(), SlotData::new);
+            for (mine, theirs) in all.iter_mut().zip(&s.stages) {
+                mine.merge(theirs);
+            }
+        }
+        all
     }
 
     /// A connection the phase uses was opened in `setup`.
@@ -362,9 +416,10 @@ pub async fn run_phase(
 ) -> (PhaseResult, Vec<Pool>) {
     assert!(!targets.is_empty(), "a phase needs a target");
     let concurrency = plan.model.concurrency();
-    let limit = match plan.model {
-        LoadModel::Closed { .. } => plan.max_requests,
-        LoadModel::Open { rate, .. } => {
+    let limit = match (plan.model, &plan.profile) {
+        (LoadModel::Closed { .. }, _) => plan.max_requests,
+        (LoadModel::Open { .. }, Some(profile)) => profile.planned_requests(plan.max_requests),
+        (LoadModel::Open { rate, .. }, None) => {
             schedule::planned_requests(rate, plan.max_duration, plan.max_requests)
         }
     };
@@ -522,12 +577,15 @@ fn spawn_workers(
         } else {
             vec![Slot::new(endpoint, protocol, conn)]
         };
-        for slot in slots {
+        for (stream, slot) in slots.into_iter().enumerate() {
             let range = &shard_ranges[t];
             let shard = range.start + assigned[t] % range.len();
             assigned[t] += 1;
             let shared = shared.clone();
-            workers.spawn(async move { (t, worker(shared, t, shard, slot).await) });
+            // A staged closed loop starts the first stream of every
+            // connection before the second of any.
+            let index = (stream * plan.model.concurrency() as usize + w) as u64;
+            workers.spawn(async move { (t, worker(shared, t, shard, index, slot).await) });
         }
     }
     (workers, groups)
@@ -635,6 +693,11 @@ fn phase_result(
         job_plan: plan.jobs,
         timeline,
         connections: live.connections.lock().expect("connections lock").clone(),
+        stages: live.stages(0..live.shards.len()),
+        started_at_unix_ms: live
+            .started_at_wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
     }
 }
 
@@ -658,7 +721,38 @@ fn claim(shared: &Shared, target: &TargetState) -> Option<u64> {
     (i < shared.limit).then_some(i)
 }
 
-async fn worker(shared: Arc<Shared>, target: usize, shard: usize, mut slot: Slot) -> Option<Conn> {
+/// Closed loop with a staged profile: waits until worker `index` is to run;
+/// `false` when it is not to run again before the deadline.
+async fn staged_turn(shared: &Shared, profile: &Profile, index: u64) -> bool {
+    loop {
+        let now = Instant::now();
+        if now >= shared.deadline {
+            return false;
+        }
+        let t = now
+            .saturating_duration_since(shared.live.started_at)
+            .as_secs_f64();
+        match profile.next_active(index, t) {
+            Some(at) if at <= t => return true,
+            Some(at) => {
+                let wake = shared.live.started_at + Duration::from_secs_f64(at);
+                if wake >= shared.deadline {
+                    return false;
+                }
+                tokio::time::sleep_until(wake).await;
+            }
+            None => return false,
+        }
+    }
+}
+
+async fn worker(
+    shared: Arc<Shared>,
+    target: usize,
+    shard: usize,
+    index: u64,
+    mut slot: Slot,
+) -> Option<Conn> {
     let mut rng = fastrand::Rng::new();
     let mut timeout = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
     let shard = &shared.live.shards[shard];
@@ -666,7 +760,19 @@ async fn worker(shared: Arc<Shared>, target: usize, shard: usize, mut slot: Slot
     if let Some(setup) = slot.take_setup() {
         shared.live.record_setup(setup);
     }
-    while let Some(i) = claim(&shared, target) {
+    let staged_closed = match (&shared.live.profile, shared.model) {
+        (Some(profile), LoadModel::Closed { .. }) => Some(profile.clone()),
+        _ => None,
+    };
+    loop {
+        if let Some(profile) = &staged_closed {
+            if !staged_turn(&shared, profile, index).await {
+                break;
+            }
+        }
+        let Some(i) = claim(&shared, target) else {
+            break;
+        };
         let base = match shared.model {
             LoadModel::Closed { .. } => {
                 let now = Instant::now();
@@ -676,7 +782,11 @@ async fn worker(shared: Arc<Shared>, target: usize, shard: usize, mut slot: Slot
                 now
             }
             LoadModel::Open { rate, .. } => {
-                let due = shared.live.started_at + schedule::offset(i, rate);
+                let offset = match &shared.live.profile {
+                    Some(profile) => profile.offset(i),
+                    None => schedule::offset(i, rate),
+                };
+                let due = shared.live.started_at + offset;
                 let now = Instant::now();
                 if now >= shared.deadline {
                     break;
@@ -766,6 +876,12 @@ fn record(
             s.timeline
                 .at(live.slot_of(now), &live.timeline)
                 .record_response(latency, success);
+            if let Some(stage) = live.stage_of(base) {
+                s.stages[stage].record_response(latency, success);
+            }
+            if let Some(out) = &mut s.out {
+                out.record_response(latency, success);
+            }
         }
         Outcome::Failed(kind) => {
             let mut guard = shard.lock().expect("stats lock");
@@ -774,6 +890,12 @@ fn record(
             s.timeline
                 .at(live.slot_of(now), &live.timeline)
                 .record_failure();
+            if let Some(stage) = live.stage_of(base) {
+                s.stages[stage].record_failure();
+            }
+            if let Some(out) = &mut s.out {
+                out.record_failure();
+            }
         }
     }
     latency

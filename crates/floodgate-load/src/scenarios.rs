@@ -20,6 +20,7 @@ use crate::report::{
 use crate::run::{self, JobPlan, LoadModel, PhasePlan, PhaseTarget, StopReason};
 use crate::schedule;
 use crate::server::{self, ClientCounts, MetricsSource};
+use crate::stages::{Profile, StageKind};
 use crate::sweep::{self, Next, SweepEnd, SweepReport, SweepStep};
 use crate::tls::{self, TlsClient};
 
@@ -313,34 +314,49 @@ async fn run_scenario(ctx: &Ctx<'_>, scenario: &Scenario) -> Result<ScenarioRun,
         });
     }
 
-    let model = match opts.rate {
-        Some(rate) => LoadModel::Open {
+    let model = match (&opts.stages, opts.rate) {
+        (Some(profile), _) if profile.kind == StageKind::Rate => LoadModel::Open {
+            rate: profile.peak(),
+            concurrency: opts.concurrency,
+        },
+        (Some(profile), _) => LoadModel::Closed {
+            concurrency: profile.peak() as u32,
+        },
+        (None, Some(rate)) => LoadModel::Open {
             rate,
             concurrency: opts.concurrency,
         },
-        None => LoadModel::Closed {
+        (None, None) => LoadModel::Closed {
             concurrency: opts.concurrency,
         },
+    };
+    let budget = match &opts.stages {
+        Some(profile) => describe_profile(profile, scenario),
+        None => describe_budget(opts, model, scenario),
     };
     note(
         ctx.mode,
         &format!(
-            "Scenario {}: {} {} | {} | {}",
+            "Scenario {}: {} {} | {budget} | {}",
             scenario.name,
             scenario.method,
             urls.join(", "),
-            describe_budget(opts, model, scenario),
             describe_load(model, jobs.as_ref(), &spread)
         ),
     );
     let plan = PhasePlan {
         model,
         max_requests: scenario.requests,
-        max_duration: opts.duration,
+        max_duration: opts
+            .stages
+            .as_ref()
+            .map_or(opts.duration, |profile| profile.duration()),
         timeout: opts.timeout,
         threads: ctx.threads,
         record_window: ctx.mode != Mode::Off,
         streams: opts.streams,
+        profile: opts.stages.clone(),
+        record_out: false,
         jobs,
     };
     let (report, stop, _pools) = measure(
@@ -462,6 +478,8 @@ async fn warm_up(
         threads: ctx.threads,
         record_window: false,
         streams: opts.streams,
+        profile: None,
+        record_out: false,
         jobs,
     };
     let (warm, pools) =
@@ -500,6 +518,39 @@ fn describe_budget(opts: &RunOptions, model: LoadModel, scenario: &Scenario) -> 
             humantime::format_duration(opts.duration)
         ),
     }
+}
+
+/// A staged phase's plan: `3 stages over 15s, up to 1,000 req/s (2,500
+/// requests … )`.
+fn describe_profile(profile: &Profile, scenario: &Scenario) -> String {
+    let stages: Vec<String> = profile
+        .stages
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}→{} {}",
+                humantime::format_duration(s.duration),
+                s.name,
+                report::fmt_target(s.target),
+                profile.kind.unit()
+            )
+        })
+        .collect();
+    let cap = if scenario.requests == u64::MAX {
+        String::new()
+    } else {
+        format!(
+            ", at most {} {}",
+            report::thousands(scenario.requests),
+            scenario.unit()
+        )
+    };
+    format!(
+        "{} stages over {}{cap}: {}",
+        profile.stages.len(),
+        humantime::format_duration(profile.duration()),
+        stages.join(", ")
+    )
 }
 
 /// How the load is paced: `closed loop, 500 connections over 2 targets`, and
@@ -592,6 +643,10 @@ async fn measure(
         thresholds,
     )
     .with_transport(transport(ctx));
+    let report = match &plan.profile {
+        Some(profile) => report.with_stages(profile, &result),
+        None => report,
+    };
     (report, result.stop_reason, pools)
 }
 
@@ -647,6 +702,8 @@ async fn run_sweep(
             threads: ctx.threads,
             record_window: ctx.mode != Mode::Off,
             streams: opts.streams,
+            profile: None,
+            record_out: false,
             jobs: None,
         };
         let label = format!("{} {}/s", m.scenario.name, report::fmt_rate(rate));

@@ -109,6 +109,40 @@ impl SlotData {
         self.requests == 0
     }
 
+    /// Requests that finished: responses and transport errors.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// 2xx responses.
+    pub fn successful(&self) -> u64 {
+        self.successful
+    }
+
+    /// The latency at quantile `q` of the responses, in milliseconds (2
+    /// significant digits, never above the exact maximum); `None` without
+    /// responses.
+    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+        (!self.histogram.is_empty()).then(|| self.quantile_ms(q))
+    }
+
+    /// The largest latency, exact, in milliseconds; `None` without responses.
+    pub fn max_ms(&self) -> Option<f64> {
+        (!self.histogram.is_empty()).then(|| self.max_ns as f64 / 1e6)
+    }
+
+    /// Adds what `other` holds.
+    pub fn merge(&mut self, other: &SlotData) {
+        self.add(other);
+    }
+
+    /// What it holds, leaving it empty.
+    pub fn take(&mut self) -> SlotData {
+        let taken = self.clone();
+        self.reset();
+        taken
+    }
+
     fn add(&mut self, other: &SlotData) {
         self.requests += other.requests;
         self.successful += other.successful;

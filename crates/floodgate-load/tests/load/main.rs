@@ -23,6 +23,7 @@ mod against_floodgate;
 mod cli;
 mod jobs;
 mod scenarios;
+mod stages;
 mod sweep;
 mod targets;
 mod tls;

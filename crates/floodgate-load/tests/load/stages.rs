@@ -1,0 +1,215 @@
+//! Staged load profiles: an open-loop ramp through floodgate whose per-second rate must
+//! follow the profile by the client's own timeline and by the server's counters, read by
+//! the test while the load runs; a closed-loop profile whose connections at work follow
+//! their stages; the profile from a file.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::floodgate_server::spawn_floodgate;
+use crate::run::{load_command, quick_args, RUN_LIMIT};
+use crate::stub::{spawn_stub, Stub};
+
+/// The requests due in the first `t` seconds of 0 → `r`/s over 5 s, `r`/s for 5 s, `r` → 0
+/// over 5 s.
+fn due_by(r: f64, t: f64) -> f64 {
+    let t = t.clamp(0.0, 15.0);
+    let up = |x: f64| r * x * x / 10.0;
+    if t <= 5.0 {
+        up(t)
+    } else if t <= 10.0 {
+        up(5.0) + r * (t - 5.0)
+    } else {
+        let x = t - 10.0;
+        up(5.0) + 5.0 * r + r * x - r * x * x / 10.0
+    }
+}
+
+/// The server's `total_requests` at a time (ms since 1970), from samples taken around it;
+/// the last sample (taken once the load was over) after the last one.
+fn interpolate(samples: &[(f64, f64)], at: f64) -> f64 {
+    let Some(after) = samples.iter().position(|&(t, _)| t >= at) else {
+        return samples.last().unwrap().1;
+    };
+    assert!(after > 0, "a sample before {at}");
+    let ((t0, c0), (t1, c1)) = (samples[after - 1], samples[after]);
+    c0 + (c1 - c0) * (at - t0) / (t1 - t0)
+}
+
+fn unix_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1e3
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_ramp_follows_its_profile_second_by_second() {
+    const R: f64 = 1000.0;
+    let server = spawn_floodgate(|_| {}).await;
+    let stats = format!("{}/api/v1/stats", server.url);
+    let mut cmd = load_command();
+    cmd.args(quick_args(
+        &server.url,
+        &[
+            "-s",
+            "fast",
+            "-c",
+            "64",
+            "--stage",
+            "up=5s:1000/s",
+            "--stage",
+            "hold=5s:1000/s",
+            "--stage",
+            "down=5s:0/s",
+            "--fail-on-mismatch",
+        ],
+    ))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let output = tokio::spawn(async move { child.wait_with_output().await });
+
+    // The server's counter, every 100 ms, until the run is over.
+    let http = reqwest::Client::new();
+    let mut samples: Vec<(f64, f64)> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let give_up = tokio::time::Instant::now() + RUN_LIMIT;
+    while !output.is_finished() {
+        assert!(tokio::time::Instant::now() < give_up, "the run did not end");
+        tick.tick().await;
+        let at = unix_ms();
+        let v: Value = http.get(&stats).send().await.unwrap().json().await.unwrap();
+        samples.push((at, v["total_requests"].as_f64().unwrap()));
+    }
+    // One more, now that the load is over.
+    let v: Value = http.get(&stats).send().await.unwrap().json().await.unwrap();
+    samples.push((unix_ms(), v["total_requests"].as_f64().unwrap()));
+    let out = output.await.unwrap().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let s = &report["scenarios"][0];
+    assert_eq!(s["requests"]["total"], 10_000, "{}", s["requests"]);
+    assert_eq!(s["requests"]["unsent"], 0);
+    assert_eq!(s["server_metrics"]["status"], "match");
+
+    // Each stage: what the profile scheduled, sent in it.
+    let stages = s["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["up", "hold", "down"]);
+    let mut sum = 0;
+    for (t, (scheduled, from, to)) in
+        stages
+            .iter()
+            .zip([(2_500, 0.0, R), (5_000, R, R), (2_500, R, 0.0)])
+    {
+        assert_eq!(t["scheduled"], scheduled, "{t}");
+        assert_eq!(
+            (t["from"].as_f64(), t["to"].as_f64()),
+            (Some(from), Some(to)),
+            "{t}"
+        );
+        let requests = t["requests"].as_u64().unwrap();
+        assert!(requests.abs_diff(scheduled) <= 2, "{t}");
+        sum += requests;
+    }
+    assert_eq!(sum, 10_000);
+
+    // Second by second, the client's timeline and the server's counter follow the profile.
+    let points = s["timeline"]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 15, "{}", s["timeline"]);
+    let start = s["started_at_unix_ms"].as_f64().unwrap();
+    for (k, point) in points.iter().enumerate() {
+        let expected = due_by(R, k as f64 + 1.0) - due_by(R, k as f64);
+        let client = point["requests"].as_f64().unwrap();
+        assert!(
+            (client - expected).abs() <= expected * 0.05,
+            "second {k}: the client completed {client}, the profile has {expected}"
+        );
+        let at = |secs: f64| start + secs * 1e3;
+        let server =
+            interpolate(&samples, at(k as f64 + 1.0)) - interpolate(&samples, at(k as f64));
+        assert!(
+            (server - expected).abs() <= expected * 0.05,
+            "second {k}: the server counted {server:.1}, the profile has {expected}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_stages_set_the_connections_at_work() {
+    // /paced answers in 20 ms: each connection at work carries about 50 requests/s.
+    let (url, _stub) = spawn_stub(Stub::default()).await;
+    let path =
+        std::env::temp_dir().join(format!("floodgate-load-stages-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[[stage]]\nname = \"four\"\nduration = \"0s\"\nconcurrency = 4\n\n[[stage]]\nname = \"hold-four\"\nduration = \"2s\"\nconcurrency = 4\n\n[[stage]]\nname = \"one\"\nduration = \"0s\"\nconcurrency = 1\n\n[[stage]]\nname = \"hold-one\"\nduration = \"2s\"\nconcurrency = 1\n",
+    )
+    .unwrap();
+    let run = crate::run::run_load(
+        &quick_args(
+            &url,
+            &[
+                "--path",
+                "/paced",
+                "--no-server-metrics",
+                "--stages",
+                path.to_str().unwrap(),
+            ],
+        ),
+        &[],
+    )
+    .await;
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        run.code, 0,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    let report = run.json();
+    let s = &report["scenarios"][0];
+    assert_eq!(s["load_model"]["type"], "closed");
+    assert_eq!(s["load_model"]["concurrency"], 4, "the peak");
+    let stages = s["stages"].as_array().unwrap();
+    let rps = |name: &str| {
+        stages.iter().find(|t| t["name"] == name).unwrap()["rps"]
+            .as_f64()
+            .unwrap()
+    };
+    let (four, one) = (rps("hold-four"), rps("hold-one"));
+    // At most 50/s per connection; a loaded test machine may give less, not more.
+    assert!(
+        (100.0..=210.0).contains(&four),
+        "four connections: {four}/s"
+    );
+    assert!((25.0..=52.5).contains(&one), "one connection: {one}/s");
+    assert!(four > 2.5 * one, "four connections {four}/s, one {one}/s");
+    assert!(s["duration_secs"].as_f64().unwrap() < 4.5);
+    assert_eq!(rps("four"), 0.0, "a jump lasts no time");
+}
+
+#[tokio::test]
+async fn profiles_are_checked_before_anything_runs() {
+    for args in [
+        &["--stage", "5s:100/s", "--stage", "5s:10"][..],
+        &["--stage", "5s:0/s"],
+        &["--stage", "5s:100/s", "--rate", "10"],
+        &["--stage", "5s:100/s", "--duration", "10s"],
+        &["--stage", "5s"],
+        &["--stages", "/nonexistent/stages.toml"],
+    ] {
+        let run = crate::run::run_load(args, &[]).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+    }
+}
