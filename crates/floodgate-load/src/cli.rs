@@ -19,6 +19,7 @@ use crate::report::{self, RunReport, ScenarioReport};
 use crate::scenarios::{run, Error};
 use crate::stages::{self, Profile, Stage, StageKind};
 use crate::sweep::{self, parse_compare, parse_sweep, SweepLimits, SweepSpec};
+use crate::thresholds::{self, Threshold};
 use crate::tls::TlsOptions;
 
 /// Requests in the default "fast" scenario.
@@ -33,11 +34,14 @@ pub const JOBS_REQUESTS: u64 = 1_000;
 pub enum Exit {
     /// The run finished and every threshold held (0).
     Ok,
-    /// Runtime failures: server unhealthy or unreachable, report not writable (1).
+    /// The run could not be made: server unhealthy or unreachable, TLS
+    /// handshake refused, live-metrics endpoint unreachable, report not
+    /// writable (1).
     Error,
     /// Invalid arguments (2, also clap's own status for usage errors).
     Usage,
-    /// `--fail-under-success-rate` or `--fail-over-p99` was violated (3).
+    /// A threshold failed (`--threshold`, `--fail-under-success-rate`,
+    /// `--fail-over-p99`), or one with `:abort` stopped the run (3).
     Threshold,
     /// `--fail-on-mismatch` is set and the server's counters disagree, or a
     /// job's digest or result is wrong (always) (4).
@@ -70,9 +74,12 @@ impl From<Exit> for ExitCode {
 const EXIT_CODES_HELP: &str = "\
 Exit status:
   0    run finished, all thresholds held
-  1    error: server unhealthy or unreachable, report file not writable
+  1    the run could not be made: server unhealthy or unreachable, TLS
+       handshake refused, live-metrics endpoint unreachable, report file
+       not writable
   2    invalid arguments
-  3    a threshold (--fail-under-success-rate, --fail-over-p99) was violated
+  3    a threshold failed (--threshold, --fail-under-success-rate,
+       --fail-over-p99), or one with :abort stopped the run
   4    the server's answers disagree with the client's: a job's digest or
        result is wrong, or (with --fail-on-mismatch) its counters
   130  interrupted by Ctrl-C (the report of what ran is still printed)";
@@ -305,6 +312,20 @@ pub struct Opts {
     #[arg(long = "stages", value_name = "FILE", env = "FLOODGATE_LOAD_STAGES",
           conflicts_with_all = ["stages", "rate", "sweep", "duration"])]
     pub stage_file: Option<PathBuf>,
+
+    /// A condition every scenario must meet, as METRIC OP VALUE[UNIT], e.g.
+    /// `p99<10ms`, `error_rate<0.1`, `5xx<1%`, `rps>=5000`,
+    /// `server_check==match`; repeatable. Metrics: p50 … p99.99, min, mean,
+    /// max (ms, or us, s); setup_p50/p99/max (connection set-up); rps;
+    /// requests, errors, successful, timeouts, connection_errors, unsent,
+    /// 2xx … 5xx, a status such as 429 (counts, or with % a share of the
+    /// requests); error_rate, success_rate (percent); server_check. With
+    /// `:abort` (e.g. `p99<10ms:abort`) it is also checked every 200 ms while
+    /// the scenario runs, and the run stops as soon as it fails. A failed
+    /// threshold exits with status 3.
+    #[arg(long = "threshold", value_name = "EXPR[:abort]", value_parser = thresholds::parse_threshold,
+          conflicts_with = "sweep")]
+    pub thresholds: Vec<Threshold>,
 }
 
 /// The gRPC methods of the fast and intensive scenarios.
@@ -473,6 +494,7 @@ impl Opts {
             http2: self.http2,
             streams: self.streams,
             stages: profile.map(std::sync::Arc::new),
+            thresholds: self.thresholds.clone(),
         })
     }
 }

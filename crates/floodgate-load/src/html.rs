@@ -163,6 +163,7 @@ fn describe_stop(stop: StopReason) -> &'static str {
         StopReason::Requests => "all requests sent",
         StopReason::Duration => "duration limit reached",
         StopReason::Interrupted => "interrupted (Ctrl-C)",
+        StopReason::Aborted => "a threshold failed (:abort)",
     }
 }
 
@@ -192,7 +193,7 @@ fn write_scenario(out: &mut String, i: usize, s: &ScenarioReport) {
     if s.targets.len() > 1 {
         write_targets(out, s);
     }
-    write_thresholds(out, s);
+    write_thresholds(out, i, s);
     if let Some(j) = &s.jobs {
         write_jobs(out, i, j);
     }
@@ -604,22 +605,52 @@ fn write_error_chart(out: &mut String, i: usize, s: &ScenarioReport) {
     );
 }
 
-/// Each threshold, its limit, the actual value and the verdict.
-fn write_thresholds(out: &mut String, s: &ScenarioReport) {
+/// Each threshold, its limit, the actual value and the verdict (and when one
+/// stopped the run).
+fn write_thresholds(out: &mut String, i: usize, s: &ScenarioReport) {
     if s.thresholds.is_empty() {
         return;
     }
-    out.push_str("<h3>Thresholds</h3><table><tr><th>threshold</th><th>limit</th><th>actual</th><th></th></tr>");
-    for t in &s.thresholds {
+    out.push_str("<h3>Thresholds</h3><table><tr><th>threshold</th><th>limit</th><th>actual</th><th></th><th></th></tr>");
+    for (k, t) in s.thresholds.iter().enumerate() {
+        let value = |v: &serde_json::Value| match v {
+            serde_json::Value::Number(n) => n
+                .as_f64()
+                .map_or_else(|| n.to_string(), |f| fmt_number(f, 3)),
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        let unit = t
+            .unit
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .map_or_else(String::new, |u| format!(" {u}"));
+        let limit = match (&t.op, &t.limit) {
+            (Some(op), serde_json::Value::String(w)) => format!("{op} {w}"),
+            (Some(op), l) => format!("{op} {}{unit}", value(l)),
+            (None, l) if t.name == "success_rate" => format!(">= {}", value(l)),
+            (None, l) => format!("<= {}", value(l)),
+        };
+        let actual = t.actual.as_ref().map_or_else(
+            || "n/a".to_owned(),
+            |a| format!("{}{}", value(a), if a.is_string() { "" } else { &unit }),
+        );
+        let note = match (t.aborted_at_secs, t.abort) {
+            (Some(at), _) => format!("stopped the run at {at:.1} s"),
+            (None, true) => "checked while running".to_owned(),
+            (None, false) => String::new(),
+        };
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\" id=\"{}\" data-value=\"{}\">{}</td><td>{}</td></tr>",
             escape(&t.name),
-            t.limit,
-            t.actual
-                .map_or_else(|| "n/a".to_owned(), |a| format!("{a:.3}")),
+            escape(&limit),
+            escape(&actual),
             if t.passed { "ok" } else { "bad" },
-            if t.passed { "PASS" } else { "FAIL" }
+            escape(&field_id(i, &format!("threshold{}", k + 1))),
+            t.passed,
+            if t.passed { "PASS" } else { "FAIL" },
+            escape(&note),
         );
     }
     out.push_str("</table>");

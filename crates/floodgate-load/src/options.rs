@@ -94,6 +94,9 @@ pub struct RunOptions {
     /// A staged load profile instead of one rate or concurrency; it sets the
     /// measured phase's duration.
     pub stages: Option<std::sync::Arc<crate::stages::Profile>>,
+    /// `--threshold`s: every scenario must meet them; those with `:abort`
+    /// are also checked while it runs, and stop the run when they fail.
+    pub thresholds: Vec<crate::thresholds::Threshold>,
 }
 
 /// How each scenario is swept.

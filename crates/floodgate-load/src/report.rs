@@ -408,15 +408,7 @@ impl ServerMetrics {
     }
 }
 
-/// One CI threshold and whether it held.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ThresholdResult {
-    /// `success_rate` (minimum, percent) or `p99_ms` (maximum).
-    pub name: String,
-    pub limit: f64,
-    pub actual: Option<f64>,
-    pub passed: bool,
-}
+pub use crate::thresholds::ThresholdResult;
 
 /// Evaluates the thresholds; a missing p99 (no responses) fails its threshold.
 pub fn evaluate_thresholds(
@@ -425,22 +417,33 @@ pub fn evaluate_thresholds(
     min_success_rate: Option<f64>,
     max_p99_ms: Option<f64>,
 ) -> Vec<ThresholdResult> {
+    let gate = |name: &str, limit: f64, actual: Option<f64>, passed: bool| ThresholdResult {
+        name: name.into(),
+        metric: None,
+        op: None,
+        unit: None,
+        limit: Value::from(limit),
+        actual: actual.map(Value::from),
+        passed,
+        abort: false,
+        aborted_at_secs: None,
+    };
     let mut out = Vec::new();
     if let Some(limit) = min_success_rate {
-        out.push(ThresholdResult {
-            name: "success_rate".into(),
+        out.push(gate(
+            "success_rate",
             limit,
-            actual: Some(success_rate),
-            passed: success_rate >= limit,
-        });
+            Some(success_rate),
+            success_rate >= limit,
+        ));
     }
     if let Some(limit) = max_p99_ms {
-        out.push(ThresholdResult {
-            name: "p99_ms".into(),
+        out.push(gate(
+            "p99_ms",
             limit,
-            actual: p99_ms,
-            passed: p99_ms.is_some_and(|p| p <= limit),
-        });
+            p99_ms,
+            p99_ms.is_some_and(|p| p <= limit),
+        ));
     }
     out
 }
@@ -540,6 +543,50 @@ impl ScenarioReport {
         self
     }
 
+    /// Adds the outcomes of `thresholds` on this scenario's figures; the one
+    /// that stopped the run while it went (`aborted`: its expression and
+    /// when) fails whatever the figures at the end say.
+    pub fn with_thresholds(
+        mut self,
+        thresholds: &[crate::thresholds::Threshold],
+        aborted: Option<&(String, f64)>,
+    ) -> Self {
+        let figures = self.figures();
+        for t in thresholds {
+            let mut result = t.evaluate(&figures);
+            if let Some((expression, at)) = aborted {
+                if *expression == t.expression {
+                    result.passed = false;
+                    result.aborted_at_secs = Some(*at);
+                }
+            }
+            self.thresholds.push(result);
+        }
+        self
+    }
+
+    /// The figures thresholds are judged on.
+    pub fn figures(&self) -> crate::thresholds::Figures {
+        let r = &self.requests;
+        crate::thresholds::Figures {
+            requests: r.total,
+            successful: r.successful,
+            failed: r.failed,
+            timeouts: r.timeouts,
+            connection_errors: r.connection_errors,
+            unsent: r.unsent,
+            statuses: self
+                .status_codes
+                .iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, *v)))
+                .collect(),
+            rps: self.rps,
+            latency: self.latency_ms,
+            setup: self.connections.setup_ms,
+            server_check: Some(self.server_metrics.status.clone()),
+        }
+    }
+
     /// Adds how the connections were made.
     pub fn with_transport(mut self, transport: TransportReport) -> Self {
         self.transport = Some(transport);
@@ -637,6 +684,18 @@ impl RunReport {
                 "\nInterrupted: the run was stopped by Ctrl-C; remaining scenarios were skipped.\n",
             );
         }
+        if let Some(t) = self
+            .scenarios
+            .iter()
+            .flat_map(|s| &s.thresholds)
+            .find(|t| t.aborted_at_secs.is_some())
+        {
+            let _ = writeln!(
+                out,
+                "\nAborted: threshold {} failed while the run went; remaining scenarios were skipped.",
+                t.name
+            );
+        }
         out
     }
 }
@@ -704,6 +763,7 @@ fn write_heading(out: &mut String, s: &ScenarioReport) {
         StopReason::Requests => "all requests sent",
         StopReason::Duration => "duration limit reached",
         StopReason::Interrupted => "interrupted (Ctrl-C)",
+        StopReason::Aborted => "a threshold failed (:abort)",
     };
     let _ = writeln!(out, "  Stopped:            {stopped}");
 }
@@ -911,20 +971,7 @@ fn write_targets(out: &mut String, s: &ScenarioReport) {
 /// Each threshold, the actual value and the verdict.
 fn write_thresholds(out: &mut String, s: &ScenarioReport) {
     for t in &s.thresholds {
-        let actual = t
-            .actual
-            .map_or_else(|| "n/a".to_owned(), |a| format!("{a:.3}"));
-        let (rel, verdict) = match (t.name.as_str(), t.passed) {
-            ("success_rate", true) => (">=", "PASS"),
-            ("success_rate", false) => (">=", "FAIL"),
-            (_, true) => ("<=", "PASS"),
-            (_, false) => ("<=", "FAIL"),
-        };
-        let _ = writeln!(
-            out,
-            "  Threshold {}: {actual} (required {rel} {}) {verdict}",
-            t.name, t.limit
-        );
+        let _ = writeln!(out, "  Threshold {}: {}", t.name, t.describe());
     }
 }
 

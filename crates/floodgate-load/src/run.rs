@@ -109,6 +109,8 @@ pub enum StopReason {
     Duration,
     /// Ctrl-C.
     Interrupted,
+    /// A `:abort` threshold failed while the phase ran.
+    Aborted,
 }
 
 /// One server of a phase: where its connections go and what they send.
@@ -317,6 +319,36 @@ impl Live {
             s.window.reset();
         }
         (total, failed, window)
+    }
+
+    /// The figures thresholds are judged on, so far (the latencies only
+    /// when `latency`, since merging them costs more than the counts).
+    pub fn figures(&self, latency: bool) -> crate::thresholds::Figures {
+        let mut f = crate::thresholds::Figures::default();
+        let mut latencies = latency.then(Latencies::new);
+        for shard in &self.shards {
+            let s = shard.lock().expect("stats lock");
+            let stats = &s.stats;
+            f.requests += stats.total();
+            f.successful += stats.successful();
+            f.failed += stats.failed();
+            f.timeouts += stats.timeouts();
+            f.connection_errors += stats.connect_errors() + stats.io_errors();
+            for (status, n) in stats.status_codes() {
+                *f.statuses.entry(status).or_insert(0) += n;
+            }
+            if let Some(all) = &mut latencies {
+                all.merge(stats.latencies());
+            }
+        }
+        f.rps = crate::stats::rate_per_second(f.requests, self.started_at.elapsed());
+        f.latency = latencies.and_then(|l| l.summary());
+        f.setup = self
+            .connections
+            .lock()
+            .expect("connections lock")
+            .setup_summary();
+        f
     }
 
     /// The timeline interval of a request completing at `at`.

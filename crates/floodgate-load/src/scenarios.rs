@@ -91,6 +91,10 @@ pub async fn run(
             interrupted = true;
             break;
         }
+        if ran.aborted {
+            // A threshold stopped the run: the scenarios after it do not run.
+            break;
+        }
     }
     Ok(RunReport::new(reports, interrupted).with_sweeps(sweeps))
 }
@@ -270,6 +274,8 @@ struct ScenarioRun {
     sweep: Option<SweepReport>,
     /// Ctrl-C cut it short: no further scenario runs.
     interrupted: bool,
+    /// A `:abort` threshold stopped it: no further scenario runs.
+    aborted: bool,
 }
 
 /// One scenario: its warmup, then its measured phase or its sweep. The
@@ -295,6 +301,7 @@ async fn run_scenario(ctx: &Ctx<'_>, scenario: &Scenario) -> Result<ScenarioRun,
                 reports: Vec::new(),
                 sweep: None,
                 interrupted: true,
+                aborted: false,
             });
         }
         pools = kept;
@@ -311,6 +318,7 @@ async fn run_scenario(ctx: &Ctx<'_>, scenario: &Scenario) -> Result<ScenarioRun,
             reports: steps,
             sweep: Some(sweep),
             interrupted: stop == StopReason::Interrupted,
+            aborted: false,
         });
     }
 
@@ -372,6 +380,7 @@ async fn run_scenario(ctx: &Ctx<'_>, scenario: &Scenario) -> Result<ScenarioRun,
         reports: vec![report],
         sweep: None,
         interrupted: stop == StopReason::Interrupted,
+        aborted: stop == StopReason::Aborted,
     })
 }
 
@@ -599,15 +608,28 @@ async fn measure(
         None
     };
     let mut progress = Progress::none();
-    let (result, pools) = run::run_phase(
+    let watch = AbortWatch::new(ctx);
+    let mut watcher = None;
+    let (mut result, pools) = run::run_phase(
         m.targets,
         plan,
         pools,
-        |live| progress = Progress::start(ctx.mode, live, opts.report_interval, label),
-        ctx.interrupt.clone(),
+        |live| {
+            watcher = watch.start(&live);
+            progress = Progress::start(ctx.mode, live, opts.report_interval, label);
+        },
+        watch.stop.clone(),
     )
     .await;
     progress.finish();
+    let aborted = watch.finish(watcher);
+    if let Some((expression, at)) = &aborted {
+        result.stop_reason = StopReason::Aborted;
+        note(
+            ctx.mode,
+            &format!("Threshold {expression} failed {at:.1} s into the phase: the run stopped"),
+        );
+    }
 
     let server_metrics = match before {
         None => ServerMetrics::skipped(),
@@ -642,12 +664,104 @@ async fn measure(
         server_metrics,
         thresholds,
     )
-    .with_transport(transport(ctx));
+    .with_transport(transport(ctx))
+    .with_thresholds(&opts.thresholds, aborted.as_ref());
     let report = match &plan.profile {
         Some(profile) => report.with_stages(profile, &result),
         None => report,
     };
     (report, result.stop_reason, pools)
+}
+
+/// The `:abort` thresholds of a measured phase, checked every
+/// [`ABORT_CHECK`] while it runs: the first that fails stops the phase
+/// (through the phase's own stop signal, which Ctrl-C also sets).
+struct AbortWatch {
+    thresholds: Vec<crate::thresholds::Threshold>,
+    /// The phase's stop signal.
+    stop: watch::Receiver<bool>,
+    sender: Option<std::sync::Arc<watch::Sender<bool>>>,
+    /// Passes Ctrl-C on to the stop signal.
+    forward: Option<tokio::task::JoinHandle<()>>,
+    /// The threshold that failed, and when (seconds into the phase).
+    fired: std::sync::Arc<std::sync::Mutex<Option<(String, f64)>>>,
+}
+
+/// How often the `:abort` thresholds are checked.
+const ABORT_CHECK: Duration = Duration::from_millis(200);
+
+impl AbortWatch {
+    fn new(ctx: &Ctx<'_>) -> AbortWatch {
+        let thresholds: Vec<_> = ctx
+            .opts
+            .thresholds
+            .iter()
+            .filter(|t| t.abort)
+            .cloned()
+            .collect();
+        let fired = std::sync::Arc::default();
+        if thresholds.is_empty() {
+            return AbortWatch {
+                thresholds,
+                stop: ctx.interrupt.clone(),
+                sender: None,
+                forward: None,
+                fired,
+            };
+        }
+        let (tx, rx) = watch::channel(false);
+        let tx = std::sync::Arc::new(tx);
+        let mut interrupt = ctx.interrupt.clone();
+        let forwarded = tx.clone();
+        let forward = tokio::spawn(async move {
+            run::wait_for_interrupt(&mut interrupt).await;
+            let _ = forwarded.send(true);
+        });
+        AbortWatch {
+            thresholds,
+            stop: rx,
+            sender: Some(tx),
+            forward: Some(forward),
+            fired,
+        }
+    }
+
+    /// Starts checking the phase whose live figures are `live`.
+    fn start(&self, live: &std::sync::Arc<run::Live>) -> Option<tokio::task::JoinHandle<()>> {
+        let sender = self.sender.clone()?;
+        let (live, thresholds, fired) = (live.clone(), self.thresholds.clone(), self.fired.clone());
+        let latency = thresholds
+            .iter()
+            .any(crate::thresholds::Threshold::needs_latency);
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ABORT_CHECK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let secs = live.started_at.elapsed().as_secs_f64();
+                let figures = live.figures(latency);
+                if let Some(t) = thresholds
+                    .iter()
+                    .find(|t| t.lost_while_running(&figures, secs))
+                {
+                    *fired.lock().expect("abort lock") = Some((t.expression.clone(), secs));
+                    let _ = sender.send(true);
+                    return;
+                }
+            }
+        }))
+    }
+
+    /// Stops checking; the threshold that stopped the phase, if one did.
+    fn finish(&self, watcher: Option<tokio::task::JoinHandle<()>>) -> Option<(String, f64)> {
+        if let Some(w) = watcher {
+            w.abort();
+        }
+        if let Some(f) = &self.forward {
+            f.abort();
+        }
+        self.fired.lock().expect("abort lock").clone()
+    }
 }
 
 /// A scenario's sweep (see [`sweep`]): open-loop steps, each a measured

@@ -329,6 +329,11 @@ impl Stats {
             .collect()
     }
 
+    /// The latencies of all responses.
+    pub fn latencies(&self) -> &Latencies {
+        &self.latency
+    }
+
     /// Latency summary over all responses, `None` when there were none.
     pub fn latency(&self) -> Option<LatencySummary> {
         self.latency.summary()

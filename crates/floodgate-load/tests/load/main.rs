@@ -26,4 +26,5 @@ mod scenarios;
 mod stages;
 mod sweep;
 mod targets;
+mod thresholds;
 mod tls;

@@ -48,6 +48,11 @@ pub struct Stub {
     pub job_seq: AtomicU64,
     /// Jobs by id.
     pub jobs: Mutex<HashMap<String, StubJob>>,
+    /// `/degrade` answers 200 until this long after its first request, then 500.
+    pub degrade_after: Duration,
+    /// When `/degrade` got its first request, and when it first answered 500.
+    pub degrade_started: Mutex<Option<std::time::Instant>>,
+    pub first_failure: Mutex<Option<std::time::SystemTime>>,
 }
 
 /// A job the stub accepted.
@@ -208,6 +213,23 @@ async fn slow(State(stub): State<Arc<Stub>>) -> Response {
     Json(json!({"result": 1})).into_response()
 }
 
+/// 200 until [`Stub::degrade_after`] after its first request, 500 from then on: a
+/// server that breaks at a known moment.
+async fn degrade(State(stub): State<Arc<Stub>>) -> Response {
+    let now = std::time::Instant::now();
+    let started = *stub.degrade_started.lock().unwrap().get_or_insert(now);
+    if now.duration_since(started) < stub.degrade_after {
+        stub.count(StatusCode::OK);
+        return Json(json!({"result": 1})).into_response();
+    }
+    stub.first_failure
+        .lock()
+        .unwrap()
+        .get_or_insert_with(std::time::SystemTime::now);
+    stub.count(StatusCode::INTERNAL_SERVER_ERROR);
+    envelope(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+}
+
 /// Answers after 20 ms: a server with a known service time.
 async fn paced(State(stub): State<Arc<Stub>>) -> Response {
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -345,6 +367,7 @@ pub async fn spawn_stub(stub: Stub) -> (String, Arc<Stub>) {
         .route("/gate", post(gate))
         .route("/slow", post(slow))
         .route("/paced", post(paced))
+        .route("/degrade", post(degrade))
         .route("/api/v2/jobs", post(submit_job))
         .route("/api/v2/jobs/{id}", get(poll_job))
         .with_state(stub.clone());
