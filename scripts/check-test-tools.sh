@@ -60,7 +60,7 @@ else
   lacking "postgresql" "tests/services (postgres): /usr/lib/postgresql/<version>/bin and the postgres user" \
     "${SUDO}apt-get install postgresql"
 fi
-deb prometheus prometheus "tests/services (prometheus), scripts/test-image.sh"
+deb prometheus prometheus "tests/services (prometheus), floodgate-load tests/services (live_metrics), scripts/test-image.sh"
 deb promtool prometheus "tests/services (prometheus), scripts/validate-deploy.sh"
 deb chromium chromium "tests/services (browser), floodgate-load tests/services (browser)"
 if [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
@@ -75,7 +75,7 @@ deb runc runc "scripts/test-image.sh"
 deb docker-compose docker-compose "scripts/validate-deploy.sh"
 deb node nodejs "scripts/validate-deploy.sh (scripts/validate-crds.mjs)"
 
-tools rotel-agent "tests/services (collector)"
+tools rotel-agent "tests/services (collector), floodgate-load tests/services (live_metrics)"
 tools helm "tests/services (chart), scripts/validate-deploy.sh"
 tools k6 "tests/services (clients)"
 tools st "tests/services (schemathesis)"

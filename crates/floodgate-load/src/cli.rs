@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::html;
 use crate::options::{parse_number_range, NumberRange, RunOptions, Scenario, SweepOptions};
+use crate::output::{self, OutputSpec};
 use crate::progress::{note, Mode};
 use crate::report::{self, RunReport, ScenarioReport};
 use crate::scenarios::{run, Error};
@@ -326,6 +327,22 @@ pub struct Opts {
     #[arg(long = "threshold", value_name = "EXPR[:abort]", value_parser = thresholds::parse_threshold,
           conflicts_with = "sweep")]
     pub thresholds: Vec<Threshold>,
+
+    /// Push live metrics while the measured phases run: requests and errors
+    /// (counters), latency percentiles of each interval and the load's
+    /// target, labelled by scenario, target and stage. KIND is
+    /// `prometheus-rw` (Prometheus remote write, e.g.
+    /// http://prometheus:9090/api/v1/write, with --web.enable-remote-write-receiver)
+    /// or `otlp` (OTLP/HTTP, e.g. http://collector:4318/v1/metrics);
+    /// repeatable. An output that does not take the first push stops the
+    /// run before any load (status 1); later failures are counted.
+    #[arg(long = "out", value_name = "KIND=URL", env = "FLOODGATE_LOAD_OUT", value_delimiter = ',',
+          value_parser = output::parse_output)]
+    pub outputs: Vec<OutputSpec>,
+
+    /// Between two pushes of live metrics (--out).
+    #[arg(long, env = "FLOODGATE_LOAD_OUT_INTERVAL", default_value = "1s", value_parser = parse_out_interval)]
+    pub out_interval: Duration,
 }
 
 /// The gRPC methods of the fast and intensive scenarios.
@@ -495,6 +512,8 @@ impl Opts {
             streams: self.streams,
             stages: profile.map(std::sync::Arc::new),
             thresholds: self.thresholds.clone(),
+            outputs: self.outputs.clone(),
+            out_interval: self.out_interval,
         })
     }
 }
@@ -503,6 +522,14 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 500ms, 1m)"))?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_out_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_positive_duration(s)?;
+    if d < Duration::from_millis(100) {
+        return Err("must be at least 100ms".into());
     }
     Ok(d)
 }
@@ -916,6 +943,25 @@ mod tests {
     }
 
     #[test]
+    fn live_metrics_options() {
+        let o = parse(&[
+            "--out",
+            "prometheus-rw=http://127.0.0.1:9090/api/v1/write",
+            "--out",
+            "otlp=http://127.0.0.1:4318/v1/metrics",
+            "--out-interval",
+            "250ms",
+        ])
+        .unwrap();
+        let kinds: Vec<_> = o.outputs.iter().map(|o| o.kind.name()).collect();
+        assert_eq!(kinds, ["prometheus-rw", "otlp"]);
+        assert_eq!(o.out_interval, Duration::from_millis(250));
+        assert_eq!(parse(&[]).unwrap().out_interval, Duration::from_secs(1));
+        assert!(parse(&["--out-interval", "50ms"]).is_err());
+        assert!(parse(&["--out", "influxdb=http://h/write"]).is_err());
+    }
+
+    #[test]
     fn exit_statuses_are_the_documented_ones() {
         let all = [
             Exit::Ok,
@@ -937,6 +983,7 @@ mod tests {
         let run = |thresholds_passed, counts_consistent, jobs_verified, interrupted| RunReport {
             scenarios: Vec::new(),
             sweeps: Vec::new(),
+            live_metrics: Vec::new(),
             thresholds_passed,
             counts_consistent,
             jobs_verified,

@@ -13,6 +13,7 @@ pub mod html;
 pub mod jobs;
 pub mod net;
 pub mod options;
+pub mod output;
 pub mod progress;
 pub mod report;
 pub mod run;

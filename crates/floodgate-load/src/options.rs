@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
+use serde::Serialize;
 
 use crate::sweep::{SweepLimits, SweepSpec};
 use crate::tls::TlsOptions;
@@ -97,6 +98,10 @@ pub struct RunOptions {
     /// `--threshold`s: every scenario must meet them; those with `:abort`
     /// are also checked while it runs, and stop the run when they fail.
     pub thresholds: Vec<crate::thresholds::Threshold>,
+    /// Where live metrics are pushed while the measured phases run.
+    pub outputs: Vec<OutputSpec>,
+    /// Between two pushes of live metrics.
+    pub out_interval: Duration,
 }
 
 /// How each scenario is swept.
@@ -159,4 +164,30 @@ mod tests {
         assert!(parse_number_range("-1..=5").is_err());
         assert!(parse_number_range("7").is_err());
     }
+}
+
+/// Where live metrics go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputKind {
+    /// Prometheus remote write 1.0: snappy-compressed protobuf `WriteRequest`s.
+    PrometheusRw,
+    /// OTLP/HTTP metrics: protobuf `ExportMetricsServiceRequest`s.
+    Otlp,
+}
+
+impl OutputKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputKind::PrometheusRw => "prometheus-rw",
+            OutputKind::Otlp => "otlp",
+        }
+    }
+}
+
+/// An `--out KIND=URL` (parsed by `output::parse_output`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub kind: OutputKind,
+    pub url: String,
 }

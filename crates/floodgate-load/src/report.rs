@@ -23,6 +23,9 @@ pub struct RunReport {
     /// With `--sweep`: each scenario's sweep (its steps are in `scenarios`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sweeps: Vec<SweepReport>,
+    /// With `--out`: how the pushes of live metrics went.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub live_metrics: Vec<crate::output::OutputReport>,
     /// `true` when every threshold held in every scenario.
     pub thresholds_passed: bool,
     /// `true` when every server count check that ran matched.
@@ -648,6 +651,7 @@ impl RunReport {
         RunReport {
             scenarios,
             sweeps: Vec::new(),
+            live_metrics: Vec::new(),
             thresholds_passed,
             counts_consistent,
             jobs_verified,
@@ -658,6 +662,12 @@ impl RunReport {
     /// Adds the sweeps whose steps are among the scenarios.
     pub fn with_sweeps(mut self, sweeps: Vec<SweepReport>) -> Self {
         self.sweeps = sweeps;
+        self
+    }
+
+    /// Adds how the pushes of live metrics went.
+    pub fn with_live_metrics(mut self, outputs: Vec<crate::output::OutputReport>) -> Self {
+        self.live_metrics = outputs;
         self
     }
 
@@ -678,6 +688,19 @@ impl RunReport {
         for sweep in &self.sweeps {
             out.push('\n');
             write_sweep(&mut out, sweep);
+        }
+        for o in &self.live_metrics {
+            let _ = writeln!(
+                out,
+                "\nLive metrics: {} {}: {} pushes, {} failed{}",
+                o.kind.name(),
+                o.url,
+                thousands(o.pushes),
+                thousands(o.failed),
+                o.last_error
+                    .as_deref()
+                    .map_or_else(String::new, |e| format!(" (last: {e})"))
+            );
         }
         if self.interrupted {
             out.push_str(

@@ -234,12 +234,32 @@ pub struct Live {
     pub connections: Mutex<ConnectionStats>,
     /// The staged profile, if any.
     pub profile: Option<Arc<Profile>>,
+    /// Each target's statistics shards, in the phase's order of targets.
+    pub target_shards: Vec<Range<usize>>,
+}
+
+/// One target's figures for the live metrics (see [`Live::drain_targets`]).
+#[derive(Debug, Clone)]
+pub struct TargetSample {
+    /// Requests finished, and those without a 2xx answer, so far.
+    pub requests: u64,
+    pub failed: u64,
+    /// With a staged profile: each stage's `(requests, failed)` so far.
+    pub stages: Vec<(u64, u64)>,
+    /// What finished since the last call (the responses' latencies).
+    pub window: SlotData,
 }
 
 impl Live {
     /// The live state of a phase starting at `started_at` with `shards`
     /// statistics shards and `planned` requests.
-    fn new(shards: usize, plan: &PhasePlan, planned: u64, started_at: Instant) -> Live {
+    fn new(
+        shard_ranges: &[Range<usize>],
+        plan: &PhasePlan,
+        planned: u64,
+        started_at: Instant,
+    ) -> Live {
+        let shards = shard_ranges.last().map_or(0, |r| r.end);
         let clock = SlotClock::new(plan.max_duration, plan.timeout);
         Live {
             shards: (0..shards)
@@ -265,7 +285,38 @@ impl Live {
             clock,
             connections: Mutex::new(ConnectionStats::default()),
             profile: plan.profile.clone(),
+            target_shards: shard_ranges.to_vec(),
         }
+    }
+
+    /// Each target's counts so far and what finished since the last call
+    /// (whose live-metrics windows it empties).
+    pub fn drain_targets(&self) -> Vec<TargetSample> {
+        self.target_shards
+            .iter()
+            .map(|range| {
+                let mut sample = TargetSample {
+                    requests: 0,
+                    failed: 0,
+                    stages: Vec::new(),
+                    window: SlotData::new(),
+                };
+                for shard in &self.shards[range.clone()] {
+                    let mut s = shard.lock().expect("stats lock");
+                    sample.requests += s.stats.total();
+                    sample.failed += s.stats.failed();
+                    sample.stages.resize(s.stages.len(), (0, 0));
+                    for (mine, stage) in sample.stages.iter_mut().zip(&s.stages) {
+                        mine.0 += stage.requests();
+                        mine.1 += stage.requests() - stage.successful();
+                    }
+                    if let Some(out) = &mut s.out {
+                        sample.window.merge(&out.take());
+                    }
+                }
+                sample
+            })
+            .collect()
     }
 
     /// The stage of a request sent (or due) at `base`.
@@ -459,10 +510,9 @@ pub async fn run_phase(
     let pools = connect_targets(targets, &per_target, pools, plan).await;
 
     let shard_ranges = shard_ranges(&per_target, plan.threads);
-    let shard_count = shard_ranges.last().map_or(0, |r| r.end);
     let target_states = target_states(targets, &per_target);
     let started_at = Instant::now();
-    let live = Arc::new(Live::new(shard_count, plan, limit, started_at));
+    let live = Arc::new(Live::new(&shard_ranges, plan, limit, started_at));
     let shared = Arc::new(Shared {
         live: live.clone(),
         targets: target_states,

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::client::{self, BodySpec, Protocol, RequestTemplate, Target};
 use crate::net::{Endpoint, TlsSession, TlsTarget};
 use crate::options::{RunOptions, Scenario, SweepOptions};
+use crate::output::{Outputs, PhaseLabels};
 use crate::progress::{note, Mode, Progress};
 use crate::report::{
     self, RunReport, ScenarioReport, ServerMetrics, TargetMetrics, TransportReport,
@@ -57,6 +58,18 @@ pub async fn run(
     let control_timeout = opts.timeout.min(Duration::from_secs(10));
     let (targets, addrs) = resolve_targets(opts, control_timeout).await?;
     let servers = connect_tls(opts, &targets, &addrs, control_timeout, mode).await?;
+    let outputs = if opts.outputs.is_empty() {
+        None
+    } else {
+        let outputs =
+            Outputs::connect(&opts.outputs, opts.out_interval, &opts.tls, control_timeout)
+                .await
+                .map_err(|e| Error::Runtime(format!("live metrics: cannot push to {e}")))?;
+        for o in &opts.outputs {
+            note(mode, &format!("Live metrics: {} {}", o.kind.name(), o.url));
+        }
+        Some(outputs)
+    };
     if opts.check_health {
         check_health(&targets, &servers, control_timeout, mode).await?;
     }
@@ -76,6 +89,7 @@ pub async fn run(
         targets: &targets,
         servers: &servers,
         metrics: &metrics,
+        outputs: outputs.as_ref(),
         control_timeout,
         threads: current_threads(),
         interrupt,
@@ -96,7 +110,10 @@ pub async fn run(
             break;
         }
     }
-    Ok(RunReport::new(reports, interrupted).with_sweeps(sweeps))
+    let live_metrics = outputs.as_ref().map_or_else(Vec::new, Outputs::report);
+    Ok(RunReport::new(reports, interrupted)
+        .with_sweeps(sweeps)
+        .with_live_metrics(live_metrics))
 }
 
 /// The servers of `opts.urls` and their addresses, in the order given; a
@@ -262,6 +279,8 @@ struct Ctx<'a> {
     targets: &'a [Target],
     servers: &'a [Server],
     metrics: &'a [MetricsSource],
+    /// Where live metrics go, if anywhere.
+    outputs: Option<&'a Outputs>,
     control_timeout: Duration,
     threads: usize,
     interrupt: watch::Receiver<bool>,
@@ -364,7 +383,7 @@ async fn run_scenario(ctx: &Ctx<'_>, scenario: &Scenario) -> Result<ScenarioRun,
         record_window: ctx.mode != Mode::Off,
         streams: opts.streams,
         profile: opts.stages.clone(),
-        record_out: false,
+        record_out: ctx.outputs.is_some(),
         jobs,
     };
     let (report, stop, _pools) = measure(
@@ -610,18 +629,32 @@ async fn measure(
     let mut progress = Progress::none();
     let watch = AbortWatch::new(ctx);
     let mut watcher = None;
+    let mut pusher = None;
     let (mut result, pools) = run::run_phase(
         m.targets,
         plan,
         pools,
         |live| {
             watcher = watch.start(&live);
+            pusher = ctx.outputs.map(|o| {
+                o.start(
+                    live.clone(),
+                    PhaseLabels {
+                        scenario: m.scenario.name.clone(),
+                        targets: ctx.targets.iter().map(|t| t.base.clone()).collect(),
+                        model: plan.model,
+                    },
+                )
+            });
             progress = Progress::start(ctx.mode, live, opts.report_interval, label);
         },
         watch.stop.clone(),
     )
     .await;
     progress.finish();
+    if let Some(pusher) = pusher {
+        pusher.finish().await;
+    }
     let aborted = watch.finish(watcher);
     if let Some((expression, at)) = &aborted {
         result.stop_reason = StopReason::Aborted;
@@ -817,7 +850,7 @@ async fn run_sweep(
             record_window: ctx.mode != Mode::Off,
             streams: opts.streams,
             profile: None,
-            record_out: false,
+            record_out: ctx.outputs.is_some(),
             jobs: None,
         };
         let label = format!("{} {}/s", m.scenario.name, report::fmt_rate(rate));

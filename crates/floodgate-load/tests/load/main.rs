@@ -22,6 +22,7 @@ mod tls_stub;
 mod against_floodgate;
 mod cli;
 mod jobs;
+mod live_metrics;
 mod scenarios;
 mod stages;
 mod sweep;
