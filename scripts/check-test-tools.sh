@@ -69,7 +69,7 @@ else
   lacking "fonts-dejavu-core" "the browser tests' screenshots" "${SUDO}apt-get install fonts-dejavu-core"
 fi
 deb curl curl "tests/services (clients), scripts/test-image.sh"
-deb python3 python3 "tests/services (prometheus: scripts/check-dashboard-queries.py), scripts/test-image.sh"
+deb python3 python3 "tests/services (prometheus: scripts/check-dashboard-queries.py), floodgate-load tests/services (live_metrics: the same), scripts/test-image.sh"
 deb podman podman "scripts/test-image.sh"
 deb runc runc "scripts/test-image.sh"
 deb docker-compose docker-compose "scripts/validate-deploy.sh"

@@ -1,7 +1,8 @@
 //! Live metrics pushed while the load runs: to a real Prometheus (2.42, with its
 //! remote-write receiver on), whose `rate()` over the pushed counters must agree with the
-//! report's totals; and over OTLP/HTTP to a real OpenTelemetry collector (`rotel-agent`),
-//! which must decode them.
+//! report's totals, and against which every query of the load dashboard
+//! (`dashboards/floodgate-load.json`) must return series; and over OTLP/HTTP to a real
+//! OpenTelemetry collector (`rotel-agent`), which must decode them.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -255,6 +256,37 @@ async fn prometheus_receives_the_live_series_and_rate_agrees_with_the_report() {
         )
         .await;
     assert_eq!(target, 400.0);
+
+    // A closed-loop profile too, then every query of the load dashboard returns series from
+    // what was pushed.
+    let closed = crate::run::run_load(
+        &quick_args(
+            &server.url,
+            &[
+                "-s", "fast", "--stage", "1s:4", "--stage", "1s:4", "--out", &write,
+            ],
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        closed.code, 0,
+        "stdout: {}\nstderr: {}",
+        closed.stdout, closed.stderr
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let check = std::process::Command::new(tool("python3"))
+        .arg(root.join("../../scripts/check-dashboard-queries.py"))
+        .arg(&prometheus.base)
+        .arg(root.join("dashboards/floodgate-load.json"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "dashboard queries failed:\n{}\n{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
