@@ -62,14 +62,23 @@ impl Progress {
                 bar: None,
             },
             Mode::Bar => {
-                let bar =
-                    ProgressBar::with_draw_target(Some(live.planned), ProgressDrawTarget::stderr());
-                bar.set_style(
-                    ProgressStyle::with_template(
+                // A staged profile says how long the phase lasts, not how many
+                // requests it sends (closed loop): its bar counts milliseconds.
+                let (len, template) = match &live.profile {
+                    Some(p) => (
+                        p.duration().as_millis() as u64,
+                        "{prefix:.bold} [{elapsed_precise}] {wide_bar:.cyan/blue} {percent}% | {msg}",
+                    ),
+                    None => (
+                        live.planned,
                         "{prefix:.bold} [{elapsed_precise}] {wide_bar:.cyan/blue} {human_pos}/{human_len} {percent}% | {msg}",
-                    )
-                    .expect("valid template")
-                    .progress_chars("##-"),
+                    ),
+                };
+                let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+                bar.set_style(
+                    ProgressStyle::with_template(template)
+                        .expect("valid template")
+                        .progress_chars("##-"),
                 );
                 bar.set_prefix(label.to_owned());
                 bar.enable_steady_tick(Duration::from_millis(200));
@@ -117,12 +126,50 @@ impl Rates {
             ("RPS", "Errors", "p99")
         };
         let msg = format!(
-            "{rate}: {} | {errors}: {} | {latency}: {}",
+            "{}{rate}: {} | {errors}: {} | {latency}: {}",
+            stage_note(live).map_or_else(String::new, |s| s + " | "),
             thousands(rps.round() as u64),
             thousands(failed),
             p99
         );
         (total, msg)
+    }
+}
+
+/// With a staged profile: the stage under way and what it asks for now,
+/// `Stage hold (2/3): 1,000 req/s`.
+fn stage_note(live: &Live) -> Option<String> {
+    let p = live.profile.as_ref()?;
+    let t = live.started_at.elapsed().as_secs_f64();
+    let i = p.stage_at(t);
+    Some(format!(
+        "Stage {} ({}/{}): {} {}",
+        p.stages[i].name,
+        i + 1,
+        p.stages.len(),
+        thousands(p.target_at(t).round() as u64),
+        p.kind.unit()
+    ))
+}
+
+/// How far the phase is: `1,234/10,000 (12%)`, or with a staged profile (whose
+/// length is its time, not a count) `12s/60s (20%)`.
+fn position(live: &Live, total: u64) -> String {
+    match &live.profile {
+        Some(p) => {
+            let length = p.duration().as_secs_f64();
+            let t = live.started_at.elapsed().as_secs_f64().min(length);
+            format!(
+                "{t:.0}s/{length:.0}s ({:.0}%)",
+                (100.0 * t / length.max(f64::MIN_POSITIVE)).floor()
+            )
+        }
+        None => format!(
+            "{}/{} ({:.0}%)",
+            thousands(total),
+            thousands(live.planned),
+            crate::stats::percentage(total, live.planned).floor()
+        ),
     }
 }
 
@@ -135,15 +182,9 @@ async fn lines(live: Arc<Live>, interval: Duration) {
     loop {
         ticker.tick().await;
         let (total, msg) = rates.sample(&live);
-        let pct = crate::stats::percentage(total, live.planned);
         note(
             Mode::Lines,
-            &format!(
-                "Progress: {}/{} ({:.0}%) | {msg}",
-                thousands(total),
-                thousands(live.planned),
-                pct.floor()
-            ),
+            &format!("Progress: {} | {msg}", position(&live, total)),
         );
     }
 }
@@ -158,7 +199,10 @@ async fn bar_updates(live: Arc<Live>, bar: ProgressBar) {
     loop {
         ticker.tick().await;
         let (total, msg) = rates.sample(&live);
-        bar.set_position(total);
+        bar.set_position(match &live.profile {
+            Some(_) => live.started_at.elapsed().as_millis() as u64,
+            None => total,
+        });
         bar.set_message(msg);
     }
 }

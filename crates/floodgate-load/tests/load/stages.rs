@@ -213,3 +213,49 @@ async fn profiles_are_checked_before_anything_runs() {
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_follows_the_stages_by_time() {
+    let (url, _stub) = spawn_stub(Stub::default()).await;
+    // Closed loop: the profile's length is its time, not a count of requests.
+    let run = crate::run::run_load(
+        &[
+            "--url",
+            &url,
+            "--warmup",
+            "0",
+            "--path",
+            "/paced",
+            "--stage",
+            "up=1s:2",
+            "--stage",
+            "hold=1s:2",
+            "--report-interval",
+            "300ms",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("Progress: "))
+        .collect();
+    assert!(lines.len() >= 4, "{}", run.stderr);
+    assert!(
+        lines[0].starts_with("Progress: 0s/2s (") && lines[0].contains("| Stage up (1/2): "),
+        "{}",
+        lines[0]
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains("s/2s (") && last.contains("| Stage hold (2/2): 2 connections | RPS: "),
+        "{last}"
+    );
+    assert!(
+        !run.stderr.contains("18,446,744"),
+        "no count of an unbounded run: {}",
+        run.stderr
+    );
+}
