@@ -1,6 +1,7 @@
 //! The HTML reports in headless Chromium (Debian's, driven by Playwright):
 //! self-contained, every chart drawn with data, and its numbers those of the
-//! JSON report; a sweep's page and the comparison of two sweeps on one chart.
+//! JSON report; a sweep's page and the comparison of two sweeps on one chart; a staged
+//! report's stages, their boundaries and scheduled rate, and its thresholds.
 
 use std::process::Stdio;
 
@@ -353,4 +354,92 @@ async fn in_headless_chromium_a_sweep_and_a_comparison_draw_their_curves() {
     .await;
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("holds no sweep"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_headless_chromium_a_staged_report_marks_its_stages_and_thresholds() {
+    let (url, _stub) = spawn_stub(Stub::default()).await;
+    let dir = output_dir("html-stages");
+    let page = dir.join("report.html");
+    // A ramp and a hold through the stub's always-200 route; one threshold that holds and
+    // one that cannot (exit status 3, the report still written).
+    let run = run_load(
+        &[
+            "--url",
+            &url,
+            "--path",
+            "/ok",
+            "--no-server-metrics",
+            "-c",
+            "8",
+            "--stage",
+            "up=1s:400/s",
+            "--stage",
+            "hold=1s:400/s",
+            "--threshold",
+            "error_rate<1",
+            "--threshold",
+            "rps>1000000",
+            "--warmup",
+            "0",
+            "--quiet",
+            "--output",
+            "html",
+            "--output-file",
+            page.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 3, "stderr: {}", run.stderr);
+
+    let seen = open_in_chromium(&page, &dir.join("report.png")).await;
+    let s = &seen["json"]["scenarios"][0];
+    let figure = |id: &str| seen["figures"][id]["value"].as_str().unwrap().to_owned();
+    // The stages table carries the JSON report's per-stage numbers.
+    let stages = s["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    for (k, stage) in stages.iter().enumerate() {
+        let requests = stage["requests"].as_u64().unwrap();
+        assert_eq!(
+            figure(&format!("s0-stage{}-requests", k + 1)),
+            requests.to_string()
+        );
+        assert!(requests > 150, "{stage}");
+    }
+    // The throughput chart: a vertical line where `hold` starts, and the scheduled rate
+    // drawn beside the achieved one.
+    let throughput = seen["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "s0-throughput")
+        .expect("a throughput chart");
+    let rules: Vec<f64> = throughput["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .collect();
+    assert_eq!(rules, [1.0], "{throughput}");
+    // 0 → 400/s over the first second schedules 200 requests in it; then 400 a second (over
+    // a longer last interval when the last answers came late on a busy machine; nothing
+    // after the profile's end).
+    let scheduled = series_values(throughput, "scheduled/s");
+    assert_eq!(scheduled[0], (0.0, 200.0), "{throughput}");
+    assert!(
+        scheduled[1].0 == 1.0 && scheduled[1].1 > 250.0 && scheduled[1].1 < 400.001,
+        "{throughput}"
+    );
+    assert!(
+        scheduled[2..].iter().all(|&(_, r)| r == 0.0),
+        "{throughput}"
+    );
+    // Each threshold's verdict, as in the JSON.
+    let thresholds = s["thresholds"].as_array().unwrap();
+    assert_eq!(thresholds.len(), 2);
+    assert_eq!(figure("s0-threshold1"), "true");
+    assert_eq!(figure("s0-threshold2"), "false");
+    assert_eq!(thresholds[1]["passed"], false);
+    assert_eq!(seen["json"]["thresholds_passed"], false);
 }
