@@ -1,7 +1,8 @@
 //! Live metrics (`--out`) when the output goes wrong during the run: pushes that are refused
 //! or never answered are counted and reported once on stderr, the load goes on, and the run
-//! still ends on time with the final values pushed. The receiver here is a stub that decodes
-//! the remote-write body (the services tier pushes to a real Prometheus and collector).
+//! still ends on time with the final values pushed; an `https://` output is checked against
+//! `--cacert` and presented `--cert` before any load. The receivers here are stubs (the
+//! services tier pushes to a real Prometheus and collector).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -183,4 +184,96 @@ async fn an_output_that_stops_answering_does_not_hold_up_the_run() {
         took < Duration::from_millis(2_000 + 2 * 1_000 + 1_500),
         "took {took:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_output_is_checked_and_presented_the_client_certificate() {
+    use crate::pki::Pki;
+    use crate::tls_stub::spawn_mtls_stub;
+
+    let server = spawn_floodgate(|_| {}).await;
+    // The receiver: TLS, and it asks for a client certificate (a remote-write endpoint behind
+    // a gateway); the load goes to floodgate over plain HTTP.
+    let pki = Pki::new();
+    let server_ca = pki.ca("server-ca");
+    let client_ca = pki.ca("client-ca");
+    let other_ca = pki.ca("other-ca");
+    let leaf = pki.server(&server_ca, "server", &["127.0.0.1"]);
+    let client = pki.client(&client_ca, "client");
+    let (receiver, counts) = spawn_mtls_stub(&leaf, &client_ca).await;
+    let out = format!("prometheus-rw={receiver}/api/v1/write");
+    let (cert, key) = (client.cert.to_str().unwrap(), client.key.to_str().unwrap());
+    let run = |cacert: &std::path::Path| {
+        let cacert = cacert.to_str().unwrap().to_owned();
+        let (server, out) = (server.url.clone(), out.clone());
+        async move {
+            run_load(
+                &quick_args(
+                    &server,
+                    &[
+                        "-s",
+                        "fast",
+                        "--rate",
+                        "100",
+                        "--duration",
+                        "2s",
+                        "-c",
+                        "4",
+                        "--out",
+                        &out,
+                        "--cacert",
+                        &cacert,
+                        "--cert",
+                        cert,
+                        "--key",
+                        key,
+                    ],
+                ),
+                &[],
+            )
+            .await
+        }
+    };
+
+    let ok = run(&server_ca.pem).await;
+    assert_eq!(ok.code, 0, "stdout: {}\nstderr: {}", ok.stdout, ok.stderr);
+    let report = ok.json();
+    assert_eq!(report["scenarios"][0]["requests"]["total"], 200);
+    let live = &report["live_metrics"][0];
+    assert_eq!(live["failed"], 0, "{live}");
+    let pushes = live["pushes"].as_u64().unwrap();
+    assert!(pushes >= 3, "{live}");
+    // Every push reached it, over a handshake with the client certificate.
+    assert_eq!(counts.requests.load(Ordering::SeqCst), pushes);
+
+    // An authority that did not sign the receiver's certificate: the run stops before any
+    // load, saying why.
+    let before: serde_json::Value = reqwest::get(format!("{}/api/v1/stats", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let wrong = run(&other_ca.pem).await;
+    assert_eq!(
+        wrong.code, 1,
+        "stdout: {}\nstderr: {}",
+        wrong.stdout, wrong.stderr
+    );
+    assert!(
+        wrong
+            .stderr
+            .contains("live metrics: cannot push to prometheus-rw https://127.0.0.1:")
+            && wrong.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        wrong.stderr
+    );
+    let after: serde_json::Value = reqwest::get(format!("{}/api/v1/stats", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["total_requests"], before["total_requests"]);
+    assert_eq!(counts.requests.load(Ordering::SeqCst), pushes);
 }
