@@ -3,7 +3,9 @@
 //! CPU-bound work never runs on the async runtime's threads, so health checks and cheap
 //! requests stay fast while every worker is busy. The pool knows nothing of HTTP: callers
 //! submit a closure and await its result; a caller that has gone away (timeout, disconnect)
-//! has its job skipped rather than computed.
+//! has its job skipped rather than computed. How long a job waited for a worker is added to
+//! [`QUEUE_WAIT`] of the task that awaited it, when that task set one: admission keeps queue
+//! time apart from the work's own time that way.
 
 mod kernel;
 
@@ -22,6 +24,13 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::error::panic_message;
+
+tokio::task_local! {
+    /// Nanoseconds the jobs awaited by the current task spent queued before a worker took
+    /// them; added to when each job's result is read. Set by whoever wants to know (the
+    /// admission layer wraps the calls whose work queues here).
+    pub static QUEUE_WAIT: Arc<AtomicU64>;
+}
 
 /// Handles the pool records into; built by the metrics module and passed in, so the pool
 /// stays independent of how metrics are exported.
@@ -85,9 +94,18 @@ struct Job {
     wait_span: tracing::Span,
     parent: tracing::Span,
     id: u64,
-    /// Set by whoever takes the job first: a worker (to run it) or its abandoned handle.
-    claimed: Arc<AtomicBool>,
+    /// Shared with the job's handle.
+    state: Arc<JobState>,
     task: Task,
+}
+
+/// What a job and its handle share.
+#[derive(Default)]
+struct JobState {
+    /// Set by whoever takes the job first: a worker (to run it) or its abandoned handle.
+    claimed: AtomicBool,
+    /// Time the job waited for a worker, set before it runs.
+    waited_ns: AtomicU64,
 }
 
 struct Shared {
@@ -180,7 +198,7 @@ impl WorkerPool {
             return full();
         }
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let claimed = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(JobState::default());
         let (reply, rx) = oneshot::channel();
         let task: Task = Box::new(move || {
             if reply.is_closed() {
@@ -205,14 +223,14 @@ impl WorkerPool {
             wait_span,
             parent,
             id,
-            claimed: Arc::clone(&claimed),
+            state: Arc::clone(&state),
             task,
         };
         match self.tx.try_send(job) {
             Ok(()) => Ok(JobHandle {
                 id,
                 rx,
-                claimed,
+                state,
                 shared: Arc::clone(shared),
             }),
             Err(TrySendError::Full(_)) => {
@@ -273,13 +291,13 @@ fn max_entries(capacity: usize) -> usize {
 pub struct JobHandle<T> {
     id: u64,
     rx: oneshot::Receiver<Result<T, JobError>>,
-    claimed: Arc<AtomicBool>,
+    state: Arc<JobState>,
     shared: Arc<Shared>,
 }
 
 impl<T> Drop for JobHandle<T> {
     fn drop(&mut self) {
-        if !self.claimed.swap(true, Ordering::AcqRel) {
+        if !self.state.claimed.swap(true, Ordering::AcqRel) {
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -295,9 +313,10 @@ impl<T> JobHandle<T> {
 impl<T> Future for JobHandle<T> {
     type Output = Result<T, JobError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(JobError::Stopped)))
+        let result = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
+        let waited = self.state.waited_ns.load(Ordering::Acquire);
+        let _ = QUEUE_WAIT.try_with(|total| total.fetch_add(waited, Ordering::Relaxed));
+        Poll::Ready(result.unwrap_or(Err(JobError::Stopped)))
     }
 }
 
@@ -327,15 +346,19 @@ fn worker_loop(shared: Arc<Shared>, index: usize) {
             }
         };
         let m = &shared.metrics;
-        if job.claimed.swap(true, Ordering::AcqRel) {
+        if job.state.claimed.swap(true, Ordering::AcqRel) {
             // Abandoned while queued; its slot was freed then.
             m.cancelled.increment(1);
             continue;
         }
         shared.waiting.fetch_sub(1, Ordering::AcqRel);
         let started = Instant::now();
-        m.queue_wait_seconds
-            .record(started.duration_since(job.enqueued).as_secs_f64());
+        let waited = started.duration_since(job.enqueued);
+        job.state.waited_ns.store(
+            u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
+        m.queue_wait_seconds.record(waited.as_secs_f64());
         drop(job.wait_span);
         shared.busy.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!(parent: &job.parent, "job.execute", job_id = job.id, worker = index);
@@ -450,6 +473,32 @@ mod tests {
         for h in again {
             h.await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn the_wait_for_a_worker_is_added_to_the_awaiting_tasks_total() {
+        let pool = WorkerPool::start(1, 8, 0, PoolMetrics::default());
+        let (block_tx, block_rx) = std::sync::mpsc::channel::<()>();
+        let first = pool.submit(move || block_rx.recv().ok()).unwrap();
+        while pool.status().busy == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let queued = pool.submit(|| 7).unwrap();
+        let total = Arc::new(AtomicU64::new(0));
+        let waiter = tokio::spawn(QUEUE_WAIT.scope(Arc::clone(&total), queued));
+        // The queued job waits at least this long for the one worker.
+        let held = Duration::from_millis(20);
+        tokio::time::sleep(held).await;
+        block_tx.send(()).unwrap();
+        assert_eq!(waiter.await.unwrap().unwrap(), 7);
+        let waited = Duration::from_nanos(total.load(Ordering::Relaxed));
+        assert!(
+            waited >= held && waited < Duration::from_secs(10),
+            "{waited:?}"
+        );
+        first.await.unwrap();
+        // Awaited outside any scope, a job's wait is simply not collected.
+        assert_eq!(pool.submit(|| 1).unwrap().await.unwrap(), 1);
     }
 
     #[tokio::test]
