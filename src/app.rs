@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket};
 
+use crate::admission::overload::{Cause, ClassMetrics, OverloadConfig, Tuning};
 use crate::admission::rate_limit::{redis::RedisDecisions, Decisions};
-use crate::admission::{Admission, Authenticator, FailureThrottle, RateLimiter};
+use crate::admission::{Admission, Authenticator, Class, FailureThrottle, Overload, RateLimiter};
 use crate::config::Settings;
 use crate::dependency::{BreakerConfig, BreakerMetrics, Redis, RedisMetrics};
 use crate::domain::cache::Cache;
@@ -152,6 +153,27 @@ impl ApplicationBuilder {
         } else {
             None
         };
+        let overload = settings.admission.adaptive.then(|| {
+            let workers = pool.status().workers;
+            let ceiling = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            let a = &settings.admission;
+            Overload::new(OverloadConfig {
+                tuning: Tuning {
+                    target_delay: a.target_delay,
+                    window: a.window,
+                    baseline_window: a.baseline_window,
+                },
+                floor: ceiling(a.effective_min_limit(workers)),
+                // The fixed limits: connections (each carries one fast call at a time over
+                // HTTP/1.1), the pool's queue and workers, and the jobs running at once.
+                ceilings: [
+                    ceiling(settings.server.max_connections),
+                    ceiling(settings.pool.queue_size.saturating_add(workers)),
+                    ceiling(settings.jobs.effective_max_running(workers)),
+                ],
+                metrics: Class::ALL.map(|class| class_metrics(&metrics, class)),
+            })
+        });
         let state = AppState::new(Inner {
             settings: Arc::clone(&settings),
             compute: Compute::new(
@@ -174,6 +196,7 @@ impl ApplicationBuilder {
                 settings.streams.max_connections,
                 settings.streams.max_operational_connections,
             ),
+            overload: overload.clone(),
         });
         // The jobs database: a setting that cannot work stops the start (exit 64); a
         // database that is only away is retried while the service runs without API v2.
@@ -226,11 +249,14 @@ impl ApplicationBuilder {
             settings.auth.failed_attempts_per_minute,
             settings.auth.failed_attempts_burst,
         );
-        let admission = Admission::new(
+        let mut admission = Admission::new(
             auth,
             failures,
             RateLimiter::from_settings(&settings.rate_limit, redis.as_ref(), decisions(&metrics)),
         );
+        if let Some(overload) = overload {
+            admission = admission.with_overload(overload);
+        }
         let service = http::stack(
             state.clone(),
             context.clone(),
@@ -501,6 +527,17 @@ impl Upkeep {
 impl Drop for Upkeep {
     fn drop(&mut self) {
         self.0.take();
+    }
+}
+
+fn class_metrics(metrics: &Metrics, class: Class) -> ClassMetrics {
+    let c = ("class", class.as_str());
+    ClassMetrics {
+        limit: metrics.labelled_gauge(m::ADMISSION_LIMIT, &[c]),
+        in_flight: metrics.labelled_gauge(m::ADMISSION_IN_FLIGHT, &[c]),
+        baseline_seconds: metrics.labelled_gauge(m::ADMISSION_BASELINE, &[c]),
+        refusals: Cause::ALL
+            .map(|cause| metrics.counter(m::ADMISSION_REFUSALS, &[c, ("cause", cause.as_str())])),
     }
 }
 

@@ -4,6 +4,7 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::admission::Overload;
 use crate::config::Settings;
 use crate::domain::cache::Cache;
 use crate::domain::jobs::Jobs;
@@ -34,6 +35,8 @@ pub struct Inner {
     /// Durable jobs, once their database is open (API v2 answers 503 until then).
     pub jobs: Arc<std::sync::OnceLock<Jobs>>,
     pub streams: Streams,
+    /// The adaptive limits per class of work, when on (`admission.adaptive`).
+    pub overload: Option<Arc<Overload>>,
 }
 
 impl AppState {
@@ -73,6 +76,9 @@ impl AppState {
         }
         if let Some(cache) = &self.cache {
             cache.publish();
+        }
+        if let Some(overload) = &self.overload {
+            overload.publish();
         }
         metrics.render()
     }

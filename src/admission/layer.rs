@@ -1,18 +1,25 @@
 //! [`Admission`] as a tower layer over any `http::Request` service, for every transport that
 //! speaks HTTP semantics (REST today; gRPC requests are `http::Request`s too). The transport
-//! supplies a [`Gate`]: where it keeps the caller's address, and how it renders a refusal.
+//! supplies a [`Gate`]: where it keeps the caller's address, which class of work a call is,
+//! and how it renders a refusal.
 
 use std::convert::Infallible;
-use std::future::{ready, Ready};
+use std::future::{ready, Future, Ready};
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::future::{BoxFuture, Either};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
+use super::overload::{Class, Slot};
 use super::{Admission, Caller};
 use crate::error::ApiError;
+use crate::pool::QUEUE_WAIT;
 
 /// The transport's side of admission.
 pub trait Gate: Clone + Send + Sync + 'static {
@@ -25,6 +32,10 @@ pub trait Gate: Clone + Send + Sync + 'static {
     /// A deadline the caller asked for (gRPC's `grpc-timeout`); the configured request
     /// timeout still caps it.
     fn requested_timeout(&self, _headers: &http::HeaderMap) -> Option<std::time::Duration> {
+        None
+    }
+    /// The class of work a call to `uri` is, for the adaptive limits; `None`: not limited.
+    fn class(&self, _uri: &http::Uri) -> Option<Class> {
         None
     }
 }
@@ -54,7 +65,8 @@ impl<S, G: Clone> Layer<S> for AdmissionLayer<G> {
 }
 
 /// See [`AdmissionLayer`]. The caller's [`Identity`](super::Identity), when authenticated,
-/// is left in the request's extensions.
+/// is left in the request's extensions. A call of a class holds its [`Slot`] until its
+/// response is ready (or it is dropped), and its latency is recorded then.
 #[derive(Clone)]
 pub struct Admitted<S, G> {
     inner: S,
@@ -64,6 +76,15 @@ pub struct Admitted<S, G> {
 
 type Refused<B> = Ready<Result<Response<B>, Infallible>>;
 type Waiting<B> = BoxFuture<'static, Result<Response<B>, Infallible>>;
+
+/// What the slot of a call becomes: none needed, a slot to hold, or a refusal.
+fn take_slot(admission: &Admission, class: Option<Class>) -> Result<Option<Slot>, ApiError> {
+    match admission.slot(class) {
+        None => Ok(None),
+        Some(Ok(slot)) => Ok(Some(slot)),
+        Some(Err(shed)) => Err(shed.into()),
+    }
+}
 
 impl<S, G, B> Service<Request<B>> for Admitted<S, G>
 where
@@ -77,7 +98,7 @@ where
 {
     type Response = Response<G::Body>;
     type Error = Infallible;
-    type Future = Either<S::Future, Either<Refused<G::Body>, Waiting<G::Body>>>;
+    type Future = Either<Held<S::Future>, Either<Refused<G::Body>, Waiting<G::Body>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -88,12 +109,21 @@ where
             headers: req.headers(),
             client: self.gate.client(req.extensions()),
         };
+        let class = self.gate.class(req.uri());
         match self.admission.admit(&caller).now() {
             Ok(Ok(permit)) => {
+                // After authentication and the rate limit: a call refused by those holds no
+                // place meanwhile.
+                let slot = match take_slot(&self.admission, class) {
+                    Ok(slot) => slot,
+                    Err(err) => {
+                        return Either::Right(Either::Left(ready(Ok(self.gate.refuse(err)))))
+                    }
+                };
                 if let Some(identity) = permit.identity {
                     req.extensions_mut().insert(identity);
                 }
-                Either::Left(self.inner.call(req))
+                Either::Left(Held::new(self.inner.call(req), slot))
             }
             Ok(Err(refusal)) => {
                 Either::Right(Either::Left(ready(Ok(self.gate.refuse(refusal.into())))))
@@ -103,18 +133,151 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let gate = self.gate.clone();
+                let admission = self.admission.clone();
                 Either::Right(Either::Right(Box::pin(async move {
                     match pending.await {
                         Ok(permit) => {
+                            // Taken once the wait is over: no place is held while waiting.
+                            let slot = match take_slot(&admission, class) {
+                                Ok(slot) => slot,
+                                Err(err) => return Ok(gate.refuse(err)),
+                            };
                             if let Some(identity) = permit.identity {
                                 req.extensions_mut().insert(identity);
                             }
-                            inner.call(req).await
+                            Held::new(inner.call(req), slot).await
                         }
                         Err(refusal) => Ok(gate.refuse(refusal.into())),
                     }
                 })))
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An admitted call's future, holding its class's [`Slot`] (when it has one) until the
+    /// response is ready, then recording its latency; dropped before that, the slot is
+    /// given back with nothing recorded. The time the call's pool jobs waited for a worker
+    /// is collected through [`QUEUE_WAIT`] and left out of its no-load latency.
+    pub struct Held<F> {
+        #[pin]
+        inner: F,
+        slot: Option<Slot>,
+        queued: Option<Arc<AtomicU64>>,
+    }
+}
+
+impl<F> Held<F> {
+    fn new(inner: F, slot: Option<Slot>) -> Self {
+        // Only classes whose work goes to the pool can have queued for it.
+        let queued = slot
+            .as_ref()
+            .filter(|s| s.class() != Class::Fast)
+            .map(|_| Arc::new(AtomicU64::new(0)));
+        Held {
+            inner,
+            slot,
+            queued,
+        }
+    }
+}
+
+impl<F: Future> Future for Held<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = match this.queued {
+            Some(queued) => {
+                let inner = this.inner;
+                std::task::ready!(QUEUE_WAIT.sync_scope(Arc::clone(queued), || inner.poll(cx)))
+            }
+            None => std::task::ready!(this.inner.poll(cx)),
+        };
+        if let Some(slot) = this.slot.take() {
+            let queued = this
+                .queued
+                .as_ref()
+                .map_or(0, |q| q.load(Ordering::Relaxed));
+            slot.finish(Duration::from_nanos(queued));
+        }
+        Poll::Ready(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::admission::overload::{OverloadConfig, Tuning};
+    use crate::admission::Overload;
+    use crate::pool::{PoolMetrics, WorkerPool};
+    use crate::testing::drop_at_every_await;
+
+    /// Every call is intensive; a refusal is a bare 503.
+    #[derive(Clone)]
+    struct TestGate;
+
+    impl Gate for TestGate {
+        type Body = ();
+        fn client(&self, _: &http::Extensions) -> Option<IpAddr> {
+            None
+        }
+        fn refuse(&self, _: ApiError) -> Response<()> {
+            let mut r = Response::new(());
+            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            r
+        }
+        fn class(&self, _: &http::Uri) -> Option<Class> {
+            Some(Class::Intensive)
+        }
+    }
+
+    /// A caller that goes away at any await — while its job waits for the worker, while it
+    /// runs, or between — gives its place in the class back; one that finishes does too.
+    #[tokio::test]
+    async fn a_call_dropped_at_any_await_gives_its_place_back() {
+        let overload = Overload::new(OverloadConfig {
+            tuning: Tuning::default(),
+            floor: 1,
+            ceilings: [4, 4, 1],
+            metrics: Default::default(),
+        });
+        let admission = Admission::default().with_overload(Arc::clone(&overload));
+        let pool = WorkerPool::start(1, 8, 0, PoolMetrics::default());
+        let inner = tower::service_fn(move |_: Request<()>| {
+            let pool = pool.clone();
+            async move {
+                let job = pool
+                    .submit(|| std::thread::sleep(Duration::from_millis(2)))
+                    .unwrap();
+                tokio::task::yield_now().await;
+                job.await.unwrap();
+                tokio::task::yield_now().await;
+                Ok::<_, Infallible>(Response::new(()))
+            }
+        });
+        let svc = AdmissionLayer::new(admission, TestGate).layer(inner);
+        let in_flight = || overload.state()[1].in_flight;
+        let covered = drop_at_every_await(
+            || svc.clone().call(Request::new(())),
+            |k| {
+                let left = in_flight();
+                async move { assert_eq!(left, 0, "dropped at await {k}") }
+            },
+        )
+        .await;
+        assert!(covered >= 3, "{covered} awaits");
+        assert_eq!(in_flight(), 0, "the call that finished gave its place back");
+        // Full, a call is refused without reaching the service.
+        let held: Vec<_> = (0..4)
+            .map(|_| overload.admit(Class::Intensive).unwrap())
+            .collect();
+        let refused = svc.clone().call(Request::new(())).await.unwrap();
+        assert_eq!(refused.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        drop(held);
+        assert_eq!(in_flight(), 0);
     }
 }

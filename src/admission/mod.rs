@@ -1,5 +1,6 @@
 //! Admission control, independent of the transport: who is calling ([`auth`]), whether they
-//! may call now ([`rate_limit`]), and how long the call may take ([`deadline`]).
+//! may call now ([`rate_limit`]), whether the service has room for the call's class of work
+//! ([`overload`]), and how long the call may take ([`deadline`]).
 //!
 //! [`Admission::admit`] is the one decision every transport asks for. It is asynchronous so a
 //! backend can wait on a network round trip (a shared limiter), yet a decision that needs no
@@ -10,12 +11,14 @@
 pub mod auth;
 pub mod deadline;
 pub mod layer;
+pub mod overload;
 pub mod rate_limit;
 pub mod throttle;
 
 pub use auth::{Authenticator, Identity, Principal};
 pub use deadline::{Deadline, DeadlineLayer};
 pub use layer::{AdmissionLayer, Admitted, Gate};
+pub use overload::{Class, Overload, Shed, Slot};
 pub use rate_limit::{ClientKey, RateLimiter};
 pub use throttle::FailureThrottle;
 
@@ -66,11 +69,12 @@ impl From<Refusal> for ApiError {
 }
 
 /// The admission policy of one listener: authentication (with its failures throttled per
-/// address) and rate limiting, each optional.
+/// address), rate limiting and the adaptive concurrency limits, each optional.
 #[derive(Clone, Default)]
 pub struct Admission {
     auth: Option<(Arc<Authenticator>, Option<Arc<FailureThrottle>>)>,
     limiter: Option<RateLimiter>,
+    overload: Option<Arc<Overload>>,
 }
 
 impl Admission {
@@ -82,12 +86,26 @@ impl Admission {
         Self {
             auth: auth.map(|a| (a, failures.map(Arc::new))),
             limiter,
+            overload: None,
         }
+    }
+
+    /// Also hold every classified call to the adaptive limits of `overload` (shared by every
+    /// transport that uses this policy).
+    pub fn with_overload(mut self, overload: Arc<Overload>) -> Self {
+        self.overload = Some(overload);
+        self
     }
 
     /// Whether this policy admits everything without looking.
     pub fn is_open(&self) -> bool {
-        self.auth.is_none() && self.limiter.is_none()
+        self.auth.is_none() && self.limiter.is_none() && self.overload.is_none()
+    }
+
+    /// A place for a call of `class` under the adaptive limits: `None` when the call needs
+    /// none (no class, or adaptive limits off).
+    pub fn slot(&self, class: Option<Class>) -> Option<Result<Slot, Shed>> {
+        Some(self.overload.as_ref()?.admit(class?))
     }
 
     /// Authenticate, then take a rate-limit token (per principal, else per address, when

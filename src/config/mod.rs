@@ -66,6 +66,7 @@ pub struct Settings {
     pub pool: PoolSettings,
     pub compute: ComputeSettings,
     pub rate_limit: RateLimitSettings,
+    pub admission: AdmissionSettings,
     pub log: LogSettings,
     pub otel: OtelSettings,
     pub tls: TlsSettings,
@@ -318,6 +319,44 @@ mod tests {
             ("FLOODGATE__JOBS__IDEMPOTENCY_TTL", "2h"),
         ])
         .unwrap();
+    }
+
+    #[test]
+    fn admission_settings_are_held_to_their_ranges() {
+        let s = load(&[]).unwrap();
+        assert!(s.admission.adaptive);
+        assert_eq!(s.admission.target_delay, Duration::from_millis(5));
+        assert_eq!(s.admission.effective_min_limit(8), 8);
+        for (var, value, setting) in [
+            ("FLOODGATE__ADMISSION__WINDOW", "1ms", "admission.window"),
+            (
+                "FLOODGATE__ADMISSION__TARGET_DELAY",
+                "1m",
+                "admission.target_delay",
+            ),
+            (
+                "FLOODGATE__ADMISSION__MIN_LIMIT",
+                "2000000",
+                "admission.min_limit",
+            ),
+            (
+                "FLOODGATE__ADMISSION__BASELINE_WINDOW",
+                "500ms",
+                "admission.baseline_window",
+            ),
+        ] {
+            let e = load(&[(var, value)]).unwrap_err();
+            assert_eq!(e.setting, setting, "{var}={value}: {e}");
+        }
+        let e = load(&[
+            ("FLOODGATE__ADMISSION__WINDOW", "5s"),
+            ("FLOODGATE__ADMISSION__BASELINE_WINDOW", "2s"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.setting, "admission.baseline_window", "{e}");
+        assert!(e.reason.contains("admission.window"), "{e}");
+        let off = load(&[("FLOODGATE__ADMISSION__ADAPTIVE", "false")]).unwrap();
+        assert!(!off.admission.adaptive);
     }
 
     #[test]

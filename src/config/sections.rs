@@ -504,6 +504,51 @@ impl Default for CacheSettings {
     }
 }
 
+/// Adaptive admission: a concurrency limit per class of work, computed from measured
+/// latency, with the fixed limits (the pool's queue, `server.max_connections`,
+/// `jobs.max_running`) as hard ceilings. See docs/overload.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionSettings {
+    /// Adapt the limits; off, only the fixed limits apply (what floodgate did before).
+    pub adaptive: bool,
+    /// Queueing a class's calls may add to its no-load latency before its limit shrinks.
+    #[serde(with = "duration")]
+    pub target_delay: Duration,
+    /// How often each class's limit is recomputed from the latencies measured meanwhile.
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// How long the lowest latency seen (the no-load latency) is remembered: a machine that
+    /// slows down is taken into account within this long.
+    #[serde(with = "duration")]
+    pub baseline_window: Duration,
+    /// The lowest a class's limit goes; 0 means the worker count.
+    pub min_limit: usize,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        Self {
+            adaptive: true,
+            target_delay: Duration::from_millis(5),
+            window: Duration::from_millis(100),
+            baseline_window: Duration::from_secs(10),
+            min_limit: 0,
+        }
+    }
+}
+
+impl AdmissionSettings {
+    /// The floor actually used for `workers` worker threads.
+    pub fn effective_min_limit(&self, workers: usize) -> usize {
+        if self.min_limit > 0 {
+            self.min_limit
+        } else {
+            workers.max(1)
+        }
+    }
+}
+
 /// Durable jobs (API v2) and the runner that executes them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

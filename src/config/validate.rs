@@ -18,7 +18,7 @@ impl Settings {
     /// Every numeric setting with its documented range. Bounds are what one instance can
     /// use: a queue of a billion jobs or a trillion connections would abort or overflow,
     /// not serve.
-    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 25] {
+    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 26] {
         let n = |v: usize| v as i128;
         [
             ("pool.workers", n(self.pool.workers), 0, 4096),
@@ -146,11 +146,17 @@ impl Settings {
                 1_000_000,
             ),
             ("streams.send_queue", n(self.streams.send_queue), 1, 10_000),
+            (
+                "admission.min_limit",
+                n(self.admission.min_limit),
+                0,
+                1_000_000,
+            ),
         ]
     }
 
     /// Every duration setting with its documented range.
-    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 21] {
+    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 24] {
         let s = &self.server;
         [
             ("server.request_timeout", s.request_timeout, MS, HOUR),
@@ -234,6 +240,24 @@ impl Settings {
                 100 * MS,
                 HOUR,
             ),
+            (
+                "admission.target_delay",
+                self.admission.target_delay,
+                Duration::from_micros(100),
+                10 * SECOND,
+            ),
+            (
+                "admission.window",
+                self.admission.window,
+                10 * MS,
+                10 * SECOND,
+            ),
+            (
+                "admission.baseline_window",
+                self.admission.baseline_window,
+                SECOND,
+                HOUR,
+            ),
         ]
     }
 
@@ -286,6 +310,16 @@ impl Settings {
                 "must be at least jobs.idempotency_ttl ({}): a job purged before its key expires \
                  would let a retry with that key make a second job",
                 d(&self.jobs.idempotency_ttl)
+            ),
+        )?;
+        check(
+            self.admission.baseline_window >= self.admission.window,
+            "admission.baseline_window",
+            d(&self.admission.baseline_window),
+            &format!(
+                "must be at least admission.window ({}): the no-load latency is the lowest of \
+                 several windows",
+                d(&self.admission.window)
             ),
         )?;
         for (key, ratio) in [

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod compute;
+pub mod execution;
 pub mod job_events;
 pub mod jobs;
 

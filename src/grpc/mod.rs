@@ -17,7 +17,7 @@ use std::time::Duration;
 use http::{HeaderMap, Response};
 use tower::Layer;
 
-use crate::admission::{Admission, AdmissionLayer, Admitted, Deadline, DeadlineLayer, Gate};
+use crate::admission::{Admission, AdmissionLayer, Admitted, Class, Deadline, DeadlineLayer, Gate};
 use crate::call::{self, RequestInfo};
 use crate::error::ApiError;
 use crate::observability::metrics::RpcMethod;
@@ -75,9 +75,10 @@ where
     }
 }
 
-/// How gRPC takes part in admission: the client address is in the call's [`RequestInfo`], a
-/// refusal is a trailers-only response with the mapped status, and `grpc-timeout` is the
-/// caller's deadline.
+/// How gRPC takes part in admission: the client address is in the call's [`RequestInfo`], the
+/// class of work is the method's (`Fast`, `Intensive`; the jobs methods are not limited, as
+/// over REST), a refusal is a trailers-only response with the mapped status, and
+/// `grpc-timeout` is the caller's deadline.
 #[derive(Debug, Clone, Copy)]
 pub struct GrpcGate;
 
@@ -98,6 +99,14 @@ impl Gate for GrpcGate {
 
     fn requested_timeout(&self, headers: &HeaderMap) -> Option<Duration> {
         grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
+    }
+
+    fn class(&self, uri: &http::Uri) -> Option<Class> {
+        match uri.path().strip_prefix("/floodgate.v1.ComputeService/")? {
+            "Fast" => Some(Class::Fast),
+            "Intensive" => Some(Class::Intensive),
+            _ => None,
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::admission::{Admission, AdmissionLayer, DeadlineLayer, Gate};
+use crate::admission::{Admission, AdmissionLayer, Class, DeadlineLayer, Gate};
 use crate::call::{RequestInfo, X_REQUEST_ID};
 use crate::config::CorsSettings;
 use crate::error::ApiError;
@@ -55,9 +55,12 @@ const COMPRESS_ABOVE_BYTES: u64 = 1024;
 pub const HTTP_SPAN_TARGET: &str = "floodgate::http";
 
 /// How the REST transport takes part in admission: the client address is in the request's
-/// [`RequestInfo`], and a refusal becomes the tagged response the context layer renders.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpGate;
+/// [`RequestInfo`], the class of work is the route's (each API route has its own gate), and
+/// a refusal becomes the tagged response the context layer renders.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpGate {
+    class: Option<Class>,
+}
 
 impl Gate for HttpGate {
     type Body = axum::body::Body;
@@ -68,6 +71,10 @@ impl Gate for HttpGate {
 
     fn refuse(&self, err: ApiError) -> Response {
         err.into_response()
+    }
+
+    fn class(&self, _uri: &http::Uri) -> Option<Class> {
+        self.class
     }
 }
 
@@ -85,7 +92,9 @@ impl Gate for HttpGate {
 ///    they are never authenticated, rate limited or timed out; the metrics and documents,
 ///    whose bodies are large, are compressed.
 /// 5. [`AdmissionLayer`] — authentication, then the rate limiter (so per-client buckets can
-///    key on the authenticated principal), before any work is done.
+///    key on the authenticated principal), then the adaptive limit of the route's class of
+///    work (so a call refused earlier holds no place), before any work is done. Applied per
+///    API route, since each route has its class.
 /// 6. [`DeadlineLayer`] — innermost, so the deadline covers exactly the handler's work, and
 ///    dropping the handler's future cancels it (its queued job is then skipped).
 pub fn stack(
@@ -102,25 +111,26 @@ pub fn stack(
         Surface::Admin => options.profiling,
     };
     let (mut api, mut short, mut large) = (Router::new(), Router::new(), Router::new());
+    // An open policy admits everything: skip the layer rather than ask it.
+    let admitted = (!options.admission.is_open()).then_some(&options.admission);
     for spec in specs.iter().filter(|s| serves(s.surface)) {
         let handler = spec.handler.clone();
         match spec.surface {
-            Surface::Api => api = api.route(spec.path, handler),
+            Surface::Api => {
+                let gate = HttpGate { class: spec.class };
+                let handler = handler
+                    .layer(DeadlineLayer::new(options.request_timeout, gate))
+                    .layer(tower::util::option_layer(
+                        admitted.map(|a| AdmissionLayer::new(a.clone(), gate)),
+                    ));
+                api = api.route(spec.path, handler)
+            }
             Surface::Probe | Surface::Admin | Surface::Status => {
                 short = short.route(spec.path, handler)
             }
             Surface::Scrape | Surface::Document => large = large.route(spec.path, handler),
         }
     }
-    let api = api
-        .layer(DeadlineLayer::new(options.request_timeout, HttpGate))
-        .layer(
-            // An open policy admits everything: skip the layer rather than ask it.
-            tower::util::option_layer(
-                (!options.admission.is_open())
-                    .then(|| AdmissionLayer::new(options.admission, HttpGate)),
-            ),
-        );
     let compress = CompressionLayer::new()
         .compress_when(SizeAbove::new(COMPRESS_ABOVE_BYTES).and(NotForContentType::IMAGES));
     let large = large.layer(Extension(options.document)).layer(compress);

@@ -57,6 +57,10 @@ pub const DB_QUERY_DURATION: &str = "floodgate_db_query_duration_seconds";
 pub const CACHE_REQUESTS: &str = "floodgate_cache_requests_total";
 pub const CACHE_EVICTIONS: &str = "floodgate_cache_evictions_total";
 pub const CACHE_ENTRIES: &str = "floodgate_cache_entries";
+pub const ADMISSION_LIMIT: &str = "floodgate_admission_limit";
+pub const ADMISSION_IN_FLIGHT: &str = "floodgate_admission_in_flight";
+pub const ADMISSION_REFUSALS: &str = "floodgate_admission_refusals_total";
+pub const ADMISSION_BASELINE: &str = "floodgate_admission_baseline_latency_seconds";
 pub const TOKIO_WORKERS: &str = "tokio_runtime_workers";
 pub const TOKIO_ALIVE_TASKS: &str = "tokio_runtime_alive_tasks";
 pub const TOKIO_GLOBAL_QUEUE_DEPTH: &str = "tokio_runtime_global_queue_depth";
@@ -871,6 +875,30 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         Some(Unit::Count),
         "Connections ended before a handler saw a request, by kind: malformed (400), too_large (431), header_timeout.",
+    ),
+    (
+        ADMISSION_LIMIT,
+        Kind::Gauge,
+        Some(Unit::Count),
+        "Adaptive concurrency limit by class of work (fast, intensive, job_execution).",
+    ),
+    (
+        ADMISSION_IN_FLIGHT,
+        Kind::Gauge,
+        Some(Unit::Count),
+        "Calls admitted and not yet answered, by class of work.",
+    ),
+    (
+        ADMISSION_REFUSALS,
+        Kind::Counter,
+        Some(Unit::Count),
+        "Calls refused by the adaptive limits (503), by class and cause: limit (the class at its limit) or priority (shed for a higher class).",
+    ),
+    (
+        ADMISSION_BASELINE,
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "No-load latency of each class: the lowest latency of the baseline window, queue time left out.",
     ),
     (
         LOG_LINES_DROPPED,

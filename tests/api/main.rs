@@ -24,6 +24,7 @@ mod jobs_runs;
 mod metrics;
 mod openapi;
 mod otel;
+mod overload;
 mod pool;
 mod rate_limit;
 mod request_id;

@@ -13,6 +13,7 @@ use axum::routing::{delete, get, post};
 use http::Method;
 
 use super::table::{RouteSpec, Surface};
+use crate::admission::Class;
 use crate::error::{ApiError, Missing};
 
 /// Every route the service serves itself.
@@ -42,16 +43,19 @@ pub fn builtin() -> Vec<RouteSpec> {
             Api,
             post(compute::fast),
         )
-        .documented::<compute::__path_fast>(),
+        .documented::<compute::__path_fast>()
+        .admitted_as(Class::Fast),
         RouteSpec::new(Method::POST, "/api/v1/compute", Api, post(compute::compute))
-            .documented::<compute::__path_compute>(),
+            .documented::<compute::__path_compute>()
+            .admitted_as(Class::Fast),
         RouteSpec::new(
             Method::POST,
             "/api/v1/compute/intensive",
             Api,
             post(compute::intensive),
         )
-        .documented::<compute::__path_intensive>(),
+        .documented::<compute::__path_intensive>()
+        .admitted_as(Class::Intensive),
         RouteSpec::new(Method::POST, "/api/v2/jobs", Api, post(jobs::submit))
             .documented::<jobs::__path_submit>(),
         RouteSpec::new(Method::GET, "/api/v2/jobs", Api, get(jobs::list))

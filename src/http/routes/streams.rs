@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::jobs::{self, JobBody};
 use super::metrics::{snapshot_of, StatsBody};
+use crate::admission::overload::ClassState;
 use crate::domain::job_events::{JobEvent, JobWatch};
 use crate::domain::jobs::Scope;
 use crate::error::ApiError;
@@ -61,6 +62,10 @@ pub struct StatsMessage {
     /// Durable jobs (API v2), when they are on and their database has been reached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs: Option<JobsMessage>,
+    /// The adaptive limits by class of work (`fast`, `intensive`, `job_execution`); absent
+    /// when they are off (`admission.adaptive = false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<std::collections::BTreeMap<&'static str, AdmissionClass>>,
 }
 
 /// The durable jobs as the last upkeep round saw them.
@@ -104,6 +109,48 @@ fn jobs_message(state: &AppState) -> Option<JobsMessage> {
             })
             .collect(),
     })
+}
+
+/// One class of work in a [`StatsMessage`].
+#[derive(Debug, Serialize)]
+pub struct AdmissionClass {
+    /// The current limit, and the calls admitted and not yet answered.
+    pub limit: u32,
+    pub in_flight: u32,
+    /// Every call of the class is refused now, for a higher class.
+    pub shed: bool,
+    /// The class's no-load latency, once measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_latency_us: Option<u64>,
+    /// Refusals per second over the interval: at the class's limit, and while shed for a
+    /// higher class.
+    pub refused_at_limit_per_second: f64,
+    pub refused_for_priority_per_second: f64,
+}
+
+/// The adaptive limits now, with refusal rates since `before`.
+fn admission_stats(
+    now: &[ClassState; 3],
+    before: &[ClassState; 3],
+    secs: f64,
+) -> std::collections::BTreeMap<&'static str, AdmissionClass> {
+    now.iter()
+        .zip(before)
+        .map(|(c, b)| {
+            let rate = |i: usize| c.refusals[i].saturating_sub(b.refusals[i]) as f64 / secs;
+            (
+                c.class.as_str(),
+                AdmissionClass {
+                    limit: c.limit,
+                    in_flight: c.in_flight,
+                    shed: c.shed,
+                    baseline_latency_us: c.baseline.map(|d| d.as_micros() as u64),
+                    refused_at_limit_per_second: rate(0),
+                    refused_for_priority_per_second: rate(1),
+                },
+            )
+        })
+        .collect()
 }
 
 fn interval(q: &StatsQuery) -> Result<Duration, ApiError> {
@@ -180,7 +227,7 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/api/v2/stats/stream", tag = "streams", operation_id = "stats_stream",
     params(("interval" = Option<String>, Query, pattern = "^(?:(?:[1-9][0-9]{2,3}|[1-5][0-9]{4}|60000)ms|(?:[1-9]|[1-5][0-9]|60)s|1m)$", description = "How often a message is sent: a whole number of milliseconds (`100ms`–`60000ms`) or seconds (`1s`–`60s`), or `1m`; `1s` when absent.")),
     responses(
-        (status = 101, description = "A WebSocket (RFC 6455): one JSON text message per interval with the `/api/v1/stats` totals plus `interval_ms`, `requests_per_second`, `errors_per_second`, `rejected_per_second`, `interval_latency_p50_us`, `interval_latency_p99_us`, `busy_workers` and `queue_capacity`. Pinged every `streams.ping_interval`; closed with 1001 when the service shuts down, 1013 when the reader falls `streams.send_queue` messages behind."),
+        (status = 101, description = "A WebSocket (RFC 6455): one JSON text message per interval with the `/api/v1/stats` totals plus `interval_ms`, `requests_per_second`, `errors_per_second`, `rejected_per_second`, `interval_latency_p50_us`, `interval_latency_p99_us`, `busy_workers`, `queue_capacity` and, while the adaptive limits are on, `admission`: per class of work (`fast`, `intensive`, `job_execution`) its `limit`, `in_flight`, `shed`, `baseline_latency_us`, `refused_at_limit_per_second` and `refused_for_priority_per_second`. Pinged every `streams.ping_interval`; closed with 1001 when the service shuts down, 1013 when the reader falls `streams.send_queue` messages behind."),
         StreamErrors,
     ),
     security((), ("bearer" = []), ("api_key" = [])),
@@ -259,6 +306,8 @@ async fn produce_stats(state: AppState, every: Duration, tx: mpsc::Sender<Outgoi
     };
     tick.tick().await;
     let mut previous = reading(&state);
+    let admission = |state: &AppState| state.overload.as_ref().map(|o| o.state());
+    let mut admission_before = admission(&state);
     loop {
         tick.tick().await;
         let now = reading(&state);
@@ -267,6 +316,7 @@ async fn produce_stats(state: AppState, every: Duration, tx: mpsc::Sender<Outgoi
         let (p50, p99) = state.streams.readings.percentiles_between(&previous, &now);
         let (stats, before) = (now.stats, previous.stats);
         let pool = state.pool.status();
+        let admission_now = admission(&state);
         let message = StatsMessage {
             totals: snapshot_of(&state, stats),
             interval_ms: every.as_millis() as u64,
@@ -281,7 +331,12 @@ async fn produce_stats(state: AppState, every: Duration, tx: mpsc::Sender<Outgoi
             busy_workers: pool.busy,
             queue_capacity: pool.queue_capacity,
             jobs: jobs_message(&state),
+            admission: admission_now
+                .as_ref()
+                .zip(admission_before.as_ref())
+                .map(|(now, before)| admission_stats(now, before, secs)),
         };
+        admission_before = admission_now;
         previous = now;
         let text = serde_json::to_string(&message).unwrap_or_default();
         if tx.try_send(Outgoing::Text(text)).is_err() {

@@ -1,0 +1,424 @@
+//! Adaptive admission under overload, against the application on a real socket: the classes
+//! are refused lowest first, operational routes never, every refusal is immediate with a
+//! `Retry-After`, the counters match what the clients saw, and gRPC and REST draw from the
+//! same limit.
+//!
+//! Latency is made by the test, not by the machine: intensive jobs run a kernel that sleeps
+//! for `number` milliseconds on the one worker, and a test route in the fast class sleeps for
+//! as long as it is asked. A limit moves only when latency crosses `target_delay`, so how fast
+//! the machine is changes how long a phase takes, not what it shows.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::Query;
+use axum::routing::get;
+use floodgate::admission::Class;
+use floodgate::grpc::pb::compute_service_client::ComputeServiceClient;
+use floodgate::grpc::pb::ComputeRequest;
+use floodgate::http::{RouteSpec, Surface};
+use floodgate::Application;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::*;
+
+/// Sleeps `n` milliseconds on its worker: an intensive request whose cost the test chooses.
+fn sleeping_kernel(n: u64, _rounds: u32) -> u64 {
+    std::thread::sleep(Duration::from_millis(n));
+    n
+}
+
+#[derive(serde::Deserialize)]
+struct Sleep {
+    ms: u64,
+}
+
+/// `GET /api/test/slow?ms=N`: a call of the fast class that takes N ms (without using a
+/// worker or the CPU), so the fast class can be made to queue.
+async fn slow(Query(q): Query<Sleep>) -> &'static str {
+    tokio::time::sleep(Duration::from_millis(q.ms)).await;
+    "ok"
+}
+
+fn slow_route() -> RouteSpec {
+    RouteSpec::new(http::Method::GET, "/api/test/slow", Surface::Api, get(slow))
+        .admitted_as(Class::Fast)
+}
+
+/// One answer as a client saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    class: &'static str,
+    status: u16,
+    retry_after: Option<u64>,
+    code: Option<String>,
+    elapsed: Duration,
+    /// When the answer came.
+    at: Instant,
+}
+
+async fn seen(class: &'static str, started: Instant, r: reqwest::Response) -> Seen {
+    let status = r.status().as_u16();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let code = if status == 200 {
+        None
+    } else {
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        body["code"].as_str().map(str::to_owned)
+    };
+    Seen {
+        class,
+        status,
+        retry_after,
+        code,
+        elapsed: started.elapsed(),
+        at: Instant::now(),
+    }
+}
+
+/// A client that sends one kind of request after another until `stop`, backing off 5 ms
+/// after a refusal; returns every answer it saw.
+fn client_loop(
+    app: &Arc<TestApp>,
+    stop: &Arc<AtomicBool>,
+    class: &'static str,
+    send: fn(&TestApp) -> reqwest::RequestBuilder,
+) -> tokio::task::JoinHandle<Vec<Seen>> {
+    let (app, stop) = (Arc::clone(app), Arc::clone(stop));
+    tokio::spawn(async move {
+        let mut all = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let r = send(&app).send().await.expect("answered");
+            let s = seen(class, started, r).await;
+            if s.status == 503 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            all.push(s);
+        }
+        all
+    })
+}
+
+fn intensive_20ms(app: &TestApp) -> reqwest::RequestBuilder {
+    app.client
+        .post(app.url("/api/v1/compute/intensive"))
+        .header("content-type", "application/json")
+        .body(r#"{"number": 20}"#)
+}
+
+fn fast(app: &TestApp) -> reqwest::RequestBuilder {
+    app.client
+        .post(app.url("/api/v1/compute/fast"))
+        .header("content-type", "application/json")
+        .body(r#"{"number": 7}"#)
+}
+
+fn fast_30ms(app: &TestApp) -> reqwest::RequestBuilder {
+    app.client.get(app.url("/api/test/slow?ms=30"))
+}
+
+fn refusals(exposition: &str, class: &str) -> f64 {
+    sum_series(exposition, "floodgate_admission_refusals_total", |l| {
+        l.contains(&format!("class=\"{class}\""))
+    })
+}
+
+/// Waits up to 30 s for `done` on the exposition (a phase under load takes longer than the
+/// helpers' usual 10 s on a slow machine).
+async fn await_exposition(app: &TestApp, what: &str, done: impl Fn(&str) -> bool) {
+    let started = Instant::now();
+    loop {
+        let text = app.exposition().await;
+        if done(&text) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what} did not happen:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn overloadable() -> Arc<TestApp> {
+    let mut settings = test_settings();
+    settings.pool.workers = 1;
+    settings.admission.target_delay = Duration::from_millis(2);
+    settings.admission.window = Duration::from_millis(50);
+    settings.admission.min_limit = 1;
+    Arc::new(
+        spawn_builder(
+            Application::builder(settings)
+                .with_kernel(sleeping_kernel)
+                .with_route(slow_route()),
+        )
+        .await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_overload_the_lowest_class_is_refused_first_and_operational_routes_never() {
+    let app = overloadable().await;
+    let overload = Arc::clone(app.state.overload.as_ref().expect("adaptive limits on"));
+    let stop_fast = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Phase 1: six clients keep the one worker queued with 20 ms jobs, while fast requests
+    // go on. Intensive is refused once its limit has shrunk; fast never is.
+    let mut loops: Vec<_> = (0..6)
+        .map(|_| client_loop(&app, &stop, "intensive", intensive_20ms))
+        .collect();
+    let fast_loop = client_loop(&app, &stop_fast, "fast", fast);
+    await_exposition(&app, "intensive refused", |t| {
+        refusals(t, "intensive") > 0.0
+    })
+    .await;
+    // Well into the overload: the intensive limit has come down to its floor's neighbourhood
+    // and job execution is being shed for it.
+    let state = overload.state();
+    assert!(state[1].limit < 10, "{state:?}");
+    assert!(!state[0].shed && !state[1].shed, "{state:?}");
+    stop_fast.store(true, Ordering::Relaxed);
+    let fast_seen = fast_loop.await.unwrap();
+    assert!(!fast_seen.is_empty());
+    assert!(
+        fast_seen.iter().all(|s| s.status == 200),
+        "fast was refused while intensive was overloaded: {:?}",
+        fast_seen.iter().find(|s| s.status != 200)
+    );
+
+    // Phase 2: the fast class queues too (calls of 30 ms, six at once, against a no-load
+    // latency of microseconds). Fast reaches its limit; it is refused only once intensive
+    // (and job execution) are shed for it.
+    // Which classes were shed (fast, intensive, job execution) when fast was first refused.
+    let first_fast_refusal: Arc<Mutex<Option<[bool; 3]>>> = Arc::default();
+    for _ in 0..6 {
+        let (app, stop, first, overload) = (
+            Arc::clone(&app),
+            Arc::clone(&stop),
+            Arc::clone(&first_fast_refusal),
+            Arc::clone(&overload),
+        );
+        loops.push(tokio::spawn(async move {
+            let mut all = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let s = seen("fast", started, fast_30ms(&app).send().await.unwrap()).await;
+                if s.status == 503 {
+                    let shed = overload.state().map(|c| c.shed);
+                    first.lock().unwrap().get_or_insert(shed);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                all.push(s);
+            }
+            all
+        }));
+    }
+    await_exposition(&app, "fast refused, and intensive shed for it", |t| {
+        let shed_for_fast = sum_series(t, "floodgate_admission_refusals_total", |l| {
+            l.contains("class=\"intensive\"") && l.contains("cause=\"priority\"")
+        });
+        refusals(t, "fast") > 0.0 && shed_for_fast > 0.0
+    })
+    .await;
+    // Operational routes answer while every API class is being refused.
+    for path in [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/metrics/prometheus",
+        "/api/v1/stats",
+        "/status",
+    ] {
+        let started = Instant::now();
+        let r = app.get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut all = fast_seen;
+    for l in loops {
+        all.extend(l.await.unwrap());
+    }
+
+    // The order: intensive was refused before fast, and when fast was first refused the
+    // lower classes were already being shed (fast itself was not).
+    let first = |class| {
+        all.iter()
+            .filter(|s| s.class == class && s.status == 503)
+            .map(|s| s.at)
+            .min()
+    };
+    let (first_intensive, first_fast) = (first("intensive").unwrap(), first("fast").unwrap());
+    assert!(first_intensive < first_fast);
+    let shed = first_fast_refusal.lock().unwrap().unwrap();
+    assert_eq!(shed, [false, true, true], "fast, intensive, job execution");
+
+    // Every refusal: 503 SERVICE_OVERLOADED with a Retry-After, answered at once (a 30 ms
+    // call or a queue of 20 ms jobs would take longer).
+    let refused: Vec<&Seen> = all.iter().filter(|s| s.status != 200).collect();
+    assert!(!refused.is_empty());
+    for s in &refused {
+        assert_eq!(s.status, 503, "{s:?}");
+        assert_eq!(s.code.as_deref(), Some("SERVICE_OVERLOADED"), "{s:?}");
+        assert!(s.retry_after.is_some_and(|r| r >= 1), "{s:?}");
+    }
+    let mut waits: Vec<Duration> = refused.iter().map(|s| s.elapsed).collect();
+    waits.sort();
+    let median = waits[waits.len() / 2];
+    assert!(
+        median < Duration::from_millis(20),
+        "median refusal {median:?}"
+    );
+
+    // The counters say what the clients saw, class by class.
+    let text = app.exposition().await;
+    for class in ["fast", "intensive"] {
+        let client = all
+            .iter()
+            .filter(|s| s.class == class && s.status == 503)
+            .count();
+        assert_eq!(refusals(&text, class), client as f64, "{class}");
+    }
+    let by_cause = |class: &str, cause: &str| {
+        sum_series(&text, "floodgate_admission_refusals_total", |l| {
+            l.contains(&format!("class=\"{class}\"")) && l.contains(&format!("cause=\"{cause}\""))
+        })
+    };
+    assert!(by_cause("intensive", "limit") > 0.0);
+    assert!(by_cause("intensive", "priority") > 0.0, "shed for fast");
+    assert!(by_cause("fast", "limit") > 0.0);
+    assert_eq!(by_cause("fast", "priority"), 0.0, "nothing is above fast");
+    assert_eq!(
+        app.stats().await["overloaded_count"],
+        refused.len() as u64,
+        "the statistics count them as overload refusals"
+    );
+}
+
+async fn grpc_client(app: &TestApp) -> ComputeServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .expect("h2c connects");
+    ComputeServiceClient::new(channel)
+}
+
+#[tokio::test]
+async fn grpc_and_rest_draw_from_the_same_limit() {
+    // One worker and a queue of one: the intensive limit starts at its ceiling, 2, and with
+    // a long window it stays there however long the held calls take.
+    let mut settings = test_settings();
+    settings.pool.workers = 1;
+    settings.pool.queue_size = 1;
+    settings.admission.window = Duration::from_secs(10);
+    let app =
+        Arc::new(spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await);
+    let intensive_limit = |text: &str| {
+        sum_series(text, "floodgate_admission_limit", |l| {
+            l.contains("class=\"intensive\"")
+        })
+    };
+    assert_eq!(intensive_limit(&app.exposition().await), 2.0);
+
+    // Two REST calls hold the limit (one running, then one queued: sent together, the second
+    // could find the first still in the pool's queue of one): a gRPC call is refused by
+    // admission, at once.
+    let gate = Gate::hold();
+    let hold_rest = || {
+        let (app, n) = (Arc::clone(&app), gate.number());
+        tokio::spawn(async move { app.compute("intensive", n).await.status() })
+    };
+    let mut rest = vec![hold_rest()];
+    app.wait_for_busy_workers(1).await;
+    rest.push(hold_rest());
+    app.wait_for_exposition("two in flight", |t| {
+        sum_series(t, "floodgate_admission_in_flight", |l| {
+            l.contains("class=\"intensive\"")
+        }) == 2.0
+    })
+    .await;
+    let started = Instant::now();
+    let status = grpc_client(&app)
+        .await
+        .intensive(ComputeRequest { number: 1 })
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        status.get_details_error_info().unwrap().reason,
+        "SERVICE_OVERLOADED"
+    );
+    assert!(status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .is_some_and(|d| d >= Duration::from_secs(1)));
+    assert_eq!(refusals(&app.exposition().await, "intensive"), 1.0);
+    drop(gate);
+    for r in rest {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+
+    // And the other way round: two gRPC calls hold it, a REST call is refused.
+    let gate = Gate::hold();
+    let hold_grpc = || {
+        let (app, n) = (Arc::clone(&app), gate.number());
+        tokio::spawn(async move {
+            grpc_client(&app)
+                .await
+                .intensive(ComputeRequest { number: n })
+                .await
+                .map(|r| r.into_inner().result)
+        })
+    };
+    let mut grpc = vec![hold_grpc()];
+    app.wait_for_busy_workers(1).await;
+    grpc.push(hold_grpc());
+    app.wait_for_exposition("two in flight", |t| {
+        sum_series(t, "floodgate_admission_in_flight", |l| {
+            l.contains("class=\"intensive\"")
+        }) == 2.0
+    })
+    .await;
+    let r = app.compute("intensive", 3).await;
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_envelope(r, 503, "SERVICE_OVERLOADED").await;
+    assert_eq!(refusals(&app.exposition().await, "intensive"), 2.0);
+    drop(gate);
+    for r in grpc {
+        let n = r.await.unwrap().unwrap();
+        assert!(n > 0);
+    }
+    // The fast class was never touched: its limit is still its ceiling.
+    let text = app.exposition().await;
+    assert_eq!(refusals(&text, "fast"), 0.0);
+}
+
+#[tokio::test]
+async fn with_adaptive_limits_off_only_the_fixed_limits_apply() {
+    let app = spawn_with(|s| s.admission.adaptive = false).await;
+    assert!(app.state.overload.is_none());
+    let text = app.exposition().await;
+    assert!(!text.contains("floodgate_admission_"), "{text}");
+    assert_eq!(app.compute("intensive", 5).await.status(), 200);
+}
