@@ -422,3 +422,65 @@ async fn with_adaptive_limits_off_only_the_fixed_limits_apply() {
     assert!(!text.contains("floodgate_admission_"), "{text}");
     assert_eq!(app.compute("intensive", 5).await.status(), 200);
 }
+
+#[tokio::test]
+async fn the_stats_stream_shows_each_class_its_limit_in_flight_and_refusals() {
+    let mut settings = test_settings();
+    settings.pool.workers = 1;
+    settings.pool.queue_size = 1;
+    settings.admission.window = Duration::from_secs(10);
+    let app =
+        Arc::new(spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await);
+    let url = app
+        .url("/api/v2/stats/stream?interval=100ms")
+        .replace("http://", "ws://");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let gate = Gate::hold();
+    let hold = || {
+        let (app, n) = (Arc::clone(&app), gate.number());
+        tokio::spawn(async move { app.compute("intensive", n).await.status() })
+    };
+    let mut held = vec![hold()];
+    app.wait_for_busy_workers(1).await;
+    held.push(hold());
+    app.wait_for_exposition("two in flight", |t| {
+        sum_series(t, "floodgate_admission_in_flight", |l| {
+            l.contains("class=\"intensive\"")
+        }) == 2.0
+    })
+    .await;
+    // Refused at the limit, one after another, while the stream reports.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let message = loop {
+        assert_eq!(app.compute("intensive", 1).await.status(), 503);
+        let next = tokio::time::timeout(
+            Duration::from_millis(500),
+            futures_util::StreamExt::next(&mut socket),
+        )
+        .await;
+        if let Ok(Some(Ok(m))) = next {
+            let json: serde_json::Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+            let intensive = &json["admission"]["intensive"];
+            if intensive["in_flight"] == 2
+                && intensive["refused_at_limit_per_second"].as_f64() > Some(0.0)
+            {
+                break json;
+            }
+        }
+        assert!(Instant::now() < deadline, "no message showed the refusals");
+    };
+    let admission = &message["admission"];
+    assert_eq!(admission["intensive"]["limit"], 2);
+    assert_eq!(admission["intensive"]["shed"], false);
+    assert_eq!(admission["fast"]["in_flight"], 0);
+    assert_eq!(admission["fast"]["refused_at_limit_per_second"], 0.0);
+    assert_eq!(
+        admission["job_execution"]["shed"], true,
+        "shed for intensive"
+    );
+    assert!(admission["fast"]["limit"].as_u64() > Some(2));
+    drop(gate);
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+}

@@ -40,6 +40,7 @@ def main():
                 p99: document.getElementById('p99').textContent,
                 workers: document.getElementById('workers').textContent,
                 queue: document.getElementById('queue').textContent,
+                admission: document.getElementById('admission').textContent,
                 totals: document.getElementById('totals').textContent,
                 jobs: {
                     hidden: document.getElementById('jobs').hidden,

@@ -74,6 +74,8 @@ async fn in_headless_chromium_the_page_connects_and_its_numbers_move_under_load(
         "chart-latency",
         "chart-pool",
         "chart-jobs",
+        "chart-admission",
+        "chart-refusals",
     ] {
         assert!(
             seen["charts"][chart]["points"].as_u64().unwrap() >= 5,
@@ -86,6 +88,19 @@ async fn in_headless_chromium_the_page_connects_and_its_numbers_move_under_load(
     }
     assert!(
         seen["charts"]["chart-rps"]["max"].as_f64().unwrap() > 0.0,
+        "{seen}"
+    );
+    // The adaptive limits: the intensive limit is drawn (its ceiling, with nothing to shed),
+    // one line per class of refusals, and the tile reads "in flight / limit".
+    assert!(
+        seen["charts"]["chart-admission"]["max"].as_f64().unwrap() > 0.0,
+        "{seen}"
+    );
+    assert_eq!(seen["charts"]["chart-refusals"]["lines"], 3, "{seen}");
+    assert!(
+        seen["admission"]
+            .as_str()
+            .is_some_and(|a| a.contains(" / ")),
         "{seen}"
     );
     let png = std::fs::read(&screenshot).expect("the screenshot was saved");

@@ -12,6 +12,8 @@ const charts = [
   { id: "chart-latency", series: [(m) => m.interval_latency_p50_us / 1000, (m) => m.interval_latency_p99_us / 1000] },
   { id: "chart-pool", series: [(m) => m.busy_workers, (m) => m.queue_depth] },
   { id: "chart-jobs", series: [(m) => m.jobs_per_second, (m) => m.jobs?.queued], when: (m) => m.jobs },
+  { id: "chart-admission", series: [(m) => admission(m, "intensive").limit, (m) => admission(m, "intensive").in_flight] },
+  { id: "chart-refusals", series: ["fast", "intensive", "job_execution"].map((c) => (m) => refused(admission(m, c))) },
 ];
 
 // Jobs succeeded per second, from the running total of this message and the one before.
@@ -44,6 +46,15 @@ function showJobs(j) {
   list.replaceChildren(...items);
 }
 
+// A class of the adaptive limits; empty when they are off (the stream then has no `admission`).
+function admission(m, name) {
+  return (m.admission && m.admission[name]) || {};
+}
+
+function refused(c) {
+  return (c.refused_at_limit_per_second || 0) + (c.refused_for_priority_per_second || 0);
+}
+
 function errorRate(m) {
   return m.requests_per_second > 0 ? (100 * m.errors_per_second) / m.requests_per_second : 0;
 }
@@ -70,6 +81,8 @@ function show(m) {
   text("active", number(m.active_requests, 0));
   text("workers", `${m.busy_workers} / ${m.worker_count}`);
   text("queue", `${m.queue_depth} / ${m.queue_capacity}`);
+  const intensive = admission(m, "intensive");
+  text("admission", m.admission ? `${intensive.in_flight} / ${number(intensive.limit, 0)}` : "off");
   text("totals", `${number(m.total_requests, 0)} requests, ${number(m.success_rate, 2)} % succeeded, ${number(m.rejected_count, 0)} refused`);
   text("updated", "updated " + new Date(m.timestamp * 1000).toLocaleTimeString());
   showJobs(m.jobs);
