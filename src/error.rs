@@ -72,8 +72,9 @@ pub enum ApiError {
         what: &'static str,
         retry_after: Duration,
     },
-    /// The job queue is full.
-    #[error("job queue full")]
+    /// No room for the call now: its class of work is at its adaptive limit (or shed for a
+    /// higher class), the job queue is full, or a stream limit is reached.
+    #[error("the service is overloaded; retry later")]
     ServiceOverloaded { retry_after: Duration },
     /// The service is draining for shutdown and takes no new work.
     #[error("the service is shutting down")]

@@ -160,7 +160,7 @@ impl utoipa::IntoResponses for ComputeErrors {
             ),
             (
                 &[C::ServiceOverloaded, C::ShuttingDown],
-                "the job queue is full, or the service is draining for shutdown; retry after `Retry-After` seconds",
+                "the call's class of work is at its adaptive limit (or shed for a higher one), the job queue is full, or the service is draining for shutdown; retry after `Retry-After` seconds",
             ),
             (
                 &[C::ProcessingError, C::InternalError],
