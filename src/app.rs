@@ -13,6 +13,7 @@ use crate::admission::{Admission, Authenticator, Class, FailureThrottle, Overloa
 use crate::config::Settings;
 use crate::dependency::{BreakerConfig, BreakerMetrics, Redis, RedisMetrics};
 use crate::domain::cache::Cache;
+use crate::domain::execution::StartGate;
 use crate::domain::jobs::{JobMetrics, Jobs};
 use crate::domain::{Compute, Kernel};
 use crate::grpc::{self, RpcContextConfig, RpcContextLayer};
@@ -595,7 +596,13 @@ async fn run_jobs(
         .effective_max_running(state.pool.status().workers);
     // Already called when the database was away at start.
     let started = if pending { || () } else { started };
-    jobs.run(state.pool.clone(), kernel, max_running, started)
+    // Under overload, job execution yields first: the runner asks the adaptive limits
+    // before each job starts.
+    let gate = state
+        .overload
+        .as_ref()
+        .map_or_else(StartGate::open, |o| o.start_gate());
+    jobs.run(state.pool.clone(), kernel, max_running, gate, started)
         .await;
 }
 

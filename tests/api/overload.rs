@@ -484,3 +484,74 @@ async fn the_stats_stream_shows_each_class_its_limit_in_flight_and_refusals() {
         assert_eq!(h.await.unwrap(), 200);
     }
 }
+
+fn job_execution_shed(text: &str) -> f64 {
+    sum_series(text, "floodgate_admission_refusals_total", |l| {
+        l.contains("class=\"job_execution\"") && l.contains("cause=\"priority\"")
+    })
+}
+
+#[tokio::test]
+async fn job_execution_yields_while_a_higher_class_is_at_its_limit() {
+    // One worker and a queue of one: the intensive limit is its ceiling, 2 (no call
+    // completes, so no window closes). A 100 ms window: a class is shed for a second.
+    let mut settings = test_settings();
+    settings.pool.workers = 1;
+    settings.pool.queue_size = 1;
+    settings.admission.window = Duration::from_millis(100);
+    let app =
+        Arc::new(spawn_builder(Application::builder(settings).with_kernel(gated_kernel)).await);
+    let overload = Arc::clone(app.state.overload.as_ref().expect("adaptive limits on"));
+    let gate = Gate::hold();
+    let hold = || {
+        let (app, n) = (Arc::clone(&app), gate.number());
+        tokio::spawn(async move { app.compute("intensive", n).await.status() })
+    };
+    let mut held = vec![hold()];
+    app.wait_for_busy_workers(1).await;
+    held.push(hold());
+    app.wait_for_exposition("two in flight", |t| {
+        sum_series(t, "floodgate_admission_in_flight", |l| {
+            l.contains("class=\"intensive\"")
+        }) == 2.0
+    })
+    .await;
+
+    // Intensive at its limit sheds job execution: a job submitted now is accepted (the
+    // submission is not limited) but the runner does not start it; it asks, and is refused.
+    let r = app
+        .post_json("/api/v2/jobs", r#"{"number": 5, "rounds": 1000}"#)
+        .await;
+    assert_eq!(r.status(), 202);
+    let job: serde_json::Value = r.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // A call over the limit sheds job execution again whenever its hold has ended, so
+        // it stays shed until the runner has asked.
+        let r = app.compute("intensive", 1).await;
+        assert_envelope(r, 503, "SERVICE_OVERLOADED").await;
+        if job_execution_shed(&app.exposition().await) >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the runner never asked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(overload.state()[2].in_flight, 0, "no job started");
+
+    // Once intensive has room again and the shedding is over, the job runs.
+    drop(gate);
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let job = get_json(&app.url(&format!("/api/v2/jobs/{id}"))).await;
+        if job["status"] == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never ran: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(overload.state()[2].in_flight, 0, "its place was given back");
+}

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::{Jobs, RESTART_AFTER};
+use crate::domain::execution::{StartGate, StartSlot};
 use crate::domain::Kernel;
 use crate::pool::{JobError, SubmitError, WorkerPool};
 use crate::store::{now_us, Backoff, End, Job};
@@ -80,6 +81,8 @@ struct Runner {
     id: String,
     /// Jobs on the worker pool at once.
     slots: usize,
+    /// Asked before each job starts: under overload, job execution yields to the API.
+    gate: StartGate,
     /// Claimed, not started yet (leased, renewed with the running ones).
     ready: Mutex<VecDeque<Job>>,
     /// Jobs handed to the pool and not yet ended.
@@ -98,7 +101,9 @@ impl Jobs {
     /// store tidy: rescue jobs whose runner stopped renewing, purge old ones, publish the
     /// gauges. Runs until [`Jobs::drain`]ed. `started` is called once the first round of
     /// upkeep and then the first claim are done: what the jobs need (connections, prepared
-    /// statements) is in place, and start-up is over.
+    /// statements) is in place, and start-up is over. `gate` is asked before each job starts
+    /// (admission's verdict on job execution): a job it refuses stays claimed, and the runner
+    /// asks again when the gate says.
     ///
     /// Supervised: a panic in the runner is logged, counted, reported by `/health`, and the
     /// runner starts again a second later; it never stops silently while submissions are
@@ -108,6 +113,7 @@ impl Jobs {
         pool: WorkerPool,
         kernel: Kernel,
         max_running: usize,
+        gate: StartGate,
         started: impl FnOnce() + Send + 'static,
     ) {
         let mut started: Option<Box<dyn FnOnce() + Send>> = Some(Box::new(started));
@@ -118,6 +124,7 @@ impl Jobs {
                 kernel,
                 id: uuid::Uuid::new_v4().to_string(),
                 slots: max_running.max(1),
+                gate: gate.clone(),
                 ready: Mutex::default(),
                 running: Default::default(),
                 wake: Arc::clone(&self.wake),
@@ -201,7 +208,8 @@ impl Runner {
                     Err(_) => false,
                 };
             }
-            self.start_ready(&done);
+            // Refused by the gate: ask again when it says.
+            let gate_wait = self.start_ready(&done);
             // A full claim: more may be due at once, while there is room for it.
             if look && self.lock_ready().len() + self.running.load(Ordering::Acquire) < prefetch {
                 continue;
@@ -213,6 +221,7 @@ impl Runner {
                 _ = draining.wait_for(|d| *d) => break,
                 _ = self.wake.notified() => look = true,
                 _ = self.freed.notified() => {}
+                _ = tokio::time::sleep(gate_wait.unwrap_or(Duration::MAX)), if gate_wait.is_some() => {}
                 _ = tokio::time::sleep(until_retry.unwrap_or(Duration::MAX)), if until_retry.is_some() => {
                     self.next_retry.lock().unwrap_or_else(|p| p.into_inner()).take();
                     look = true;
@@ -231,9 +240,17 @@ impl Runner {
         drop(done);
     }
 
-    /// Hand ready jobs to the pool while slots are free.
-    fn start_ready(self: &Arc<Self>, done: &mpsc::Sender<Done>) {
+    /// Hand ready jobs to the pool while slots are free and the gate lets them start; when
+    /// it does not, how long to wait before asking it again.
+    fn start_ready(self: &Arc<Self>, done: &mpsc::Sender<Done>) -> Option<Duration> {
         while self.running.load(Ordering::Acquire) < self.slots {
+            if self.lock_ready().is_empty() {
+                break;
+            }
+            let slot: StartSlot = match self.gate.may_start() {
+                Ok(slot) => slot,
+                Err(wait) => return Some(wait),
+            };
             let Some(job) = self.lock_ready().pop_front() else {
                 break;
             };
@@ -256,10 +273,13 @@ impl Runner {
                     Run::NotOurs => {}
                     Run::NotStarted => runner.release(&id).await,
                 }
+                // The job's place in job execution is given back as it leaves the pool.
+                drop(slot);
                 runner.running.fetch_sub(1, Ordering::AcqRel);
                 runner.freed.notify_one();
             });
         }
+        None
     }
 
     /// A claim the pool never started goes back to the queue with its attempt returned.
