@@ -3,9 +3,10 @@
 //! `Retry-After`, the counters match what the clients saw, and gRPC and REST draw from the
 //! same limit.
 //!
-//! Latency is made by the test, not by the machine: intensive jobs run a kernel that sleeps
-//! for `number` milliseconds on the one worker, and a test route in the fast class sleeps for
-//! as long as it is asked. A limit moves only when latency crosses `target_delay`, so how fast
+//! The real binary is driven past its capacity too, over REST and gRPC at once; the other
+//! tests run the application in process, where latency is made by the test, not by the
+//! machine: intensive jobs run a kernel that sleeps for `number` milliseconds on the one
+//! worker, and a test route in the fast class sleeps for as long as it is asked. A limit moves only when latency crosses `target_delay`, so how fast
 //! the machine is changes how long a phase takes, not what it shows.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -554,4 +555,244 @@ async fn job_execution_yields_while_a_higher_class_is_at_its_limit() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(overload.state()[2].in_flight, 0, "its place was given back");
+}
+
+/// What a client of the real binary saw.
+#[derive(Default)]
+struct Tally {
+    /// Intensive calls answered 200, with their latencies.
+    admitted: Vec<Duration>,
+    /// Intensive refusals (REST 503 and gRPC UNAVAILABLE), with their latencies.
+    refused: Vec<Duration>,
+    rest_refused: u64,
+    grpc_refused: u64,
+    /// Anything else an intensive call got: none is expected.
+    other: Vec<String>,
+    fast_ok: u64,
+    fast_other: Vec<String>,
+    operational_ok: u64,
+    operational_slow_or_failed: Vec<String>,
+}
+
+/// The real binary, one worker and intensive calls of a few milliseconds, driven past its
+/// capacity over REST and gRPC at once: intensive calls are refused at once with a
+/// `Retry-After` (never a 408 or a wait), fast calls and the operational routes are served
+/// throughout, and the binary's counters equal what the clients saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binary_refuses_intensive_at_once_and_serves_fast_and_operational_routes() {
+    let _one_at_a_time = exclusive().await;
+    let app = Arc::new(
+        spawn_binary(&[
+            ("FLOODGATE__POOL__WORKERS", "1"),
+            ("FLOODGATE__COMPUTE__INTENSIVE_ROUNDS", "200000"),
+            ("FLOODGATE__ADMISSION__TARGET_DELAY", "2ms"),
+            ("FLOODGATE__ADMISSION__WINDOW", "50ms"),
+            ("FLOODGATE__LOG__ACCESS_LOG", "false"),
+        ])
+        .await,
+    );
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    // Eight REST clients and four gRPC clients on the intensive endpoint, closed loop, with
+    // a short back-off after a refusal: a queue far past target_delay on the one worker.
+    for i in 0..8u64 {
+        let (app, tally, stop) = (Arc::clone(&app), Arc::clone(&tally), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let r = c
+                    .post(format!("{}/api/v1/compute/intensive", app.base))
+                    .header("content-type", "application/json")
+                    .body(format!("{{\"number\": {}}}", 10 + i))
+                    .send()
+                    .await
+                    .expect("answered");
+                let elapsed = started.elapsed();
+                let status = r.status().as_u16();
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                {
+                    let mut t = tally.lock().unwrap();
+                    match status {
+                        200 => t.admitted.push(elapsed),
+                        503 if body["code"] == "SERVICE_OVERLOADED"
+                            && retry_after.is_some_and(|s| s >= 1) =>
+                        {
+                            t.refused.push(elapsed);
+                            t.rest_refused += 1;
+                        }
+                        _ => t
+                            .other
+                            .push(format!("REST {status} {retry_after:?} {body}")),
+                    }
+                }
+                if status == 503 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }));
+    }
+    for i in 0..4u64 {
+        let (app, tally, stop) = (Arc::clone(&app), Arc::clone(&tally), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let channel = tonic::transport::Endpoint::from_shared(app.base.clone())
+                .unwrap()
+                .connect()
+                .await
+                .expect("h2c connects");
+            let mut grpc = ComputeServiceClient::new(channel);
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let answer = grpc.intensive(ComputeRequest { number: 20 + i }).await;
+                let elapsed = started.elapsed();
+                let refused = {
+                    let mut t = tally.lock().unwrap();
+                    match answer {
+                        Ok(_) => {
+                            t.admitted.push(elapsed);
+                            false
+                        }
+                        Err(s)
+                            if s.code() == Code::Unavailable
+                                && s.get_details_error_info()
+                                    .is_some_and(|e| e.reason == "SERVICE_OVERLOADED")
+                                && s.get_details_retry_info()
+                                    .and_then(|r| r.retry_delay)
+                                    .is_some_and(|d| d >= Duration::from_secs(1)) =>
+                        {
+                            t.refused.push(elapsed);
+                            t.grpc_refused += 1;
+                            true
+                        }
+                        Err(s) => {
+                            t.other.push(format!("gRPC {s:?}"));
+                            false
+                        }
+                    }
+                };
+
+                if refused {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }));
+    }
+    // One fast client and one prober of the operational routes, throughout.
+    {
+        let (app, tally, stop) = (Arc::clone(&app), Arc::clone(&tally), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                let r = app.compute_fast(&c, 7, None).await;
+                let status = r.status();
+                let mut t = tally.lock().unwrap();
+                if status == 200 {
+                    t.fast_ok += 1;
+                } else {
+                    t.fast_other.push(status.to_string());
+                }
+            }
+        }));
+    }
+    {
+        let (app, tally, stop) = (Arc::clone(&app), Arc::clone(&tally), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let paths = ["/health", "/health/ready", "/metrics/prometheus", "/status"];
+            while !stop.load(Ordering::Relaxed) {
+                for path in paths {
+                    let started = Instant::now();
+                    let status = c
+                        .get(format!("{}{path}", app.base))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16());
+                    let elapsed = started.elapsed();
+                    let mut t = tally.lock().unwrap();
+                    if status.as_ref().is_ok_and(|s| *s == 200) && elapsed < Duration::from_secs(1)
+                    {
+                        t.operational_ok += 1;
+                    } else {
+                        t.operational_slow_or_failed
+                            .push(format!("{path}: {status:?} in {elapsed:?}"));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+
+    // Until both transports have been refused a few times (at least 2 s, at most 30 s).
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (rest, grpc) = {
+            let t = tally.lock().unwrap();
+            (t.rest_refused, t.grpc_refused)
+        };
+        if rest >= 20 && grpc >= 5 && started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not overloaded in 30 s: {rest} REST and {grpc} gRPC refusals"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let t = std::mem::take(&mut *tally.lock().unwrap());
+    assert!(t.other.is_empty(), "{:?}", &t.other[..t.other.len().min(5)]);
+    assert!(
+        t.fast_other.is_empty() && t.fast_ok > 0,
+        "fast refused: {:?}",
+        t.fast_other
+    );
+    assert!(
+        t.operational_slow_or_failed.is_empty() && t.operational_ok > 0,
+        "{:?}",
+        t.operational_slow_or_failed
+    );
+    assert!(!t.admitted.is_empty(), "capacity is served");
+    // Refused at once: no wait in a queue (the admitted calls queue for the worker).
+    let median = |v: &[Duration]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v[v.len() / 2]
+    };
+    assert!(
+        median(&t.refused) < Duration::from_millis(50),
+        "median refusal {:?}",
+        median(&t.refused)
+    );
+
+    // The binary counted what the clients saw: every refusal of either transport against
+    // the one intensive limit, none of fast.
+    let text = get_text(&format!("{}/metrics/prometheus", app.base)).await;
+    assert_eq!(
+        refusals(&text, "intensive"),
+        (t.rest_refused + t.grpc_refused) as f64,
+        "REST {} + gRPC {}",
+        t.rest_refused,
+        t.grpc_refused
+    );
+    assert_eq!(refusals(&text, "fast"), 0.0);
+    let stats = get_json(&format!("{}/api/v1/stats", app.base)).await;
+    assert_eq!(
+        stats["overloaded_count"],
+        t.rest_refused + t.grpc_refused,
+        "{stats}"
+    );
+    assert_eq!(
+        sum_series(&text, "floodgate_admission_in_flight", |l| l
+            .contains("class=\"intensive\"")),
+        0.0
+    );
 }
