@@ -63,6 +63,11 @@ pub struct ScenarioReport {
     pub rps: f64,
     /// Over all HTTP responses (any status); `null` when there were none.
     pub latency_ms: Option<LatencySummary>,
+    /// Over the 2xx responses alone (what a served request took); `null` without any.
+    pub success_latency_ms: Option<LatencySummary>,
+    /// Over the refusals alone (429 and 503: how fast the server said no); `null` without
+    /// any.
+    pub refused_latency_ms: Option<LatencySummary>,
     /// The latency at many percentiles (0 to 99.9999, up to the first that
     /// reaches the maximum), for an HDR percentile plot; empty without responses.
     pub percentiles: Vec<PercentilePoint>,
@@ -517,6 +522,8 @@ impl ScenarioReport {
             duration_secs: result.elapsed.as_secs_f64(),
             rps: rate_per_second(s.total(), result.elapsed),
             latency_ms: latency,
+            success_latency_ms: s.success_latency(),
+            refused_latency_ms: s.refused_latency(),
             percentiles: s.spectrum(),
             timeline: result.timeline.clone(),
             status_codes: status_codes(s),
@@ -832,6 +839,18 @@ fn write_scenario_latency(out: &mut String, s: &ScenarioReport) {
             };
             let _ = writeln!(out, "  Latency ({} {what}):", thousands(r.responses));
             write_latency(out, "    ", l);
+            // Under overload the refusals and the served requests tell different stories.
+            if let Some(refused) = &s.refused_latency_ms {
+                let served = s
+                    .success_latency_ms
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), |l| fmt_latency(l.p99_ms));
+                let _ = writeln!(
+                    out,
+                    "    p99 of the 2xx alone {served}, of the refusals (429, 503) alone {}",
+                    fmt_latency(refused.p99_ms)
+                );
+            }
             if r.timeouts > 0 {
                 let _ = writeln!(
                     out,
@@ -1398,6 +1417,7 @@ pub(crate) mod tests {
                     p90_ms: Some(0.15),
                     p99_ms: Some(0.19),
                     max_ms: Some(0.2),
+                    success_p99_ms: Some(0.19),
                 })
                 .collect(),
         }

@@ -168,6 +168,10 @@ impl Latencies {
 #[derive(Clone)]
 pub struct Stats {
     latency: Latencies,
+    /// The 2xx responses alone: what a served request took.
+    success_latency: Latencies,
+    /// The refusals alone (429 and 503): how fast the server said no.
+    refused_latency: Latencies,
     statuses: Vec<u64>,
     error_codes: HashMap<String, u64>,
     responses: u64,
@@ -199,6 +203,8 @@ impl Stats {
     pub fn new() -> Self {
         Self {
             latency: Latencies::new(),
+            success_latency: Latencies::new(),
+            refused_latency: Latencies::new(),
             statuses: vec![0; STATUS_SLOTS],
             error_codes: HashMap::new(),
             responses: 0,
@@ -217,8 +223,12 @@ impl Stats {
         if let Some(slot) = self.statuses.get_mut(usize::from(status)) {
             *slot += 1;
         }
+        if is_refusal(status) {
+            self.refused_latency.record(latency);
+        }
         if (200..300).contains(&status) {
             self.successes += 1;
+            self.success_latency.record(latency);
         } else if status >= 400 {
             self.count_error_code(error_code.unwrap_or(NO_ERROR_CODE), 1);
         }
@@ -249,6 +259,8 @@ impl Stats {
     /// Adds everything recorded in `other` to `self`.
     pub fn merge(&mut self, other: &Stats) {
         self.latency.merge(&other.latency);
+        self.success_latency.merge(&other.success_latency);
+        self.refused_latency.merge(&other.refused_latency);
         for (mine, theirs) in self.statuses.iter_mut().zip(&other.statuses) {
             *mine += theirs;
         }
@@ -339,10 +351,26 @@ impl Stats {
         self.latency.summary()
     }
 
+    /// Latency summary over the 2xx responses, `None` when there were none.
+    pub fn success_latency(&self) -> Option<LatencySummary> {
+        self.success_latency.summary()
+    }
+
+    /// Latency summary over the refusals (429 and 503), `None` when there were none.
+    pub fn refused_latency(&self) -> Option<LatencySummary> {
+        self.refused_latency.summary()
+    }
+
     /// Latency percentile spectrum over all responses (see [`Latencies::spectrum`]).
     pub fn spectrum(&self) -> Vec<PercentilePoint> {
         self.latency.spectrum()
     }
+}
+
+/// A refusal: the server declined the request for load (429 rate limited, 503 overloaded
+/// or shutting down), as opposed to failing it.
+pub fn is_refusal(status: u16) -> bool {
+    matches!(status, 429 | 503)
 }
 
 /// `part / whole` in percent; 0 when `whole` is 0.
@@ -490,6 +518,28 @@ mod tests {
             s.status_codes().into_iter().collect::<Vec<_>>(),
             vec![(200, 1), (201, 1), (429, 1), (500, 1), (503, 1)]
         );
+    }
+
+    #[test]
+    fn served_requests_and_refusals_have_latencies_of_their_own() {
+        let mut s = Stats::new();
+        for _ in 0..10 {
+            s.record_response(200, ms(20), None);
+            s.record_response(503, ms(1), Some("SERVICE_OVERLOADED"));
+        }
+        s.record_response(429, ms(3), Some("RATE_LIMIT_EXCEEDED"));
+        s.record_response(500, ms(900), None);
+        let served = s.success_latency().unwrap();
+        assert!(close(served.max_ms, 20.0) && close(served.min_ms, 20.0));
+        let refused = s.refused_latency().unwrap();
+        assert!(close(refused.min_ms, 1.0) && close(refused.max_ms, 3.0));
+        // Neither counts the 500; all responses together do.
+        assert!(close(s.latency().unwrap().max_ms, 900.0));
+        let mut merged = Stats::new();
+        merged.merge(&s);
+        assert_eq!(merged.refused_latency(), s.refused_latency());
+        assert!(Stats::new().refused_latency().is_none());
+        assert!(is_refusal(503) && is_refusal(429) && !is_refusal(500));
     }
 
     #[test]

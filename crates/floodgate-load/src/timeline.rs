@@ -52,6 +52,9 @@ pub struct SlotData {
     successful: u64,
     /// Latencies of the responses (any status).
     histogram: Histogram<u32>,
+    /// Latencies of the 2xx responses alone: under overload, what the served requests
+    /// took, apart from the refusals.
+    success_histogram: Histogram<u32>,
     /// The exact largest latency, so the histogram's bucket cannot overstate it.
     max_ns: u64,
 }
@@ -84,6 +87,7 @@ impl SlotData {
         Self {
             requests: 0,
             successful: 0,
+            success_histogram: histogram.clone(),
             histogram,
             max_ns: 0,
         }
@@ -98,6 +102,9 @@ impl SlotData {
         self.max_ns = self.max_ns.max(ns);
         self.requests += 1;
         self.successful += u64::from(success);
+        if success {
+            let _ = self.success_histogram.record(ns);
+        }
     }
 
     /// A request that got no response.
@@ -150,6 +157,9 @@ impl SlotData {
         self.histogram
             .add(&other.histogram)
             .expect("an auto-resizing histogram takes any recorded value");
+        self.success_histogram
+            .add(&other.success_histogram)
+            .expect("an auto-resizing histogram takes any recorded value");
     }
 
     fn reset(&mut self) {
@@ -157,10 +167,17 @@ impl SlotData {
         self.successful = 0;
         self.max_ns = 0;
         self.histogram.reset();
+        self.success_histogram.reset();
     }
 
     fn quantile_ms(&self, q: f64) -> f64 {
         self.histogram.value_at_quantile(q).min(self.max_ns) as f64 / 1e6
+    }
+
+    /// The 2xx responses' quantile; `None` without any.
+    fn success_quantile_ms(&self, q: f64) -> Option<f64> {
+        (!self.success_histogram.is_empty())
+            .then(|| self.success_histogram.value_at_quantile(q).min(self.max_ns) as f64 / 1e6)
     }
 }
 
@@ -316,6 +333,7 @@ impl Timeline {
                     p90_ms: latency.map(|d| d.quantile_ms(0.90)),
                     p99_ms: latency.map(|d| d.quantile_ms(0.99)),
                     max_ms: latency.map(|d| d.max_ns as f64 / 1e6),
+                    success_p99_ms: data.and_then(|d| d.success_quantile_ms(0.99)),
                 }
             })
             .collect();
@@ -352,6 +370,8 @@ pub struct TimelinePoint {
     pub p90_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub max_ms: Option<f64>,
+    /// The p99 of the 2xx responses alone; `null` without any.
+    pub success_p99_ms: Option<f64>,
 }
 
 #[cfg(test)]
@@ -361,6 +381,24 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_served_requests_p99_is_kept_apart_from_the_refusals() {
+        let clock = SlotClock::new(Duration::from_secs(10), ms(500));
+        let timeline = Mutex::new(Timeline::new(clock));
+        let mut r = SlotRecorder::new();
+        // Under overload: most answers are slow refusals, the served ones are quick.
+        for i in 0..100u64 {
+            r.at(clock.slot_of(ms(i * 5)), &timeline)
+                .record_response(if i % 10 == 0 { ms(2) } else { ms(50) }, i % 10 == 0);
+        }
+        r.flush(&timeline);
+        let p = &timeline.lock().unwrap().report(ms(1_000)).points[0];
+        assert_eq!((p.requests, p.successful), (100, 10));
+        assert!(p.p99_ms.unwrap() >= 49.0, "{p:?}");
+        let served = p.success_p99_ms.unwrap();
+        assert!((1.9..=2.1).contains(&served), "{p:?}");
     }
 
     #[test]
@@ -408,6 +446,7 @@ mod tests {
         assert!((5.0..=6.1).contains(&p50), "p50 {p50}");
         assert!(p[0].p99_ms.unwrap() <= 40.0);
         assert_eq!((p[1].requests, p[1].rps, p[1].p99_ms), (0, 0.0, None));
+        assert_eq!(p[1].success_p99_ms, None);
         assert_eq!(p[2].requests, 2);
         // The phase ended half-way through the last interval.
         assert_eq!(p[2].rps, 4.0);
