@@ -12,7 +12,10 @@
 
 BENCH_DIR (default target/bench) holds what scripts/bench.sh wrote: runs.tsv (one line per
 run), startup.tsv, jobs.tsv and meta.json (date, commit, machine), and optionally
-capacity.json (scripts/capacity.sh) and sweep.svg (the latency-versus-throughput curves).
+capacity.json (scripts/capacity.sh), sweep.svg (the latency-versus-throughput curves),
+knee.json (the alternating sweeps' knees) and overload.json (the overload scenarios, adaptive
+admission against the fixed limits); a run of only the sweeps or the overload scenarios
+(--sweep-only, --overload-only) has no runs.tsv, and its results.json holds what it measured.
 Every number in those blocks comes from results.json; none is typed by hand.
 """
 import csv
@@ -42,6 +45,8 @@ def median(values):
 
 def load_runs(path):
     runs = defaultdict(list)
+    if not os.path.exists(path):
+        return runs
     with open(path) as f:
         for row in csv.DictReader(f, delimiter="\t"):
             runs[(row["generator"], row["case"], row["server"])].append(row)
@@ -72,8 +77,11 @@ def build(bench_dir):
             return round(c[server][field] / c[ref][field], 2)
         return None
 
-    with open(os.path.join(bench_dir, "startup.tsv")) as f:
-        starts = list(csv.DictReader(f, delimiter="\t"))
+    starts = []
+    startup_path = os.path.join(bench_dir, "startup.tsv")
+    if os.path.exists(startup_path):
+        with open(startup_path) as f:
+            starts = list(csv.DictReader(f, delimiter="\t"))
     measured = {
         "fast_rps_ratio": ratio("wrk", "fast", "floodgate", "bare-axum"),
         "fast_rps_ratio_floodgate_load": ratio("floodgate-load", "fast", "floodgate", "bare-axum"),
@@ -88,7 +96,7 @@ def build(bench_dir):
         "startup_ms": median([int(s["startup_ms"]) for s in starts]),
     }
     targets = []
-    for key, label, limit, test in TARGETS:
+    for key, label, limit, test in TARGETS if runs else []:
         value = measured.get(key)
         targets.append(
             {"key": key, "label": label, "measured": value, "limit": limit,
@@ -116,11 +124,14 @@ def build(bench_dir):
         if mode == "mixed":
             job_summary[db][mode]["fast_p99_ms"] = median([int(r["fast_p99_us"]) for r in rows]) / 1000
     result = {"targets": targets, "measured": measured, "cases": cases, "jobs": job_summary}
-    for extra in ("meta.json", "capacity.json"):
+    for extra in ("meta.json", "capacity.json", "knee.json", "overload.json"):
         path = os.path.join(bench_dir, extra)
         if os.path.exists(path):
             with open(path) as f:
                 result[extra.split(".")[0]] = json.load(f)
+    # The knee and overload targets, judged by bench.sh, join the others.
+    for extra in ("knee", "overload"):
+        targets.extend(result.get(extra, {}).get("targets", []))
     return result
 
 

@@ -29,6 +29,16 @@
 # p99 passes SWEEP_MAX_P99 ms or errors appear, both latency-versus-throughput
 # curves drawn on one chart (floodgate-load --compare) in target/bench/sweep.html,
 # their knees in target/bench/sweep.md (appended to results.md in a full run).
+# The sweeps alternate (SWEEP_ROUNDS rounds, the order reversed every other round,
+# all from the same start rate) over bare axum, floodgate and floodgate-fixed
+# (admission.adaptive = false): the knee ratio to bare axum is the median of
+# the rounds' ratios (target/bench/knee.json).
+# With OVERLOAD=1 (or --overload-only), last: the overload scenarios of
+# scripts/lib/bench-overload.sh, adaptive admission against the fixed limits
+# side by side (intensive open loop at 80 %, 2x and 5x its capacity with
+# /health probed alongside; fast at 50 % with intensive at 5x; a CPU hog on the
+# server's core half-way through a 2x run), figures and targets in
+# target/bench/overload.json and overload.md (appended to results.md).
 #
 # floodgate runs with its production configuration: ENVIRONMENT=production
 # (JSON logs), the access log written to a file, metrics, request IDs,
@@ -40,12 +50,15 @@
 # (scripts/bench-report.py, which also regenerates docs/performance.md's tables from it);
 # progress lines go to stderr.
 #
-# Usage: scripts/bench.sh [--quick] [--no-build] [--sweep-only] [--jobs-only]
-#   --quick       2 s runs, one round, 3 starts (1 s sweep steps): a smoke test of the harness
-#   --no-build    use the release binaries already in the target directory
-#   --sweep-only  only the sweeps (needs floodgate-load)
-#   --jobs-only   only the durable jobs, and the fast case alone with floodgate-load (the
-#                 reference of the fast p99 while jobs run); needs floodgate-load
+# Usage: scripts/bench.sh [--quick] [--no-build] [--sweep-only] [--jobs-only] [--overload-only]
+#   --quick          2 s runs, one round, 3 starts (1 s sweep steps, one sweep round,
+#                    3 s overload runs, 6 s slowed-machine run): a smoke test of the harness
+#   --no-build       use the release binaries already in the target directory
+#   --sweep-only     only the sweeps (needs floodgate-load)
+#   --jobs-only      only the durable jobs, and the fast case alone with floodgate-load (the
+#                    reference of the fast p99 while jobs run); needs floodgate-load
+#   --overload-only  only the overload scenarios (needs floodgate-load); with
+#                    --sweep-only, both
 # Env: DURATION (s, default 10), ROUNDS (3), CONNECTIONS (64),
 #      BIG_CONNECTIONS (500), STARTS (5), BENCH_PORT (18181; +1 Redis, +2 PostgreSQL),
 #      JOBS_CONNECTIONS (jobs followed at once, 16), JOBS_ROUNDS (rounds per
@@ -55,7 +68,10 @@
 #      BENCH_LOCK (/tmp/floodgate-bench.lock; empty: take no lock),
 #      SWEEP (1: add the sweeps to a full run), SWEEP_RATES (floodgate-load
 #      --sweep: auto, or START..END[:STEP] req/s), SWEEP_STEP (each step, 3s),
-#      SWEEP_MAX_P99 (ms, 10), SWEEP_CONNECTIONS (128), CARGO_TARGET_DIR.
+#      SWEEP_MAX_P99 (ms, 10), SWEEP_CONNECTIONS (128), SWEEP_ROUNDS (3),
+#      OVERLOAD (1: add the overload scenarios to a full run), OVERLOAD_DURATION
+#      (s per overload run, 20), HOG_DURATION (s of the slowed-machine run, 30),
+#      OVERLOAD_CONNECTIONS (most requests in flight, 2000), CARGO_TARGET_DIR.
 # Needs: wrk, taskset (util-linux), flock, jq, at least 2 CPU cores, Linux /proc;
 # optional: redis-server, PostgreSQL's initdb and pg_ctl (on PATH or in
 # /usr/lib/postgresql/*/bin), runuser when run as root.
@@ -70,14 +86,19 @@ sweep=${SWEEP:-0}
 sweep_only=0
 jobs_only=0
 sweep_step=${SWEEP_STEP:-3s}
+sweep_rounds=${SWEEP_ROUNDS:-3}
+overload=${OVERLOAD:-0}
+overload_only=0
 for arg in "$@"; do
     case $arg in
-        --quick) duration=${DURATION:-2}; rounds=${ROUNDS:-1}; starts=${STARTS:-3}; sweep_step=${SWEEP_STEP:-1s} ;;
+        --quick) duration=${DURATION:-2}; rounds=${ROUNDS:-1}; starts=${STARTS:-3}; sweep_step=${SWEEP_STEP:-1s}
+                 sweep_rounds=${SWEEP_ROUNDS:-1}; export OVERLOAD_DURATION=${OVERLOAD_DURATION:-3} HOG_DURATION=${HOG_DURATION:-6} ;;
         --no-build) build=0 ;;
         --sweep-only) sweep=1; sweep_only=1 ;;
         --jobs-only) jobs_only=1 ;;
+        --overload-only) overload=1; overload_only=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "usage: $0 [--quick] [--no-build] [--sweep-only] [--jobs-only]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--quick] [--no-build] [--sweep-only] [--jobs-only] [--overload-only]" >&2; exit 2 ;;
     esac
 done
 sweep_rates=${SWEEP_RATES:-auto}
@@ -96,6 +117,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=scripts/lib/bench-common.sh
 . "$root/scripts/lib/bench-common.sh"
+# shellcheck source=scripts/lib/bench-overload.sh
+. "$root/scripts/lib/bench-overload.sh"
 
 require_tools "apt-get install wrk util-linux jq" wrk taskset flock jq cargo awk
 require_cores
@@ -155,6 +178,7 @@ jobs_db=
 fleet_pids=()
 fleet_addrs=()
 cleanup() {
+    hog_stop
     server_stop
     fleet_stop
     if [ -n "$jobs_pid" ]; then kill "$jobs_pid" 2>/dev/null || true; fi
@@ -178,6 +202,13 @@ start_server() {
     case $name in
         floodgate)
             server_start floodgate env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+                SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" \
+                DATABASE_URL="sqlite://$work/jobs.db" "$release/floodgate" ;;
+        floodgate-fixed)
+            # The same production configuration with the fixed limits of before: the baseline
+            # of the overload scenarios.
+            server_start floodgate-fixed env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+                FLOODGATE__ADMISSION__ADAPTIVE=false \
                 SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" \
                 DATABASE_URL="sqlite://$work/jobs.db" "$release/floodgate" ;;
         bare-axum)
@@ -415,57 +446,104 @@ pg_reference() {
 }
 
 # ---------------------------------------------------------------- sweeps
-# run_sweeps: the fast case as an open-loop sweep against bare axum and then
-# floodgate, each freshly started on core 0 (floodgate-load --threads 1 on
-# core 1; floodgate's /metrics checked at every step), both curves on one
-# chart in $out_dir/sweep.html, the knees in $out_dir/sweep.md.
+# run_sweeps: the fast case as an open-loop sweep against bare axum, floodgate
+# and floodgate-fixed, each freshly started on core 0 (floodgate-load --threads 1
+# on core 1; floodgate's /metrics checked at every step), SWEEP_ROUNDS rounds in
+# alternating order (bare axum first, then last, …), every sweep from the same
+# start rate. The last round's curves on one chart in $out_dir/sweep.html; every
+# knee and the median of the rounds' knee ratios to bare axum in
+# $out_dir/sweep.md and $out_dir/knee.json.
 run_sweeps() {
-    local s json curves=() metrics=()
+    local s r json order curves=() metrics=() knees=$work/knees.jsonl
+    local -a servers_fwd=(bare-axum floodgate floodgate-fixed) servers_rev=(floodgate-fixed floodgate bare-axum)
     mkdir -p "$out_dir"
-    for s in bare-axum floodgate; do
-        log "== sweep, fast case: $s (rates $sweep_rates, $sweep_step per step, until p99 > $sweep_max_p99 ms or errors > 1 %) =="
-        start_server "$s"
-        json=$out_dir/sweep-$s.json
-        metrics=()
-        [ "$s" = floodgate ] || metrics=(--no-server-metrics)
-        if ! taskset -c 1 "$release/floodgate-load" --url "http://$addr" --scenario fast --threads 1 \
-                --concurrency "$sweep_connections" --sweep "$sweep_rates" --sweep-step-duration "$sweep_step" \
-                --sweep-max-p99 "$sweep_max_p99" "${metrics[@]}" --output json --output-file "$json" \
-                2>"$work/sweep.err"; then
-            log "floodgate-load --sweep failed against $s:"
-            cat "$work/sweep.err" >&2
-            exit 1
-        fi
-        grep '^Sweep ' "$work/sweep.err" | sed 's/^/      /' >&2 || true
-        server_stop
-        curves+=(--compare "$s=$json")
+    : >"$knees"
+    for r in $(seq "$sweep_rounds"); do
+        if [ $((r % 2)) = 1 ]; then order=("${servers_fwd[@]}"); else order=("${servers_rev[@]}"); fi
+        curves=()
+        for s in "${order[@]}"; do
+            log "== sweep $r/$sweep_rounds, fast case: $s (rates $sweep_rates, $sweep_step per step, until p99 > $sweep_max_p99 ms or errors > 1 %) =="
+            start_server "$s"
+            json=$out_dir/sweep-$s-$r.json
+            metrics=()
+            [[ $s == floodgate* ]] || metrics=(--no-server-metrics)
+            if ! taskset -c 1 "$release/floodgate-load" --url "http://$addr" --scenario fast --threads 1 \
+                    --concurrency "$sweep_connections" --sweep "$sweep_rates" --sweep-step-duration "$sweep_step" \
+                    --sweep-max-p99 "$sweep_max_p99" "${metrics[@]}" --output json --output-file "$json" \
+                    2>"$work/sweep.err"; then
+                log "floodgate-load --sweep failed against $s:"
+                cat "$work/sweep.err" >&2
+                exit 1
+            fi
+            grep '^Sweep ' "$work/sweep.err" | sed 's/^/      /' >&2 || true
+            server_stop
+            cp "$json" "$out_dir/sweep-$s.json"
+            curves+=(--compare "$s=$json")
+            jq -c --arg s "$s" --argjson r "$r" '.sweeps[0] | {server: $s, round: $r,
+                knee: (.knee.offered_rate // null), achieved: (.knee.achieved_rate // null),
+                p50_ms: (.knee.p50_ms // null), p99_ms: (.knee.p99_ms // null),
+                steps: (.steps | length), stopped: .stopped}' "$json" >>"$knees"
+        done
     done
     "$release/floodgate-load" "${curves[@]}" --quiet --output html --output-file "$out_dir/sweep.html"
+    jq -s --arg rates "$sweep_rates" --arg step "$sweep_step" --argjson max_p99 "$sweep_max_p99" '
+        def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
+            else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+        def ratios($s): group_by(.round) | map((map(select(.server == $s))[0].knee) as $k
+            | (map(select(.server == "bare-axum"))[0].knee) as $b
+            | if $k == null or $b == null or $b == 0 then null else $k / $b end) | map(select(. != null));
+        {rates: $rates, step: $step, max_p99_ms: $max_p99, knees: .,
+         floodgate_ratio: (ratios("floodgate") | median), floodgate_fixed_ratio: (ratios("floodgate-fixed") | median),
+         floodgate_ratios: ratios("floodgate"), floodgate_fixed_ratios: ratios("floodgate-fixed")}
+        | .targets = [{key: "knee_ratio", label: "fast open-loop knee: floodgate / bare axum (median of alternating sweeps)",
+                       measured: (if .floodgate_ratio then (.floodgate_ratio * 100 | round / 100) else null end),
+                       limit: "≥ 0.85", met: (.floodgate_ratio != null and .floodgate_ratio >= 0.85)}]' \
+        "$knees" >"$out_dir/knee.json"
     {
-        printf '\nFast case as an open-loop sweep: floodgate-load --sweep %s --threads 1 --concurrency %s, %s per step, until p99 > %s ms or more than 1 %% errors (latency from the scheduled send time); server on core 0, load on core 1. Both curves: %s.\n\n' \
-            "$sweep_rates" "$sweep_connections" "$sweep_step" "$sweep_max_p99" "${out_dir#"$root"/}/sweep.html"
-        echo "| server | knee: offered req/s | achieved req/s | p50 | p99 | steps | stopped |"
-        echo "|---|---|---|---|---|---|---|"
-        for s in bare-axum floodgate; do
-            jq -r --arg s "$s" '.sweeps[0] | . as $w | .knee as $k
-                | if $k then [$s, ($k.offered_rate | floor), ($k.achieved_rate | floor),
-                              "\($k.p50_ms * 100 | round / 100) ms", "\($k.p99_ms * 100 | round / 100) ms"]
-                  else [$s, "none", "–", "–", "–"] end
-                | . + [($w.steps | length), $w.stopped] | "| " + (map(tostring) | join(" | ")) + " |"' \
-                "$out_dir/sweep-$s.json"
-        done
+        printf '\nFast case as an open-loop sweep: floodgate-load --sweep %s --threads 1 --concurrency %s, %s per step, until p99 > %s ms or more than 1 %% errors (latency from the scheduled send time); server on core 0, load on core 1; %s round(s), the order reversed every other round. Last round: %s.\n\n' \
+            "$sweep_rates" "$sweep_connections" "$sweep_step" "$sweep_max_p99" "$sweep_rounds" "${out_dir#"$root"/}/sweep.html"
+        jq -r '"| knee ratio to bare axum (median of the rounds) | floodgate \(.floodgate_ratio // "–" | if type == "number" then . * 100 | round / 100 else . end) | floodgate-fixed \(.floodgate_fixed_ratio // "–" | if type == "number" then . * 100 | round / 100 else . end) | target ≥ 0.85: \(if .targets[0].met then "PASS" else "**MISS**" end) |", "|---|---|---|---|", ""' "$out_dir/knee.json"
+        echo "| round | server | knee: offered req/s | achieved req/s | p50 | p99 | steps | stopped |"
+        echo "|---|---|---|---|---|---|---|---|"
+        jq -r '.knees[] | [.round, .server, (.knee // "none" | if type == "number" then floor else . end),
+                (.achieved // "–" | if type == "number" then floor else . end),
+                (.p50_ms // "–" | if type == "number" then "\(. * 100 | round / 100) ms" else . end),
+                (.p99_ms // "–" | if type == "number" then "\(. * 100 | round / 100) ms" else . end),
+                .steps, .stopped] | "| " + (map(tostring) | join(" | ")) + " |"' "$out_dir/knee.json"
     } >"$out_dir/sweep.md"
     cat "$out_dir/sweep.md"
-    log "sweeps: chart in $out_dir/sweep.html, reports in $out_dir/sweep-bare-axum.json and sweep-floodgate.json"
+    log "sweeps: chart in $out_dir/sweep.html, knees in $out_dir/knee.json, reports in $out_dir/sweep-SERVER-ROUND.json"
 }
 
-if [ "$sweep_only" = 1 ]; then
+# write_meta: the date, commit and machine of this run, for bench-report.py.
+write_meta() {
+    local commit dirty cpu
+    commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    dirty=$(git -C "$root" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock config 2>/dev/null | head -n1)
+    [ -n "$dirty" ] && commit="$commit (+ uncommitted changes)"
+    cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+    mkdir -p "$out_dir"
+    jq -n --arg date "$(date -u '+%Y-%m-%d %H:%M UTC')" --arg commit "$commit" --arg cpu "$cpu" \
+        --argjson cpus "$(nproc --all)" --argjson duration "$duration" --argjson rounds "$rounds" \
+        '{date: $date, commit: $commit, cpu: $cpu, cpus: $cpus, seconds_per_run: $duration, rounds: $rounds}' \
+        >"$out_dir/meta.json"
+}
+
+if [ "$sweep_only" = 1 ] || [ "$overload_only" = 1 ]; then
     if [ "$have_load" != 1 ]; then
-        log "--sweep-only needs floodgate-load, which did not build or run"
+        log "--sweep-only and --overload-only need floodgate-load, which did not build or run"
         exit 1
     fi
     log "== server on core 0, load on core 1 =="
-    run_sweeps
+    # This run's figures alone: the tables of a full run are not mixed in.
+    mkdir -p "$out_dir"
+    rm -f "$out_dir/runs.tsv" "$out_dir/startup.tsv" "$out_dir/jobs.tsv" "$out_dir/knee.json" "$out_dir/overload.json"
+    write_meta
+    : >"$out_dir/results.md"
+    if [ "$sweep_only" = 1 ]; then run_sweeps >>"$out_dir/results.md"; fi
+    if [ "$overload_only" = 1 ]; then run_overload >>"$out_dir/results.md"; fi
+    python3 "$root/scripts/bench-report.py" "$out_dir"
+    log "report written to $out_dir/results.md and results.json"
     exit 0
 fi
 
@@ -672,14 +750,10 @@ else
     jobs_desc+=", the server's default rounds"
 fi
 db_fs=$( [ -n "$jobs_db" ] && stat -f -c %T "$(dirname "$jobs_db")" 2>/dev/null || echo unknown)
-commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$root" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock config 2>/dev/null | head -n1)
-[ -n "$dirty" ] && commit="$commit (+ uncommitted changes)"
-cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-jq -n --arg date "$(date -u '+%Y-%m-%d %H:%M UTC')" --arg commit "$commit" --arg cpu "$cpu" \
-    --argjson cpus "$(nproc --all)" --argjson duration "$duration" --argjson rounds "$rounds" \
-    '{date: $date, commit: $commit, cpu: $cpu, cpus: $cpus, seconds_per_run: $duration, rounds: $rounds}' \
-    >"$out_dir/meta.json"
+write_meta
+commit=$(jq -r .commit "$out_dir/meta.json")
+cpu=$(jq -r .cpu "$out_dir/meta.json")
+rm -f "$out_dir/knee.json" "$out_dir/overload.json"
 
 awk -F'\t' -v gens="${generators[*]}" -v cases="health fast intensive" \
     -v conns="$connections" -v big="$big_connections" -v dur="$duration" -v rounds="$rounds" \
@@ -847,6 +921,14 @@ if [ "$sweep" = 1 ]; then
         cat "$out_dir/sweep.md"
     else
         log "floodgate-load unavailable: no sweeps"
+    fi
+fi
+if [ "$overload" = 1 ]; then
+    if [ "$have_load" = 1 ]; then
+        run_overload >>"$out_dir/results.md"
+        cat "$out_dir/overload.md"
+    else
+        log "floodgate-load unavailable: no overload scenarios"
     fi
 fi
 python3 "$root/scripts/bench-report.py" "$out_dir"
