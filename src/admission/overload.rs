@@ -156,6 +156,10 @@ pub struct Window {
     pub peak_in_flight: u32,
     /// Calls refused at the limit.
     pub refused: u64,
+    /// Calls that took longer than the no-load latency plus `target_delay` known when they
+    /// completed: when nearly all did, the queue stood all window long even if a few calls
+    /// were served out of turn (the async runtime runs a task it just woke first).
+    pub over: u64,
 }
 
 /// The limit of one class: a gradient over a windowed minimum.
@@ -165,9 +169,11 @@ pub struct Window {
 ///   empties under sustained load does not raise it; old windows are forgotten, so a machine
 ///   that slows down (or recovers) moves it within `baseline_window`.
 /// - **Shrink**: when every call of a window took longer than `baseline + target_delay` (its
-///   lowest latency, `min`, did: a standing queue, not a burst), the limit becomes what was
-///   in use (`min(limit, peak_in_flight)`) times `(baseline + target_delay) / min`, at most
-///   halved per window.
+///   lowest latency, `min`, did: a standing queue, not a burst), or all but a tenth did
+///   ([`Window::over`]: a few calls of a standing queue are served out of turn), the limit
+///   becomes what was in use (`min(limit, peak_in_flight)`) times
+///   `(baseline + target_delay) / min` (the mean when only the tenth rule saw the queue), at
+///   most halved per window.
 /// - **Grow**: otherwise, when the limit was in use (calls refused, or at least half of it
 ///   in flight), it grows by its square root (at least 1): quickly from small limits, in
 ///   proportion from large ones.
@@ -228,8 +234,14 @@ impl Gradient {
         self.minimums.push_back((now, w.unqueued_min));
         let baseline = self.baseline().unwrap_or(w.unqueued_min);
         let allowed = baseline + self.tuning.target_delay;
-        if w.min > allowed {
-            let gradient = (allowed.as_secs_f64() / w.min.as_secs_f64()).max(0.5);
+        // A standing queue: every call of the window, or all but a tenth, waited longer than
+        // the target delay.
+        let standing = w.min > allowed || (w.calls >= MIN_CALLS && w.over * 10 >= w.calls * 9);
+        if standing {
+            // What the queued calls took: their lowest latency, or their mean when a few
+            // calls served out of turn make the lowest meaningless.
+            let seen = if w.min > allowed { w.min } else { w.mean };
+            let gradient = (allowed.as_secs_f64() / seen.as_secs_f64()).clamp(0.5, 1.0);
             let in_use = f64::from(w.peak_in_flight).min(self.limit);
             self.limit = (in_use * gradient).max(self.floor);
         } else if w.refused > 0 || f64::from(w.peak_in_flight) * 2.0 >= self.limit {
@@ -298,6 +310,7 @@ struct Counters {
     peak_in_flight: AtomicU32,
     refused: AtomicU64,
     admitted: AtomicU64,
+    over: AtomicU64,
 }
 
 /// One class's limiter.
@@ -315,6 +328,9 @@ struct Lane {
     /// `Retry-After`.
     last_mean_ns: AtomicU64,
     last_refused_per_admitted_milli: AtomicU64,
+    /// The no-load latency plus `target_delay` of the last closed window (nanoseconds;
+    /// `u64::MAX` until known): a call slower than it counts in [`Window::over`].
+    allowed_ns: AtomicU64,
     refusals: [AtomicU64; 2],
     gradient: Option<Mutex<Gradient>>,
     metrics: ClassMetrics,
@@ -361,6 +377,7 @@ impl Overload {
                     ..Counters::default()
                 },
                 last_mean_ns: AtomicU64::new(0),
+                allowed_ns: AtomicU64::new(u64::MAX),
                 last_refused_per_admitted_milli: AtomicU64::new(0),
                 refusals: Default::default(),
                 gradient,
@@ -460,6 +477,9 @@ impl Overload {
         w.calls.fetch_add(1, Ordering::Relaxed);
         w.latency_ns.fetch_add(nanos(latency), Ordering::Relaxed);
         w.min_ns.fetch_min(nanos(latency), Ordering::Relaxed);
+        if nanos(latency) > lane.allowed_ns.load(Ordering::Relaxed) {
+            w.over.fetch_add(1, Ordering::Relaxed);
+        }
         w.unqueued_min_ns
             .fetch_min(nanos(latency.saturating_sub(queued)), Ordering::Relaxed);
         let at = self.since_epoch(now);
@@ -486,6 +506,7 @@ impl Overload {
         let in_flight = lane.in_flight.load(Ordering::Acquire);
         let peak = w.peak_in_flight.swap(in_flight, Ordering::AcqRel);
         let refused = w.refused.swap(0, Ordering::AcqRel);
+        let over = w.over.swap(0, Ordering::AcqRel);
         let admitted = w.admitted.swap(0, Ordering::AcqRel);
         let window = Window {
             calls,
@@ -494,8 +515,13 @@ impl Overload {
             unqueued_min: Duration::from_nanos(unqueued_min.min(latency_ns)),
             peak_in_flight: peak,
             refused,
+            over: over.min(calls),
         };
         let limit = gradient.update(now, &window);
+        if let Some(b) = gradient.baseline() {
+            lane.allowed_ns
+                .store(nanos(b + self.tuning.target_delay), Ordering::Relaxed);
+        }
         lane.limit.store(limit, Ordering::Release);
         lane.last_mean_ns
             .store(nanos(window.mean), Ordering::Relaxed);
@@ -626,6 +652,7 @@ mod tests {
             unqueued_min: unqueued,
             peak_in_flight: peak,
             refused,
+            over: 0,
         }
     }
 
@@ -696,6 +723,28 @@ mod tests {
         };
         now += 100 * MS;
         assert_eq!(g.update(now, &standing), 200);
+    }
+
+    #[test]
+    fn a_queue_that_a_few_calls_jump_is_still_congestion() {
+        let mut g = Gradient::new(tuning(), 2, 1000);
+        let mut now = Instant::now();
+        run(&mut g, &mut now, 1, |_| window(MS, MS, 10, 0));
+        // The async runtime runs a task it just woke first, so a few calls of a standing
+        // queue complete at once: the lowest latency is low, but 95 of 100 calls waited
+        // past the target delay. The limit shrinks by the mean: 400 × 6 / 10, i.e. 240.
+        let jumped = Window {
+            mean: 10 * MS,
+            over: 95,
+            ..window(MS, MS, 400, 0)
+        };
+        now += 100 * MS;
+        assert_eq!(g.update(now, &jumped), 240);
+        // Most calls under the allowance: a burst, not a queue; the limit, in use, grows
+        // by its square root.
+        let burst = Window { over: 60, ..jumped };
+        now += 100 * MS;
+        assert_eq!(g.update(now, &burst), 255);
     }
 
     #[test]
