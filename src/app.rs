@@ -21,7 +21,7 @@ use crate::health::{DatabaseCheck, HealthCheck, HealthRegistry, RedisCheck, Work
 use crate::http::routes::docs::Document;
 use crate::http::{self, ContextConfig, ContextLayer, RouteSpec, RouteTable, StackOptions};
 use crate::observability::access_log::AccessLog;
-use crate::observability::metrics::{self as m, Metrics};
+use crate::observability::metrics::{self as m, Metrics, Scheme};
 use crate::pool::{PoolMetrics, WorkerPool};
 use crate::state::{AppState, Inner, Readiness, Streams};
 use crate::store::{JobStatus, JobStore, OpenError, StoreMetrics};
@@ -229,19 +229,29 @@ impl ApplicationBuilder {
 
         let routes = self.routes;
         let table = Arc::new(RouteTable::new(&routes));
-        let context = ContextLayer::new(ContextConfig {
-            routes: Arc::clone(&table),
-            metrics: Arc::clone(&metrics),
-            access_log: access_log.clone(),
-            trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
-            server_port: port,
-            deprecations: settings
-                .api
-                .deprecations
-                .iter()
-                .map(deprecation_headers)
-                .collect(),
+        let context_for = |scheme| {
+            ContextLayer::new(ContextConfig {
+                routes: Arc::clone(&table),
+                metrics: Arc::clone(&metrics),
+                access_log: access_log.clone(),
+                trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
+                server_port: port,
+                scheme,
+                deprecations: settings
+                    .api
+                    .deprecations
+                    .iter()
+                    .map(deprecation_headers)
+                    .collect(),
+            })
+        };
+        let context = context_for(if tls.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
         });
+        // The admin listener is plain HTTP whatever the public one speaks.
+        let admin_context = context_for(Scheme::Http);
         let (auth_enabled, max_rounds) = (settings.auth.enabled, settings.jobs.max_rounds);
         let document = Arc::new(Document::new(move || {
             http::openapi::document_json(table.paths(), auth_enabled, max_rounds)
@@ -292,7 +302,7 @@ impl ApplicationBuilder {
         let admin_service = admin_listener.as_ref().map(|_| {
             http::stack(
                 state.clone(),
-                context.clone(),
+                admin_context,
                 &routes,
                 StackOptions {
                     api: false,

@@ -46,6 +46,18 @@ impl AppState {
 
     /// The Prometheus exposition, with the gauges read from live state first.
     pub fn render_metrics(&self) -> String {
+        self.refresh_metrics();
+        self.metrics.render()
+    }
+
+    /// The OpenMetrics exposition, with exemplars (gauges brought up to date first).
+    pub fn render_openmetrics(&self) -> String {
+        self.refresh_metrics();
+        self.metrics.render_openmetrics()
+    }
+
+    /// Bring the gauges read lazily up to date.
+    fn refresh_metrics(&self) {
         let pool = self.pool.status();
         let metrics = &self.metrics;
         metrics
@@ -80,7 +92,6 @@ impl AppState {
         if let Some(overload) = &self.overload {
             overload.publish();
         }
-        metrics.render()
     }
 }
 

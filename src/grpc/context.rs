@@ -269,7 +269,14 @@ impl Call {
         // Admission's refusals say so on their response; RESOURCE_EXHAUSTED alone is not
         // one (an oversized message is that code too).
         let refused = self.slot.0.get().copied();
-        config.metrics.record_rpc(method, code, refused, elapsed);
+        let sc = telemetry::span_context(&self.span);
+        config.metrics.record_rpc(
+            method,
+            code,
+            refused,
+            elapsed,
+            sc.as_ref().and_then(telemetry::sampled),
+        );
         self.span.record("rpc.grpc.status_code", i64::from(code));
         self.info.record(
             &self.span,
@@ -281,11 +288,7 @@ impl Call {
                 grpc_status: Some(code),
                 server_error: is_server_error(code),
                 elapsed,
-                // Only the access log reads them.
-                trace: config
-                    .access_log
-                    .as_ref()
-                    .and_then(|_| telemetry::trace_ids(&self.span)),
+                trace: sc.map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string())),
             },
         );
     }
@@ -293,11 +296,7 @@ impl Call {
 
 /// The codes OpenTelemetry's RPC conventions count as a server's error.
 fn is_server_error(code: i32) -> bool {
-    use tonic::Code::*;
-    matches!(
-        tonic::Code::from(code),
-        Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
-    )
+    crate::observability::metrics::grpc_server_error(code)
 }
 
 fn server_span(headers: &HeaderMap, path: &str, method: &RpcMethod, info: &RequestInfo) -> Span {

@@ -170,7 +170,7 @@ pub fn methods() -> Vec<(String, RpcMethod)> {
 
 /// The label of calls to anything else.
 pub fn unknown_method() -> RpcMethod {
-    RpcMethod::new("unknown", "unknown", false)
+    RpcMethod::other()
 }
 
 /// Assemble the services and layers: the call's context and the message-size refusal

@@ -28,7 +28,7 @@ use super::table::{RouteId, RouteTable};
 use crate::call::{self, answer, guard, Ended, Guarded, RequestInfo, X_REQUEST_ID};
 use crate::error::ApiError;
 use crate::observability::access_log::AccessLog;
-use crate::observability::metrics::{MethodLabel, Metrics, Outcome};
+use crate::observability::metrics::{MethodLabel, Metrics, Outcome, ProtocolVersion, Scheme};
 use crate::observability::telemetry::{self, HeaderInjector};
 
 static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
@@ -41,6 +41,8 @@ pub struct ContextConfig {
     pub access_log: Option<AccessLog>,
     pub trusted_proxies: Vec<IpAddr>,
     pub server_port: u16,
+    /// `https` on a TLS listener.
+    pub scheme: Scheme,
     /// Path prefixes marked deprecated, with the headers every response under them gets.
     pub deprecations: Vec<(String, Vec<(HeaderName, HeaderValue)>)>,
 }
@@ -92,6 +94,7 @@ where
         let info = RequestInfo::begin(req.headers(), peer, &self.config.trusted_proxies);
         let route = self.config.routes.classify(req.uri().path());
         let method = req.method().clone();
+        let req_version = req.version();
         let uri = req.uri().clone();
         let has_body = declares_body(req.headers());
         let span = if self.config.routes.label(route).recorded {
@@ -100,9 +103,11 @@ where
             Span::none()
         };
         req.extensions_mut().insert(info.clone());
-        self.config
-            .metrics
-            .request_started(self.config.routes.label(route));
+        self.config.metrics.request_started(
+            self.config.routes.label(route),
+            method_label(&method),
+            self.config.scheme,
+        );
         let inner = {
             let _entered = span.enter();
             guard(self.inner.call(req))
@@ -114,6 +119,7 @@ where
                 config: Arc::clone(&self.config),
                 info,
                 route,
+                version: protocol_version(req_version),
                 method,
                 uri,
                 has_body,
@@ -157,6 +163,7 @@ struct Finish {
     config: Arc<ContextConfig>,
     info: RequestInfo,
     route: RouteId,
+    version: ProtocolVersion,
     method: Method,
     uri: Uri,
     has_body: bool,
@@ -213,30 +220,36 @@ impl Finish {
         }
         let status = response.status().as_u16();
         let elapsed = self.info.start.elapsed();
+        // The span context once, for the response's traceparent, the exemplar and the log.
+        let sc = (label.recorded && telemetry::otel_active())
+            .then(|| {
+                let cx = span.context();
+                let sc = cx.span().span_context().clone();
+                if sc.is_valid() {
+                    opentelemetry::global::get_text_map_propagator(|p| {
+                        p.inject_context(&cx, &mut HeaderInjector(response.headers_mut()))
+                    });
+                }
+                sc
+            })
+            .filter(|sc| sc.is_valid());
         self.config.metrics.record_request(
             label,
             Outcome {
                 method: method_label(&self.method),
+                scheme: self.config.scheme,
+                version: self.version,
                 status,
                 refused,
                 elapsed,
+                trace: sc.as_ref().and_then(telemetry::sampled),
             },
         );
         if !label.recorded {
             return response;
         }
         span.record("http.response.status_code", i64::from(status));
-        let mut trace = None;
-        if telemetry::otel_active() {
-            let cx = span.context();
-            let sc = cx.span().span_context().clone();
-            if sc.is_valid() {
-                opentelemetry::global::get_text_map_propagator(|p| {
-                    p.inject_context(&cx, &mut HeaderInjector(response.headers_mut()))
-                });
-                trace = Some((sc.trace_id().to_string(), sc.span_id().to_string()));
-            }
-        }
+        let trace = sc.map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()));
         self.info.record(
             span,
             self.config.access_log.as_ref(),
@@ -328,6 +341,15 @@ fn server_span(req: &Request, config: &ContextConfig, route: RouteId, info: &Req
     );
     telemetry::continue_trace(&span, req.headers());
     span
+}
+
+/// The protocol version as a metric label.
+fn protocol_version(version: http::Version) -> ProtocolVersion {
+    match version {
+        http::Version::HTTP_2 => ProtocolVersion::Http2,
+        http::Version::HTTP_10 | http::Version::HTTP_09 => ProtocolVersion::Http10,
+        _ => ProtocolVersion::Http11,
+    }
 }
 
 /// The method as a metric label.

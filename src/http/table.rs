@@ -150,7 +150,7 @@ struct Entry {
 }
 
 /// The label of every path no route serves: one value, so scanners cannot explode cardinality.
-pub const UNMATCHED: &str = "unmatched";
+pub const UNMATCHED: &str = crate::observability::metrics::UNMATCHED_ROUTE;
 
 impl RouteTable {
     /// Index `specs`; each distinct label gets one dense metric index.

@@ -7,8 +7,11 @@
 //! cached, so the hot path allocates nothing.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+pub use super::exemplars::TraceRef;
+use super::exemplars::{ExemplarIndex, Exemplars};
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -20,12 +23,13 @@ pub const DURATION_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-pub const HTTP_REQUESTS_TOTAL: &str = "http_server_requests_total";
+/// OpenTelemetry's `http.server.request.duration` (its `_count` counts the requests).
 pub const HTTP_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+/// OpenTelemetry's `http.server.active_requests`.
 pub const HTTP_ACTIVE_REQUESTS: &str = "http_server_active_requests";
 pub const RATE_LIMITED_TOTAL: &str = "floodgate_rate_limited_total";
-/// OpenTelemetry's `rpc.server.call.duration`, under the project's prefix.
-pub const RPC_DURATION: &str = "floodgate_rpc_server_call_duration_seconds";
+/// OpenTelemetry's `rpc.server.call.duration`.
+pub const RPC_DURATION: &str = "rpc_server_call_duration_seconds";
 pub const JOBS_TOTAL: &str = "floodgate_jobs_total";
 pub const JOB_QUEUE_DEPTH: &str = "floodgate_job_queue_depth";
 pub const JOB_QUEUE_CAPACITY: &str = "floodgate_job_queue_capacity";
@@ -98,10 +102,51 @@ impl MethodLabel {
         }
     }
 }
+/// The URI scheme a request came by (`url.scheme`): `https` on a TLS listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    const COUNT: usize = 2;
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// The HTTP version a request came by (`network.protocol.version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolVersion {
+    Http10,
+    Http11,
+    Http2,
+}
+
+impl ProtocolVersion {
+    const COUNT: usize = 3;
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProtocolVersion::Http10 => "1.0",
+            ProtocolVersion::Http11 => "1.1",
+            ProtocolVersion::Http2 => "2",
+        }
+    }
+}
+
 /// Status codes whose series are cached; any other status is registered on use.
-const STATUSES: [u16; 16] = [
-    200, 400, 404, 405, 408, 413, 415, 429, 431, 500, 503, 401, 403, 422, 202, 409,
+const STATUSES: [u16; 17] = [
+    200, 400, 404, 405, 408, 413, 415, 429, 431, 500, 503, 401, 403, 422, 202, 409, 499,
 ];
+/// Series cached per route: one per scheme, protocol version, method and status.
+const ROUTE_SERIES: usize =
+    Scheme::COUNT * ProtocolVersion::COUNT * MethodLabel::COUNT * STATUSES.len();
 /// Routes whose series are cached; a route table larger than this still works, its extra
 /// routes registering their series on use.
 pub const MAX_ROUTES: usize = 32;
@@ -126,23 +171,28 @@ pub enum Refused {
     Overloaded,
 }
 
-/// How a request ended, in terms every transport can state.
+/// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
     pub method: MethodLabel,
-    /// The HTTP status, or its equivalent for other transports.
+    pub scheme: Scheme,
+    pub version: ProtocolVersion,
     pub status: u16,
     pub refused: Option<Refused>,
     pub elapsed: Duration,
+    /// The request's trace, when it was sampled: the exemplar of its duration bucket.
+    pub trace: Option<TraceRef>,
 }
 
+/// A duration histogram and the exemplars of its buckets.
 struct Series {
-    requests: Counter,
     duration: Histogram,
+    exemplars: Arc<Exemplars>,
 }
 
-/// One route's cached series, indexed by method, then status.
-type RouteSeries = [OnceLock<Series>; MethodLabel::COUNT * STATUSES.len()];
+/// One route's cached series, indexed by scheme, version, method, then status; each is
+/// allocated when it is first used.
+type RouteSeries = [OnceLock<Box<Series>>; ROUTE_SERIES];
 
 /// The JSON statistics: atomics updated with the Prometheus series in one call.
 #[derive(Default)]
@@ -153,7 +203,6 @@ pub struct RequestStats {
     rate_limited: AtomicU64,
     overloaded: AtomicU64,
     latency_sum_us: AtomicU64,
-    active: AtomicI64,
     latency: Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
 
@@ -237,16 +286,44 @@ fn quantiles(h: &hdrhistogram::Histogram<u64>) -> (u64, u64) {
 /// gRPC status codes, 0 (OK) to 16 (UNAUTHENTICATED).
 const GRPC_CODES: usize = 17;
 
-/// One RPC method as metrics label it; unknown methods share one entry, so callers cannot
-/// grow the label set.
+/// The gRPC status codes by number, as `rpc.response.status_code` and `error.type` name them.
+pub const GRPC_CODE_NAMES: [&str; GRPC_CODES] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The codes OpenTelemetry's gRPC conventions count as the server's error.
+pub fn grpc_server_error(code: i32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+/// One RPC method as metrics label it; unknown methods share one entry (`_OTHER`), so
+/// callers cannot grow the label set.
 pub struct RpcMethod {
     /// `floodgate.v1.ComputeService`.
     pub service: &'static str,
     /// `Fast`.
     pub method: &'static str,
+    /// `rpc.method`: `floodgate.v1.ComputeService/Fast`, or `_OTHER`.
+    full: String,
     /// Counted in the JSON statistics (the API, not health checks or reflection).
     pub api: bool,
-    durations: [OnceLock<Histogram>; GRPC_CODES],
+    durations: [OnceLock<Series>; GRPC_CODES],
 }
 
 impl RpcMethod {
@@ -254,9 +331,26 @@ impl RpcMethod {
         Self {
             service,
             method,
+            full: format!("{service}/{method}"),
             api,
             durations: std::array::from_fn(|_| OnceLock::new()),
         }
+    }
+
+    /// Every method the server does not serve.
+    pub fn other() -> Self {
+        Self {
+            service: "_OTHER",
+            method: "_OTHER",
+            full: "_OTHER".to_owned(),
+            api: false,
+            durations: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// `rpc.method`.
+    pub fn full_name(&self) -> &str {
+        &self.full
     }
 }
 
@@ -334,7 +428,7 @@ impl RequestStats {
             error_count: self.error.load(Ordering::Relaxed),
             rate_limited_count: self.rate_limited.load(Ordering::Relaxed),
             overloaded_count: self.overloaded.load(Ordering::Relaxed),
-            active_requests: self.active.load(Ordering::Relaxed).max(0),
+            active_requests: 0,
             avg_latency_us: sum.checked_div(total).unwrap_or(0),
             latency_p50_us: p50,
             latency_p95_us: p95,
@@ -348,11 +442,17 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     process: metrics_process::Collector,
-    /// Per route, its series by method and status; a route's block is allocated when it first
-    /// answers, so the cache costs memory only for the routes in use.
+    /// Per route, its series by scheme, version, method and status; a route's block is
+    /// allocated when it first answers, so the cache costs memory only for the routes in use.
     series: [OnceLock<Box<RouteSeries>>; MAX_ROUTES],
     rate_limited: Counter,
-    active: Gauge,
+    /// HTTP requests in flight, by scheme and method (`http.server.active_requests`).
+    http_active: [AtomicI64; Scheme::COUNT * MethodLabel::COUNT],
+    active: [Gauge; Scheme::COUNT * MethodLabel::COUNT],
+    /// API calls over gRPC in flight.
+    rpc_active: AtomicI64,
+    /// Where the OpenMetrics exposition finds each series' exemplars.
+    exemplars: ExemplarIndex,
     stats: RequestStats,
     /// Run before each exposition, to bring gauges that are read lazily up to date.
     refreshers: std::sync::RwLock<Vec<Box<dyn Fn() + Send + Sync>>>,
@@ -399,7 +499,17 @@ impl Metrics {
             let key = Key::from_parts(STREAMS_OPEN, vec![Label::new("kind", kind)]);
             recorder.register_gauge(&key, &metadata()).set(0.0);
         }
-        let active = recorder.register_gauge(&Key::from_name(HTTP_ACTIVE_REQUESTS), &metadata());
+        let active = std::array::from_fn(|i| {
+            let (scheme, method) = active_labels(i);
+            let key = Key::from_parts(
+                HTTP_ACTIVE_REQUESTS,
+                vec![
+                    Label::new("http_request_method", method.as_str()),
+                    Label::new("url_scheme", scheme.as_str()),
+                ],
+            );
+            recorder.register_gauge(&key, &metadata())
+        });
         recorder
             .register_gauge(
                 &Key::from_parts(
@@ -418,7 +528,10 @@ impl Metrics {
             process,
             series: std::array::from_fn(|_| OnceLock::new()),
             rate_limited,
+            http_active: std::array::from_fn(|_| AtomicI64::new(0)),
             active,
+            rpc_active: AtomicI64::new(0),
+            exemplars: ExemplarIndex::default(),
             stats: RequestStats::default(),
             refreshers: std::sync::RwLock::default(),
         }
@@ -472,39 +585,53 @@ impl Metrics {
     }
 
     /// A request started; pair with [`Metrics::record_request`].
-    pub fn request_started(&self, route: RouteLabel) {
+    pub fn request_started(&self, route: RouteLabel, method: MethodLabel, scheme: Scheme) {
         if route.recorded {
-            self.stats.active.fetch_add(1, Ordering::Relaxed);
+            self.http_active[active_index(scheme, method)].fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// A request finished: count it in the Prometheus series and the JSON statistics.
+    /// A request finished: its duration (with the exemplar of a sampled request) and the JSON
+    /// statistics. O(1) and allocation-free once its series exists.
     pub fn record_request(&self, route: RouteLabel, outcome: Outcome) {
         if !route.recorded {
             return;
         }
-        self.stats.active.fetch_sub(1, Ordering::Relaxed);
         let Outcome {
             method,
+            scheme,
+            version,
             status,
             refused,
             elapsed,
+            trace,
         } = outcome;
+        self.http_active[active_index(scheme, method)].fetch_sub(1, Ordering::Relaxed);
         let secs = elapsed.as_secs_f64();
         match STATUSES.iter().position(|s| *s == status) {
             Some(status_index) if route.index < MAX_ROUTES => {
                 let block = self.series[route.index]
                     .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
-                let series = block[method as usize * STATUSES.len() + status_index]
-                    .get_or_init(|| self.register_series(route.template, method, status));
-                series.requests.increment(1);
+                let slot = ((scheme as usize * ProtocolVersion::COUNT + version as usize)
+                    * MethodLabel::COUNT
+                    + method as usize)
+                    * STATUSES.len()
+                    + status_index;
+                let series = block[slot]
+                    .get_or_init(|| Box::new(self.register_series(route.template, &outcome)));
                 series.duration.record(secs);
+                if let Some(trace) = trace {
+                    series.exemplars.offer(secs, trace);
+                }
             }
-            _ => {
-                let series = self.register_series(route.template, method, status);
-                series.requests.increment(1);
-                series.duration.record(secs);
-            }
+            // Not cached: counted, without an exemplar.
+            _ => self
+                .recorder
+                .register_histogram(
+                    &Key::from_parts(HTTP_REQUEST_DURATION, http_labels(route.template, &outcome)),
+                    &metadata(),
+                )
+                .record(secs),
         }
         if refused == Some(Refused::RateLimited) {
             self.rate_limited.increment(1);
@@ -517,67 +644,80 @@ impl Metrics {
     /// An RPC started; pair with [`Metrics::record_rpc`].
     pub fn rpc_started(&self, method: &RpcMethod) {
         if method.api {
-            self.stats.active.fetch_add(1, Ordering::Relaxed);
+            self.rpc_active.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// An RPC finished with gRPC status `code`: its duration by service, method and code, and,
-    /// for the API's methods, the JSON statistics (an error unless OK; refusals as on REST).
+    /// An RPC finished with gRPC status `code`: its duration by method and code (with the
+    /// exemplar of a sampled call), and, for the API's methods, the JSON statistics (an error
+    /// unless OK; refusals as on REST).
     pub fn record_rpc(
         &self,
         method: &RpcMethod,
         code: i32,
         refused: Option<Refused>,
         elapsed: Duration,
+        trace: Option<TraceRef>,
     ) {
-        let slot = usize::try_from(code).ok().filter(|c| *c < GRPC_CODES);
-        let histogram = match slot {
-            Some(c) => method.durations[c]
-                .get_or_init(|| self.rpc_histogram(method, code))
-                .clone(),
-            None => self.rpc_histogram(method, code),
-        };
-        histogram.record(elapsed.as_secs_f64());
+        let secs = elapsed.as_secs_f64();
+        match usize::try_from(code).ok().filter(|c| *c < GRPC_CODES) {
+            Some(c) => {
+                let series = method.durations[c].get_or_init(|| self.rpc_series(method, code));
+                series.duration.record(secs);
+                if let Some(trace) = trace {
+                    series.exemplars.offer(secs, trace);
+                }
+            }
+            None => self
+                .recorder
+                .register_histogram(
+                    &Key::from_parts(RPC_DURATION, rpc_labels(method, code)),
+                    &metadata(),
+                )
+                .record(secs),
+        }
         if refused == Some(Refused::RateLimited) {
             self.rate_limited.increment(1);
         }
         if method.api {
-            self.stats.active.fetch_sub(1, Ordering::Relaxed);
+            self.rpc_active.fetch_sub(1, Ordering::Relaxed);
             self.stats.record_outcome(Some(code == 0), refused, elapsed);
         }
     }
 
-    fn rpc_histogram(&self, method: &RpcMethod, code: i32) -> Histogram {
-        let labels = vec![
-            Label::new("rpc_system", "grpc"),
-            Label::new("rpc_service", method.service),
-            Label::new("rpc_method", method.method),
-            Label::new("rpc_grpc_status_code", code.to_string()),
-        ];
-        self.recorder
-            .register_histogram(&Key::from_parts(RPC_DURATION, labels), &metadata())
+    fn rpc_series(&self, method: &RpcMethod, code: i32) -> Series {
+        self.series_for(RPC_DURATION, rpc_labels(method, code))
     }
 
-    fn register_series(&self, route: &'static str, method: MethodLabel, status: u16) -> Series {
-        let labels = vec![
-            Label::new("method", method.as_str()),
-            Label::new("route", route),
-            Label::new("status", status.to_string()),
-        ];
+    fn register_series(&self, route: &'static str, outcome: &Outcome) -> Series {
+        self.series_for(HTTP_REQUEST_DURATION, http_labels(route, outcome))
+    }
+
+    fn series_for(&self, name: &'static str, labels: Vec<Label>) -> Series {
+        let exemplars = self.exemplars.register(name, &labels, DURATION_BUCKETS);
         Series {
-            requests: self.recorder.register_counter(
-                &Key::from_parts(HTTP_REQUESTS_TOTAL, labels.clone()),
-                &metadata(),
-            ),
             duration: self
                 .recorder
-                .register_histogram(&Key::from_parts(HTTP_REQUEST_DURATION, labels), &metadata()),
+                .register_histogram(&Key::from_parts(name, labels), &metadata()),
+            exemplars,
         }
     }
 
     /// The JSON statistics.
     pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        let mut snapshot = self.stats.snapshot();
+        snapshot.active_requests = self.active_requests();
+        snapshot
+    }
+
+    /// Requests and API calls in flight now.
+    fn active_requests(&self) -> i64 {
+        let http: i64 = self
+            .http_active
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum();
+        (http + self.rpc_active.load(Ordering::Relaxed)).max(0)
     }
 
     /// The API latencies seen so far (microseconds), for percentiles over an interval: the
@@ -611,9 +751,16 @@ impl Metrics {
             self.gauge(TOKIO_GLOBAL_QUEUE_DEPTH)
                 .set(rt.global_queue_depth() as f64);
         }
-        self.active
-            .set(self.stats.active.load(Ordering::Relaxed).max(0) as f64);
+        for (gauge, active) in self.active.iter().zip(&self.http_active) {
+            gauge.set(active.load(Ordering::Relaxed).max(0) as f64);
+        }
         self.handle.render()
+    }
+
+    /// The OpenMetrics exposition: the same series as [`Metrics::render`], with the
+    /// exemplars of the request-duration histograms.
+    pub fn render_openmetrics(&self) -> String {
+        super::openmetrics::from_text(&self.render(), &self.exemplars)
     }
 
     /// Fold buffered histogram samples into their buckets; run periodically so memory
@@ -622,6 +769,70 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 }
+
+fn active_index(scheme: Scheme, method: MethodLabel) -> usize {
+    scheme as usize * MethodLabel::COUNT + method as usize
+}
+
+fn active_labels(index: usize) -> (Scheme, MethodLabel) {
+    const SCHEMES: [Scheme; Scheme::COUNT] = [Scheme::Http, Scheme::Https];
+    const METHODS: [MethodLabel; MethodLabel::COUNT] = [
+        MethodLabel::Get,
+        MethodLabel::Post,
+        MethodLabel::Put,
+        MethodLabel::Delete,
+        MethodLabel::Patch,
+        MethodLabel::Head,
+        MethodLabel::Options,
+        MethodLabel::Other,
+    ];
+    (
+        SCHEMES[index / MethodLabel::COUNT],
+        METHODS[index % MethodLabel::COUNT],
+    )
+}
+
+/// The labels of `http.server.request.duration`, in OpenTelemetry's names: no `http_route`
+/// for a request no route matched, `error_type` (the status) for a server error.
+fn http_labels(route: &'static str, outcome: &Outcome) -> Vec<Label> {
+    let mut labels = vec![Label::new("http_request_method", outcome.method.as_str())];
+    if route != UNMATCHED_ROUTE {
+        labels.push(Label::new("http_route", route));
+    }
+    labels.push(Label::new(
+        "http_response_status_code",
+        outcome.status.to_string(),
+    ));
+    labels.push(Label::new("url_scheme", outcome.scheme.as_str()));
+    labels.push(Label::new(
+        "network_protocol_version",
+        outcome.version.as_str(),
+    ));
+    if outcome.status >= 500 {
+        labels.push(Label::new("error_type", outcome.status.to_string()));
+    }
+    labels
+}
+
+/// The labels of `rpc.server.call.duration`: `error_type` (the code) for a server error.
+fn rpc_labels(method: &RpcMethod, code: i32) -> Vec<Label> {
+    let name = usize::try_from(code)
+        .ok()
+        .and_then(|c| GRPC_CODE_NAMES.get(c).copied())
+        .map_or_else(|| code.to_string(), str::to_owned);
+    let mut labels = vec![
+        Label::new("rpc_system_name", "grpc"),
+        Label::new("rpc_method", method.full.clone()),
+        Label::new("rpc_response_status_code", name.clone()),
+    ];
+    if grpc_server_error(code) {
+        labels.push(Label::new("error_type", name));
+    }
+    labels
+}
+
+/// The route label of a request no route matched.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Live tokio tasks (reported as `goroutines` for existing clients).
 pub fn live_tasks() -> usize {
@@ -655,22 +866,22 @@ enum Kind {
 /// Every metric's type, unit and help text.
 const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
     (
-        HTTP_REQUESTS_TOTAL,
-        Kind::Counter,
-        Some(Unit::Count),
-        "HTTP requests completed, by method, route template and status code.",
-    ),
-    (
         HTTP_REQUEST_DURATION,
         Kind::Histogram,
         Some(Unit::Seconds),
-        "Time from receiving a request to producing its response.",
+        "Duration of HTTP server requests.",
     ),
     (
         HTTP_ACTIVE_REQUESTS,
         Kind::Gauge,
         Some(Unit::Count),
-        "Requests being processed now.",
+        "Number of active HTTP server requests.",
+    ),
+    (
+        RPC_DURATION,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Measures the duration of an incoming Remote Procedure Call (RPC).",
     ),
     (
         RATE_LIMITED_TOTAL,
@@ -936,32 +1147,28 @@ mod tests {
         recorded: true,
     };
 
+    fn outcome(method: MethodLabel, status: u16, refused: Option<Refused>, us: u64) -> Outcome {
+        Outcome {
+            method,
+            scheme: Scheme::Http,
+            version: ProtocolVersion::Http11,
+            status,
+            refused,
+            elapsed: Duration::from_micros(us),
+            trace: None,
+        }
+    }
+
     #[test]
     fn json_statistics_and_exposition_agree() {
         let m = Metrics::new();
         for status in [200, 200, 400, 429] {
-            m.request_started(API);
+            m.request_started(API, MethodLabel::Post, Scheme::Http);
             let refused = (status == 429).then_some(Refused::RateLimited);
-            m.record_request(
-                API,
-                Outcome {
-                    method: MethodLabel::Post,
-                    status,
-                    refused,
-                    elapsed: Duration::from_micros(100),
-                },
-            );
+            m.record_request(API, outcome(MethodLabel::Post, status, refused, 100));
         }
-        m.request_started(HEALTH);
-        m.record_request(
-            HEALTH,
-            Outcome {
-                method: MethodLabel::Get,
-                status: 200,
-                refused: None,
-                elapsed: Duration::from_micros(10),
-            },
-        );
+        m.request_started(HEALTH, MethodLabel::Get, Scheme::Http);
+        m.record_request(HEALTH, outcome(MethodLabel::Get, 200, None, 10));
         let s = m.stats();
         assert_eq!(s.total_requests, 4);
         assert_eq!(s.success_count, 2);
@@ -970,12 +1177,18 @@ mod tests {
         assert_eq!(s.avg_latency_us, 100);
         assert_eq!(s.active_requests, 0);
         let text = m.render();
-        assert!(text.contains(r#"http_server_requests_total{method="POST",route="/api/v1/compute/fast",status="200"} 2"#), "{text}");
+        assert!(text.contains(r#"http_server_request_duration_seconds_count{http_request_method="POST",http_route="/api/v1/compute/fast",http_response_status_code="200",url_scheme="http",network_protocol_version="1.1"} 2"#), "{text}");
         assert!(text.contains(
-            r#"http_server_requests_total{method="GET",route="/health",status="200"} 1"#
+            r#"http_server_request_duration_seconds_count{http_request_method="GET",http_route="/health",http_response_status_code="200",url_scheme="http",network_protocol_version="1.1"} 1"#
         ));
         assert!(text.contains("floodgate_rate_limited_total 1"));
-        assert!(text.contains(r#"http_server_request_duration_seconds_bucket{method="POST",route="/api/v1/compute/fast",status="400",le="0.00025"} 1"#), "{text}");
+        assert!(text.contains(r#"http_server_request_duration_seconds_bucket{http_request_method="POST",http_route="/api/v1/compute/fast",http_response_status_code="400",url_scheme="http",network_protocol_version="1.1",le="0.00025"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"http_server_active_requests{http_request_method="POST",url_scheme="http"} 0"#
+            ),
+            "{text}"
+        );
         assert!(text.contains("floodgate_build_info{"));
     }
 
@@ -985,16 +1198,8 @@ mod tests {
         let readings = Readings::default();
         let record = |us: u64, n: usize| {
             for _ in 0..n {
-                m.request_started(API);
-                m.record_request(
-                    API,
-                    Outcome {
-                        method: MethodLabel::Post,
-                        status: 200,
-                        refused: None,
-                        elapsed: Duration::from_micros(us),
-                    },
-                );
+                m.request_started(API, MethodLabel::Post, Scheme::Http);
+                m.record_request(API, outcome(MethodLabel::Post, 200, None, us));
             }
         };
         record(100, 10);
@@ -1015,18 +1220,99 @@ mod tests {
     fn two_instances_do_not_share_counts() {
         let a = Metrics::new();
         let b = Metrics::new();
-        a.request_started(API);
-        a.record_request(
-            API,
-            Outcome {
-                method: MethodLabel::Post,
-                status: 200,
-                refused: None,
-                elapsed: Duration::from_micros(5),
-            },
-        );
+        a.request_started(API, MethodLabel::Post, Scheme::Http);
+        a.record_request(API, outcome(MethodLabel::Post, 200, None, 5));
         assert_eq!(a.stats().total_requests, 1);
         assert_eq!(b.stats().total_requests, 0);
-        assert!(!b.render().contains("route=\"/api/v1/compute/fast\""));
+        assert!(!b.render().contains("http_route=\"/api/v1/compute/fast\""));
+    }
+
+    #[test]
+    fn server_errors_carry_error_type_and_unmatched_requests_no_route() {
+        let m = Metrics::new();
+        let unmatched = RouteLabel {
+            index: 0,
+            template: UNMATCHED_ROUTE,
+            api: true,
+            recorded: true,
+        };
+        m.request_started(unmatched, MethodLabel::Get, Scheme::Https);
+        m.record_request(
+            unmatched,
+            Outcome {
+                scheme: Scheme::Https,
+                version: ProtocolVersion::Http2,
+                ..outcome(MethodLabel::Get, 404, None, 10)
+            },
+        );
+        m.request_started(API, MethodLabel::Post, Scheme::Http);
+        m.record_request(
+            API,
+            outcome(MethodLabel::Post, 503, Some(Refused::Overloaded), 10),
+        );
+        let text = m.render();
+        assert!(text.contains(r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="404",url_scheme="https",network_protocol_version="2"} 1"#), "{text}");
+        assert!(text.contains(r#"http_response_status_code="503",url_scheme="http",network_protocol_version="1.1",error_type="503"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn rpcs_are_labelled_as_opentelemetry_names_them() {
+        let m = Metrics::new();
+        let fast = RpcMethod::new("floodgate.v1.ComputeService", "Fast", true);
+        for code in [0, 13, 3] {
+            m.rpc_started(&fast);
+            m.record_rpc(&fast, code, None, Duration::from_micros(10), None);
+        }
+        let other = RpcMethod::other();
+        m.record_rpc(&other, 12, None, Duration::from_micros(10), None);
+        let text = m.render();
+        for want in [
+            r#"rpc_server_call_duration_seconds_count{rpc_system_name="grpc",rpc_method="floodgate.v1.ComputeService/Fast",rpc_response_status_code="OK"} 1"#,
+            r#"rpc_server_call_duration_seconds_count{rpc_system_name="grpc",rpc_method="floodgate.v1.ComputeService/Fast",rpc_response_status_code="INTERNAL",error_type="INTERNAL"} 1"#,
+            r#"rpc_server_call_duration_seconds_count{rpc_system_name="grpc",rpc_method="floodgate.v1.ComputeService/Fast",rpc_response_status_code="INVALID_ARGUMENT"} 1"#,
+            r#"rpc_server_call_duration_seconds_count{rpc_system_name="grpc",rpc_method="_OTHER",rpc_response_status_code="UNIMPLEMENTED",error_type="UNIMPLEMENTED"} 1"#,
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
+        let s = m.stats();
+        assert_eq!(
+            (s.total_requests, s.success_count, s.error_count),
+            (3, 1, 2)
+        );
+    }
+
+    #[test]
+    fn sampled_requests_leave_exemplars_in_the_openmetrics_exposition_only() {
+        let m = Metrics::new();
+        let trace = TraceRef {
+            trace_id: [0x4b; 16],
+            span_id: [0x0f; 8],
+        };
+        m.request_started(API, MethodLabel::Post, Scheme::Http);
+        m.record_request(
+            API,
+            Outcome {
+                trace: Some(trace),
+                ..outcome(MethodLabel::Post, 200, None, 3_000)
+            },
+        );
+        let fast = RpcMethod::new("floodgate.v1.ComputeService", "Fast", true);
+        m.record_rpc(&fast, 0, None, Duration::from_micros(70), Some(trace));
+        let text = m.render();
+        assert!(!text.contains("trace_id"), "0.0.4 stays as it was");
+        let om = m.render_openmetrics();
+        let exemplar = format!(
+            r#" # {{trace_id="{}",span_id="{}"}} 0.003 "#,
+            "4b".repeat(16),
+            "0f".repeat(8)
+        );
+        let line = om
+            .lines()
+            .find(|l| l.contains(&exemplar))
+            .unwrap_or_else(|| panic!("{om}"));
+        assert!(line.starts_with(r#"http_server_request_duration_seconds_bucket{http_request_method="POST",http_route="/api/v1/compute/fast",http_response_status_code="200",url_scheme="http",network_protocol_version="1.1",le="0.005"} 1 "#), "{line}");
+        assert!(om.lines().any(|l| l.starts_with(r#"rpc_server_call_duration_seconds_bucket{rpc_system_name="grpc",rpc_method="floodgate.v1.ComputeService/Fast",rpc_response_status_code="OK",le="0.0001"} 1 # {trace_id="#)), "{om}");
+        assert!(om.contains("# TYPE floodgate_rate_limited counter"));
+        assert!(om.ends_with("# EOF\n"));
     }
 }

@@ -2,6 +2,9 @@
 //! traces ([`telemetry`]) and metrics ([`metrics`]). Depends only on configuration.
 
 pub mod access_log;
+pub mod exemplars;
+pub mod exposition;
 pub mod log_sink;
 pub mod metrics;
+pub mod openmetrics;
 pub mod telemetry;

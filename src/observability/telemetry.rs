@@ -413,15 +413,28 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
 
 /// The trace and span IDs of `span`, hex, when it is traced.
 pub fn trace_ids(span: &tracing::Span) -> Option<(String, String)> {
+    span_context(span).map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
+/// The OpenTelemetry context of `span`, when traces are exported and it has a valid one.
+pub fn span_context(span: &tracing::Span) -> Option<opentelemetry::trace::SpanContext> {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    if !otel_active() {
+    if !otel_active() || span.is_disabled() {
         return None;
     }
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    sc.is_valid().then_some(sc)
+}
+
+/// The exemplar reference of a sampled span: an unsampled one is never exported, so an
+/// exemplar pointing at it would lead nowhere.
+pub fn sampled(sc: &opentelemetry::trace::SpanContext) -> Option<super::exemplars::TraceRef> {
+    (sc.is_valid() && sc.is_sampled()).then(|| super::exemplars::TraceRef {
+        trace_id: sc.trace_id().to_bytes(),
+        span_id: sc.span_id().to_bytes(),
+    })
 }
 
 #[cfg(test)]

@@ -90,8 +90,8 @@ async fn api_keys_are_accepted_in_either_header_and_compared_by_hash() {
     }
     let text = app.exposition().await;
     assert_eq!(
-        sum_series(&text, "http_server_requests_total", |l| l
-            .contains("status=\"401\"")),
+        sum_series(&text, "http_server_request_duration_seconds_count", |l| l
+            .contains("http_response_status_code=\"401\"")),
         4.0
     );
 }

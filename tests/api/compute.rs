@@ -90,7 +90,7 @@ async fn a_panicking_handler_becomes_500_and_the_server_keeps_serving() {
     // An embedder's route is labelled as itself, not lumped in with unknown paths.
     let exposition = app.exposition().await;
     assert!(
-        exposition.contains(r#"route="/api/v1/boom",status="500""#),
+        exposition.contains(r#"http_route="/api/v1/boom",http_response_status_code="500""#),
         "{exposition}"
     );
 }

@@ -630,22 +630,21 @@ async fn calls_are_measured_by_service_method_and_code() {
     let _ = c.fast(number(u64::MAX)).await.unwrap_err();
     let text = app
         .wait_for_exposition("the RPC histogram", |t| {
-            t.contains("floodgate_rpc_server_call_duration_seconds_count")
+            t.contains("rpc_server_call_duration_seconds_count")
         })
         .await;
     let count = |code: &str| {
-        sum_series(
-            &text,
-            "floodgate_rpc_server_call_duration_seconds_count",
-            |l| {
-                l.contains("rpc_service=\"floodgate.v1.ComputeService\"")
-                    && l.contains("rpc_method=\"Fast\"")
-                    && l.contains(&format!("rpc_grpc_status_code=\"{code}\""))
-                    && l.contains("rpc_system=\"grpc\"")
-            },
-        )
+        sum_series(&text, "rpc_server_call_duration_seconds_count", |l| {
+            l.contains("rpc_method=\"floodgate.v1.ComputeService/Fast\"")
+                && l.contains(&format!("rpc_response_status_code=\"{code}\""))
+                && l.contains("rpc_system_name=\"grpc\"")
+        })
     };
-    assert_eq!((count("0"), count("3")), (2.0, 1.0), "{text}");
+    assert_eq!(
+        (count("OK"), count("INVALID_ARGUMENT")),
+        (2.0, 1.0),
+        "{text}"
+    );
     let stats = app.stats().await;
     assert_eq!(
         (
@@ -820,10 +819,13 @@ async fn a_cancelled_call_is_recorded_and_not_left_in_flight() {
     .await;
     let text = app
         .wait_for_exposition("the cancelled call", |t| {
-            t.contains("rpc_grpc_status_code=\"1\"")
+            t.contains("rpc_response_status_code=\"CANCELLED\"")
         })
         .await;
-    assert!(text.contains("rpc_method=\"Intensive\""), "{text}");
+    assert!(
+        text.contains("rpc_method=\"floodgate.v1.ComputeService/Intensive\""),
+        "{text}"
+    );
     drop(gate);
 }
 

@@ -61,20 +61,20 @@ async fn json_counts_agree_with_the_exposition() {
     assert!(stats["latency_p99_us"].as_u64().unwrap() >= stats["latency_p50_us"].as_u64().unwrap());
 
     let text = app.exposition().await;
-    let api_total = sum_series(&text, "http_server_requests_total", |l| {
-        !l.contains("route=\"/health")
+    let api_total = sum_series(&text, "http_server_request_duration_seconds_count", |l| {
+        !l.contains("http_route=\"/health")
     });
     assert_eq!(api_total, 50.0, "{text}");
     // Scrapes are not traffic; health probes are counted under their own route.
-    assert!(!text.contains("route=\"/metrics"));
+    assert!(!text.contains("http_route=\"/metrics"));
     assert_eq!(
-        sum_series(&text, "http_server_requests_total", |l| l
-            .contains("route=\"/health\"")),
+        sum_series(&text, "http_server_request_duration_seconds_count", |l| l
+            .contains("http_route=\"/health\"")),
         5.0
     );
     assert_eq!(
         sum_series(&text, "http_server_request_duration_seconds_count", |l| !l
-            .contains("route=\"/health")),
+            .contains("http_route=\"/health")),
         50.0
     );
     assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
@@ -94,12 +94,40 @@ async fn metrics_negotiates_the_exposition_for_prometheus() {
         .send()
         .await
         .unwrap();
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
+    // What Prometheus asks for first: OpenMetrics, which carries exemplars.
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
     let text = r.text().await.unwrap();
     assert!(text.contains("floodgate_build_info{"));
+    assert!(
+        text.contains("# TYPE floodgate_rate_limited counter"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"));
+    // The 0.0.4 text format, for a client that asks for it, and on /metrics/prometheus.
+    for (path, accept) in [
+        ("/metrics", "text/plain;version=0.0.4"),
+        ("/metrics/prometheus", "text/plain;version=0.0.4"),
+        ("/metrics/prometheus", "*/*"),
+    ] {
+        let r = app
+            .client
+            .get(app.url(path))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8",
+            "{path} {accept}"
+        );
+        let text = r.text().await.unwrap();
+        assert!(text.contains("# TYPE floodgate_rate_limited_total counter"));
+        assert!(!text.contains("# EOF"));
+    }
     let r = app
         .client
         .get(app.url("/metrics"))
@@ -119,8 +147,14 @@ async fn unmatched_paths_share_one_label() {
     let text = app.exposition().await;
     assert!(!text.contains("/scan/"));
     assert_eq!(
-        sum_series(&text, "http_server_requests_total", |l| l
-            .contains("route=\"unmatched\"")),
+        sum_series(&text, "http_server_request_duration_seconds_count", |l| l
+            .contains("http_route=")),
+        0.0,
+        "an unmatched request has no http_route"
+    );
+    assert_eq!(
+        sum_series(&text, "http_server_request_duration_seconds_count", |l| l
+            .contains("http_response_status_code=\"404\"")),
         20.0
     );
 }

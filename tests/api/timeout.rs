@@ -115,11 +115,13 @@ async fn a_client_that_goes_away_is_counted_as_499_and_not_left_in_flight() {
     })
     .await;
     let text = app
-        .wait_for_exposition("the 499", |t| t.contains("status=\"499\""))
+        .wait_for_exposition("the 499", |t| {
+            t.contains("http_response_status_code=\"499\"")
+        })
         .await;
     assert_eq!(
-        sum_series(&text, "http_server_requests_total", |l| l
-            .contains("status=\"499\"")),
+        sum_series(&text, "http_server_request_duration_seconds_count", |l| l
+            .contains("http_response_status_code=\"499\"")),
         1.0
     );
     drop(gate);

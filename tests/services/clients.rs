@@ -64,20 +64,16 @@ async fn k6_calls_the_service_and_the_server_counts_every_call() {
     );
     let text = app.exposition().await;
     let count = |method: &str, code: &str| {
-        sum_series(
-            &text,
-            "floodgate_rpc_server_call_duration_seconds_count",
-            |l| {
-                l.contains(&format!("rpc_method=\"{method}\""))
-                    && l.contains(&format!("rpc_grpc_status_code=\"{code}\""))
-            },
-        )
+        sum_series(&text, "rpc_server_call_duration_seconds_count", |l| {
+            l.contains(&format!("/{method}\""))
+                && l.contains(&format!("rpc_response_status_code=\"{code}\""))
+        })
     };
     let n = f64::from(ITERATIONS);
-    assert_eq!(count("Fast", "0"), n, "{text}");
-    assert_eq!(count("Fast", "3"), n, "{text}");
-    assert_eq!(count("Intensive", "0"), n, "{text}");
-    assert_eq!(count("Check", "0"), n, "{text}");
+    assert_eq!(count("Fast", "OK"), n, "{text}");
+    assert_eq!(count("Fast", "INVALID_ARGUMENT"), n, "{text}");
+    assert_eq!(count("Intensive", "OK"), n, "{text}");
+    assert_eq!(count("Check", "OK"), n, "{text}");
 }
 
 /// An independent client, Python's `websockets`, follows a job to its end and reads the

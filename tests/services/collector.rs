@@ -11,18 +11,18 @@ const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT_ID: &str = "b7ad6b7169203331";
 
 #[derive(Debug, Default, Clone)]
-struct Span {
-    trace_id: String,
-    parent_id: String,
-    id: String,
-    name: String,
-    kind: String,
-    status: String,
-    attributes: HashMap<String, String>,
+pub struct Span {
+    pub trace_id: String,
+    pub parent_id: String,
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    pub attributes: HashMap<String, String>,
 }
 
 /// Parse rotel's detailed debug log of spans.
-fn parse_spans(log: &str) -> Vec<Span> {
+pub fn parse_spans(log: &str) -> Vec<Span> {
     let mut spans = Vec::new();
     let mut current: Option<Span> = None;
     let mut in_attributes = false;
@@ -75,14 +75,20 @@ fn parse_spans(log: &str) -> Vec<Span> {
     spans
 }
 
-struct Collector {
+pub struct Collector {
     _child: ChildGuard,
-    log: std::path::PathBuf,
-    grpc: u16,
-    http: u16,
+    pub log: std::path::PathBuf,
+    pub grpc: u16,
+    pub http: u16,
 }
 
-fn start_collector() -> Collector {
+/// A real OTLP receiver on two free ports, logging every span it receives in detail.
+pub fn start_collector() -> Collector {
+    start_collector_logging("traces")
+}
+
+/// As [`start_collector`], logging the signals listed (`traces`, `metrics`, `logs`).
+pub fn start_collector_logging(signals: &str) -> Collector {
     let (grpc, http) = (free_port(), free_port());
     let log = std::env::temp_dir().join(format!("floodgate-rotel-{grpc}.log"));
     let file = std::fs::File::create(&log).unwrap();
@@ -96,7 +102,7 @@ fn start_collector() -> Collector {
             "--exporter",
             "blackhole",
             "--debug-log",
-            "traces",
+            signals,
             "--debug-log-verbosity",
             "detailed",
         ])
@@ -122,7 +128,7 @@ fn start_collector() -> Collector {
     }
 }
 
-async fn wait_for_spans(log: &std::path::Path, want: impl Fn(&[Span]) -> bool) -> Vec<Span> {
+pub async fn wait_for_spans(log: &std::path::Path, want: impl Fn(&[Span]) -> bool) -> Vec<Span> {
     let started = Instant::now();
     loop {
         let spans = parse_spans(&std::fs::read_to_string(log).unwrap_or_default());

@@ -23,6 +23,11 @@ impl Drop for TempDir {
 }
 
 fn start_prometheus(target: std::net::SocketAddr) -> Prometheus {
+    start_prometheus_with(target, &[])
+}
+
+/// A Prometheus scraping `target` every second, with the rules loaded and `flags` added.
+fn start_prometheus_with(target: std::net::SocketAddr, flags: &[&str]) -> Prometheus {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("floodgate-prom-{port}"));
     std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -44,6 +49,7 @@ fn start_prometheus(target: std::net::SocketAddr) -> Prometheus {
             dir.join("data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -113,19 +119,22 @@ async fn prometheus_scrapes_exactly_the_workload_sent() {
     app.get("/not/here").await;
 
     prom.wait_for(
-        "sum(http_server_requests_total{route=~\"/api/v1/compute.*|unmatched\"})",
+        "sum(http_server_request_duration_seconds_count{http_route=~\"/api/v1/compute.*|\"})",
         54.0,
     )
     .await;
     prom.wait_for(
-        "sum(http_server_requests_total{route=\"/api/v1/compute/fast\",status=\"200\"})",
+        "sum(http_server_request_duration_seconds_count{http_route=\"/api/v1/compute/fast\",http_response_status_code=\"200\"})",
         37.0,
     )
     .await;
-    prom.wait_for("sum(http_server_requests_total{status=\"400\"})", 5.0)
-        .await;
     prom.wait_for(
-        "sum(http_server_request_duration_seconds_count{route=\"/api/v1/compute/intensive\"})",
+        "sum(http_server_request_duration_seconds_count{http_response_status_code=\"400\"})",
+        5.0,
+    )
+    .await;
+    prom.wait_for(
+        "sum(http_server_request_duration_seconds_count{http_route=\"/api/v1/compute/intensive\"})",
         11.0,
     )
     .await;
@@ -178,19 +187,19 @@ async fn prometheus_scrapes_exactly_the_workload_sent() {
             .unwrap();
     }
     prom.wait_for(
-        "sum(floodgate_rpc_server_call_duration_seconds_count{rpc_service=\"floodgate.v1.ComputeService\"})",
+        "sum(rpc_server_call_duration_seconds_count{rpc_method=~\"floodgate.v1.ComputeService/.*\"})",
         6.0,
     )
     .await;
 
     // rate() needs two samples of each new series inside its window.
     prom.wait_for(
-        "min(count_over_time(http_server_requests_total[1m])) >= bool 3",
+        "min(count_over_time(http_server_request_duration_seconds_count[1m])) >= bool 3",
         1.0,
     )
     .await;
     prom.wait_for(
-        "min(count_over_time(floodgate_rpc_server_call_duration_seconds_count[1m])) >= bool 3",
+        "min(count_over_time(rpc_server_call_duration_seconds_count[1m])) >= bool 3",
         1.0,
     )
     .await;
@@ -241,4 +250,132 @@ async fn promtool_accepts_the_exposition() {
         out.status.success() && report.trim().is_empty(),
         "promtool check metrics:\n{report}\n{text}"
     );
+}
+
+/// Exemplars from latency to trace: Prometheus 2.42 with exemplar storage scrapes the real
+/// binary (it negotiates OpenMetrics), traced REST and gRPC calls are sent, and the
+/// exemplars Prometheus stores on both duration histograms name traces whose spans the OTLP
+/// receiver got.
+#[tokio::test]
+async fn exemplars_on_the_duration_histograms_lead_to_received_traces() {
+    use crate::collector::{parse_spans, start_collector};
+    let collector = start_collector();
+    let endpoint = format!("http://127.0.0.1:{}", collector.http);
+    let app = spawn_binary(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_TRACES_SAMPLER", "always_on"),
+    ])
+    .await;
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let prom = start_prometheus_with(addr, &["--enable-feature=exemplar-storage"]);
+    prom.wait_for("up{job=\"floodgate\"}", 1.0).await;
+    let c = client();
+    for n in 0..20 {
+        assert_eq!(app.compute_fast(&c, n, None).await.status(), 200);
+    }
+    {
+        use floodgate::grpc::pb::{compute_service_client::ComputeServiceClient, ComputeRequest};
+        let channel = tonic::transport::Endpoint::from_shared(app.base.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = ComputeServiceClient::new(channel);
+        for n in 0..5 {
+            grpc.intensive(ComputeRequest { number: n }).await.unwrap();
+        }
+    }
+
+    let exemplars = |metric: &'static str| {
+        let base = prom.base.clone();
+        async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let r = client()
+                .get(format!("{base}/api/v1/query_exemplars"))
+                .query(&[
+                    ("query", metric.to_owned()),
+                    ("start", (now - 300).to_string()),
+                    ("end", (now + 60).to_string()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap();
+            let mut found = Vec::new();
+            for series in v["data"].as_array().into_iter().flatten() {
+                for e in series["exemplars"].as_array().into_iter().flatten() {
+                    found.push((
+                        series["seriesLabels"].clone(),
+                        e["labels"]["trace_id"].as_str().unwrap_or("").to_owned(),
+                        e["labels"]["span_id"].as_str().unwrap_or("").to_owned(),
+                        e["value"]
+                            .as_str()
+                            .unwrap_or("")
+                            .parse::<f64>()
+                            .unwrap_or(-1.0),
+                    ));
+                }
+            }
+            found
+        }
+    };
+    for (metric, want_label, want_value) in [
+        (
+            "http_server_request_duration_seconds_bucket",
+            "http_route",
+            "/api/v1/compute/fast",
+        ),
+        (
+            "rpc_server_call_duration_seconds_bucket",
+            "rpc_method",
+            "floodgate.v1.ComputeService/Intensive",
+        ),
+    ] {
+        let started = Instant::now();
+        let found = loop {
+            let found: Vec<_> = exemplars(metric)
+                .await
+                .into_iter()
+                .filter(|(labels, ..)| labels[want_label] == want_value)
+                .collect();
+            if !found.is_empty() {
+                break found;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no exemplar on {metric} for {want_value}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        // Each exemplar is a span the receiver got, in the bucket its duration falls in.
+        let started = Instant::now();
+        loop {
+            let spans = parse_spans(&std::fs::read_to_string(&collector.log).unwrap_or_default());
+            let missing: Vec<_> = found
+                .iter()
+                .filter(|(_, trace, span, _)| {
+                    !spans.iter().any(|s| &s.trace_id == trace && &s.id == span)
+                })
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "exemplars whose spans never arrived: {missing:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for (labels, trace, _, value) in &found {
+            assert_eq!(trace.len(), 32, "{labels}");
+            let le: f64 = match labels["le"].as_str().unwrap() {
+                "+Inf" => f64::INFINITY,
+                le => le.parse().unwrap(),
+            };
+            assert!(*value >= 0.0 && *value <= le, "{value} in bucket le={le}");
+        }
+    }
 }

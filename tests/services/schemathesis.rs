@@ -76,8 +76,8 @@ async fn schemathesis_finds_nothing_with_authentication_on() {
         .await
         .unwrap();
     let text = app.exposition().await;
-    let unauthorized = sum_series(&text, "http_server_requests_total", |l| {
-        l.contains("status=\"401\"")
+    let unauthorized = sum_series(&text, "http_server_request_duration_seconds_count", |l| {
+        l.contains("http_response_status_code=\"401\"")
     });
     assert!(
         unauthorized > 0.0,

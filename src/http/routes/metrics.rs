@@ -7,6 +7,7 @@ use http::{header, HeaderMap, HeaderValue};
 use serde::Serialize;
 
 use crate::observability::metrics::{self as m, EXPOSITION_CONTENT_TYPE};
+use crate::observability::openmetrics;
 use crate::state::AppState;
 
 /// The documented keys, plus refusals split by cause and latency percentiles.
@@ -31,25 +32,26 @@ pub struct StatsBody {
     pub latency_p99_us: u64,
 }
 
-/// `GET /metrics`: JSON, unless the client prefers the Prometheus text format.
+/// `GET /metrics`: JSON, unless the client prefers the Prometheus text format or OpenMetrics.
 #[utoipa::path(get, path = "/metrics", tag = "metrics",
-    responses((status = 200, description = "The request statistics as JSON, or the Prometheus text exposition when `Accept` prefers `text/plain;version=0.0.4` or OpenMetrics.",
-        content((StatsBody = "application/json"), (String = "text/plain"))))
+    responses((status = 200, description = "The request statistics as JSON; the Prometheus text exposition when `Accept` prefers `text/plain;version=0.0.4`; OpenMetrics 1.0, with exemplars, when it prefers `application/openmetrics-text`.",
+        content((StatsBody = "application/json"), (String = "text/plain"), (String = "application/openmetrics-text"))))
 )]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if prefers_exposition(&headers) {
-        exposition(&state)
+        exposition(&state, &headers)
     } else {
         Json(snapshot(&state)).into_response()
     }
 }
 
-/// `GET /metrics/prometheus`: always the text exposition.
+/// `GET /metrics/prometheus`: always an exposition, OpenMetrics when `Accept` prefers it.
 #[utoipa::path(get, path = "/metrics/prometheus", tag = "metrics",
-    responses((status = 200, description = "Prometheus text exposition (version 0.0.4).", body = String, content_type = "text/plain"))
+    responses((status = 200, description = "Prometheus text exposition (version 0.0.4), or OpenMetrics 1.0 with exemplars when `Accept` prefers `application/openmetrics-text`.",
+        content((String = "text/plain"), (String = "application/openmetrics-text"))))
 )]
-pub async fn prometheus(State(state): State<AppState>) -> Response {
-    exposition(&state)
+pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    exposition(&state, &headers)
 }
 
 /// `GET /api/v1/stats`: always JSON.
@@ -93,25 +95,42 @@ pub fn snapshot_of(state: &AppState, s: m::StatsSnapshot) -> StatsBody {
     }
 }
 
-fn exposition(state: &AppState) -> Response {
+fn exposition(state: &AppState, headers: &HeaderMap) -> Response {
+    let (content_type, body) = if prefers_openmetrics(headers) {
+        (openmetrics::CONTENT_TYPE, state.render_openmetrics())
+    } else {
+        (EXPOSITION_CONTENT_TYPE, state.render_metrics())
+    };
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(EXPOSITION_CONTENT_TYPE),
-        )],
-        state.render_metrics(),
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
     )
         .into_response()
 }
 
-/// True when `Accept` ranks the Prometheus text or OpenMetrics format above JSON.
-pub fn prefers_exposition(headers: &HeaderMap) -> bool {
-    let mut json_q = 0.0f32;
+/// True when `Accept` ranks OpenMetrics at least as high as the 0.0.4 text format (as
+/// Prometheus does: OpenMetrics first, text at q=0.5).
+pub fn prefers_openmetrics(headers: &HeaderMap) -> bool {
+    let mut om_q = 0.0f32;
     let mut text_q = 0.0f32;
-    let mut any_q = None::<f32>;
-    for value in headers.get_all(header::ACCEPT) {
-        let Ok(value) = value.to_str() else { continue };
-        for item in value.split(',') {
+    for (media, q) in accepted(headers) {
+        match media.as_str() {
+            "application/openmetrics-text" => om_q = om_q.max(q),
+            "text/plain" => text_q = text_q.max(q),
+            _ => {}
+        }
+    }
+    om_q > 0.0 && om_q >= text_q
+}
+
+/// Every media range of `Accept` with its quality.
+fn accepted(headers: &HeaderMap) -> impl Iterator<Item = (String, f32)> + '_ {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|item| {
             let mut parts = item.split(';');
             let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let mut q = 1.0f32;
@@ -120,12 +139,21 @@ pub fn prefers_exposition(headers: &HeaderMap) -> bool {
                     q = v.trim().parse().unwrap_or(0.0);
                 }
             }
-            match media.as_str() {
-                "application/json" => json_q = json_q.max(q),
-                "text/plain" | "application/openmetrics-text" => text_q = text_q.max(q),
-                "*/*" | "application/*" => any_q = Some(any_q.unwrap_or(0.0).max(q)),
-                _ => {}
-            }
+            (media, q)
+        })
+}
+
+/// True when `Accept` ranks the Prometheus text or OpenMetrics format above JSON.
+pub fn prefers_exposition(headers: &HeaderMap) -> bool {
+    let mut json_q = 0.0f32;
+    let mut text_q = 0.0f32;
+    let mut any_q = None::<f32>;
+    for (media, q) in accepted(headers) {
+        match media.as_str() {
+            "application/json" => json_q = json_q.max(q),
+            "text/plain" | "application/openmetrics-text" => text_q = text_q.max(q),
+            "*/*" | "application/*" => any_q = Some(any_q.unwrap_or(0.0).max(q)),
+            _ => {}
         }
     }
     if let Some(any) = any_q {
@@ -154,5 +182,21 @@ mod tests {
             "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
         ));
         assert!(!prefers_exposition(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn openmetrics_when_ranked_at_least_as_high_as_text() {
+        let om = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, v.parse().unwrap());
+            prefers_openmetrics(&h)
+        };
+        // What Prometheus 2.42 sends.
+        assert!(om("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"));
+        assert!(om("application/openmetrics-text"));
+        assert!(!om("text/plain;version=0.0.4"));
+        assert!(!om("text/plain,application/openmetrics-text;q=0.5"));
+        assert!(!om("*/*"));
+        assert!(!prefers_openmetrics(&HeaderMap::new()));
     }
 }
