@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use crate::admission::overload::{Cause, ClassMetrics, OverloadConfig, Tuning};
 use crate::admission::rate_limit::{redis::RedisDecisions, Decisions};
 use crate::admission::{Admission, Authenticator, Class, FailureThrottle, Overload, RateLimiter};
-use crate::config::Settings;
+use crate::config::{Settings, SignalExporter};
 use crate::dependency::{BreakerConfig, BreakerMetrics, Redis, RedisMetrics};
 use crate::domain::cache::Cache;
 use crate::domain::execution::StartGate;
@@ -22,6 +22,7 @@ use crate::http::routes::docs::Document;
 use crate::http::{self, ContextConfig, ContextLayer, RouteSpec, RouteTable, StackOptions};
 use crate::observability::access_log::AccessLog;
 use crate::observability::metrics::{self as m, Metrics, Scheme};
+use crate::observability::{otlp_metrics, telemetry};
 use crate::pool::{PoolMetrics, WorkerPool};
 use crate::state::{AppState, Inner, Readiness, Streams};
 use crate::store::{JobStatus, JobStore, OpenError, StoreMetrics};
@@ -421,6 +422,19 @@ impl Application {
             _ => None,
         };
         let upkeep = Upkeep::start(Arc::clone(&self.state.metrics), self.admission.clone());
+        // OTLP metrics: the scrape's exposition, pushed every interval.
+        let otlp_metrics = (settings.otel.metrics_exporter == SignalExporter::Otlp).then(|| {
+            let (endpoint, protocol) = settings.otel.signal_endpoint("metrics");
+            let state = self.state.clone();
+            otlp_metrics::Exporter {
+                endpoint,
+                protocol,
+                interval: Duration::from_millis(settings.otel.metric_export_interval),
+                timeout: Duration::from_millis(settings.otel.metric_export_timeout),
+                resource: telemetry::resource_attributes(&settings.otel, settings.environment),
+            }
+            .start(move || state.render_metrics())
+        });
         let runner = tokio::spawn(run_jobs(
             self.state.clone(),
             self.kernel,
@@ -457,6 +471,11 @@ impl Application {
             admin.shutdown(Duration::from_millis(100)).await;
         }
         drop(upkeep);
+        if let Some(export) = otlp_metrics {
+            // The last export: what happened since the previous interval, drain included.
+            let limit = Duration::from_millis(settings.otel.metric_export_timeout);
+            let _ = tokio::time::timeout(limit, export.shutdown()).await;
+        }
         for task in reloaders.into_iter().flatten() {
             task.abort();
         }

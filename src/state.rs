@@ -74,6 +74,15 @@ impl AppState {
                 .counter(m::SPANS_DROPPED, &[("reason", reason)])
                 .absolute(n);
         }
+        let (queue_full, export_failed) = telemetry::log_records_dropped();
+        for (reason, n) in [("queue_full", queue_full), ("export_failed", export_failed)] {
+            metrics
+                .counter(m::LOG_RECORDS_DROPPED, &[("reason", reason)])
+                .absolute(n);
+        }
+        metrics
+            .counter(m::METRIC_EXPORTS_FAILED, &[])
+            .absolute(crate::observability::otlp_metrics::exports_failed());
         let access_log_dropped = self.access_log_sink.as_ref().map_or(0, LogSink::dropped);
         for (sink, n) in [
             (

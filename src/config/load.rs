@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use config::{Map, Source, Value, ValueKind};
 
-use super::{Environment, Settings, SettingsError};
+use super::{Environment, Settings, SettingsError, SignalExporter};
 
 /// The documented environment variables and the setting each one sets.
 pub const ENV_ALIASES: &[(&str, &str)] = &[
@@ -29,7 +29,21 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "otel.endpoint"),
     ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otel.traces_endpoint"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "otel.protocol"),
-    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "otel.protocol"),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "otel.traces_protocol"),
+    ("OTEL_METRICS_EXPORTER", "otel.metrics_exporter"),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "otel.metrics_endpoint",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        "otel.metrics_protocol",
+    ),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "otel.metric_export_interval"),
+    ("OTEL_METRIC_EXPORT_TIMEOUT", "otel.metric_export_timeout"),
+    ("OTEL_LOGS_EXPORTER", "otel.logs_exporter"),
+    ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "otel.logs_endpoint"),
+    ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "otel.logs_protocol"),
     ("OTEL_SERVICE_NAME", "otel.service_name"),
     ("OTEL_RESOURCE_ATTRIBUTES", "otel.resource_attributes"),
     ("OTEL_TRACES_SAMPLER", "otel.sampler"),
@@ -139,6 +153,8 @@ impl Settings {
             settings.otel.enabled = false;
             settings.otel.endpoint = None;
             settings.otel.traces_endpoint = None;
+            settings.otel.metrics_exporter = SignalExporter::None;
+            settings.otel.logs_exporter = SignalExporter::None;
         }
         settings
             .validate()

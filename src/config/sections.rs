@@ -289,6 +289,17 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
+/// Where a signal other than traces goes, by its `OTEL_METRICS_EXPORTER` /
+/// `OTEL_LOGS_EXPORTER` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalExporter {
+    /// Not exported (metrics stay on the Prometheus endpoint, logs on stdout).
+    #[default]
+    None,
+    Otlp,
+}
+
 /// The trace sampler, by its `OTEL_TRACES_SAMPLER` name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "&'static str")]
@@ -341,7 +352,7 @@ impl TryFrom<String> for SamplerKind {
     }
 }
 
-/// Trace export.
+/// OTLP export: traces, and, when asked for, metrics and logs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtelSettings {
@@ -352,6 +363,22 @@ pub struct OtelSettings {
     /// Full traces URL, used as-is (HTTP) or as the gRPC endpoint.
     pub traces_endpoint: Option<String>,
     pub protocol: OtlpProtocol,
+    /// The traces' protocol, when not `protocol`.
+    pub traces_protocol: Option<OtlpProtocol>,
+    /// `otlp` pushes the Prometheus endpoint's instruments over OTLP too.
+    pub metrics_exporter: SignalExporter,
+    /// Full metrics URL, used as-is (HTTP) or as the gRPC endpoint.
+    pub metrics_endpoint: Option<String>,
+    pub metrics_protocol: Option<OtlpProtocol>,
+    /// Milliseconds between metric exports (`OTEL_METRIC_EXPORT_INTERVAL`).
+    pub metric_export_interval: u64,
+    /// Milliseconds one metric export may take (`OTEL_METRIC_EXPORT_TIMEOUT`).
+    pub metric_export_timeout: u64,
+    /// `otlp` sends log records (the log lines and access-log lines) over OTLP too.
+    pub logs_exporter: SignalExporter,
+    /// Full logs URL, used as-is (HTTP) or as the gRPC endpoint.
+    pub logs_endpoint: Option<String>,
+    pub logs_protocol: Option<OtlpProtocol>,
     pub service_name: String,
     /// `key=value,key=value`, added to the resource.
     pub resource_attributes: Option<String>,
@@ -368,6 +395,15 @@ impl Default for OtelSettings {
             endpoint: None,
             traces_endpoint: None,
             protocol: OtlpProtocol::default(),
+            traces_protocol: None,
+            metrics_exporter: SignalExporter::None,
+            metrics_endpoint: None,
+            metrics_protocol: None,
+            metric_export_interval: 60_000,
+            metric_export_timeout: 30_000,
+            logs_exporter: SignalExporter::None,
+            logs_endpoint: None,
+            logs_protocol: None,
             service_name: "floodgate".to_owned(),
             resource_attributes: None,
             sampler: SamplerKind::default(),
@@ -381,6 +417,35 @@ impl OtelSettings {
     /// Whether spans are exported at all.
     pub fn exporting(&self) -> bool {
         self.enabled || self.endpoint.is_some() || self.traces_endpoint.is_some()
+    }
+
+    /// The endpoint and protocol of `signal` (`traces`, `metrics`, `logs`): its own URL used
+    /// as is, else the base endpoint with `/v1/<signal>` for HTTP, else the protocol's
+    /// default port on localhost.
+    pub fn signal_endpoint(&self, signal: &str) -> (String, OtlpProtocol) {
+        let (own, protocol) = match signal {
+            "metrics" => (&self.metrics_endpoint, self.metrics_protocol),
+            "logs" => (&self.logs_endpoint, self.logs_protocol),
+            _ => (&self.traces_endpoint, self.traces_protocol),
+        };
+        let protocol = protocol.unwrap_or(self.protocol);
+        if let Some(url) = own {
+            return (url.clone(), protocol);
+        }
+        let url = match protocol {
+            OtlpProtocol::Grpc => self
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| "http://localhost:4317".to_owned()),
+            OtlpProtocol::HttpProtobuf => {
+                let base = self
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| "http://localhost:4318".to_owned());
+                format!("{}/v1/{signal}", base.trim_end_matches('/'))
+            }
+        };
+        (url, protocol)
     }
 }
 

@@ -18,7 +18,7 @@ impl Settings {
     /// Every numeric setting with its documented range. Bounds are what one instance can
     /// use: a queue of a billion jobs or a trillion connections would abort or overflow,
     /// not serve.
-    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 26] {
+    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 28] {
         let n = |v: usize| v as i128;
         [
             ("pool.workers", n(self.pool.workers), 0, 4096),
@@ -76,6 +76,18 @@ impl Settings {
                 n(self.otel.max_queue_size),
                 1,
                 1_000_000,
+            ),
+            (
+                "otel.metric_export_interval",
+                self.otel.metric_export_interval.into(),
+                100,
+                3_600_000,
+            ),
+            (
+                "otel.metric_export_timeout",
+                self.otel.metric_export_timeout.into(),
+                100,
+                600_000,
             ),
             (
                 "auth.failed_attempts_per_minute",

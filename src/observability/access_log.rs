@@ -69,6 +69,7 @@ impl AccessLog {
             }
             self.sink.write_line(&buf);
         });
+        super::telemetry::emit_access_record(r);
     }
 }
 

@@ -40,6 +40,8 @@ pub const JOB_DURATION: &str = "floodgate_job_duration_seconds";
 pub const BUILD_INFO: &str = "floodgate_build_info";
 pub const SPANS_DROPPED: &str = "floodgate_otel_spans_dropped_total";
 pub const LOG_LINES_DROPPED: &str = "floodgate_log_lines_dropped_total";
+pub const LOG_RECORDS_DROPPED: &str = "floodgate_otel_log_records_dropped_total";
+pub const METRIC_EXPORTS_FAILED: &str = "floodgate_otel_metric_exports_failed_total";
 pub const CONNECTION_ERRORS: &str = "floodgate_http_connection_errors_total";
 pub const DEPENDENCY_UP: &str = "floodgate_dependency_up";
 pub const CIRCUIT_STATE: &str = "floodgate_circuit_state";
@@ -483,9 +485,15 @@ impl Metrics {
         let reg =
             |name: &'static str| recorder.register_counter(&Key::from_name(name), &metadata());
         let rate_limited = reg(RATE_LIMITED_TOTAL);
+        let _ = reg(METRIC_EXPORTS_FAILED);
         // Register zero-valued series up front so dashboards and alerts see them from the start.
         for (name, label, values) in [
             (SPANS_DROPPED, "reason", ["queue_full", "export_failed"]),
+            (
+                LOG_RECORDS_DROPPED,
+                "reason",
+                ["queue_full", "export_failed"],
+            ),
             (LOG_LINES_DROPPED, "sink", ["stdout", "access_log"]),
             (STREAM_MESSAGES, "kind", ["stats", "job"]),
             (STREAM_SLOW_CONSUMERS, "kind", ["stats", "job"]),
@@ -942,6 +950,18 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         Some(Unit::Count),
         "Spans not exported, by reason: queue_full (the export buffer was full) or export_failed.",
+    ),
+    (
+        LOG_RECORDS_DROPPED,
+        Kind::Counter,
+        Some(Unit::Count),
+        "Log records not exported over OTLP, by reason: queue_full or export_failed.",
+    ),
+    (
+        METRIC_EXPORTS_FAILED,
+        Kind::Counter,
+        Some(Unit::Count),
+        "OTLP metric exports that failed (refused, unreachable or timed out); retried at the next interval.",
     ),
     (
         CACHE_REQUESTS,

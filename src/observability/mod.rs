@@ -7,4 +7,5 @@ pub mod exposition;
 pub mod log_sink;
 pub mod metrics;
 pub mod openmetrics;
+pub mod otlp_metrics;
 pub mod telemetry;

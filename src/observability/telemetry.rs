@@ -24,7 +24,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use super::log_sink::LogSink;
-use crate::config::{Environment, LogFormat, OtelSettings, OtlpProtocol, SamplerKind, Settings};
+use crate::config::{
+    Environment, LogFormat, OtelSettings, OtlpProtocol, SamplerKind, Settings, SignalExporter,
+};
 
 /// The filter every callsite meets first, decided once per callsite (never per call): the
 /// most verbose level any layer records, and spans only when they are exported. Without
@@ -75,18 +77,40 @@ pub fn spans_dropped() -> (u64, u64) {
     )
 }
 
-/// Keeps the log writer and tracer provider alive; flushes both on drop.
+/// Log records refused because the export buffer was full.
+static LOGS_QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
+/// Log records in batches the exporter failed to deliver.
+static LOGS_EXPORT_FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// Log records lost since start, `(queue_full, export_failed)`; read into
+/// `floodgate_otel_log_records_dropped_total{reason}`.
+pub fn log_records_dropped() -> (u64, u64) {
+    (
+        LOGS_QUEUE_FULL.load(Ordering::Relaxed),
+        LOGS_EXPORT_FAILED.load(Ordering::Relaxed),
+    )
+}
+
+/// The OTLP logger, when logs are exported: the access log emits its records here.
+static LOGGER: std::sync::OnceLock<opentelemetry_sdk::logs::SdkLogger> = std::sync::OnceLock::new();
+
+/// Keeps the log writer and the tracer and logger providers alive; flushes them on drop.
 pub struct TelemetryGuard {
     log: LogSink,
     provider: Option<SdkTracerProvider>,
+    logs: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
 }
 
 impl TelemetryGuard {
-    /// Flush and stop span export now (also done on drop).
+    /// Flush and stop span and log export now (also done on drop).
     pub fn shutdown(&mut self) {
         if let Some(provider) = self.provider.take() {
             let _ = provider.force_flush();
             let _ = provider.shutdown();
+        }
+        if let Some(logs) = self.logs.take() {
+            let _ = logs.force_flush();
+            let _ = logs.shutdown();
         }
         self.log.flush();
     }
@@ -120,6 +144,11 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
 
     let provider = if settings.otel.exporting() {
         Some(tracer_provider(&settings.otel, settings.environment)?)
+    } else {
+        None
+    };
+    let logs = if settings.otel.logs_exporter == SignalExporter::Otlp {
+        Some(logger_provider(&settings.otel, settings.environment)?)
     } else {
         None
     };
@@ -173,10 +202,28 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
             )
     });
 
-    // No OTLP layer at all when not exporting (not an empty `Option` layer): a layer that is
-    // present says yes to every span, and each request's span would then be built in the
-    // registry only for no one to record it.
-    let base = tracing_subscriber::registry().with(global).with(fmt_layer);
+    // Log records over OTLP: the service's own events at the log level, never the
+    // exporters' (which would feed themselves). Inside a request's span they carry its trace.
+    let log_filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(v),
+        _ => EnvFilter::try_new(settings.log.effective_level()),
+    }
+    .map_err(|e| format!("invalid log filter: {e}"))?;
+    let log_layer = logs.as_ref().map(|p| {
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p).with_filter(
+            log_filter.and(filter_fn(|meta| {
+                !meta.is_span() && meta.target().starts_with("floodgate")
+            })),
+        )
+    });
+
+    // No OTLP trace layer at all when not exporting (not an empty `Option` layer): a layer
+    // that is present says yes to every span, and each request's span would then be built in
+    // the registry only for no one to record it. (The logs layer takes events only.)
+    let base = tracing_subscriber::registry()
+        .with(global)
+        .with(fmt_layer)
+        .with(log_layer);
     let _ = match otel_layer {
         Some(otel) => base.with(otel).try_init(),
         None => base.try_init(),
@@ -184,43 +231,202 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
     if let Some(p) = &provider {
         opentelemetry::global::set_tracer_provider(p.clone());
     }
+    if let Some(p) = &logs {
+        use opentelemetry::logs::LoggerProvider as _;
+        let _ = LOGGER.set(p.logger("floodgate"));
+    }
     Ok(TelemetryGuard {
         log: LogSink::stdout(),
         provider,
+        logs,
     })
 }
 
+/// The access-log line as an OTLP log record, with the request's trace, when logs are
+/// exported.
+pub fn emit_access_record(r: &super::access_log::AccessRecord<'_>) {
+    use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+    let Some(logger) = LOGGER.get() else {
+        return;
+    };
+    let mut record = logger.create_log_record();
+    record.set_timestamp(std::time::SystemTime::now());
+    record.set_severity_number(Severity::Info);
+    record.set_severity_text("INFO");
+    record.set_target("floodgate::access");
+    record.set_event_name("request completed");
+    record.set_body(AnyValue::from("request completed"));
+    record.add_attribute("request_id", r.request_id.to_owned());
+    record.add_attribute("method", r.method.to_owned());
+    record.add_attribute("path", r.path.to_owned());
+    record.add_attribute("status", i64::from(r.status));
+    if let Some(code) = r.grpc_status {
+        record.add_attribute("grpc_status", i64::from(code));
+    }
+    record.add_attribute("latency_ms", r.latency.as_secs_f64() * 1000.0);
+    if let Some(ip) = r.client_ip {
+        record.add_attribute("client_ip", ip.to_string());
+    }
+    if let Some((trace, span)) = r.trace {
+        if let (Ok(trace), Ok(span)) = (
+            opentelemetry::trace::TraceId::from_hex(trace),
+            opentelemetry::trace::SpanId::from_hex(span),
+        ) {
+            record.set_trace_context(trace, span, None);
+        }
+    }
+    logger.emit(record);
+}
+
+/// The resource every signal carries: the service's name and version, the environment and
+/// `OTEL_RESOURCE_ATTRIBUTES`.
+pub fn resource_attributes(otel: &OtelSettings, env: Environment) -> Vec<(String, String)> {
+    let mut attributes = vec![
+        ("service.name".to_owned(), otel.service_name.clone()),
+        ("service.version".to_owned(), crate::VERSION.to_owned()),
+        ("deployment.environment".to_owned(), env.as_str().to_owned()),
+    ];
+    if let Some(raw) = &otel.resource_attributes {
+        for pair in raw.split(',') {
+            if let Some((k, v)) = pair.split_once('=') {
+                attributes.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+    }
+    attributes
+}
+
+fn resource(otel: &OtelSettings, env: Environment) -> Resource {
+    let mut attributes = resource_attributes(otel, env);
+    let name = attributes.remove(0).1;
+    Resource::builder_empty()
+        .with_attributes(attributes.into_iter().map(|(k, v)| KeyValue::new(k, v)))
+        .with_service_name(name)
+        .build()
+}
+
+fn logger_provider(
+    otel: &OtelSettings,
+    env: Environment,
+) -> Result<opentelemetry_sdk::logs::SdkLoggerProvider, String> {
+    use opentelemetry_otlp::WithExportConfig;
+    let (endpoint, protocol) = otel.signal_endpoint("logs");
+    let exporter = match protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(Duration::from_secs(5))
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(endpoint)
+            .with_timeout(Duration::from_secs(5))
+            .build(),
+    }
+    .map_err(|e| format!("cannot build the OTLP log exporter: {e}"))?;
+    let mut batch = opentelemetry_sdk::logs::BatchConfigBuilder::default()
+        .with_max_queue_size(otel.max_queue_size);
+    if std::env::var_os("OTEL_BLRP_SCHEDULE_DELAY").is_none() {
+        batch = batch.with_scheduled_delay(Duration::from_secs(1));
+    }
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let processor = BoundedLogs {
+        inner: opentelemetry_sdk::logs::BatchLogProcessor::builder(CountingLogExporter {
+            inner: exporter,
+            in_flight: Arc::clone(&in_flight),
+        })
+        .with_batch_config(batch.build())
+        .build(),
+        in_flight,
+        capacity: otel.max_queue_size,
+    };
+    Ok(opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+        .with_log_processor(processor)
+        .with_resource(resource(otel, env))
+        .build())
+}
+
+/// As [`Bounded`] for spans: holds the batch processor to `capacity` log records, counting
+/// what does not fit instead of blocking or dropping silently.
+#[derive(Debug)]
+struct BoundedLogs {
+    inner: opentelemetry_sdk::logs::BatchLogProcessor,
+    in_flight: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl opentelemetry_sdk::logs::LogProcessor for BoundedLogs {
+    fn emit(
+        &self,
+        record: &mut opentelemetry_sdk::logs::SdkLogRecord,
+        scope: &opentelemetry::InstrumentationScope,
+    ) {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            LOGS_QUEUE_FULL.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.inner.emit(record, scope);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Counts log records in batches that failed to export, and releases their room.
+#[derive(Debug)]
+struct CountingLogExporter<E> {
+    inner: E,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExporter
+    for CountingLogExporter<E>
+{
+    async fn export(&self, batch: opentelemetry_sdk::logs::LogBatch<'_>) -> OTelSdkResult {
+        let n = batch.iter().count();
+        let _release = Release(&self.in_flight, n);
+        let result = self.inner.export(batch).await;
+        if result.is_err() {
+            LOGS_EXPORT_FAILED.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
 fn tracer_provider(otel: &OtelSettings, env: Environment) -> Result<SdkTracerProvider, String> {
-    let exporter = match otel.protocol {
-        OtlpProtocol::Grpc => {
-            use opentelemetry_otlp::WithExportConfig;
-            let endpoint = otel
-                .traces_endpoint
-                .clone()
-                .or_else(|| otel.endpoint.clone())
-                .unwrap_or_else(|| "http://localhost:4317".to_owned());
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .with_timeout(Duration::from_secs(5))
-                .build()
-        }
-        OtlpProtocol::HttpProtobuf => {
-            use opentelemetry_otlp::WithExportConfig;
-            let endpoint = otel.traces_endpoint.clone().unwrap_or_else(|| {
-                let base = otel
-                    .endpoint
-                    .clone()
-                    .unwrap_or_else(|| "http://localhost:4318".to_owned());
-                format!("{}/v1/traces", base.trim_end_matches('/'))
-            });
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(endpoint)
-                .with_timeout(Duration::from_secs(5))
-                .build()
-        }
+    use opentelemetry_otlp::WithExportConfig;
+    let (endpoint, protocol) = otel.signal_endpoint("traces");
+    let exporter = match protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(Duration::from_secs(5))
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(endpoint)
+            .with_timeout(Duration::from_secs(5))
+            .build(),
     }
     .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
 
@@ -242,21 +448,7 @@ fn tracer_provider(otel: &OtelSettings, env: Environment) -> Result<SdkTracerPro
         capacity: otel.max_queue_size,
     };
 
-    let mut attributes = vec![
-        KeyValue::new("service.version", crate::VERSION),
-        KeyValue::new("deployment.environment", env.as_str()),
-    ];
-    if let Some(raw) = &otel.resource_attributes {
-        for pair in raw.split(',') {
-            if let Some((k, v)) = pair.split_once('=') {
-                attributes.push(KeyValue::new(k.trim().to_owned(), v.trim().to_owned()));
-            }
-        }
-    }
-    let resource = Resource::builder_empty()
-        .with_attributes(attributes)
-        .with_service_name(otel.service_name.clone())
-        .build();
+    let resource = resource(otel, env);
     Ok(SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_sampler(sampler(otel))

@@ -84,11 +84,15 @@ pub struct Collector {
 
 /// A real OTLP receiver on two free ports, logging every span it receives in detail.
 pub fn start_collector() -> Collector {
-    start_collector_logging("traces")
+    start_collector_logging(&["traces"])
 }
 
 /// As [`start_collector`], logging the signals listed (`traces`, `metrics`, `logs`).
-pub fn start_collector_logging(signals: &str) -> Collector {
+pub fn start_collector_logging(signals: &[&str]) -> Collector {
+    let mut debug = Vec::new();
+    for signal in signals {
+        debug.extend(["--debug-log", signal]);
+    }
     let (grpc, http) = (free_port(), free_port());
     let log = std::env::temp_dir().join(format!("floodgate-rotel-{grpc}.log"));
     let file = std::fs::File::create(&log).unwrap();
@@ -101,11 +105,10 @@ pub fn start_collector_logging(signals: &str) -> Collector {
             &format!("127.0.0.1:{http}"),
             "--exporter",
             "blackhole",
-            "--debug-log",
-            signals,
             "--debug-log-verbosity",
             "detailed",
         ])
+        .args(&debug)
         .stdout(file.try_clone().unwrap())
         .stderr(file)
         .spawn()
@@ -436,4 +439,375 @@ async fn rpc_spans_continue_the_callers_trace() {
     assert_eq!(line["grpc_status"], 0);
     assert_eq!(line["trace_id"], TRACE_ID);
     assert_eq!(line["span_id"], server.id.as_str());
+}
+
+/// A metric point as rotel's detailed log shows it.
+#[derive(Debug, Default, Clone)]
+struct Point {
+    metric: String,
+    kind: String,
+    attributes: Vec<(String, String)>,
+    value: String,
+    count: String,
+    sum: String,
+    bounds: Vec<String>,
+    buckets: Vec<u64>,
+}
+
+/// The points of the last metrics export in rotel's log.
+fn last_export(log: &str) -> Vec<Point> {
+    let Some(start) = log.rfind("ResourceMetrics #") else {
+        return Vec::new();
+    };
+    let mut points: Vec<Point> = Vec::new();
+    let (mut metric, mut kind) = (String::new(), String::new());
+    let mut in_attributes = false;
+    for line in log[start..].lines() {
+        let t = line.trim();
+        if t.starts_with("ResourceLog") || t.starts_with("ResourceSpans") {
+            break;
+        }
+        if let Some(v) = t.strip_prefix("-> Name: ") {
+            metric = v.to_owned();
+            in_attributes = false;
+        } else if let Some(v) = t.strip_prefix("-> DataType: ") {
+            kind = v.to_owned();
+        } else if t.starts_with("HistogramDataPoints #") || t.starts_with("NumberDataPoints #") {
+            points.push(Point {
+                metric: metric.clone(),
+                kind: kind.clone(),
+                ..Point::default()
+            });
+        } else if t == "Data point attributes:" {
+            in_attributes = true;
+        } else if let (true, Some(kv)) = (in_attributes, t.strip_prefix("-> ")) {
+            if let (Some(p), Some((k, v))) = (points.last_mut(), kv.split_once(": ")) {
+                let v = v
+                    .split_once('(')
+                    .map_or(v, |(_, v)| v.trim_end_matches(')'));
+                p.attributes.push((k.to_owned(), v.to_owned()));
+            }
+        } else if let Some(p) = points.last_mut() {
+            in_attributes = false;
+            if let Some(v) = t.strip_prefix("Value: ") {
+                p.value = v.to_owned();
+            } else if let Some(v) = t.strip_prefix("Count: ") {
+                p.count = v.to_owned();
+            } else if let Some(v) = t.strip_prefix("Sum: ") {
+                p.sum = v.to_owned();
+            } else if let Some((_, v)) = t
+                .strip_prefix("ExplicitBounds #")
+                .and_then(|r| r.split_once(": "))
+            {
+                p.bounds.push(v.to_owned());
+            } else if let Some((_, v)) = t
+                .strip_prefix("Buckets #")
+                .and_then(|r| r.split_once("Count: "))
+            {
+                p.buckets.push(v.parse().unwrap());
+            }
+        }
+    }
+    points
+}
+
+/// A log record as rotel's detailed log shows it.
+#[derive(Debug, Default, Clone)]
+struct Record {
+    resource: Vec<String>,
+    attributes: HashMap<String, String>,
+    trace_id: String,
+    span_id: String,
+}
+
+fn log_records(log: &str) -> Vec<Record> {
+    let mut records = Vec::new();
+    let mut resource = Vec::new();
+    let mut section = "";
+    for line in log.lines() {
+        let t = line.trim();
+        if t.starts_with("ResourceLog #") {
+            resource.clear();
+            section = "log-resource";
+        } else if t.starts_with("ResourceSpans #") || t.starts_with("ResourceMetrics #") {
+            section = "";
+        } else if t == "Resource attributes:" && section == "log-resource" {
+            section = "log-resource-attributes";
+        } else if t.starts_with("LogRecord #") {
+            records.push(Record {
+                resource: resource.clone(),
+                ..Record::default()
+            });
+            section = "record";
+        } else if let Some(kv) = t.strip_prefix("-> ") {
+            match section {
+                "log-resource-attributes" => resource.push(kv.to_owned()),
+                "record" => {
+                    if let (Some(r), Some((k, v))) = (records.last_mut(), kv.split_once(": ")) {
+                        let v = v
+                            .split_once('(')
+                            .map_or(v, |(_, v)| v.trim_end_matches(')'));
+                        r.attributes.insert(k.to_owned(), v.to_owned());
+                    }
+                }
+                _ => {}
+            }
+        } else if section == "record" {
+            if let Some((k, v)) = t.split_once(':') {
+                match k.trim() {
+                    "Trace ID" => records.last_mut().unwrap().trace_id = v.trim().to_owned(),
+                    "Span ID" => records.last_mut().unwrap().span_id = v.trim().to_owned(),
+                    _ => {}
+                }
+            }
+        } else if section == "log-resource-attributes" {
+            section = "";
+        }
+    }
+    records
+}
+
+/// The resource attributes of the exported spans.
+fn span_resource(log: &str) -> Vec<String> {
+    let Some(start) = log.find("ResourceSpans #") else {
+        return Vec::new();
+    };
+    log[start..]
+        .lines()
+        .skip_while(|l| l.trim() != "Resource attributes:")
+        .skip(1)
+        .map_while(|l| l.trim().strip_prefix("-> ").map(str::to_owned))
+        .collect()
+}
+
+/// OTLP metrics and logs next to the Prometheus endpoint: with `OTEL_METRICS_EXPORTER` and
+/// `OTEL_LOGS_EXPORTER` set to `otlp`, the real receiver gets the same instruments with the
+/// same values the scrape shows (counters and histograms exactly, once traffic stops), and a
+/// log record for every request carrying the request's trace and the traces' resource.
+async fn metrics_and_logs_reach_the_collector(protocol: &str) {
+    use floodgate::grpc::pb::{compute_service_client::ComputeServiceClient, ComputeRequest};
+    let collector = start_collector_logging(&["traces", "metrics", "logs"]);
+    let endpoint = match protocol {
+        "grpc" => format!("http://127.0.0.1:{}", collector.grpc),
+        _ => format!("http://127.0.0.1:{}", collector.http),
+    };
+    let app = spawn_binary(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_METRICS_EXPORTER", "otlp"),
+        ("OTEL_LOGS_EXPORTER", "otlp"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "300"),
+        ("OTEL_SERVICE_NAME", "floodgate-test"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "team=platform"),
+        ("ENVIRONMENT", "production"),
+        ("LOG_LEVEL", "info"),
+    ])
+    .await;
+    let c = client();
+    let mut traces = Vec::new();
+    for n in 0..17u64 {
+        let trace = format!("{:032x}", 0xabc000 + n);
+        let r = app
+            .compute_fast(&c, n, Some(&format!("00-{trace}-{PARENT_ID}-01")))
+            .await;
+        assert_eq!(r.status(), 200);
+        traces.push(trace);
+    }
+    for _ in 0..3 {
+        let r = c
+            .post(format!("{}/api/v1/compute/fast", app.base))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+    }
+    let channel = tonic::transport::Endpoint::from_shared(app.base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = ComputeServiceClient::new(channel);
+    for n in 0..4 {
+        grpc.fast(ComputeRequest { number: n }).await.unwrap();
+    }
+
+    // Traffic has stopped: wait for an export that has all of it.
+    let count = |points: &[Point], metric: &str| -> u64 {
+        points
+            .iter()
+            .filter(|p| p.metric == metric)
+            .map(|p| p.count.parse::<u64>().unwrap_or(0))
+            .sum()
+    };
+    let started = Instant::now();
+    loop {
+        let points = last_export(&std::fs::read_to_string(&collector.log).unwrap_or_default());
+        if count(&points, "http.server.request.duration") >= 20
+            && count(&points, "rpc.server.call.duration") >= 4
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "metrics never arrived: {points:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The scrape and the next export, at the same moment as far as traffic goes.
+    let text = c
+        .get(format!("{}/metrics/prometheus", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(&collector.log).unwrap();
+    let points = last_export(&log);
+    assert_eq!(count(&points, "http.server.request.duration"), 20);
+    assert_eq!(count(&points, "rpc.server.call.duration"), 4);
+    let labels = |p: &Point| -> String {
+        p.attributes
+            .iter()
+            .map(|(k, v)| format!("{}=\"{v}\"", k.replace('.', "_")))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let has = |line: String| {
+        assert!(
+            text.lines().any(|l| l == line),
+            "the scrape lacks `{line}` the export has:\n{text}"
+        )
+    };
+    let mut compared = 0;
+    for p in &points {
+        let prom = match p.metric.as_str() {
+            "http.server.request.duration" => "http_server_request_duration_seconds",
+            "rpc.server.call.duration" => "rpc_server_call_duration_seconds",
+            name if p.kind == "Sum"
+                && !name.starts_with("process_")
+                && name != "http.server.active_requests" =>
+            {
+                has(format!("{name}_total{{{}}} {}", labels(p), p.value).replace("{}", ""));
+                compared += 1;
+                continue;
+            }
+            _ => continue,
+        };
+        let l = labels(p);
+        has(format!("{prom}_count{{{l}}} {}", p.count));
+        has(format!("{prom}_sum{{{l}}} {}", p.sum));
+        let mut cumulative = 0;
+        for (i, n) in p.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = p.bounds.get(i).map_or("+Inf", String::as_str);
+            has(format!("{prom}_bucket{{{l},le=\"{le}\"}} {cumulative}"));
+        }
+        compared += 1;
+    }
+    assert!(compared >= 10, "{points:#?}");
+
+    // Every request's access-log record carries its trace, and the traces' resource.
+    let started = Instant::now();
+    let records = loop {
+        let log = std::fs::read_to_string(&collector.log).unwrap();
+        let records = log_records(&log);
+        if traces
+            .iter()
+            .all(|t| records.iter().any(|r| &r.trace_id == t))
+        {
+            break records;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "log records never arrived: {records:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let log = std::fs::read_to_string(&collector.log).unwrap();
+    let mut resource = span_resource(&log);
+    resource.sort();
+    assert!(
+        resource.contains(&"team: Str(platform)".to_owned()),
+        "{resource:?}"
+    );
+    let of_requests: Vec<_> = records
+        .iter()
+        .filter(|r| r.attributes.contains_key("request_id"))
+        .collect();
+    assert!(of_requests.len() >= 24, "{of_requests:#?}");
+    for r in &of_requests {
+        assert_eq!(
+            r.trace_id.len(),
+            32,
+            "a request's record without its trace: {r:#?}"
+        );
+        assert_eq!(r.span_id.len(), 16, "{r:#?}");
+        let mut theirs = r.resource.clone();
+        theirs.sort();
+        assert_eq!(theirs, resource, "the traces' resource");
+    }
+    for t in &traces {
+        let r = of_requests.iter().find(|r| &r.trace_id == t).unwrap();
+        assert_eq!(r.attributes["path"], "/api/v1/compute/fast");
+        assert_eq!(r.attributes["status"], "200");
+    }
+}
+
+#[tokio::test]
+async fn metrics_and_logs_are_exported_over_http_protobuf() {
+    metrics_and_logs_reach_the_collector("http/protobuf").await;
+}
+
+#[tokio::test]
+async fn metrics_and_logs_are_exported_over_grpc() {
+    metrics_and_logs_reach_the_collector("grpc").await;
+}
+
+/// A receiver that is not there: every export fails and is counted, and requests are
+/// answered as fast as ever.
+#[tokio::test]
+async fn failed_metric_exports_are_counted_and_never_touch_requests() {
+    let port = free_port();
+    let app = spawn_binary(&[
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{port}"),
+        ),
+        ("OTEL_METRICS_EXPORTER", "otlp"),
+        ("OTEL_LOGS_EXPORTER", "otlp"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        ("OTEL_METRIC_EXPORT_TIMEOUT", "200"),
+    ])
+    .await;
+    let c = client();
+    let started = Instant::now();
+    loop {
+        let text = c
+            .get(format!("{}/metrics/prometheus", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let failed = sum_series(&text, "floodgate_otel_metric_exports_failed_total", |_| {
+            true
+        });
+        if failed >= 3.0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in 0..50 {
+        let sent = Instant::now();
+        assert_eq!(app.compute_fast(&c, n, None).await.status(), 200);
+        assert!(
+            sent.elapsed() < Duration::from_secs(1),
+            "a request waited on the exporter"
+        );
+    }
 }
