@@ -125,6 +125,7 @@ pub fn builtin() -> Vec<RouteSpec> {
             Admin,
             get(profile::profile),
         ),
+        RouteSpec::new(Method::GET, "/debug/pprof/heap", Admin, get(profile::heap)),
     ]
 }
 

@@ -1,6 +1,8 @@
 //! `GET /debug/pprof/profile?seconds=N[&format=flamegraph]`: a CPU profile of the whole
 //! process, as pprof protobuf (for `go tool pprof`, Pyroscope, Speedscope) or an SVG flame
-//! graph. Served only on the admin listener and only when `server.profiling` is on.
+//! graph; `GET /debug/pprof/heap`: the live heap as jemalloc's profiler samples it, as
+//! gzipped pprof protobuf. Served only on the admin listener and only when
+//! `server.profiling` is on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -69,6 +71,59 @@ pub async fn profile(uri: Uri) -> Result<Response, ApiError> {
         );
     }
     Ok(response)
+}
+
+/// Take a heap profile: the allocations live now, sampled by jemalloc (about one every
+/// 512 KiB allocated, each with its stack) since profiling was activated at start, in pprof
+/// format with symbolized allocation sites. 503 `PROFILER_BUSY` while another is taken.
+pub async fn heap() -> Result<Response, ApiError> {
+    let Some(ctl) = jemalloc_pprof::PROF_CTL.as_ref() else {
+        tracing::error!("heap profile asked for, but the allocator is not jemalloc with prof:true");
+        return Err(ApiError::InternalError);
+    };
+    let mut ctl =
+        std::sync::Arc::clone(ctl)
+            .try_lock_owned()
+            .map_err(|_| ApiError::ProfilerBusy {
+                retry_after: Duration::from_secs(1),
+            })?;
+    if !ctl.activated() {
+        tracing::error!("heap profile asked for, but jemalloc's profiler is not active");
+        return Err(ApiError::InternalError);
+    }
+    // Dumping writes a file and symbolizing reads the executable: keep both off the async
+    // workers (the lock goes along, so two dumps never interleave).
+    let body = tokio::task::spawn_blocking(move || ctl.dump_pprof())
+        .await
+        .map_err(|_| ApiError::InternalError)?
+        .map_err(|e| {
+            tracing::error!(error = %e, "heap profiling failed");
+            ApiError::InternalError
+        })?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"heap.pb.gz\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Start jemalloc's heap sampling, when the allocator can (the binary's jemalloc is built with
+/// profiling and starts with it inactive: sampling costs nothing until this). Called at
+/// start when profiling is enabled.
+pub async fn activate_heap_profiling() -> Result<(), String> {
+    let ctl = jemalloc_pprof::PROF_CTL
+        .as_ref()
+        .ok_or("the allocator is not jemalloc with prof:true")?;
+    ctl.lock().await.activate().map_err(|e| e.to_string())
 }
 
 fn parameters(query: &str) -> Result<(u64, Format), ApiError> {
