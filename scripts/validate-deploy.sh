@@ -279,6 +279,8 @@ check "hadolint Dockerfile" hadolint Dockerfile
 echo "=== Prometheus rules and configs"
 check "promtool check rules deploy/prometheus/floodgate-rules.yaml" \
   promtool check rules deploy/prometheus/floodgate-rules.yaml
+check "SLO rules match deploy/prometheus/floodgate-slos.yaml (scripts/slo-rules.py --check)" \
+  "$PY" scripts/slo-rules.py --check
 check "promtool test rules deploy/prometheus/tests/*.yaml" \
   promtool test rules deploy/prometheus/tests/*.yaml
 check "promtool check config deploy/prometheus/prometheus.yml (compose)" \

@@ -203,6 +203,13 @@ async fn prometheus_scrapes_exactly_the_workload_sent() {
         1.0,
     )
     .await;
+    // The SLO recording rules have been evaluated for every class and objective (fast,
+    // intensive and jobs; availability and latency), so the error budget panels have series.
+    prom.wait_for(
+        "count(namespace_job_slo:error_budget_remaining:ratio) + count(namespace_job_slo:error_budget_burn:rate1h) + count(namespace_job_slo:error_budget_burn:rate6h) >= bool 18",
+        1.0,
+    )
+    .await;
     // Every dashboard query returns series against this live target.
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check-dashboard-queries.py");
