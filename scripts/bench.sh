@@ -71,10 +71,14 @@
 #      SWEEP_MAX_P99 (ms, 10), SWEEP_CONNECTIONS (128), SWEEP_ROUNDS (3),
 #      OVERLOAD (1: add the overload scenarios to a full run), OVERLOAD_DURATION
 #      (s per overload run, 20), HOG_DURATION (s of the slowed-machine run, 30),
-#      OVERLOAD_CONNECTIONS (most requests in flight, 2000), CARGO_TARGET_DIR.
+#      OVERLOAD_CONNECTIONS (most requests in flight, 2000), CARGO_TARGET_DIR,
+#      BENCH_TRACES (1: floodgate samples BENCH_TRACE_RATIO of requests, 0.1 by
+#      default, and exports their spans to a rotel-agent that drops them (+3), so its
+#      duration histograms carry exemplars, as in production; 0: no tracing).
 # Needs: wrk, taskset (util-linux), flock, jq, at least 2 CPU cores, Linux /proc;
 # optional: redis-server, PostgreSQL's initdb and pg_ctl (on PATH or in
-# /usr/lib/postgresql/*/bin), runuser when run as root.
+# /usr/lib/postgresql/*/bin), runuser when run as root, rotel-agent (on PATH or
+# installed by scripts/install-test-tools.sh) for the traces and exemplars.
 # Shares its server handling with scripts/bench-load-client.sh (scripts/lib/bench-common.sh).
 set -euo pipefail
 
@@ -111,6 +115,8 @@ jobs_rounds=${JOBS_ROUNDS:-}
 jobs_poll=${JOBS_POLL_INTERVAL:-20ms}
 pg_clients=${PG_CLIENTS:-16}
 port=${BENCH_PORT:-18181}
+traces=${BENCH_TRACES:-1}
+trace_ratio=${BENCH_TRACE_RATIO:-0.1}
 lock=${BENCH_LOCK-/tmp/floodgate-bench.lock}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -169,6 +175,32 @@ fi
 pin_self
 bench_setup
 
+# ---------------------------------------------------------------- traces
+# floodgate's environment for tracing: a sampled share of requests, exported over OTLP to a
+# collector on core 1 that drops them; sampled requests leave exemplars on the histograms.
+trace_env=()
+otel_pid=
+if [ "$traces" = 1 ]; then
+    rotel=$(command -v rotel-agent || echo "${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}/bin/rotel-agent")
+    if [ -x "$rotel" ]; then
+        otel_port=$((port + 3))
+        taskset -c 1 "$rotel" start --otlp-grpc-endpoint "127.0.0.1:$otel_port" \
+            --otlp-http-endpoint "127.0.0.1:$((port + 4))" --exporter blackhole \
+            >"$work/rotel.log" 2>&1 &
+        otel_pid=$!
+        for _ in $(seq 200); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$otel_port") 2>/dev/null && break
+            sleep 0.05
+        done
+        trace_env=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$otel_port" OTEL_EXPORTER_OTLP_PROTOCOL=grpc
+            OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG="$trace_ratio")
+        log "traces: $trace_ratio of floodgate's requests sampled (exemplars on), spans to rotel-agent on 127.0.0.1:$otel_port"
+    else
+        log "rotel-agent not found (scripts/install-test-tools.sh): floodgate runs without traces or exemplars"
+        traces=0
+    fi
+fi
+
 # Everything this script starts besides the server under test, stopped on exit.
 redis_pid=
 jobs_pid=
@@ -183,6 +215,7 @@ cleanup() {
     fleet_stop
     if [ -n "$jobs_pid" ]; then kill "$jobs_pid" 2>/dev/null || true; fi
     if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi
+    if [ -n "${otel_pid:-}" ]; then kill "$otel_pid" 2>/dev/null || true; fi
     if [ -n "$pg_data" ]; then pg_stop; fi
     if [ -n "$pg_dir" ]; then rm -rf "$pg_dir"; fi
     if [ -n "$jobs_db" ]; then rm -f "$jobs_db" "$jobs_db-wal" "$jobs_db-shm"; fi
@@ -201,13 +234,13 @@ start_server() {
     t0=$(now_us)
     case $name in
         floodgate)
-            server_start floodgate env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+            server_start floodgate env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 "${trace_env[@]}" \
                 SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" \
                 DATABASE_URL="sqlite://$work/jobs.db" "$release/floodgate" ;;
         floodgate-fixed)
             # The same production configuration with the fixed limits of before: the baseline
             # of the overload scenarios.
-            server_start floodgate-fixed env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+            server_start floodgate-fixed env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 "${trace_env[@]}" \
                 FLOODGATE__ADMISSION__ADAPTIVE=false \
                 SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" \
                 DATABASE_URL="sqlite://$work/jobs.db" "$release/floodgate" ;;
@@ -223,19 +256,19 @@ start_server() {
             return ;;
         floodgate-redis)
             # The same production configuration, with the rate limit decided in Redis.
-            server_start floodgate-redis env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+            server_start floodgate-redis env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 "${trace_env[@]}" \
                 RATE_LIMIT_BACKEND=redis REDIS_URL="redis://127.0.0.1:$redis_port/0" \
                 SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" \
                 DATABASE_URL="sqlite://$work/jobs.db" "$release/floodgate" ;;
         floodgate-sqlite)
             # The same production configuration, its jobs in a new SQLite database.
             rm -f "$jobs_db" "$jobs_db-wal" "$jobs_db-shm"
-            server_start floodgate-sqlite env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+            server_start floodgate-sqlite env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 "${trace_env[@]}" \
                 DATABASE_URL="sqlite://$jobs_db" \
                 SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" "$release/floodgate" ;;
         floodgate-postgres)
             # The same, its jobs in a fresh PostgreSQL cluster (pg_start).
-            server_start floodgate-postgres env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+            server_start floodgate-postgres env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 "${trace_env[@]}" \
                 DATABASE_URL="postgres://floodgate@127.0.0.1:$pg_port/postgres" \
                 SERVER_PORT="$addr" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access.log" "$release/floodgate" ;;
     esac
@@ -407,7 +440,7 @@ fleet_start() {
     local i a
     for i in 1 2; do
         a=127.0.0.1:$((port + 4 + i))
-        taskset -c 0 env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 \
+        taskset -c 0 env ENVIRONMENT=production LOG_LEVEL=info RATE_LIMIT=10000000 "${trace_env[@]}" \
             DATABASE_URL="postgres://floodgate@127.0.0.1:$pg_port/postgres" \
             SERVER_PORT="$a" FLOODGATE__LOG__ACCESS_LOG_PATH="$work/access-$i.log" \
             "$release/floodgate" >"$work/replica-$i.out" 2>&1 &
@@ -525,7 +558,8 @@ write_meta() {
     mkdir -p "$out_dir"
     jq -n --arg date "$(date -u '+%Y-%m-%d %H:%M UTC')" --arg commit "$commit" --arg cpu "$cpu" \
         --argjson cpus "$(nproc --all)" --argjson duration "$duration" --argjson rounds "$rounds" \
-        '{date: $date, commit: $commit, cpu: $cpu, cpus: $cpus, seconds_per_run: $duration, rounds: $rounds}' \
+        --arg traces "$([ "$traces" = 1 ] && echo "$trace_ratio of floodgate's requests sampled, exemplars on" || echo off)" \
+        '{date: $date, commit: $commit, cpu: $cpu, cpus: $cpus, seconds_per_run: $duration, rounds: $rounds, traces: $traces}' \
         >"$out_dir/meta.json"
 }
 
