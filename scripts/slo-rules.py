@@ -40,6 +40,10 @@ METRICS = ROOT / "src/observability/metrics.rs"
 MARKER = "  # --- SLO rules"
 COUNT = "http_server_request_duration_seconds_count"
 BUCKET = "http_server_request_duration_seconds_bucket"
+RPC_COUNT = "rpc_server_call_duration_seconds_count"
+RPC_BUCKET = "rpc_server_call_duration_seconds_bucket"
+# OpenTelemetry's server errors without UNAVAILABLE, which is load shedding (as 503 is).
+RPC_SERVER_ERRORS = "UNKNOWN|DEADLINE_EXCEEDED|UNIMPLEMENTED|INTERNAL|DATA_LOSS"
 SECONDS = {"m": 60, "h": 3600, "d": 86400}
 
 
@@ -59,34 +63,49 @@ def number(x):
 
 
 def regex(routes):
-    """A PromQL (RE2) alternation matching exactly these routes, in a double-quoted string."""
+    """A PromQL (RE2) alternation matching exactly these routes or methods, in a double-quoted
+    string."""
     def escape(r):
         return re.sub(r"([.{}()*+?|\[\]^$])", r"\\\\\1", r)
     return "|".join(escape(r) for r in routes)
 
 
-def rate(metric, matchers, window):
-    """`sum by (namespace, job) (rate(...))`, one matcher a line (the routes make them long)."""
-    inner = ",\n".join("  " + m for m in matchers)
-    return f"sum by (namespace, job) (rate({metric}{{\n{inner}\n}}[{window}]))"
+def either(http, rpc):
+    """HTTP's series, with the gRPC methods' beside them when the class has any: `or` keeps
+    both (their label sets never coincide), and the sum around it adds them up."""
+    return http if rpc is None else f"(\n{indent(http, 2)}\n  or\n{indent(rpc, 2)}\n)"
 
 
 def ratio_expr(cls, objective, window):
     routes = f'http_route=~"{regex(cls["routes"])}"'
-    total = rate(COUNT, [routes], window)
+    methods = cls.get("rpc_methods")
+    rpc = f'rpc_method=~"{regex(methods)}"' if methods else None
+
+    def summed(http_metric, http_matchers, rpc_metric, rpc_matchers):
+        h = f"rate({http_metric}{{\n{matchers(http_matchers)}\n}}[{window}])"
+        r = None if rpc is None else f"rate({rpc_metric}{{\n{matchers(rpc_matchers)}\n}}[{window}])"
+        return f"sum by (namespace, job) (\n{indent(either(h, r), 2)}\n)"
+
+    total = summed(COUNT, [routes], RPC_COUNT, [rpc])
     if objective == "availability":
         budget = round(1 - cls["availability"], 12)
-        errors = rate(COUNT, [routes, 'http_response_status_code=~"5.."',
-                              'http_response_status_code!="503"'], window)
+        errors = summed(COUNT, [routes, 'http_response_status_code=~"5.."',
+                                'http_response_status_code!="503"'],
+                        RPC_COUNT, [rpc, f'rpc_response_status_code=~"{RPC_SERVER_ERRORS}"'])
         # No server error at all is a ratio of 0, not no series.
         bad = f"(\n{indent(errors, 2)}\n  or\n{indent(total, 2)} * 0\n)"
     else:
         lat = cls["latency"]
         budget = round(1 - lat["objective"], 12)
-        fast = rate(BUCKET, [routes, f'le="{number(lat["threshold"])}"'], window)
+        le = f'le="{number(lat["threshold"])}"'
+        fast = summed(BUCKET, [routes, le], RPC_BUCKET, [rpc, le])
         # 1 - fast / total, written as (total - fast) / total.
         bad = f"(\n{indent(total, 2)}\n  -\n{indent(fast, 2)}\n)"
     return f"(\n{indent(bad, 2)}\n  /\n{indent(total, 2)}\n) / {number(budget)}", budget
+
+
+def matchers(ms):
+    return ",\n".join("  " + m for m in ms)
 
 
 def indent(text, n):
