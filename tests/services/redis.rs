@@ -179,6 +179,25 @@ async fn the_result_cache_is_shared_across_replicas() {
     let (a, b) = (spawn_with(shared).await, spawn_with(shared).await);
     let first: serde_json::Value = a.compute("intensive", 4242).await.json().await.unwrap();
     assert!(first.get("cached").is_none());
+    // The result is stored after the answer is sent: wait until Redis holds it, so that B's
+    // first request can only be a hit from A's store.
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored = std::time::Instant::now();
+    loop {
+        let keys: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+        if keys > 0 {
+            break;
+        }
+        assert!(
+            stored.elapsed() < std::time::Duration::from_secs(5),
+            "A's result never reached Redis"
+        );
+        tokio::task::yield_now().await;
+    }
     let second: serde_json::Value = b.compute("intensive", 4242).await.json().await.unwrap();
     assert_eq!(second["cached"], true, "{second}");
     assert_eq!(second["digest"], first["digest"]);
