@@ -15,10 +15,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Read by jemalloc at start: purge unused dirty and muzzy pages after 1 s, from its own
 /// background threads rather than on request threads; heap profiling compiled in but
 /// inactive (no sampling) until `server.profiling` turns it on, sampling then about one
-/// allocation per 512 KiB (2^19 bytes) allocated.
+/// allocation per 128 KiB (2^17 bytes) allocated: this service's live heap is a few MiB, and
+/// jemalloc's default of 512 KiB leaves a profile of it with a handful of samples, or none.
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000,prof:true,prof_active:false,lg_prof_sample:19\0";
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000,prof:true,prof_active:false,lg_prof_sample:17\0";
 
 /// EX_USAGE: the configuration is invalid.
 const EXIT_CONFIG: u8 = 64;

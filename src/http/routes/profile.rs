@@ -74,7 +74,7 @@ pub async fn profile(uri: Uri) -> Result<Response, ApiError> {
 }
 
 /// Take a heap profile: the allocations live now, sampled by jemalloc (about one every
-/// 512 KiB allocated, each with its stack) since profiling was activated at start, in pprof
+/// 128 KiB allocated, each with its stack) since profiling was activated at start, in pprof
 /// format with symbolized allocation sites. 503 `PROFILER_BUSY` while another is taken.
 pub async fn heap() -> Result<Response, ApiError> {
     let Some(ctl) = jemalloc_pprof::PROF_CTL.as_ref() else {
