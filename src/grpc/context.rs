@@ -300,21 +300,21 @@ fn is_server_error(code: i32) -> bool {
 }
 
 fn server_span(headers: &HeaderMap, path: &str, method: &RpcMethod, info: &RequestInfo) -> Span {
-    let span = tracing::info_span!(
-        target: GRPC_SPAN_TARGET,
-        "rpc",
-        otel.name = path.trim_start_matches('/'),
-        otel.kind = "server",
-        otel.status_code = Empty,
-        rpc.system = "grpc",
-        rpc.service = method.service,
-        rpc.method = method.method,
-        rpc.grpc.status_code = Empty,
-        client.address = info.client.map(tracing::field::display),
-        request_id = info.id(),
-        trace_id = Empty,
-        span_id = Empty,
-    );
-    telemetry::continue_trace(&span, headers);
-    span
+    telemetry::root_span(headers, "rpc", |ids| {
+        tracing::info_span!(
+            target: GRPC_SPAN_TARGET,
+            "rpc",
+            otel.name = path.trim_start_matches('/'),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = method.service,
+            rpc.method = method.method,
+            rpc.grpc.status_code = Empty,
+            client.address = info.client.map(tracing::field::display),
+            request_id = info.id(),
+            trace_id = %ids.trace_id,
+            span_id = %ids.span_id,
+        )
+    })
 }

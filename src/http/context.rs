@@ -323,24 +323,24 @@ fn refused_unread(err: &ApiError) -> bool {
 
 fn server_span(req: &Request, config: &ContextConfig, route: RouteId, info: &RequestInfo) -> Span {
     let routes = &config.routes;
-    let span = tracing::info_span!(
-        target: super::HTTP_SPAN_TARGET,
-        "request",
-        otel.name = tracing::field::display(routes.span_name(route, req.method())),
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = req.method().as_str(),
-        http.route = routes.label(route).template,
-        url.path = req.uri().path(),
-        client.address = info.client.map(tracing::field::display),
-        server.port = i64::from(config.server_port),
-        request_id = info.id(),
-        http.response.status_code = Empty,
-        trace_id = Empty,
-        span_id = Empty,
-    );
-    telemetry::continue_trace(&span, req.headers());
-    span
+    telemetry::root_span(req.headers(), "request", |ids| {
+        tracing::info_span!(
+            target: super::HTTP_SPAN_TARGET,
+            "request",
+            otel.name = tracing::field::display(routes.span_name(route, req.method())),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = req.method().as_str(),
+            http.route = routes.label(route).template,
+            url.path = req.uri().path(),
+            client.address = info.client.map(tracing::field::display),
+            server.port = i64::from(config.server_port),
+            request_id = info.id(),
+            http.response.status_code = Empty,
+            trace_id = %ids.trace_id,
+            span_id = %ids.span_id,
+        )
+    })
 }
 
 /// The protocol version as a metric label.

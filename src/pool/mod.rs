@@ -361,7 +361,10 @@ fn worker_loop(shared: Arc<Shared>, index: usize) {
         m.queue_wait_seconds.record(waited.as_secs_f64());
         drop(job.wait_span);
         shared.busy.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!(parent: &job.parent, "job.execute", job_id = job.id, worker = index);
+        let span = crate::observability::telemetry::child_span(
+            &job.parent,
+            || tracing::info_span!(parent: &job.parent, "job.execute", job_id = job.id, worker = index),
+        );
         let outcome = span.in_scope(job.task);
         shared.busy.fetch_sub(1, Ordering::Relaxed);
         match outcome {

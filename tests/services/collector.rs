@@ -333,6 +333,63 @@ async fn the_sampler_variables_apply() {
     assert!(spans.is_empty(), "always_off exports nothing: {spans:#?}");
 }
 
+/// The ratio sampler decides once, at the root, on the trace ID the trace then has: half the
+/// requests are traced (not a quarter, as two independent decisions would give), each traced
+/// one's ID passes the ratio test, and an untraced request costs no span and says no
+/// `traceparent`.
+#[tokio::test]
+async fn the_ratio_sampler_decides_once_on_the_traces_own_id() {
+    let collector = start_collector();
+    let endpoint = format!("http://127.0.0.1:{}", collector.http);
+    let app = spawn_binary(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+    ])
+    .await;
+    let c = client();
+    let mut traced = std::collections::BTreeSet::new();
+    const REQUESTS: usize = 200;
+    for _ in 0..REQUESTS {
+        let r = app.compute_fast(&c, 1, None).await;
+        assert_eq!(r.status(), 200);
+        if let Some(tp) = r.headers().get("traceparent") {
+            let tp = tp.to_str().unwrap();
+            assert!(tp.ends_with("-01"), "a traced response is sampled: {tp}");
+            traced.insert(tp.split('-').nth(1).unwrap().to_owned());
+        }
+    }
+    // Binomial(200, 0.5) lies within 60..=140 with certainty for any test run (p < 1e-8).
+    assert!(
+        (60..=140).contains(&traced.len()),
+        "{} of {REQUESTS} requests traced at ratio 0.5",
+        traced.len()
+    );
+    let spans = wait_for_spans(&collector.log, |spans| {
+        let roots: std::collections::BTreeSet<_> = spans
+            .iter()
+            .filter(|s| s.name.starts_with("POST "))
+            .map(|s| s.trace_id.clone())
+            .collect();
+        traced.is_subset(&roots)
+    })
+    .await;
+    for span in spans.iter().filter(|s| s.name.starts_with("POST ")) {
+        assert!(
+            traced.contains(&span.trace_id),
+            "every exported request said its trace: {}",
+            span.trace_id
+        );
+        // OpenTelemetry's TraceIdRatioBased: the low 63 bits of the ID under ratio * 2^63.
+        let low = u64::from_str_radix(&span.trace_id[16..], 16).unwrap() >> 1;
+        assert!(
+            low < (0.5 * (1u64 << 63) as f64) as u64,
+            "trace {} is one the ratio sampler takes",
+            span.trace_id
+        );
+    }
+}
+
 #[tokio::test]
 async fn buffered_spans_are_flushed_at_shutdown() {
     let collector = start_collector();

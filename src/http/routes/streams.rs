@@ -28,6 +28,7 @@ use crate::domain::jobs::Scope;
 use crate::error::ApiError;
 use crate::http::error::StreamErrors;
 use crate::observability::metrics as m;
+use crate::observability::telemetry;
 use crate::state::{AppState, StreamClass};
 
 /// What the socket side sends.
@@ -489,7 +490,16 @@ async fn run(
     state: &AppState,
 ) {
     let _open = open_gauge(state, kind);
-    let span = tracing::info_span!("stream", kind, otel.kind = "server");
+    // A stream outlives its upgrade request: its own trace root.
+    let span = telemetry::root_span(&HeaderMap::new(), "stream", |ids| {
+        tracing::info_span!(
+            "stream",
+            kind,
+            otel.kind = "server",
+            trace_id = %ids.trace_id,
+            span_id = %ids.span_id
+        )
+    });
     let messages = state.metrics.counter(m::STREAM_MESSAGES, &[("kind", kind)]);
     let slow = state
         .metrics
