@@ -78,6 +78,47 @@ where
     }
 }
 
+/// A JSON log line with the `trace_id` and `span_id` of the span it happened in, when that
+/// span is traced (its OpenTelemetry context is the current one while it is entered).
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use opentelemetry::trace::TraceContextExt;
+        let ids = Context::map_current(|cx| {
+            let span = cx.span();
+            let sc = span.span_context();
+            sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
+        });
+        let Some((trace_id, span_id)) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        match line.trim_end().strip_suffix('}') {
+            Some(object) => writeln!(
+                writer,
+                "{object},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
+            ),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
 /// Spans refused because the export buffer was full.
 static SPANS_QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
 /// Spans in batches the exporter failed to deliver.
@@ -170,9 +211,11 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
     };
     let writer = LogSink::stdout();
     // The log level filters log output only: traces keep their own filter, so a quiet
-    // `LOG_LEVEL=warn` does not switch span export off. Without export, spans (the request's,
-    // the job's) are kept out of the log formatter: formatting their fields for every request
-    // would cost more than the request, and the access log already carries them.
+    // `LOG_LEVEL=warn` does not switch span export off. Spans never reach the log formatter:
+    // formatting a span's fields (and again at each field recorded later) cost a sampled
+    // request about as much as the request itself; a JSON line takes the trace and span IDs
+    // of the traced request it happened in instead ([`WithTraceIds`]), and the access log
+    // carries the rest.
     let exporting = provider.is_some();
     // The most verbose level any layer records, applied globally (see [`Admit`]): per-layer
     // filters alone leave every callsite "sometimes" interesting, and then each of h2's
@@ -190,13 +233,17 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
             .max(traces),
         spans: exporting,
     };
-    let filter = filter.and(filter_fn(move |meta| exporting || !meta.is_span()));
+    let filter = filter.and(filter_fn(|meta| !meta.is_span()));
     let fmt_layer = match settings.log.effective_format(settings.environment) {
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(true)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(WithTraceIds(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            ))
             .with_writer(writer.clone())
             .with_filter(filter)
             .boxed(),
@@ -812,5 +859,62 @@ mod tests {
             assert!(tracing::info_span!("db").is_disabled());
         });
         assert_eq!(seen.0.load(Ordering::Relaxed), 3);
+    }
+
+    /// Log lines written to memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_json_line_carries_the_ids_of_the_traced_span_it_happened_in() {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let provider = SdkTracerProvider::builder().build();
+        let lines = Lines::default();
+        let out = lines.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(Admit {
+                max: LevelFilter::INFO,
+                spans: true,
+            })
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(WithTraceIds(
+                        tracing_subscriber::fmt::format().json().flatten_event(true),
+                    ))
+                    .with_writer(move || out.clone())
+                    .with_filter(filter_fn(|meta| !meta.is_span())),
+            )
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let (trace_id, span_id) = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(n = 1, "outside");
+            let span = in_sampled_trace(|| tracing::info_span!("request"));
+            let sc = span.context().span().span_context().clone();
+            span.in_scope(|| tracing::info!(n = 2, "inside \"quoted\""));
+            (sc.trace_id().to_string(), sc.span_id().to_string())
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect(l))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["n"], 1);
+        assert!(lines[0].get("trace_id").is_none(), "{text}");
+        assert_eq!(lines[1]["n"], 2);
+        assert_eq!(lines[1]["message"], "inside \"quoted\"");
+        assert_eq!(lines[1]["trace_id"], trace_id.as_str());
+        assert_eq!(lines[1]["span_id"], span_id.as_str());
     }
 }
