@@ -518,8 +518,12 @@ async fn job_execution_yields_while_a_higher_class_is_at_its_limit() {
     })
     .await;
 
-    // Intensive at its limit sheds job execution: a job submitted now is accepted (the
-    // submission is not limited) but the runner does not start it; it asks, and is refused.
+    // A call over intensive's limit sheds job execution. It comes before the job: a runner
+    // asking before any call is over the limit would be let in (and wait for the full pool).
+    let r = app.compute("intensive", 1).await;
+    assert_envelope(r, 503, "SERVICE_OVERLOADED").await;
+    // A job submitted now is accepted (the submission is not limited) but the runner does
+    // not start it; it asks, and is refused.
     let r = app
         .post_json("/api/v2/jobs", r#"{"number": 5, "rounds": 1000}"#)
         .await;
