@@ -39,11 +39,6 @@ step() {
 finish() {
   local status=$?
   end_step "$status"
-  # A failure before the image's binary was waited for: stop its build.
-  if [[ -n "${image_build_pid:-}" ]]; then
-    kill "$image_build_pid" 2>/dev/null || true
-    wait "$image_build_pid" 2>/dev/null || true
-  fi
   # A failure before the tools were waited for: let the installation finish rather than
   # leave apt or pip half done.
   if [[ -n "${install_pid:-}" ]]; then
@@ -71,14 +66,6 @@ else
   step "test tools present (scripts/check-test-tools.sh)"
   scripts/check-test-tools.sh
 fi
-
-# The image test's binary (the ci profile, below) is compiled from the start at the lowest
-# CPU priority: it takes what the tiers leave idle while their tests wait on servers, timers
-# and outside programs, and gives way whenever they compute. (Built last and alone, it was
-# 6 of a clean clone's 17 minutes.)
-image_build_log=$(mktemp)
-nice -n 19 cargo build --profile ci --locked --bin floodgate >"$image_build_log" 2>&1 &
-image_build_pid=$!
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -111,9 +98,5 @@ scripts/validate-deploy.sh
 step "container image: the Dockerfile's runtime stage built and run with podman"
 # The ci profile: the release profile without whole-program optimisation, for a test of
 # behaviour (the published build is scripts/release-build.sh, which the Dockerfile runs).
-image_build_status=0
-wait "$image_build_pid" || image_build_status=$?
-image_build_pid=""
-cat "$image_build_log"
-[[ "$image_build_status" -eq 0 ]] || { echo "the image's binary did not build" >&2; exit "$image_build_status"; }
+cargo build --profile ci --locked --bin floodgate
 scripts/test-image.sh "${CARGO_TARGET_DIR:-target}/ci/floodgate"
