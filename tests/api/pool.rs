@@ -73,12 +73,15 @@ async fn health_stays_fast_while_every_worker_is_busy() {
     app.wait_for_stats("queueing", |s| s["queue_depth"] == 4)
         .await;
     app.wait_for_busy_workers(2).await;
+    // Blocked behind the pool, health would wait for the gate, which stays shut: a bound far
+    // above an answer's few milliseconds tells the two apart on a machine busy with other tests
+    // (100 ms was passed once at 125 ms under a loaded CI run).
     for _ in 0..10 {
         let started = Instant::now();
         let r = app.get("/health").await;
         assert_eq!(r.status(), 200);
         assert!(
-            started.elapsed() < Duration::from_millis(100),
+            started.elapsed() < Duration::from_secs(1),
             "health took {:?}",
             started.elapsed()
         );
