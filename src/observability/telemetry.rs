@@ -393,16 +393,15 @@ fn logger_provider(
     if std::env::var_os("OTEL_BLRP_SCHEDULE_DELAY").is_none() {
         batch = batch.with_scheduled_delay(Duration::from_secs(1));
     }
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let room = Room::new(otel.max_queue_size);
     let processor = BoundedLogs {
         inner: opentelemetry_sdk::logs::BatchLogProcessor::builder(CountingLogExporter {
             inner: exporter,
-            in_flight: Arc::clone(&in_flight),
+            room: room.clone(),
         })
         .with_batch_config(batch.build())
         .build(),
-        in_flight,
-        capacity: otel.max_queue_size,
+        room,
     };
     Ok(opentelemetry_sdk::logs::SdkLoggerProvider::builder()
         .with_log_processor(processor)
@@ -415,8 +414,7 @@ fn logger_provider(
 #[derive(Debug)]
 struct BoundedLogs {
     inner: opentelemetry_sdk::logs::BatchLogProcessor,
-    in_flight: Arc<AtomicUsize>,
-    capacity: usize,
+    room: Room,
 }
 
 impl opentelemetry_sdk::logs::LogProcessor for BoundedLogs {
@@ -425,12 +423,9 @@ impl opentelemetry_sdk::logs::LogProcessor for BoundedLogs {
         record: &mut opentelemetry_sdk::logs::SdkLogRecord,
         scope: &opentelemetry::InstrumentationScope,
     ) {
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            LOGS_QUEUE_FULL.fetch_add(1, Ordering::Relaxed);
-            return;
+        if self.room.take(&LOGS_QUEUE_FULL) {
+            self.inner.emit(record, scope);
         }
-        self.inner.emit(record, scope);
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -450,7 +445,7 @@ impl opentelemetry_sdk::logs::LogProcessor for BoundedLogs {
 #[derive(Debug)]
 struct CountingLogExporter<E> {
     inner: E,
-    in_flight: Arc<AtomicUsize>,
+    room: Room,
 }
 
 impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExporter
@@ -458,7 +453,7 @@ impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExport
 {
     async fn export(&self, batch: opentelemetry_sdk::logs::LogBatch<'_>) -> OTelSdkResult {
         let n = batch.iter().count();
-        let _release = Release(&self.in_flight, n);
+        let _release = self.room.release(n);
         let result = self.inner.export(batch).await;
         if result.is_err() {
             LOGS_EXPORT_FAILED.fetch_add(n as u64, Ordering::Relaxed);
@@ -499,16 +494,15 @@ fn tracer_provider(otel: &OtelSettings, env: Environment) -> Result<SdkTracerPro
     if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
         batch = batch.with_scheduled_delay(Duration::from_secs(1));
     }
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let room = Room::new(otel.max_queue_size);
     let processor = Bounded {
         inner: BatchSpanProcessor::builder(CountingExporter {
             inner: Arc::new(exporter),
-            in_flight: Arc::clone(&in_flight),
+            room: room.clone(),
         })
         .with_batch_config(batch.build())
         .build(),
-        in_flight,
-        capacity: otel.max_queue_size,
+        room,
     };
 
     let resource = resource(otel, env);
@@ -539,8 +533,7 @@ fn sampler(otel: &OtelSettings) -> Sampler {
 struct Bounded {
     inner: BatchSpanProcessor,
     /// Spans handed to `inner` and not yet through the exporter.
-    in_flight: Arc<AtomicUsize>,
-    capacity: usize,
+    room: Room,
 }
 
 impl SpanProcessor for Bounded {
@@ -552,12 +545,9 @@ impl SpanProcessor for Bounded {
         if !span.span_context.is_sampled() {
             return;
         }
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            SPANS_QUEUE_FULL.fetch_add(1, Ordering::Relaxed);
-            return;
+        if self.room.take(&SPANS_QUEUE_FULL) {
+            self.inner.on_end(span);
         }
-        self.inner.on_end(span);
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -577,7 +567,39 @@ impl SpanProcessor for Bounded {
 #[derive(Debug)]
 struct CountingExporter<E> {
     inner: Arc<E>,
+    room: Room,
+}
+
+/// Room for `capacity` items (spans, log records) between their end and their export: a
+/// bounding processor takes a place per item, its counting exporter gives a batch's back.
+#[derive(Debug, Clone)]
+struct Room {
     in_flight: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl Room {
+    fn new(capacity: usize) -> Self {
+        Room {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            capacity,
+        }
+    }
+
+    /// Take a place for one item; without one, count the item in `full` and refuse it.
+    fn take(&self, full: &AtomicU64) -> bool {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            full.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// The places of a batch of `n`, given back when the guard drops.
+    fn release(&self, n: usize) -> Release<'_> {
+        Release(&self.in_flight, n)
+    }
 }
 
 struct Release<'a>(&'a AtomicUsize, usize);
@@ -592,7 +614,7 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len();
         // Released however the export ends, even if its future is dropped half-way.
-        let _release = Release(&self.in_flight, n);
+        let _release = self.room.release(n);
         let result = self.inner.export(batch).await;
         if result.is_err() {
             SPANS_EXPORT_FAILED.fetch_add(n as u64, Ordering::Relaxed);
