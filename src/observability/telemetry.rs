@@ -701,8 +701,7 @@ pub fn root_span(
         return tracing::Span::none();
     }
     // The IDs are chosen here and handed to the provider's ID generator, so the span carries
-    // them as fields from its start: recording them afterwards would make the log formatter
-    // format the span's fields over again, twice.
+    // them as fields from its start rather than recording them once it has started.
     let ids = TraceIds {
         trace_id,
         span_id: opentelemetry_sdk::trace::RandomIdGenerator::default().new_span_id(),
