@@ -17,7 +17,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use super::overload::{Class, Slot};
-use super::{Admission, Caller};
+use super::{Admission, Caller, ReadPause};
 use crate::error::ApiError;
 use crate::pool::QUEUE_WAIT;
 
@@ -77,12 +77,23 @@ pub struct Admitted<S, G> {
 type Refused<B> = Ready<Result<Response<B>, Infallible>>;
 type Waiting<B> = BoxFuture<'static, Result<Response<B>, Infallible>>;
 
-/// What the slot of a call becomes: none needed, a slot to hold, or a refusal.
-fn take_slot(admission: &Admission, class: Option<Class>) -> Result<Option<Slot>, ApiError> {
+/// What the slot of a call becomes: none needed, a slot to hold, or a refusal — which also
+/// pauses the call's connection when the refusal says to and the transport gave it a
+/// [`ReadPause`].
+fn take_slot(
+    admission: &Admission,
+    class: Option<Class>,
+    extensions: &http::Extensions,
+) -> Result<Option<Slot>, ApiError> {
     match admission.slot(class) {
         None => Ok(None),
         Some(Ok(slot)) => Ok(Some(slot)),
-        Some(Err(shed)) => Err(shed.into()),
+        Some(Err(shed)) => {
+            if let Some(pause) = extensions.get::<ReadPause>() {
+                pause.pause(shed.pause);
+            }
+            Err(shed.into())
+        }
     }
 }
 
@@ -114,7 +125,7 @@ where
             Ok(Ok(permit)) => {
                 // After authentication and the rate limit: a call refused by those holds no
                 // place meanwhile.
-                let slot = match take_slot(&self.admission, class) {
+                let slot = match take_slot(&self.admission, class, req.extensions()) {
                     Ok(slot) => slot,
                     Err(err) => {
                         return Either::Right(Either::Left(ready(Ok(self.gate.refuse(err)))))
@@ -138,7 +149,7 @@ where
                     match pending.await {
                         Ok(permit) => {
                             // Taken once the wait is over: no place is held while waiting.
-                            let slot = match take_slot(&admission, class) {
+                            let slot = match take_slot(&admission, class, req.extensions()) {
                                 Ok(slot) => slot,
                                 Err(err) => return Ok(gate.refuse(err)),
                             };
@@ -279,5 +290,40 @@ mod tests {
         assert_eq!(refused.status(), http::StatusCode::SERVICE_UNAVAILABLE);
         drop(held);
         assert_eq!(in_flight(), 0);
+    }
+
+    /// A refusal past the refusal budget pauses the connection the call came on, through
+    /// the [`ReadPause`] the transport put in its extensions; one within it does not.
+    #[tokio::test]
+    async fn a_refusal_past_the_budget_pauses_the_calls_connection() {
+        let overload = Overload::new(OverloadConfig {
+            tuning: Tuning::default(),
+            floor: 1,
+            ceilings: [1, 1, 1],
+            metrics: Default::default(),
+        });
+        overload.set_refusal_spacing(Class::Intensive, Duration::from_millis(500));
+        let admission = Admission::default().with_overload(Arc::clone(&overload));
+        let inner =
+            tower::service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+        let svc = AdmissionLayer::new(admission, TestGate).layer(inner);
+        let _held = overload.admit(Class::Intensive).unwrap();
+        let call = |pause: &ReadPause| {
+            let mut req = Request::new(());
+            req.extensions_mut().insert(pause.clone());
+            svc.clone().call(req)
+        };
+        let (first, second) = (ReadPause::default(), ReadPause::default());
+        let r = call(&first).await.unwrap();
+        assert_eq!(r.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            first.until(),
+            None,
+            "the first refusal is within the budget"
+        );
+        let r = call(&second).await.unwrap();
+        assert_eq!(r.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        let until = second.until().expect("the second waits for its place");
+        assert!(until > std::time::Instant::now() + Duration::from_millis(400));
     }
 }

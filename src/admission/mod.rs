@@ -12,6 +12,7 @@ pub mod auth;
 pub mod deadline;
 pub mod layer;
 pub mod overload;
+pub mod pause;
 pub mod rate_limit;
 pub mod throttle;
 
@@ -19,6 +20,7 @@ pub use auth::{Authenticator, Identity, Principal};
 pub use deadline::{Deadline, DeadlineLayer};
 pub use layer::{AdmissionLayer, Admitted, Gate};
 pub use overload::{Class, Overload, Shed, Slot};
+pub use pause::ReadPause;
 pub use rate_limit::{ClientKey, RateLimiter};
 pub use throttle::FailureThrottle;
 

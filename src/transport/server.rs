@@ -19,6 +19,7 @@ use tower::Service;
 
 use super::connection::{Builders, Connection, Graceful};
 use super::tls::Tls;
+use crate::admission::ReadPause;
 
 /// What connections report: errors that end a connection before any handler sees a
 /// request (a malformed or oversized head, a head not sent in time), by kind.
@@ -170,11 +171,13 @@ async fn accept_loop<S>(
         let io = ActivityIo {
             inner: stream,
             activity: Arc::clone(&activity),
+            paused: None,
         };
         let counted = Arc::clone(&activity);
         let hyper_service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let mut req = req.map(axum::body::Body::new);
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(counted.pause.clone());
             counted.dispatched.fetch_add(1, Ordering::Relaxed);
             if req.version() == http::Version::HTTP_2 {
                 counted.multiplexed.store(true, Ordering::Relaxed);
@@ -346,6 +349,9 @@ struct Activity {
     /// An HTTP/2 connection: it has no request head to wait for between streams, and its
     /// client may keep it open with pings, as gRPC clients do.
     multiplexed: AtomicBool,
+    /// Set by admission when it refuses a call of this connection past the refusal budget:
+    /// reads wait until it ends.
+    pause: ReadPause,
 }
 
 impl Activity {
@@ -355,6 +361,7 @@ impl Activity {
             dispatched: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             multiplexed: AtomicBool::new(false),
+            pause: ReadPause::default(),
         }
     }
     fn touch(&self) {
@@ -441,10 +448,14 @@ impl Drop for Streaming {
 }
 
 pin_project_lite::pin_project! {
+    /// The socket, counting the bytes moved and holding reads back while the connection is
+    /// paused.
     struct ActivityIo {
         #[pin]
         inner: TcpStream,
         activity: Arc<Activity>,
+        // The timer of a pause in progress; allocated only by a pause.
+        paused: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
@@ -455,6 +466,17 @@ impl tokio::io::AsyncRead for ActivityIo {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let this = self.project();
+        if let Some(until) = this.activity.pause.until() {
+            let until = tokio::time::Instant::from_std(until);
+            let sleep = this
+                .paused
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+            if sleep.deadline() != until {
+                sleep.as_mut().reset(until);
+            }
+            std::task::ready!(std::future::Future::poll(sleep.as_mut(), cx));
+        }
+        *this.paused = None;
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {

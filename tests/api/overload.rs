@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::Query;
 use axum::routing::get;
-use floodgate::admission::Class;
+use axum::Extension;
+use floodgate::admission::{Class, ReadPause};
 use floodgate::grpc::pb::compute_service_client::ComputeServiceClient;
 use floodgate::grpc::pb::ComputeRequest;
 use floodgate::http::{RouteSpec, Surface};
@@ -46,6 +47,22 @@ async fn slow(Query(q): Query<Sleep>) -> &'static str {
 fn slow_route() -> RouteSpec {
     RouteSpec::new(http::Method::GET, "/api/test/slow", Surface::Api, get(slow))
         .admitted_as(Class::Fast)
+}
+
+/// `GET /api/test/pause?ms=N`: pauses the connection it came on for N ms, as a refusal past
+/// the refusal budget does, and answers at once.
+async fn pause(Query(q): Query<Sleep>, Extension(pause): Extension<ReadPause>) -> &'static str {
+    pause.pause(Duration::from_millis(q.ms));
+    "paused"
+}
+
+fn pause_route() -> RouteSpec {
+    RouteSpec::new(
+        http::Method::GET,
+        "/api/test/pause",
+        Surface::Api,
+        get(pause),
+    )
 }
 
 /// One answer as a client saw it.
@@ -798,5 +815,75 @@ async fn the_real_binary_refuses_intensive_at_once_and_serves_fast_and_operation
         sum_series(&text, "floodgate_admission_in_flight", |l| l
             .contains("class=\"intensive\"")),
         0.0
+    );
+}
+
+/// Reads one response with a `Content-Length` body from `s` into text.
+async fn read_response(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length: usize = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .expect("content-length");
+            if out.len() >= head_end + 4 + length {
+                return text;
+            }
+        }
+    }
+}
+
+/// The transport's side of the refusal budget: a connection a refusal paused reads nothing
+/// until the pause ends (its next request waits in the socket, whatever it asks for), while
+/// every other connection is served meanwhile.
+#[tokio::test]
+async fn a_paused_connection_reads_nothing_until_its_pause_ends_and_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_builder(Application::builder(test_settings()).with_route(pause_route())).await;
+    let pause = Duration::from_secs(2);
+    let mut paused = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let before = Instant::now();
+    let ask = format!(
+        "GET /api/test/pause?ms={} HTTP/1.1\r\nHost: t\r\n\r\n",
+        pause.as_millis()
+    );
+    paused.write_all(ask.as_bytes()).await.unwrap();
+    let first = read_response(&mut paused).await;
+    assert!(
+        first.starts_with("HTTP/1.1 200") && first.ends_with("paused"),
+        "{first}"
+    );
+    // The next request on the paused connection: an operational one, which admission never
+    // refuses, still waits for the pause.
+    paused
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        let text = read_response(&mut paused).await;
+        (text, before.elapsed())
+    });
+    // Another connection is answered while the paused one still waits.
+    assert_eq!(app.get("/health").await.status(), 200);
+    assert!(
+        !waiting.is_finished(),
+        "answered on the paused connection before another connection's request"
+    );
+    let (second, waited) = waiting.await.unwrap();
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(
+        waited >= pause,
+        "answered after {waited:?}, paused for {pause:?}"
     );
 }
