@@ -568,6 +568,7 @@ fn class_metrics(metrics: &Metrics, class: Class) -> ClassMetrics {
         baseline_seconds: metrics.labelled_gauge(m::ADMISSION_BASELINE, &[c]),
         refusals: Cause::ALL
             .map(|cause| metrics.counter(m::ADMISSION_REFUSALS, &[c, ("cause", cause.as_str())])),
+        pauses: metrics.counter(m::ADMISSION_PAUSES, &[c]),
     }
 }
 

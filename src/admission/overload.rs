@@ -270,6 +270,8 @@ pub struct ClassMetrics {
     pub baseline_seconds: Gauge,
     /// By [`Cause::ALL`].
     pub refusals: [Counter; 2],
+    /// Refusals past the refusal budget (each paused its connection).
+    pub pauses: Counter,
 }
 
 impl Default for ClassMetrics {
@@ -280,6 +282,7 @@ impl Default for ClassMetrics {
             in_flight: Gauge::noop(),
             baseline_seconds: Gauge::noop(),
             refusals: [Counter::noop(), Counter::noop()],
+            pauses: Counter::noop(),
         }
     }
 }
@@ -492,11 +495,15 @@ impl Overload {
         if cause == Cause::Limit {
             lane.window.refused.fetch_add(1, Ordering::Relaxed);
         }
+        let pause = lane.pause(at);
+        if !pause.is_zero() {
+            lane.metrics.pauses.increment(1);
+        }
         Shed {
             class: lane.class,
             cause,
             retry_after: retry_after.clamp(MIN_RETRY, MAX_RETRY),
-            pause: lane.pause(at),
+            pause,
         }
     }
 

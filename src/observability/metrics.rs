@@ -67,6 +67,7 @@ pub const ADMISSION_LIMIT: &str = "floodgate_admission_limit";
 pub const ADMISSION_IN_FLIGHT: &str = "floodgate_admission_in_flight";
 pub const ADMISSION_REFUSALS: &str = "floodgate_admission_refusals_total";
 pub const ADMISSION_BASELINE: &str = "floodgate_admission_baseline_latency_seconds";
+pub const ADMISSION_PAUSES: &str = "floodgate_admission_paused_connections_total";
 pub const TOKIO_WORKERS: &str = "tokio_runtime_workers";
 pub const TOKIO_ALIVE_TASKS: &str = "tokio_runtime_alive_tasks";
 pub const TOKIO_GLOBAL_QUEUE_DEPTH: &str = "tokio_runtime_global_queue_depth";
@@ -1124,6 +1125,12 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         Some(Unit::Count),
         "Calls refused by the adaptive limits (503), by class and cause: limit (the class at its limit) or priority (shed for a higher class).",
+    ),
+    (
+        ADMISSION_PAUSES,
+        Kind::Counter,
+        Some(Unit::Count),
+        "Refusals past the refusal budget, each of which paused its connection's reads, by class of work.",
     ),
     (
         ADMISSION_BASELINE,

@@ -99,8 +99,20 @@ async fn seen(class: &'static str, started: Instant, r: reqwest::Response) -> Se
     }
 }
 
+/// A client that opens a connection per request: a refusal past the refusal budget pauses
+/// the connection it came on (tested apart), and these tests check that the refusal itself
+/// is answered at once.
+fn unpooled() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
 /// A client that sends one kind of request after another until `stop`, backing off 5 ms
-/// after a refusal; returns every answer it saw.
+/// after a refusal, each on a connection of its own ([`unpooled`]); returns every answer it
+/// saw.
 fn client_loop(
     app: &Arc<TestApp>,
     stop: &Arc<AtomicBool>,
@@ -109,10 +121,12 @@ fn client_loop(
 ) -> tokio::task::JoinHandle<Vec<Seen>> {
     let (app, stop) = (Arc::clone(app), Arc::clone(stop));
     tokio::spawn(async move {
+        let client = unpooled();
         let mut all = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let started = Instant::now();
-            let r = send(&app).send().await.expect("answered");
+            let request = send(&app).build().expect("a request");
+            let r = client.execute(request).await.expect("answered");
             let s = seen(class, started, r).await;
             if s.status == 503 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -620,7 +634,7 @@ async fn the_real_binary_refuses_intensive_at_once_and_serves_fast_and_operation
     for i in 0..8u64 {
         let (app, tally, stop) = (Arc::clone(&app), Arc::clone(&tally), Arc::clone(&stop));
         tasks.push(tokio::spawn(async move {
-            let c = client();
+            let c = unpooled();
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 let r = c
@@ -805,6 +819,20 @@ async fn the_real_binary_refuses_intensive_at_once_and_serves_fast_and_operation
         t.grpc_refused
     );
     assert_eq!(refusals(&text, "fast"), 0.0);
+    // Refusals past the budget are counted apart, per class, and are refusals too.
+    let paused = |class: &str| {
+        assert!(
+            text.contains(&format!(
+                "floodgate_admission_paused_connections_total{{class=\"{class}\"}}"
+            )),
+            "{class}: no series"
+        );
+        sum_series(&text, "floodgate_admission_paused_connections_total", |l| {
+            l.contains(&format!("class=\"{class}\""))
+        })
+    };
+    assert!(paused("intensive") <= refusals(&text, "intensive"));
+    assert_eq!(paused("fast"), 0.0);
     let stats = get_json(&format!("{}/api/v1/stats", app.base)).await;
     assert_eq!(
         stats["overloaded_count"],
