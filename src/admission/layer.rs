@@ -17,7 +17,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use super::overload::{Class, Slot};
-use super::{Admission, Caller, ReadPause};
+use super::{Admission, Caller, Peer};
 use crate::error::ApiError;
 use crate::pool::QUEUE_WAIT;
 
@@ -78,8 +78,8 @@ type Refused<B> = Ready<Result<Response<B>, Infallible>>;
 type Waiting<B> = BoxFuture<'static, Result<Response<B>, Infallible>>;
 
 /// What the slot of a call becomes: none needed, a slot to hold, or a refusal — which also
-/// pauses the call's connection when the refusal says to and the transport gave it a
-/// [`ReadPause`].
+/// pauses the call's connection when the refusal says to and the transport named it
+/// ([`Peer`]).
 fn take_slot(
     admission: &Admission,
     class: Option<Class>,
@@ -89,8 +89,8 @@ fn take_slot(
         None => Ok(None),
         Some(Ok(slot)) => Ok(Some(slot)),
         Some(Err(shed)) => {
-            if let Some(pause) = extensions.get::<ReadPause>() {
-                pause.pause(shed.pause);
+            if let Some(peer) = extensions.get::<Peer>() {
+                peer.pause.pause(shed.pause);
             }
             Err(shed.into())
         }
@@ -223,7 +223,7 @@ mod tests {
 
     use super::*;
     use crate::admission::overload::{OverloadConfig, Tuning};
-    use crate::admission::Overload;
+    use crate::admission::{Overload, ReadPause};
     use crate::pool::{PoolMetrics, WorkerPool};
     use crate::testing::drop_at_every_await;
 
@@ -310,7 +310,10 @@ mod tests {
         let _held = overload.admit(Class::Intensive).unwrap();
         let call = |pause: &ReadPause| {
             let mut req = Request::new(());
-            req.extensions_mut().insert(pause.clone());
+            req.extensions_mut().insert(Peer {
+                addr: ([127, 0, 0, 1], 1).into(),
+                pause: pause.clone(),
+            });
             svc.clone().call(req)
         };
         let (first, second) = (ReadPause::default(), ReadPause::default());

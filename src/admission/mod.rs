@@ -20,7 +20,7 @@ pub use auth::{Authenticator, Identity, Principal};
 pub use deadline::{Deadline, DeadlineLayer};
 pub use layer::{AdmissionLayer, Admitted, Gate};
 pub use overload::{Class, Overload, Shed, Slot};
-pub use pause::ReadPause;
+pub use pause::{Peer, ReadPause};
 pub use rate_limit::{ClientKey, RateLimiter};
 pub use throttle::FailureThrottle;
 

@@ -10,15 +10,26 @@
 //! socket buffers, where waiting costs nothing, and TCP's flow control slows the client down.
 //! Connections that carry admitted calls are not paused.
 //!
-//! The transport gives each connection one `ReadPause` and puts it in the extensions of every
-//! request read from it; its reads wait while [`ReadPause::until`] is in the future.
+//! The transport gives each connection one `ReadPause` and puts it, in the connection's
+//! [`Peer`], in the extensions of every request read from it; its reads wait while
+//! [`ReadPause::until`] is in the future.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 /// The instant pauses are counted from: one per process.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// The connection a request came on, in the request's extensions: one entry for both, since
+/// every request carries them.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's socket address (before any proxy header is trusted).
+    pub addr: SocketAddr,
+    pub pause: ReadPause,
+}
 
 /// A connection's pause: shared by the connection's reader and its requests.
 #[derive(Debug, Clone, Default)]

@@ -6,12 +6,11 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
-use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::Frame;
@@ -19,6 +18,7 @@ use tower::{Layer, Service};
 use tracing::field::Empty;
 use tracing::Span;
 
+use crate::admission::Peer;
 use crate::call::{answer, guard, Ended, Guarded, RequestInfo, X_REQUEST_ID};
 use crate::observability::access_log::AccessLog;
 use crate::observability::metrics::{Metrics, Refused, RpcMethod};
@@ -102,10 +102,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<axum::body::Body>) -> Self::Future {
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.ip());
+        let peer = req.extensions().get::<Peer>().map(|p| p.addr.ip());
         let info = RequestInfo::begin(req.headers(), peer, &self.config.trusted_proxies);
         let path = req.uri().path().to_owned();
         let method = self.config.method(&path);

@@ -9,12 +9,12 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use opentelemetry::trace::TraceContextExt;
@@ -25,6 +25,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::error;
 use super::table::{RouteId, RouteTable};
+use crate::admission::Peer;
 use crate::call::{self, answer, guard, Ended, Guarded, RequestInfo, X_REQUEST_ID};
 use crate::error::ApiError;
 use crate::observability::access_log::AccessLog;
@@ -87,10 +88,7 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.ip());
+        let peer = req.extensions().get::<Peer>().map(|p| p.addr.ip());
         let info = RequestInfo::begin(req.headers(), peer, &self.config.trusted_proxies);
         let route = self.config.routes.classify(req.uri().path());
         let method = req.method().clone();

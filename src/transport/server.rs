@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -19,7 +18,7 @@ use tower::Service;
 
 use super::connection::{Builders, Connection, Graceful};
 use super::tls::Tls;
-use crate::admission::ReadPause;
+use crate::admission::{Peer, ReadPause};
 
 /// What connections report: errors that end a connection before any handler sees a
 /// request (a malformed or oversized head, a head not sent in time), by kind.
@@ -176,8 +175,10 @@ async fn accept_loop<S>(
         let counted = Arc::clone(&activity);
         let hyper_service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let mut req = req.map(axum::body::Body::new);
-            req.extensions_mut().insert(ConnectInfo(peer));
-            req.extensions_mut().insert(counted.pause.clone());
+            req.extensions_mut().insert(Peer {
+                addr: peer,
+                pause: counted.pause.clone(),
+            });
             counted.dispatched.fetch_add(1, Ordering::Relaxed);
             if req.version() == http::Version::HTTP_2 {
                 counted.multiplexed.store(true, Ordering::Relaxed);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use axum::extract::Query;
 use axum::routing::get;
 use axum::Extension;
-use floodgate::admission::{Class, ReadPause};
+use floodgate::admission::{Class, Peer};
 use floodgate::grpc::pb::compute_service_client::ComputeServiceClient;
 use floodgate::grpc::pb::ComputeRequest;
 use floodgate::http::{RouteSpec, Surface};
@@ -51,8 +51,8 @@ fn slow_route() -> RouteSpec {
 
 /// `GET /api/test/pause?ms=N`: pauses the connection it came on for N ms, as a refusal past
 /// the refusal budget does, and answers at once.
-async fn pause(Query(q): Query<Sleep>, Extension(pause): Extension<ReadPause>) -> &'static str {
-    pause.pause(Duration::from_millis(q.ms));
+async fn pause(Query(q): Query<Sleep>, Extension(peer): Extension<Peer>) -> &'static str {
+    peer.pause.pause(Duration::from_millis(q.ms));
     "paused"
 }
 
