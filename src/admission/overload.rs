@@ -374,10 +374,10 @@ const MIN_CALLS: u64 = 5;
 /// call for every `CALLS_PER_REFUSAL` it serves; past that, each refused call's connection
 /// waits for its place in the budget's schedule. A refusal costs the event loop about what a
 /// small call does, so four gives refusing at most a fifth of the CPU that serving the
-/// cheapest class takes, and a small part of what an intensive call does (measured with the
-/// server on one core at 2x and 5x its intensive capacity: 1 gave 0.64 of the capacity,
-/// 4 gave 0.83, the same as the fixed limits that refuse nothing, 16 gave 0.79; see
-/// docs/overload.md).
+/// cheapest class takes, and a small part of what an intensive call does. Measured with the
+/// server on one core, offered twice its intensive capacity open loop: 1 served 0.77 of what
+/// the fixed limits (which refuse nothing) did, 4 served 0.99, 16 served 0.94 (longer pauses
+/// leave the workers waiting for calls); see docs/overload.md.
 pub const CALLS_PER_REFUSAL: u64 = 4;
 
 pub const MAX_PAUSE: Duration = Duration::from_secs(1);
