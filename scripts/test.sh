@@ -44,11 +44,6 @@ finish() {
   if [[ -n "${install_pid:-}" ]]; then
     wait "$install_pid" 2>/dev/null || true
   fi
-  # A failure while the image's binary was compiling: stop the compiler with the script.
-  if [[ -n "${ci_build_pid:-}" ]]; then
-    kill "$ci_build_pid" 2>/dev/null || true
-    wait "$ci_build_pid" 2>/dev/null || true
-  fi
   if [[ "${#times[@]}" -gt 0 ]]; then
     printf '\n==> time per step (%dm%02ds in all)\n' $((SECONDS / 60)) $((SECONDS % 60))
     printf '%s\n' "${times[@]}"
@@ -97,21 +92,11 @@ fi
 step "cargo test --workspace --test services (the services tier)"
 cargo test --workspace --locked --test services
 
-# The image test's binary: the ci profile, the release profile without whole-program
-# optimisation, for a test of behaviour (the published build is scripts/release-build.sh, which
-# the Dockerfile runs). It compiles while the deployment is validated, which checks files, not
-# timing, and leaves a core idle most of the time.
-ci_build_log=$(mktemp)
-cargo build --profile ci --locked --bin floodgate >"$ci_build_log" 2>&1 &
-ci_build_pid=$!
-
-step "deployment validation (the image's binary compiling alongside)"
+step "deployment validation"
 scripts/validate-deploy.sh
 
 step "container image: the Dockerfile's runtime stage built and run with podman"
-ci_build_status=0
-wait "$ci_build_pid" || ci_build_status=$?
-ci_build_pid=""
-cat "$ci_build_log"
-[[ "$ci_build_status" -eq 0 ]] || { echo "cargo build --profile ci failed" >&2; exit "$ci_build_status"; }
+# The ci profile: the release profile without whole-program optimisation, for a test of
+# behaviour (the published build is scripts/release-build.sh, which the Dockerfile runs).
+cargo build --profile ci --locked --bin floodgate
 scripts/test-image.sh "${CARGO_TARGET_DIR:-target}/ci/floodgate"
