@@ -290,10 +290,19 @@ async fn drive<C>(
                     continue;
                 }
                 let dispatched = activity.dispatched();
-                quiet = if now == seen { quiet + tick } else { Duration::ZERO };
+                // A connection admission paused is quiet by the service's choice, not the
+                // client's: neither clock runs while it waits (its next request may already
+                // be in the socket).
+                let paused = activity.pause.until().is_some();
+                quiet = if now == seen && !paused {
+                    quiet + tick
+                } else {
+                    Duration::ZERO
+                };
                 waiting = if dispatched == seen_dispatched
                     && activity.idle()
                     && !activity.multiplexed.load(Ordering::Relaxed)
+                    && !paused
                 {
                     waiting + tick
                 } else {

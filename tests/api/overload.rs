@@ -915,3 +915,30 @@ async fn a_paused_connection_reads_nothing_until_its_pause_ends_and_others_are_s
         "answered after {waited:?}, paused for {pause:?}"
     );
 }
+
+/// A pause is the service's choice, so it counts neither as a client slow to send its head
+/// nor as an idle connection: with both timeouts far shorter than the pause, the request
+/// that waited in the socket is answered once the pause ends, not cut off.
+#[tokio::test]
+async fn a_paused_connection_is_not_closed_by_the_header_or_idle_timeouts() {
+    use tokio::io::AsyncWriteExt;
+    let mut settings = test_settings();
+    settings.server.header_read_timeout = Duration::from_millis(100);
+    settings.server.keep_alive_timeout = Duration::from_millis(100);
+    let app = spawn_builder(Application::builder(settings).with_route(pause_route())).await;
+    let mut paused = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let before = Instant::now();
+    paused
+        .write_all(b"GET /api/test/pause?ms=1000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_response(&mut paused).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    paused
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let second = read_response(&mut paused).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(before.elapsed() >= Duration::from_secs(1), "not paused");
+}
