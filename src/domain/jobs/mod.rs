@@ -515,7 +515,9 @@ impl Jobs {
     /// run to their end and are recorded; claims not started go back to the queue as they
     /// were; [`Jobs::run`] returns once nothing is in flight.
     pub fn drain(&self) {
-        let _ = self.draining.send(true);
+        // Stored even with no runner listening yet (a stop during start-up): `send` would
+        // drop it, and a runner that subscribed afterwards would never stop.
+        self.draining.send_replace(true);
     }
 
     /// The jobs as the last upkeep round saw them.
@@ -620,6 +622,40 @@ mod tests {
         )
         .await;
         assert_eq!(faults, 1);
+    }
+
+    /// A stop that comes before the runner has started (SIGTERM during start-up) still
+    /// stops it: before, the drain was lost when no runner listened yet, and the shutdown
+    /// waited its whole timeout for a runner that never stopped.
+    #[tokio::test]
+    async fn a_drain_before_the_runner_starts_stops_it_at_once() {
+        let path = std::env::temp_dir()
+            .join("floodgate-jobs-tests")
+            .join(format!("drain-{}.db", std::process::id()));
+        let settings = crate::config::DatabaseSettings {
+            url: format!("sqlite://{}", path.display()),
+            ..Default::default()
+        };
+        let store = JobStore::open(
+            &settings,
+            crate::store::StoreMetrics::default(),
+            crate::dependency::breaker::BreakerConfig::from(&settings.breaker),
+        )
+        .await
+        .expect("store opens");
+        let jobs = Jobs::new(store, JobsSettings::default(), JobMetrics::default());
+        jobs.drain();
+        let pool = crate::pool::WorkerPool::start(1, 8, 0, Default::default());
+        let run = jobs.clone().run(
+            pool,
+            crate::pool::intensive_digest,
+            1,
+            crate::domain::execution::StartGate::open(),
+            || {},
+        );
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the runner stops");
     }
 
     #[test]
