@@ -191,7 +191,9 @@ impl Streams {
 
     /// Tell every stream to close, and wait up to `timeout` for them to have.
     pub async fn close_all(&self, timeout: std::time::Duration) -> bool {
-        let _ = self.closing.send(true);
+        // Stored even with no stream open: `send` would drop it, and a stream opened
+        // during the drain would never hear of it.
+        self.closing.send_replace(true);
         let both = async {
             tokio::join!(self.api.all_free(), self.operational.all_free());
         };
@@ -209,5 +211,28 @@ impl Readiness {
     }
     pub fn is_draining(&self) -> bool {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shutdown reaches a stream opened after it began, even when none was open to hear
+    /// it: before, the signal was dropped with no listener and such a stream held its
+    /// connection until the shutdown timed out.
+    #[tokio::test]
+    async fn a_stream_opened_after_close_all_sees_the_service_closing() {
+        let streams = Streams::new(4, 4);
+        assert!(!*streams.closing().borrow());
+        assert!(streams.close_all(std::time::Duration::from_secs(1)).await);
+        let mut later = streams.closing();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            later.wait_for(|closing| *closing),
+        )
+        .await
+        .expect("told at once")
+        .expect("the sender lives");
     }
 }

@@ -557,7 +557,8 @@ async fn run(
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
-            _ = watch.closing.changed() => {
+            // The value, not a change: a stream opened once closing had begun closes too.
+            _ = async { let _ = watch.closing.wait_for(|closing| *closing).await; } => {
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),
                     close(&mut sink, 1001, "the service is shutting down"),
