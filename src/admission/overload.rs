@@ -367,9 +367,6 @@ pub struct Overload {
 /// extended, up to ten times its length).
 const MIN_CALLS: u64 = 5;
 
-/// The longest a refused call's connection is paused: a pause delays whatever else the
-/// client sends on that connection, and a refused caller is told to come back no sooner
-/// than [`MIN_RETRY`] anyway.
 /// The refusal budget: refusals are answered at once while a class refuses no more than one
 /// call for every `CALLS_PER_REFUSAL` it serves; past that, each refused call's connection
 /// waits for its place in the budget's schedule. A refusal costs the event loop about what a
@@ -380,6 +377,9 @@ const MIN_CALLS: u64 = 5;
 /// leave the workers waiting for calls); see docs/overload.md.
 pub const CALLS_PER_REFUSAL: u64 = 4;
 
+/// The longest a refused call's connection is paused: a pause delays whatever else the
+/// client sends on that connection, and a refused caller is told to come back no sooner
+/// than [`MIN_RETRY`] anyway.
 pub const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 fn nanos(d: Duration) -> u64 {
