@@ -246,16 +246,21 @@ mod tests {
         }
     }
 
+    /// Adaptive limits with the floor at 1 and these ceilings (by [`Class::ALL`]).
+    fn overload(ceilings: [u32; 3]) -> Arc<Overload> {
+        Overload::new(OverloadConfig {
+            tuning: Tuning::default(),
+            floor: 1,
+            ceilings,
+            metrics: Default::default(),
+        })
+    }
+
     /// A caller that goes away at any await — while its job waits for the worker, while it
     /// runs, or between — gives its place in the class back; one that finishes does too.
     #[tokio::test]
     async fn a_call_dropped_at_any_await_gives_its_place_back() {
-        let overload = Overload::new(OverloadConfig {
-            tuning: Tuning::default(),
-            floor: 1,
-            ceilings: [4, 4, 1],
-            metrics: Default::default(),
-        });
+        let overload = overload([4, 4, 1]);
         let admission = Admission::default().with_overload(Arc::clone(&overload));
         let pool = WorkerPool::start(1, 8, 0, PoolMetrics::default());
         let inner = tower::service_fn(move |_: Request<()>| {
@@ -296,12 +301,7 @@ mod tests {
     /// the [`ReadPause`] the transport put in its extensions; one within it does not.
     #[tokio::test]
     async fn a_refusal_past_the_budget_pauses_the_calls_connection() {
-        let overload = Overload::new(OverloadConfig {
-            tuning: Tuning::default(),
-            floor: 1,
-            ceilings: [1, 1, 1],
-            metrics: Default::default(),
-        });
+        let overload = overload([1, 1, 1]);
         overload.set_refusal_spacing(Class::Intensive, Duration::from_millis(500));
         let admission = Admission::default().with_overload(Arc::clone(&overload));
         let inner =

@@ -872,32 +872,37 @@ async fn read_response(s: &mut tokio::net::TcpStream) -> String {
     }
 }
 
-/// The transport's side of the refusal budget: a connection a refusal paused reads nothing
-/// until the pause ends (its next request waits in the socket, whatever it asks for), while
-/// every other connection is served meanwhile.
-#[tokio::test]
-async fn a_paused_connection_reads_nothing_until_its_pause_ends_and_others_are_served() {
+/// A connection that `/api/test/pause` paused for `pause`, its next request (`GET
+/// /health`: an operational one, which admission never refuses) already sent; and when the
+/// pause was asked for.
+async fn paused_connection(app: &TestApp, pause: Duration) -> (tokio::net::TcpStream, Instant) {
     use tokio::io::AsyncWriteExt;
-    let app = spawn_builder(Application::builder(test_settings()).with_route(pause_route())).await;
-    let pause = Duration::from_secs(2);
-    let mut paused = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let before = Instant::now();
     let ask = format!(
         "GET /api/test/pause?ms={} HTTP/1.1\r\nHost: t\r\n\r\n",
         pause.as_millis()
     );
-    paused.write_all(ask.as_bytes()).await.unwrap();
-    let first = read_response(&mut paused).await;
+    s.write_all(ask.as_bytes()).await.unwrap();
+    let first = read_response(&mut s).await;
     assert!(
         first.starts_with("HTTP/1.1 200") && first.ends_with("paused"),
         "{first}"
     );
-    // The next request on the paused connection: an operational one, which admission never
-    // refuses, still waits for the pause.
-    paused
-        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
+    (s, before)
+}
+
+/// The transport's side of the refusal budget: a connection a refusal paused reads nothing
+/// until the pause ends (its next request waits in the socket, whatever it asks for), while
+/// every other connection is served meanwhile.
+#[tokio::test]
+async fn a_paused_connection_reads_nothing_until_its_pause_ends_and_others_are_served() {
+    let app = spawn_builder(Application::builder(test_settings()).with_route(pause_route())).await;
+    let pause = Duration::from_secs(2);
+    let (mut paused, before) = paused_connection(&app, pause).await;
     let waiting = tokio::spawn(async move {
         let text = read_response(&mut paused).await;
         (text, before.elapsed())
@@ -921,24 +926,36 @@ async fn a_paused_connection_reads_nothing_until_its_pause_ends_and_others_are_s
 /// that waited in the socket is answered once the pause ends, not cut off.
 #[tokio::test]
 async fn a_paused_connection_is_not_closed_by_the_header_or_idle_timeouts() {
-    use tokio::io::AsyncWriteExt;
     let mut settings = test_settings();
     settings.server.header_read_timeout = Duration::from_millis(100);
     settings.server.keep_alive_timeout = Duration::from_millis(100);
     let app = spawn_builder(Application::builder(settings).with_route(pause_route())).await;
-    let mut paused = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let before = Instant::now();
-    paused
-        .write_all(b"GET /api/test/pause?ms=1000 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    let first = read_response(&mut paused).await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    paused
-        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
+    let (mut paused, before) = paused_connection(&app, Duration::from_secs(1)).await;
     let second = read_response(&mut paused).await;
     assert!(second.starts_with("HTTP/1.1 200"), "{second}");
     assert!(before.elapsed() >= Duration::from_secs(1), "not paused");
+}
+
+/// Stopping the service does not wait out a pause: a paused connection with nothing in
+/// progress is closed by the drain's idle check, the request in its socket left unread (the
+/// service never saw it, so the client may send it elsewhere), and the drain is complete.
+#[tokio::test]
+async fn a_paused_connection_does_not_hold_the_drain() {
+    use tokio::io::AsyncReadExt;
+    let app = spawn_builder(Application::builder(test_settings()).with_route(pause_route())).await;
+    let (mut paused, _) = paused_connection(&app, Duration::from_secs(60)).await;
+    let started = Instant::now();
+    let summary = app.stop().await;
+    assert!(summary.drained, "nothing was in flight");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the drain took {:?}",
+        started.elapsed()
+    );
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), paused.read(&mut buf))
+        .await
+        .expect("closed, not left open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "answered: {:?}", String::from_utf8_lossy(&buf[..n]));
 }
