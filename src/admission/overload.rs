@@ -382,7 +382,8 @@ pub const CALLS_PER_REFUSAL: u64 = 4;
 /// than [`MIN_RETRY`] anyway.
 pub const MAX_PAUSE: Duration = Duration::from_secs(1);
 
-fn nanos(d: Duration) -> u64 {
+/// `d` in nanoseconds, saturating (the clocks here count nanoseconds in a `u64`).
+pub(super) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 

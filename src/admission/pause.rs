@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use super::overload::nanos;
+
 /// The instant pauses are counted from: one per process.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -42,10 +44,7 @@ impl ReadPause {
             return;
         }
         let until = Instant::now().saturating_duration_since(*EPOCH) + for_;
-        self.0.fetch_max(
-            u64::try_from(until.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.0.fetch_max(nanos(until), Ordering::Relaxed);
     }
 
     /// Until when reads wait, if that is still to come. One atomic load when no pause was
