@@ -16,7 +16,7 @@
 # this build only, whatever the toolchain. A plain `cargo build --release` works too, with
 # the default layout (more memory, same behaviour).
 #
-# Needs valgrind and curl. Usage: scripts/release-build.sh   (CARGO_TARGET_DIR is honoured)
+# Needs valgrind, curl and strip (binutils). Usage: scripts/release-build.sh   (CARGO_TARGET_DIR is honoured)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -107,4 +107,9 @@ span=$(nm --defined-only "$binary" | awk '
     NR == FNR { want[$1] = 1; next }
     ($3 in want) { a = hex($1); if (lo == "" || a < lo) lo = a; if (a > hi) hi = a }
     END { printf "%d", (hi - lo) / 1024 }' "$layout" -)
-log "done: $binary; the $count functions lie within $span KiB"
+# What the image ships is the binary without its debug information: bounded, so a
+# dependency that bloats it fails the build rather than the image.
+strip --strip-debug --output-file "$work/shipped" "$binary"
+shipped=$(stat -c %s "$work/shipped")
+[ "$shipped" -lt 36000000 ] || { log "without debug information the binary is $shipped bytes, over 36 MB"; exit 1; }
+log "done: $binary ($((shipped / 1000000)) MB without debug information); the $count functions lie within $span KiB"

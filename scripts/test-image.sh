@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build the Dockerfile's runtime stage with podman and run the image as a cluster would:
 #
-#   - the image: its size (under 40 MB), from the real Dockerfile's `runtime` stage, the
-#     binary taken from the release build through `--build-context builder=DIR` (the
-#     builder stages need a registry; this machine has none);
+#   - the image, from the real Dockerfile's `runtime` stage, with the given binary taken in
+#     through `--build-context builder=DIR` (the builder stages need a registry; this
+#     machine has none); what the stage adds to the binary stays under 8 MB (the published
+#     binary's own size is bounded by scripts/release-build.sh);
 #   - the base `gcr.io/distroless/cc-debian12:nonroot`, when no registry can provide it,
 #     assembled from this Debian 12 host's own files (glibc, libgcc, the `nonroot` user
 #     65532, /tmp) and imported under that name;
@@ -77,8 +78,10 @@ strip --strip-debug --output-file "$builder/floodgate" "$binary"
 podman build --quiet --pull=never --target runtime --build-context "builder=$builder" \
     -t "$image" -f Dockerfile . >/dev/null
 size=$(podman image inspect --format '{{.Size}}' "$image")
-log "image size: $((size / 1000000)) MB ($size bytes)"
-[ "$size" -lt 40000000 ] || fail "the image is $size bytes, over 40 MB"
+shipped=$(stat -c %s "$builder/floodgate")
+added=$((size - shipped))
+log "image size: $((size / 1000000)) MB, of which the binary $((shipped / 1000000)) MB and the runtime stage $((added / 1000000)) MB"
+[ "$added" -lt 8000000 ] || fail "the runtime stage adds $added bytes to the binary, over 8 MB"
 
 # ---------------------------------------------------------------- run
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -158,4 +161,4 @@ for i in $(seq "$requests"); do
 done
 [ "$exit_code" = 0 ] || fail "the container exited $exit_code: $(podman logs "$cid" 2>&1 | tail -n 5)"
 log "all $requests in-flight requests answered 200; the container exited 0"
-echo "PASS image test: $((size / 1000000)) MB image, UID 65532, read-only root, no capabilities, scraped by Prometheus, drained on SIGTERM"
+echo "PASS image test: the runtime stage adds $((added / 1000000)) MB to the binary, UID 65532, read-only root, no capabilities, scraped by Prometheus, drained on SIGTERM"
