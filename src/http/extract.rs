@@ -227,11 +227,13 @@ fn json_error(e: serde_json::Error) -> ApiError {
 /// The field `name`, as written, when it is a whole number in `0..=max` (see
 /// [`exact_integer`] for the exact rule); missing, null, another type or out of range is 400.
 pub fn whole_number(raw: Option<&str>, name: &str, max: u64) -> Result<u64, ApiError> {
-    let range = format!("{name} must be an integer between 0 and {max}");
+    // Formatted only on the way out with an error: the accepted path allocates nothing.
+    let range = || format!("{name} must be an integer between 0 and {max}");
     let raw = match raw {
         None | Some("null") => {
             return Err(ApiError::InvalidRequest(format!(
-                "{name} is required; {range}"
+                "{name} is required; {}",
+                range()
             )))
         }
         Some(raw) => raw,
@@ -239,14 +241,17 @@ pub fn whole_number(raw: Option<&str>, name: &str, max: u64) -> Result<u64, ApiE
     let kind = match raw.as_bytes().first() {
         Some(b'-' | b'0'..=b'9') => {
             return exact_integer(raw, max)
-                .ok_or_else(|| ApiError::InvalidRequest(format!("{range} (got {raw})")));
+                .ok_or_else(|| ApiError::InvalidRequest(format!("{} (got {raw})", range())));
         }
         Some(b't' | b'f') => "a boolean",
         Some(b'"') => "a string",
         Some(b'[') => "an array",
         _ => "an object",
     };
-    Err(ApiError::InvalidRequest(format!("{range} (got {kind})")))
+    Err(ApiError::InvalidRequest(format!(
+        "{} (got {kind})",
+        range()
+    )))
 }
 
 /// The compute body's one field, kept as written: a float would round `42.000000000000001`
