@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::admission::overload::{Cause, ClassMetrics, OverloadConfig, Tuning};
+use crate::admission::overload::{
+    probe_runtime_delay, Cause, ClassMetrics, OverloadConfig, Tuning,
+};
 use crate::admission::rate_limit::{redis::RedisDecisions, Decisions};
 use crate::admission::{Admission, Authenticator, Class, FailureThrottle, Overload, RateLimiter};
 use crate::config::{Settings, SignalExporter};
@@ -164,6 +166,7 @@ impl ApplicationBuilder {
                     target_delay: a.target_delay,
                     window: a.window,
                     baseline_window: a.baseline_window,
+                    runtime_delay: a.runtime_delay,
                 },
                 floor: ceiling(a.effective_min_limit(workers)),
                 // The fixed limits: connections (each carries one fast call at a time over
@@ -174,6 +177,7 @@ impl ApplicationBuilder {
                     ceiling(settings.jobs.effective_max_running(workers)),
                 ],
                 metrics: Class::ALL.map(|class| class_metrics(&metrics, class)),
+                runtime_delay: metrics.gauge(m::ADMISSION_RUNTIME_DELAY),
             })
         });
         let state = AppState::new(Inner {
@@ -405,9 +409,15 @@ impl Application {
             "listening"
         );
         let cert = self.tls_cert();
-        let reloaders = [
+        // Tasks that run until the end.
+        let background = [
             Some(tokio::spawn(reload_on_hangup(self.hangups, cert.clone()))),
             cert.map(|cert| tokio::spawn(tls::reload_when_changed(cert, CERT_CHECK_INTERVAL))),
+            self.state
+                .overload
+                .clone()
+                .filter(|_| !settings.admission.runtime_delay.is_zero())
+                .map(|o| tokio::spawn(probe_runtime_delay(o))),
         ];
         let errors = connection_errors(&self.state.metrics);
         let server = Server::start(
@@ -476,7 +486,7 @@ impl Application {
             let limit = Duration::from_millis(settings.otel.metric_export_timeout);
             let _ = tokio::time::timeout(limit, export.shutdown()).await;
         }
-        for task in reloaders.into_iter().flatten() {
+        for task in background.into_iter().flatten() {
             task.abort();
         }
         if let Some(log) = &self.access_log {

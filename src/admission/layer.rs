@@ -253,6 +253,7 @@ mod tests {
             floor: 1,
             ceilings,
             metrics: Default::default(),
+            runtime_delay: metrics::Gauge::noop(),
         })
     }
 

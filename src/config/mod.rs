@@ -344,6 +344,16 @@ mod tests {
                 "500ms",
                 "admission.baseline_window",
             ),
+            (
+                "FLOODGATE__ADMISSION__RUNTIME_DELAY",
+                "1ms",
+                "admission.runtime_delay",
+            ),
+            (
+                "FLOODGATE__ADMISSION__RUNTIME_DELAY",
+                "11s",
+                "admission.runtime_delay",
+            ),
         ] {
             let e = load(&[(var, value)]).unwrap_err();
             assert_eq!(e.setting, setting, "{var}={value}: {e}");
@@ -357,6 +367,8 @@ mod tests {
         assert!(e.reason.contains("admission.window"), "{e}");
         let off = load(&[("FLOODGATE__ADMISSION__ADAPTIVE", "false")]).unwrap();
         assert!(!off.admission.adaptive);
+        let never = load(&[("FLOODGATE__ADMISSION__RUNTIME_DELAY", "0s")]).unwrap();
+        assert!(never.admission.runtime_delay.is_zero());
     }
 
     #[test]

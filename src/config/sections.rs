@@ -589,6 +589,11 @@ pub struct AdmissionSettings {
     pub baseline_window: Duration,
     /// The lowest a class's limit goes; 0 means the worker count.
     pub min_limit: usize,
+    /// How late the async runtime may run a ready task (what every request waits before it
+    /// is read, the fast calls' queue) before the lowest class with calls in flight is shed
+    /// for the fast calls; 0 turns this off.
+    #[serde(with = "duration")]
+    pub runtime_delay: Duration,
 }
 
 impl Default for AdmissionSettings {
@@ -599,6 +604,7 @@ impl Default for AdmissionSettings {
             window: Duration::from_millis(100),
             baseline_window: Duration::from_secs(10),
             min_limit: 0,
+            runtime_delay: Duration::from_millis(5),
         }
     }
 }

@@ -168,7 +168,7 @@ impl Settings {
     }
 
     /// Every duration setting with its documented range.
-    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 24] {
+    pub fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 25] {
         let s = &self.server;
         [
             ("server.request_timeout", s.request_timeout, MS, HOUR),
@@ -270,6 +270,12 @@ impl Settings {
                 SECOND,
                 HOUR,
             ),
+            (
+                "admission.runtime_delay",
+                self.admission.runtime_delay,
+                Duration::ZERO,
+                10 * SECOND,
+            ),
         ]
     }
 
@@ -323,6 +329,13 @@ impl Settings {
                  would let a retry with that key make a second job",
                 d(&self.jobs.idempotency_ttl)
             ),
+        )?;
+        check(
+            self.admission.runtime_delay.is_zero() || self.admission.runtime_delay >= 2 * MS,
+            "admission.runtime_delay",
+            d(&self.admission.runtime_delay),
+            "must be 0s (off) or at least 2ms: the runtime's timer counts whole milliseconds, \
+             so an idle runtime already reads up to 1ms late",
         )?;
         check(
             self.admission.baseline_window >= self.admission.window,

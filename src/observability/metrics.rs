@@ -68,6 +68,7 @@ pub const ADMISSION_IN_FLIGHT: &str = "floodgate_admission_in_flight";
 pub const ADMISSION_REFUSALS: &str = "floodgate_admission_refusals_total";
 pub const ADMISSION_BASELINE: &str = "floodgate_admission_baseline_latency_seconds";
 pub const ADMISSION_PAUSES: &str = "floodgate_admission_paused_connections_total";
+pub const ADMISSION_RUNTIME_DELAY: &str = "floodgate_admission_runtime_delay_seconds";
 pub const TOKIO_WORKERS: &str = "tokio_runtime_workers";
 pub const TOKIO_ALIVE_TASKS: &str = "tokio_runtime_alive_tasks";
 pub const TOKIO_GLOBAL_QUEUE_DEPTH: &str = "tokio_runtime_global_queue_depth";
@@ -1131,6 +1132,12 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         Some(Unit::Count),
         "Refusals past the refusal budget, each of which paused its connection's reads, by class of work.",
+    ),
+    (
+        ADMISSION_RUNTIME_DELAY,
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "The longest delay, in the last admission window, with which the async runtime ran a task that was ready: what every request waited before it was read.",
     ),
     (
         ADMISSION_BASELINE,

@@ -49,6 +49,23 @@ fn slow_route() -> RouteSpec {
         .admitted_as(Class::Fast)
 }
 
+/// `GET /api/test/stall?ms=N`: a call of the fast class that holds the runtime's thread for
+/// N ms, as a handler doing blocking work would: everything else on the runtime runs late.
+async fn stall(Query(q): Query<Sleep>) -> &'static str {
+    std::thread::sleep(Duration::from_millis(q.ms));
+    "ok"
+}
+
+fn stall_route() -> RouteSpec {
+    RouteSpec::new(
+        http::Method::GET,
+        "/api/test/stall",
+        Surface::Api,
+        get(stall),
+    )
+    .admitted_as(Class::Fast)
+}
+
 /// `GET /api/test/pause?ms=N`: pauses the connection it came on for N ms, as a refusal past
 /// the refusal budget does, and answers at once.
 async fn pause(Query(q): Query<Sleep>, Extension(peer): Extension<Peer>) -> &'static str {
@@ -958,4 +975,102 @@ async fn a_paused_connection_does_not_hold_the_drain() {
         .expect("closed, not left open")
         .unwrap_or(0);
     assert_eq!(n, 0, "answered: {:?}", String::from_utf8_lossy(&buf[..n]));
+}
+
+/// The application on this test's one thread, with one worker whose intensive calls sleep,
+/// the stalling fast route, and `admission.runtime_delay` as given; one intensive call of
+/// 3 s in flight.
+async fn stalled_runtime(runtime_delay: Duration) -> (TestApp, tokio::task::JoinHandle<u16>) {
+    let mut settings = test_settings();
+    settings.pool.workers = 1;
+    settings.admission.runtime_delay = runtime_delay;
+    let app = spawn_builder(
+        Application::builder(settings)
+            .with_kernel(sleeping_kernel)
+            .with_route(stall_route()),
+    )
+    .await;
+    let long = intensive_ms(&app, 3000);
+    let long = tokio::spawn(async move { long.send().await.unwrap().status().as_u16() });
+    let overload = Arc::clone(app.state.overload.as_ref().unwrap());
+    let started = Instant::now();
+    while overload.state()[1].in_flight == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the intensive call never came"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    (app, long)
+}
+
+fn intensive_ms(app: &TestApp, ms: u64) -> reqwest::RequestBuilder {
+    app.client
+        .post(app.url("/api/v1/compute/intensive"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"number": {ms}}}"#))
+}
+
+async fn stall_12ms(app: &TestApp) {
+    let r = app
+        .client
+        .get(app.url("/api/test/stall?ms=12"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a fast call was refused");
+}
+
+/// Fast calls that each hold the runtime for 12 ms, with an intensive call in flight: the
+/// runtime runs its timer late, and intensive is shed for the fast calls (cause
+/// `priority`), while the call already admitted is served. With `runtime_delay = 0s`, the
+/// same stalls shed nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_runtime_running_late_under_fast_calls_sheds_the_busy_lower_class_for_them() {
+    let (app, long) = stalled_runtime(Duration::from_millis(5)).await;
+    let overload = Arc::clone(app.state.overload.as_ref().unwrap());
+    let started = Instant::now();
+    while !overload.state()[1].shed {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "intensive was not shed: {:?}",
+            overload.state()
+        );
+        stall_12ms(&app).await;
+    }
+    let s = overload.state();
+    assert!(!s[0].shed && s[1].shed, "{s:?}");
+    let r = intensive_ms(&app, 1).send().await.unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    assert_envelope(r, 503, "SERVICE_OVERLOADED").await;
+    assert_eq!(
+        long.await.unwrap(),
+        200,
+        "the call admitted before is served"
+    );
+    let text = app.exposition().await;
+    let by_cause = |cause: &str| {
+        sum_series(&text, "floodgate_admission_refusals_total", |l| {
+            l.contains("class=\"intensive\"") && l.contains(&format!("cause=\"{cause}\""))
+        })
+    };
+    assert_eq!((by_cause("priority"), by_cause("limit")), (1.0, 0.0));
+    assert!(
+        text.contains("floodgate_admission_runtime_delay_seconds "),
+        "{text}"
+    );
+
+    // Off: the same stalls, as many windows' worth, shed nothing.
+    let (app, long) = stalled_runtime(Duration::ZERO).await;
+    let overload = Arc::clone(app.state.overload.as_ref().unwrap());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(500) {
+        stall_12ms(&app).await;
+    }
+    assert!(
+        overload.state().iter().all(|c| !c.shed),
+        "{:?}",
+        overload.state()
+    );
+    assert_eq!(long.await.unwrap(), 200);
 }
