@@ -71,7 +71,8 @@
 #      SWEEP_MAX_P99 (ms, 10), SWEEP_CONNECTIONS (128), SWEEP_ROUNDS (3),
 #      OVERLOAD (1: add the overload scenarios to a full run), OVERLOAD_DURATION
 #      (s per overload run, 20), HOG_DURATION (s of the slowed-machine run, 30),
-#      OVERLOAD_CONNECTIONS (most requests in flight, 2000), CARGO_TARGET_DIR,
+#      OVERLOAD_CONNECTIONS (most requests in flight, 2000), OVERLOAD_FAST_CONNECTIONS
+#      (the mixed case's fast client, SWEEP_CONNECTIONS), CARGO_TARGET_DIR,
 #      BENCH_TRACES (1: floodgate samples BENCH_TRACE_RATIO of requests, 0.1 by
 #      default, and exports their spans to a rotel-agent that drops them (+3), so its
 #      duration histograms carry exemplars, as in production; 0: no tracing).
