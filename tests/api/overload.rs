@@ -979,18 +979,21 @@ async fn a_paused_connection_does_not_hold_the_drain() {
 
 /// The application on this test's one thread, with one worker whose intensive calls sleep,
 /// the stalling fast route, and `admission.runtime_delay` as given; one intensive call of
-/// 3 s in flight.
+/// 6 s in flight (longer than the stalls below take on a loaded machine).
 async fn stalled_runtime(runtime_delay: Duration) -> (TestApp, tokio::task::JoinHandle<u16>) {
     let mut settings = test_settings();
     settings.pool.workers = 1;
     settings.admission.runtime_delay = runtime_delay;
+    // Windows long enough for the five fast calls one needs, however slowly a loaded
+    // machine runs this test's calls.
+    settings.admission.window = Duration::from_millis(500);
     let app = spawn_builder(
         Application::builder(settings)
             .with_kernel(sleeping_kernel)
             .with_route(stall_route()),
     )
     .await;
-    let long = intensive_ms(&app, 3000);
+    let long = intensive_ms(&app, 6000);
     let long = tokio::spawn(async move { long.send().await.unwrap().status().as_u16() });
     let overload = Arc::clone(app.state.overload.as_ref().unwrap());
     let started = Instant::now();
@@ -1032,7 +1035,7 @@ async fn a_runtime_running_late_under_fast_calls_sheds_the_busy_lower_class_for_
     let started = Instant::now();
     while !overload.state()[1].shed {
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(5),
             "intensive was not shed: {:?}",
             overload.state()
         );
@@ -1064,13 +1067,10 @@ async fn a_runtime_running_late_under_fast_calls_sheds_the_busy_lower_class_for_
     let (app, long) = stalled_runtime(Duration::ZERO).await;
     let overload = Arc::clone(app.state.overload.as_ref().unwrap());
     let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(500) {
+    while started.elapsed() < Duration::from_millis(1500) {
         stall_12ms(&app).await;
     }
-    assert!(
-        overload.state().iter().all(|c| !c.shed),
-        "{:?}",
-        overload.state()
-    );
-    assert_eq!(long.await.unwrap(), 200);
+    let s = overload.state();
+    assert!(s[1].in_flight == 1 && s.iter().all(|c| !c.shed), "{s:?}");
+    long.abort();
 }
