@@ -4,7 +4,7 @@
 //! and how it renders a refusal.
 
 use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
+use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures_util::future::{BoxFuture, Either};
 use http::{Request, Response};
+use http_body::Body;
 use tower::{Layer, Service};
 
 use super::overload::{Class, Slot};
@@ -74,8 +75,83 @@ pub struct Admitted<S, G> {
     gate: G,
 }
 
-type Refused<B> = Ready<Result<Response<B>, Infallible>>;
 type Waiting<B> = BoxFuture<'static, Result<Response<B>, Infallible>>;
+
+/// Left in a refusal's response by [`Admitted`]: whether the refused request's body had all
+/// arrived, and was taken, by the time the refusal was answered. Over HTTP/1.1 the connection
+/// can carry the next request only then; otherwise the unread rest could not be told apart
+/// from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyReceived(pub bool);
+
+/// Takes whatever of `body` has already arrived, without waiting for more, and says whether
+/// that was all of it. A refusal answers at once: a client that is still sending pays with its
+/// connection, not the service with a wait. A request that expects `100 Continue` is left
+/// alone, since asking for its body would tell the client to send it.
+fn take_arrived<B: Body>(
+    mut body: Pin<&mut B>,
+    expects_continue: bool,
+    cx: &mut Context<'_>,
+) -> bool {
+    if body.is_end_stream() {
+        return true;
+    }
+    if expects_continue {
+        return false;
+    }
+    // The transport hands over what it has read before the service runs, one chunk at a
+    // time; a few polls see the end of any body that came with its head.
+    for _ in 0..4 {
+        match body.as_mut().poll_frame(cx) {
+            Poll::Ready(None) => return true,
+            Poll::Ready(Some(Ok(_))) if body.is_end_stream() => return true,
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(Some(Err(_))) | Poll::Pending => return false,
+        }
+    }
+    false
+}
+
+pin_project_lite::pin_project! {
+    /// A refusal, answered on its first poll. By then the transport has read whatever of the
+    /// request came with its head; the refusal takes that much of the body and leaves
+    /// [`BodyReceived`] in the response.
+    pub struct Refused<B, R> {
+        #[pin]
+        body: Option<B>,
+        expects_continue: bool,
+        response: Option<Response<R>>,
+    }
+}
+
+impl<B, R> Refused<B, R> {
+    fn new(req: Request<B>, response: Response<R>) -> Self {
+        let expects_continue = req.headers().contains_key(http::header::EXPECT);
+        Refused {
+            body: Some(req.into_body()),
+            expects_continue,
+            response: Some(response),
+        }
+    }
+}
+
+impl<B: Body, R> Future for Refused<B, R> {
+    type Output = Result<Response<R>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let mut response = this.response.take().expect("polled after completion");
+        let received = this
+            .body
+            .as_mut()
+            .as_pin_mut()
+            .is_none_or(|body| take_arrived(body, *this.expects_continue, cx));
+        // The body goes now, with whatever the transport still holds for it.
+        this.body.set(None);
+        response.extensions_mut().insert(BodyReceived(received));
+        Poll::Ready(Ok(response))
+    }
+}
 
 /// What the slot of a call becomes: none needed, a slot to hold, or a refusal — which also
 /// pauses the call's connection when the refusal says to and the transport named it
@@ -105,11 +181,11 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: Body + Send + 'static,
 {
     type Response = Response<G::Body>;
     type Error = Infallible;
-    type Future = Either<Held<S::Future>, Either<Refused<G::Body>, Waiting<G::Body>>>;
+    type Future = Either<Held<S::Future>, Either<Refused<B, G::Body>, Waiting<G::Body>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -128,7 +204,10 @@ where
                 let slot = match take_slot(&self.admission, class, req.extensions()) {
                     Ok(slot) => slot,
                     Err(err) => {
-                        return Either::Right(Either::Left(ready(Ok(self.gate.refuse(err)))))
+                        return Either::Right(Either::Left(Refused::new(
+                            req,
+                            self.gate.refuse(err),
+                        )))
                     }
                 };
                 if let Some(identity) = permit.identity {
@@ -136,9 +215,10 @@ where
                 }
                 Either::Left(Held::new(self.inner.call(req), slot))
             }
-            Ok(Err(refusal)) => {
-                Either::Right(Either::Left(ready(Ok(self.gate.refuse(refusal.into())))))
-            }
+            Ok(Err(refusal)) => Either::Right(Either::Left(Refused::new(
+                req,
+                self.gate.refuse(refusal.into()),
+            ))),
             Err(pending) => {
                 // The service that was made ready goes with the request; this one is a clone.
                 let clone = self.inner.clone();
@@ -151,14 +231,14 @@ where
                             // Taken once the wait is over: no place is held while waiting.
                             let slot = match take_slot(&admission, class, req.extensions()) {
                                 Ok(slot) => slot,
-                                Err(err) => return Ok(gate.refuse(err)),
+                                Err(err) => return Refused::new(req, gate.refuse(err)).await,
                             };
                             if let Some(identity) = permit.identity {
                                 req.extensions_mut().insert(identity);
                             }
                             Held::new(inner.call(req), slot).await
                         }
-                        Err(refusal) => Ok(gate.refuse(refusal.into())),
+                        Err(refusal) => Refused::new(req, gate.refuse(refusal.into())).await,
                     }
                 })))
             }
@@ -219,7 +299,12 @@ impl<F: Future> Future for Held<F> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::Empty;
 
     use super::*;
     use crate::admission::overload::{OverloadConfig, Tuning};
@@ -264,7 +349,7 @@ mod tests {
         let overload = overload([4, 4, 1]);
         let admission = Admission::default().with_overload(Arc::clone(&overload));
         let pool = WorkerPool::start(1, 8, 0, PoolMetrics::default());
-        let inner = tower::service_fn(move |_: Request<()>| {
+        let inner = tower::service_fn(move |_: Request<Empty<Bytes>>| {
             let pool = pool.clone();
             async move {
                 let job = pool
@@ -279,7 +364,7 @@ mod tests {
         let svc = AdmissionLayer::new(admission, TestGate).layer(inner);
         let in_flight = || overload.state()[1].in_flight;
         let covered = drop_at_every_await(
-            || svc.clone().call(Request::new(())),
+            || svc.clone().call(Request::new(Empty::new())),
             |k| {
                 let left = in_flight();
                 async move { assert_eq!(left, 0, "dropped at await {k}") }
@@ -292,7 +377,7 @@ mod tests {
         let held: Vec<_> = (0..4)
             .map(|_| overload.admit(Class::Intensive).unwrap())
             .collect();
-        let refused = svc.clone().call(Request::new(())).await.unwrap();
+        let refused = svc.clone().call(Request::new(Empty::new())).await.unwrap();
         assert_eq!(refused.status(), http::StatusCode::SERVICE_UNAVAILABLE);
         drop(held);
         assert_eq!(in_flight(), 0);
@@ -305,12 +390,13 @@ mod tests {
         let overload = overload([1, 1, 1]);
         overload.set_refusal_spacing(Class::Intensive, Duration::from_millis(500));
         let admission = Admission::default().with_overload(Arc::clone(&overload));
-        let inner =
-            tower::service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+        let inner = tower::service_fn(|_: Request<Empty<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(()))
+        });
         let svc = AdmissionLayer::new(admission, TestGate).layer(inner);
         let _held = overload.admit(Class::Intensive).unwrap();
         let call = |pause: &ReadPause| {
-            let mut req = Request::new(());
+            let mut req = Request::new(Empty::new());
             req.extensions_mut().insert(Peer {
                 addr: ([127, 0, 0, 1], 1).into(),
                 pause: pause.clone(),
@@ -329,5 +415,78 @@ mod tests {
         assert_eq!(r.status(), http::StatusCode::SERVICE_UNAVAILABLE);
         let until = second.until().expect("the second waits for its place");
         assert!(until > std::time::Instant::now() + Duration::from_millis(400));
+    }
+
+    /// A request body of which `arrived` is there and, when `more`, the rest still on its way;
+    /// it counts how often it is asked for a frame.
+    struct Arriving {
+        arrived: Option<Bytes>,
+        more: bool,
+        polls: Arc<AtomicUsize>,
+    }
+
+    impl Body for Arriving {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            match self.arrived.take() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None if self.more => Poll::Pending,
+                None => Poll::Ready(None),
+            }
+        }
+    }
+
+    /// A refusal takes a body that came with its request and says so, so HTTP/1.1 can keep
+    /// the connection; a body still on its way it does not wait for, and one whose client
+    /// waits for `100 Continue` it does not ask for. An admitted call's body is its handler's.
+    #[tokio::test]
+    async fn a_refusal_takes_only_the_body_that_has_arrived() {
+        let overload = overload([1, 1, 1]);
+        let admission = Admission::default().with_overload(Arc::clone(&overload));
+        let inner = tower::service_fn(|_: Request<Arriving>| async {
+            Ok::<_, Infallible>(Response::new(()))
+        });
+        let svc = AdmissionLayer::new(admission, TestGate).layer(inner);
+        let call = |more: bool, expect: bool| {
+            let polls = Arc::new(AtomicUsize::new(0));
+            let mut req = Request::new(Arriving {
+                arrived: Some(Bytes::from_static(b"{\"number\":7}")),
+                more,
+                polls: Arc::clone(&polls),
+            });
+            if expect {
+                req.headers_mut().insert(
+                    http::header::EXPECT,
+                    http::HeaderValue::from_static("100-continue"),
+                );
+            }
+            let response = svc.clone().call(req);
+            async move {
+                let response = response.await.unwrap();
+                let received = response.extensions().get::<BodyReceived>().copied();
+                (response.status(), received, polls.load(Ordering::Relaxed))
+            }
+        };
+        let held = overload.admit(Class::Intensive).unwrap();
+        let refused = http::StatusCode::SERVICE_UNAVAILABLE;
+        assert_eq!(
+            call(false, false).await,
+            (refused, Some(BodyReceived(true)), 2)
+        );
+        assert_eq!(
+            call(true, false).await,
+            (refused, Some(BodyReceived(false)), 2)
+        );
+        assert_eq!(
+            call(false, true).await,
+            (refused, Some(BodyReceived(false)), 0)
+        );
+        drop(held);
+        assert_eq!(call(false, false).await, (http::StatusCode::OK, None, 0));
     }
 }

@@ -25,7 +25,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::error;
 use super::table::{RouteId, RouteTable};
-use crate::admission::Peer;
+use crate::admission::{BodyReceived, Peer};
 use crate::call::{self, answer, guard, Ended, Guarded, RequestInfo, X_REQUEST_ID};
 use crate::error::ApiError;
 use crate::observability::access_log::AccessLog;
@@ -190,9 +190,15 @@ impl Finish {
         let mut refused = None;
         if let Some(err) = response.extensions_mut().remove::<ApiError>() {
             refused = call::refused(&err);
+            // Admission says whether its refusal found the whole body; the other refusals are
+            // known by their kind.
+            let unread = match response.extensions().get::<BodyReceived>() {
+                Some(BodyReceived(received)) => !received,
+                None => refused_unread(&err),
+            };
             let inner_headers = std::mem::take(response.headers_mut());
             response = error::render(&err, self.info.id(), call::unix_now());
-            if self.has_body && refused_unread(&err) {
+            if self.has_body && unread {
                 // Answered without reading the body: the connection cannot carry another
                 // request, so say so instead of letting the client find a closed socket.
                 response
@@ -303,8 +309,9 @@ fn declares_body(headers: &HeaderMap) -> bool {
             .is_some_and(|v| v.as_bytes() != b"0")
 }
 
-/// Refusals answered before the body is read (by admission, routing, the extractor's header
-/// checks, or a deadline that may have cut the read short).
+/// Refusals answered before the body is read, other than admission's (which say whether
+/// they found it all, [`BodyReceived`]): routing, the extractor's header checks, or a deadline
+/// that may have cut the read short.
 fn refused_unread(err: &ApiError) -> bool {
     matches!(
         err,

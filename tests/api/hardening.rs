@@ -98,6 +98,53 @@ async fn refusals_that_leave_the_body_unread_announce_the_close() {
     assert!(!response.to_ascii_lowercase().contains("connection: close"));
 }
 
+/// A refusal whose request came whole (head and body in one segment, as most clients send a
+/// small POST) takes the body and keeps the connection: a rate-limited or unauthenticated
+/// client does not pay a new connection for every refusal, nor the service for accepting it.
+/// The same refusal while the body is still on its way announces the close, as above.
+#[tokio::test]
+async fn refusals_of_whole_requests_keep_the_connection() {
+    let app = spawn_with(|s| {
+        s.auth.enabled = true;
+        s.auth.api_key_hashes = vec![sha256_hex("right")];
+        s.rate_limit.requests_per_second = 1;
+        s.rate_limit.burst = 1;
+    })
+    .await;
+    let whole = |key: &str| {
+        format!(
+            "POST /api/v1/compute/fast HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{{\"number\":7}}"
+        )
+    };
+    let (wrong, right) = (whole("wrong"), whole("right"));
+    let head = right.strip_suffix("{\"number\":7}").unwrap();
+    let (response, closed) = raw(
+        app.addr,
+        &[
+            wrong.as_bytes(),
+            right.as_bytes(),
+            right.as_bytes(),
+            head.as_bytes(),
+            b"{\"number\":7}",
+        ],
+    )
+    .await;
+    let answers: Vec<&str> = response.split("HTTP/1.1 ").skip(1).collect();
+    let statuses: Vec<&str> = answers.iter().map(|a| &a[..3]).collect();
+    assert_eq!(statuses, ["401", "200", "429", "429"], "{response}");
+    let closes: Vec<bool> = answers
+        .iter()
+        .map(|a| a.to_ascii_lowercase().contains("connection: close"))
+        .collect();
+    assert_eq!(closes, [false, false, false, true], "{response}");
+    assert!(
+        closed,
+        "the server closes after the refusal that left a body unread"
+    );
+    let stats = app.stats().await;
+    assert_eq!(stats["rate_limited_count"], 2);
+}
+
 /// D4: a connection that has sent half a request head does not hold the shutdown until
 /// the header-read timeout.
 #[tokio::test]
