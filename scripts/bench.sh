@@ -68,7 +68,8 @@
 #      BENCH_LOCK (/tmp/floodgate-bench.lock; empty: take no lock),
 #      SWEEP (1: add the sweeps to a full run), SWEEP_RATES (floodgate-load
 #      --sweep: auto, or START..END[:STEP] req/s), SWEEP_STEP (each step, 3s),
-#      SWEEP_MAX_P99 (ms, 10), SWEEP_CONNECTIONS (128), SWEEP_ROUNDS (3),
+#      SWEEP_MAX_P99 (ms, 10), SWEEP_RETRIES (a step over the limit is run again
+#      this many times before it counts, 1), SWEEP_CONNECTIONS (128), SWEEP_ROUNDS (3),
 #      OVERLOAD (1: add the overload scenarios to a full run), OVERLOAD_DURATION
 #      (s per overload run, 20), HOG_DURATION (s of the slowed-machine run, 30),
 #      OVERLOAD_CONNECTIONS (most requests in flight, 2000), OVERLOAD_FAST_CONNECTIONS
@@ -108,6 +109,7 @@ for arg in "$@"; do
 done
 sweep_rates=${SWEEP_RATES:-auto}
 sweep_max_p99=${SWEEP_MAX_P99:-10}
+sweep_retries=${SWEEP_RETRIES:-1}
 sweep_connections=${SWEEP_CONNECTIONS:-128}
 connections=${CONNECTIONS:-64}
 big_connections=${BIG_CONNECTIONS:-500}
@@ -503,7 +505,7 @@ run_sweeps() {
             [[ $s == floodgate* ]] || metrics=(--no-server-metrics)
             if ! taskset -c 1 "$release/floodgate-load" --url "http://$addr" --scenario fast --threads 1 \
                     --concurrency "$sweep_connections" --sweep "$sweep_rates" --sweep-step-duration "$sweep_step" \
-                    --sweep-max-p99 "$sweep_max_p99" "${metrics[@]}" --output json --output-file "$json" \
+                    --sweep-max-p99 "$sweep_max_p99" --sweep-retries "$sweep_retries" "${metrics[@]}" --output json --output-file "$json" \
                     2>"$work/sweep.err"; then
                 log "floodgate-load --sweep failed against $s:"
                 cat "$work/sweep.err" >&2
@@ -520,13 +522,13 @@ run_sweeps() {
         done
     done
     "$release/floodgate-load" "${curves[@]}" --quiet --output html --output-file "$out_dir/sweep.html"
-    jq -s --arg rates "$sweep_rates" --arg step "$sweep_step" --argjson max_p99 "$sweep_max_p99" '
+    jq -s --arg rates "$sweep_rates" --arg step "$sweep_step" --argjson max_p99 "$sweep_max_p99" --argjson retries "$sweep_retries" '
         def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
             else (.[length / 2 - 1] + .[length / 2]) / 2 end;
         def ratios($s): group_by(.round) | map((map(select(.server == $s))[0].knee) as $k
             | (map(select(.server == "bare-axum"))[0].knee) as $b
             | if $k == null or $b == null or $b == 0 then null else $k / $b end) | map(select(. != null));
-        {rates: $rates, step: $step, max_p99_ms: $max_p99, knees: .,
+        {rates: $rates, step: $step, max_p99_ms: $max_p99, retries: $retries, knees: .,
          floodgate_ratio: (ratios("floodgate") | median), floodgate_fixed_ratio: (ratios("floodgate-fixed") | median),
          floodgate_ratios: ratios("floodgate"), floodgate_fixed_ratios: ratios("floodgate-fixed")}
         | .targets = [{key: "knee_ratio", label: "fast open-loop knee: floodgate / bare axum (median of alternating sweeps)",
@@ -534,8 +536,8 @@ run_sweeps() {
                        limit: "≥ 0.85", met: (.floodgate_ratio != null and .floodgate_ratio >= 0.85)}]' \
         "$knees" >"$out_dir/knee.json"
     {
-        printf '\nFast case as an open-loop sweep: floodgate-load --sweep %s --threads 1 --concurrency %s, %s per step, until p99 > %s ms or more than 1 %% errors (latency from the scheduled send time); server on core 0, load on core 1; %s round(s), the order reversed every other round. Last round: %s.\n\n' \
-            "$sweep_rates" "$sweep_connections" "$sweep_step" "$sweep_max_p99" "$sweep_rounds" "${out_dir#"$root"/}/sweep.html"
+        printf '\nFast case as an open-loop sweep: floodgate-load --sweep %s --threads 1 --concurrency %s, %s per step, until p99 > %s ms or more than 1 %% errors (latency from the scheduled send time), a step over the limits run again up to %s time(s) before it counts; server on core 0, load on core 1; %s round(s), the order reversed every other round. Last round: %s.\n\n' \
+            "$sweep_rates" "$sweep_connections" "$sweep_step" "$sweep_max_p99" "$sweep_retries" "$sweep_rounds" "${out_dir#"$root"/}/sweep.html"
         jq -r '"| knee ratio to bare axum (median of the rounds) | floodgate \(.floodgate_ratio // "–" | if type == "number" then . * 100 | round / 100 else . end) | floodgate-fixed \(.floodgate_fixed_ratio // "–" | if type == "number" then . * 100 | round / 100 else . end) | target ≥ 0.85: \(if .targets[0].met then "PASS" else "**MISS**" end) |", "|---|---|---|---|", ""' "$out_dir/knee.json"
         echo "| round | server | knee: offered req/s | achieved req/s | p50 | p99 | steps | stopped |"
         echo "|---|---|---|---|---|---|---|---|"

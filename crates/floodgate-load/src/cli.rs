@@ -146,6 +146,13 @@ pub struct Opts {
     #[arg(long, env = "FLOODGATE_LOAD_SWEEP_MAX_ERRORS", value_name = "PCT", default_value_t = 1.0, value_parser = parse_percent)]
     pub sweep_max_errors: f64,
 
+    /// Sweep: run a step that went over the limits again at the same rate, up
+    /// to N times, its last run deciding, so one transient within one step
+    /// does not set the knee (0 to 5).
+    #[arg(long, env = "FLOODGATE_LOAD_SWEEP_RETRIES", value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=5))]
+    pub sweep_retries: u32,
+
     /// Send no load: draw the sweeps of earlier JSON reports (written with
     /// --sweep --output json) as curves on one chart, each under NAME;
     /// repeatable. Best with --output html.
@@ -430,6 +437,9 @@ impl Opts {
         if self.sweep_step_duration.is_some() && self.sweep.is_none() {
             return Err("--sweep-step-duration applies to --sweep only".into());
         }
+        if self.sweep_retries > 0 && self.sweep.is_none() {
+            return Err("--sweep-retries applies to --sweep only".into());
+        }
         if self.runs_jobs() {
             if self.body.is_some() {
                 return Err("--body does not apply to --scenario jobs: each job is {\"number\": n, \"rounds\": r}, n from --number-range".into());
@@ -486,6 +496,7 @@ impl Opts {
                 limits: SweepLimits {
                     max_p99_ms: self.sweep_max_p99,
                     max_error_rate: self.sweep_max_errors,
+                    retries: self.sweep_retries,
                 },
             }),
             timeout: self.timeout,
@@ -1107,6 +1118,15 @@ mod tests {
             .validate()
             .is_err());
         assert!(parse(&["--sweep-step-duration", "1s"])
+            .unwrap()
+            .validate()
+            .is_err());
+        assert_eq!(parse(&["--sweep", "auto"]).unwrap().sweep_retries, 0);
+        let o = parse(&["--sweep", "auto", "--sweep-retries", "2"]).unwrap();
+        assert!(o.validate().is_ok());
+        assert_eq!(o.run_options().unwrap().sweep.unwrap().limits.retries, 2);
+        assert!(parse(&["--sweep", "auto", "--sweep-retries", "6"]).is_err());
+        assert!(parse(&["--sweep-retries", "1"])
             .unwrap()
             .validate()
             .is_err());

@@ -1046,8 +1046,10 @@ fn write_sweep(out: &mut String, sw: &SweepReport) {
     );
     let _ = writeln!(
         out,
-        "  Limits:             p99 <= {} ms, errors <= {} %",
-        sw.limits.max_p99_ms, sw.limits.max_error_rate
+        "  Limits:             p99 <= {} ms, errors <= {} %{}",
+        sw.limits.max_p99_ms,
+        sw.limits.max_error_rate,
+        crate::sweep::describe_retries(sw.limits.retries)
     );
     let _ = writeln!(
         out,
@@ -1451,6 +1453,7 @@ pub(crate) mod tests {
         let limits = |max_p99_ms, max_error_rate| SweepLimits {
             max_p99_ms,
             max_error_rate,
+            retries: 0,
         };
         let step = SweepStep::new(3, 60.0, s.step_figures(), &limits(100.0, 10.0), false);
         assert_eq!(

@@ -818,14 +818,15 @@ async fn run_sweep(
     note(
         ctx.mode,
         &format!(
-            "Sweep {}: {} {} | rates {spec}, {} per step, at most {} in flight{spread} | limits: p99 <= {} ms, errors <= {} %",
+            "Sweep {}: {} {} | rates {spec}, {} per step, at most {} in flight{spread} | limits: p99 <= {} ms, errors <= {} %{}",
             m.scenario.name,
             m.scenario.method,
             m.urls.join(", "),
             humantime::format_duration(step_duration),
             opts.concurrency,
             limits.max_p99_ms,
-            limits.max_error_rate
+            limits.max_error_rate,
+            sweep::describe_retries(limits.retries),
         ),
     );
     let mut done = Vec::new();
@@ -833,7 +834,7 @@ async fn run_sweep(
     let mut reports = Vec::new();
     let mut stop = StopReason::Duration;
     let stopped = loop {
-        let rate = match sweep::next_step(&spec, &done) {
+        let rate = match sweep::next_step(&spec, &done, limits.retries) {
             Next::Run(rate) => rate,
             Next::Done(end) => break end,
         };

@@ -15,6 +15,10 @@
 //! and its error rate at most `--sweep-max-errors`, the error rate counting
 //! every request without a 2xx answer and every request the schedule could
 //! not send (`unsent`: all connections were busy) among all requests due.
+//! With `--sweep-retries N`, a step over the limits is run again at the same
+//! rate, up to N times, and the rate's verdict is its last run: one transient
+//! (a noisy neighbour, a stall of the machine) within one step then does not
+//! set the knee, while a rate the server cannot sustain fails every time.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -151,8 +155,37 @@ pub enum Next {
     Done(SweepEnd),
 }
 
-/// The next step of a sweep.
-pub fn next_step(spec: &SweepSpec, done: &[(f64, bool)]) -> Next {
+/// The rate to run again: the last step's, when it went over the limits and
+/// has been run at that rate at most `retries` times in a row.
+fn retry(done: &[(f64, bool)], retries: u32) -> Option<f64> {
+    let &(rate, passed) = done.last()?;
+    let runs = done.iter().rev().take_while(|d| d.0 == rate).count();
+    (!passed && runs <= retries as usize).then_some(rate)
+}
+
+/// Each rate run, in order, with its verdict: the last of its runs in a row.
+fn verdicts(done: &[(f64, bool)]) -> Vec<(f64, bool)> {
+    let mut rates: Vec<(f64, bool)> = Vec::with_capacity(done.len());
+    for &(rate, passed) in done {
+        match rates.last_mut() {
+            Some(last) if last.0 == rate => last.1 = passed,
+            _ => rates.push((rate, passed)),
+        }
+    }
+    rates
+}
+
+/// The next step of a sweep, a step over the limits being run again up to
+/// `retries` times before it counts.
+pub fn next_step(spec: &SweepSpec, done: &[(f64, bool)], retries: u32) -> Next {
+    let runs = done.len();
+    if matches!(spec, SweepSpec::Auto) && runs >= AUTO_MAX_STEPS {
+        return Next::Done(SweepEnd::Limit);
+    }
+    if let Some(rate) = retry(done, retries) {
+        return Next::Run(rate);
+    }
+    let done = verdicts(done);
     match spec {
         SweepSpec::Range { .. } => {
             if done.last().is_some_and(|(_, passed)| !passed) {
@@ -164,9 +197,6 @@ pub fn next_step(spec: &SweepSpec, done: &[(f64, bool)]) -> Next {
             }
         }
         SweepSpec::Auto => {
-            if done.len() >= AUTO_MAX_STEPS {
-                return Next::Done(SweepEnd::Limit);
-            }
             let passed = done.iter().filter(|d| d.1).map(|d| d.0);
             let failed = done.iter().filter(|d| !d.1).map(|d| d.0);
             let lo = passed.fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
@@ -193,6 +223,15 @@ pub fn next_step(spec: &SweepSpec, done: &[(f64, bool)]) -> Next {
     }
 }
 
+/// How the limits' retries read in a report: nothing without any.
+pub fn describe_retries(retries: u32) -> String {
+    match retries {
+        0 => String::new(),
+        1 => ", a step over them run once more".to_owned(),
+        n => format!(", a step over them run up to {n} more times"),
+    }
+}
+
 /// When a step meets the limits.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SweepLimits {
@@ -201,6 +240,10 @@ pub struct SweepLimits {
     /// Requests without a 2xx answer, and unsent ones, at most this percent
     /// of the requests due (`--sweep-max-errors`).
     pub max_error_rate: f64,
+    /// A step over the limits is run again at its rate up to this many times,
+    /// its last run deciding (`--sweep-retries`).
+    #[serde(default)]
+    pub retries: u32,
 }
 
 /// One step of a sweep.
@@ -434,6 +477,11 @@ mod tests {
         SweepSpec::Range { start, end, step }
     }
 
+    /// The next step without retries.
+    fn next(spec: &SweepSpec, done: &[(f64, bool)]) -> Next {
+        next_step(spec, done, 0)
+    }
+
     #[test]
     fn parses_ranges_and_auto() {
         assert_eq!(
@@ -476,27 +524,98 @@ mod tests {
     #[test]
     fn a_range_stops_at_its_first_failure_or_its_end() {
         let spec = range(100.0, 300.0, 100.0);
-        assert_eq!(next_step(&spec, &[]), Next::Run(100.0));
-        assert_eq!(next_step(&spec, &[(100.0, true)]), Next::Run(200.0));
+        assert_eq!(next(&spec, &[]), Next::Run(100.0));
+        assert_eq!(next(&spec, &[(100.0, true)]), Next::Run(200.0));
         assert_eq!(
-            next_step(&spec, &[(100.0, true), (200.0, false)]),
+            next(&spec, &[(100.0, true), (200.0, false)]),
             Next::Done(SweepEnd::Threshold)
         );
         assert_eq!(
-            next_step(&spec, &[(100.0, true), (200.0, true), (300.0, true)]),
+            next(&spec, &[(100.0, true), (200.0, true), (300.0, true)]),
             Next::Done(SweepEnd::RangeEnd)
         );
     }
 
     /// Runs `auto` against a server that meets the limits up to `capacity`.
     fn auto_against(capacity: f64) -> (Vec<(f64, bool)>, SweepEnd) {
+        auto_with(0, |rate, _| rate <= capacity)
+    }
+
+    /// Runs `auto` with `retries` against a server whose `n`th step (from 0)
+    /// at `rate` meets the limits when `meets(rate, n)`.
+    fn auto_with(
+        retries: u32,
+        mut meets: impl FnMut(f64, usize) -> bool,
+    ) -> (Vec<(f64, bool)>, SweepEnd) {
         let mut done = Vec::new();
         loop {
-            match next_step(&SweepSpec::Auto, &done) {
-                Next::Run(rate) => done.push((rate, rate <= capacity)),
+            match next_step(&SweepSpec::Auto, &done, retries) {
+                Next::Run(rate) => {
+                    let passed = meets(rate, done.len());
+                    done.push((rate, passed));
+                }
                 Next::Done(end) => return (done, end),
             }
         }
+    }
+
+    /// The highest rate whose verdict (its last run) met the limits.
+    fn knee(done: &[(f64, bool)]) -> f64 {
+        verdicts(done)
+            .iter()
+            .filter(|d| d.1)
+            .map(|d| d.0)
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn a_range_runs_a_failed_step_again_before_it_stops() {
+        let spec = range(100.0, 300.0, 100.0);
+        let next = |done: &[(f64, bool)]| next_step(&spec, done, 1);
+        assert_eq!(next(&[(100.0, true), (200.0, false)]), Next::Run(200.0));
+        // A transient: the second run meets the limits, and the range goes on.
+        assert_eq!(
+            next(&[(100.0, true), (200.0, false), (200.0, true)]),
+            Next::Run(300.0)
+        );
+        assert_eq!(
+            next(&[(100.0, true), (200.0, false), (200.0, false)]),
+            Next::Done(SweepEnd::Threshold)
+        );
+        assert_eq!(
+            next(&[(100.0, true), (200.0, false), (200.0, true), (300.0, true)]),
+            Next::Done(SweepEnd::RangeEnd)
+        );
+    }
+
+    #[test]
+    fn auto_with_retries_is_not_stopped_by_one_transient() {
+        // Capacity 23,456/s, and the 16,000/s step's first run (the fifth
+        // step) fails by chance: without retries the knee stays below 16,000.
+        let capacity = 23_456.0;
+        let transient = |rate: f64, n: usize| rate <= capacity && n != 4;
+        let (done, _) = auto_with(0, transient);
+        assert!(knee(&done) < 16_000.0, "{done:?}");
+        let (done, end) = auto_with(1, transient);
+        assert_eq!(end, SweepEnd::Converged);
+        assert_eq!(done[4..6], [(16_000.0, false), (16_000.0, true)]);
+        let k = knee(&done);
+        assert!(
+            (capacity / (1.0 + AUTO_PRECISION)..=capacity).contains(&k),
+            "knee {k} in {done:?}"
+        );
+        // A rate over capacity fails every run: the same knee, each failed
+        // rate run twice.
+        let (steady, _) = auto_with(1, |rate, _| rate <= capacity);
+        assert_eq!(knee(&steady), knee(&auto_against(capacity).0));
+        for (rate, _) in verdicts(&steady).iter().filter(|d| !d.1) {
+            let runs = steady.iter().filter(|d| d.0 == *rate).count();
+            assert_eq!(runs, 2, "{rate} in {steady:?}");
+        }
+        // Retries count toward the step bound.
+        let (never, end) = auto_with(3, |_, _| false);
+        assert_eq!(end, SweepEnd::Limit);
+        assert!(never.len() <= AUTO_MAX_STEPS, "{never:?}");
     }
 
     #[test]

@@ -74,6 +74,35 @@ async fn a_sweep_steps_the_rate_up_until_p99_passes_its_limit() {
     );
 }
 
+/// With `--sweep-retries 1`, a step over the limits is run once more at its
+/// rate before it ends the sweep; a rate the server cannot sustain fails both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_over_the_limits_is_run_again_before_it_ends_the_sweep() {
+    let (url, _stub) = spawn_stub(Stub::default()).await;
+    let args = paced_sweep(&url, "80..140:60", &["--sweep-retries", "1"]);
+    let run = run_load(&args, &[]).await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let sweep = &run.json()["sweeps"][0];
+    assert_eq!(sweep["limits"]["retries"], 1);
+    assert_eq!(sweep["stopped"], "threshold");
+    let steps = sweep["steps"].as_array().unwrap();
+    let runs: Vec<(f64, bool)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["offered_rate"].as_f64().unwrap(),
+                s["passed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        [(80.0, true), (140.0, false), (140.0, false)],
+        "{sweep}"
+    );
+    assert_eq!(sweep["knee"]["offered_rate"], 80.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_end_a_sweep_without_a_knee() {
     // The stub's fast endpoint answers 30 % of requests with 429 or 500.
