@@ -16,21 +16,13 @@ async fn raw(addr: SocketAddr, parts: &[&[u8]]) -> (String, bool) {
     tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         for part in parts {
             s.write_all(&part).unwrap();
             s.flush().unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }
         let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        let closed = loop {
-            match s.read(&mut buf) {
-                Ok(0) => break true,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
-            }
-        };
+        let closed = read_until_closed(&mut s, &mut out);
         (String::from_utf8_lossy(&out).into_owned(), closed)
     })
     .await
@@ -66,18 +58,25 @@ async fn answered_before_body(
         }
         // The connection may be closed already: a write into it is not the test's concern.
         let _ = s.write_all(&body);
-        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-        let closed = loop {
-            match s.read(&mut buf) {
-                Ok(0) => break true,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
-            }
-        };
+        let closed = read_until_closed(&mut s, &mut out);
         (String::from_utf8_lossy(&out).into_owned(), closed)
     })
     .await
     .unwrap()
+}
+
+/// Reads into `out` until the server closes the connection or goes quiet for a second;
+/// whether it closed (a reset counts).
+fn read_until_closed(s: &mut TcpStream, out: &mut Vec<u8>) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
 }
 
 /// How many whole responses (head and `Content-Length` body) `bytes` holds.

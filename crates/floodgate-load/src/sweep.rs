@@ -627,7 +627,7 @@ mod tests {
             &rates[..6],
             [1_000.0, 2_000.0, 4_000.0, 8_000.0, 16_000.0, 32_000.0]
         );
-        let knee = done.iter().filter(|d| d.1).map(|d| d.0).fold(0.0, f64::max);
+        let knee = knee(&done);
         assert!(
             (23_456.0 / (1.0 + AUTO_PRECISION)..=23_456.0).contains(&knee),
             "knee {knee} in {rates:?}"
@@ -648,7 +648,7 @@ mod tests {
                 (125.0, true)
             ]
         );
-        let knee = done.iter().filter(|d| d.1).map(|d| d.0).fold(0.0, f64::max);
+        let knee = knee(&done);
         assert!((143.0..=150.0).contains(&knee), "{done:?}");
     }
 
