@@ -473,6 +473,19 @@ mod tests {
             }
         };
         let held = overload.admit(Class::Intensive).unwrap();
+        // A refusal whose caller is gone before it is polled takes nothing and holds nothing.
+        let polls = Arc::new(AtomicUsize::new(0));
+        drop(svc.clone().call(Request::new(Arriving {
+            arrived: Some(Bytes::from_static(b"{}")),
+            more: false,
+            polls: Arc::clone(&polls),
+        })));
+        assert_eq!(polls.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            overload.state()[1].in_flight,
+            1,
+            "only the place held above"
+        );
         let refused = http::StatusCode::SERVICE_UNAVAILABLE;
         assert_eq!(
             call(false, false).await,
