@@ -4,22 +4,15 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn the_limiter_admits_its_configured_rate() {
-    // A bucket of a whole second's worth: a client stalled for less than a second (a loaded
-    // machine running a debug build) finds every token it could have used still there, so the
-    // count depends on the limiter, not on how evenly the calls were sent.
-    const RATE: f64 = 50.0;
-    const BURST: f64 = 50.0;
     let app = spawn_with(|s| {
-        s.rate_limit.requests_per_second = RATE as u32;
-        s.rate_limit.burst = BURST as u32;
+        s.rate_limit.requests_per_second = 50;
+        s.rate_limit.burst = 5;
     })
     .await;
     let started = Instant::now();
     let (mut ok, mut limited) = (0u32, 0u32);
     let mut retry_after_seen = false;
-    let mut last_sent = Duration::ZERO;
     while started.elapsed() < Duration::from_secs(2) {
-        last_sent = started.elapsed();
         let r = app.compute("fast", 1).await;
         match r.status().as_u16() {
             200 => ok += 1,
@@ -39,16 +32,10 @@ async fn the_limiter_admits_its_configured_rate() {
             other => panic!("unexpected status {other}"),
         }
     }
-    // The bucket starts full, so by the last call's decision BURST + RATE × its time were
-    // available: at least what had come by the last call's sending, at most what had come by
-    // the loop's end, one either way for the decisions' rounding.
-    let ended = started.elapsed();
-    let least = (BURST + RATE * last_sent.as_secs_f64()).floor() - 1.0;
-    let most = (BURST + RATE * ended.as_secs_f64()).ceil() + 1.0;
+    // 50/s for 2 s, plus the initial burst of 5; allow a little for timing at the edges.
     assert!(
-        (least..=most).contains(&f64::from(ok)),
-        "admitted {ok}, refused {limited}; expected {least}..={most} \
-         (last call sent after {last_sent:?}, loop ended after {ended:?})"
+        (100..=108).contains(&ok),
+        "admitted {ok}, refused {limited}"
     );
     assert!(limited > 0 && retry_after_seen);
     // Operational endpoints are never limited.
