@@ -98,6 +98,8 @@ pub struct JobStore {
     breaker: Arc<Breaker>,
     /// Deadline of one call: the pool's acquire timeout, then as long again for the statement.
     deadline: Duration,
+    /// This replica's database sessions, whose wake-up notices its runner skips.
+    own_backends: Arc<wakeups::OwnBackends>,
     metrics: Arc<StoreMetrics>,
 }
 
@@ -291,6 +293,7 @@ macro_rules! columns {
 }
 
 mod queue;
+mod wakeups;
 
 pub use queue::{Backoff, Discarded, End, Upkept};
 
@@ -315,6 +318,7 @@ impl JobStore {
         breaker: BreakerConfig,
     ) -> Result<JobStore, OpenError> {
         let url = s.url.as_str();
+        let own_backends = Arc::new(wakeups::OwnBackends::new(s.max_connections));
         let store = if let Some(path) = url.strip_prefix("sqlite://") {
             if let Some(dir) = Path::new(path)
                 .parent()
@@ -334,7 +338,12 @@ impl JobStore {
                 .busy_timeout(s.acquire_timeout);
             Backend::Sqlite(Arc::new(sqlite_file::SqliteFile::open(options, s).await?))
         } else {
+            let own = Arc::clone(&own_backends);
             let pool = pool_options(s)
+                .after_connect(move |conn, _| {
+                    let own = Arc::clone(&own);
+                    Box::pin(async move { own.opened(conn).await })
+                })
                 .connect(url)
                 .await
                 .map_err(|e| OpenError::Unavailable(format!("cannot reach PostgreSQL: {e}")))?;
@@ -348,6 +357,7 @@ impl JobStore {
             backend: store,
             breaker: Arc::new(Breaker::new("database", breaker, metrics.breaker.clone())),
             deadline: s.acquire_timeout * 2,
+            own_backends,
             metrics: Arc::new(metrics),
         })
     }

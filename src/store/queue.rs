@@ -422,24 +422,6 @@ impl JobStore {
         Ok(released)
     }
 
-    /// Tell the other replicas' runners that jobs were queued (PostgreSQL; a no-op on
-    /// SQLite, whose one replica wakes its own runner). Best effort: a lost notice costs at
-    /// most a poll interval.
-    pub async fn notify(&self) {
-        if let Backend::Postgres(_) = self.backend {
-            let _ = on_pool!(
-                self,
-                finish,
-                postgres | p | {
-                    sqlx::query("SELECT pg_notify('floodgate_jobs', '')")
-                        .execute(p)
-                        .await?
-                        .rows_affected()
-                }
-            );
-        }
-    }
-
     /// One round of upkeep: rescue the jobs whose runner stopped renewing their lease (run
     /// again after `backoff`, or discarded after `max_attempts`), delete up to `batch` jobs
     /// that finished more than `retention` ago, and count the active jobs. One statement on
@@ -595,19 +577,6 @@ impl JobStore {
                 )?)
             }
         }
-    }
-
-    /// Wake-ups from the database when another replica queues jobs (PostgreSQL's
-    /// `LISTEN`), on a connection of its own; `None` on SQLite, whose one replica wakes its
-    /// own runner. A lost connection is re-established by the listener on its next receive;
-    /// what was notified meanwhile is lost, and the upkeep's poll covers it.
-    pub async fn listener(&self) -> Option<sqlx::postgres::PgListener> {
-        let Backend::Postgres(pool) = &self.backend else {
-            return None;
-        };
-        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await.ok()?;
-        listener.listen("floodgate_jobs").await.ok()?;
-        Some(listener)
     }
 }
 

@@ -852,8 +852,34 @@ async fn jobs_pg_a_lost_wake_up_costs_at_most_the_poll_interval() {
     drop(app);
 }
 
-/// An idle replica on PostgreSQL issues no claim and only its upkeep's statement a round
-/// (pg_stat_statements counts what it asks over 12 s with the default 5 s poll interval).
+/// Calls of the statements PostgreSQL ran since its statistics were last reset, but for the
+/// statistics' own.
+async fn statements(db: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query(
+        "SELECT query, calls FROM pg_stat_statements \
+         WHERE query NOT ILIKE '%pg_stat_statements%' AND calls > 0",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get("query"), r.get("calls")))
+    .collect()
+}
+
+/// Claims among `statements`.
+fn claims(statements: &[(String, i64)]) -> i64 {
+    statements
+        .iter()
+        .filter(|(q, _)| q.contains("SKIP LOCKED"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// A replica claims once for each job submitted to it (its own insert's notice, echoed back
+/// by PostgreSQL, wakes nothing: the submission did); idle, it issues no claim and only its
+/// upkeep's statement a round (pg_stat_statements counts what it asks over 12 s with the
+/// default 5 s poll interval).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_pg_an_idle_replica_issues_no_claim_and_its_upkeep_alone() {
     let _one_at_a_time = exclusive().await;
@@ -869,43 +895,48 @@ async fn jobs_pg_an_idle_replica_issues_no_claim_and_its_upkeep_alone() {
         .await
         .unwrap();
     let app = spawn_with(|s| s.database.url = url.clone()).await;
-    // One job run, so the runner has claimed, run and recorded once.
-    let r = submit(&client(), &app.url(""), 3, 1000).await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    loop {
-        let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-            .bind(&id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        if status == "succeeded" {
-            break;
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&db)
+        .await
+        .unwrap();
+    // Jobs submitted one at a time, each run to its end before the next.
+    const SUBMITTED: i64 = 10;
+    for number in 0..SUBMITTED {
+        let r = submit(&client(), &app.url(""), number as u64 + 3, 1000).await;
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        loop {
+            let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            if status == "succeeded" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let submitting = statements(&db).await;
+    // One claim per submission; an upkeep round that found a job queued may add one.
+    assert!(
+        (SUBMITTED..=SUBMITTED + 2).contains(&claims(&submitting)),
+        "{} claims for {SUBMITTED} jobs: {submitting:?}",
+        claims(&submitting)
+    );
     sqlx::query("SELECT pg_stat_statements_reset()")
         .execute(&db)
         .await
         .unwrap();
     let idle = Duration::from_secs(12);
     tokio::time::sleep(idle).await;
-    let rows = sqlx::query(
-        "SELECT query, calls FROM pg_stat_statements \
-         WHERE query NOT ILIKE '%pg_stat_statements%' AND calls > 0",
-    )
-    .fetch_all(&db)
-    .await
-    .unwrap();
-    let statements: Vec<(String, i64)> = rows
-        .iter()
-        .map(|r| (r.get("query"), r.get("calls")))
-        .collect();
+    let statements = statements(&db).await;
     let total: i64 = statements.iter().map(|(_, n)| n).sum();
-    assert!(
-        !statements.iter().any(|(q, _)| q.contains("SKIP LOCKED")),
+    assert_eq!(
+        claims(&statements),
+        0,
         "an idle replica claimed: {statements:?}"
     );
     assert!(

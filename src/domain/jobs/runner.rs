@@ -457,13 +457,15 @@ impl Runner {
         }
     }
 
-    /// Other replicas' inserts, announced by PostgreSQL: wake the claim loop.
+    /// Other replicas' inserts, announced by PostgreSQL: wake the claim loop. This replica's
+    /// own notices are skipped: whatever queued the jobs woke it already.
     async fn listen(self: Arc<Self>) {
         let Some(mut listener) = self.jobs.store.listener().await else {
             return;
         };
         loop {
             match listener.recv().await {
+                Ok(notice) if self.jobs.store.sent_here(&notice) => {}
                 Ok(_) => self.wake.notify_one(),
                 // Re-established on the next receive; what was announced meanwhile the
                 // upkeep's poll finds.
