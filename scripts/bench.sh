@@ -73,7 +73,8 @@
 #      OVERLOAD (1: add the overload scenarios to a full run), OVERLOAD_DURATION
 #      (s per overload run, 20), HOG_DURATION (s of the slowed-machine run, 30),
 #      OVERLOAD_CONNECTIONS (most requests in flight, 2000), OVERLOAD_FAST_CONNECTIONS
-#      (the mixed case's fast client, SWEEP_CONNECTIONS), CARGO_TARGET_DIR,
+#      (the mixed case's fast client, SWEEP_CONNECTIONS), MIXED_LEAD (s the mixed case's
+#      intensive flood runs before its fast client starts, 2), CARGO_TARGET_DIR,
 #      BENCH_TRACES (1: floodgate samples BENCH_TRACE_RATIO of requests, 0.1 by
 #      default, and exports their spans to a rotel-agent that drops them (+3), so its
 #      duration histograms carry exemplars, as in production; 0: no tracing).
