@@ -397,16 +397,27 @@ async fn readers_that_never_read_are_closed_with_1013_and_cost_bounded_memory() 
         READERS as f64 * message_bytes * elapsed.as_secs_f64() / 0.1 / 1e6,
         peak - connected
     );
-    let codes = futures_util::future::join_all(sockets.into_iter().map(|mut socket| async move {
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
-                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code),
-                Ok(Some(Ok(_))) => continue,
-                _ => return None,
-            }
-        }
-    }))
-    .await;
+    // Each reader drains on a task of its own, so both of the runtime's threads read: the
+    // server gives each close frame `CLOSE_GRACE` (5 s) to get through what is unread, and a
+    // single task reading 1,000 backlogs one after another can take longer on a busy machine.
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut socket| {
+            tokio::spawn(async move {
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+                        Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code),
+                        Ok(Some(Ok(_))) => continue,
+                        _ => return None,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut codes = Vec::with_capacity(READERS);
+    for reader in readers {
+        codes.push(reader.await.unwrap());
+    }
     let again = codes
         .iter()
         .filter(|c| **c == Some(CloseCode::Again))
