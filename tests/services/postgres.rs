@@ -876,6 +876,38 @@ fn claims(statements: &[(String, i64)]) -> i64 {
         .sum()
 }
 
+/// Jobs submitted in each [`submit_one_by_one`].
+const SUBMITTED: i64 = 10;
+
+/// Submit `n` jobs one at a time, each run to its end before the next; a submission the
+/// service refuses (its database connections just replaced) is sent again.
+async fn submit_one_by_one(app: &TestApp, db: &PgPool, n: i64) {
+    for number in 0..n {
+        let id = loop {
+            let r = submit(&client(), &app.url(""), number as u64 + 3, 1000).await;
+            if r.status() == 202 {
+                break r.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+            }
+            assert_eq!(r.status(), 503, "{:?}", r.text().await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        loop {
+            let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+                .bind(&id)
+                .fetch_one(db)
+                .await
+                .unwrap();
+            if status == "succeeded" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// A replica claims once for each job submitted to it (its own insert's notice, echoed back
 /// by PostgreSQL, wakes nothing: the submission did); idle, it issues no claim and only its
 /// upkeep's statement a round (pg_stat_statements counts what it asks over 12 s with the
@@ -899,26 +931,7 @@ async fn jobs_pg_an_idle_replica_issues_no_claim_and_its_upkeep_alone() {
         .execute(&db)
         .await
         .unwrap();
-    // Jobs submitted one at a time, each run to its end before the next.
-    const SUBMITTED: i64 = 10;
-    for number in 0..SUBMITTED {
-        let r = submit(&client(), &app.url(""), number as u64 + 3, 1000).await;
-        let id = r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        loop {
-            let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-                .bind(&id)
-                .fetch_one(&db)
-                .await
-                .unwrap();
-            if status == "succeeded" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    submit_one_by_one(&app, &db, SUBMITTED).await;
     let submitting = statements(&db).await;
     // One claim per submission; an upkeep round that found a job queued may add one.
     assert!(
@@ -944,6 +957,77 @@ async fn jobs_pg_an_idle_replica_issues_no_claim_and_its_upkeep_alone() {
         "{total} statements in {idle:?} of idle: {statements:?}"
     );
     eprintln!("idle for {idle:?}: {total} statements");
+    drop(app);
+}
+
+/// The fault: every database session of the replica terminated (a failover, a pooler
+/// restart). Its new connections are recorded as they open, so its own notices are still
+/// skipped: one claim per submission, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_pg_a_replica_knows_its_own_notices_after_its_sessions_are_replaced() {
+    let _one_at_a_time = exclusive().await;
+    let pg = PostgresServer::start();
+    let url = pg.url();
+    let db = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&db)
+        .await
+        .unwrap();
+    let app = spawn_with(|s| s.database.url = url.clone()).await;
+    submit_one_by_one(&app, &db, 1).await;
+    let before: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' \
+         AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert!(!before.is_empty());
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    // Its sessions come back (the listener's too, within its second of back-off) before
+    // the count starts.
+    let started = Instant::now();
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' \
+             AND NOT (pid = ANY($1))",
+        )
+        .bind(&before)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if listening > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the listener did not come back"
+        );
+        // Submissions bring the pool's connections back meanwhile.
+        submit_one_by_one(&app, &db, 1).await;
+    }
+    submit_one_by_one(&app, &db, 1).await;
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&db)
+        .await
+        .unwrap();
+    submit_one_by_one(&app, &db, SUBMITTED).await;
+    let submitting = statements(&db).await;
+    assert!(
+        (SUBMITTED..=SUBMITTED + 2).contains(&claims(&submitting)),
+        "{} claims for {SUBMITTED} jobs after the sessions were replaced: {submitting:?}",
+        claims(&submitting)
+    );
     drop(app);
 }
 
