@@ -458,11 +458,12 @@ impl Load {
     }
 }
 
-/// Submit until one is accepted again (20 s at most); how long it took.
-async fn wait_for_v2(c: &reqwest::Client, base: &str) -> (Duration, String) {
+/// Submit job `number` until it is accepted (20 s at most, every refusal a 503); how long it
+/// took, and the job's id.
+async fn wait_for_v2(c: &reqwest::Client, base: &str, number: u64) -> (Duration, String) {
     let started = Instant::now();
     loop {
-        let r = submit(c, base, 77, 1000).await;
+        let r = submit(c, base, number, 1000).await;
         if r.status() == 202 {
             let job: Value = r.json().await.unwrap();
             return (started.elapsed(), job["id"].as_str().unwrap().to_owned());
@@ -517,7 +518,7 @@ async fn jobs_pg_database_down_costs_v2_a_fast_503_and_v2_comes_back() {
             "stopped" => pg.start_again(),
             _ => pg.signal_all("-CONT"),
         }
-        let (recovered_in, after) = wait_for_v2(&c, &app.base).await;
+        let (recovered_in, after) = wait_for_v2(&c, &app.base, 77).await;
         let back = Instant::now();
         load.wait_for(202, 20, back).await;
         let answers = load.finish().await;
@@ -883,17 +884,7 @@ const SUBMITTED: i64 = 10;
 /// service refuses (its database connections just replaced) is sent again.
 async fn submit_one_by_one(app: &TestApp, db: &PgPool, n: i64) {
     for number in 0..n {
-        let id = loop {
-            let r = submit(&client(), &app.url(""), number as u64 + 3, 1000).await;
-            if r.status() == 202 {
-                break r.json::<Value>().await.unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned();
-            }
-            assert_eq!(r.status(), 503, "{:?}", r.text().await);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let (_, id) = wait_for_v2(&client(), &app.url(""), number as u64 + 3).await;
         loop {
             let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
                 .bind(&id)
@@ -908,13 +899,9 @@ async fn submit_one_by_one(app: &TestApp, db: &PgPool, n: i64) {
     }
 }
 
-/// A replica claims once for each job submitted to it (its own insert's notice, echoed back
-/// by PostgreSQL, wakes nothing: the submission did); idle, it issues no claim and only its
-/// upkeep's statement a round (pg_stat_statements counts what it asks over 12 s with the
-/// default 5 s poll interval).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_pg_an_idle_replica_issues_no_claim_and_its_upkeep_alone() {
-    let _one_at_a_time = exclusive().await;
+/// A fresh PostgreSQL with `pg_stat_statements`, a connection of the test's own to read it,
+/// and a replica on it.
+async fn counted_replica() -> (PostgresServer, PgPool, TestApp) {
     let pg = PostgresServer::start();
     let url = pg.url();
     let db = PgPoolOptions::new()
@@ -927,22 +914,39 @@ async fn jobs_pg_an_idle_replica_issues_no_claim_and_its_upkeep_alone() {
         .await
         .unwrap();
     let app = spawn_with(|s| s.database.url = url.clone()).await;
+    (pg, db, app)
+}
+
+async fn reset_statements(db: &PgPool) {
     sqlx::query("SELECT pg_stat_statements_reset()")
-        .execute(&db)
+        .execute(db)
         .await
         .unwrap();
-    submit_one_by_one(&app, &db, SUBMITTED).await;
-    let submitting = statements(&db).await;
-    // One claim per submission; an upkeep round that found a job queued may add one.
+}
+
+/// [`SUBMITTED`] jobs submitted one by one cost one claim each; an upkeep round that found
+/// a job queued may add one.
+async fn assert_one_claim_per_submission(app: &TestApp, db: &PgPool, when: &str) {
+    reset_statements(db).await;
+    submit_one_by_one(app, db, SUBMITTED).await;
+    let submitting = statements(db).await;
     assert!(
         (SUBMITTED..=SUBMITTED + 2).contains(&claims(&submitting)),
-        "{} claims for {SUBMITTED} jobs: {submitting:?}",
+        "{} claims for {SUBMITTED} jobs {when}: {submitting:?}",
         claims(&submitting)
     );
-    sqlx::query("SELECT pg_stat_statements_reset()")
-        .execute(&db)
-        .await
-        .unwrap();
+}
+
+/// A replica claims once for each job submitted to it (its own insert's notice, echoed back
+/// by PostgreSQL, wakes nothing: the submission did); idle, it issues no claim and only its
+/// upkeep's statement a round (pg_stat_statements counts what it asks over 12 s with the
+/// default 5 s poll interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_pg_an_idle_replica_issues_no_claim_and_its_upkeep_alone() {
+    let _one_at_a_time = exclusive().await;
+    let (_pg, db, app) = counted_replica().await;
+    assert_one_claim_per_submission(&app, &db, "submitted one by one").await;
+    reset_statements(&db).await;
     let idle = Duration::from_secs(12);
     tokio::time::sleep(idle).await;
     let statements = statements(&db).await;
@@ -960,24 +964,15 @@ async fn jobs_pg_an_idle_replica_issues_no_claim_and_its_upkeep_alone() {
     drop(app);
 }
 
-/// The fault: every database session of the replica terminated (a failover, a pooler
-/// restart). Its new connections are recorded as they open, so its own notices are still
-/// skipped: one claim per submission, as before.
+/// The faults: every database session of the replica terminated (a failover, a pooler
+/// restart), then the database frozen (every server process SIGSTOPped) while the replica
+/// connects again, so the submission waiting for a connection is dropped at its deadline,
+/// and let go. The connections it opens after are recorded as they open, so its own notices
+/// are still skipped: one claim per submission, as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_pg_a_replica_knows_its_own_notices_after_its_sessions_are_replaced() {
     let _one_at_a_time = exclusive().await;
-    let pg = PostgresServer::start();
-    let url = pg.url();
-    let db = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .unwrap();
-    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        .execute(&db)
-        .await
-        .unwrap();
-    let app = spawn_with(|s| s.database.url = url.clone()).await;
+    let (pg, db, app) = counted_replica().await;
     submit_one_by_one(&app, &db, 1).await;
     let before: Vec<i32> = sqlx::query_scalar(
         "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' \
@@ -994,6 +989,22 @@ async fn jobs_pg_a_replica_knows_its_own_notices_after_its_sessions_are_replaced
     .execute(&db)
     .await
     .unwrap();
+    pg.signal_all("-STOP");
+    // The first submissions fail at once on the terminated sessions; one then waits for a
+    // new connection to the frozen database until its deadline.
+    let mut waited = Vec::new();
+    while waited.last().is_none_or(|w| *w < Duration::from_secs(1)) && waited.len() < 20 {
+        let sent = Instant::now();
+        let r = submit(&client(), &app.url(""), 2, 1000).await;
+        waited.push(sent.elapsed());
+        assert_eq!(r.status(), 503, "{:?}", r.text().await);
+    }
+    eprintln!("submissions to the frozen database answered after {waited:?}");
+    pg.signal_all("-CONT");
+    assert!(
+        waited.last().is_some_and(|w| *w >= Duration::from_secs(1)),
+        "no submission waited for a connection: {waited:?}"
+    );
     // Its sessions come back (the listener's too, within its second of back-off) before
     // the count starts.
     let started = Instant::now();
@@ -1017,17 +1028,7 @@ async fn jobs_pg_a_replica_knows_its_own_notices_after_its_sessions_are_replaced
         submit_one_by_one(&app, &db, 1).await;
     }
     submit_one_by_one(&app, &db, 1).await;
-    sqlx::query("SELECT pg_stat_statements_reset()")
-        .execute(&db)
-        .await
-        .unwrap();
-    submit_one_by_one(&app, &db, SUBMITTED).await;
-    let submitting = statements(&db).await;
-    assert!(
-        (SUBMITTED..=SUBMITTED + 2).contains(&claims(&submitting)),
-        "{} claims for {SUBMITTED} jobs after the sessions were replaced: {submitting:?}",
-        claims(&submitting)
-    );
+    assert_one_claim_per_submission(&app, &db, "after the sessions were replaced").await;
     drop(app);
 }
 
