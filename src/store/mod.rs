@@ -201,6 +201,32 @@ fn is_dependency_failure(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A connection that can open a transaction which writes, each backend its own way.
+trait BeginWrite: sqlx::Connection + Sized {
+    /// The statement that opens it.
+    const BEGIN: &'static str;
+}
+
+/// SQLite takes the write lock at once, waiting out the busy timeout like any statement.
+/// A deferred transaction that reads first fails at its first write, without waiting, when
+/// another connection holds the lock or wrote since the read began (`SQLITE_BUSY`, 517), and
+/// the breaker would count that contention as the database failing.
+impl BeginWrite for sqlx::SqliteConnection {
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+}
+
+impl BeginWrite for sqlx::PgConnection {
+    const BEGIN: &'static str = "BEGIN";
+}
+
+/// Open a transaction that writes (see [`BeginWrite`]).
+fn begin_write<C: BeginWrite>(
+    c: &mut C,
+) -> impl std::future::Future<Output = Result<sqlx::Transaction<'_, C::Database>, sqlx::Error>> + Send + '_
+{
+    c.begin_with(C::BEGIN)
+}
+
 /// Runs the same statement, on a pooled connection of whichever backend is configured,
 /// through the breaker and within the call's deadline, timing the wait for the connection
 /// and the statement (under `$op`). In `$body`, `$c` is the connection and `?` applies to
@@ -468,7 +494,7 @@ impl JobStore {
             columns!()
         );
         on_pool!(self, insert, |p| {
-            let mut tx = sqlx::Connection::begin(&mut *p).await?;
+            let mut tx = begin_write(&mut *p).await?;
             let mut out: Vec<Inserted> = Vec::with_capacity(jobs.len());
             // Keys met earlier in this batch: (owner, key) → (hash, index of its job).
             let mut seen: std::collections::HashMap<(&str, &str), (&str, usize)> =
@@ -686,7 +712,7 @@ impl JobStore {
         let close = "UPDATE job_attempts SET finished_at = $2, error = 'cancelled' \
                      WHERE job_id = $1 AND finished_at IS NULL";
         let cancelled = on_pool!(self, cancel, |p| {
-            let mut tx = sqlx::Connection::begin(&mut *p).await?;
+            let mut tx = begin_write(&mut *p).await?;
             let rows = sqlx::query(sql)
                 .bind(id)
                 .bind(now)

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use sqlx::Row;
 
-use super::{is_dependency_failure, job_from_row, Backend, DbError, Job, JobStore, StoreError};
+use super::{
+    begin_write, is_dependency_failure, job_from_row, Backend, DbError, Job, JobStore, StoreError,
+};
 
 /// The database's clock in microseconds since the Unix epoch, on PostgreSQL.
 macro_rules! pg_now {
@@ -204,7 +206,7 @@ impl JobStore {
                     self,
                     claim,
                     sqlite | p | {
-                        let mut tx = sqlx::Connection::begin(&mut *p).await?;
+                        let mut tx = begin_write(&mut *p).await?;
                         let mut jobs = sqlx::query(claim)
                             .bind(runner)
                             .bind(now)
@@ -362,7 +364,7 @@ impl JobStore {
                     self,
                     finish,
                     sqlite | p | {
-                        let mut tx = sqlx::Connection::begin(&mut *p).await?;
+                        let mut tx = begin_write(&mut *p).await?;
                         let mut recorded = Vec::with_capacity(ends.len());
                         for (id, at, end) in ends {
                             let (status, result, digest, error, run_at) = end.columns();
@@ -403,7 +405,7 @@ impl JobStore {
                     WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING id";
         let forget = "DELETE FROM job_attempts WHERE job_id = $1 AND finished_at IS NULL";
         let released = on_pool!(self, finish, |p| {
-            let mut tx = sqlx::Connection::begin(&mut *p).await?;
+            let mut tx = begin_write(&mut *p).await?;
             let rows = sqlx::query(back)
                 .bind(id)
                 .bind(runner)
@@ -514,7 +516,7 @@ impl JobStore {
                     self,
                     tidy,
                     sqlite | p | {
-                        let mut tx = sqlx::Connection::begin(&mut *p).await?;
+                        let mut tx = begin_write(&mut *p).await?;
                         let mut done = Upkept {
                             now,
                             ..Upkept::default()

@@ -507,3 +507,57 @@ async fn the_upkeep_purges_a_job_with_its_attempts() {
         Inserted::Created(_)
     ));
 }
+
+/// Another writer holding SQLite's lock is contention, not a failing database: each write
+/// path waits for the lock (within the busy timeout) and goes through, and the breaker stays
+/// closed. The upkeep reads before it writes; begun deferred, it failed at its first write
+/// whenever the other writer committed meanwhile, and a batch of submissions running
+/// alongside the upkeep opened the breaker.
+#[tokio::test]
+async fn a_write_waits_out_another_writer_and_the_breaker_stays_closed() {
+    use sqlx::Connection;
+    let settings = sqlite_settings();
+    let store = store(&settings, Duration::from_secs(60)).await;
+    store.insert(new_job(1, None)).await.unwrap();
+    let claimed = store
+        .claim("r", 1, Duration::from_secs(60), now_us())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    store.insert(new_job(2, None)).await.unwrap();
+
+    let mut other = sqlx::SqliteConnection::connect(&settings.url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE jobs SET rounds = rounds")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let backoff = Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(1),
+    };
+    // Past the claimed job's lease: the upkeep reads it, then rescues it.
+    let later = now_us() + 120_000_000;
+    let upkeep = store.upkeep(later, 3, backoff, Duration::from_secs(3600), 10);
+    let claim = store.claim("r", 1, Duration::from_secs(60), now_us());
+    let batch = store.insert_batch(vec![new_job(3, Some("k")), new_job(4, None)]);
+    let hold = async {
+        // The injected fault: the other writer keeps the lock this long, then commits.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    };
+    let (upkept, claimed, inserted, ()) = tokio::join!(upkeep, claim, batch, hold);
+    let upkept = upkept.expect("the upkeep waits for the lock");
+    assert_eq!(upkept.retried, 1, "the lapsed job is rescued");
+    assert_eq!(claimed.expect("the claim waits for the lock").len(), 1);
+    assert!(matches!(
+        inserted.expect("the batch waits for the lock"),
+        Batch::Inserted(ref jobs) if jobs.len() == 2
+    ));
+    assert_eq!(store.state(), CircuitState::Closed);
+}
