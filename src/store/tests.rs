@@ -185,6 +185,18 @@ async fn every_call_path_dropped_at_every_await_hands_its_probe_back() {
     let Backend::Sqlite(file) = &store.backend else {
         unreachable!()
     };
+    // Another writer, which must find the lock free after every drop: a transaction that
+    // writes holds it from its first statement, and a dropped call's must be rolled back
+    // then, not when its connection is next used.
+    let outside = &tokio::sync::Mutex::new(
+        sqlx::ConnectOptions::connect(
+            &SqliteConnectOptions::from_str(&settings.url)
+                .unwrap()
+                .busy_timeout(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap(),
+    );
     for (name, op) in &ops {
         let store = &store;
         // The probe dropped while it waits for a connection: certain to happen.
@@ -202,6 +214,13 @@ async fn every_call_path_dropped_at_every_await_hands_its_probe_back() {
         // soon SQLite's worker thread answers).
         half_open(store).await;
         drop_at_every_await(op, |k| async move {
+            let mut outside = outside.lock().await;
+            for statement in ["BEGIN IMMEDIATE", "ROLLBACK"] {
+                sqlx::query(statement)
+                    .execute(&mut *outside)
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}, dropped at await {k}, kept the lock: {e}"));
+            }
             // Dropped at its k-th await: the next call is let through as the probe, and
             // closes the breaker.
             let started = Instant::now();
