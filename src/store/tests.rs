@@ -563,7 +563,8 @@ async fn a_write_waits_out_another_writer_and_the_breaker_stays_closed() {
     // Past the claimed job's lease: the upkeep reads it, then rescues it.
     let later = now_us() + 120_000_000;
     let upkeep = store.upkeep(later, 3, backoff, Duration::from_secs(3600), 10);
-    let claim = store.claim("r", 1, Duration::from_secs(60), now_us());
+    // A lease past `later`, so the job this claims is not lapsed if the upkeep comes after.
+    let claim = store.claim("r", 1, Duration::from_secs(3600), now_us());
     let batch = store.insert_batch(vec![new_job(3, Some("k")), new_job(4, None)]);
     let hold = async {
         // The injected fault: the other writer keeps the lock this long, then commits.
