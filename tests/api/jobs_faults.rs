@@ -373,3 +373,52 @@ async fn replicas_starting_together_on_a_new_file_all_migrate_it() {
         }
     }
 }
+
+/// Another process holding SQLite's write lock (a `sqlite3` shell left in a transaction, a
+/// backup that locks): a write that waits out `database.acquire_timeout` is refused with 503
+/// and `Retry-After`, never a hang or a 202; `/health` says so while the breaker is open;
+/// once the lock is let go, submissions are taken again without a restart, and the refused
+/// one was not stored. A shorter wait is contention and goes through (see the store's tests).
+#[tokio::test]
+async fn a_write_lock_held_elsewhere_is_refused_in_time_and_then_let_go() {
+    use sqlx::Connection;
+    let url = temp_database_url();
+    let app = spawn_with(|s| {
+        s.database.url = url.clone();
+        s.database.acquire_timeout = Duration::from_millis(300);
+        s.database.breaker.consecutive_failures = 1;
+        s.database.breaker.open_for = Duration::from_millis(500);
+    })
+    .await;
+    let c = client();
+    let base = app.url("");
+    assert_eq!(submit(&c, &base, 1).await.status(), 202);
+
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let refused = submit(&c, &base, 2).await;
+    let waited = started.elapsed();
+    assert!(
+        refused.headers().contains_key("retry-after"),
+        "{:?}",
+        refused.headers()
+    );
+    assert_envelope(refused, 503, "DEPENDENCY_UNAVAILABLE").await;
+    // The busy timeout, then the answer: never the request's own deadline.
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    let why = wait_for_database(&app, |status, db| status == 503 && db != "healthy").await;
+    assert!(why.contains("unavailable"), "{why}");
+
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    wait_for_database(&app, |status, db| status == 200 && db == "healthy").await;
+    assert_eq!(submit(&c, &base, 3).await.status(), 202);
+    let numbers: Vec<i64> = sqlx::query_scalar("SELECT number FROM jobs ORDER BY number")
+        .fetch_all(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(numbers, [1, 3], "the refused submission was not stored");
+}
