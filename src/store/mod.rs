@@ -185,9 +185,13 @@ impl From<DbError> for StoreError {
 }
 
 /// Whether an error says the database is failing (the breaker counts it), rather than that
-/// it answered and refused this statement (a constraint) or that a row was not as expected.
+/// it answered and refused this statement (a constraint, or a transaction given up for
+/// another's sake, [`is_contention`]) or that a row was not as expected.
 fn is_dependency_failure(e: &sqlx::Error) -> bool {
     use sqlx::error::ErrorKind;
+    if is_contention(e) {
+        return false;
+    }
     match e {
         sqlx::Error::Database(db) => matches!(db.kind(), ErrorKind::Other),
         sqlx::Error::RowNotFound
@@ -201,10 +205,26 @@ fn is_dependency_failure(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether PostgreSQL gave this transaction up because another one was in its way: a
+/// deadlock (`40P01`: two batches inserting shared idempotency keys in opposite orders), or a
+/// serialization failure (`40001`, where the database runs at a stricter isolation level).
+/// The database is working; the transaction can be tried again.
+fn is_contention(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
 /// A connection that can open a transaction which writes, each backend its own way.
 trait BeginWrite: sqlx::Connection + Sized {
     /// The statement that opens it.
     const BEGIN: &'static str;
+
+    /// Take the transaction's locks on the idempotency keys it will insert, `ids` sorted (see
+    /// [`key_locks`]), so that transactions sharing keys queue in one order instead of
+    /// deadlocking.
+    fn lock_keys<'c>(
+        &'c mut self,
+        ids: &'c [i32],
+    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c;
 }
 
 /// SQLite takes the write lock at once, waiting out the busy timeout like any statement.
@@ -213,11 +233,31 @@ trait BeginWrite: sqlx::Connection + Sized {
 /// the breaker would count that contention as the database failing.
 impl BeginWrite for sqlx::SqliteConnection {
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
+
+    /// Nothing to take: with the write lock held from `BEGIN`, writers already go one at a time.
+    async fn lock_keys(&mut self, _: &[i32]) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
 }
 
 impl BeginWrite for sqlx::PgConnection {
     const BEGIN: &'static str = "BEGIN";
+
+    /// Transaction-scoped advisory locks, taken in the array's order (a function scan yields
+    /// its rows in order), in a lock class of floodgate's own; released at commit or rollback.
+    async fn lock_keys(&mut self, ids: &[i32]) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, id) FROM unnest($2::int4[]) AS id")
+            .bind(KEY_LOCK_CLASS)
+            .bind(ids)
+            .execute(self)
+            .await
+            .map(drop)
+    }
 }
+
+/// The advisory lock class for idempotency keys (the first of the two-integer key; the
+/// one-integer key space, which sqlx's migrator uses, is another).
+const KEY_LOCK_CLASS: i32 = 0x6667_6b79;
 
 /// Open a transaction that writes (see [`BeginWrite`]).
 fn begin_write<C: BeginWrite>(
@@ -225,6 +265,32 @@ fn begin_write<C: BeginWrite>(
 ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'_, C::Database>, sqlx::Error>> + Send + '_
 {
     c.begin_with(C::BEGIN)
+}
+
+/// The lock ids of a batch's distinct idempotency keys, sorted; none for fewer than two keys,
+/// which cannot cross another batch's. Each is the first four bytes of SHA-256 over owner and
+/// key: stable across builds and replicas, and two keys sharing an id only queue behind one
+/// another.
+fn key_locks(jobs: &[NewJob]) -> Vec<i32> {
+    use sha2::{Digest, Sha256};
+    let mut ids: Vec<i32> = jobs
+        .iter()
+        .filter_map(|job| {
+            let (key, _, _) = job.idempotency.as_ref()?;
+            let mut h = Sha256::new();
+            h.update(job.owner.as_deref().unwrap_or("").as_bytes());
+            h.update([0]);
+            h.update(key.as_bytes());
+            let d = h.finalize();
+            Some(i32::from_be_bytes([d[0], d[1], d[2], d[3]]))
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() < 2 {
+        ids.clear();
+    }
+    ids
 }
 
 /// Runs the same statement, on a pooled connection of whichever backend is configured,
@@ -465,11 +531,18 @@ impl JobStore {
     /// key was used before with the same request is the earlier job (also within the batch);
     /// a key used with another request refuses the whole batch, naming the first such job.
     pub async fn insert_batch(&self, jobs: Vec<NewJob>) -> Result<Batch, StoreError> {
-        // Two batches with one key racing: the loser's insert violates the unique index and
-        // its transaction rolls back; the second try finds the winner's job.
+        // Two submissions with one key racing (batches with two keys or more queue on their
+        // keys' locks instead, [`key_locks`]): the loser's insert violates the unique index,
+        // its transaction rolls back, and the second try finds the winner's job. A deadlock or
+        // a serialization failure is tried again the same way.
         for _ in 0..2 {
             match self.try_insert_batch(&jobs).await {
-                Err(DbError::Sql(sqlx::Error::Database(e))) if e.is_unique_violation() => continue,
+                Err(DbError::Sql(e))
+                    if is_contention(&e)
+                        || matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) =>
+                {
+                    continue
+                }
                 other => return other.map_err(StoreError::from),
             }
         }
@@ -493,8 +566,12 @@ impl JobStore {
             "VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10) RETURNING ",
             columns!()
         );
+        let locks = key_locks(jobs);
         on_pool!(self, insert, |p| {
             let mut tx = begin_write(&mut *p).await?;
+            if !locks.is_empty() {
+                BeginWrite::lock_keys(&mut *tx, &locks).await?;
+            }
             let mut out: Vec<Inserted> = Vec::with_capacity(jobs.len());
             // Keys met earlier in this batch: (owner, key) → (hash, index of its job).
             let mut seen: std::collections::HashMap<(&str, &str), (&str, usize)> =

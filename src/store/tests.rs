@@ -581,3 +581,31 @@ async fn a_write_waits_out_another_writer_and_the_breaker_stays_closed() {
     ));
     assert_eq!(store.state(), CircuitState::Closed);
 }
+
+/// The locks a batch takes for its keys: one per distinct (owner, key), sorted, so any two
+/// batches take shared ones in the same order; none where one key cannot cross another batch.
+#[test]
+fn a_batch_locks_its_distinct_keys_in_one_order() {
+    let job = |owner: Option<&str>, key: &str| NewJob {
+        owner: owner.map(str::to_owned),
+        ..new_job(1, Some(key))
+    };
+    assert!(key_locks(&[job(None, "a")]).is_empty(), "one key");
+    assert!(
+        key_locks(&[job(None, "a"), job(None, "a"), new_job(2, None)]).is_empty(),
+        "one key twice, and a job without one"
+    );
+    let ids = key_locks(&[
+        job(None, "b"),
+        job(None, "a"),
+        job(Some("key:alice"), "a"),
+        job(None, "b"),
+    ]);
+    assert_eq!(ids.len(), 3, "a key is per owner: {ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(
+        ids,
+        key_locks(&[job(Some("key:alice"), "a"), job(None, "b"), job(None, "a")]),
+        "the same keys in another order"
+    );
+}

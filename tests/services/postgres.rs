@@ -1138,3 +1138,141 @@ async fn jobs_pg_three_replicas_claim_5000_jobs_each_once_per_attempt() {
         attempts.len()
     );
 }
+
+/// Two batches sharing their keys in opposite orders, submitted together: both are 202 with
+/// one job per key, and the breaker counts nothing: two clients meeting is not the database
+/// failing. Before, each inserted keys the other then needed, PostgreSQL aborted one as a
+/// deadlock, and its retry met the other again in the middle: a 503, and a failure on the
+/// breaker. Now a batch takes its keys' locks in one order first, and the second waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_pg_batches_crossing_their_keys_are_both_taken() {
+    const KEYS: u64 = 300;
+    let _one_at_a_time = exclusive().await;
+    let pg = PostgresServer::start();
+    let url = pg.url();
+    let app = spawn_with(|s| {
+        s.database.url = url.clone();
+        // One failure would open it: a deadlock counted would show.
+        s.database.breaker.consecutive_failures = 1;
+    })
+    .await;
+    let c = client();
+    let batch = |reversed: bool| {
+        let mut jobs: Vec<String> = (0..KEYS)
+            .map(|n| format!(r#"{{"number": {n}, "rounds": 1000, "idempotency_key": "k-{n}"}}"#))
+            .collect();
+        if reversed {
+            jobs.reverse();
+        }
+        c.post(app.url("/api/v2/jobs:batch"))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"jobs": [{}]}}"#, jobs.join(",")))
+            .send()
+    };
+    let (forward, backward) = tokio::join!(batch(false), batch(true));
+    let mut ids = Vec::new();
+    for r in [forward.unwrap(), backward.unwrap()] {
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 202, "{body}");
+        let by_number: HashMap<u64, String> = body["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| {
+                (
+                    j["number"].as_u64().unwrap(),
+                    j["id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(by_number.len(), KEYS as usize);
+        ids.push(by_number);
+    }
+    assert_eq!(ids[0], ids[1], "one job per key, whichever batch made it");
+    assert_eq!(list_all(&c, &app.url(""), "").await.len(), KEYS as usize);
+    assert_eq!(
+        database_breaker(&app).await,
+        0.0,
+        "the breaker stayed closed"
+    );
+
+    // A batch whose client goes while it waits on a key another transaction is inserting:
+    // its transaction is rolled back and its keys' locks let go, so the next batch with
+    // those keys makes both jobs afresh.
+    let db = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    let mut held = db.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (id, status, number, rounds, created_at, idempotency_key, request_hash, \
+         idempotency_expires_at) VALUES ($1, 'queued', 1, 1, 0, 'k-held', 'x', $2)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(i64::MAX)
+    .execute(&mut *held)
+    .await
+    .unwrap();
+    let two_keys = r#"{"jobs": [{"number": 1, "idempotency_key": "k-free"}, {"number": 2, "idempotency_key": "k-held"}]}"#;
+    let post_batch = |body: &'static str| {
+        c.post(app.url("/api/v2/jobs:batch"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let gone = tokio::spawn(post_batch(two_keys));
+    let started = Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO jobs%'",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the batch never waited on the held key"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gone.abort();
+    assert!(gone.await.unwrap_err().is_cancelled());
+    // The server has dropped the request (the client's connection closed) before the key
+    // is let go: otherwise the batch could still commit.
+    let started = Instant::now();
+    while sum_series(
+        &app.exposition().await,
+        "http_server_active_requests",
+        |l| l.contains("\"POST\""),
+    ) > 0.0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the abandoned batch is still in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    held.rollback().await.unwrap();
+    let r = post_batch(two_keys).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let fresh: Value = r.json().await.unwrap();
+    for job in fresh["jobs"].as_array().unwrap() {
+        assert_eq!(job["replayed"], false, "{fresh}");
+    }
+    let keyed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE idempotency_key IN ('k-free', 'k-held')",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(keyed, 2, "the abandoned batch left nothing");
+    assert_eq!(database_breaker(&app).await, 0.0);
+    let health = c.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
