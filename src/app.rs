@@ -113,6 +113,9 @@ impl ApplicationBuilder {
             }
             None => None,
         };
+        if let Some(redis) = &redis {
+            redis.warm_up().await;
+        }
         if let Some(redis) = redis.clone() {
             metrics.on_render(move || {
                 redis.state();

@@ -63,6 +63,8 @@ struct Inner {
     connection: ConnectionManager,
     breaker: Breaker,
     timeout: Duration,
+    /// How long making the connection may take (at least 250 ms, whatever the call timeout).
+    connect_timeout: Duration,
     prefix: String,
     metrics: RedisMetrics,
 }
@@ -93,9 +95,10 @@ impl Redis {
             redis::Client::open(info).map_err(|e| format!("invalid setting `redis.url`: {e}"))?;
         // The breaker and the per-call deadline decide how long a caller waits; the manager
         // only reconnects, quickly and without end.
+        let connect_timeout = s.timeout.max(Duration::from_millis(250));
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(s.timeout.max(Duration::from_millis(250))))
-            .set_response_timeout(Some(s.timeout.max(Duration::from_millis(250))))
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(connect_timeout))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
@@ -110,9 +113,35 @@ impl Redis {
             connection,
             breaker,
             timeout: s.timeout,
+            connect_timeout,
             prefix: s.key_prefix.clone(),
             metrics,
         })))
+    }
+
+    /// Make the connection now, at start, waiting at most the connection timeout: the
+    /// first requests then find it open, rather than each paying for the connect within its
+    /// own call deadline (20 ms by default, less than a TLS handshake to a remote Redis) and
+    /// falling back meanwhile. An unreachable Redis is not waited for longer and is not an
+    /// error: it is logged, and calls fall back until it answers. Outside the breaker: no
+    /// caller waits on it.
+    pub async fn warm_up(&self) {
+        let mut connection = self.0.connection.clone();
+        let ping = async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        };
+        match tokio::time::timeout(self.0.connect_timeout, ping).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Redis is not reachable at start; its calls fall back until it is")
+            }
+            Err(_) => tracing::warn!(
+                timeout_ms = self.0.connect_timeout.as_millis() as u64,
+                "Redis did not answer at start; its calls fall back until it does"
+            ),
+        }
     }
 
     /// `prefix` + `key`.

@@ -438,3 +438,56 @@ async fn dropped_probes_do_not_keep_the_redis_breaker_half_open() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `connected_clients` of Redis's `INFO clients`.
+async fn connected_clients(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .unwrap_or_else(|| panic!("no connected_clients in {info}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The Redis connection is made while the service starts, so its first request finds it
+/// open instead of paying for the connect within its 50 ms call deadline (and, on a busy
+/// machine, falling back: the first request of a test was once a 429 with `Deny`). A Redis
+/// frozen at start holds the start up for at most the connection timeout (250 ms), and the
+/// service comes up and falls back.
+#[tokio::test]
+async fn the_connection_is_made_at_start_and_a_frozen_redis_does_not_hold_it_up() {
+    let _one_at_a_time = exclusive().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut own = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    assert_eq!(connected_clients(&mut own).await, 1);
+    let app = spawn_with(redis_settings(&url)).await;
+    assert_eq!(
+        connected_clients(&mut own).await,
+        2,
+        "the service's connection, before any request"
+    );
+    assert_eq!(app.compute("fast", 1).await.status(), 200);
+    drop(app);
+
+    redis.signal("-STOP");
+    let started = Instant::now();
+    let app = spawn_with(redis_settings(&url)).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "a frozen Redis held the start up for {took:?}"
+    );
+    // The local limiter decides meanwhile (`redis_fallback` is `local` by default).
+    assert_eq!(app.compute("fast", 1).await.status(), 200);
+    redis.signal("-CONT");
+}
