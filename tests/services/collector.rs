@@ -766,25 +766,26 @@ async fn metrics_and_logs_reach_the_collector(protocol: &str) {
     }
     assert!(compared >= 10, "{points:#?}");
 
-    // Every request's access-log record carries its trace, and the traces' resource.
+    // Every request's access-log record carries its trace, and the traces' resource. Spans
+    // and log records are exported in batches of their own, so each is waited for.
     let started = Instant::now();
-    let records = loop {
+    let (records, mut resource) = loop {
         let log = std::fs::read_to_string(&collector.log).unwrap();
         let records = log_records(&log);
-        if traces
-            .iter()
-            .all(|t| records.iter().any(|r| &r.trace_id == t))
+        let resource = span_resource(&log);
+        if !resource.is_empty()
+            && traces
+                .iter()
+                .all(|t| records.iter().any(|r| &r.trace_id == t))
         {
-            break records;
+            break (records, resource);
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "log records never arrived: {records:#?}"
+            "log records or spans never arrived: {records:#?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let log = std::fs::read_to_string(&collector.log).unwrap();
-    let mut resource = span_resource(&log);
     resource.sort();
     assert!(
         resource.contains(&"team: Str(platform)".to_owned()),
