@@ -535,8 +535,9 @@ impl JobStore {
         // keys' locks instead, [`key_locks`]): the loser's insert violates the unique index,
         // its transaction rolls back, and the second try finds the winner's job. A deadlock or
         // a serialization failure is tried again the same way.
+        let locks = key_locks(&jobs);
         for _ in 0..2 {
-            match self.try_insert_batch(&jobs).await {
+            match self.try_insert_batch(&jobs, &locks).await {
                 Err(DbError::Sql(e))
                     if is_contention(&e)
                         || matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) =>
@@ -551,7 +552,8 @@ impl JobStore {
         ))
     }
 
-    async fn try_insert_batch(&self, jobs: &[NewJob]) -> Result<Batch, DbError> {
+    /// One try of [`JobStore::insert_batch`], `locks` being the jobs' [`key_locks`].
+    async fn try_insert_batch(&self, jobs: &[NewJob], locks: &[i32]) -> Result<Batch, DbError> {
         // A key past its lifetime may be used again.
         let expire = "UPDATE jobs SET idempotency_key = NULL \
                       WHERE COALESCE(owner, '') = $1 AND idempotency_key = $2 AND idempotency_expires_at < $3";
@@ -566,11 +568,10 @@ impl JobStore {
             "VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10) RETURNING ",
             columns!()
         );
-        let locks = key_locks(jobs);
         on_pool!(self, insert, |p| {
             let mut tx = begin_write(&mut *p).await?;
             if !locks.is_empty() {
-                BeginWrite::lock_keys(&mut *tx, &locks).await?;
+                BeginWrite::lock_keys(&mut *tx, locks).await?;
             }
             let mut out: Vec<Inserted> = Vec::with_capacity(jobs.len());
             // Keys met earlier in this batch: (owner, key) → (hash, index of its job).
