@@ -778,6 +778,28 @@ async fn insert_directly(db: &PgPool, number: i64) -> String {
     id
 }
 
+/// Poll the count `sql` asks for until `done` holds for it, `within` at most; the count then.
+async fn wait_for_count(
+    db: &PgPool,
+    sql: &'static str,
+    done: impl Fn(i64) -> bool,
+    within: Duration,
+    what: &str,
+) -> i64 {
+    let started = Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(db).await.unwrap();
+        if done(n) {
+            return n;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{what}: still {n} after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// How long until the job is claimed (its first attempt starts), 30 s at most.
 async fn time_to_claim(db: &PgPool, id: &str) -> Duration {
     let started = Instant::now();
@@ -818,22 +840,14 @@ async fn jobs_pg_a_lost_wake_up_costs_at_most_the_poll_interval() {
         .await
         .unwrap();
     // Listening: woken well within a poll.
-    let listening = Instant::now();
-    loop {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%'")
-                .fetch_one(&db)
-                .await
-                .unwrap();
-        if n > 0 {
-            break;
-        }
-        assert!(
-            listening.elapsed() < Duration::from_secs(10),
-            "the runner never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_count(
+        &db,
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%'",
+        |n| n > 0,
+        Duration::from_secs(10),
+        "the runner never listened",
+    )
+    .await;
     let woken = time_to_claim(&db, &insert_directly(&db, 1).await).await;
     assert!(woken < poll / 2, "a notified job waited {woken:?}");
 
@@ -885,6 +899,7 @@ const SUBMITTED: i64 = 10;
 async fn submit_one_by_one(app: &TestApp, db: &PgPool, n: i64) {
     for number in 0..n {
         let (_, id) = wait_for_v2(&client(), &app.url(""), number as u64 + 3).await;
+        let started = Instant::now();
         loop {
             let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
                 .bind(&id)
@@ -894,6 +909,10 @@ async fn submit_one_by_one(app: &TestApp, db: &PgPool, n: i64) {
             if status == "succeeded" {
                 break;
             }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "job {id} is still {status} after 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -1076,22 +1095,14 @@ async fn jobs_pg_three_replicas_claim_5000_jobs_each_once_per_attempt() {
         .connect(&url)
         .await
         .unwrap();
-    loop {
-        let left: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'scheduled', 'running')",
-        )
-        .fetch_one(&db)
-        .await
-        .unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{left} jobs left after 2 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_count(
+        &db,
+        "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'scheduled', 'running')",
+        |left| left == 0,
+        Duration::from_secs(120).saturating_sub(started.elapsed()),
+        "jobs left",
+    )
+    .await;
     let took = started.elapsed();
     let rows = sqlx::query("SELECT number, status, digest FROM jobs")
         .fetch_all(&db)
@@ -1223,41 +1234,25 @@ async fn jobs_pg_batches_crossing_their_keys_are_both_taken() {
             .send()
     };
     let gone = tokio::spawn(post_batch(two_keys));
-    let started = Instant::now();
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity \
-             WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO jobs%'",
-        )
-        .fetch_one(&db)
-        .await
-        .unwrap();
-        if waiting == 1 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the batch never waited on the held key"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_count(
+        &db,
+        "SELECT COUNT(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO jobs%'",
+        |waiting| waiting == 1,
+        Duration::from_secs(10),
+        "the batch waiting on the held key",
+    )
+    .await;
     gone.abort();
     assert!(gone.await.unwrap_err().is_cancelled());
     // The server has dropped the request (the client's connection closed) before the key
     // is let go: otherwise the batch could still commit.
-    let started = Instant::now();
-    while sum_series(
-        &app.exposition().await,
-        "http_server_active_requests",
-        |l| l.contains("\"POST\""),
-    ) > 0.0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the abandoned batch is still in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    app.wait_for_exposition("the abandoned batch dropped", |text| {
+        sum_series(text, "http_server_active_requests", |l| {
+            l.contains("\"POST\"")
+        }) == 0.0
+    })
+    .await;
     held.rollback().await.unwrap();
     let r = post_batch(two_keys).await.unwrap();
     assert_eq!(r.status(), 202);
