@@ -457,8 +457,8 @@ async fn connected_clients(conn: &mut redis::aio::MultiplexedConnection) -> i64 
 /// The Redis connection is made while the service starts, so its first request finds it
 /// open instead of paying for the connect within its 50 ms call deadline (and, on a busy
 /// machine, falling back: the first request of a test was once a 429 with `Deny`). A Redis
-/// frozen at start holds the start up for at most the connection timeout (250 ms), and the
-/// service comes up and falls back.
+/// frozen at start holds the start up for at most the connection timeout (250 ms), the
+/// service comes up and falls back, and uses Redis again once it answers.
 #[tokio::test]
 async fn the_connection_is_made_at_start_and_a_frozen_redis_does_not_hold_it_up() {
     let _one_at_a_time = exclusive().await;
@@ -490,4 +490,20 @@ async fn the_connection_is_made_at_start_and_a_frozen_redis_does_not_hold_it_up(
     // The local limiter decides meanwhile (`redis_fallback` is `local` by default).
     assert_eq!(app.compute("fast", 1).await.status(), 200);
     redis.signal("-CONT");
+    // The start's PING was dropped at its timeout, mid-connect: once Redis answers, the
+    // limiter's calls reach it again (its keys appear) and the breaker is closed.
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut own).await.unwrap();
+    let back = Instant::now();
+    loop {
+        assert_eq!(app.compute("fast", 1).await.status(), 200);
+        let keys: i64 = redis::cmd("DBSIZE").query_async(&mut own).await.unwrap();
+        if keys > 0 && breaker_state(&app).await == 0.0 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "Redis is back but the limiter does not use it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
