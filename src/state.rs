@@ -68,8 +68,7 @@ impl AppState {
             .set(pool.queue_capacity as f64);
         metrics.gauge(m::WORKERS).set(pool.alive as f64);
         metrics.gauge(m::WORKERS_BUSY).set(pool.busy as f64);
-        let (queue_full, export_failed) = telemetry::spans_dropped();
-        for (reason, n) in [("queue_full", queue_full), ("export_failed", export_failed)] {
+        for (reason, n) in telemetry::spans_dropped() {
             metrics
                 .counter(m::SPANS_DROPPED, &[("reason", reason)])
                 .absolute(n);

@@ -384,6 +384,9 @@ pub struct OtelSettings {
     pub resource_attributes: Option<String>,
     pub sampler: SamplerKind,
     pub sampler_arg: f64,
+    /// Traces started per second at most, whatever the sampler (and the caller's
+    /// `traceparent`) says, so a span's cost cannot grow with the load; 0 for no cap.
+    pub max_traces_per_second: u32,
     /// Spans buffered for export; beyond it spans are dropped and counted.
     pub max_queue_size: usize,
 }
@@ -408,6 +411,7 @@ impl Default for OtelSettings {
             resource_attributes: None,
             sampler: SamplerKind::default(),
             sampler_arg: 1.0,
+            max_traces_per_second: 1000,
             max_queue_size: 2048,
         }
     }

@@ -18,7 +18,7 @@ impl Settings {
     /// Every numeric setting with its documented range. Bounds are what one instance can
     /// use: a queue of a billion jobs or a trillion connections would abort or overflow,
     /// not serve.
-    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 28] {
+    pub fn number_ranges(&self) -> [(&'static str, i128, i128, i128); 29] {
         let n = |v: usize| v as i128;
         [
             ("pool.workers", n(self.pool.workers), 0, 4096),
@@ -70,6 +70,12 @@ impl Settings {
                 self.cache.max_entries.into(),
                 1,
                 100_000_000,
+            ),
+            (
+                "otel.max_traces_per_second",
+                self.otel.max_traces_per_second.into(),
+                0,
+                10_000_000,
             ),
             (
                 "otel.max_queue_size",

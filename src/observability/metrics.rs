@@ -490,18 +490,22 @@ impl Metrics {
         let _ = reg(METRIC_EXPORTS_FAILED);
         // Register zero-valued series up front so dashboards and alerts see them from the start.
         for (name, label, values) in [
-            (SPANS_DROPPED, "reason", ["queue_full", "export_failed"]),
+            (
+                SPANS_DROPPED,
+                "reason",
+                &["queue_full", "export_failed", "rate_limit"][..],
+            ),
             (
                 LOG_RECORDS_DROPPED,
                 "reason",
-                ["queue_full", "export_failed"],
+                &["queue_full", "export_failed"],
             ),
-            (LOG_LINES_DROPPED, "sink", ["stdout", "access_log"]),
-            (STREAM_MESSAGES, "kind", ["stats", "job"]),
-            (STREAM_SLOW_CONSUMERS, "kind", ["stats", "job"]),
+            (LOG_LINES_DROPPED, "sink", &["stdout", "access_log"]),
+            (STREAM_MESSAGES, "kind", &["stats", "job"]),
+            (STREAM_SLOW_CONSUMERS, "kind", &["stats", "job"]),
         ] {
             for value in values {
-                let key = Key::from_parts(name, vec![Label::new(label, value)]);
+                let key = Key::from_parts(name, vec![Label::new(label, *value)]);
                 let _ = recorder.register_counter(&key, &metadata());
             }
         }
@@ -951,7 +955,7 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         SPANS_DROPPED,
         Kind::Counter,
         Some(Unit::Count),
-        "Spans not exported, by reason: queue_full (the export buffer was full) or export_failed.",
+        "Spans not exported, by reason: queue_full (the export buffer was full), export_failed, or rate_limit (a trace root over otel.max_traces_per_second, never built).",
     ),
     (
         LOG_RECORDS_DROPPED,

@@ -124,13 +124,16 @@ static SPANS_QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
 /// Spans in batches the exporter failed to deliver.
 static SPANS_EXPORT_FAILED: AtomicU64 = AtomicU64::new(0);
 
-/// Spans lost since start, `(queue_full, export_failed)`; read into
-/// `floodgate_otel_spans_dropped_total{reason}`.
-pub fn spans_dropped() -> (u64, u64) {
-    (
-        SPANS_QUEUE_FULL.load(Ordering::Relaxed),
-        SPANS_EXPORT_FAILED.load(Ordering::Relaxed),
-    )
+/// Trace roots the sampler kept and `otel.max_traces_per_second` refused (no span built).
+static SPANS_CAPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Spans lost since start by reason; read into `floodgate_otel_spans_dropped_total{reason}`.
+pub fn spans_dropped() -> [(&'static str, u64); 3] {
+    [
+        ("queue_full", SPANS_QUEUE_FULL.load(Ordering::Relaxed)),
+        ("export_failed", SPANS_EXPORT_FAILED.load(Ordering::Relaxed)),
+        ("rate_limit", SPANS_CAPPED.load(Ordering::Relaxed)),
+    ]
 }
 
 /// Log records refused because the export buffer was full.
@@ -200,6 +203,11 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
 
     let provider = if settings.otel.exporting() {
         let _ = ROOT_SAMPLER.set(sampler(&settings.otel));
+        if let Some(rate) = std::num::NonZeroU32::new(settings.otel.max_traces_per_second) {
+            let _ = TRACE_CAP.set(governor::RateLimiter::direct(governor::Quota::per_second(
+                rate,
+            )));
+        }
         Some(tracer_provider(&settings.otel, settings.environment)?)
     } else {
         None
@@ -700,6 +708,11 @@ pub fn root_span(
     if decision == SamplingDecision::Drop {
         return tracing::Span::none();
     }
+    // Asked only for the traces the sampler keeps, so the ratio still chooses which ones.
+    if TRACE_CAP.get().is_some_and(|cap| cap.check().is_err()) {
+        SPANS_CAPPED.fetch_add(1, Ordering::Relaxed);
+        return tracing::Span::none();
+    }
     // The IDs are chosen here and handed to the provider's ID generator, so the span carries
     // them as fields from its start rather than recording them once it has started.
     let ids = TraceIds {
@@ -763,6 +776,11 @@ thread_local! {
 
 /// The sampler configured for the tracer provider, asked by [`root_span`] once per trace root.
 static ROOT_SAMPLER: OnceLock<Sampler> = OnceLock::new();
+
+/// `otel.max_traces_per_second`, when set: bursts of one second's worth. A sampled span costs
+/// the server tens of microseconds to build and export, so at a fixed ratio tracing would
+/// take a share of the CPU that grows with the load, overload included.
+static TRACE_CAP: OnceLock<governor::DefaultDirectRateLimiter> = OnceLock::new();
 
 /// The provider's IDs: those [`root_span`] chose when it starts a root, random otherwise.
 #[derive(Debug, Default)]
