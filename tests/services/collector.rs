@@ -391,6 +391,61 @@ async fn the_ratio_sampler_decides_once_on_the_traces_own_id() {
 }
 
 #[tokio::test]
+async fn past_the_trace_cap_nothing_is_exported_for_untraced_requests() {
+    let collector = start_collector();
+    let endpoint = format!("http://127.0.0.1:{}", collector.http);
+    let app = spawn_binary(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("FLOODGATE__OTEL__MAX_TRACES_PER_SECOND", "3"),
+    ])
+    .await;
+    let c = client();
+    let mut traced = std::collections::BTreeSet::new();
+    let started = std::time::Instant::now();
+    const REQUESTS: u64 = 60;
+    for n in 0..REQUESTS {
+        // Every other request continues a sampled trace of the caller's.
+        let caller = format!("00-{:032x}-{:016x}-01", n + 1, n + 1);
+        let r = app
+            .compute_fast(&c, n, (n % 2 == 0).then_some(caller.as_str()))
+            .await;
+        assert_eq!(r.status(), 200);
+        if let Some(tp) = r.headers().get("traceparent") {
+            traced.insert(tp.to_str().unwrap().split('-').nth(1).unwrap().to_owned());
+        }
+    }
+    let most = 3 + (3.0 * started.elapsed().as_secs_f64()).ceil() as usize;
+    assert!(
+        (3..=most).contains(&traced.len()),
+        "{} of {REQUESTS} traced, at most {most} allowed",
+        traced.len()
+    );
+    let spans = wait_for_spans(&collector.log, |spans| {
+        let roots: std::collections::BTreeSet<_> = spans
+            .iter()
+            .filter(|s| s.name.starts_with("POST "))
+            .map(|s| s.trace_id.clone())
+            .collect();
+        traced.is_subset(&roots)
+    })
+    .await;
+    let exported: std::collections::BTreeSet<_> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("POST "))
+        .map(|s| s.trace_id.clone())
+        .collect();
+    assert_eq!(
+        exported, traced,
+        "the collector has the traced requests and no other"
+    );
+    let text = get_text(&format!("{}/metrics/prometheus", app.base)).await;
+    let capped = sum_series(&text, "floodgate_otel_spans_dropped_total", |l| {
+        l.contains("reason=\"rate_limit\"")
+    });
+    assert_eq!(capped, (REQUESTS as usize - traced.len()) as f64);
+}
+
+#[tokio::test]
 async fn buffered_spans_are_flushed_at_shutdown() {
     let collector = start_collector();
     let endpoint = format!("http://127.0.0.1:{}", collector.http);
