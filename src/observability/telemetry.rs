@@ -679,7 +679,7 @@ impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
 ///
 /// The sampler is asked here, before any span exists, on the trace ID the trace will have:
 /// an unsampled request gets [`Span::none`], and no span below it is built either (see
-/// [`Admit`]). A sampled root records its trace and span IDs, so every log line inside
+/// [`Admit`]). So does a sampled one past `otel.max_traces_per_second` ([`TRACE_CAP`]). A sampled root records its trace and span IDs, so every log line inside
 /// carries them. Nothing is built unless traces are exported.
 ///
 /// [`Span::none`]: tracing::Span::none
