@@ -709,7 +709,6 @@ fn redis_metrics(metrics: &Metrics) -> RedisMetrics {
         rate_limit: call("rate_limit"),
         cache_get: call("cache_get"),
         cache_set: call("cache_set"),
-        ping: call("ping"),
     }
 }
 

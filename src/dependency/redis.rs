@@ -20,7 +20,6 @@ pub struct RedisMetrics {
     pub rate_limit: Histogram,
     pub cache_get: Histogram,
     pub cache_set: Histogram,
-    pub ping: Histogram,
 }
 
 impl Default for RedisMetrics {
@@ -30,7 +29,6 @@ impl Default for RedisMetrics {
             rate_limit: Histogram::noop(),
             cache_get: Histogram::noop(),
             cache_set: Histogram::noop(),
-            ping: Histogram::noop(),
         }
     }
 }
@@ -41,7 +39,6 @@ pub enum Operation {
     RateLimit,
     CacheGet,
     CacheSet,
-    Ping,
 }
 
 impl Operation {
@@ -50,7 +47,6 @@ impl Operation {
             Operation::RateLimit => "EVALSHA",
             Operation::CacheGet => "GET",
             Operation::CacheSet => "SET",
-            Operation::Ping => "PING",
         }
     }
 }
@@ -171,7 +167,6 @@ impl Redis {
             Operation::RateLimit => &inner.metrics.rate_limit,
             Operation::CacheGet => &inner.metrics.cache_get,
             Operation::CacheSet => &inner.metrics.cache_set,
-            Operation::Ping => &inner.metrics.ping,
         };
         let span = tracing::info_span!(
             "redis",
