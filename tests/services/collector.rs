@@ -146,6 +146,22 @@ pub async fn wait_for_spans(log: &std::path::Path, want: impl Fn(&[Span]) -> boo
     }
 }
 
+/// The trace IDs of the request spans (`POST …`) in the collector's log, once every trace
+/// in `traced` is among them.
+async fn wait_for_request_traces(
+    log: &std::path::Path,
+    traced: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    let requests = |spans: &[Span]| -> std::collections::BTreeSet<String> {
+        spans
+            .iter()
+            .filter(|s| s.name.starts_with("POST "))
+            .map(|s| s.trace_id.clone())
+            .collect()
+    };
+    requests(&wait_for_spans(log, |spans| traced.is_subset(&requests(spans))).await)
+}
+
 async fn traced_request_reaches_the_collector(protocol: &str) {
     let collector = start_collector();
     let endpoint = match protocol {
@@ -365,27 +381,16 @@ async fn the_ratio_sampler_decides_once_on_the_traces_own_id() {
         "{} of {REQUESTS} requests traced at ratio 0.5",
         traced.len()
     );
-    let spans = wait_for_spans(&collector.log, |spans| {
-        let roots: std::collections::BTreeSet<_> = spans
-            .iter()
-            .filter(|s| s.name.starts_with("POST "))
-            .map(|s| s.trace_id.clone())
-            .collect();
-        traced.is_subset(&roots)
-    })
-    .await;
-    for span in spans.iter().filter(|s| s.name.starts_with("POST ")) {
+    for trace_id in &wait_for_request_traces(&collector.log, &traced).await {
         assert!(
-            traced.contains(&span.trace_id),
-            "every exported request said its trace: {}",
-            span.trace_id
+            traced.contains(trace_id),
+            "every exported request said its trace: {trace_id}"
         );
         // OpenTelemetry's TraceIdRatioBased: the low 63 bits of the ID under ratio * 2^63.
-        let low = u64::from_str_radix(&span.trace_id[16..], 16).unwrap() >> 1;
+        let low = u64::from_str_radix(&trace_id[16..], 16).unwrap() >> 1;
         assert!(
             low < (0.5 * (1u64 << 63) as f64) as u64,
-            "trace {} is one the ratio sampler takes",
-            span.trace_id
+            "trace {trace_id} is one the ratio sampler takes"
         );
     }
 }
@@ -420,20 +425,7 @@ async fn past_the_trace_cap_nothing_is_exported_for_untraced_requests() {
         "{} of {REQUESTS} traced, at most {most} allowed",
         traced.len()
     );
-    let spans = wait_for_spans(&collector.log, |spans| {
-        let roots: std::collections::BTreeSet<_> = spans
-            .iter()
-            .filter(|s| s.name.starts_with("POST "))
-            .map(|s| s.trace_id.clone())
-            .collect();
-        traced.is_subset(&roots)
-    })
-    .await;
-    let exported: std::collections::BTreeSet<_> = spans
-        .iter()
-        .filter(|s| s.name.starts_with("POST "))
-        .map(|s| s.trace_id.clone())
-        .collect();
+    let exported = wait_for_request_traces(&collector.log, &traced).await;
     assert_eq!(
         exported, traced,
         "the collector has the traced requests and no other"
