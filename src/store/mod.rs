@@ -535,7 +535,11 @@ impl JobStore {
         // keys' locks instead, [`key_locks`]): the loser's insert violates the unique index,
         // its transaction rolls back, and the second try finds the winner's job. A deadlock or
         // a serialization failure is tried again the same way.
-        let locks = key_locks(&jobs);
+        // Hashed only where they are taken: SQLite's writers already go one at a time.
+        let locks = match &self.backend {
+            Backend::Postgres(_) => key_locks(&jobs),
+            Backend::Sqlite(_) => Vec::new(),
+        };
         for _ in 0..2 {
             match self.try_insert_batch(&jobs, &locks).await {
                 Err(DbError::Sql(e))
