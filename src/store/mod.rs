@@ -96,7 +96,10 @@ impl Default for StoreMetrics {
 pub struct JobStore {
     backend: Backend,
     breaker: Arc<Breaker>,
-    /// Deadline of one call: the pool's acquire timeout, then as long again for the statement.
+    /// How long a call waits for its turn and a connection (`acquire_timeout`).
+    wait_deadline: Duration,
+    /// How long a statement may then take: SQLite's busy timeout (`acquire_timeout`), then as
+    /// long again.
     deadline: Duration,
     /// This replica's database sessions, whose wake-up notices its runner skips.
     own_backends: Arc<wakeups::OwnBackends>,
@@ -167,7 +170,7 @@ enum DbError {
     Open,
     /// The SQLite file is gone: nothing is tried.
     Lost(String),
-    /// No answer (connection and statement) within the call's deadline.
+    /// No turn or connection, or no answer to the statement, within its deadline.
     Timeout,
     /// The database answered with an error.
     Sql(sqlx::Error),
@@ -294,9 +297,15 @@ fn key_locks(jobs: &[NewJob]) -> Vec<i32> {
 }
 
 /// Runs the same statement, on a pooled connection of whichever backend is configured,
-/// through the breaker and within the call's deadline, timing the wait for the connection
-/// and the statement (under `$op`). In `$body`, `$c` is the connection and `?` applies to
-/// database errors; the macro's value is `Result<body, DbError>`.
+/// through the breaker, timing the wait for the connection and the statement (under `$op`).
+/// In `$body`, `$c` is the connection and `?` applies to database errors; the macro's value
+/// is `Result<body, DbError>`.
+///
+/// Two deadlines, one per phase. Waiting (on SQLite, a call that writes first waits for its
+/// turn, [`sqlite_file::SqliteFile::writer_turn`]; then the pool) ends after
+/// `acquire_timeout`, before anything is sent: a refusal then leaves nothing behind. The
+/// statement then has `deadline`, longer than SQLite's busy timeout, so it is not given up
+/// while SQLite may still commit it, only when the database stalls (a disk that hangs).
 ///
 /// Cancel-safe: the breaker's ticket is a local of the caller's future, so a caller that is
 /// dropped at any await here (a client gone, a deadline passed) hands its probe back.
@@ -306,32 +315,47 @@ fn key_locks(jobs: &[NewJob]) -> Vec<i32> {
 macro_rules! on_pool {
     ($store:expr, $op:ident, |$c:ident| $body:expr) => {
         on_pool!(@call $store, $op, |store, started| match &store.backend {
-            Backend::Sqlite(file) => on_pool!(@conn store, started, file.pool(), |$c| $body),
-            Backend::Postgres(pool) => on_pool!(@conn store, started, pool, |$c| $body),
+            Backend::Sqlite(file) => on_pool!(@conn store, started, file.pool(), file.writer_turn(writes!($op)), |$c| $body),
+            Backend::Postgres(pool) => on_pool!(@conn store, started, pool, std::future::ready(()), |$c| $body),
         })
     };
     // A statement only PostgreSQL speaks; the caller has checked the backend.
     ($store:expr, $op:ident, postgres |$c:ident| $body:expr) => {
         on_pool!(@call $store, $op, |store, started| match &store.backend {
-            Backend::Postgres(pool) => on_pool!(@conn store, started, pool, |$c| $body),
-            Backend::Sqlite(_) => Err(sqlx::Error::Configuration("a PostgreSQL statement on SQLite".into())),
+            Backend::Postgres(pool) => on_pool!(@conn store, started, pool, std::future::ready(()), |$c| $body),
+            Backend::Sqlite(_) => Err(DbError::Sql(sqlx::Error::Configuration("a PostgreSQL statement on SQLite".into()))),
         })
     };
     // A statement only SQLite speaks; the caller has checked the backend.
     ($store:expr, $op:ident, sqlite |$c:ident| $body:expr) => {
         on_pool!(@call $store, $op, |store, started| match &store.backend {
-            Backend::Sqlite(file) => on_pool!(@conn store, started, file.pool(), |$c| $body),
-            Backend::Postgres(_) => Err(sqlx::Error::Configuration("a SQLite statement on PostgreSQL".into())),
+            Backend::Sqlite(file) => on_pool!(@conn store, started, file.pool(), file.writer_turn(writes!($op)), |$c| $body),
+            Backend::Postgres(_) => Err(DbError::Sql(sqlx::Error::Configuration("a SQLite statement on PostgreSQL".into()))),
         })
     };
-    (@conn $store:ident, $started:ident, $pool:expr, |$c:ident| $body:expr) => {{
-        let mut conn = $pool.acquire().await?;
-        $store
-            .metrics
-            .acquire_wait
-            .record($started.elapsed().as_secs_f64());
-        let $c = &mut *conn;
-        Ok::<_, sqlx::Error>($body)
+    (@conn $store:ident, $started:ident, $pool:expr, $turn:expr, |$c:ident| $body:expr) => {{
+        let waited = tokio::time::timeout($store.wait_deadline, async {
+            let turn = $turn.await;
+            let conn = $pool.acquire().await?;
+            Ok::<_, sqlx::Error>((turn, conn))
+        })
+        .await;
+        match waited {
+            Err(_) => Err(DbError::Timeout),
+            Ok(Err(e)) => Err(DbError::Sql(e)),
+            Ok(Ok((_turn, mut conn))) => {
+                $store
+                    .metrics
+                    .acquire_wait
+                    .record($started.elapsed().as_secs_f64());
+                let $c = &mut *conn;
+                match tokio::time::timeout($store.deadline, async { Ok::<_, sqlx::Error>($body) }).await {
+                    Err(_) => Err(DbError::Timeout),
+                    Ok(Err(e)) => Err(DbError::Sql(e)),
+                    Ok(Ok(value)) => Ok(value),
+                }
+            }
+        }
     }};
     (@call $store_expr:expr, $op:ident, |$store:ident, $started:ident| $run:expr) => {{
         let $store = $store_expr;
@@ -351,30 +375,39 @@ macro_rules! on_pool {
                         db.system.name = store.system(),
                         db.operation.name = stringify!($op),
                     );
-                    let outcome = tracing::Instrument::instrument(
-                        tokio::time::timeout(store.deadline, run),
-                        span,
-                    )
-                    .await;
+                    let outcome = tracing::Instrument::instrument(run, span).await;
                     store.metrics.$op.record(started.elapsed().as_secs_f64());
                     match outcome {
-                        Ok(Ok(value)) => {
+                        Ok(value) => {
                             ticket.settle(true);
                             Ok(value)
                         }
-                        Ok(Err(e)) => {
+                        Err(DbError::Sql(e)) => {
                             ticket.settle_with(!is_dependency_failure(&e), &e.to_string());
                             Err(DbError::Sql(e))
                         }
-                        Err(_) => {
+                        Err(e) => {
                             ticket.settle_with(false, "no answer within the deadline");
-                            Err(DbError::Timeout)
+                            Err(e)
                         }
                     }
                 }
             },
         }
     }};
+}
+
+/// Whether the store call `$op` writes: all but the reads.
+macro_rules! writes {
+    (get) => {
+        false
+    };
+    (list) => {
+        false
+    };
+    ($op:ident) => {
+        true
+    };
 }
 
 /// The columns a [`Job`] is read from, as a literal so statements stay `&'static str`.
@@ -448,6 +481,7 @@ impl JobStore {
         Ok(JobStore {
             backend: store,
             breaker: Arc::new(Breaker::new("database", breaker, metrics.breaker.clone())),
+            wait_deadline: s.acquire_timeout,
             deadline: s.acquire_timeout * 2,
             own_backends,
             metrics: Arc::new(metrics),

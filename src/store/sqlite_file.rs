@@ -28,6 +28,8 @@ pub(super) struct SqliteFile {
     opened: Mutex<Identity>,
     /// Why the file is not usable now; every call is refused meanwhile.
     lost: Mutex<Option<String>>,
+    /// This process's writers, one at a time, first come first served.
+    writers: tokio::sync::Semaphore,
 }
 
 impl SqliteFile {
@@ -50,7 +52,25 @@ impl SqliteFile {
             pool: RwLock::new(pool),
             opened: Mutex::new(opened),
             lost: Mutex::default(),
+            writers: tokio::sync::Semaphore::new(1),
         })
+    }
+
+    /// For a call that `writes`, wait for this process's turn to write; hold it until the
+    /// transaction ends. SQLite lets one writer in at a time, and its own wait for the lock
+    /// is a poll with sleeps of up to 100 ms that any newer writer overtakes: under load one
+    /// writer could lose every round until its busy timeout and be refused while later ones
+    /// went through. Queued here (a fair semaphore) they go in the order they came, and
+    /// SQLite's busy wait is left to writers of other processes.
+    pub(super) async fn writer_turn(
+        &self,
+        writes: bool,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if !writes {
+            return None;
+        }
+        // Never closed, so never an error.
+        self.writers.acquire().await.ok()
     }
 
     /// The pool now.

@@ -609,3 +609,115 @@ fn a_batch_locks_its_distinct_keys_in_one_order() {
         "the same keys in another order"
     );
 }
+
+/// SQLite's own wait for its write lock is a poll with sleeps of up to 100 ms, which a newer
+/// writer overtakes: under load, a writer could lose every round until its busy timeout and
+/// be refused while later ones went through. This process's writers take their turns first
+/// come, first served.
+#[tokio::test]
+async fn writers_waiting_on_the_lock_take_it_in_the_order_they_came() {
+    use sqlx::Connection;
+    let mut settings = sqlite_settings();
+    settings.acquire_timeout = Duration::from_secs(5);
+    let store = store(&settings, Duration::from_secs(60)).await;
+    store.insert(new_job(0, None)).await.unwrap();
+    let mut other = sqlx::SqliteConnection::connect(&settings.url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.insert(new_job(1, None)).await }
+    });
+    // The injected fault: another process keeps the lock while the first writer waits on
+    // it, long enough for SQLite's polls to be 100 ms apart; then more writers come, and the
+    // lock is let go as they do.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let later: Vec<_> = (2..=8)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.insert(new_job(n, None)).await })
+        })
+        .collect();
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    first.await.unwrap().expect("the first writer goes through");
+    for w in later {
+        w.await.unwrap().expect("every writer goes through");
+    }
+    let order: Vec<i64> = sqlx::query_scalar("SELECT number FROM jobs ORDER BY rowid")
+        .fetch_all(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(order.len(), 9);
+    assert_eq!(
+        order[..2],
+        [0, 1],
+        "the writer that waited longest went first: {order:?}"
+    );
+}
+
+/// Writers queued behind a lock another process holds past `acquire_timeout`: each is either
+/// refused or stored, never both — a refusal comes before its statement started or from
+/// SQLite giving up, not from a deadline while SQLite may still commit. And each answers
+/// within its wait for a turn plus the statement's deadline.
+#[tokio::test]
+async fn a_writer_refused_behind_a_held_lock_is_not_stored() {
+    use sqlx::Connection;
+    let mut settings = sqlite_settings();
+    settings.acquire_timeout = Duration::from_millis(300);
+    settings.max_connections = 2;
+    let store = store(&settings, Duration::from_millis(1)).await;
+    let mut other = sqlx::SqliteConnection::connect(&settings.url)
+        .await
+        .unwrap();
+    for round in 0..3 {
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let jobs: Vec<NewJob> = (0..8).map(|n| new_job(round * 10 + n, None)).collect();
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let started = Instant::now();
+        let writers: Vec<_> = jobs
+            .into_iter()
+            .map(|job| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let outcome = store.insert(job).await;
+                    (outcome, started.elapsed())
+                })
+            })
+            .collect();
+        // The injected fault: the lock held past the wait each writer is allowed (longer
+        // each round), then let go while some may still be waiting for it.
+        tokio::time::sleep(Duration::from_millis(350 + 100 * round)).await;
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        let mut refused = 0;
+        for (w, id) in writers.into_iter().zip(&ids) {
+            let (outcome, took) = w.await.unwrap();
+            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut other)
+                .await
+                .unwrap();
+            match outcome {
+                Ok(Inserted::Created(_)) => assert_eq!(stored, 1, "round {round}: 202 but lost"),
+                Ok(_) => unreachable!("no idempotency key"),
+                Err(e) => {
+                    refused += 1;
+                    assert_eq!(stored, 0, "round {round}: refused ({e}) but stored");
+                }
+            }
+            assert!(
+                took < settings.acquire_timeout * 3 + Duration::from_millis(500),
+                "round {round}: answered after {took:?}"
+            );
+        }
+        assert!(refused > 0, "round {round}: the lock outlasted every wait");
+        half_open(&store).await;
+        store.get(&ids[0], None).await.unwrap();
+    }
+}
