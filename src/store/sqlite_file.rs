@@ -29,7 +29,7 @@ pub(super) struct SqliteFile {
     /// Why the file is not usable now; every call is refused meanwhile.
     lost: Mutex<Option<String>>,
     /// This process's writers, one at a time, first come first served.
-    writers: tokio::sync::Semaphore,
+    pub(super) writers: tokio::sync::Semaphore,
 }
 
 impl SqliteFile {

@@ -210,6 +210,24 @@ async fn every_call_path_dropped_at_every_await_hands_its_probe_back() {
             .await
             .unwrap_or_else(|e| panic!("{name}, dropped waiting for a connection: {e}"));
         assert_eq!(store.breaker.state(), CircuitState::Closed, "{name}");
+        // A write dropped while it waits for its turn (reads take none) leaves the queue.
+        if !matches!(*name, "get" | "list") {
+            half_open(store).await;
+            let turn = file.writer_turn(true).await;
+            let mut waiting = op();
+            // Polled once: it waits, and holds no connection (it has not reached the pool).
+            let polled = tokio::time::timeout(Duration::ZERO, &mut waiting).await;
+            assert!(polled.is_err(), "{name} did not wait for its turn");
+            assert_eq!(store.connections().1, 0, "{name} did not wait for its turn");
+            drop(waiting);
+            drop(turn);
+            assert_eq!(file.writers.available_permits(), 1, "{name}");
+            store
+                .get(id, None)
+                .await
+                .unwrap_or_else(|e| panic!("{name}, dropped waiting for its turn: {e}"));
+            assert_eq!(store.breaker.state(), CircuitState::Closed, "{name}");
+        }
         // Then at every await it reaches with the connection free (how many depends on how
         // soon SQLite's worker thread answers).
         half_open(store).await;
