@@ -195,7 +195,13 @@ fn write_millis(buf: &mut Vec<u8>, d: Duration) {
     buf.push(b'0' + (frac % 10) as u8);
 }
 
+/// JSON string escaping. Request IDs, methods and paths rarely need any, so a string that
+/// needs none is copied whole: byte by byte, this loop was 1 % of the server's CPU.
 fn escape_into(buf: &mut Vec<u8>, s: &str) {
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        buf.extend_from_slice(s.as_bytes());
+        return;
+    }
     for &b in s.as_bytes() {
         match b {
             b'"' => buf.extend_from_slice(b"\\\""),
