@@ -1099,7 +1099,7 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         DB_ACQUIRE_WAIT,
         Kind::Histogram,
         Some(Unit::Seconds),
-        "Time waiting for a jobs database connection from the pool.",
+        "Time waiting for a jobs database connection from the pool (a SQLite write: its turn to write, then the connection).",
     ),
     (
         DB_QUERY_DURATION,

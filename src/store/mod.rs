@@ -60,7 +60,7 @@ enum Backend {
 #[derive(Clone)]
 pub struct StoreMetrics {
     pub breaker: BreakerMetrics,
-    /// Time waiting for a pooled connection.
+    /// Time waiting for a pooled connection (a SQLite write: its turn, then the connection).
     pub acquire_wait: Histogram,
     /// Statement time by operation.
     pub insert: Histogram,
