@@ -170,8 +170,8 @@ enum DbError {
     Open,
     /// The SQLite file is gone: nothing is tried.
     Lost(String),
-    /// No turn or connection, or no answer to the statement, within its deadline.
-    Timeout,
+    /// No turn or connection, or no answer to the statement, within its deadline: which.
+    Timeout(&'static str),
     /// The database answered with an error.
     Sql(sqlx::Error),
 }
@@ -181,7 +181,7 @@ impl From<DbError> for StoreError {
         match e {
             DbError::Open => StoreError::Unavailable("circuit open".into()),
             DbError::Lost(why) => StoreError::Unavailable(why),
-            DbError::Timeout => StoreError::Unavailable("no answer within the deadline".into()),
+            DbError::Timeout(why) => StoreError::Unavailable(why.into()),
             DbError::Sql(e) => e.into(),
         }
     }
@@ -341,7 +341,7 @@ macro_rules! on_pool {
         })
         .await;
         match waited {
-            Err(_) => Err(DbError::Timeout),
+            Err(_) => Err(DbError::Timeout($crate::store::WAIT_TIMEOUT)),
             Ok(Err(e)) => Err(DbError::Sql(e)),
             Ok(Ok((_turn, mut conn))) => {
                 $store
@@ -350,7 +350,7 @@ macro_rules! on_pool {
                     .record($started.elapsed().as_secs_f64());
                 let $c = &mut *conn;
                 match tokio::time::timeout($store.deadline, async { Ok::<_, sqlx::Error>($body) }).await {
-                    Err(_) => Err(DbError::Timeout),
+                    Err(_) => Err(DbError::Timeout($crate::store::STATEMENT_TIMEOUT)),
                     Ok(Err(e)) => Err(DbError::Sql(e)),
                     Ok(Ok(value)) => Ok(value),
                 }
@@ -386,8 +386,12 @@ macro_rules! on_pool {
                             ticket.settle_with(!is_dependency_failure(&e), &e.to_string());
                             Err(DbError::Sql(e))
                         }
+                        Err(DbError::Timeout(why)) => {
+                            ticket.settle_with(false, why);
+                            Err(DbError::Timeout(why))
+                        }
                         Err(e) => {
-                            ticket.settle_with(false, "no answer within the deadline");
+                            ticket.settle_with(false, "refused before it was tried");
                             Err(e)
                         }
                     }
@@ -396,6 +400,11 @@ macro_rules! on_pool {
         }
     }};
 }
+
+/// Why a call waited in vain: for its turn or a connection, before anything was sent.
+const WAIT_TIMEOUT: &str = "no connection within `database.acquire_timeout`";
+/// Why a statement was given up: no answer within twice `database.acquire_timeout`.
+const STATEMENT_TIMEOUT: &str = "no answer to the statement within its deadline";
 
 /// Whether the store call `$op` writes: all but the reads.
 macro_rules! writes {
