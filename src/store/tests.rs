@@ -47,6 +47,20 @@ fn new_job(n: u64, key: Option<&str>) -> NewJob {
     }
 }
 
+/// The injected fault of the lock tests: another connection, as another process would,
+/// holding SQLite's write lock (`BEGIN IMMEDIATE`) until it commits or rolls back.
+async fn write_lock_elsewhere(settings: &DatabaseSettings) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let mut other = sqlx::SqliteConnection::connect(&settings.url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    other
+}
+
 /// Trip the breaker and wait for its open period to lapse: the next call is the probe.
 async fn half_open(store: &JobStore) {
     store.breaker.trip();
@@ -552,7 +566,6 @@ async fn the_upkeep_purges_a_job_with_its_attempts() {
 /// alongside the upkeep opened the breaker.
 #[tokio::test]
 async fn a_write_waits_out_another_writer_and_the_breaker_stays_closed() {
-    use sqlx::Connection;
     let settings = sqlite_settings();
     let store = store(&settings, Duration::from_secs(60)).await;
     store.insert(new_job(1, None)).await.unwrap();
@@ -563,13 +576,7 @@ async fn a_write_waits_out_another_writer_and_the_breaker_stays_closed() {
     assert_eq!(claimed.len(), 1);
     store.insert(new_job(2, None)).await.unwrap();
 
-    let mut other = sqlx::SqliteConnection::connect(&settings.url)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = write_lock_elsewhere(&settings).await;
     sqlx::query("UPDATE jobs SET rounds = rounds")
         .execute(&mut other)
         .await
@@ -634,18 +641,11 @@ fn a_batch_locks_its_distinct_keys_in_one_order() {
 /// come, first served.
 #[tokio::test]
 async fn writers_waiting_on_the_lock_take_it_in_the_order_they_came() {
-    use sqlx::Connection;
     let mut settings = sqlite_settings();
     settings.acquire_timeout = Duration::from_secs(5);
     let store = store(&settings, Duration::from_secs(60)).await;
     store.insert(new_job(0, None)).await.unwrap();
-    let mut other = sqlx::SqliteConnection::connect(&settings.url)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = write_lock_elsewhere(&settings).await;
     let first = tokio::spawn({
         let store = store.clone();
         async move { store.insert(new_job(1, None)).await }
@@ -683,19 +683,12 @@ async fn writers_waiting_on_the_lock_take_it_in_the_order_they_came() {
 /// within its wait for a turn plus the statement's deadline.
 #[tokio::test]
 async fn a_writer_refused_behind_a_held_lock_is_not_stored() {
-    use sqlx::Connection;
     let mut settings = sqlite_settings();
     settings.acquire_timeout = Duration::from_millis(300);
     settings.max_connections = 2;
     let store = store(&settings, Duration::from_millis(1)).await;
-    let mut other = sqlx::SqliteConnection::connect(&settings.url)
-        .await
-        .unwrap();
     for round in 0..3 {
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut other)
-            .await
-            .unwrap();
+        let mut other = write_lock_elsewhere(&settings).await;
         let jobs: Vec<NewJob> = (0..8).map(|n| new_job(round * 10 + n, None)).collect();
         let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
         let started = Instant::now();
