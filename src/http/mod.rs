@@ -19,6 +19,7 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
 use http::{header, HeaderValue};
+use tower::layer::util::Stack as Layers;
 use tower::Layer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::compression::CompressionLayer;
@@ -118,11 +119,14 @@ pub fn stack(
         match spec.surface {
             Surface::Api => {
                 let gate = HttpGate { class: spec.class };
-                let handler = handler
-                    .layer(DeadlineLayer::new(options.request_timeout, gate))
-                    .layer(tower::util::option_layer(
+                // One layer of both, so the route boxes its service once rather than twice
+                // (each boxing is a clone and an allocation per request).
+                let handler = handler.layer(Layers::new(
+                    DeadlineLayer::new(options.request_timeout, gate),
+                    tower::util::option_layer(
                         admitted.map(|a| AdmissionLayer::new(a.clone(), gate)),
-                    ));
+                    ),
+                ));
                 api = api.route(spec.path, handler)
             }
             Surface::Probe | Surface::Admin | Surface::Status => {
