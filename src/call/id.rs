@@ -15,8 +15,11 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
         }
     }
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(s).expect("a UUID is a valid header value")
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // Owned by its `Bytes`: one allocation, and the clones the request's layers take share it
+    // instead of each promoting a copied buffer to a shared one.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .expect("a UUID is a valid header value")
 }
 
 #[cfg(test)]
