@@ -30,9 +30,10 @@
 # curves drawn on one chart (floodgate-load --compare) in target/bench/sweep.html,
 # their knees in target/bench/sweep.md (appended to results.md in a full run).
 # The sweeps alternate (SWEEP_ROUNDS rounds, the order reversed every other round,
-# all from the same start rate) over bare axum, floodgate and floodgate-fixed
-# (admission.adaptive = false): the knee ratio to bare axum is the median of
-# the rounds' ratios (target/bench/knee.json).
+# all from the same start rate) over bare axum, lean axum (examples/lean_axum.rs:
+# bare axum with the least of floodgate's per-request features), floodgate and
+# floodgate-fixed (admission.adaptive = false): the knee ratio to bare axum is the
+# median of the rounds' ratios (target/bench/knee.json).
 # With OVERLOAD=1 (or --overload-only), last: the overload scenarios of
 # scripts/lib/bench-overload.sh, adaptive admission against the fixed limits
 # side by side (intensive open loop at 80 %, 2x and 5x its capacity with
@@ -148,7 +149,7 @@ if [ "$build" = 1 ]; then
     else
         # floodgate as the image is built: laid out by a profile of itself.
         scripts/release-build.sh
-        cargo build --release --example bare_hyper --example bare_axum --example bare_tonic
+        cargo build --release --example bare_hyper --example bare_axum --example lean_axum --example bare_tonic
     fi
     if cargo build --release -p floodgate-load --bin floodgate-load; then
         have_load=1
@@ -159,7 +160,7 @@ elif [ -x "$release/floodgate-load" ]; then
     have_load=1
 fi
 bins=("$release/floodgate")
-[ "$jobs_only" = 1 ] || bins+=("$release/examples/bare_hyper" "$release/examples/bare_axum" "$release/examples/bare_tonic")
+[ "$jobs_only" = 1 ] || bins+=("$release/examples/bare_hyper" "$release/examples/bare_axum" "$release/examples/lean_axum" "$release/examples/bare_tonic")
 for bin in "${bins[@]}"; do
     [ -x "$bin" ] || { log "missing $bin (run without --no-build)"; exit 1; }
 done
@@ -250,6 +251,10 @@ start_server() {
                 DATABASE_URL="sqlite://$work/jobs.db" "$release/floodgate" ;;
         bare-axum)
             server_start bare-axum env SERVER_PORT="$addr" "$release/examples/bare_axum" ;;
+        lean-axum)
+            # bare axum with the least of floodgate's per-request features in one layer.
+            server_start lean-axum env SERVER_PORT="$addr" ACCESS_LOG_PATH="$work/lean-access.log" \
+                "$release/examples/lean_axum" ;;
         bare-hyper)
             server_start bare-hyper env SERVER_PORT="$addr" "$release/examples/bare_hyper" ;;
         bare-tonic)
@@ -483,8 +488,8 @@ pg_reference() {
 }
 
 # ---------------------------------------------------------------- sweeps
-# run_sweeps: the fast case as an open-loop sweep against bare axum, floodgate
-# and floodgate-fixed, each freshly started on core 0 (floodgate-load --threads 1
+# run_sweeps: the fast case as an open-loop sweep against bare axum, lean axum,
+# floodgate and floodgate-fixed, each freshly started on core 0 (floodgate-load --threads 1
 # on core 1; floodgate's /metrics checked at every step), SWEEP_ROUNDS rounds in
 # alternating order (bare axum first, then last, …), every sweep from the same
 # start rate. The last round's curves on one chart in $out_dir/sweep.html; every
@@ -492,7 +497,7 @@ pg_reference() {
 # $out_dir/sweep.md and $out_dir/knee.json.
 run_sweeps() {
     local s r json order curves=() metrics=() knees=$work/knees.jsonl
-    local -a servers_fwd=(bare-axum floodgate floodgate-fixed) servers_rev=(floodgate-fixed floodgate bare-axum)
+    local -a servers_fwd=(bare-axum lean-axum floodgate floodgate-fixed) servers_rev=(floodgate-fixed floodgate lean-axum bare-axum)
     mkdir -p "$out_dir"
     : >"$knees"
     for r in $(seq "$sweep_rounds"); do
@@ -531,7 +536,8 @@ run_sweeps() {
             | if $k == null or $b == null or $b == 0 then null else $k / $b end) | map(select(. != null));
         {rates: $rates, step: $step, max_p99_ms: $max_p99, retries: $retries, knees: .,
          floodgate_ratio: (ratios("floodgate") | median), floodgate_fixed_ratio: (ratios("floodgate-fixed") | median),
-         floodgate_ratios: ratios("floodgate"), floodgate_fixed_ratios: ratios("floodgate-fixed")}
+         floodgate_ratios: ratios("floodgate"), floodgate_fixed_ratios: ratios("floodgate-fixed"),
+         lean_axum_ratio: (ratios("lean-axum") | median), lean_axum_ratios: ratios("lean-axum")}
         | .targets = [{key: "knee_ratio", label: "fast open-loop knee: floodgate / bare axum (median of alternating sweeps)",
                        measured: (if .floodgate_ratio then (.floodgate_ratio * 100 | round / 100) else null end),
                        limit: "≥ 0.85", met: (.floodgate_ratio != null and .floodgate_ratio >= 0.85)}]' \
@@ -539,7 +545,7 @@ run_sweeps() {
     {
         printf '\nFast case as an open-loop sweep: floodgate-load --sweep %s --threads 1 --concurrency %s, %s per step, until p99 > %s ms or more than 1 %% errors (latency from the scheduled send time), a step over the limits run again up to %s time(s) before it counts; server on core 0, load on core 1; %s round(s), the order reversed every other round. Last round: %s.\n\n' \
             "$sweep_rates" "$sweep_connections" "$sweep_step" "$sweep_max_p99" "$sweep_retries" "$sweep_rounds" "${out_dir#"$root"/}/sweep.html"
-        jq -r '"| knee ratio to bare axum (median of the rounds) | floodgate \(.floodgate_ratio // "–" | if type == "number" then . * 100 | round / 100 else . end) | floodgate-fixed \(.floodgate_fixed_ratio // "–" | if type == "number" then . * 100 | round / 100 else . end) | target ≥ 0.85: \(if .targets[0].met then "PASS" else "**MISS**" end) |", "|---|---|---|---|", ""' "$out_dir/knee.json"
+        jq -r '"| knee ratio to bare axum (median of the rounds) | floodgate \(.floodgate_ratio // "–" | if type == "number" then . * 100 | round / 100 else . end) | floodgate-fixed \(.floodgate_fixed_ratio // "–" | if type == "number" then . * 100 | round / 100 else . end) | lean axum \(.lean_axum_ratio // "–" | if type == "number" then . * 100 | round / 100 else . end) | target ≥ 0.85: \(if .targets[0].met then "PASS" else "**MISS**" end) |", "|---|---|---|---|---|", ""' "$out_dir/knee.json"
         echo "| round | server | knee: offered req/s | achieved req/s | p50 | p99 | steps | stopped |"
         echo "|---|---|---|---|---|---|---|---|"
         jq -r '.knees[] | [.round, .server, (.knee // "none" | if type == "number" then floor else . end),

@@ -1,0 +1,306 @@
+//! Reference server for docs/performance.md: [`bare_axum`](bare_axum.rs)'s routes and
+//! handlers with the least of what floodgate's production configuration does per request, in
+//! one hand-written layer: the caller's `X-Request-ID` or a UUID, `X-Content-Type-Options`
+//! and `Cache-Control` headers, an in-flight gauge and one duration histogram (with a
+//! Prometheus recorder installed), a rate-limit check (`governor`), a timeout, and an
+//! access-log line through floodgate's own [`AccessLog`]. No routing classes, admission,
+//! tracing, framing checks, client-address rules or connection timeouts.
+//!
+//! The gap between bare axum and this server is what those features cost at their cheapest;
+//! the gap between this server and floodgate is the rest of what floodgate does.
+//!
+//! Listens on `SERVER_PORT` (`host:port`, default `127.0.0.1:18181`), writes its access log
+//! to `ACCESS_LOG_PATH` (default: the system's temporary directory) and prints `listening on
+//! <addr>` once bound. `INTENSIVE_ROUNDS` (default 10000) as for floodgate.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::{Json, Router, ServiceExt};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+#[derive(Deserialize)]
+struct ComputeInput {
+    number: u64,
+}
+
+#[derive(Serialize)]
+struct ComputeResponse<'a> {
+    request_id: &'a str,
+    job_id: u64,
+    result: u64,
+    latency_us: u64,
+    timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct HealthBody {
+    status: BTreeMap<String, String>,
+    timestamp: u64,
+    goroutines: usize,
+    version: &'static str,
+}
+
+static ROUNDS: OnceLock<u32> = OnceLock::new();
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn respond(start: Instant, result: u64, digest: Option<u64>) -> Response {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let request_id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    let body = ComputeResponse {
+        request_id,
+        job_id: 0,
+        result,
+        latency_us: start.elapsed().as_micros() as u64,
+        timestamp: unix_now(),
+        digest,
+    };
+    // Serialized here, while the request ID's buffer is alive, as floodgate does.
+    Json(body).into_response()
+}
+
+async fn health() -> Json<HealthBody> {
+    let mut status = BTreeMap::new();
+    status.insert("worker_pool".to_owned(), "healthy".to_owned());
+    Json(HealthBody {
+        status,
+        timestamp: unix_now(),
+        goroutines: tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+async fn fast(Json(input): Json<ComputeInput>) -> Response {
+    let start = Instant::now();
+    respond(start, input.number * input.number, None)
+}
+
+async fn intensive(Json(input): Json<ComputeInput>) -> Response {
+    let start = Instant::now();
+    let n = input.number;
+    let rounds = *ROUNDS.get().expect("set in main");
+    let digest = floodgate::pool::intensive_digest(n, rounds);
+    respond(start, n * n, Some(digest))
+}
+
+mod lean {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::net::{IpAddr, SocketAddr};
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{ready, Context, Poll};
+    use std::time::{Duration, Instant};
+
+    use axum::extract::{ConnectInfo, Request};
+    use axum::response::{IntoResponse, Response};
+    use floodgate::observability::access_log::{AccessLog, AccessRecord};
+    use http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
+    use tower::Service;
+
+    /// What every request shares.
+    pub struct Shared {
+        pub log: AccessLog,
+        pub duration: metrics::Histogram,
+        pub in_flight: metrics::Gauge,
+        pub limiter: governor::DefaultDirectRateLimiter,
+        pub timeout: Duration,
+    }
+
+    /// The one layer.
+    #[derive(Clone)]
+    pub struct Lean<S> {
+        pub inner: S,
+        pub shared: Arc<Shared>,
+    }
+
+    static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+    impl<S> Service<Request> for Lean<S>
+    where
+        S: Service<Request, Response = Response, Error = Infallible>,
+    {
+        type Response = Response;
+        type Error = Infallible;
+        type Future = LeanFuture<S::Future>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: Request) -> Self::Future {
+            let start = Instant::now();
+            let id = match req.headers().get(&X_REQUEST_ID) {
+                Some(id) => id.clone(),
+                None => {
+                    let mut buf = uuid::Uuid::encode_buffer();
+                    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+                    HeaderValue::from_str(id).expect("a UUID is a valid header value")
+                }
+            };
+            let client = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            self.shared.in_flight.increment(1.0);
+            let done = Some(Done {
+                start,
+                id,
+                client,
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                shared: Arc::clone(&self.shared),
+            });
+            let state = if self.shared.limiter.check().is_ok() {
+                State::Running {
+                    inner: tokio::time::timeout(self.shared.timeout, self.inner.call(req)),
+                }
+            } else {
+                State::Limited
+            };
+            LeanFuture { state, done }
+        }
+    }
+
+    struct Done {
+        start: Instant,
+        id: HeaderValue,
+        client: Option<IpAddr>,
+        method: Method,
+        uri: Uri,
+        shared: Arc<Shared>,
+    }
+
+    pin_project_lite::pin_project! {
+        #[project = StateProj]
+        enum State<F> {
+            Running { #[pin] inner: tokio::time::Timeout<F> },
+            Limited,
+        }
+    }
+
+    pin_project_lite::pin_project! {
+        /// The response future of [`Lean`].
+        pub struct LeanFuture<F> {
+            #[pin]
+            state: State<F>,
+            done: Option<Done>,
+        }
+    }
+
+    impl<F> Future for LeanFuture<F>
+    where
+        F: Future<Output = Result<Response, Infallible>>,
+    {
+        type Output = Result<Response, Infallible>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let this = self.project();
+            let mut response = match this.state.project() {
+                StateProj::Running { inner } => match ready!(inner.poll(cx)) {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_elapsed) => StatusCode::REQUEST_TIMEOUT.into_response(),
+                },
+                StateProj::Limited => StatusCode::TOO_MANY_REQUESTS.into_response(),
+            };
+            let done = this.done.take().expect("polled after completion");
+            let headers = response.headers_mut();
+            headers.insert(X_REQUEST_ID.clone(), done.id.clone());
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            let elapsed = done.start.elapsed();
+            done.shared.duration.record(elapsed.as_secs_f64());
+            done.shared.in_flight.decrement(1.0);
+            done.shared.log.write(&AccessRecord {
+                request_id: done.id.to_str().unwrap_or_default(),
+                method: done.method.as_str(),
+                path: done.uri.path(),
+                status: response.status().as_u16(),
+                grpc_status: None,
+                latency: elapsed,
+                client_ip: done.client,
+                trace: None,
+            });
+            Poll::Ready(Ok(response))
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let rounds = std::env::var("INTENSIVE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    ROUNDS.set(rounds).expect("set once");
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(std::io::Error::other)?;
+    // The recorder keeps histogram samples until an upkeep; floodgate runs one every 5 s too.
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            recorder.run_upkeep();
+        }
+    });
+    let log_path = std::env::var("ACCESS_LOG_PATH").map_or_else(
+        |_| std::env::temp_dir().join("lean-axum-access.log"),
+        std::path::PathBuf::from,
+    );
+    let shared = std::sync::Arc::new(lean::Shared {
+        log: floodgate::observability::access_log::AccessLog::open(
+            Some(&log_path),
+            floodgate::config::LogFormat::Json,
+        )?,
+        duration: metrics::histogram!(
+            "http_server_request_duration_seconds",
+            "http_route" => "/api/v1/compute/fast",
+            "http_request_method" => "POST",
+            "http_response_status_code" => "200"
+        ),
+        in_flight: metrics::gauge!("http_server_active_requests"),
+        limiter: governor::RateLimiter::direct(governor::Quota::per_second(
+            std::num::NonZeroU32::new(10_000_000).expect("not zero"),
+        )),
+        timeout: std::time::Duration::from_secs(30),
+    });
+
+    // Around the router as a whole, so no route boxes its service a second time.
+    let app = lean::Lean {
+        inner: Router::new()
+            .route("/health", get(health))
+            .route("/api/v1/compute/fast", post(fast))
+            .route("/api/v1/compute/intensive", post(intensive)),
+        shared,
+    };
+
+    let addr = std::env::var("SERVER_PORT").unwrap_or_else(|_| "127.0.0.1:18181".to_owned());
+    let listener = TcpListener::bind(&addr).await?;
+    println!("listening on {}", listener.local_addr()?);
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        std::net::SocketAddr,
+    >(app);
+    axum::serve(listener, app).await
+}
