@@ -305,6 +305,30 @@ async fn a_chunked_body_is_cut_off_at_the_limit() {
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
 }
 
+/// A body in several chunks reaches the extractor as several frames: each is kept, in order.
+#[tokio::test]
+async fn a_body_in_several_chunks_is_read_whole() {
+    let app = spawn_app().await;
+    let addr = app.addr;
+    let reply = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"POST /api/v1/compute/fast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"num\r\n4\r\nber\"\r\n3\r\n: 7\r\n1\r\n}\r\n0\r\n\r\n").unwrap();
+        let mut reply = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while !String::from_utf8_lossy(&reply).contains("\"timestamp\"") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before the answer: {}", String::from_utf8_lossy(&reply));
+            reply.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&reply).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"result\":49"), "{reply}");
+}
+
 #[tokio::test]
 async fn random_bytes_on_the_socket_crash_nothing() {
     let app = spawn_app().await;
