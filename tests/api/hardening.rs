@@ -79,25 +79,6 @@ fn read_until_closed(s: &mut TcpStream, out: &mut Vec<u8>) -> bool {
     }
 }
 
-/// How many whole responses (head and `Content-Length` body) `bytes` holds.
-fn complete_responses(bytes: &[u8]) -> usize {
-    let mut rest = bytes;
-    let mut n = 0;
-    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
-        let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |v| v.trim().parse().unwrap());
-        if rest.len() < end + 4 + length {
-            break;
-        }
-        rest = &rest[end + 4 + length..];
-        n += 1;
-    }
-    n
-}
-
 fn status_of(response: &str) -> u16 {
     response
         .split(' ')

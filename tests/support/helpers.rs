@@ -534,3 +534,22 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// How many whole responses (head and `Content-Length` body) `bytes` holds.
+pub fn complete_responses(bytes: &[u8]) -> usize {
+    let mut rest = bytes;
+    let mut n = 0;
+    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if rest.len() < end + 4 + length {
+            break;
+        }
+        rest = &rest[end + 4 + length..];
+        n += 1;
+    }
+    n
+}
