@@ -29,8 +29,9 @@ mod lean {
 
     use axum::extract::{ConnectInfo, Request};
     use axum::response::{IntoResponse, Response};
+    use floodgate::call::{request_id, X_REQUEST_ID};
     use floodgate::observability::access_log::{AccessLog, AccessRecord};
-    use http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
+    use http::{header, HeaderValue, Method, StatusCode, Uri};
     use tower::Service;
 
     /// What every request shares.
@@ -49,8 +50,6 @@ mod lean {
         pub shared: Arc<Shared>,
     }
 
-    static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
     impl<S> Service<Request> for Lean<S>
     where
         S: Service<Request, Response = Response, Error = Infallible>,
@@ -65,14 +64,8 @@ mod lean {
 
         fn call(&mut self, req: Request) -> Self::Future {
             let start = Instant::now();
-            let id = match req.headers().get(&X_REQUEST_ID) {
-                Some(id) => id.clone(),
-                None => {
-                    let mut buf = uuid::Uuid::encode_buffer();
-                    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-                    HeaderValue::from_str(id).expect("a UUID is a valid header value")
-                }
-            };
+            // floodgate's own rule: the caller's ID when it is a sane one, else a UUID.
+            let id = request_id(req.headers());
             let client = req
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
@@ -97,6 +90,7 @@ mod lean {
         }
     }
 
+    /// What the answer needs; dropped, answered or not, it takes the call off the gauge.
     struct Done {
         start: Instant,
         id: HeaderValue,
@@ -104,6 +98,12 @@ mod lean {
         method: Method,
         uri: Uri,
         shared: Arc<Shared>,
+    }
+
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.shared.in_flight.decrement(1.0);
+        }
     }
 
     pin_project_lite::pin_project! {
@@ -149,7 +149,6 @@ mod lean {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             let elapsed = done.start.elapsed();
             done.shared.duration.record(elapsed.as_secs_f64());
-            done.shared.in_flight.decrement(1.0);
             done.shared.log.write(&AccessRecord {
                 request_id: done.id.to_str().unwrap_or_default(),
                 method: done.method.as_str(),
