@@ -126,3 +126,38 @@ async fn a_client_that_goes_away_is_counted_as_499_and_not_left_in_flight() {
     );
     drop(gate);
 }
+
+/// A client that closes its connection while its body is still being read: the read is
+/// abandoned, the request leaves the in-flight gauge, and it is counted once, as a request the
+/// client ended (499) or whose body could not be read (400), never as served.
+#[tokio::test]
+async fn a_client_that_goes_away_mid_body_is_not_left_in_flight() {
+    let app = spawn_app().await;
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        b"POST /api/v1/compute/fast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"num",
+    )
+    .await
+    .unwrap();
+    app.wait_for_stats("the request in flight", |s| s["active_requests"] == 1)
+        .await;
+    drop(s);
+    app.wait_for_stats("the request no longer in flight", |s| {
+        s["active_requests"] == 0
+    })
+    .await;
+    let text = app
+        .wait_for_exposition("the request counted", |t| {
+            t.contains("http_route=\"/api/v1/compute/fast\"")
+        })
+        .await;
+    let counted = |status: &str| {
+        sum_series(&text, "http_server_request_duration_seconds_count", |l| {
+            l.contains("http_route=\"/api/v1/compute/fast\"")
+                && l.contains(&format!("http_response_status_code=\"{status}\""))
+        })
+    };
+    assert_eq!(counted("499") + counted("400"), 1.0, "{text}");
+    assert_eq!(counted("200"), 0.0);
+}
