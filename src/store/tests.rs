@@ -71,6 +71,19 @@ async fn half_open(store: &JobStore) {
     }
 }
 
+/// Until every connection is back in the pool: a dropped connection goes back in a task of
+/// its own, which asks SQLite's thread whether a transaction is left open first.
+async fn all_idle(store: &JobStore) {
+    let started = Instant::now();
+    while store.connections().1 != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a connection was not given back"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
 async fn every_call_path_dropped_at_every_await_hands_its_probe_back() {
     let mut settings = sqlite_settings();
@@ -227,6 +240,7 @@ async fn every_call_path_dropped_at_every_await_hands_its_probe_back() {
         // A write dropped while it waits for its turn (reads take none) leaves the queue.
         if !matches!(*name, "get" | "list") {
             half_open(store).await;
+            all_idle(store).await;
             let turn = file.writer_turn(true).await;
             let mut waiting = op();
             // Polled once: it waits, and holds no connection (it has not reached the pool).
