@@ -153,6 +153,17 @@ impl<B: Body, R> Future for Refused<B, R> {
     }
 }
 
+/// A refusal answered where admission does not run (the router's fallbacks), the way
+/// admission answers its own: whatever of the body came with the head is taken, and
+/// [`BodyReceived`] says whether that was all of it, so a request that came whole keeps its
+/// connection.
+pub async fn refuse<B: Body, R>(req: Request<B>, response: Response<R>) -> Response<R> {
+    match Refused::new(req, response).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
 /// What the slot of a call becomes: none needed, a slot to hold, or a refusal — which also
 /// pauses the call's connection when the refusal says to and the transport named it
 /// ([`Peer`]).

@@ -18,7 +18,7 @@ pub mod throttle;
 
 pub use auth::{Authenticator, Identity, Principal};
 pub use deadline::{Deadline, DeadlineLayer};
-pub use layer::{AdmissionLayer, Admitted, BodyReceived, Gate};
+pub use layer::{refuse, AdmissionLayer, Admitted, BodyReceived, Gate};
 pub use overload::{Class, Overload, Shed, Slot};
 pub use pause::{Peer, ReadPause};
 pub use rate_limit::{ClientKey, RateLimiter};

@@ -309,9 +309,9 @@ fn declares_body(headers: &HeaderMap) -> bool {
             .is_some_and(|v| v.as_bytes() != b"0")
 }
 
-/// Refusals answered before the body is read, other than admission's (which say whether
-/// they found it all, [`BodyReceived`]): routing, the extractor's header checks, or a deadline
-/// that may have cut the read short.
+/// Refusals answered before the body is read that do not say whether they found it all
+/// ([`BodyReceived`], which admission's and the router's fallbacks leave): the extractor's
+/// header checks, a handler's missing resource, or a deadline that may have cut the read short.
 fn refused_unread(err: &ApiError) -> bool {
     matches!(
         err,

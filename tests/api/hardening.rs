@@ -183,6 +183,47 @@ async fn refusals_of_whole_requests_keep_the_connection() {
     assert_eq!(stats["rate_limited_count"], 2);
 }
 
+/// A wrong path or method is refused the same way: a request that came whole keeps its
+/// connection (a client probing routes, or one misconfigured, does not reconnect for every
+/// 404 and 405), one whose body is still on its way is answered with the close announced.
+#[tokio::test]
+async fn wrong_routes_with_whole_bodies_keep_the_connection() {
+    let app = spawn_app().await;
+    let whole = |method_path: &str| {
+        format!(
+            "{method_path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{{\"number\":7}}"
+        )
+    };
+    let missing = whole("POST /api/v1/compute/nothing");
+    let wrong_method = whole("PUT /api/v1/compute/fast");
+    let right = whole("POST /api/v1/compute/fast");
+    let head = missing.strip_suffix("{\"number\":7}").unwrap();
+    let (response, closed) = answered_before_body(
+        app.addr,
+        &[
+            missing.as_bytes(),
+            wrong_method.as_bytes(),
+            right.as_bytes(),
+        ],
+        head.as_bytes(),
+        b"{\"number\":7}",
+    )
+    .await;
+    let answers: Vec<&str> = response.split("HTTP/1.1 ").skip(1).collect();
+    let statuses: Vec<&str> = answers.iter().map(|a| &a[..3]).collect();
+    assert_eq!(statuses, ["404", "405", "200", "404"], "{response}");
+    let closes: Vec<bool> = answers
+        .iter()
+        .map(|a| a.to_ascii_lowercase().contains("connection: close"))
+        .collect();
+    assert_eq!(closes, [false, false, false, true], "{response}");
+    assert!(
+        closed,
+        "the server closes after the refusal that left a body unread"
+    );
+    assert!(answers[1].contains("METHOD_NOT_ALLOWED"), "{response}");
+}
+
 /// D4: a connection that has sent half a request head does not hold the shutdown until
 /// the header-read timeout.
 #[tokio::test]

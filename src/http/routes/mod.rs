@@ -9,11 +9,13 @@ pub mod profile;
 pub mod status;
 pub mod streams;
 
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use http::Method;
 
 use super::table::{RouteSpec, Surface};
-use crate::admission::Class;
+use crate::admission::{self, Class};
 use crate::error::{ApiError, Missing};
 
 /// Every route the service serves itself.
@@ -129,12 +131,15 @@ pub fn builtin() -> Vec<RouteSpec> {
     ]
 }
 
-/// 404 for unknown paths.
-pub async fn not_found(uri: http::Uri) -> ApiError {
-    ApiError::NotFound(Missing::Route(uri.path().to_owned()))
+/// 404 for unknown paths. A body that came with the head is taken, so the connection can
+/// carry the client's next request.
+pub async fn not_found(req: Request) -> Response {
+    let err = ApiError::NotFound(Missing::Route(req.uri().path().to_owned()));
+    admission::refuse(req, err.into_response()).await
 }
 
-/// 405 for known paths with the wrong method.
-pub async fn method_not_allowed(method: http::Method) -> ApiError {
-    ApiError::MethodNotAllowed(method.to_string())
+/// 405 for known paths with the wrong method; the body as for 404.
+pub async fn method_not_allowed(req: Request) -> Response {
+    let err = ApiError::MethodNotAllowed(req.method().to_string());
+    admission::refuse(req, err.into_response()).await
 }
