@@ -71,8 +71,8 @@ async fn half_open(store: &JobStore) {
     }
 }
 
-/// Until every connection is back in the pool: a dropped connection goes back in a task of
-/// its own, which asks SQLite's thread whether a transaction is left open first.
+/// Until every connection is back in the pool: sqlx gives a dropped connection back in a task
+/// of its own, after a ping that waits on SQLite's worker thread.
 async fn all_idle(store: &JobStore) {
     let started = Instant::now();
     while store.connections().1 != 0 {
