@@ -79,6 +79,27 @@ fn read_until_closed(s: &mut TcpStream, out: &mut Vec<u8>) -> bool {
     }
 }
 
+/// One HTTP/1.1 answer in a connection's transcript.
+struct Answer<'a> {
+    status: &'a str,
+    /// It announces `Connection: close`.
+    closes: bool,
+    text: &'a str,
+}
+
+/// The answers in a connection's transcript, in order.
+fn answers(response: &str) -> Vec<Answer<'_>> {
+    response
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|text| Answer {
+            status: &text[..3],
+            closes: text.to_ascii_lowercase().contains("connection: close"),
+            text,
+        })
+        .collect()
+}
+
 fn status_of(response: &str) -> u16 {
     response
         .split(' ')
@@ -167,13 +188,10 @@ async fn refusals_of_whole_requests_keep_the_connection() {
         b"{\"number\":7}",
     )
     .await;
-    let answers: Vec<&str> = response.split("HTTP/1.1 ").skip(1).collect();
-    let statuses: Vec<&str> = answers.iter().map(|a| &a[..3]).collect();
+    let answers = answers(&response);
+    let statuses: Vec<&str> = answers.iter().map(|a| a.status).collect();
     assert_eq!(statuses, ["401", "200", "429", "429"], "{response}");
-    let closes: Vec<bool> = answers
-        .iter()
-        .map(|a| a.to_ascii_lowercase().contains("connection: close"))
-        .collect();
+    let closes: Vec<bool> = answers.iter().map(|a| a.closes).collect();
     assert_eq!(closes, [false, false, false, true], "{response}");
     assert!(
         closed,
@@ -209,19 +227,16 @@ async fn wrong_routes_with_whole_bodies_keep_the_connection() {
         b"{\"number\":7}",
     )
     .await;
-    let answers: Vec<&str> = response.split("HTTP/1.1 ").skip(1).collect();
-    let statuses: Vec<&str> = answers.iter().map(|a| &a[..3]).collect();
+    let answers = answers(&response);
+    let statuses: Vec<&str> = answers.iter().map(|a| a.status).collect();
     assert_eq!(statuses, ["404", "405", "200", "404"], "{response}");
-    let closes: Vec<bool> = answers
-        .iter()
-        .map(|a| a.to_ascii_lowercase().contains("connection: close"))
-        .collect();
+    let closes: Vec<bool> = answers.iter().map(|a| a.closes).collect();
     assert_eq!(closes, [false, false, false, true], "{response}");
     assert!(
         closed,
         "the server closes after the refusal that left a body unread"
     );
-    assert!(answers[1].contains("METHOD_NOT_ALLOWED"), "{response}");
+    assert!(answers[1].text.contains("METHOD_NOT_ALLOWED"), "{response}");
 }
 
 /// D4: a connection that has sent half a request head does not hold the shutdown until
@@ -376,15 +391,7 @@ async fn numbers_that_only_round_to_whole_are_refused() {
 #[tokio::test]
 async fn a_request_stuck_mid_body_is_reported_as_not_drained() {
     let app = spawn_with(|s| s.server.shutdown_timeout = Duration::from_millis(300)).await;
-    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(
-        &mut s,
-        b"POST /api/v1/compute/fast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"num",
-    )
-    .await
-    .unwrap();
-    app.wait_for_stats("the request in flight", |s| s["active_requests"] == 1)
-        .await;
+    let s = app.request_stuck_mid_body().await;
     let summary = app.stop().await;
     assert!(!summary.drained, "a request was still waiting for its body");
     drop(s);

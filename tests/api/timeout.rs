@@ -134,15 +134,7 @@ async fn a_client_that_goes_away_is_counted_as_499_and_not_left_in_flight() {
 #[tokio::test]
 async fn a_client_that_goes_away_mid_body_is_not_left_in_flight() {
     let app = spawn_app().await;
-    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(
-        &mut s,
-        b"POST /api/v1/compute/fast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"num",
-    )
-    .await
-    .unwrap();
-    app.wait_for_stats("the request in flight", |s| s["active_requests"] == 1)
-        .await;
+    let s = app.request_stuck_mid_body().await;
     drop(s);
     app.wait_for_stats("the request no longer in flight", |s| {
         s["active_requests"] == 0

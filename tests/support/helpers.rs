@@ -183,6 +183,21 @@ impl TestApp {
         }
     }
 
+    /// A fast-endpoint request that has sent its head and half its body, once the service
+    /// has it in flight; the connection, to hold open or close.
+    pub async fn request_stuck_mid_body(&self) -> tokio::net::TcpStream {
+        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(
+            &mut s,
+            b"POST /api/v1/compute/fast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"num",
+        )
+        .await
+        .unwrap();
+        self.wait_for_stats("the request in flight", |s| s["active_requests"] == 1)
+            .await;
+        s
+    }
+
     /// Poll the exposition until `done` holds (10 s at most) and return the text it saw.
     pub async fn wait_for_exposition(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
         let started = std::time::Instant::now();
