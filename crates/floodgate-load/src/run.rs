@@ -251,13 +251,14 @@ pub struct TargetSample {
 }
 
 impl Live {
-    /// The live state of a phase starting at `started_at` with `shards`
-    /// statistics shards and `planned` requests.
+    /// The live state of a phase starting at `started_at` (`started_at_wall`
+    /// by the wall clock, read with it: building the shards takes
+    /// milliseconds) with `shards` statistics shards and `planned` requests.
     fn new(
         shard_ranges: &[Range<usize>],
         plan: &PhasePlan,
         planned: u64,
-        started_at: Instant,
+        (started_at, started_at_wall): (Instant, std::time::SystemTime),
     ) -> Live {
         let shards = shard_ranges.last().map_or(0, |r| r.end);
         let clock = SlotClock::new(plan.max_duration, plan.timeout);
@@ -279,7 +280,7 @@ impl Live {
                 .collect(),
             planned,
             started_at,
-            started_at_wall: std::time::SystemTime::now(),
+            started_at_wall,
             jobs: plan.jobs.is_some(),
             timeline: Mutex::new(Timeline::new(clock)),
             clock,
@@ -512,7 +513,8 @@ pub async fn run_phase(
     let shard_ranges = shard_ranges(&per_target, plan.threads);
     let target_states = target_states(targets, &per_target);
     let started_at = Instant::now();
-    let live = Arc::new(Live::new(&shard_ranges, plan, limit, started_at));
+    let start = (started_at, std::time::SystemTime::now());
+    let live = Arc::new(Live::new(&shard_ranges, plan, limit, start));
     let shared = Arc::new(Shared {
         live: live.clone(),
         targets: target_states,

@@ -26,23 +26,54 @@ fn due_by(r: f64, t: f64) -> f64 {
     }
 }
 
-/// The server's `total_requests` at a time (ms since 1970), from samples taken around it;
-/// the last sample (taken once the load was over) after the last one.
-fn interpolate(samples: &[(f64, f64)], at: f64) -> f64 {
-    let Some(after) = samples.iter().position(|&(t, _)| t >= at) else {
-        return samples.last().unwrap().1;
+/// The server's `total_requests` at a time (ms on the test's clock), from samples taken
+/// around it; the last sample (taken once the load was over) after the last one.
+fn interpolate(samples: &[Sample], at: f64) -> f64 {
+    let Some(after) = samples.iter().position(|s| s.at >= at) else {
+        return samples.last().unwrap().count;
     };
     assert!(after > 0, "a sample before {at}");
-    let ((t0, c0), (t1, c1)) = (samples[after - 1], samples[after]);
-    c0 + (c1 - c0) * (at - t0) / (t1 - t0)
+    let (a, b) = (&samples[after - 1], &samples[after]);
+    a.count + (b.count - a.count) * (at - a.at) / (b.at - a.at)
 }
 
-fn unix_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        * 1e3
+/// The server's counter read once: when (ms on the test's monotonic clock, the middle of
+/// the read's round trip), what the wall clock said then, and the count.
+struct Sample {
+    at: f64,
+    wall: f64,
+    count: f64,
+}
+
+/// Times on the monotonic clock, which the client's schedule keeps too. The wall clock
+/// can run at another rate: on some virtual machines it gains 5 ms a second on the
+/// monotonic one, which over this run shifts the server's seconds by 75 ms against the
+/// client's. The wall clock is used once, to place the client's start.
+struct Clock(std::time::Instant);
+
+impl Clock {
+    /// ms since the clock was made.
+    fn now(&self) -> f64 {
+        self.0.elapsed().as_secs_f64() * 1e3
+    }
+
+    /// The wall clock's time, ms since 1970.
+    fn wall() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            * 1e3
+    }
+}
+
+/// A wall-clock time (ms since 1970) on the test's clock, by the sample read nearest it.
+fn place(samples: &[Sample], wall: f64) -> f64 {
+    let near = samples
+        .iter()
+        .min_by(|a, b| (a.wall - wall).abs().total_cmp(&(b.wall - wall).abs()))
+        .unwrap();
+    near.at + (wall - near.wall)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,19 +105,27 @@ async fn an_open_loop_ramp_follows_its_profile_second_by_second() {
 
     // The server's counter, every 100 ms, until the run is over.
     let http = reqwest::Client::new();
-    let mut samples: Vec<(f64, f64)> = Vec::new();
+    let clock = Clock(std::time::Instant::now());
+    let read = || async {
+        let before = clock.now();
+        let v: Value = http.get(&stats).send().await.unwrap().json().await.unwrap();
+        let after = clock.now();
+        Sample {
+            at: (before + after) / 2.0,
+            wall: Clock::wall() - (after - before) / 2.0,
+            count: v["total_requests"].as_f64().unwrap(),
+        }
+    };
+    let mut samples: Vec<Sample> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let give_up = tokio::time::Instant::now() + RUN_LIMIT;
     while !output.is_finished() {
         assert!(tokio::time::Instant::now() < give_up, "the run did not end");
         tick.tick().await;
-        let at = unix_ms();
-        let v: Value = http.get(&stats).send().await.unwrap().json().await.unwrap();
-        samples.push((at, v["total_requests"].as_f64().unwrap()));
+        samples.push(read().await);
     }
     // One more, now that the load is over.
-    let v: Value = http.get(&stats).send().await.unwrap().json().await.unwrap();
-    samples.push((unix_ms(), v["total_requests"].as_f64().unwrap()));
+    samples.push(read().await);
     let out = output.await.unwrap().unwrap();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
@@ -128,7 +167,7 @@ async fn an_open_loop_ramp_follows_its_profile_second_by_second() {
     // Second by second, the client's timeline and the server's counter follow the profile.
     let points = s["timeline"]["points"].as_array().unwrap();
     assert_eq!(points.len(), 15, "{}", s["timeline"]);
-    let start = s["started_at_unix_ms"].as_f64().unwrap();
+    let start = place(&samples, s["started_at_unix_ms"].as_f64().unwrap());
     for (k, point) in points.iter().enumerate() {
         let expected = due_by(R, k as f64 + 1.0) - due_by(R, k as f64);
         let client = point["requests"].as_f64().unwrap();
