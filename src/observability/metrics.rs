@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use super::exemplars::TraceRef;
 use super::exemplars::{ExemplarIndex, Exemplars};
@@ -214,50 +214,59 @@ pub struct RequestStats {
 pub struct Reading {
     /// The grid instant it stands for, in milliseconds since the Unix epoch.
     pub at_ms: u64,
+    /// When it was taken, by the monotonic clock.
+    taken: Instant,
     pub stats: StatsSnapshot,
     pub latency: Option<hdrhistogram::Histogram<u64>>,
 }
 
 /// Readings taken at instants on a grid (milliseconds since the Unix epoch), each taken once
-/// and shared by every reader that asks for the same instant. The histogram is ~25 KiB: a
-/// thousand live-statistics streams ticking together share one copy instead of holding a
-/// thousand.
+/// and shared by every reader that asks for the same instant soon enough. The histogram is
+/// ~25 KiB: a thousand live-statistics streams ticking together share one copy instead of
+/// holding a thousand.
 #[derive(Default)]
 pub struct Readings {
-    recent: Mutex<std::collections::VecDeque<(u64, std::sync::Arc<Reading>)>>,
-    /// p50 and p99 of the requests completed between two readings, by their instants.
+    recent: Mutex<std::collections::VecDeque<Arc<Reading>>>,
+    /// p50 and p99 of the requests completed between two readings, by when they were taken.
     between: Mutex<std::collections::VecDeque<(Span, (u64, u64))>>,
 }
 
-/// Two grid instants, in milliseconds since the Unix epoch.
-type Span = (u64, u64);
+/// Two readings, by when they were taken.
+type Span = (Instant, Instant);
 
 /// Distinct instants kept: enough for streams of several intervals ticking near each other.
 const READINGS_KEPT: usize = 8;
 
 impl Readings {
-    /// The reading for grid instant `at_ms`, taken now if nobody has taken it yet.
-    pub fn at(&self, at_ms: u64, metrics: &Metrics) -> std::sync::Arc<Reading> {
+    /// The reading for grid instant `at_ms`: one taken for it at most `fresh` ago, or one
+    /// taken now. A grid instant is not a moment: after the wall clock is set back, the same
+    /// instant comes round again, and a reading from the first time must not stand for it.
+    pub fn at(&self, at_ms: u64, fresh: Duration, metrics: &Metrics) -> Arc<Reading> {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, reading)) = recent.iter().find(|(t, _)| *t == at_ms) {
-            return std::sync::Arc::clone(reading);
+        if let Some(reading) = recent
+            .iter()
+            .find(|r| r.at_ms == at_ms && r.taken.elapsed() <= fresh)
+        {
+            return Arc::clone(reading);
         }
-        let reading = std::sync::Arc::new(Reading {
+        let reading = Arc::new(Reading {
             at_ms,
+            taken: Instant::now(),
             stats: metrics.stats(),
             latency: metrics.latency_histogram(),
         });
+        recent.retain(|r| r.at_ms != at_ms);
         if recent.len() == READINGS_KEPT {
             recent.pop_front();
         }
-        recent.push_back((at_ms, std::sync::Arc::clone(&reading)));
+        recent.push_back(Arc::clone(&reading));
         reading
     }
 
     /// p50 and p99 latency of the requests completed between `from` and `to` (0 when none),
-    /// computed once per pair of instants: it takes a copy of the histogram.
+    /// computed once per pair of readings: it takes a copy of the histogram.
     pub fn percentiles_between(&self, from: &Reading, to: &Reading) -> (u64, u64) {
-        let key = (from.at_ms, to.at_ms);
+        let key = (from.taken, to.taken);
         let mut between = self.between.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, found)) = between.iter().find(|(k, _)| *k == key) {
             return *found;
@@ -1240,11 +1249,15 @@ mod tests {
                 m.record_request(API, outcome(MethodLabel::Post, 200, None, us));
             }
         };
+        let fresh = Duration::from_secs(60);
         record(100, 10);
-        let first = readings.at(1_000, &m);
-        assert!(std::sync::Arc::ptr_eq(&first, &readings.at(1_000, &m)));
+        let first = readings.at(1_000, fresh, &m);
+        assert!(std::sync::Arc::ptr_eq(
+            &first,
+            &readings.at(1_000, fresh, &m)
+        ));
         record(5_000, 10);
-        let second = readings.at(2_000, &m);
+        let second = readings.at(2_000, fresh, &m);
         assert!(!std::sync::Arc::ptr_eq(&first, &second));
         assert_eq!(second.stats.total_requests - first.stats.total_requests, 10);
         // Only the 5 ms requests completed between the two readings.
@@ -1252,6 +1265,13 @@ mod tests {
         assert!((4_900..=5_100).contains(&p50), "{p50}");
         assert!((4_900..=5_100).contains(&p99), "{p99}");
         assert_eq!(readings.percentiles_between(&second, &second), (0, 0));
+        // The wall clock set back: an instant that comes round again is read again.
+        record(100, 1);
+        let again = readings.at(1_000, Duration::ZERO, &m);
+        assert!(!Arc::ptr_eq(&first, &again));
+        assert_eq!(again.stats.total_requests, 21);
+        assert!(Arc::ptr_eq(&again, &readings.at(1_000, fresh, &m)));
+        assert_eq!(readings.percentiles_between(&second, &again), (100, 100));
     }
 
     #[test]

@@ -64,7 +64,9 @@ async fn the_stats_stream_reports_the_rates_of_the_load_sent() {
     ] {
         assert!(first.get(key).is_some(), "{key} missing: {first}");
     }
-    assert_eq!(first["interval_ms"], 200);
+    // The interval asked for, or a multiple after a tick the server missed.
+    let span = first["interval_ms"].as_u64().unwrap();
+    assert!(span >= 200 && span % 200 == 0, "{first}");
     // Load, then a message whose interval saw it.
     let started = Instant::now();
     loop {

@@ -69,7 +69,8 @@ async def stats_under_load(base, sent=100):
             messages.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
         await load_done
     for m in messages:
-        assert m["interval_ms"] == 200, m
+        # The interval asked for, or a multiple after a tick the server missed.
+        assert m["interval_ms"] >= 200 and m["interval_ms"] % 200 == 0, m
     grown = messages[-1]["total_requests"] - messages[0]["total_requests"]
     by_rates = sum(m["requests_per_second"] * m["interval_ms"] / 1000 for m in messages[1:])
     # Each message's rate and totals come from one reading of the counters.

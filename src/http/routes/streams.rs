@@ -7,6 +7,7 @@
 //! closed when they do not answer by the next ping; at shutdown every stream gets 1001.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -49,6 +50,7 @@ pub struct StatsQuery {
 pub struct StatsMessage {
     #[serde(flatten)]
     pub totals: StatsBody,
+    /// The span the rates cover: the interval, or a multiple of it after missed ticks.
     pub interval_ms: u64,
     pub requests_per_second: f64,
     pub errors_per_second: f64,
@@ -228,7 +230,7 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/api/v2/stats/stream", tag = "streams", operation_id = "stats_stream",
     params(("interval" = Option<String>, Query, pattern = "^(?:(?:[1-9][0-9]{2,3}|[1-5][0-9]{4}|60000)ms|(?:[1-9]|[1-5][0-9]|60)s|1m)$", description = "How often a message is sent: a whole number of milliseconds (`100ms`–`60000ms`) or seconds (`1s`–`60s`), or `1m`; `1s` when absent.")),
     responses(
-        (status = 101, description = "A WebSocket (RFC 6455): one JSON text message per interval with the `/api/v1/stats` totals plus `interval_ms`, `requests_per_second`, `errors_per_second`, `rejected_per_second`, `interval_latency_p50_us`, `interval_latency_p99_us`, `busy_workers`, `queue_capacity` and, while the adaptive limits are on, `admission`: per class of work (`fast`, `intensive`, `job_execution`) its `limit`, `in_flight`, `shed`, `baseline_latency_us`, `refused_at_limit_per_second` and `refused_for_priority_per_second`. Pinged every `streams.ping_interval`; closed with 1001 when the service shuts down, 1013 when the reader falls `streams.send_queue` messages behind."),
+        (status = 101, description = "A WebSocket (RFC 6455): one JSON text message per interval, on the wall clock's multiples of it, with the `/api/v1/stats` totals plus `interval_ms` (the span the rates cover: the interval, or a multiple when a tick was missed), `requests_per_second`, `errors_per_second`, `rejected_per_second`, `interval_latency_p50_us`, `interval_latency_p99_us`, `busy_workers`, `queue_capacity` and, while the adaptive limits are on, `admission`: per class of work (`fast`, `intensive`, `job_execution`) its `limit`, `in_flight`, `shed`, `baseline_latency_us`, `refused_at_limit_per_second` and `refused_for_priority_per_second`. Pinged every `streams.ping_interval`; closed with 1001 when the service shuts down, 1013 when the reader falls `streams.send_queue` messages behind."),
         StreamErrors,
     ),
     security((), ("bearer" = []), ("api_key" = [])),
@@ -291,36 +293,43 @@ fn open_stats(
 /// Messages are sent on a grid of the interval aligned to the Unix epoch, so every stream of
 /// an interval (and of its multiples) reads the counters at the same instants and shares the
 /// readings ([`crate::observability::metrics::Readings`]). The first message comes one
-/// full interval after the first grid instant, so every message's rates cover exactly one
-/// interval.
+/// full interval after the first grid instant, so every message's rates cover whole
+/// intervals.
 async fn produce_stats(state: AppState, every: Duration, tx: mpsc::Sender<Outgoing>) {
     let every_ms = (every.as_millis() as u64).max(1);
-    let now_ms = unix_ms();
-    let first = (now_ms / every_ms + 1) * every_ms;
-    let start = tokio::time::Instant::now() + Duration::from_millis(first - now_ms);
-    let mut tick = tokio::time::interval_at(start, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let reading = |state: &AppState| {
-        // The instant this tick stands for: the nearest grid point, even when woken late.
-        let at = (unix_ms() + every_ms / 2) / every_ms * every_ms;
-        state.streams.readings.at(at, &state.metrics)
-    };
-    tick.tick().await;
-    let mut previous = reading(&state);
+    let mut grid = Grid::new(every_ms);
+    let started = std::time::Instant::now();
     let admission = |state: &AppState| state.overload.as_ref().map(|o| o.state());
-    let mut admission_before = admission(&state);
+    let mut previous = None;
     loop {
-        tick.tick().await;
-        let now = reading(&state);
-        let secs = every.as_secs_f64();
-        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
-        let (p50, p99) = state.streams.readings.percentiles_between(&previous, &now);
-        let (stats, before) = (now.stats, previous.stats);
-        let pool = state.pool.status();
+        let (at, span_ms) = match grid.tick(unix_ms(), started.elapsed().as_millis() as u64) {
+            Tick::Wait(wait) => {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            Tick::Read { at, span_ms } => (at, span_ms),
+        };
+        // Readings of one instant are shared while that instant is current.
+        let now = state.streams.readings.at(at, every / 2, &state.metrics);
         let admission_now = admission(&state);
+        let Some((before_reading, admission_before)) =
+            previous.replace((Arc::clone(&now), admission_now))
+        else {
+            continue;
+        };
+        // No span across a step of the wall clock: nothing to measure rates over.
+        let Some(span_ms) = span_ms else { continue };
+        let secs = span_ms as f64 / 1e3;
+        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+        let (p50, p99) = state
+            .streams
+            .readings
+            .percentiles_between(&before_reading, &now);
+        let (stats, before) = (now.stats, before_reading.stats);
+        let pool = state.pool.status();
         let message = StatsMessage {
             totals: snapshot_of(&state, stats),
-            interval_ms: every.as_millis() as u64,
+            interval_ms: span_ms,
             requests_per_second: rate(stats.total_requests, before.total_requests),
             errors_per_second: rate(stats.error_count, before.error_count),
             rejected_per_second: rate(
@@ -337,12 +346,72 @@ async fn produce_stats(state: AppState, every: Duration, tx: mpsc::Sender<Outgoi
                 .zip(admission_before.as_ref())
                 .map(|(now, before)| admission_stats(now, before, secs)),
         };
-        admission_before = admission_now;
-        previous = now;
         let text = serde_json::to_string(&message).unwrap_or_default();
         if tx.try_send(Outgoing::Text(text)).is_err() {
             return; // the reader fell behind, or left
         }
+    }
+}
+
+/// A stream's place on its grid of the wall clock (instants in ms since the Unix epoch,
+/// multiples of the interval).
+///
+/// Each wait is measured anew from the wall clock. A timer keeps the monotonic clock, and
+/// the wall clock can run at another rate (NTP slews it by up to 0.05 %; on some virtual
+/// machines it gains 5 ms a second): ticks of a timer would walk off the grid until two of
+/// them stood for the same instant, a message with no requests and then one with two
+/// intervals' requests at one interval's rate. The monotonic clock checks each span: one
+/// across a step of the wall clock is not reported.
+struct Grid {
+    every_ms: u64,
+    /// The instant waited for.
+    next: Option<u64>,
+    /// The instant last read, and what the wall and the monotonic clocks said then (ms).
+    last: Option<(u64, u64, u64)>,
+}
+
+/// What a stream does next.
+#[derive(Debug, PartialEq)]
+enum Tick {
+    /// Wait this long (by the monotonic clock), then ask again.
+    Wait(Duration),
+    /// Read the counters for instant `at`; its rates cover `span_ms` since the last
+    /// reading: the interval, or a multiple when ticks were missed. `None` for the first
+    /// reading, and when the wall clock was set since the last one.
+    Read { at: u64, span_ms: Option<u64> },
+}
+
+impl Grid {
+    fn new(every_ms: u64) -> Self {
+        Grid {
+            every_ms,
+            next: None,
+            last: None,
+        }
+    }
+
+    /// The next step when the wall clock reads `wall_ms` and the monotonic clock `mono_ms`.
+    fn tick(&mut self, wall_ms: u64, mono_ms: u64) -> Tick {
+        let every = self.every_ms;
+        // Set back by more than what was left to wait: wait from where the clock is now.
+        if self.next.is_some_and(|next| next > wall_ms + every) {
+            self.next = None;
+        }
+        let next = *self.next.get_or_insert((wall_ms / every + 1) * every);
+        if wall_ms < next {
+            return Tick::Wait(Duration::from_millis(next - wall_ms));
+        }
+        // The latest instant reached: `next`, or a later one when woken late.
+        let at = wall_ms / every * every;
+        let span_ms = self.last.and_then(|(last, wall_then, mono_then)| {
+            // Both clocks agree on the time since the last reading to within 5 % (and
+            // the milliseconds they are read in), unless the wall clock was set.
+            let walked = wall_ms.checked_sub(wall_then)?;
+            (walked.abs_diff(mono_ms.saturating_sub(mono_then)) <= every / 20 + 2)
+                .then_some(at - last)
+        });
+        (self.next, self.last) = (Some(at + every), Some((at, wall_ms, mono_ms)));
+        Tick::Read { at, span_ms }
     }
 }
 
@@ -654,6 +723,109 @@ mod tests {
     use super::*;
     use crate::http::routes;
     use crate::http::table::RouteTable;
+
+    /// A wall clock that gains `gain` on the monotonic one (0.005: 5 ms a second).
+    struct Clocks {
+        wall: f64,
+        mono: f64,
+        gain: f64,
+    }
+
+    impl Clocks {
+        fn new(gain: f64) -> Self {
+            Clocks {
+                wall: 1_795_736_830_123.0,
+                mono: 0.0,
+                gain,
+            }
+        }
+
+        fn pass(&mut self, ms: f64) {
+            self.mono += ms;
+            self.wall += ms * (1.0 + self.gain);
+        }
+    }
+
+    /// A stream's readings, `(at, span_ms, wall clock when read)`, until there are `n`;
+    /// `after(k, clocks)` runs after the k-th (from 1). Every wait is woken 0.3 ms late, and
+    /// none is longer than the interval.
+    fn readings(
+        every: u64,
+        clocks: &mut Clocks,
+        n: usize,
+        mut after: impl FnMut(usize, &mut Clocks),
+    ) -> Vec<(u64, Option<u64>, f64)> {
+        let mut grid = Grid::new(every);
+        let mut out = Vec::new();
+        let mut waits = 0;
+        while out.len() < n {
+            match grid.tick(clocks.wall as u64, clocks.mono as u64) {
+                Tick::Wait(d) => {
+                    assert!(d <= Duration::from_millis(every), "{d:?}");
+                    waits += 1;
+                    assert!(waits <= 3 * n, "waits without reading");
+                    clocks.pass(d.as_millis() as f64 + 0.3);
+                }
+                Tick::Read { at, span_ms } => {
+                    out.push((at, span_ms, clocks.wall));
+                    after(out.len(), clocks);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_stream_keeps_to_the_wall_clocks_grid_however_it_runs_against_the_monotonic_one() {
+        for gain in [0.0, 0.005, -0.005, 0.0005] {
+            let mut clocks = Clocks::new(gain);
+            let read = readings(1_000, &mut clocks, 1_000, |_, _| {});
+            assert_eq!(read[0].1, None, "the first reading has no span");
+            for pair in read.windows(2) {
+                let ((a, _, _), (b, span, wall)) = (pair[0], pair[1]);
+                assert_eq!((b - a, span), (1_000, Some(1_000)), "gain {gain}");
+                assert!(
+                    b % 1_000 == 0 && wall - (b as f64) < 10.0,
+                    "gain {gain}: {pair:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_late_wake_spans_the_intervals_it_missed() {
+        let mut clocks = Clocks::new(0.0);
+        let read = readings(200, &mut clocks, 8, |k, c| {
+            if k == 4 {
+                c.pass(450.0); // the stream's task did not run for 450 ms
+            }
+        });
+        let spans: Vec<_> = read.iter().map(|r| r.1).collect();
+        let two = Some(200);
+        assert_eq!(spans, [None, two, two, two, Some(400), two, two, two]);
+        assert!(read.windows(2).all(|w| w[1].0 - w[0].0 == w[1].1.unwrap()));
+    }
+
+    #[test]
+    fn a_wall_clock_set_back_or_forward_drops_one_span_and_the_grid_goes_on() {
+        for step in [-10_000.0, -300.0, 10_000.0, 300.0] {
+            let mut clocks = Clocks::new(0.0);
+            let read = readings(1_000, &mut clocks, 8, |k, c| {
+                if k == 4 {
+                    c.wall += step;
+                }
+            });
+            let spans: Vec<_> = read.iter().map(|r| r.1).collect();
+            let one = Some(1_000);
+            assert_eq!(spans, [None, one, one, one, None, one, one, one], "{step}");
+            for (at, _, wall) in &read {
+                assert!(
+                    at % 1_000 == 0 && wall - (*at as f64) < 10.0,
+                    "{step}: {read:?}"
+                );
+            }
+        }
+    }
 
     fn accepted(raw: &str) -> bool {
         interval(&StatsQuery {
