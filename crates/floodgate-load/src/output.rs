@@ -161,23 +161,11 @@ impl Outputs {
             timeout: self.interval.max(Duration::from_secs(1)),
             warned: std::sync::atomic::AtomicBool::new(false),
         });
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let interval = self.interval;
-        let task = tokio::spawn(async move {
-            state.push_now().await;
-            let mut tick =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                // A push under way is finished (within its timeout) before
-                // the stop is seen: no sample is cut off half-sent.
-                tokio::select! {
-                    _ = tick.tick() => state.push_now().await,
-                    _ = &mut stopped => break,
-                }
-            }
-            state.push_now().await;
-        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(push_until_stopped(self.interval, stopped, move || {
+            let state = Arc::clone(&state);
+            async move { state.push_now().await }
+        }));
         Pusher { stop, task }
     }
 
@@ -194,6 +182,33 @@ impl Outputs {
             })
             .collect()
     }
+}
+
+/// Pushes at once, then every `interval` until `stopped`, then once more. A
+/// push under way is finished (within its timeout) before the stop is seen:
+/// no sample is cut off half-sent. The stop is looked at first: after a push
+/// that took longer than the interval the next tick is always due, and a fair
+/// choice between the two would push again, with even odds each time, before
+/// the last.
+async fn push_until_stopped<F, P>(
+    interval: Duration,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+    push: F,
+) where
+    F: Fn() -> P,
+    P: std::future::Future<Output = ()>,
+{
+    push().await;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            _ = tick.tick() => push().await,
+        }
+    }
+    push().await;
 }
 
 /// The labels of one phase's series.
@@ -643,6 +658,35 @@ mod tests {
                     0.012,
                 ),
             ],
+        }
+    }
+
+    /// Pushes that outlast the interval (an output that hangs until the
+    /// timeout): a stop seen during one is followed by the last push only.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_during_a_slow_push_leaves_only_the_last_push() {
+        for _ in 0..50 {
+            let pushes = Arc::new(AtomicU64::new(0));
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let counted = Arc::clone(&pushes);
+            let task = tokio::spawn(push_until_stopped(
+                Duration::from_millis(500),
+                stopped,
+                move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(1))
+                },
+            ));
+            // Pushes at 0 and 1.5 s (the first tick is due an interval after
+            // the first push); stopped during the second.
+            tokio::time::sleep(Duration::from_millis(2_000)).await;
+            let before = pushes.load(Ordering::SeqCst);
+            assert_eq!(before, 2);
+            let _ = stop.send(());
+            let started = tokio::time::Instant::now();
+            task.await.unwrap();
+            assert_eq!(pushes.load(Ordering::SeqCst), before + 1, "only the last");
+            assert_eq!(started.elapsed(), Duration::from_millis(1_500));
         }
     }
 
