@@ -108,9 +108,13 @@ impl Exporter {
             ticks.tick().await;
             let mut last_warning: Option<Instant> = None;
             loop {
+                // The stop is looked at first: after an export that took longer than the
+                // interval the next tick is always due, and a fair choice would export
+                // again, with even odds each time, before the last export.
                 let last = tokio::select! {
-                    _ = ticks.tick() => false,
+                    biased;
                     () = stopped.notified() => true,
+                    _ = ticks.tick() => false,
                 };
                 let request = request(&render(), &self.resource, started, SystemTime::now());
                 let sent = tokio::time::timeout(self.timeout, client.send(request)).await;
@@ -393,6 +397,39 @@ floodgate_jobs_total{outcome=\"completed\"} 11
 # TYPE floodgate_job_queue_depth gauge
 floodgate_job_queue_depth 3
 ";
+
+    /// A collector that takes the connection and never answers: every export lasts its
+    /// timeout, longer than the interval. A shutdown during one waits for it, then exports
+    /// once more, the last, and never another regular export first.
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_during_a_slow_export_exports_once_more_only() {
+        use std::sync::atomic::AtomicU64;
+        let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}/v1/metrics", hung.local_addr().unwrap());
+        for _ in 0..50 {
+            let renders = Arc::new(AtomicU64::new(0));
+            let counted = Arc::clone(&renders);
+            let running = Exporter {
+                endpoint: endpoint.clone(),
+                protocol: OtlpProtocol::HttpProtobuf,
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_secs(1),
+                resource: Vec::new(),
+            }
+            .start(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                String::new()
+            });
+            // Exports at 0.5 s and 1.5 s, each its 1 s timeout; shut down during the second.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let before = renders.load(Ordering::SeqCst);
+            assert_eq!(before, 2);
+            let at = tokio::time::Instant::now();
+            running.shutdown().await;
+            assert_eq!(renders.load(Ordering::SeqCst), before + 1, "only the last");
+            assert_eq!(at.elapsed(), Duration::from_millis(1_500));
+        }
+    }
 
     #[test]
     fn the_exposition_becomes_otlp_with_opentelemetry_names_for_the_server_instruments() {
