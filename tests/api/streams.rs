@@ -660,3 +660,111 @@ async fn a_plain_get_of_a_stream_route_is_told_to_upgrade() {
         .unwrap();
     assert_envelope(keyless, 400, "INVALID_REQUEST").await;
 }
+
+/// The real server frozen (SIGSTOP) for three ping intervals, six times, while a reader
+/// that answers every ping follows its statistics: each freeze starts just after a ping, whose
+/// answer then waits in the frozen server's socket. On waking the stream goes on: the missed
+/// ticks do not fire one after another (the second judging the ping the first just sent),
+/// and an answer that arrived is read before the next tick judges it missing (1011).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_frozen_past_its_ping_interval_and_back_keeps_its_streams() {
+    use futures_util::SinkExt;
+    let app = spawn_binary(&[("FLOODGATE__STREAMS__PING_INTERVAL", "100ms")]).await;
+    let url = format!(
+        "ws://127.0.0.1:{}/api/v2/stats/stream?interval=100ms",
+        app.port
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let pid = app.child.0.id().to_string();
+    let signal = |s: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    async fn frame(socket: &mut Socket) -> Option<Result<Message, impl std::fmt::Debug>> {
+        tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a frame within 10 s")
+    }
+    for freeze in 0..6 {
+        // Up to a ping; the server frozen before its answer is sent.
+        loop {
+            match frame(&mut socket).await {
+                Some(Ok(Message::Ping(_))) => break,
+                Some(Ok(Message::Text(_) | Message::Pong(_))) => {}
+                other => panic!("before freeze {freeze}: {other:?}"),
+            }
+        }
+        signal("-STOP");
+        socket.flush().await.unwrap();
+        // The fault itself: the process does not run for this long.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        signal("-CONT");
+    }
+    // A second of messages after the last: ten ping intervals, every ping answered.
+    let mut texts = 0;
+    while texts < 10 {
+        match frame(&mut socket).await {
+            Some(Ok(Message::Text(_))) => texts += 1,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("after {texts} messages since waking: {other:?}"),
+        }
+    }
+}
+
+/// A reader that never answers a ping (a peer gone without a word, a NAT that dropped the
+/// flow) is closed with 1011 once an interval has passed without the answer. The client is a
+/// bare socket: a WebSocket library would answer pings itself.
+#[tokio::test]
+async fn a_reader_that_never_answers_a_ping_is_closed_with_1011() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_with(|s| s.streams.ping_interval = Duration::from_millis(100)).await;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tcp.write_all(
+        b"GET /api/v2/stats/stream?interval=1s HTTP/1.1\r\nHost: floodgate\r\n\
+          Upgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Everything the server sends until it closes the connection.
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut bytes))
+        .await
+        .expect("closed within 10 s")
+        .unwrap();
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        bytes.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        &bytes[..head_end]
+    );
+    // The frames (a server's are not masked): opcode and payload.
+    let mut frames = Vec::new();
+    let mut rest = &bytes[head_end..];
+    while rest.len() >= 2 {
+        let (opcode, short) = (rest[0] & 0x0f, usize::from(rest[1] & 0x7f));
+        let (len, at) = match short {
+            126 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
+            127 => (
+                u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n, 2),
+        };
+        frames.push((opcode, rest[at..at + len].to_vec()));
+        rest = &rest[at + len..];
+    }
+    assert!(rest.is_empty(), "a frame cut short: {rest:?}");
+    let pings = frames.iter().filter(|(op, _)| *op == 0x9).count();
+    let (op, payload) = frames.last().unwrap();
+    assert_eq!(*op, 0x8, "the last frame closes: {frames:?}");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1011);
+    assert_eq!(&payload[2..], b"no answer to ping");
+    assert_eq!(
+        pings, 1,
+        "closed at the tick after the unanswered ping: {frames:?}"
+    );
+}

@@ -574,7 +574,11 @@ async fn run(
         .metrics
         .counter(m::STREAM_SLOW_CONSUMERS, &[("kind", kind)]);
     let (mut sink, mut incoming) = socket.split();
-    let mut ping = tokio::time::interval(state.settings.streams.ping_interval);
+    let ping_every = state.settings.streams.ping_interval;
+    let mut ping = tokio::time::interval(ping_every);
+    // After a pause of the process (SIGSTOP, a virtual machine's), one tick, not every
+    // missed one at once: the second would find the ping the first just sent unanswered.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut awaiting_pong = false;
     let mut watch = Watch {
@@ -585,7 +589,20 @@ async fn run(
         closing: state.streams.closing(),
     };
     loop {
+        // In this order: the shutdown first; what the client sent before the ping timer,
+        // so that an answer that arrived while the process was paused is read before the
+        // tick that follows the pause judges it missing.
         tokio::select! {
+            biased;
+            // The value, not a change: a stream opened once closing had begun closes too.
+            _ = async { let _ = watch.closing.wait_for(|closing| *closing).await; } => {
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    close(&mut sink, 1001, "the service is shutting down"),
+                )
+                .await;
+                return;
+            }
             _ = &mut watch.producer.0, if watch.producing => {
                 watch.producing = false;
                 if full(&queue) {
@@ -606,7 +623,20 @@ async fn run(
                 }
                 None => return,
             },
-            _ = ping.tick() => {
+            message = incoming.next() => match message {
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+            due = ping.tick() => {
+                // A tick late by half an interval follows a pause of the process (SIGSTOP, a
+                // virtual machine's) or of this task: an answer that arrived meanwhile may
+                // not have been seen yet (after SIGCONT the runtime's wait for I/O returns
+                // with nothing, and the timers go first). The answer gets one more interval.
+                let paused = due.elapsed() > ping_every / 2;
+                if awaiting_pong && paused {
+                    continue;
+                }
                 if awaiting_pong {
                     let _ = tokio::time::timeout(
                         CLOSE_GRACE,
@@ -620,20 +650,6 @@ async fn run(
                     Sent::Gone => return,
                     Sent::Behind => return cut_off(sink, &slow),
                 }
-            }
-            message = incoming.next() => match message {
-                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => {}
-            },
-            // The value, not a change: a stream opened once closing had begun closes too.
-            _ = async { let _ = watch.closing.wait_for(|closing| *closing).await; } => {
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    close(&mut sink, 1001, "the service is shutting down"),
-                )
-                .await;
-                return;
             }
         }
     }
