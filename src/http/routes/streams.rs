@@ -633,11 +633,10 @@ async fn run(
                 // virtual machine's) or of this task: an answer that arrived meanwhile may
                 // not have been seen yet (after SIGCONT the runtime's wait for I/O returns
                 // with nothing, and the timers go first). The answer gets one more interval.
-                let paused = due.elapsed() > ping_every / 2;
-                if awaiting_pong && paused {
-                    continue;
-                }
                 if awaiting_pong {
+                    if due.elapsed() > ping_every / 2 {
+                        continue;
+                    }
                     let _ = tokio::time::timeout(
                         CLOSE_GRACE,
                         close(&mut sink, 1011, "no answer to ping"),
