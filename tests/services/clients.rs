@@ -77,20 +77,42 @@ async fn k6_calls_the_service_and_the_server_counts_every_call() {
 }
 
 /// An independent client, Python's `websockets`, follows a job to its end and reads the
-/// stats stream while it sends load (tests/clients/ws_client.py says what it checks).
+/// stats stream while it sends load (tests/clients/ws_client.py says what it checks). The job
+/// is held running until the client's stream is open, so that the client sees it change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independent_websocket_client_follows_a_job_and_the_statistics() {
-    let app = spawn_app().await;
+    let app =
+        spawn_builder(floodgate::Application::builder(test_settings()).with_kernel(gated_kernel))
+            .await;
+    let gate = Gate::hold();
+    let job: Value = app
+        .post_json(
+            "/api/v2/jobs",
+            &format!("{{\"number\": {}}}", gate.number()),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.wait_for_busy_workers(1).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ws_client.py");
-    let addr = app.addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(venv_python())
-            .args([script, &addr])
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .unwrap();
+    let client = tokio::process::Command::new(venv_python())
+        .args([script, &app.addr.to_string(), job["id"].as_str().unwrap()])
+        .kill_on_drop(true)
+        .output();
+    let mut client = tokio::spawn(client);
+    // The client's stream of the job is open: let the job finish.
+    let open = |text: &str| {
+        sum_series(text, "floodgate_streams_open", |l| {
+            l.contains("kind=\"job\"")
+        })
+    };
+    tokio::select! {
+        _ = app.wait_for_exposition("the client's stream of the job open", |t| open(t) >= 1.0) => {}
+        out = &mut client => panic!("the client ended before its stream of the job opened: {out:?}"),
+    }
+    drop(gate);
+    let out = client.await.unwrap().expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -99,6 +121,7 @@ async fn an_independent_websocket_client_follows_a_job_and_the_statistics() {
     );
     let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(seen["job"]["close_code"], 1000, "{seen}");
+    assert_eq!(seen["job"]["statuses"][0], "running", "{seen}");
     assert!(seen["stats"]["grown"].as_u64().unwrap() >= 100, "{seen}");
 }
 
