@@ -100,6 +100,27 @@ fn answers(response: &str) -> Vec<Answer<'_>> {
         .collect()
 }
 
+/// The answers of a connection that [`answered_before_body`] drove, checked: their statuses
+/// and which of them announce the close, and that the server closed the connection after the
+/// refusal that left a body unread.
+fn answered<'a>(
+    response: &'a str,
+    closed: bool,
+    statuses: &[&str],
+    closes: &[bool],
+) -> Vec<Answer<'a>> {
+    let answers = answers(response);
+    let seen: Vec<&str> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(seen, statuses, "{response}");
+    let announced: Vec<bool> = answers.iter().map(|a| a.closes).collect();
+    assert_eq!(announced, closes, "{response}");
+    assert!(
+        closed,
+        "the server closes after the refusal that left a body unread"
+    );
+    answers
+}
+
 fn status_of(response: &str) -> u16 {
     response
         .split(' ')
@@ -188,14 +209,11 @@ async fn refusals_of_whole_requests_keep_the_connection() {
         b"{\"number\":7}",
     )
     .await;
-    let answers = answers(&response);
-    let statuses: Vec<&str> = answers.iter().map(|a| a.status).collect();
-    assert_eq!(statuses, ["401", "200", "429", "429"], "{response}");
-    let closes: Vec<bool> = answers.iter().map(|a| a.closes).collect();
-    assert_eq!(closes, [false, false, false, true], "{response}");
-    assert!(
+    answered(
+        &response,
         closed,
-        "the server closes after the refusal that left a body unread"
+        &["401", "200", "429", "429"],
+        &[false, false, false, true],
     );
     let stats = app.stats().await;
     assert_eq!(stats["rate_limited_count"], 2);
@@ -227,14 +245,11 @@ async fn wrong_routes_with_whole_bodies_keep_the_connection() {
         b"{\"number\":7}",
     )
     .await;
-    let answers = answers(&response);
-    let statuses: Vec<&str> = answers.iter().map(|a| a.status).collect();
-    assert_eq!(statuses, ["404", "405", "200", "404"], "{response}");
-    let closes: Vec<bool> = answers.iter().map(|a| a.closes).collect();
-    assert_eq!(closes, [false, false, false, true], "{response}");
-    assert!(
+    let answers = answered(
+        &response,
         closed,
-        "the server closes after the refusal that left a body unread"
+        &["404", "405", "200", "404"],
+        &[false, false, false, true],
     );
     assert!(answers[1].text.contains("METHOD_NOT_ALLOWED"), "{response}");
 }

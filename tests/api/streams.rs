@@ -447,26 +447,6 @@ async fn job_events_as_sse(app: &TestApp, id: &str) -> String {
         .unwrap()
 }
 
-/// An application whose jobs wait on gates, and a job held running there: its status stays
-/// put for as long as the gate is held.
-async fn held_job() -> (TestApp, Gate, String) {
-    let app =
-        spawn_builder(floodgate::Application::builder(test_settings()).with_kernel(gated_kernel))
-            .await;
-    let gate = Gate::hold();
-    let job: Value = app
-        .post_json(
-            "/api/v2/jobs",
-            &format!("{{\"number\": {}}}", gate.number()),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    app.wait_for_busy_workers(1).await;
-    (app, gate, job["id"].as_str().unwrap().to_owned())
-}
-
 /// Jobs database calls of `operation` so far.
 fn queries(exposition: &str, operation: &str) -> f64 {
     sum_series(

@@ -81,23 +81,10 @@ async fn k6_calls_the_service_and_the_server_counts_every_call() {
 /// is held running until the client's stream is open, so that the client sees it change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independent_websocket_client_follows_a_job_and_the_statistics() {
-    let app =
-        spawn_builder(floodgate::Application::builder(test_settings()).with_kernel(gated_kernel))
-            .await;
-    let gate = Gate::hold();
-    let job: Value = app
-        .post_json(
-            "/api/v2/jobs",
-            &format!("{{\"number\": {}}}", gate.number()),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    app.wait_for_busy_workers(1).await;
+    let (app, gate, job) = held_job().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ws_client.py");
     let client = tokio::process::Command::new(venv_python())
-        .args([script, &app.addr.to_string(), job["id"].as_str().unwrap()])
+        .args([script, &app.addr.to_string(), &job])
         .kill_on_drop(true)
         .output();
     let mut client = tokio::spawn(client);

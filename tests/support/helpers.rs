@@ -324,6 +324,24 @@ pub fn gated_kernel(n: u64, _rounds: u32) -> u64 {
     n
 }
 
+/// An application whose jobs wait on gates, and a job held running there: its status stays
+/// put for as long as the gate is held. Returns the job's id.
+pub async fn held_job() -> (TestApp, Gate, String) {
+    let app = spawn_builder(Application::builder(test_settings()).with_kernel(gated_kernel)).await;
+    let gate = Gate::hold();
+    let job: Value = app
+        .post_json(
+            "/api/v2/jobs",
+            &format!("{{\"number\": {}}}", gate.number()),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.wait_for_busy_workers(1).await;
+    (app, gate, job["id"].as_str().unwrap().to_owned())
+}
+
 /// A free loopback port (bound then released), for external tools that cannot report the
 /// port they bound; floodgate itself binds port 0 and says which port it got.
 pub fn free_port() -> u16 {
