@@ -153,6 +153,13 @@ pub struct Opts {
           value_parser = clap::value_parser!(u32).range(0..=5))]
     pub sweep_retries: u32,
 
+    /// Sweep: a step over the limits while the machine's host took more than
+    /// this percent of its CPU time (steal time, Linux) is not judged: it runs
+    /// again once a second passes under this, up to 3 times in a row (100
+    /// judges every step as it is).
+    #[arg(long, env = "FLOODGATE_LOAD_SWEEP_MAX_STEAL", value_name = "PCT", default_value_t = crate::sweep::DEFAULT_MAX_STEAL, value_parser = parse_percent)]
+    pub sweep_max_steal: f64,
+
     /// Send no load: draw the sweeps of earlier JSON reports (written with
     /// --sweep --output json) as curves on one chart, each under NAME;
     /// repeatable. Best with --output html.
@@ -497,6 +504,7 @@ impl Opts {
                     max_p99_ms: self.sweep_max_p99,
                     max_error_rate: self.sweep_max_errors,
                     retries: self.sweep_retries,
+                    max_steal_pct: self.sweep_max_steal,
                 },
             }),
             timeout: self.timeout,

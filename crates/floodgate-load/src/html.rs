@@ -870,13 +870,14 @@ fn write_sweep(out: &mut String, i: usize, sw: &SweepReport) {
 }
 
 fn write_steps_table(out: &mut String, id: &str, sw: &SweepReport) {
-    out.push_str("<table><tr><th>step</th><th>offered req/s</th><th>achieved req/s</th><th>requests</th><th>p50</th><th>p99</th><th>errors</th><th>/metrics</th><th></th></tr>");
+    out.push_str("<table><tr><th>step</th><th>offered req/s</th><th>achieved req/s</th><th>requests</th><th>p50</th><th>p99</th><th>errors</th><th>CPU stolen</th><th>/metrics</th><th></th></tr>");
     let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), fmt_ms);
+    let pct = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1} %"));
     for st in &sw.steps {
         let knee = sw.knee.as_ref().is_some_and(|k| k.step == st.step);
         let _ = write!(
             out,
-            "<tr id=\"{id}{n}\" data-offered=\"{}\" data-passed=\"{}\"><td>{n}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3} %</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            "<tr id=\"{id}{n}\" data-offered=\"{}\" data-passed=\"{}\"><td>{n}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3} %</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
             st.offered_rate,
             st.passed,
             if knee { " (knee)" } else { "" },
@@ -886,6 +887,7 @@ fn write_steps_table(out: &mut String, id: &str, sw: &SweepReport) {
             ms(st.p50_ms),
             ms(st.p99_ms),
             st.error_rate,
+            pct(st.stolen_pct),
             escape(&st.server_metrics),
             if st.passed { "ok" } else { "bad" },
             escape(st.reason.as_deref().unwrap_or("within the limits")),

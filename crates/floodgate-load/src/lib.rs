@@ -22,6 +22,7 @@ pub mod schedule;
 pub mod server;
 pub mod stages;
 pub mod stats;
+pub mod steal;
 pub mod sweep;
 pub mod thresholds;
 pub mod timeline;

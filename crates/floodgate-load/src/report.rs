@@ -1046,25 +1046,30 @@ fn write_sweep(out: &mut String, sw: &SweepReport) {
     );
     let _ = writeln!(
         out,
-        "  Limits:             p99 <= {} ms, errors <= {} %{}",
+        "  Limits:             p99 <= {} ms, errors <= {} %{}{}",
         sw.limits.max_p99_ms,
         sw.limits.max_error_rate,
-        crate::sweep::describe_retries(sw.limits.retries)
+        crate::sweep::describe_retries(sw.limits.retries),
+        crate::sweep::describe_steal(sw.limits.max_steal_pct)
     );
     let _ = writeln!(
         out,
-        "  {:>4} {:>12} {:>12} {:>12} {:>13} {:>13} {:>9}  {:<11} verdict",
-        "step", "offered/s", "achieved/s", "requests", "p50", "p99", "errors", "/metrics"
+        "  {:>4} {:>12} {:>12} {:>12} {:>13} {:>13} {:>9} {:>8}  {:<11} verdict",
+        "step", "offered/s", "achieved/s", "requests", "p50", "p99", "errors", "stolen", "/metrics"
     );
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3} ms"));
     for st in &sw.steps {
         let verdict = match &st.reason {
             None => "ok".to_owned(),
+            Some(reason) if st.not_judged => format!("NOT JUDGED: {reason}"),
             Some(reason) => format!("OVER: {reason}"),
         };
+        let stolen = st
+            .stolen_pct
+            .map_or_else(|| "-".to_owned(), |s| format!("{s:.1}%"));
         let _ = writeln!(
             out,
-            "  {:>4} {:>12} {:>12} {:>12} {:>13} {:>13} {:>8.3}%  {:<11} {verdict}",
+            "  {:>4} {:>12} {:>12} {:>12} {:>13} {:>13} {:>8.3}% {stolen:>8}  {:<11} {verdict}",
             st.step,
             fmt_rate(st.offered_rate),
             fmt_rate(st.achieved_rate),
@@ -1454,6 +1459,7 @@ pub(crate) mod tests {
             max_p99_ms,
             max_error_rate,
             retries: 0,
+            max_steal_pct: 2.0,
         };
         let step = SweepStep::new(3, 60.0, s.step_figures(), &limits(100.0, 10.0), false);
         assert_eq!(
@@ -1471,6 +1477,29 @@ pub(crate) mod tests {
         );
         let step = SweepStep::new(3, 60.0, s.step_figures(), &limits(100.0, 10.0), true);
         assert_eq!(step.reason.as_deref(), Some("interrupted"));
+
+        // Over the limits with more than 2 % of the CPU time stolen: not judged, until the
+        // rate was so three times in a row.
+        let over = || SweepStep::new(3, 60.0, s.step_figures(), &limits(0.01, 5.0), false);
+        let mut step = over();
+        assert!(step.judge_steal(Some(5.0), &limits(0.01, 5.0), 2));
+        assert!(step.not_judged && !step.passed);
+        assert!(
+            step.reason.as_deref().unwrap().ends_with(
+                "errors 10.000 % over 5 %; not judged: 5.0 % of the CPU time stolen, run again"
+            ),
+            "{:?}",
+            step.reason
+        );
+        for (stolen, reruns) in [(Some(5.0), 3), (Some(2.0), 0), (None, 0)] {
+            let mut step = over();
+            assert!(!step.judge_steal(stolen, &limits(0.01, 5.0), reruns));
+            assert!(!step.not_judged && !step.passed);
+            assert_eq!(step.stolen_pct, stolen);
+        }
+        let mut within = SweepStep::new(3, 60.0, s.step_figures(), &limits(100.0, 10.0), false);
+        assert!(!within.judge_steal(Some(50.0), &limits(100.0, 10.0), 0));
+        assert!(within.passed && within.reason.is_none(), "a pass stands");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::run::{self, JobPlan, LoadModel, PhasePlan, PhaseTarget, StopReason};
 use crate::schedule;
 use crate::server::{self, ClientCounts, MetricsSource};
 use crate::stages::{Profile, StageKind};
+use crate::steal::CpuTimes;
 use crate::sweep::{self, Next, SweepEnd, SweepReport, SweepStep};
 use crate::tls::{self, TlsClient};
 
@@ -818,7 +819,7 @@ async fn run_sweep(
     note(
         ctx.mode,
         &format!(
-            "Sweep {}: {} {} | rates {spec}, {} per step, at most {} in flight{spread} | limits: p99 <= {} ms, errors <= {} %{}",
+            "Sweep {}: {} {} | rates {spec}, {} per step, at most {} in flight{spread} | limits: p99 <= {} ms, errors <= {} %{}{}",
             m.scenario.name,
             m.scenario.method,
             m.urls.join(", "),
@@ -827,18 +828,19 @@ async fn run_sweep(
             limits.max_p99_ms,
             limits.max_error_rate,
             sweep::describe_retries(limits.retries),
+            sweep::describe_steal(limits.max_steal_pct),
         ),
     );
-    let mut done = Vec::new();
+    let mut course = sweep::Course::default();
     let mut steps = Vec::new();
     let mut reports = Vec::new();
     let mut stop = StopReason::Duration;
     let stopped = loop {
-        let rate = match sweep::next_step(&spec, &done, limits.retries) {
+        let rate = match course.next(&spec, limits.retries) {
             Next::Run(rate) => rate,
             Next::Done(end) => break end,
         };
-        let n = done.len() + 1;
+        let n = steps.len() + 1;
         let plan = PhasePlan {
             model: LoadModel::Open {
                 rate,
@@ -855,23 +857,26 @@ async fn run_sweep(
             jobs: None,
         };
         let label = format!("{} {}/s", m.scenario.name, report::fmt_rate(rate));
+        let cpu_before = CpuTimes::now();
         let (mut report, step_stop, kept) =
             measure(ctx, m, &plan, &label, (None, None), pools).await;
+        let stolen = cpu_before
+            .zip(CpuTimes::now())
+            .and_then(|(before, after)| after.stolen_pct_since(&before));
         pools = kept;
         stop = step_stop;
         report.sweep_step = Some(n);
-        let step = SweepStep::new(
-            n,
-            rate,
-            report.step_figures(),
-            &limits,
-            step_stop == StopReason::Interrupted,
-        );
+        let interrupted = step_stop == StopReason::Interrupted;
+        let mut step = SweepStep::new(n, rate, report.step_figures(), &limits, interrupted);
+        let unjudged = !course.record(&mut step, stolen, &limits, interrupted);
         note(ctx.mode, &describe_step(&m.scenario.name, &step));
-        done.push((rate, step.passed));
         steps.push(step);
         reports.push(report);
-        if step_stop == StopReason::Interrupted {
+        if interrupted {
+            break SweepEnd::Interrupted;
+        }
+        if unjudged && !wait_for_calm(ctx, limits.max_steal_pct).await {
+            stop = StopReason::Interrupted;
             break SweepEnd::Interrupted;
         }
     };
@@ -888,6 +893,34 @@ async fn run_sweep(
     );
     note(ctx.mode, &describe_sweep_end(&sweep));
     (sweep, reports, stop)
+}
+
+/// Waits for a second in which at most `max_steal_pct` of the CPU time was
+/// stolen, [`sweep::CALM_WAIT`] at most; false when Ctrl-C came first.
+async fn wait_for_calm(ctx: &Ctx<'_>, max_steal_pct: f64) -> bool {
+    const WINDOW: Duration = Duration::from_secs(1);
+    note(
+        ctx.mode,
+        &format!(
+            "Sweep: waiting for a second with at most {max_steal_pct} % of the CPU time stolen (at most {})",
+            humantime::format_duration(sweep::CALM_WAIT)
+        ),
+    );
+    let waited = std::time::Instant::now();
+    let mut interrupt = ctx.interrupt.clone();
+    let mut last = CpuTimes::now();
+    loop {
+        tokio::select! {
+            () = run::wait_for_interrupt(&mut interrupt) => return false,
+            () = tokio::time::sleep(WINDOW) => {}
+        }
+        let now = CpuTimes::now();
+        let stolen = last.zip(now).and_then(|(a, b)| b.stolen_pct_since(&a));
+        if stolen.is_none_or(|s| s <= max_steal_pct) || waited.elapsed() >= sweep::CALM_WAIT {
+            return true;
+        }
+        last = now;
+    }
 }
 
 /// A step as it finishes: `Sweep fast step 3: 4,000.0 req/s offered,

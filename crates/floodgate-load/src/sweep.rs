@@ -19,6 +19,15 @@
 //! rate, up to N times, and the rate's verdict is its last run: one transient
 //! (a noisy neighbour, a stall of the machine) within one step then does not
 //! set the knee, while a rate the server cannot sustain fails every time.
+//!
+//! A step over the limits while the machine's host took more than
+//! `--sweep-max-steal` percent of its CPU time (steal time, see
+//! [`crate::steal`]) is not judged at all: on a virtual machine whose host is
+//! busy elsewhere the server and the client both pause for milliseconds at a
+//! time, for seconds on end, and a step then fails at any rate. The sweep waits
+//! until a second passes under the limit (at most [`CALM_WAIT`]) and runs the
+//! rate again, up to [`STOLEN_RERUNS`] times in a row; after that the step is
+//! judged as it is.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -38,6 +47,15 @@ pub const AUTO_MIN: f64 = 1.0;
 pub const AUTO_PRECISION: f64 = 0.05;
 /// Steps `auto` runs at most.
 pub const AUTO_MAX_STEPS: usize = 40;
+/// The share of the CPU time stolen (percent) above which a step over the
+/// limits is not judged (`--sweep-max-steal`). Measured on a two-core virtual
+/// machine: 0–0.5 % during steps at any rate, the server saturated included,
+/// and 5–20 % in the spells that failed steps at a tenth of the knee.
+pub const DEFAULT_MAX_STEAL: f64 = 2.0;
+/// Runs at one rate left unjudged in a row, at most: then the step counts.
+pub const STOLEN_RERUNS: u32 = 3;
+/// The longest wait for a calm second before a step left unjudged runs again.
+pub const CALM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Steps a range may have.
 pub const MAX_RANGE_STEPS: u64 = 1_000;
 /// Steps of a range given without STEP.
@@ -223,12 +241,58 @@ pub fn next_step(spec: &SweepSpec, done: &[(f64, bool)], retries: u32) -> Next {
     }
 }
 
+/// A sweep's course: the rates run with their verdicts, and the runs of the
+/// current rate left unjudged for stolen time.
+#[derive(Debug, Default)]
+pub struct Course {
+    done: Vec<(f64, bool)>,
+    stolen_reruns: u32,
+}
+
+impl Course {
+    /// The next step (see [`next_step`]).
+    pub fn next(&self, spec: &SweepSpec, retries: u32) -> Next {
+        next_step(spec, &self.done, retries)
+    }
+
+    /// Records `step`, during which `stolen_pct` of the CPU time was stolen.
+    /// False when the step was left unjudged (see [`SweepStep::judge_steal`]):
+    /// the next step is then its rate again. An interrupted step is judged.
+    pub fn record(
+        &mut self,
+        step: &mut SweepStep,
+        stolen_pct: Option<f64>,
+        limits: &SweepLimits,
+        interrupted: bool,
+    ) -> bool {
+        if !interrupted && step.judge_steal(stolen_pct, limits, self.stolen_reruns) {
+            self.stolen_reruns += 1;
+            return false;
+        }
+        step.stolen_pct = stolen_pct;
+        self.stolen_reruns = 0;
+        self.done.push((step.offered_rate, step.passed));
+        true
+    }
+}
+
 /// How the limits' retries read in a report: nothing without any.
 pub fn describe_retries(retries: u32) -> String {
     match retries {
         0 => String::new(),
         1 => ", a step over them run once more".to_owned(),
         n => format!(", a step over them run up to {n} more times"),
+    }
+}
+
+/// How the limit on stolen time reads in a report.
+pub fn describe_steal(max_steal_pct: f64) -> String {
+    if max_steal_pct >= 100.0 {
+        String::new()
+    } else {
+        format!(
+            ", a step over them with more than {max_steal_pct} % of the CPU time stolen not judged (up to {STOLEN_RERUNS} times in a row)"
+        )
     }
 }
 
@@ -244,6 +308,14 @@ pub struct SweepLimits {
     /// its last run deciding (`--sweep-retries`).
     #[serde(default)]
     pub retries: u32,
+    /// A step over the limits while more than this percent of the machine's
+    /// CPU time was stolen is not judged (`--sweep-max-steal`).
+    #[serde(default = "default_max_steal")]
+    pub max_steal_pct: f64,
+}
+
+fn default_max_steal() -> f64 {
+    DEFAULT_MAX_STEAL
 }
 
 /// One step of a sweep.
@@ -273,6 +345,14 @@ pub struct SweepStep {
     pub passed: bool,
     /// Why not, when it did not.
     pub reason: Option<String>,
+    /// The share of the machine's CPU time stolen by its host during the
+    /// step, percent; `None` where the kernel does not say.
+    #[serde(default)]
+    pub stolen_pct: Option<f64>,
+    /// Over the limits with more than `max_steal_pct` stolen: not judged, the
+    /// rate was run again. Not on the curve.
+    #[serde(default)]
+    pub not_judged: bool,
 }
 
 /// What a step's measured phase gave: the figures of its report that the
@@ -339,7 +419,34 @@ impl SweepStep {
             server_metrics: m.server_metrics,
             passed: reasons.is_empty(),
             reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+            stolen_pct: None,
+            not_judged: false,
         }
+    }
+
+    /// Records the share of the CPU time stolen during the step; when the
+    /// step went over the limits with more than `limits.max_steal_pct` stolen
+    /// and fewer than [`STOLEN_RERUNS`] runs at its rate were left unjudged
+    /// before it (`reruns`), leaves it unjudged too. True when it did.
+    pub fn judge_steal(
+        &mut self,
+        stolen_pct: Option<f64>,
+        limits: &SweepLimits,
+        reruns: u32,
+    ) -> bool {
+        self.stolen_pct = stolen_pct;
+        let Some(stolen) = stolen_pct.filter(|s| *s > limits.max_steal_pct) else {
+            return false;
+        };
+        if self.passed || reruns >= STOLEN_RERUNS {
+            return false;
+        }
+        self.not_judged = true;
+        self.reason = Some(format!(
+            "{}; not judged: {stolen:.1} % of the CPU time stolen, run again",
+            self.reason.as_deref().unwrap_or_default()
+        ));
+        true
     }
 }
 
@@ -395,9 +502,9 @@ impl SweepReport {
         }
     }
 
-    /// The steps by rising offered rate: the curve.
+    /// The steps judged, by rising offered rate: the curve.
     pub fn curve(&self) -> Vec<&SweepStep> {
-        let mut steps: Vec<&SweepStep> = self.steps.iter().collect();
+        let mut steps: Vec<&SweepStep> = self.steps.iter().filter(|s| !s.not_judged).collect();
         steps.sort_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate));
         steps
     }
@@ -661,6 +768,166 @@ mod tests {
         assert_eq!(end, SweepEnd::Limit);
         assert!(done.iter().all(|d| !d.1 && d.0 >= AUTO_MIN));
         assert!(done.len() <= AUTO_MAX_STEPS);
+    }
+
+    /// A step at `rate` with the verdict `passed` (its figures do not matter here).
+    fn step_at(n: usize, rate: f64, passed: bool) -> SweepStep {
+        let figures = StepFigures {
+            rps: rate,
+            duration_secs: 1.0,
+            requests: 100,
+            successful: 100,
+            failed: 0,
+            unsent: 0,
+            latency_ms: None,
+            server_metrics: "skipped".to_owned(),
+        };
+        let mut step = SweepStep::new(n, rate, figures, &LIMITS, false);
+        step.passed = passed;
+        step.reason = (!passed).then(|| "p99 over".to_owned());
+        step
+    }
+
+    const LIMITS: SweepLimits = SweepLimits {
+        max_p99_ms: 10.0,
+        max_error_rate: 1.0,
+        retries: 1,
+        max_steal_pct: 2.0,
+    };
+
+    /// Runs `auto` (one retry) through a [`Course`] against a server whose
+    /// `n`th run (from 1) at `rate` meets the limits when `meets(rate, n)`,
+    /// with 10 % of the CPU time stolen during the runs `stolen(n)` and 0.1 %
+    /// during the others. The steps run and the knee.
+    fn course_with(
+        meets: impl Fn(f64, usize) -> bool,
+        stolen: impl Fn(usize) -> bool,
+    ) -> (Vec<SweepStep>, f64) {
+        let (mut course, mut steps) = (Course::default(), Vec::<SweepStep>::new());
+        while let Next::Run(rate) = course.next(&SweepSpec::Auto, LIMITS.retries) {
+            let n = steps.len() + 1;
+            let mut step = step_at(n, rate, meets(rate, n));
+            let share = if stolen(n) { 10.0 } else { 0.1 };
+            let judged = course.record(&mut step, Some(share), &LIMITS, false);
+            assert_eq!(judged, !step.not_judged);
+            assert_eq!(step.stolen_pct, Some(share));
+            steps.push(step);
+        }
+        let knee = steps
+            .iter()
+            .filter(|s| s.passed)
+            .map(|s| s.offered_rate)
+            .fold(0.0, f64::max);
+        (steps, knee)
+    }
+
+    #[test]
+    fn steps_over_the_limits_while_the_host_took_the_cpus_are_run_again_unjudged() {
+        let capacity = 23_456.0;
+        let (calm, calm_knee) = course_with(|rate, _| rate <= capacity, |_| false);
+        assert!(calm.iter().all(|s| !s.not_judged));
+        // Runs 2 to 4 (2,000/s) fail while the host takes the CPUs: none counts, and the
+        // search goes on from the fifth as if they had not been.
+        let (steps, knee) = course_with(
+            |rate, n| rate <= capacity && !(2..=4).contains(&n),
+            |n| (2..=4).contains(&n),
+        );
+        let unjudged: Vec<(f64, bool)> = steps[..5]
+            .iter()
+            .map(|s| (s.offered_rate, s.not_judged))
+            .collect();
+        assert_eq!(
+            unjudged,
+            [
+                (1_000.0, false),
+                (2_000.0, true),
+                (2_000.0, true),
+                (2_000.0, true),
+                (2_000.0, false)
+            ]
+        );
+        assert_eq!(knee, calm_knee);
+        let judged = |steps: &[SweepStep]| -> Vec<(f64, bool)> {
+            steps
+                .iter()
+                .filter(|s| !s.not_judged)
+                .map(|s| (s.offered_rate, s.passed))
+                .collect()
+        };
+        assert_eq!(judged(&steps), judged(&calm));
+        // With the host busy every other run, a pass then stands, and a rate over the
+        // capacity failing then is run again and fails calm: the same knee.
+        let (steps, knee) = course_with(|rate, _| rate <= capacity, |n| n % 2 == 0);
+        assert!(steps.iter().any(|s| s.passed && s.step % 2 == 0));
+        assert!(steps.iter().all(|s| !(s.passed && s.not_judged)));
+        assert!(steps.iter().any(|s| s.not_judged), "{steps:?}");
+        assert_eq!(knee, calm_knee);
+    }
+
+    #[test]
+    fn a_step_left_unjudged_three_times_in_a_row_counts_the_fourth() {
+        // 2,000/s fails under steal in runs 2 to 5: the fourth of them counts as a failure,
+        // its retry (run 6, calm) passes, and the knee is where it would have been.
+        let capacity = 23_456.0;
+        let (steps, knee) = course_with(
+            |rate, n| rate <= capacity && !(2..=5).contains(&n),
+            |n| (2..=5).contains(&n),
+        );
+        let runs: Vec<(f64, bool, bool)> = steps[..6]
+            .iter()
+            .map(|s| (s.offered_rate, s.not_judged, s.passed))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (1_000.0, false, true),
+                (2_000.0, true, false),
+                (2_000.0, true, false),
+                (2_000.0, true, false),
+                (2_000.0, false, false),
+                (2_000.0, false, true),
+            ]
+        );
+        assert_eq!(knee, course_with(|rate, _| rate <= capacity, |_| false).1);
+    }
+
+    #[test]
+    fn the_curve_leaves_out_the_steps_not_judged() {
+        let mut unjudged = step_at(2, 2_000.0, false);
+        assert!(unjudged.judge_steal(Some(10.0), &LIMITS, 0));
+        let steps = vec![
+            step_at(1, 1_000.0, true),
+            unjudged,
+            step_at(3, 2_000.0, true),
+        ];
+        let report = SweepReport::new(
+            "fast",
+            "POST",
+            &[],
+            &SweepSpec::Auto,
+            std::time::Duration::from_secs(1),
+            1,
+            LIMITS,
+            steps,
+            SweepEnd::Converged,
+        );
+        let curve: Vec<usize> = report.curve().iter().map(|s| s.step).collect();
+        assert_eq!(curve, [1, 3]);
+        assert_eq!(report.knee.as_ref().unwrap().step, 3);
+        // A report from before steal time was recorded reads as judged steps.
+        let mut old = serde_json::to_value(&report).unwrap();
+        for step in old["steps"].as_array_mut().unwrap() {
+            let step = step.as_object_mut().unwrap();
+            step.remove("stolen_pct");
+            step.remove("not_judged");
+        }
+        old["limits"]
+            .as_object_mut()
+            .unwrap()
+            .remove("max_steal_pct");
+        let old: SweepReport = serde_json::from_value(old).unwrap();
+        assert_eq!(old.curve().len(), 3);
+        assert_eq!(old.limits.max_steal_pct, DEFAULT_MAX_STEAL);
     }
 
     #[test]

@@ -18,6 +18,7 @@ async fn a_sweep_steps_the_rate_up_until_p99_passes_its_limit() {
     assert_eq!(sweep["rates"], "20..200:60");
     assert_eq!(sweep["limits"]["max_p99_ms"], 300.0);
     assert_eq!(sweep["limits"]["max_error_rate"], 5.0);
+    assert_eq!(sweep["limits"]["max_steal_pct"], 100.0);
     assert_eq!(sweep["stopped"], "threshold");
     let steps = sweep["steps"].as_array().unwrap();
     let offered: Vec<f64> = steps
@@ -41,6 +42,14 @@ async fn a_sweep_steps_the_rate_up_until_p99_passes_its_limit() {
         );
         assert!(step["p99_ms"].as_f64().unwrap() >= 19.0, "{step}");
         assert_eq!(step["reason"], Value::Null);
+    }
+    for step in steps {
+        assert_eq!(step["not_judged"], false);
+        // The share of the CPU time the host took, where the kernel says (Linux).
+        if cfg!(target_os = "linux") {
+            let stolen = step["stolen_pct"].as_f64().unwrap();
+            assert!((0.0..=100.0).contains(&stolen), "{step}");
+        }
     }
     let over = &steps[2];
     assert!(over["unsent"].as_u64().unwrap() > 0, "{over}");
@@ -123,6 +132,8 @@ async fn errors_end_a_sweep_without_a_knee() {
         "50..100:50",
         "--sweep-step-duration",
         "500ms",
+        "--sweep-max-steal",
+        "100",
     ];
     let run = run_load(&args, &[]).await;
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
