@@ -525,7 +525,8 @@ run_sweeps() {
             jq -c --arg s "$s" --argjson r "$r" '.sweeps[0] | {server: $s, round: $r,
                 knee: (.knee.offered_rate // null), achieved: (.knee.achieved_rate // null),
                 p50_ms: (.knee.p50_ms // null), p99_ms: (.knee.p99_ms // null),
-                steps: (.steps | length), stopped: .stopped}' "$json" >>"$knees"
+                steps: (.steps | length), not_judged: ([.steps[] | select(.not_judged == true)] | length),
+                stopped: .stopped}' "$json" >>"$knees"
         done
     done
     "$release/floodgate-load" "${curves[@]}" --quiet --output html --output-file "$out_dir/sweep.html"
@@ -552,7 +553,7 @@ run_sweeps() {
                        limit: "≥ 0.85", met: (.reliable and .floodgate_ratio != null and .floodgate_ratio >= 0.85)}]' \
         "$knees" >"$out_dir/knee.json"
     {
-        printf '\nFast case as an open-loop sweep: floodgate-load --sweep %s --threads 1 --concurrency %s, %s per step, until p99 > %s ms or more than 1 %% errors (latency from the scheduled send time), a step over the limits run again up to %s time(s) before it counts; server on core 0, load on core 1; %s round(s), the order reversed every other round. Last round: %s.\n\n' \
+        printf '\nFast case as an open-loop sweep: floodgate-load --sweep %s --threads 1 --concurrency %s, %s per step, until p99 > %s ms or more than 1 %% errors (latency from the scheduled send time), a step over the limits run again up to %s time(s) before it counts, and one over them while the host took more than 2 %% of the CPU time (steal) not judged but run again, up to 3 times in a row; server on core 0, load on core 1; %s round(s), the order reversed every other round. Last round: %s.\n\n' \
             "$sweep_rates" "$sweep_connections" "$sweep_step" "$sweep_max_p99" "$sweep_retries" "$sweep_rounds" "${out_dir#"$root"/}/sweep.html"
         jq -r '"| knee ratio to bare axum (median of the rounds) | floodgate \(.floodgate_ratio // "–" | if type == "number" then . * 100 | round / 100 else . end) | floodgate-fixed \(.floodgate_fixed_ratio // "–" | if type == "number" then . * 100 | round / 100 else . end) | lean axum \(.lean_axum_ratio // "–" | if type == "number" then . * 100 | round / 100 else . end) | target ≥ 0.85: \(.unjudged // if .targets[0].met then "PASS" else "**MISS**" end) |", "|---|---|---|---|---|", ""' "$out_dir/knee.json"
         echo "| round | server | knee: offered req/s | achieved req/s | p50 | p99 | steps | stopped |"
@@ -561,7 +562,8 @@ run_sweeps() {
                 (.achieved // "–" | if type == "number" then floor else . end),
                 (.p50_ms // "–" | if type == "number" then "\(. * 100 | round / 100) ms" else . end),
                 (.p99_ms // "–" | if type == "number" then "\(. * 100 | round / 100) ms" else . end),
-                .steps, .stopped] | "| " + (map(tostring) | join(" | ")) + " |"' "$out_dir/knee.json"
+                (if (.not_judged // 0) > 0 then "\(.steps) (\(.not_judged) not judged)" else .steps end),
+                .stopped] | "| " + (map(tostring) | join(" | ")) + " |"' "$out_dir/knee.json"
     } >"$out_dir/sweep.md"
     cat "$out_dir/sweep.md"
     log "sweeps: chart in $out_dir/sweep.html, knees in $out_dir/knee.json, reports in $out_dir/sweep-SERVER-ROUND.json"
