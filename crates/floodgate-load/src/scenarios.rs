@@ -22,7 +22,7 @@ use crate::run::{self, JobPlan, LoadModel, PhasePlan, PhaseTarget, StopReason};
 use crate::schedule;
 use crate::server::{self, ClientCounts, MetricsSource};
 use crate::stages::{Profile, StageKind};
-use crate::steal::CpuTimes;
+use crate::steal::{self, CpuTimes};
 use crate::sweep::{self, Next, SweepEnd, SweepReport, SweepStep};
 use crate::tls::{self, TlsClient};
 
@@ -898,7 +898,6 @@ async fn run_sweep(
 /// Waits for a second in which at most `max_steal_pct` of the CPU time was
 /// stolen, [`sweep::CALM_WAIT`] at most; false when Ctrl-C came first.
 async fn wait_for_calm(ctx: &Ctx<'_>, max_steal_pct: f64) -> bool {
-    const WINDOW: Duration = Duration::from_secs(1);
     note(
         ctx.mode,
         &format!(
@@ -906,21 +905,14 @@ async fn wait_for_calm(ctx: &Ctx<'_>, max_steal_pct: f64) -> bool {
             humantime::format_duration(sweep::CALM_WAIT)
         ),
     );
-    let waited = std::time::Instant::now();
     let mut interrupt = ctx.interrupt.clone();
-    let mut last = CpuTimes::now();
-    loop {
-        tokio::select! {
-            () = run::wait_for_interrupt(&mut interrupt) => return false,
-            () = tokio::time::sleep(WINDOW) => {}
-        }
-        let now = CpuTimes::now();
-        let stolen = last.zip(now).and_then(|(a, b)| b.stolen_pct_since(&a));
-        if stolen.is_none_or(|s| s <= max_steal_pct) || waited.elapsed() >= sweep::CALM_WAIT {
-            return true;
-        }
-        last = now;
-    }
+    steal::wait_for_calm(
+        CpuTimes::now,
+        max_steal_pct,
+        sweep::CALM_WAIT,
+        &mut interrupt,
+    )
+    .await
 }
 
 /// A step as it finishes: `Sweep fast step 3: 4,000.0 req/s offered,
