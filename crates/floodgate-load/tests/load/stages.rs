@@ -100,8 +100,6 @@ async fn an_open_loop_ramp_follows_its_profile_second_by_second() {
     ))
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    let output = tokio::spawn(async move { child.wait_with_output().await });
 
     // The server's counter, every 100 ms, until the run is over.
     let http = reqwest::Client::new();
@@ -116,7 +114,12 @@ async fn an_open_loop_ramp_follows_its_profile_second_by_second() {
             count: v["total_requests"].as_f64().unwrap(),
         }
     };
-    let mut samples: Vec<Sample> = Vec::new();
+    // The first before the client starts, so that its start falls between two samples
+    // however long the client takes to start (a sample a few milliseconds after the
+    // start, the first read's connection being slow, failed a run).
+    let mut samples: Vec<Sample> = vec![read().await];
+    let child = cmd.spawn().unwrap();
+    let output = tokio::spawn(async move { child.wait_with_output().await });
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let give_up = tokio::time::Instant::now() + RUN_LIMIT;
     while !output.is_finished() {
