@@ -89,6 +89,10 @@ pub struct ScenarioReport {
     /// count HTTP requests, submissions and polls alike.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs: Option<JobsReport>,
+    /// The share of the machine's CPU time its host stole during the phase
+    /// (a virtual machine's steal time), percent; `null` where the kernel
+    /// does not say. Client and server both pause while it is taken.
+    pub stolen_pct: Option<f64>,
 }
 
 /// One stage of a staged profile: its targets and the requests sent in it
@@ -456,6 +460,10 @@ pub fn evaluate_thresholds(
     out
 }
 
+/// The share of the CPU time stolen (percent) from which a scenario's text
+/// report has a line for it.
+const NOTABLE_STEAL_PCT: f64 = 1.0;
+
 impl ScenarioReport {
     /// Builds the report of a measured phase; `urls` are the targets' URLs,
     /// in the order of `result.targets`.
@@ -537,6 +545,7 @@ impl ScenarioReport {
                 .jobs
                 .as_ref()
                 .map(|j| JobsReport::new(j, result.job_plan.as_ref(), result.elapsed)),
+            stolen_pct: result.stolen_pct,
         }
     }
 
@@ -620,6 +629,7 @@ impl ScenarioReport {
             unsent: r.unsent,
             latency_ms: self.latency_ms,
             server_metrics: self.server_metrics.status.clone(),
+            stolen_pct: self.stolen_pct,
         }
     }
 }
@@ -811,6 +821,13 @@ fn write_counts(out: &mut String, s: &ScenarioReport) {
     let _ = writeln!(out, "  Failed:             {}", thousands(r.failed));
     let _ = writeln!(out, "  Duration:           {:.3}s", s.duration_secs);
     let _ = writeln!(out, "  Requests/sec:       {}", fmt_rate(s.rps));
+    // Under a share that shows, steal is the host's usual noise and not worth a line.
+    if let Some(stolen) = s.stolen_pct.filter(|p| *p >= NOTABLE_STEAL_PCT) {
+        let _ = writeln!(
+            out,
+            "  CPU stolen:         {stolen:.1} % of the machine's CPU time, by its host (client and server paused meanwhile)"
+        );
+    }
     if r.cancelled > 0 {
         let _ = writeln!(
             out,
@@ -1406,6 +1423,7 @@ pub(crate) mod tests {
             connections: Default::default(),
             stages: Vec::new(),
             started_at_unix_ms: 0,
+            stolen_pct: Some(0.4),
         }
     }
 
@@ -1480,9 +1498,19 @@ pub(crate) mod tests {
 
         // Over the limits with more than 2 % of the CPU time stolen: not judged, until the
         // rate was so three times in a row.
-        let over = || SweepStep::new(3, 60.0, s.step_figures(), &limits(0.01, 5.0), false);
-        let mut step = over();
-        assert!(step.judge_steal(Some(5.0), &limits(0.01, 5.0), 2));
+        let over = |stolen| {
+            let mut step = SweepStep::new(3, 60.0, s.step_figures(), &limits(0.01, 5.0), false);
+            step.stolen_pct = stolen;
+            step
+        };
+        assert_eq!(over(None).stolen_pct, None);
+        assert_eq!(
+            SweepStep::new(3, 60.0, s.step_figures(), &limits(0.01, 5.0), false).stolen_pct,
+            Some(0.4),
+            "the phase's share"
+        );
+        let mut step = over(Some(5.0));
+        assert!(step.judge_steal(&limits(0.01, 5.0), 2));
         assert!(step.not_judged && !step.passed);
         assert!(
             step.reason.as_deref().unwrap().ends_with(
@@ -1492,13 +1520,14 @@ pub(crate) mod tests {
             step.reason
         );
         for (stolen, reruns) in [(Some(5.0), 3), (Some(2.0), 0), (None, 0)] {
-            let mut step = over();
-            assert!(!step.judge_steal(stolen, &limits(0.01, 5.0), reruns));
+            let mut step = over(stolen);
+            assert!(!step.judge_steal(&limits(0.01, 5.0), reruns));
             assert!(!step.not_judged && !step.passed);
             assert_eq!(step.stolen_pct, stolen);
         }
         let mut within = SweepStep::new(3, 60.0, s.step_figures(), &limits(100.0, 10.0), false);
-        assert!(!within.judge_steal(Some(50.0), &limits(100.0, 10.0), 0));
+        within.stolen_pct = Some(50.0);
+        assert!(!within.judge_steal(&limits(100.0, 10.0), 0));
         assert!(within.passed && within.reason.is_none(), "a pass stands");
     }
 
@@ -1651,6 +1680,20 @@ pub(crate) mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+        // 0.4 % stolen is the host's usual noise; 3.25 % is worth a line.
+        assert!(!text.contains("CPU stolen"), "{text}");
+        let mut stolen = report(ServerMetrics::skipped(), (None, None));
+        stolen.stolen_pct = Some(3.25);
+        let text = RunReport::new(vec![stolen], false).to_text();
+        assert!(
+            text.contains("CPU stolen:         3.2 % of the machine's CPU time, by its host"),
+            "{text}"
+        );
+        let v: Value = serde_json::from_str(
+            &RunReport::new(vec![report(ServerMetrics::skipped(), (None, None))], false).to_json(),
+        )
+        .unwrap();
+        assert_eq!(v["scenarios"][0]["stolen_pct"], 0.4);
     }
 
     /// 2 targets: 60 + 40 requests, all 200.
@@ -1685,6 +1728,7 @@ pub(crate) mod tests {
             connections: Default::default(),
             stages: Vec::new(),
             started_at_unix_ms: 0,
+            stolen_pct: None,
         }
     }
 

@@ -40,6 +40,7 @@ use crate::options::NumberRange;
 use crate::schedule;
 use crate::stages::Profile;
 use crate::stats::{latency_ns, new_histogram, Latencies, LatencySummary, Stats};
+use crate::steal::CpuTimes;
 use crate::timeline::{SlotClock, SlotData, SlotRecorder, Timeline, TimelineReport};
 
 /// Open-loop requests due within this much of now are sent at once rather
@@ -170,6 +171,9 @@ pub struct PhaseResult {
     /// When the phase started, by the wall clock (milliseconds since 1970),
     /// to line the report up with the servers' own metrics.
     pub started_at_unix_ms: u64,
+    /// The share of the machine's CPU time its host stole during the phase,
+    /// percent (see [`crate::steal`]); `None` where the kernel does not say.
+    pub stolen_pct: Option<f64>,
 }
 
 /// How long opening the connections of a phase took (those the phase opened,
@@ -512,6 +516,7 @@ pub async fn run_phase(
 
     let shard_ranges = shard_ranges(&per_target, plan.threads);
     let target_states = target_states(targets, &per_target);
+    let cpu_at_start = CpuTimes::now();
     let started_at = Instant::now();
     let start = (started_at, std::time::SystemTime::now());
     let live = Arc::new(Live::new(&shard_ranges, plan, limit, start));
@@ -534,7 +539,7 @@ pub async fn run_phase(
         pools[t].push(group.take());
     }
     let elapsed = started_at.elapsed();
-    let result = phase_result(
+    let mut result = phase_result(
         &shared,
         plan,
         shard_ranges,
@@ -542,6 +547,9 @@ pub async fn run_phase(
         elapsed,
         interrupted,
     );
+    result.stolen_pct = cpu_at_start
+        .zip(CpuTimes::now())
+        .and_then(|(start, end)| end.stolen_pct_since(&start));
     (result, pools)
 }
 
@@ -782,6 +790,7 @@ fn phase_result(
             .started_at_wall
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
+        stolen_pct: None,
     }
 }
 

@@ -857,18 +857,14 @@ async fn run_sweep(
             jobs: None,
         };
         let label = format!("{} {}/s", m.scenario.name, report::fmt_rate(rate));
-        let cpu_before = CpuTimes::now();
         let (mut report, step_stop, kept) =
             measure(ctx, m, &plan, &label, (None, None), pools).await;
-        let stolen = cpu_before
-            .zip(CpuTimes::now())
-            .and_then(|(before, after)| after.stolen_pct_since(&before));
         pools = kept;
         stop = step_stop;
         report.sweep_step = Some(n);
         let interrupted = step_stop == StopReason::Interrupted;
         let mut step = SweepStep::new(n, rate, report.step_figures(), &limits, interrupted);
-        let unjudged = !course.record(&mut step, stolen, &limits, interrupted);
+        let unjudged = !course.record(&mut step, &limits, interrupted);
         note(ctx.mode, &describe_step(&m.scenario.name, &step));
         steps.push(step);
         reports.push(report);

@@ -256,21 +256,19 @@ impl Course {
         next_step(spec, &self.done, retries)
     }
 
-    /// Records `step`, during which `stolen_pct` of the CPU time was stolen.
-    /// False when the step was left unjudged (see [`SweepStep::judge_steal`]):
-    /// the next step is then its rate again. An interrupted step is judged.
+    /// Records `step`. False when it was left unjudged (see
+    /// [`SweepStep::judge_steal`]): the next step is then its rate again. An
+    /// interrupted step is judged.
     pub fn record(
         &mut self,
         step: &mut SweepStep,
-        stolen_pct: Option<f64>,
         limits: &SweepLimits,
         interrupted: bool,
     ) -> bool {
-        if !interrupted && step.judge_steal(stolen_pct, limits, self.stolen_reruns) {
+        if !interrupted && step.judge_steal(limits, self.stolen_reruns) {
             self.stolen_reruns += 1;
             return false;
         }
-        step.stolen_pct = stolen_pct;
         self.stolen_reruns = 0;
         self.done.push((step.offered_rate, step.passed));
         true
@@ -373,6 +371,8 @@ pub struct StepFigures {
     pub latency_ms: Option<LatencySummary>,
     /// The step's `/metrics` check status.
     pub server_metrics: String,
+    /// The share of the CPU time stolen during the step, percent.
+    pub stolen_pct: Option<f64>,
 }
 
 impl SweepStep {
@@ -420,23 +420,17 @@ impl SweepStep {
             server_metrics: m.server_metrics,
             passed: reasons.is_empty(),
             reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
-            stolen_pct: None,
+            stolen_pct: m.stolen_pct,
             not_judged: false,
         }
     }
 
-    /// Records the share of the CPU time stolen during the step; when the
-    /// step went over the limits with more than `limits.max_steal_pct` stolen
-    /// and fewer than [`STOLEN_RERUNS`] runs at its rate were left unjudged
-    /// before it (`reruns`), leaves it unjudged too. True when it did.
-    pub fn judge_steal(
-        &mut self,
-        stolen_pct: Option<f64>,
-        limits: &SweepLimits,
-        reruns: u32,
-    ) -> bool {
-        self.stolen_pct = stolen_pct;
-        let Some(stolen) = stolen_pct.filter(|s| *s > limits.max_steal_pct) else {
+    /// When the step went over the limits with more than
+    /// `limits.max_steal_pct` of the CPU time stolen and fewer than
+    /// [`STOLEN_RERUNS`] runs at its rate were left unjudged before it
+    /// (`reruns`), leaves it unjudged too. True when it did.
+    pub fn judge_steal(&mut self, limits: &SweepLimits, reruns: u32) -> bool {
+        let Some(stolen) = self.stolen_pct.filter(|s| *s > limits.max_steal_pct) else {
             return false;
         };
         if self.passed || reruns >= STOLEN_RERUNS {
@@ -772,7 +766,7 @@ mod tests {
     }
 
     /// A step at `rate` with the verdict `passed` (its figures do not matter here).
-    fn step_at(n: usize, rate: f64, passed: bool) -> SweepStep {
+    fn step_at(n: usize, rate: f64, passed: bool, stolen_pct: f64) -> SweepStep {
         let figures = StepFigures {
             rps: rate,
             duration_secs: 1.0,
@@ -782,6 +776,7 @@ mod tests {
             unsent: 0,
             latency_ms: None,
             server_metrics: "skipped".to_owned(),
+            stolen_pct: Some(stolen_pct),
         };
         let mut step = SweepStep::new(n, rate, figures, &LIMITS, false);
         step.passed = passed;
@@ -807,9 +802,9 @@ mod tests {
         let (mut course, mut steps) = (Course::default(), Vec::<SweepStep>::new());
         while let Next::Run(rate) = course.next(&SweepSpec::Auto, LIMITS.retries) {
             let n = steps.len() + 1;
-            let mut step = step_at(n, rate, meets(rate, n));
             let share = if stolen(n) { 10.0 } else { 0.1 };
-            let judged = course.record(&mut step, Some(share), &LIMITS, false);
+            let mut step = step_at(n, rate, meets(rate, n), share);
+            let judged = course.record(&mut step, &LIMITS, false);
             assert_eq!(judged, !step.not_judged);
             assert_eq!(step.stolen_pct, Some(share));
             steps.push(step);
@@ -894,12 +889,12 @@ mod tests {
 
     #[test]
     fn the_curve_leaves_out_the_steps_not_judged() {
-        let mut unjudged = step_at(2, 2_000.0, false);
-        assert!(unjudged.judge_steal(Some(10.0), &LIMITS, 0));
+        let mut unjudged = step_at(2, 2_000.0, false, 10.0);
+        assert!(unjudged.judge_steal(&LIMITS, 0));
         let steps = vec![
-            step_at(1, 1_000.0, true),
+            step_at(1, 1_000.0, true, 0.0),
             unjudged,
-            step_at(3, 2_000.0, true),
+            step_at(3, 2_000.0, true, 0.0),
         ];
         let report = SweepReport::new(
             "fast",
