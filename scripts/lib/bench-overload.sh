@@ -84,6 +84,7 @@ ol_figures() {
         p99_ms: (.latency_ms.p99_ms // null),
         success_p99_ms: (.success_latency_ms.p99_ms // null),
         refused_p99_ms: (.refused_latency_ms.p99_ms // null),
+        stolen_pct: (.stolen_pct // null),
         timeline: [.timeline.points[] | {s: .start_secs, ok: .successful, p99: .success_p99_ms}]
     }' "$out_dir/overload/$1.json"
 }
@@ -214,7 +215,8 @@ overload_summary() {
                         offered: .offered, goodput: (.goodput | floor), goodput_ratio: ratio(.goodput; $c),
                         success_p99_ms: .success_p99_ms, success_p99_vs_80pct: ratio(.success_p99_ms; $p80),
                         refused: .refused, refused_p99_ms: .refused_p99_ms,
-                        health_p99_ms: .health_p99_ms, timeouts_408: .timeouts_408, unsent: .unsent}})
+                        health_p99_ms: .health_p99_ms, timeouts_408: .timeouts_408, unsent: .unsent,
+                        stolen_pct: .stolen_pct}})
                     | from_entries),
                 mixed: (run($cfg; "fast-alone") as $a | run($cfg; "calm-fast") as $q | run($cfg; "mixed-fast") as $m | {
                     fast_p99_alone_ms: $a.success_p99_ms, fast_p99_calm_ms: $q.success_p99_ms,
@@ -257,10 +259,10 @@ overload_markdown() {
         "\nOverload: intensive offered open loop (floodgate-load --rate, --concurrency \($conns), latency from the scheduled send time), \($secs) s per run on a fresh server; capacity C = \(.capacity.intensive) req/s (closed loop, fixed limits), fast \(.capacity.fast) req/s, \(.capacity.intensive_with_hog) req/s with a CPU hog on the server core. Adaptive = the default configuration; fixed = admission.adaptive = false (the baseline).\n",
         "| target (adaptive) | measured | limit | |", "|---|---|---|---|",
         (.targets[] | "| \(.label) | \(.measured | f) | \(.limit) | \(if .met then "PASS" else "**MISS**" end) |"),
-        "", "| case | config | goodput req/s | × C | p99 of 200s | × p99 at 80 % | refused | p99 of refusals | /health p99 | 408s + timeouts |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "", "| case | config | goodput req/s | × C | p99 of 200s | × p99 at 80 % | refused | p99 of refusals | /health p99 | 408s + timeouts | CPU stolen |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         (. as $r | ("2x", "5x") as $x | ("adaptive", "fixed") as $cfg | $r[$cfg].overload[$x]
-            | "| \($x) | \($cfg) | \(.goodput) | \(.goodput_ratio | f) | \(.success_p99_ms | f) ms | \(.success_p99_vs_80pct | f) | \(.refused) | \(.refused_p99_ms | f) ms | \(.health_p99_ms | f) ms | \(.timeouts_408) |"),
+            | "| \($x) | \($cfg) | \(.goodput) | \(.goodput_ratio | f) | \(.success_p99_ms | f) ms | \(.success_p99_vs_80pct | f) | \(.refused) | \(.refused_p99_ms | f) ms | \(.health_p99_ms | f) ms | \(.timeouts_408) | \(.stolen_pct | f) % |"),
         "", "| mixed (fast at 50 %, at most \($fconns) in flight) | fast p99 alone | + intensive at 0.1 C | + intensive at 5 C | × 0.1 C | × alone | fast refused |", "|---|---|---|---|---|---|---|",
         (. as $r | ("adaptive", "fixed") as $cfg | $r[$cfg].mixed
             | "| \($cfg) | \(.fast_p99_alone_ms | f) ms | \(.fast_p99_calm_ms | f) ms | \(.fast_p99_mixed_ms | f) ms | \(.fast_p99_ratio | f) | \(.fast_p99_vs_alone | f) | \(.fast_refused) |"),
