@@ -129,30 +129,21 @@ impl Exporter {
                     () = stopped.notified() => true,
                     _ = ticks.tick() => false,
                 };
-                let error = if last {
-                    export().await
-                } else {
-                    let under_way = {
-                        let sending = export();
-                        tokio::pin!(sending);
-                        tokio::select! {
-                            biased;
-                            () = stopped.notified() => None,
-                            error = &mut sending => Some(error),
-                        }
-                    };
-                    match under_way {
-                        Some(error) => error,
+                let mut error = None;
+                if !last {
+                    tokio::select! {
+                        biased;
                         // Stopped while an export was under way: the series are cumulative,
                         // so the last export carries all that one would have, and it is
                         // given up for the last, which has its whole timeout within the
                         // shutdown's.
-                        None => {
-                            last = true;
-                            export().await
-                        }
+                        () = stopped.notified() => last = true,
+                        failed = export() => error = failed,
                     }
-                };
+                }
+                if last {
+                    error = export().await;
+                }
                 if let Some(error) = error {
                     EXPORTS_FAILED.fetch_add(1, Ordering::Relaxed);
                     if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
