@@ -295,11 +295,7 @@ async fn credentials_never_reach_the_logs() {
             .await
             .unwrap();
     }
-    let pid = app.child.0.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    app.child.signal("-TERM");
     let out = app.wait_for_exit().1.join("\n");
     assert!(out.contains("request completed"), "{out}");
     for secret in [key, wrong, "aaa.bbb.ccc"] {

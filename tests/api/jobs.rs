@@ -2,7 +2,6 @@
 //! queued and of a running job, keyset pagination, and a job surviving a SIGKILL.
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use floodgate::Application;
@@ -406,12 +405,7 @@ async fn jobs_survive_a_sigkill() {
         assert!(started.elapsed() < Duration::from_secs(30));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = app.child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap()
-        .success());
+    app.child.signal("-KILL");
     app.wait_for_exit();
 
     let app = spawn_binary(&envs).await;

@@ -249,8 +249,7 @@ async fn a_drain_with_a_backlog_leaves_the_backlog_queued_and_untouched() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pid = app.child.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    app.child.signal("-TERM");
     let (status, _) = app.wait_for_exit();
     assert_eq!(status.code(), Some(0));
 

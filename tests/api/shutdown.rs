@@ -1,4 +1,3 @@
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -57,12 +56,7 @@ async fn sigterm_during_load_completes_every_in_flight_request() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pid = app.child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    app.child.signal("-TERM");
     // Readiness turns 503 at once on the admin listener, which stays up while requests drain.
     let ready = format!("http://{}/health/ready", app.admin.expect("admin listener"));
     let signalled = Instant::now();
@@ -213,11 +207,7 @@ async fn sigterm_right_after_binding_is_a_clean_stop() {
         );
         std::thread::yield_now();
     }
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    child.signal("-TERM");
     let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
@@ -244,23 +234,14 @@ async fn sighup_without_tls_is_logged_and_the_service_keeps_serving() {
         );
         std::thread::yield_now();
     }
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    child.signal("-HUP");
+    child.signal("-TERM");
     let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGHUP at start: {status:?}");
 
     let mut app = spawn_binary(&[("LOG_LEVEL", "info")]).await;
-    let pid = app.child.0.id().to_string();
     for _ in 0..3 {
-        Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        app.child.signal("-HUP");
         let health = client()
             .get(format!("{}/health", app.base))
             .send()
@@ -268,7 +249,7 @@ async fn sighup_without_tls_is_logged_and_the_service_keeps_serving() {
             .unwrap();
         assert_eq!(health.status(), 200);
     }
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    app.child.signal("-TERM");
     let (status, lines) = app.wait_for_exit();
     assert_eq!(status.code(), Some(0), "{status:?}");
     let log = lines.join("\n");

@@ -655,14 +655,6 @@ async fn a_server_frozen_past_its_ping_interval_and_back_keeps_its_streams() {
         app.port
     );
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let pid = app.child.0.id().to_string();
-    let signal = |s: &str| {
-        assert!(std::process::Command::new("kill")
-            .args([s, &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
     async fn frame(socket: &mut Socket) -> Option<Result<Message, impl std::fmt::Debug>> {
         tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await
@@ -677,11 +669,11 @@ async fn a_server_frozen_past_its_ping_interval_and_back_keeps_its_streams() {
                 other => panic!("before freeze {freeze}: {other:?}"),
             }
         }
-        signal("-STOP");
+        app.child.signal("-STOP");
         socket.flush().await.unwrap();
         // The fault itself: the process does not run for this long.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        signal("-CONT");
+        app.child.signal("-CONT");
     }
     // A second of messages after the last: ten ping intervals, every ping answered.
     let mut texts = 0;

@@ -229,12 +229,7 @@ async fn sighup_reloads_the_certificate_of_the_real_binary() {
     assert_eq!(peer_cert(&compute(&old, port).await), files.der);
 
     files.rotate();
-    let pid = child.0.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    child.signal("-HUP");
     wait_for_certificate(addr, &files, "SIGHUP did not reload the certificate").await;
     assert!(
         child.0.try_wait().unwrap().is_none(),

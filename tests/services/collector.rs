@@ -451,12 +451,7 @@ async fn buffered_spans_are_flushed_at_shutdown() {
         .compute_fast(&client(), 1, Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01")))
         .await;
     assert_eq!(r.status(), 200);
-    let pid = app.child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    app.child.signal("-TERM");
     assert_eq!(app.child.0.wait().unwrap().code(), Some(0));
     wait_for_spans(&collector.log, |s| {
         s.iter()

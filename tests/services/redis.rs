@@ -3,7 +3,6 @@
 //! fallbacks under real faults — the server killed, frozen with SIGSTOP, restarted, and a
 //! wrong password.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -345,8 +344,7 @@ async fn a_wrong_password_degrades_without_crashing() {
             .starts_with("degraded"),
         "{health}"
     );
-    let pid = app.child.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    app.child.signal("-TERM");
     let (status, lines) = app.wait_for_exit();
     assert_eq!(status.code(), Some(0));
     let log = lines.join("\n");

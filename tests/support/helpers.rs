@@ -355,6 +355,18 @@ pub fn free_port() -> u16 {
 /// A child process killed when dropped.
 pub struct ChildGuard(pub std::process::Child);
 
+impl ChildGuard {
+    /// Sends `signal`, named as `kill` takes it (`-TERM`, `-STOP`, …), to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.0.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {signal} {pid}: {sent}");
+    }
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
