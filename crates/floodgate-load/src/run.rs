@@ -539,17 +539,15 @@ pub async fn run_phase(
         pools[t].push(group.take());
     }
     let elapsed = started_at.elapsed();
-    let mut result = phase_result(
+    let result = phase_result(
         &shared,
         plan,
         shard_ranges,
         &per_target,
         elapsed,
+        cpu_at_start,
         interrupted,
     );
-    result.stolen_pct = cpu_at_start
-        .zip(CpuTimes::now())
-        .and_then(|(start, end)| end.stolen_pct_since(&start));
     (result, pools)
 }
 
@@ -713,13 +711,15 @@ async fn join_workers(
 }
 
 /// What the phase did, once its workers are done: statistics per target and
-/// together, the timeline, and why and how it stopped.
+/// together, the timeline, and why and how it stopped; `elapsed` since it
+/// started, when the machine's CPU times were `cpu_at_start`.
 fn phase_result(
     shared: &Shared,
     plan: &PhasePlan,
     shard_ranges: Vec<Range<usize>>,
     per_target: &[u32],
     elapsed: Duration,
+    cpu_at_start: Option<CpuTimes>,
     interrupted: bool,
 ) -> PhaseResult {
     let live = &shared.live;
@@ -790,7 +790,9 @@ fn phase_result(
             .started_at_wall
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
-        stolen_pct: None,
+        stolen_pct: cpu_at_start
+            .zip(CpuTimes::now())
+            .and_then(|(start, end)| end.stolen_pct_since(&start)),
     }
 }
 
