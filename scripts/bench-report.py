@@ -39,6 +39,10 @@ TARGETS = [
 ]
 
 
+def fmt_stolen(pct):
+    return "–" if pct is None else f"{pct:.2f} %"
+
+
 def median(values):
     return statistics.median(values) if values else None
 
@@ -62,6 +66,9 @@ def summary(rows):
         "peak_rss_mib": max(int(r["peak_rss_kib"]) for r in rows) / 1024,
         "cpu_us_per_request": median([float(r["cpu_us_per_req"]) for r in rows]),
         "bad": sum(int(r["non2xx"]) + int(r["socket_errors"]) for r in rows),
+        # The most of the machine's CPU time its host took during one of the runs (steal);
+        # None in a runs.tsv written before it was recorded.
+        "stolen_pct_max": max((float(r["stolen_pct"]) for r in rows if r.get("stolen_pct")), default=None),
     }
 
 
@@ -158,8 +165,8 @@ def readme_block(r):
             f"| {t['label']} | {fmt(t['measured'])} | {t['limit']} | "
             f"{'pass' if t['met'] else '**miss**'} |"
         )
-    lines += ["", "| case | server | req/s | p50 | p99 | server CPU/req | peak RSS |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "| case | server | req/s | p50 | p99 | server CPU/req | peak RSS | CPU stolen (most in a run) |",
+              "|---|---|---|---|---|---|---|---|"]
     names = {"wrk": "wrk -c64", "floodgate-load": "floodgate-load -c64", "grpc-load": "floodgate-load --grpc -c64"}
     for gen in ("wrk", "grpc-load"):
         for case, servers in r["cases"].get(gen, {}).items():
@@ -169,7 +176,8 @@ def readme_block(r):
                     label = label.replace("-c64", "-c" + case.split("-c")[-1])
                 lines.append(
                     f"| {case} ({label}) | {server} | {s['rps']:.0f} | {s['p50_ms']:.2f} ms | "
-                    f"{s['p99_ms']:.2f} ms | {s['cpu_us_per_request']:.1f} µs | {s['peak_rss_mib']:.1f} MiB |"
+                    f"{s['p99_ms']:.2f} ms | {s['cpu_us_per_request']:.1f} µs | {s['peak_rss_mib']:.1f} MiB | "
+                    f"{fmt_stolen(s.get('stolen_pct_max'))} |"
                 )
     if r.get("jobs"):
         lines += ["", "| durable jobs (floodgate-load --scenario jobs -c 16) | submitted/s | completed/s | completion p99 |",

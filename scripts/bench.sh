@@ -678,18 +678,21 @@ log "== server on core 0, load on core 1; $connections connections, ${duration}s
 
 # measure GENERATOR CASE SERVER ROUND CONNECTIONS: one run on a fresh server.
 measure() {
-    local g=$1 c=$2 s=$3 round=$4 conns=$5 ticks0 ticks1 hwm cpu_us
+    local g=$1 c=$2 s=$3 round=$4 conns=$5 ticks0 ticks1 machine0 machine1 hwm cpu_us stolen
     start_server "$s"
     ticks0=$(server_cpu_ticks)
+    machine0=$(machine_cpu_ticks)
     "run_${g//-/_}" "${method[$c]}" "${path[$c]}" "$conns"
+    machine1=$(machine_cpu_ticks)
     ticks1=$(server_cpu_ticks)
     hwm=$(server_kib VmHWM)
     server_stop
     cpu_us=$(awk -v t=$((ticks1 - ticks0)) -v hz="$clk_tck" -v n="$r_requests" \
         'BEGIN {printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0)}')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$g" "$c" "$s" "$round" "$conns" \
-        "$r_rps" "$r_p50_us" "$r_p99_us" "$r_non2xx" "$r_errors" "$hwm" "$cpu_us" >>"$results"
-    log "      $(printf '%.0f' "$r_rps") req/s, p99 $((r_p99_us / 1000)).$(printf '%03d' $((r_p99_us % 1000))) ms, peak RSS $((hwm / 1024)) MiB, non-2xx $r_non2xx, socket errors $r_errors"
+    stolen=$(stolen_pct "$machine0" "$machine1")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$g" "$c" "$s" "$round" "$conns" \
+        "$r_rps" "$r_p50_us" "$r_p99_us" "$r_non2xx" "$r_errors" "$hwm" "$cpu_us" "$stolen" >>"$results"
+    log "      $(printf '%.0f' "$r_rps") req/s, p99 $((r_p99_us / 1000)).$(printf '%03d' $((r_p99_us % 1000))) ms, peak RSS $((hwm / 1024)) MiB, non-2xx $r_non2xx, socket errors $r_errors, CPU stolen $stolen %"
 }
 
 for g in "${generators[@]}"; do
@@ -787,7 +790,7 @@ done
 # ---------------------------------------------------------------- report
 mkdir -p "$out_dir"
 {
-    printf 'generator\tcase\tserver\tround\tconnections\trps\tp50_us\tp99_us\tnon2xx\tsocket_errors\tpeak_rss_kib\tcpu_us_per_req\n'
+    printf 'generator\tcase\tserver\tround\tconnections\trps\tp50_us\tp99_us\tnon2xx\tsocket_errors\tpeak_rss_kib\tcpu_us_per_req\tstolen_pct\n'
     cat "$results"
 } >"$out_dir/runs.tsv"
 {
@@ -831,6 +834,8 @@ function verdict(ok) { return ok ? "PASS" : "**MISS**" }
     rps[k] = rps[k] " " $6; p50[k] = p50[k] " " $7; p99[k] = p99[k] " " $8; cpu_us[k] = cpu_us[k] " " $12
     bad[k] += $9; err[k] += $10
     if ($11 + 0 > hwm[k]) hwm[k] = $11 + 0
+    if ($13 + 0 > stolen[k]) stolen[k] = $13 + 0
+    if ($13 + 0 > 2) disturbed++
     if ($3 ~ /^floodgate/) { fg_bad += $9 + $10; if ($2 !~ /-c/ && $11 + 0 > fg_hwm) fg_hwm = $11 + 0 }
 }
 END {
@@ -894,20 +899,22 @@ END {
         if (gen == "wrk") desc = "wrk -t1 -c" conns
         else desc = "floodgate-load --threads 1 --concurrency " conns
         printf "\n%s, %d s per run, median of %d run(s); server on core 0, load on core 1.\n\n", desc, dur, rounds
-        print "| case | server | req/s | × bare axum | × bare hyper | p50 | p99 | peak RSS | server CPU/req | non-2xx + errors |"
-        print "|---|---|---|---|---|---|---|---|---|---|"
+        print "| case | server | req/s | × bare axum | × bare hyper | p50 | p99 | peak RSS | server CPU/req | non-2xx + errors | CPU stolen (most in a run) |"
+        print "|---|---|---|---|---|---|---|---|---|---|---|"
         for (ci = 1; ci <= nc; ci++) {
             ax = median(rps[gen SUBSEP c[ci] SUBSEP "bare-axum"]); hy = median(rps[gen SUBSEP c[ci] SUBSEP "bare-hyper"])
             for (si = 1; si <= ns; si++) {
                 k = gen SUBSEP c[ci] SUBSEP s[si]
                 if (!(k in seen)) continue
                 r = median(rps[k])
-                printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %.1f µs | %d |\n", c[ci], s[si], r,
+                printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %.1f µs | %d | %.2f %% |\n", c[ci], s[si], r,
                     (ax > 0 ? sprintf("%.2f", r / ax) : "–"), (hy > 0 ? sprintf("%.2f", r / hy) : "–"),
-                    ms(median(p50[k])), ms(median(p99[k])), mib(hwm[k]), median(cpu_us[k]), bad[k] + err[k]
+                    ms(median(p50[k])), ms(median(p99[k])), mib(hwm[k]), median(cpu_us[k]), bad[k] + err[k], stolen[k]
             }
         }
     }
+    if (disturbed > 0)
+        printf "\n%d run(s) had more than 2 %% of the machine'"'"'s CPU time stolen by its host (steal; the CPU stolen columns): the server and the load generator stalled alike, so the ratios of those cases measured the host as much as the servers; run the bench again.\n", disturbed
     printf "\nwrk -t1 -c%d, fast case, one run:\n\n", big
     print "| server | req/s | p50 | p99 | peak RSS | non-2xx + errors |"
     print "|---|---|---|---|---|---|"
@@ -919,16 +926,16 @@ END {
 
     if ((gk "floodgate") in seen) {
         printf "\nfloodgate-load --grpc --threads 1 --concurrency %d, Fast RPC, %d s per run, median of %d run(s); server on core 0, load on core 1.\n\n", conns, dur, rounds
-        print "| server | req/s | × bare tonic | p50 | p99 | peak RSS | server CPU/req | non-OK |"
-        print "|---|---|---|---|---|---|---|---|"
+        print "| server | req/s | × bare tonic | p50 | p99 | peak RSS | server CPU/req | non-OK | CPU stolen (most in a run) |"
+        print "|---|---|---|---|---|---|---|---|---|"
         tonic_rps = median(rps[gk "bare-tonic"])
         split("bare-tonic floodgate", gs, " ")
         for (gi2 = 1; gi2 <= 2; gi2++) {
             k = gk gs[gi2]
             if (!(k in seen)) continue
             r = median(rps[k])
-            printf "| %s | %.0f | %s | %s | %s | %s | %.1f µs | %d |\n", gs[gi2], r, (tonic_rps > 0 ? sprintf("%.2f", r / tonic_rps) : "–"),
-                ms(median(p50[k])), ms(median(p99[k])), mib(hwm[k]), median(cpu_us[k]), bad[k] + err[k]
+            printf "| %s | %.0f | %s | %s | %s | %s | %.1f µs | %d | %.2f %% |\n", gs[gi2], r, (tonic_rps > 0 ? sprintf("%.2f", r / tonic_rps) : "–"),
+                ms(median(p50[k])), ms(median(p99[k])), mib(hwm[k]), median(cpu_us[k]), bad[k] + err[k], stolen[k]
         }
     }
 

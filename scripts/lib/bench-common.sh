@@ -14,6 +14,10 @@
 #   server_listening             true once the server printed `listening on ADDR`
 #   server_kib FIELD             VmRSS / VmHWM of the server, KiB
 #   server_cpu_ticks             user + system clock ticks of the server
+#   machine_cpu_ticks            "TOTAL STOLEN": the machine's CPU time, all CPUs, in
+#                                clock ticks, and the part of it its host took (steal)
+#   stolen_pct BEFORE AFTER      percent of the CPU time between two machine_cpu_ticks
+#                                readings that was stolen (0 where none is reported)
 #   server_stop                  TERM, then KILL after 5 s
 #
 # Globals: work, server_pid, server_name, server_addr.
@@ -110,6 +114,22 @@ server_cpu_ticks() {
     stat=$(<"/proc/$server_pid/stat")
     read -ra fields <<<"${stat##*) }"
     echo $(( fields[11] + fields[12] ))
+}
+
+# /proc/stat's cpu line: user nice system idle iowait irq softirq steal (guest time is
+# counted in user). On a virtual machine, steal is time the host ran something else while
+# this machine wanted the CPU: the server and the load generator stall alike, and a run
+# with much of it measured the host.
+machine_cpu_ticks() {
+    awk '$1 == "cpu" { print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9; exit }' /proc/stat
+}
+
+stolen_pct() { # BEFORE AFTER
+    # iowait may go backwards, so neither difference is trusted to be positive.
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); t = y[1] - x[1]; s = y[2] - x[2]
+        if (s < 0) s = 0; if (s > t) s = t
+        printf "%.2f", (t > 0 ? 100 * s / t : 0) }'
 }
 
 server_stop() {
