@@ -55,25 +55,16 @@ port=$((18400 + RANDOM % 500))
 addr=127.0.0.1:$port
 
 # callgrind_start NAME BINARY [VAR=VALUE...]: BINARY under callgrind with that environment,
-# counting off; returns once it answers /health (start-up under callgrind takes seconds).
+# counting off, on core 0; returns once it answers /health.
 callgrind_start() {
-    local name=$1 binary=$2 deadline
+    local name=$1 binary=$2
     shift 2
-    server_name=$name
     # `env` runs valgrind, not the other way round: valgrind would count `env` and then lose
     # the program it executes.
-    env "$@" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/$name.callgrind" \
-        "$binary" >"$work/$name.out" 2>"$work/$name.err" &
-    server_pid=$!
-    deadline=$(( $(now_us) + 120000000 ))
-    until http_ok "$addr" /health; do
-        if ! kill -0 "$server_pid" 2>/dev/null || [ "$(now_us)" -gt "$deadline" ]; then
-            log "$name did not start under callgrind within 120 s; its output:"
-            cat "$work/$name.out" "$work/$name.err" >&2 2>/dev/null || true
-            exit 1
-        fi
-        sleep 0.2
-    done
+    server_start "$name" env "$@" valgrind --tool=callgrind --instr-atstart=no \
+        --callgrind-out-file="$work/$name.callgrind" "$binary"
+    # Start-up under callgrind takes seconds.
+    server_await_seconds=120 server_await "answer /health under callgrind" http_ok "$addr" /health
 }
 
 # send METHOD PATH COUNT: COUNT closed-loop requests; exits unless every one was a 2xx.

@@ -9,7 +9,8 @@
 #   pin_self                     move this shell to core 1
 #   server_start NAME CMD...     run CMD on core 0 (`env VAR=value prog` for its
 #                                environment); output in $work/NAME.out, .err
-#   server_await WHAT COND...    run COND until it succeeds (no sleeps)
+#   server_await WHAT COND...    run COND until it succeeds (no sleeps), for at most
+#                                server_await_seconds
 #   http_ok ADDR PATH            one GET, true on status 200
 #   server_listening             true once the server printed `listening on ADDR`
 #   server_kib FIELD             VmRSS / VmHWM of the server, KiB
@@ -69,12 +70,14 @@ server_start() { # NAME CMD...
 }
 
 # server_await WHAT COND...: runs COND until it succeeds, without sleeping
-# between tries (this shell is on core 1). If the server exits first, or 20 s
-# pass, prints "NAME did not WHAT" and the server's output, and exits 1.
+# between tries (this shell is on core 1). If the server exits first, or
+# server_await_seconds (20) pass, prints "NAME did not WHAT" and the server's
+# output, and exits 1.
+server_await_seconds=20
 server_await() {
     local what=$1 deadline
     shift
-    deadline=$(( $(now_us) + 20000000 ))
+    deadline=$(( $(now_us) + server_await_seconds * 1000000 ))
     until "$@"; do
         if ! kill -0 "$server_pid" 2>/dev/null || [ "$(now_us)" -gt "$deadline" ]; then
             log "$server_name did not $what; its output:"
