@@ -9,6 +9,7 @@
 //! and `pool` know nothing of axum.
 
 pub mod admission;
+pub mod allocator;
 pub mod app;
 pub mod call;
 pub mod config;

@@ -8,18 +8,21 @@ use floodgate::config::{LoadOptions, Settings};
 
 /// jemalloc, with background threads returning freed pages to the system within a second:
 /// glibc's allocator kept tens of megabytes after every burst of connections (see "Memory" in
-/// docs/performance.md).
+/// docs/performance.md). Its frees go through [`floodgate::allocator`].
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOCATOR: floodgate::allocator::Allocator = floodgate::allocator::Allocator;
 
 /// Read by jemalloc at start: purge unused dirty and muzzy pages after 1 s, from its own
 /// background threads rather than on request threads; heap profiling compiled in but
 /// inactive (no sampling) until `server.profiling` turns it on, sampling then about one
 /// allocation per 128 KiB (2^17 bytes) allocated: this service's live heap is a few MiB, and
 /// jemalloc's default of 512 KiB leaves a profile of it with a handful of samples, or none.
+/// Each thread's cache is trimmed once per MiB allocated rather than per 64 KiB: a request
+/// allocates an 8 KiB read buffer, so the default trimmed every few requests (1 % of a fast
+/// call's instructions); the cache's size is bounded per size class either way.
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000,prof:true,prof_active:false,lg_prof_sample:17\0";
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000,prof:true,prof_active:false,lg_prof_sample:17,tcache_gc_incr_bytes:1048576\0";
 
 /// EX_USAGE: the configuration is invalid.
 const EXIT_CONFIG: u8 = 64;

@@ -76,6 +76,24 @@ fn print_config_shows_the_effective_layers() {
     );
 }
 
+/// jemalloc reads the binary's built-in options when it starts and skips, with a warning on
+/// stderr, any it does not know: a misspelt one would silently not apply.
+#[test]
+fn the_allocator_accepts_every_built_in_option() {
+    let out = floodgate().arg("--print-config").output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("<jemalloc>"), "{err}");
+    // The check can fail: the same binary warns about an option it does not know.
+    let out = floodgate()
+        .arg("--print-config")
+        .env("_RJEM_MALLOC_CONF", "tcache_gc_incr_byte:1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("<jemalloc>: Invalid conf pair"), "{err}");
+}
+
 /// No value the configuration accepts makes start-up, a request or shutdown panic; values
 /// out of range are refused by the loader (checked here as: a refusal is never a panic).
 #[test]
