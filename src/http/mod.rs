@@ -115,24 +115,23 @@ pub fn stack(
     // An open policy admits everything: skip the layer rather than ask it.
     let admitted = (!options.admission.is_open()).then_some(&options.admission);
     for spec in specs.iter().filter(|s| serves(s.surface)) {
-        let handler = spec.handler.clone();
         match spec.surface {
             Surface::Api => {
                 let gate = HttpGate { class: spec.class };
-                // One layer of both, so the route boxes its service once rather than twice
-                // (each boxing is a clone and an allocation per request).
-                let handler = handler.layer(Layers::new(
+                let layers = Layers::new(
                     DeadlineLayer::new(options.request_timeout, gate),
                     tower::util::option_layer(
                         admitted.map(|a| AdmissionLayer::new(a.clone(), gate)),
                     ),
-                ));
-                api = api.route(spec.path, handler)
+                );
+                api = api.route(spec.path, spec.endpoint.layered(&state, &layers))
             }
             Surface::Probe | Surface::Admin | Surface::Status => {
-                short = short.route(spec.path, handler)
+                short = short.route(spec.path, spec.endpoint.plain())
             }
-            Surface::Scrape | Surface::Document => large = large.route(spec.path, handler),
+            Surface::Scrape | Surface::Document => {
+                large = large.route(spec.path, spec.endpoint.plain())
+            }
         }
     }
     let compress = CompressionLayer::new()

@@ -2,14 +2,20 @@
 //! span names and the OpenAPI paths, so none of them can name a route the others do not.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
-use axum::routing::MethodRouter;
+use axum::handler::Handler;
+use axum::routing::{on, on_service, MethodFilter, MethodRouter};
 use http::Method;
+use tower::layer::util::{Identity, Stack};
+use tower::util::Either;
+use tower::Layer;
 use utoipa::openapi::path::{HttpMethod, Paths};
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::RefOr;
 
-use crate::admission::Class;
+use super::HttpGate;
+use crate::admission::{AdmissionLayer, Class, DeadlineLayer};
 use crate::observability::metrics::RouteLabel;
 use crate::state::AppState;
 
@@ -47,27 +53,65 @@ pub struct RouteSpec {
     /// The metric label and span route; several paths may share one (`/docs`, `/docs/`).
     pub label: &'static str,
     pub surface: Surface,
-    pub handler: MethodRouter<AppState>,
+    pub endpoint: Endpoint,
     pub doc: Option<DocFn>,
     /// The class of work an API route's calls are, for the adaptive limits; `None`: not
     /// limited by them.
     pub class: Option<Class>,
 }
 
+/// The layers in front of each API route, innermost first: the deadline, then admission
+/// when the policy is not open (see [`super::stack`]).
+pub type ApiLayers = Stack<DeadlineLayer<HttpGate>, Either<AdmissionLayer<HttpGate>, Identity>>;
+
+/// A route's handler, made into the router's endpoint when the stack is assembled: as it is,
+/// or, for an API route, with its layers around it and the whole boxed once. Layering a
+/// `MethodRouter` instead boxes the layered route around the handler's own boxed route, and
+/// every request then cloned both boxes and the inner one once more.
+#[derive(Clone)]
+pub struct Endpoint(Arc<MakeEndpoint>);
+
+/// Makes an [`Endpoint`]'s method router: as it is (`None`), or with a state and the API's
+/// layers around it.
+type MakeEndpoint = dyn Fn(Option<(&AppState, &ApiLayers)>) -> MethodRouter<AppState> + Send + Sync;
+
+impl Endpoint {
+    /// The endpoint as it is (its state given with the router's).
+    pub fn plain(&self) -> MethodRouter<AppState> {
+        (self.0)(None)
+    }
+
+    /// The endpoint inside `layers`, with `state`.
+    pub fn layered(&self, state: &AppState, layers: &ApiLayers) -> MethodRouter<AppState> {
+        (self.0)(Some((state, layers)))
+    }
+}
+
 impl RouteSpec {
-    /// A route labelled by its own path, not in the document.
-    pub fn new(
-        method: Method,
-        path: &'static str,
-        surface: Surface,
-        handler: MethodRouter<AppState>,
-    ) -> Self {
+    /// A route labelled by its own path, not in the document, served by `handler` for
+    /// `method` (and for HEAD too when `method` is GET).
+    pub fn new<H, T>(method: Method, path: &'static str, surface: Surface, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone())
+            .unwrap_or_else(|_| panic!("the router cannot serve {method} at {path}"));
+        let endpoint = Endpoint(Arc::new(move |api: Option<(&AppState, &ApiLayers)>| {
+            let handler = handler.clone();
+            match api {
+                None => on(filter, handler),
+                Some((state, layers)) => {
+                    on_service(filter, layers.layer(handler.with_state(state.clone())))
+                }
+            }
+        }));
         Self {
             method,
             path,
             label: path,
             surface,
-            handler,
+            endpoint,
             doc: None,
             class: None,
         }
@@ -257,8 +301,6 @@ pub struct RouteId(Option<usize>);
 
 #[cfg(test)]
 mod tests {
-    use axum::routing::get;
-
     use super::*;
 
     /// An operation at a path no route below is served at.
@@ -269,20 +311,20 @@ mod tests {
     #[test]
     #[should_panic(expected = "the operation of GET /here is documented as [GET] /elsewhere")]
     fn an_operation_at_another_path_is_refused() {
-        let _ = RouteSpec::new(Method::GET, "/here", Surface::Probe, get(|| async {}))
+        let _ = RouteSpec::new(Method::GET, "/here", Surface::Probe, || async {})
             .documented::<__path_elsewhere>();
     }
 
     #[test]
     #[should_panic(expected = "the operation of POST /elsewhere is documented as [GET] /elsewhere")]
     fn an_operation_with_another_method_is_refused() {
-        let _ = RouteSpec::new(Method::POST, "/elsewhere", Surface::Probe, get(|| async {}))
+        let _ = RouteSpec::new(Method::POST, "/elsewhere", Surface::Probe, || async {})
             .documented::<__path_elsewhere>();
     }
 
     #[test]
     fn an_operation_at_its_routes_method_and_path_is_taken() {
-        let spec = RouteSpec::new(Method::GET, "/elsewhere", Surface::Probe, get(|| async {}))
+        let spec = RouteSpec::new(Method::GET, "/elsewhere", Surface::Probe, || async {})
             .documented::<__path_elsewhere>();
         assert!(spec.doc.is_some());
     }

@@ -76,9 +76,8 @@ async fn hundreds_of_concurrent_intensive_requests_each_get_their_own_result() {
 
 #[tokio::test]
 async fn a_panicking_handler_becomes_500_and_the_server_keeps_serving() {
-    use axum::routing::get;
     use floodgate::http::{RouteSpec, Surface};
-    let route = RouteSpec::new(http::Method::GET, "/api/v1/boom", Surface::Api, get(boom));
+    let route = RouteSpec::new(http::Method::GET, "/api/v1/boom", Surface::Api, boom);
     let app = spawn_builder(Application::builder(test_settings()).with_route(route)).await;
     let r = app.get("/api/v1/boom").await;
     let body = assert_envelope(r, 500, "INTERNAL_ERROR").await;

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::Query;
-use axum::routing::get;
 use axum::Extension;
 use floodgate::admission::{Class, Peer};
 use floodgate::grpc::pb::compute_service_client::ComputeServiceClient;
@@ -45,8 +44,7 @@ async fn slow(Query(q): Query<Sleep>) -> &'static str {
 }
 
 fn slow_route() -> RouteSpec {
-    RouteSpec::new(http::Method::GET, "/api/test/slow", Surface::Api, get(slow))
-        .admitted_as(Class::Fast)
+    RouteSpec::new(http::Method::GET, "/api/test/slow", Surface::Api, slow).admitted_as(Class::Fast)
 }
 
 /// `GET /api/test/stall?ms=N`: a call of the fast class that holds the runtime's thread for
@@ -57,13 +55,8 @@ async fn stall(Query(q): Query<Sleep>) -> &'static str {
 }
 
 fn stall_route() -> RouteSpec {
-    RouteSpec::new(
-        http::Method::GET,
-        "/api/test/stall",
-        Surface::Api,
-        get(stall),
-    )
-    .admitted_as(Class::Fast)
+    RouteSpec::new(http::Method::GET, "/api/test/stall", Surface::Api, stall)
+        .admitted_as(Class::Fast)
 }
 
 /// `GET /api/test/pause?ms=N`: pauses the connection it came on for N ms, as a refusal past
@@ -74,12 +67,7 @@ async fn pause(Query(q): Query<Sleep>, Extension(peer): Extension<Peer>) -> &'st
 }
 
 fn pause_route() -> RouteSpec {
-    RouteSpec::new(
-        http::Method::GET,
-        "/api/test/pause",
-        Surface::Api,
-        get(pause),
-    )
+    RouteSpec::new(http::Method::GET, "/api/test/pause", Surface::Api, pause)
 }
 
 /// One answer as a client saw it.
