@@ -485,3 +485,36 @@ async fn jobs_belong_to_the_token_subject_and_the_jobs_admin_scope_sees_all() {
         floodgate::grpc::pb::JobStatus::Cancelled as i32
     );
 }
+
+/// Admission stands in front of every method an API route serves, HEAD with GET included,
+/// and not in front of the router's 405 for a method it does not serve: no credential would
+/// make that request servable.
+#[tokio::test]
+async fn admission_covers_every_method_an_api_route_serves() {
+    let app = spawn_with(|s| {
+        s.auth.enabled = true;
+        s.auth.api_key_hashes = vec![sha256_hex("the-key")];
+    })
+    .await;
+    let jobs = app.url("/api/v2/jobs");
+    let r = app.client.get(&jobs).send().await.unwrap();
+    assert_unauthorized(r, "realm").await;
+    let r = app.client.head(&jobs).send().await.unwrap();
+    assert_eq!(r.status(), 401, "HEAD of a GET route is admitted as GET");
+    let r = app
+        .client
+        .head(&jobs)
+        .header("x-api-key", "the-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), 0, "HEAD has no body");
+    let r = app
+        .client
+        .get(app.url("/api/v1/compute/fast"))
+        .send()
+        .await
+        .unwrap();
+    assert_envelope(r, 405, "METHOD_NOT_ALLOWED").await;
+}
