@@ -496,9 +496,8 @@ async fn admission_covers_every_method_an_api_route_serves() {
         s.auth.api_key_hashes = vec![sha256_hex("the-key")];
     })
     .await;
+    assert_unauthorized(app.get("/api/v2/jobs").await, "realm").await;
     let jobs = app.url("/api/v2/jobs");
-    let r = app.client.get(&jobs).send().await.unwrap();
-    assert_unauthorized(r, "realm").await;
     let r = app.client.head(&jobs).send().await.unwrap();
     assert_eq!(r.status(), 401, "HEAD of a GET route is admitted as GET");
     let r = app
@@ -510,11 +509,10 @@ async fn admission_covers_every_method_an_api_route_serves() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().len(), 0, "HEAD has no body");
-    let r = app
-        .client
-        .get(app.url("/api/v1/compute/fast"))
-        .send()
-        .await
-        .unwrap();
-    assert_envelope(r, 405, "METHOD_NOT_ALLOWED").await;
+    assert_envelope(
+        app.get("/api/v1/compute/fast").await,
+        405,
+        "METHOD_NOT_ALLOWED",
+    )
+    .await;
 }
